@@ -1,0 +1,125 @@
+/// A value that can be sent as one argument of a Redis command (a RESP bulk string).
+public protocol RedisArgument: Sendable {
+    /// Calls `body` with the argument's raw bytes (without RESP framing).
+    func withRedisBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R
+}
+
+extension String: RedisArgument {
+    public func withRedisBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        var copy = self
+        return try copy.withUTF8 { try body(UnsafeRawBufferPointer($0)) }
+    }
+}
+
+extension Substring: RedisArgument {
+    public func withRedisBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try String(self).withRedisBytes(body)
+    }
+}
+
+extension Array: RedisArgument where Element == UInt8 {
+    public func withRedisBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try withUnsafeBytes(body)
+    }
+}
+
+extension Int: RedisArgument {
+    public func withRedisBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try String(self).withRedisBytes(body)
+    }
+}
+
+/// One Redis command, encoded as RESP once, on the caller's thread.
+///
+/// ```swift
+/// let command = RedisCommand("SET", "greeting", "hello")
+/// ```
+public struct RedisCommand: Sendable {
+    /// The RESP encoding of the command, ready to be written.
+    public let encoded: [UInt8]
+    /// The first argument, upper-cased (for logs and routing).
+    public let name: String
+    /// When this is an `EVALSHA`, the script and arguments to fall back to `EVAL` on `NOSCRIPT`.
+    let scriptFallback: ScriptInvocation?
+    /// The keys the command touches, where the caller declared them (used for cluster routing).
+    public let keys: [[UInt8]]
+
+    struct ScriptInvocation: Sendable {
+        let script: RedisScript
+        let keys: [any RedisArgument]
+        let arguments: [any RedisArgument]
+    }
+
+    /// Creates a command from its arguments; the first is the command name.
+    public init(_ arguments: any RedisArgument...) {
+        self.init(arguments: arguments)
+    }
+
+    /// Creates a command from its arguments; the first is the command name.
+    /// - Parameters:
+    ///   - arguments: the command name followed by its arguments.
+    ///   - keys: the keys among the arguments, for cluster routing.
+    public init(arguments: [any RedisArgument], keys: [[UInt8]] = []) {
+        self.encoded = RedisCommand.encode(arguments)
+        self.name = arguments.first.map { $0.withRedisBytes { String(decoding: $0, as: UTF8.self).uppercased() } } ?? ""
+        self.keys = keys
+        self.scriptFallback = nil
+    }
+
+    /// An `EVALSHA` of `script` that transparently falls back to `EVAL` when Redis answers `NOSCRIPT`.
+    public static func evalSHA(_ script: RedisScript, keys: [any RedisArgument], arguments: [any RedisArgument]) -> RedisCommand {
+        RedisCommand(script: script, keys: keys, arguments: arguments, useSource: false)
+    }
+
+    init(script: RedisScript, keys: [any RedisArgument], arguments: [any RedisArgument], useSource: Bool) {
+        var all: [any RedisArgument] = [useSource ? "EVAL" : "EVALSHA", useSource ? script.source : script.sha1, keys.count]
+        all.append(contentsOf: keys)
+        all.append(contentsOf: arguments)
+        self.encoded = RedisCommand.encode(all)
+        self.name = useSource ? "EVAL" : "EVALSHA"
+        self.keys = keys.map { $0.withRedisBytes { Array($0) } }
+        self.scriptFallback = useSource ? nil : ScriptInvocation(script: script, keys: keys, arguments: arguments)
+    }
+
+    /// The `EVAL` form of an `EVALSHA` command, or `nil` when this is not one.
+    var evalFallback: RedisCommand? {
+        scriptFallback.map { RedisCommand(script: $0.script, keys: $0.keys, arguments: $0.arguments, useSource: true) }
+    }
+
+    static func encode(_ arguments: [any RedisArgument]) -> [UInt8] {
+        var buffer: [UInt8] = []
+        buffer.reserveCapacity(16 + arguments.count * 24)
+        appendDecimal(UInt8(ascii: "*"), arguments.count, to: &buffer)
+        for argument in arguments {
+            argument.withRedisBytes { bytes in
+                appendDecimal(UInt8(ascii: "$"), bytes.count, to: &buffer)
+                buffer.append(contentsOf: bytes)
+                buffer.append(13)
+                buffer.append(10)
+            }
+        }
+        return buffer
+    }
+
+    private static func appendDecimal(_ prefix: UInt8, _ value: Int, to buffer: inout [UInt8]) {
+        buffer.append(prefix)
+        if value == 0 {
+            buffer.append(UInt8(ascii: "0"))
+        } else {
+            var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+                (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+            var count = 0
+            var remaining = value
+            withUnsafeMutableBytes(of: &digits) { raw in
+                while remaining > 0 {
+                    raw[count] = UInt8(ascii: "0") + UInt8(remaining % 10)
+                    remaining /= 10
+                    count += 1
+                }
+                for index in stride(from: count - 1, through: 0, by: -1) { buffer.append(raw[index]) }
+            }
+        }
+        buffer.append(13)
+        buffer.append(10)
+    }
+}

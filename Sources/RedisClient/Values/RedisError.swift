@@ -1,0 +1,55 @@
+/// The one error type of the Redis client. Match on ``code``; more codes may be added later.
+public struct RedisError: Error, Sendable, CustomStringConvertible {
+    /// What kind of failure happened.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Base: String, Hashable, Sendable {
+            case connectionFailed, timeout, server, protocolError, connectionClosed
+            case invalidURL, unsupported, invalidArgument, shutdown
+        }
+        private let base: Base
+        private init(_ base: Base) { self.base = base }
+
+        /// The client could not connect (refused, unreachable, authentication failed).
+        public static let connectionFailed = Code(.connectionFailed)
+        /// A connect or command exceeded its configured timeout; the connection was dropped.
+        public static let timeout = Code(.timeout)
+        /// Redis answered with an error reply; ``RedisError/message`` holds it.
+        public static let server = Code(.server)
+        /// The bytes received were not valid RESP.
+        public static let protocolError = Code(.protocolError)
+        /// The connection closed while the command was in flight. The command may or may not
+        /// have run; the client never re-sends it.
+        public static let connectionClosed = Code(.connectionClosed)
+        /// A Redis URL could not be parsed.
+        public static let invalidURL = Code(.invalidURL)
+        /// The configuration asks for something this build cannot do (for example TLS).
+        public static let unsupported = Code(.unsupported)
+        /// A command was refused before it was sent (for example keys in several cluster slots).
+        public static let invalidArgument = Code(.invalidArgument)
+        /// The client was shut down.
+        public static let shutdown = Code(.shutdown)
+
+        public var description: String { base.rawValue }
+    }
+
+    /// What kind of failure happened.
+    public var code: Code
+    /// A human-readable explanation; for ``Code/server`` the error reply as Redis sent it.
+    public var message: String
+    /// The underlying error, where there is one.
+    public var underlying: (any Error)?
+
+    public init(_ code: Code, _ message: String, underlying: (any Error)? = nil) {
+        self.code = code
+        self.message = message
+        self.underlying = underlying
+    }
+
+    /// For server errors, the first word of the reply (`NOSCRIPT`, `WRONGTYPE`, `MOVED`, …).
+    public var serverErrorPrefix: Substring? {
+        guard code == .server else { return nil }
+        return message.split(separator: " ", maxSplits: 1).first
+    }
+
+    public var description: String { "RedisError(\(code)): \(message)" }
+}

@@ -1,0 +1,135 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A private `redis-server` child process for one benchmark run.
+///
+/// It listens on a free loopback TCP port (bound to 127.0.0.1 only), keeps no data on disk
+/// (`--save "" --appendonly no`), works in its own temporary directory, and is stopped with
+/// SIGTERM by ``stop()``. Use ``RedisOptions/withTarget(connectionCount:_:)``, which stops it
+/// also when the benchmark fails.
+final class RedisServerProcess: Sendable {
+    /// The loopback TCP port it listens on.
+    let port: Int
+    /// Its temporary working directory (holds `redis.log`); removed by ``stop()``.
+    let directory: URL
+    private let process: Process
+
+    private init(port: Int, directory: URL, process: Process) {
+        self.port = port
+        self.directory = directory
+        self.process = process
+    }
+
+    /// Starts `redis-server` from `executable` and waits until it accepts connections.
+    ///
+    /// A port that another process grabs between choosing and binding it is retried with a new one.
+    /// - Throws: ``ChildProcess/Failure`` when the server exits or does not answer within 10 s.
+    static func start(executable: String) async throws -> RedisServerProcess {
+        var lastFailure: (any Error)?
+        for _ in 0..<3 {
+            let directory = FileManager.default.temporaryDirectory
+                .appendingPathComponent("deviceauth-bench-redis-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            let port = try freeLoopbackPort()
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: executable)
+            process.arguments = [
+                "--bind", "127.0.0.1", "--port", "\(port)", "--dir", directory.path,
+                "--save", "", "--appendonly", "no", "--daemonize", "no",
+                "--logfile", directory.appendingPathComponent("redis.log").path,
+            ]
+            process.standardInput = FileHandle.nullDevice
+            let server = RedisServerProcess(port: port, directory: directory, process: process)
+            do {
+                try process.run()
+                try await server.waitUntilListening(timeout: .seconds(10))
+                return server
+            } catch {
+                lastFailure = error
+                await server.stop()
+            }
+        }
+        throw lastFailure ?? ChildProcess.Failure(description: "redis-server did not start")
+    }
+
+    /// Sends SIGTERM, waits for the process to exit (SIGKILL after 10 s) and removes its directory.
+    func stop() async {
+        if process.isRunning {
+            process.terminate()
+            let deadline = ContinuousClock.now + .seconds(10)
+            while process.isRunning && ContinuousClock.now < deadline {
+                try? await Task.sleep(for: .milliseconds(10))
+            }
+            if process.isRunning {
+                kill(process.processIdentifier, SIGKILL)
+                while process.isRunning { try? await Task.sleep(for: .milliseconds(10)) }
+            }
+        }
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    private func waitUntilListening(timeout: Duration) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            guard process.isRunning else {
+                throw ChildProcess.Failure(description: "redis-server exited with status \(process.terminationStatus) on port \(port): \(logTail())")
+            }
+            if canConnect(port: port) { return }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw ChildProcess.Failure(description: "redis-server did not listen on 127.0.0.1:\(port) within \(timeout): \(logTail())")
+    }
+
+    private func logTail() -> String {
+        let log = (try? String(contentsOf: directory.appendingPathComponent("redis.log"), encoding: .utf8)) ?? ""
+        return log.split(separator: "\n").suffix(3).joined(separator: " | ")
+    }
+}
+
+/// Asks the kernel for a currently free TCP port on 127.0.0.1.
+private func freeLoopbackPort() throws -> Int {
+    let descriptor = socket(AF_INET, streamSocketType, 0)
+    guard descriptor >= 0 else { throw ChildProcess.Failure(description: "socket() failed: errno \(errno)") }
+    defer { close(descriptor) }
+    var address = loopbackAddress(port: 0)
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw in
+            bind(descriptor, raw, length) == 0 && getsockname(descriptor, raw, &length) == 0
+        }
+    }
+    guard bound else { throw ChildProcess.Failure(description: "cannot bind a free loopback port: errno \(errno)") }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// Whether something accepts TCP connections on 127.0.0.1:`port`.
+private func canConnect(port: Int) -> Bool {
+    let descriptor = socket(AF_INET, streamSocketType, 0)
+    guard descriptor >= 0 else { return false }
+    defer { close(descriptor) }
+    var address = loopbackAddress(port: port)
+    return withUnsafePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+        }
+    }
+}
+
+#if canImport(Glibc)
+private let streamSocketType = Int32(SOCK_STREAM.rawValue)
+#else
+private let streamSocketType = SOCK_STREAM
+#endif
+
+private func loopbackAddress(port: Int) -> sockaddr_in {
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = UInt16(port).bigEndian
+    address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+    return address
+}

@@ -1,0 +1,111 @@
+import Foundation
+import RedisClient
+import Testing
+
+@Suite("Connecting: URLs, authentication, failures and timeouts")
+struct ConnectionTests {
+    @Test func parsesRedisAndUnixURLs() throws {
+        let plain = try RedisClientConfiguration(url: "redis://localhost")
+        #expect(plain.endpoint == .tcp(host: "localhost", port: 6379))
+        #expect(plain.database == 0 && plain.password == nil && plain.username == nil)
+
+        let full = try RedisClientConfiguration(url: "redis://app%40x:p%3Ass@10.1.2.3:6380/4")
+        #expect(full.endpoint == .tcp(host: "10.1.2.3", port: 6380))
+        #expect(full.username == "app@x" && full.password == "p:ss" && full.database == 4)
+
+        let passwordOnly = try RedisClientConfiguration(url: "redis://:secret@127.0.0.1:7000")
+        #expect(passwordOnly.username == nil && passwordOnly.password == "secret")
+
+        let unix = try RedisClientConfiguration(url: "unix:///var/run/redis.sock?db=3")
+        #expect(unix.endpoint == .unix(path: "/var/run/redis.sock") && unix.database == 3)
+    }
+
+    @Test(arguments: [
+        ("rediss://127.0.0.1:6379", RedisError.Code.unsupported),
+        ("http://127.0.0.1", .invalidURL),
+        ("redis://", .invalidURL),
+        ("redis://127.0.0.1:6379/notanumber", .invalidURL),
+        ("redis://127.0.0.1:6379/-1", .invalidURL),
+        ("unix://", .invalidURL),
+        ("unix:///tmp/r.sock?db=x", .invalidURL),
+        ("not a url at all", .invalidURL),
+        ("redis://user@127.0.0.1", .invalidURL),
+    ])
+    func refusesMalformedAndTLSURLs(url: String, code: RedisError.Code) {
+        #expect {
+            _ = try RedisClientConfiguration(url: url)
+        } throws: { error in
+            (error as? RedisError)?.code == code && !((error as? RedisError)?.message.isEmpty ?? true)
+        }
+    }
+
+    @Test func authenticatesAsACLUser() async throws {
+        let env = ProcessInfo.processInfo.environment
+        let user = try #require(env["REDIS_ACL_USER"]), password = try #require(env["REDIS_ACL_PASSWORD"])
+        let client = try RedisClient(url: "redis://\(user):\(password)@127.0.0.1:\(TestRedis.port)/0")
+        defer { client.shutdown() }
+        #expect(try await client.send("ACL", "WHOAMI").string == user)
+    }
+
+    @Test func wrongPasswordGivesAClearConnectionError() async throws {
+        let env = ProcessInfo.processInfo.environment
+        let user = try #require(env["REDIS_ACL_USER"])
+        let client = try RedisClient(url: "redis://\(user):wrong-password@127.0.0.1:\(TestRedis.port)/0")
+        defer { client.shutdown() }
+        let error = await expectRedisError { try await client.send("PING") }
+        #expect(error?.code == .connectionFailed)
+        #expect(error?.message.contains("WRONGPASS") == true)
+        #expect(error?.message.contains("wrong-password") == false, "the password must never appear in errors")
+    }
+
+    @Test func unixSocketWithDatabaseSelection() async throws {
+        let socketURL = try #require(ProcessInfo.processInfo.environment["REDIS_SOCKET_URL"])
+        let client = try RedisClient(url: socketURL + "?db=3")
+        defer { client.shutdown() }
+        let p = TestRedis.prefix()
+        try await client.send("SET", p + "db3", "here")
+        let tcp = try TestRedis.client()
+        defer { tcp.shutdown() }
+        #expect(try await tcp.send("GET", p + "db3") == .null, "db 0 must not see db 3's key")
+        let info = try await client.send("CLIENT", "INFO").string ?? ""
+        #expect(info.contains(" db=3 "))
+    }
+
+    @Test func nothingListeningIsAConnectionError() async throws {
+        let port = try freeLoopbackPort()
+        var configuration = RedisClientConfiguration(endpoint: .tcp(host: "127.0.0.1", port: port), connectionCount: 1)
+        configuration.connectTimeout = .seconds(1)
+        let client = RedisClient(configuration: configuration)
+        defer { client.shutdown() }
+        let error = await expectRedisError { try await client.send("PING") }
+        #expect(error?.code == .connectionFailed)
+        #expect(error?.message.contains("127.0.0.1:\(port)") == true)
+    }
+
+    @Test func listenerThatNeverAnswersTimesOutInTime() async throws {
+        let listener = try SilentListener()
+        let configuration = RedisClientConfiguration(
+            endpoint: .tcp(host: "127.0.0.1", port: listener.port),
+            connectTimeout: .milliseconds(300), commandTimeout: .milliseconds(300), connectionCount: 1)
+        let client = RedisClient(configuration: configuration)
+        defer { client.shutdown() }
+        let start = ContinuousClock.now
+        let error = await expectRedisError { try await client.send("PING") }
+        let elapsed = ContinuousClock.now - start
+        #expect(error?.code == .timeout)
+        #expect(elapsed < .seconds(3), "timed out after \(elapsed), configured 300 ms")
+    }
+
+    @Test func shutdownRefusesLaterCommandsAndLeavesNoThreads() async throws {
+        for _ in 0..<10 {
+            let client = try TestRedis.client(connections: 3)
+            #expect(try await client.send("PING") == .simpleString("PONG"))
+            let threadsWhileRunning = redisConnectionThreadCount()
+            #expect(threadsWhileRunning >= 3)
+            client.shutdown()
+            #expect(redisConnectionThreadCount() <= threadsWhileRunning - 3, "this client's 3 connection threads are joined")
+            let error = await expectRedisError { try await client.send("PING") }
+            #expect(error?.code == .shutdown)
+        }
+    }
+}

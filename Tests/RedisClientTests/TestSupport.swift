@@ -1,0 +1,141 @@
+import Foundation
+import RedisClient
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The shared test server that `make test` starts (Tests/Support/with-redis.sh).
+enum TestRedis {
+    static var url: String {
+        guard let url = ProcessInfo.processInfo.environment["REDIS_URL"] else {
+            fatalError("REDIS_URL is not set: run the tests with `make test`, which starts redis-server")
+        }
+        return url
+    }
+
+    static var port: Int { Int(ProcessInfo.processInfo.environment["REDIS_PORT"] ?? "") ?? 6379 }
+
+    static func client(connections: Int = 2, commandTimeout: Duration = .seconds(5)) throws -> RedisClient {
+        var configuration = try RedisClientConfiguration(url: url)
+        configuration.connectionCount = connections
+        configuration.commandTimeout = commandTimeout
+        return RedisClient(configuration: configuration)
+    }
+
+    /// A key prefix unique to one test, so tests run in parallel without FLUSHALL.
+    static func prefix(_ name: String = #function) -> String { "test:\(UUID().uuidString.prefix(8)):" }
+}
+
+/// A private `redis-server` for tests that stop, restart or block the server.
+final class PrivateRedisServer: @unchecked Sendable {
+    let port: Int
+    let directory: URL
+    private var process: Process?
+
+    init() throws {
+        port = try freeLoopbackPort()
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("deviceauth-private-redis-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try start()
+    }
+
+    var url: String { "redis://127.0.0.1:\(port)" }
+
+    func start() throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
+        process.arguments = ["--bind", "127.0.0.1", "--port", "\(port)", "--dir", directory.path,
+                             "--save", "", "--appendonly", "no", "--enable-debug-command", "local",
+                             "--logfile", directory.appendingPathComponent("redis.log").path]
+        try process.run()
+        self.process = process
+        for _ in 0..<200 {
+            if canConnect(port: port) { return }
+            usleep(25_000)
+        }
+        throw RedisError(.connectionFailed, "private redis-server did not start on port \(port)")
+    }
+
+    func stop() {
+        guard let process, process.isRunning else { return }
+        // SIGKILL: the test process may block SIGTERM for its children, and a crash-stop is
+        // what these tests want to survive anyway.
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        self.process = nil
+    }
+
+    deinit {
+        stop()
+        try? FileManager.default.removeItem(at: directory)
+    }
+}
+
+func freeLoopbackPort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = loopbackAddress(port: 0)
+    let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    guard bound == 0 else { throw RedisError(.connectionFailed, "bind failed") }
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+func loopbackAddress(port: UInt16) -> sockaddr_in {
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = port.bigEndian
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    return address
+}
+
+func canConnect(port: Int) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = loopbackAddress(port: UInt16(port))
+    return withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
+}
+
+/// A loopback listener that accepts connections (through the kernel backlog) and never answers.
+final class SilentListener {
+    let fd: Int32
+    let port: Int
+
+    init() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        self.fd = fd
+        var address = loopbackAddress(port: 0)
+        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard bound == 0, listen(fd, 16) == 0 else { throw RedisError(.connectionFailed, "listen failed") }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        port = Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    deinit { close(fd) }
+}
+
+/// Number of Redis connection threads (named `redis-conn-N`) alive in this process (Linux).
+func redisConnectionThreadCount() -> Int {
+    let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+    return tasks.filter { task in
+        ((try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8)) ?? "").hasPrefix("redis-conn")
+    }.count
+}
+
+/// Expects `body` to throw a ``RedisError`` and returns it.
+func expectRedisError(_ body: () async throws -> Void, sourceLocation: SourceLocation = #_sourceLocation) async -> RedisError? {
+    do {
+        try await body()
+        Issue.record("expected a RedisError, but the call succeeded", sourceLocation: sourceLocation)
+        return nil
+    } catch let error as RedisError {
+        return error
+    } catch {
+        Issue.record("expected a RedisError, got \(error)", sourceLocation: sourceLocation)
+        return nil
+    }
+}
