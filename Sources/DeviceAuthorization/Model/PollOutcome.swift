@@ -1,0 +1,38 @@
+/// The answer to a token-endpoint poll (RFC 8628 §3.5), decided atomically in Redis.
+public enum PollOutcome: Sendable, Hashable {
+    /// The person has not decided yet; poll again after the interval.
+    case authorizationPending
+    /// The device polled too early; the interval is now `newInterval` seconds for this and all
+    /// later polls.
+    case slowDown(newInterval: Int)
+    /// The person denied the request.
+    case accessDenied
+    /// The grant expired before it was approved or redeemed.
+    case expiredToken
+    /// The device code is unknown, belongs to another client, or was already redeemed.
+    case invalidGrant(InvalidGrantReason)
+    /// Approved: issue a token now. This outcome happens at most once per grant.
+    case authorized(userID: String, scopes: [String], grantID: String)
+
+    /// The RFC 6749 / RFC 8628 `error` value for this outcome, or `nil` on success.
+    public var oauthError: String? {
+        switch self {
+        case .authorizationPending: "authorization_pending"
+        case .slowDown: "slow_down"
+        case .accessDenied: "access_denied"
+        case .expiredToken: "expired_token"
+        case .invalidGrant: "invalid_grant"
+        case .authorized: nil
+        }
+    }
+}
+
+/// Why a poll got `invalid_grant`.
+public enum InvalidGrantReason: String, Sendable, Hashable {
+    /// No such device code (never issued, malformed, or gone after expiry and grace).
+    case unknown
+    /// The device code was issued to another client.
+    case wrongClient
+    /// The code was already exchanged for a token: a replay. Token issuers may revoke.
+    case alreadyRedeemed
+}

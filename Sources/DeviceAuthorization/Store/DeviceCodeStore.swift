@@ -1,0 +1,336 @@
+import Foundation
+import Logging
+import Metrics
+import RedisClient
+
+/// Runs the RFC 8628 device-code lifecycle on Redis, atomically across any number of API nodes.
+///
+/// Every decision is one Lua script using the Redis server's clock:
+/// - ``issue(clientID:scopes:lifetime:interval:)`` writes the grant and its user-code index
+///   (`SET NX`, so two grants never share a user code);
+/// - ``lookup(userCode:caller:)`` finds a grant for the verification page, with brute-force limits;
+/// - ``approve(userCode:userID:)`` / ``deny(userCode:)`` compare-and-set from pending only;
+/// - ``poll(deviceCode:clientID:)`` is the token endpoint in **one round trip**: rate limit
+///   (`slow_down`, +5 s), poll time, outcome, and single-use redemption.
+///
+/// The reference model's fine-grained methods (``authorize(_:userID:)``, ``deny(_:)``,
+/// ``checkRateLimit(_:intervalSeconds:)``, ``updatePollTime(_:)``) exist too, each atomic; token
+/// endpoints should use ``poll(deviceCode:clientID:)``, which does their work in one step.
+///
+/// ```swift
+/// let store = DeviceCodeStore(client: redis, configuration: .init(secret: secret))
+/// let issued = try await store.issue(clientID: "tv-app", scopes: ["profile"])
+/// try await store.approve(userCode: issued.userCode, userID: "alice")
+/// let outcome = try await store.poll(deviceCode: issued.deviceCode, clientID: "tv-app")
+/// // .authorized(userID: "alice", scopes: ["profile"], grantID: …) — once; then .invalidGrant
+/// ```
+public final class DeviceCodeStore: Sendable {
+    /// The settings the store was created with.
+    public let configuration: DeviceCodeStoreConfiguration
+    private let client: RedisClient
+    private let keys: KeySchema
+    private let logger: Logger
+    private let metrics = StoreMetrics()
+
+    /// Creates a store on `client`.
+    public init(client: RedisClient, configuration: DeviceCodeStoreConfiguration, logger: Logger = Logger(label: "deviceauth.store")) {
+        self.client = client
+        self.configuration = configuration
+        self.keys = KeySchema(prefix: configuration.keyPrefix, secret: configuration.secret)
+        self.logger = logger
+    }
+
+    // MARK: - Issuing
+
+    /// Issues a new grant: a device code (256 random bits) and a user code (RFC 8628 §6.1).
+    /// - Parameters:
+    ///   - clientID: the OAuth client asking.
+    ///   - scopes: requested scopes (already validated by the caller).
+    ///   - lifetime: overrides the configured lifetime (per-client settings).
+    ///   - interval: overrides the configured polling interval in seconds.
+    /// - Throws: ``DeviceAuthorizationError`` (``DeviceAuthorizationError/Code/invalidArgument``,
+    ///   ``DeviceAuthorizationError/Code/userCodeSpaceExhausted``) or ``RedisError``.
+    public func issue(clientID: String, scopes: [String], lifetime: Duration? = nil, interval: Int? = nil) async throws -> IssuedDeviceCode {
+        try await issue(clientID: clientID, scopes: scopes, lifetime: lifetime, interval: interval, userCodes: { UserCode.generate() })
+    }
+
+    /// `issue` with a user-code source, so tests can force collisions.
+    func issue(clientID: String, scopes: [String], lifetime: Duration?, interval: Int?, userCodes: () -> String) async throws -> IssuedDeviceCode {
+        guard !clientID.isEmpty, clientID.utf8.count <= 256 else {
+            throw DeviceAuthorizationError(.invalidArgument, "client_id must be 1…256 bytes")
+        }
+        guard scopes.allSatisfy({ !$0.isEmpty && !$0.contains(" ") }) else {
+            throw DeviceAuthorizationError(.invalidArgument, "scopes must be non-empty and contain no spaces")
+        }
+        let lifetime = lifetime ?? configuration.lifetime
+        let interval = interval ?? configuration.interval
+        guard lifetime > .zero, interval >= 0 else {
+            throw DeviceAuthorizationError(.invalidArgument, "lifetime must be positive and interval non-negative")
+        }
+        for _ in 0..<max(1, configuration.userCodeAttempts) {
+            let userCode = userCodes()
+            let (tag, indexID) = keys.userCodeDigest(userCode)
+            let deviceCode = DeviceCodeFormat.generate(tag: tag)
+            let id = keys.deviceID(deviceCode)
+            let expires = try await client.eval(
+                StoreScripts.issue,
+                keys: [keys.userCodeKey(tag: tag, id: indexID), keys.deviceKey(tag: tag, id: id)],
+                arguments: [id, lifetime.milliseconds, configuration.gracePeriod.milliseconds, interval, clientID, scopes.joined(separator: " ")]
+            ).int ?? 0
+            if expires == 0 {
+                metrics.userCodeCollisions.increment()
+                continue
+            }
+            metrics.issued.increment()
+            return IssuedDeviceCode(
+                deviceCode: deviceCode,
+                userCode: UserCode.display(userCode),
+                expiresIn: Int(lifetime.milliseconds / 1000),
+                interval: interval,
+                expiresAt: Date(milliseconds: expires),
+                grantID: keys.grantID(tag: tag, id: id)
+            )
+        }
+        throw DeviceAuthorizationError(.userCodeSpaceExhausted, "no free user code after \(configuration.userCodeAttempts) attempts")
+    }
+
+    // MARK: - Verification page
+
+    /// Finds the grant of a user code for the verification page.
+    ///
+    /// The input is normalized (case-insensitive; dashes, spaces and other characters outside
+    /// the alphabet ignored). Failed lookups count against `caller` (for example the client IP)
+    /// and against a global budget; a success does not reset either counter.
+    /// - Returns: the grant, whatever its status (the page shows "already used" for decided ones).
+    /// - Throws: ``DeviceAuthorizationError`` with ``DeviceAuthorizationError/Code/invalidUserCode``,
+    ///   ``DeviceAuthorizationError/Code/tooManyAttempts`` (with `retryAfter`),
+    ///   ``DeviceAuthorizationError/Code/notFound`` or ``DeviceAuthorizationError/Code/expired``.
+    public func lookup(userCode: String, caller: String) async throws -> DeviceCode {
+        guard let normalized = UserCode.normalize(userCode) else {
+            throw DeviceAuthorizationError(.invalidUserCode, "a user code has 8 letters from BCDFGHJKLMNPQRSTVWXZ")
+        }
+        let failureKeys = [keys.callerFailuresKey(caller), keys.globalFailuresKey]
+        let limit = try await client.eval(StoreScripts.checkFailures, keys: failureKeys,
+                                          arguments: [configuration.maxFailuresPerCaller, configuration.maxFailuresGlobal]).array ?? []
+        if let which = limit.first?.int, which != 0 {
+            metrics.lockouts.increment()
+            let retry = Duration.milliseconds(max(1, limit.count > 1 ? (limit[1].int ?? 1000) : 1000))
+            throw DeviceAuthorizationError(.tooManyAttempts,
+                which == 1 ? "too many wrong codes from this caller" : "too many wrong codes are being tried; try again later",
+                retryAfter: retry)
+        }
+        let (tag, indexID) = keys.userCodeDigest(normalized)
+        guard let code = try await read(key: keys.userCodeKey(tag: tag, id: indexID), devicePrefix: keys.devicePrefix(tag: tag), tag: tag, userCode: normalized) else {
+            try await client.eval(StoreScripts.recordFailure, keys: failureKeys,
+                                  arguments: [configuration.callerWindow.milliseconds, configuration.globalWindow.milliseconds])
+            throw DeviceAuthorizationError(.notFound, "no pending request has this code")
+        }
+        if code.currentStatus == .expired {
+            throw DeviceAuthorizationError(.expired, "this code has expired", status: .expired)
+        }
+        return code
+    }
+
+    /// Approves the pending grant of a user code for `userID` (compare-and-set from pending).
+    /// - Throws: ``DeviceAuthorizationError`` with ``DeviceAuthorizationError/Code/notFound``,
+    ///   ``DeviceAuthorizationError/Code/expired`` or ``DeviceAuthorizationError/Code/alreadyDecided``;
+    ///   nothing changes then.
+    public func approve(userCode: String, userID: String) async throws {
+        guard !userID.isEmpty else { throw DeviceAuthorizationError(.invalidArgument, "user id must not be empty") }
+        try await decide(userCode: userCode, status: "a", userID: userID)
+        metrics.approved.increment()
+    }
+
+    /// Denies the pending grant of a user code; the device then gets `access_denied`.
+    /// - Throws: as ``approve(userCode:userID:)``.
+    public func deny(userCode: String) async throws {
+        try await decide(userCode: userCode, status: "d", userID: "")
+        metrics.denied.increment()
+    }
+
+    private func decide(userCode: String, status: String, userID: String) async throws {
+        guard let normalized = UserCode.normalize(userCode) else {
+            throw DeviceAuthorizationError(.invalidUserCode, "a user code has 8 letters from BCDFGHJKLMNPQRSTVWXZ")
+        }
+        let (tag, indexID) = keys.userCodeDigest(normalized)
+        let reply = try await client.eval(StoreScripts.decide, keys: [keys.userCodeKey(tag: tag, id: indexID)],
+                                          arguments: [keys.devicePrefix(tag: tag), status, userID])
+        try Self.checkDecision(reply)
+    }
+
+    private static func checkDecision(_ reply: RedisValue) throws {
+        let parts = reply.array ?? []
+        switch parts.first?.string {
+        case "ok": return
+        case "expired": throw DeviceAuthorizationError(.expired, "this code has expired", status: .expired)
+        case "decided":
+            let stored = parts.count > 1 ? parts[1].string : nil
+            let status: DeviceCodeStatus = stored == "d" ? .denied : .authorized
+            throw DeviceAuthorizationError(.alreadyDecided, "this code was already \(status == .denied ? "denied" : "approved")",
+                                           status: status, isRedeemed: stored == "r")
+        default: throw DeviceAuthorizationError(.notFound, "no pending request has this code")
+        }
+    }
+
+    // MARK: - Token endpoint
+
+    /// Answers a device's poll in one round trip (RFC 8628 §3.4–3.5).
+    ///
+    /// While pending, a poll earlier than the interval (minus ``DeviceCodeStoreConfiguration/pollTolerance``)
+    /// after the last *accepted* poll gets ``PollOutcome/slowDown(newInterval:)`` and the interval
+    /// grows by 5 s for good. An approved grant is redeemed by the first poll, at once and exactly
+    /// once; later polls get ``PollOutcome/invalidGrant(_:)`` with ``InvalidGrantReason/alreadyRedeemed``,
+    /// which is counted and logged (with the grant id, never the code) so tokens can be revoked.
+    public func poll(deviceCode: String, clientID: String) async throws -> PollOutcome {
+        guard let tag = DeviceCodeFormat.tag(of: deviceCode) else { return .invalidGrant(.unknown) }
+        let id = keys.deviceID(deviceCode)
+        let reply = try await client.eval(StoreScripts.poll, keys: [keys.deviceKey(tag: tag, id: id)],
+                                          arguments: [clientID, configuration.pollTolerance.milliseconds])
+        let parts = reply.array ?? []
+        switch parts.first?.string {
+        case "pending":
+            return .authorizationPending
+        case "slow_down":
+            metrics.slowDowns.increment()
+            return .slowDown(newInterval: parts.count > 1 ? parts[1].int ?? 0 : 0)
+        case "denied":
+            return .accessDenied
+        case "expired":
+            metrics.expiredPolls.increment()
+            return .expiredToken
+        case "authorized":
+            metrics.redeemed.increment()
+            let scopes = (parts.count > 2 ? parts[2].string ?? "" : "").split(separator: " ").map(String.init)
+            return .authorized(userID: parts.count > 1 ? parts[1].string ?? "" : "", scopes: scopes, grantID: keys.grantID(tag: tag, id: id))
+        case "replay":
+            metrics.replays.increment()
+            logger.warning("Replayed device code: the grant was already redeemed; revoke its tokens",
+                           metadata: ["grant_id": "\(keys.grantID(tag: tag, id: id))", "client_id": "\(clientID)"])
+            return .invalidGrant(.alreadyRedeemed)
+        case "wrong_client":
+            return .invalidGrant(.wrongClient)
+        default:
+            return .invalidGrant(.unknown)
+        }
+    }
+
+    // MARK: - The reference model's methods, each atomic
+
+    /// The grant of a device code, or `nil` when unknown (reference: find by device code).
+    public func find(deviceCode: String) async throws -> DeviceCode? {
+        guard let tag = DeviceCodeFormat.tag(of: deviceCode) else { return nil }
+        let id = keys.deviceID(deviceCode)
+        return try await read(key: keys.deviceKey(tag: tag, id: id), devicePrefix: "", tag: tag, userCode: nil, knownID: id)
+    }
+
+    /// Reference `authorize(userID:)`: pending → authorized, atomically.
+    public func authorize(_ code: DeviceCode, userID: String) async throws {
+        try await decide(grant: code, status: "a", userID: userID)
+        metrics.approved.increment()
+    }
+
+    /// Reference `deny()`: pending → denied, atomically.
+    public func deny(_ code: DeviceCode) async throws {
+        try await decide(grant: code, status: "d", userID: "")
+        metrics.denied.increment()
+    }
+
+    /// Reference `checkRateLimit(intervalSeconds:)`: `true` when the device polled earlier than
+    /// `intervalSeconds` after its last accepted poll; the stored interval then grows by 5 s.
+    public func checkRateLimit(_ code: DeviceCode, intervalSeconds: Int) async throws -> Bool {
+        let reply = try await client.eval(StoreScripts.checkRateLimit, keys: [try deviceKey(of: code)],
+                                          arguments: [intervalSeconds, configuration.pollTolerance.milliseconds])
+        if reply.int == -1 { throw DeviceAuthorizationError(.notFound, "the grant no longer exists") }
+        return reply.int == 1
+    }
+
+    /// Reference `updatePollTime()`: records an accepted poll now (Redis time).
+    public func updatePollTime(_ code: DeviceCode) async throws {
+        let reply = try await client.eval(StoreScripts.updatePollTime, keys: [try deviceKey(of: code)])
+        if reply.int != 1 { throw DeviceAuthorizationError(.notFound, "the grant no longer exists") }
+    }
+
+    private func deviceKey(of code: DeviceCode) throws -> String {
+        guard let key = keys.deviceKey(grantID: code.grantID) else {
+            throw DeviceAuthorizationError(.invalidArgument, "malformed grant id")
+        }
+        return key
+    }
+
+    private func decide(grant code: DeviceCode, status: String, userID: String) async throws {
+        let reply = try await client.eval(StoreScripts.decide, keys: [try deviceKey(of: code)], arguments: ["", status, userID])
+        try Self.checkDecision(reply)
+    }
+
+    // MARK: - Reading records
+
+    private func read(key: String, devicePrefix: String, tag: some StringProtocol, userCode: String?, knownID: String? = nil) async throws -> DeviceCode? {
+        let fields = try await client.eval(StoreScripts.read, keys: [key], arguments: [devicePrefix]).array ?? []
+        guard fields.count == 10 else { return nil }
+        let text = fields.map { $0.string ?? "" }
+        let id = knownID ?? text[0]
+        let statusCode = text[2]
+        let status: DeviceCodeStatus = switch statusCode {
+        case "a", "r": .authorized
+        case "d": .denied
+        default: .pending
+        }
+        return DeviceCode(
+            grantID: keys.grantID(tag: tag, id: id),
+            userCode: userCode.map(UserCode.display) ?? "",
+            status: status,
+            isRedeemed: statusCode == "r",
+            expiresAt: Date(milliseconds: Int(text[5]) ?? 0),
+            lastPolledAt: Int(text[6]).map { Date(milliseconds: $0) },
+            userID: text[8].isEmpty ? nil : text[8],
+            clientID: text[3],
+            scopes: text[4].split(separator: " ").map(String.init),
+            interval: Int(text[7]) ?? configuration.interval,
+            createdAt: Date(milliseconds: Int(text[9]) ?? 0),
+            observedAt: Date(milliseconds: Int(text[1]) ?? 0)
+        )
+    }
+
+    // MARK: - Operations
+
+    /// SHA-1 of the poll script, so benchmarks can run the same script with `redis-benchmark`.
+    public static var pollScriptSHA1: String { StoreScripts.poll.sha1 }
+
+    /// Checks the Redis settings this product relies on and logs a warning for each problem.
+    ///
+    /// An eviction policy that may evict keys with a TTL (`volatile-*`, `allkeys-*`) would drop
+    /// live grants under memory pressure: a lost login. Returns the warnings it logged.
+    @discardableResult
+    public func checkRedisConfiguration() async -> [String] {
+        var warnings: [String] = []
+        do {
+            let reply = try await client.send("CONFIG", "GET", "maxmemory-policy").array ?? []
+            let policy = reply.count > 1 ? reply[1].string ?? "" : ""
+            if policy != "noeviction" {
+                warnings.append("Redis maxmemory-policy is '\(policy)': Redis may evict device codes (keys with a TTL) under memory pressure, and a person's login is then lost. Use 'noeviction'.")
+            }
+        } catch {
+            warnings.append("Could not read Redis maxmemory-policy (\(error)); make sure it is 'noeviction'.")
+        }
+        for warning in warnings { logger.warning("\(warning)") }
+        return warnings
+    }
+}
+
+extension Date {
+    init(milliseconds: Int) { self.init(timeIntervalSince1970: Double(milliseconds) / 1000) }
+}
+
+/// Counters of the lifecycle, through swift-metrics (exported by whatever backend the app
+/// bootstraps, e.g. Prometheus).
+struct StoreMetrics: Sendable {
+    let issued = Counter(label: "deviceauth_grants_issued_total")
+    let approved = Counter(label: "deviceauth_grants_approved_total")
+    let denied = Counter(label: "deviceauth_grants_denied_total")
+    let redeemed = Counter(label: "deviceauth_grants_redeemed_total")
+    let replays = Counter(label: "deviceauth_grants_replayed_total")
+    let slowDowns = Counter(label: "deviceauth_polls_slow_down_total")
+    let expiredPolls = Counter(label: "deviceauth_polls_expired_total")
+    let lockouts = Counter(label: "deviceauth_user_code_lockouts_total")
+    let userCodeCollisions = Counter(label: "deviceauth_user_code_collisions_total")
+}

@@ -1,0 +1,73 @@
+/// Settings of a ``DeviceCodeStore``. Every API node sharing one Redis must use the same
+/// ``keyPrefix`` and ``secret``.
+public struct DeviceCodeStoreConfiguration: Sendable {
+    /// Prefix of every key the store writes (`da` → `da:{tag}:d:…`).
+    public var keyPrefix: String
+    /// Secret for the keyed hashes of user codes and callers (HMAC-SHA256), at least 32 bytes.
+    public var secret: [UInt8]
+    /// Default lifetime of a grant (RFC 8628 `expires_in`).
+    public var lifetime: Duration
+    /// Default minimum polling interval in seconds (RFC 8628 `interval`).
+    public var interval: Int
+    /// How long a record stays after expiry so a late poll still learns `expired_token`.
+    public var gracePeriod: Duration
+    /// How much earlier than the interval a poll may arrive and still be accepted (latency jitter).
+    public var pollTolerance: Duration
+    /// Failed user-code lookups allowed per caller (for example per client IP) in ``callerWindow``.
+    public var maxFailuresPerCaller: Int
+    /// Window of the per-caller failure counter.
+    public var callerWindow: Duration
+    /// Failed user-code lookups allowed from everyone together in ``globalWindow``.
+    public var maxFailuresGlobal: Int
+    /// Window of the global failure counter.
+    public var globalWindow: Duration
+    /// How many fresh user codes `issue` tries when a code is already taken.
+    public var userCodeAttempts: Int
+
+    /// Creates a configuration.
+    /// - Parameters:
+    ///   - keyPrefix: prefix of all keys.
+    ///   - secret: HMAC key shared by all nodes (≥ 32 bytes).
+    ///   - lifetime: default grant lifetime (600 s).
+    ///   - interval: default polling interval in seconds (5).
+    ///   - gracePeriod: time a record outlives its expiry (300 s).
+    ///   - pollTolerance: accepted earliness of a poll (500 ms).
+    ///   - maxFailuresPerCaller: failed lookups per caller per window (10).
+    ///   - callerWindow: per-caller window (15 min).
+    ///   - maxFailuresGlobal: failed lookups of everyone per window (1000).
+    ///   - globalWindow: global window (1 min).
+    ///   - userCodeAttempts: retries on user-code collisions (8).
+    public init(
+        keyPrefix: String = "da",
+        secret: [UInt8],
+        lifetime: Duration = .seconds(600),
+        interval: Int = 5,
+        gracePeriod: Duration = .seconds(300),
+        pollTolerance: Duration = .milliseconds(500),
+        maxFailuresPerCaller: Int = 10,
+        callerWindow: Duration = .seconds(900),
+        maxFailuresGlobal: Int = 1000,
+        globalWindow: Duration = .seconds(60),
+        userCodeAttempts: Int = 8
+    ) {
+        self.keyPrefix = keyPrefix
+        self.secret = secret
+        self.lifetime = lifetime
+        self.interval = interval
+        self.gracePeriod = gracePeriod
+        self.pollTolerance = pollTolerance
+        self.maxFailuresPerCaller = maxFailuresPerCaller
+        self.callerWindow = callerWindow
+        self.maxFailuresGlobal = maxFailuresGlobal
+        self.globalWindow = globalWindow
+        self.userCodeAttempts = userCodeAttempts
+    }
+}
+
+extension Duration {
+    /// Whole milliseconds, for Redis arguments.
+    var milliseconds: Int {
+        let (seconds, attoseconds) = components
+        return Int(seconds) * 1000 + Int(attoseconds / 1_000_000_000_000_000)
+    }
+}

@@ -1,0 +1,54 @@
+import Crypto
+
+/// The Redis key layout. Every key of one grant carries the grant's routing tag in `{}`, so all
+/// keys a script touches hash to one Redis Cluster slot.
+///
+/// | key | type | holds |
+/// |---|---|---|
+/// | `<prefix>:{<tag>}:d:<id>` | hash | the grant; `<id>` = SHA-256(device code), 128 bits hex |
+/// | `<prefix>:{<tag>}:u:<hmac>` | string | `<id>` of the grant; `<hmac>` = HMAC(secret, user code) |
+/// | `<prefix>:{bf}:c:<hmac>` | string | failed user-code lookups of one caller (window TTL) |
+/// | `<prefix>:{bf}:g` | string | failed user-code lookups of everyone (window TTL) |
+///
+/// `<tag>` is 4 hex digits of HMAC(secret, user code) and is also the first part of the device
+/// code, so a poll finds the record without a lookup.
+struct KeySchema: Sendable {
+    let prefix: String
+    private let secret: SymmetricKey
+
+    init(prefix: String, secret: [UInt8]) {
+        self.prefix = prefix
+        self.secret = SymmetricKey(data: secret)
+    }
+
+    /// Routing tag and index id of a normalized user code.
+    func userCodeDigest(_ normalized: String) -> (tag: String, id: String) {
+        let mac = Array(HMAC<SHA256>.authenticationCode(for: Array(("u:" + normalized).utf8), using: secret))
+        return (hexString(mac[0..<2]), hexString(mac[2..<18]))
+    }
+
+    /// Record id of a device code: a plain hash is enough, the code has 256 random bits.
+    func deviceID(_ deviceCode: String) -> String {
+        hexString(Array(SHA256.hash(data: Array(deviceCode.utf8)))[0..<16])
+    }
+
+    func devicePrefix(tag: some StringProtocol) -> String { "\(prefix):{\(tag)}:d:" }
+    func deviceKey(tag: some StringProtocol, id: String) -> String { devicePrefix(tag: tag) + id }
+    func userCodeKey(tag: String, id: String) -> String { "\(prefix):{\(tag)}:u:\(id)" }
+
+    /// Brute-force counter of one caller (the caller itself, e.g. an IP, is hashed too).
+    func callerFailuresKey(_ caller: String) -> String {
+        let mac = Array(HMAC<SHA256>.authenticationCode(for: Array(("c:" + caller).utf8), using: secret))
+        return "\(prefix):{bf}:c:\(hexString(mac[0..<16]))"
+    }
+
+    var globalFailuresKey: String { "\(prefix):{bf}:g" }
+
+    /// Grant ids are `<tag><id>`: enough to find the record again, and safe to log.
+    func grantID(tag: some StringProtocol, id: String) -> String { "\(tag)\(id)" }
+
+    func deviceKey(grantID: String) -> String? {
+        guard grantID.utf8.count == 36, grantID.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }) else { return nil }
+        return deviceKey(tag: grantID.prefix(4), id: String(grantID.dropFirst(4)))
+    }
+}
