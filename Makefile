@@ -1,9 +1,12 @@
 # The two commands a new user needs: `make run` and `make test`. Both install what is missing.
 SHELL := /bin/bash
 SWIFT ?= swift
-APT_PACKAGES := redis-server redis-tools libhiredis-dev pkg-config python3
+APT_PACKAGES := redis-server redis-tools libhiredis-dev pkg-config python3 python3-pip
+# Only the end-to-end tests need these (a real OAuth client and a real browser).
+E2E_APT_PACKAGES := chromium chromium-driver
+E2E_PIP_PACKAGES := oauthlib requests selenium
 
-.PHONY: run test deps build build-release bench loadtest clean
+.PHONY: run test deps e2e-deps build build-release bench loadtest clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -13,6 +16,15 @@ deps:
 	  apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+e2e-deps:
+	@missing=""; for p in $(E2E_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@python3 -c "import oauthlib, requests, selenium" 2>/dev/null || python3 -m pip install -q $(E2E_PIP_PACKAGES)
+
 build: deps
 	$(SWIFT) build --build-tests
 
@@ -20,10 +32,12 @@ build-release: deps
 	$(SWIFT) build -c release
 
 run: build-release
-	.build/release/deviceauth-bench client --duration 2
+	.build/release/deviceauth-server
 
-test: build
-	Tests/Support/with-redis.sh $(SWIFT) test --skip-build --parallel
+test: build e2e-deps
+	DEVICEAUTH_REQUIRE_E2E=1 Tests/Support/with-redis.sh $(SWIFT) test --skip-build
+	@echo "--- benchmark smoke runs (debug build, short; figures are meaningless, the code paths are not)"
+	.build/debug/deviceauth-bench client --duration 0.5 --warmup 0.2 --concurrency 16
 
 bench: build-release
 	.build/release/deviceauth-bench client

@@ -12,8 +12,8 @@ let package = Package(
     products: [
         .library(name: "RedisClient", targets: ["RedisClient"]),
         .library(name: "DeviceAuthorization", targets: ["DeviceAuthorization"]),
-
-
+        .library(name: "DeviceAuthorizationHTTP", targets: ["DeviceAuthorizationHTTP"]),
+        .executable(name: "deviceauth-server", targets: ["deviceauth-server"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
@@ -21,6 +21,12 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
     ],
     targets: [
         // C layer: hiredis (Debian's libhiredis-dev), found through pkg-config.
@@ -52,9 +58,40 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         // The API node's routes: RFC 8628 endpoints, verification page, clients, tokens, metrics.
-
+        .target(
+            name: "DeviceAuthorizationHTTP",
+            dependencies: [
+                "DeviceAuthorization",
+                "RedisClient",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Mustache", package: "swift-mustache"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ],
+            resources: [.copy("Templates")],
+            swiftSettings: swiftSettings
+        ),
         // The API node executable: configuration, lifecycle, embedded Redis in development.
-
+        .executableTarget(
+            name: "deviceauth-server",
+            dependencies: [
+                "DeviceAuthorizationHTTP",
+                "DeviceAuthorization",
+                "RedisClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Benchmarks: each prints `BENCH name ours=… baseline=… unit=… ratio=…`.
         .executableTarget(
             name: "deviceauth-bench",
@@ -76,6 +113,25 @@ let package = Package(
             dependencies: ["DeviceAuthorization", "RedisClient"],
             swiftSettings: swiftSettings
         ),
-
+        .testTarget(
+            name: "DeviceAuthorizationHTTPTests",
+            dependencies: [
+                "DeviceAuthorizationHTTP",
+                "DeviceAuthorization",
+                "RedisClient",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            // Python helpers the tests run (oauthlib client, Selenium browser), not Swift sources.
+            exclude: ["Python"],
+            swiftSettings: swiftSettings
+        ),
     ]
 )

@@ -1,0 +1,68 @@
+import Crypto
+import Foundation
+
+/// An OAuth client allowed to use the device flow.
+public struct RegisteredClient: Sendable, Hashable {
+    /// The `client_id`.
+    public var clientID: String
+    /// The name shown to people on the verification page.
+    public var displayName: String
+    /// Scopes the client may request.
+    public var allowedScopes: [String]
+    /// Scopes granted when the request names none (`nil`: all allowed scopes).
+    public var defaultScopes: [String]?
+    /// SHA-256 of the client secret, or `nil` for a public client (no secret).
+    public var secretSHA256: [UInt8]?
+    /// Lifetime of this client's device codes (`nil`: the store's default).
+    public var codeLifetime: Duration?
+    /// Polling interval for this client in seconds (`nil`: the store's default).
+    public var pollingInterval: Int?
+
+    /// Creates a client.
+    /// - Parameters:
+    ///   - clientID: the `client_id`.
+    ///   - displayName: the name shown on the verification page (defaults to the id).
+    ///   - allowedScopes: the scopes it may request.
+    ///   - defaultScopes: scopes used when a request names none (`nil`: all allowed).
+    ///   - secret: a plaintext secret, hashed at once and never kept (`nil`: public client).
+    ///   - codeLifetime: per-client device-code lifetime.
+    ///   - pollingInterval: per-client polling interval in seconds.
+    public init(clientID: String, displayName: String? = nil, allowedScopes: [String] = [], defaultScopes: [String]? = nil,
+                secret: String? = nil, codeLifetime: Duration? = nil, pollingInterval: Int? = nil) {
+        self.clientID = clientID
+        self.displayName = displayName ?? clientID
+        self.allowedScopes = allowedScopes
+        self.defaultScopes = defaultScopes
+        self.secretSHA256 = secret.map { Array(SHA256.hash(data: Array($0.utf8))) }
+        self.codeLifetime = codeLifetime
+        self.pollingInterval = pollingInterval
+    }
+
+    /// Whether the client is confidential (has a secret and must authenticate).
+    public var isConfidential: Bool { secretSHA256 != nil }
+
+    /// Checks a presented secret against the stored hash in constant time.
+    public func verifySecret(_ secret: String) -> Bool {
+        guard let secretSHA256 else { return false }
+        return constantTimeEquals(Array(SHA256.hash(data: Array(secret.utf8))), secretSHA256)
+    }
+}
+
+/// Where the server finds OAuth clients. Implement it to read clients from a database.
+public protocol ClientRegistry: Sendable {
+    /// The client with this `client_id`, or `nil` when there is none.
+    func client(id: String) async throws -> RegisteredClient?
+}
+
+/// A fixed set of clients, typically from the configuration file.
+public struct StaticClientRegistry: ClientRegistry {
+    private let clients: [String: RegisteredClient]
+
+    /// Creates a registry; later clients with the same id replace earlier ones.
+    public init(clients: [RegisteredClient]) {
+        self.clients = Dictionary(clients.map { ($0.clientID, $0) }, uniquingKeysWith: { _, last in last })
+    }
+
+    /// The client with this id.
+    public func client(id: String) async throws -> RegisteredClient? { clients[id] }
+}

@@ -1,0 +1,81 @@
+import Foundation
+import Hummingbird
+import HTTPTypes
+
+/// An OAuth 2.0 error answer (RFC 6749 §5.2, RFC 8628 §3.5): HTTP status, the `error` code and a
+/// description free of secrets. Every OAuth response carries `Cache-Control: no-store`.
+public struct OAuthError: Error, Sendable, Equatable {
+    /// The RFC `error` value, such as `invalid_request` or `authorization_pending`.
+    public var code: String
+    /// A human-readable `error_description` (never contains codes, tokens or secrets).
+    public var description: String
+    /// The HTTP status (400 for most errors, 401 for `invalid_client`, 503 when Redis is down).
+    public var status: HTTPResponse.Status
+    /// Extra JSON members (for example `interval` on `slow_down`).
+    public var extra: [String: Int]
+    /// Extra response headers (`WWW-Authenticate`, `Retry-After`).
+    public var headers: [String: String]
+
+    /// Creates an error answer.
+    /// - Parameters:
+    ///   - code: the RFC error code.
+    ///   - description: the `error_description`.
+    ///   - status: the HTTP status (400).
+    ///   - extra: additional integer members of the body.
+    ///   - headers: additional response headers.
+    public init(_ code: String, _ description: String, status: HTTPResponse.Status = .badRequest,
+                extra: [String: Int] = [:], headers: [String: String] = [:]) {
+        self.code = code
+        self.description = description
+        self.status = status
+        self.extra = extra
+        self.headers = headers
+    }
+
+    /// `invalid_request` (400).
+    static func invalidRequest(_ description: String) -> OAuthError { OAuthError("invalid_request", description) }
+
+    /// `invalid_client` (401) with a `WWW-Authenticate` challenge.
+    static func invalidClient(_ description: String) -> OAuthError {
+        OAuthError("invalid_client", description, status: .unauthorized,
+                   headers: ["WWW-Authenticate": #"Basic realm="deviceauth", charset="UTF-8""#])
+    }
+
+    /// `temporarily_unavailable` (503) with `Retry-After`, when Redis cannot be reached.
+    static let temporarilyUnavailable = OAuthError("temporarily_unavailable", "the authorization server is temporarily unavailable; retry later",
+                                                   status: .serviceUnavailable, headers: ["Retry-After": "5"])
+
+    /// `server_error` (500), for failures that are not the caller's fault.
+    static let serverError = OAuthError("server_error", "the authorization server failed to answer", status: .internalServerError)
+
+    /// The JSON response.
+    var response: Response {
+        var object: [String: Any] = ["error": code, "error_description": description]
+        for (key, value) in extra { object[key] = value }
+        var response = JSONResponse.make(status: status, object: object)
+        for (name, value) in headers {
+            if let field = HTTPField.Name(name) { response.headers[field] = value }
+        }
+        return response
+    }
+
+    /// Maps a form-parsing failure to `invalid_request` (413 for oversized bodies).
+    static func from(_ failure: FormBody.Failure) -> OAuthError {
+        switch failure {
+        case .tooLarge: OAuthError("invalid_request", failure.description, status: .contentTooLarge)
+        default: .invalidRequest(failure.description)
+        }
+    }
+}
+
+/// JSON responses with `Cache-Control: no-store` (RFC 6749 §5.1).
+enum JSONResponse {
+    static func make(status: HTTPResponse.Status = .ok, object: [String: Any]) -> Response {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json; charset=utf-8"
+        headers[.cacheControl] = "no-store"
+        headers[.pragma] = "no-cache"
+        return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}

@@ -1,0 +1,251 @@
+import DeviceAuthorization
+import Foundation
+import Hummingbird
+import HTTPTypes
+import Logging
+import RedisClient
+
+/// The API node's routes, mountable on any Hummingbird router:
+///
+/// | route | purpose |
+/// |---|---|
+/// | `POST /oauth/device_authorization` | RFC 8628 §3.1–3.2 |
+/// | `POST /oauth/token` | RFC 8628 §3.4–3.5 (device-code grant) |
+/// | `GET /device`, `POST /device`, `POST /device/login` | the verification page |
+/// | `GET /.well-known/oauth-authorization-server` | RFC 8414 metadata |
+/// | `GET /.well-known/jwks.json` | the token signing key |
+/// | `GET /healthz`, `GET /readyz`, `GET /metrics` | liveness, Redis readiness, Prometheus |
+///
+/// ```swift
+/// let routes = try DeviceAuthorizationRoutes(store: store, redis: redis, clients: clients,
+///                                            users: users, tokens: tokens, configuration: settings)
+/// let router = routes.makeRouter()
+/// let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 8080)))
+/// ```
+public struct DeviceAuthorizationRoutes: Sendable {
+    /// The RFC 8628 grant type.
+    public static let deviceCodeGrantType = "urn:ietf:params:oauth:grant-type:device_code"
+
+    let store: DeviceCodeStore
+    let redis: RedisClient
+    let clients: any ClientRegistry
+    let users: any UserAuthenticator
+    let tokens: any TokenIssuer
+    let metrics: DeviceAuthorizationMetrics
+    let configuration: DeviceAuthorizationHTTPConfiguration
+    let clientAuthenticator: ClientAuthenticator
+    let pages: PageRenderer
+    let csrf: CSRFProtection
+    let logger: Logger
+
+    /// Creates the routes.
+    /// - Parameters:
+    ///   - store: the device-code store (shared Redis).
+    ///   - redis: the Redis client, pinged by `/readyz`.
+    ///   - clients: the OAuth clients.
+    ///   - users: who the person on the verification page is.
+    ///   - tokens: mints access tokens.
+    ///   - metrics: the Prometheus registry exported at `/metrics`.
+    ///   - configuration: URLs, proxies, secrets and limits.
+    ///   - logger: the logger for events (never given codes, tokens or secrets).
+    /// - Throws: ``DeviceAuthorizationHTTPError`` when the templates cannot be loaded.
+    public init(store: DeviceCodeStore, redis: RedisClient, clients: any ClientRegistry, users: any UserAuthenticator,
+                tokens: any TokenIssuer, metrics: DeviceAuthorizationMetrics = DeviceAuthorizationMetrics(),
+                configuration: DeviceAuthorizationHTTPConfiguration, logger: Logger = Logger(label: "deviceauth.http")) throws {
+        self.store = store
+        self.redis = redis
+        self.clients = clients
+        self.users = users
+        self.tokens = tokens
+        self.metrics = metrics
+        self.configuration = configuration
+        self.clientAuthenticator = ClientAuthenticator(registry: clients)
+        self.pages = try PageRenderer(serviceName: configuration.serviceName)
+        self.csrf = CSRFProtection(secret: configuration.secret, secureCookies: configuration.secureCookies)
+        self.logger = logger
+    }
+
+    /// A new router with every route and the request-observation middleware (latency
+    /// histogram, `X-Request-Id`, one log line per request).
+    public func makeRouter() -> Router<DeviceAuthorizationRequestContext> {
+        let router = Router(context: DeviceAuthorizationRequestContext.self)
+        addRoutes(to: router)
+        return router
+    }
+
+    /// Adds the middleware and routes to an existing router.
+    public func addRoutes(to router: Router<DeviceAuthorizationRequestContext>) {
+        router.add(middleware: RequestObservationMiddleware(metrics: metrics))
+        router.post("/oauth/device_authorization") { request, context in await self.deviceAuthorization(request, context) }
+        router.post("/oauth/token") { request, context in await self.token(request, context) }
+        router.get("/.well-known/oauth-authorization-server") { _, _ in self.serverMetadata() }
+        router.get("/.well-known/jwks.json") { _, _ in await self.jwks() }
+        router.get("/healthz") { _, _ in JSONResponse.make(object: ["status": "ok"]) }
+        router.get("/readyz") { _, context in await self.readiness(context) }
+        router.get("/metrics") { _, _ in self.metricsText() }
+        router.get("/device") { request, context in await self.verificationPage(request, context) }
+        router.post("/device") { request, context in await self.verificationSubmit(request, context) }
+        router.post("/device/login") { request, context in await self.login(request, context) }
+        // Wrong methods on OAuth endpoints still get an RFC-shaped body.
+        for path in ["/oauth/device_authorization", "/oauth/token"] {
+            router.get(RouterPath(stringLiteral: path)) { _, _ in
+                var response = OAuthError.invalidRequest("use POST with application/x-www-form-urlencoded").response
+                response.status = .methodNotAllowed
+                response.headers[.allow] = "POST"
+                return response
+            }
+        }
+    }
+
+    // MARK: - OAuth endpoints
+
+    func deviceAuthorization(_ request: Request, _ context: DeviceAuthorizationRequestContext) async -> Response {
+        do {
+            let form = try await readForm(request)
+            let client = try await clientAuthenticator.authenticate(request: request, form: form)
+            let scopes = try Self.resolveScopes(form["scope"], for: client)
+            let issued = try await store.issue(clientID: client.clientID, scopes: scopes, lifetime: client.codeLifetime, interval: client.pollingInterval)
+            context.logger.info("issued device code", metadata: ["grant_id": "\(issued.grantID)", "client_id": "\(client.clientID)"])
+            let verificationURI = configuration.publicBaseURL + "/device"
+            let complete = verificationURI + "?user_code=" + (issued.userCode.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? issued.userCode)
+                .replacingOccurrences(of: "%2D", with: "-")
+            return JSONResponse.make(object: [
+                "device_code": issued.deviceCode,
+                "user_code": issued.userCode,
+                "verification_uri": verificationURI,
+                "verification_uri_complete": complete,
+                "expires_in": issued.expiresIn,
+                "interval": issued.interval,
+            ])
+        } catch {
+            return oauthErrorResponse(error, context)
+        }
+    }
+
+    func token(_ request: Request, _ context: DeviceAuthorizationRequestContext) async -> Response {
+        do {
+            let form = try await readForm(request)
+            guard let grantType = form["grant_type"] else { throw OAuthError.invalidRequest("missing parameter 'grant_type'") }
+            guard grantType == Self.deviceCodeGrantType else {
+                throw OAuthError("unsupported_grant_type", "this endpoint supports only \(Self.deviceCodeGrantType)")
+            }
+            let client = try await clientAuthenticator.authenticate(request: request, form: form)
+            guard let deviceCode = form["device_code"] else { throw OAuthError.invalidRequest("missing parameter 'device_code'") }
+            guard deviceCode.utf8.count <= 256 else { throw OAuthError("invalid_grant", "the device code is not valid") }
+            let outcome = try await store.poll(deviceCode: deviceCode, clientID: client.clientID)
+            switch outcome {
+            case .authorizationPending:
+                throw OAuthError("authorization_pending", "the user has not yet approved the request")
+            case .slowDown(let newInterval):
+                throw OAuthError("slow_down", "polling too fast; wait at least \(newInterval) seconds between requests", extra: ["interval": newInterval])
+            case .accessDenied:
+                throw OAuthError("access_denied", "the user denied the request")
+            case .expiredToken:
+                throw OAuthError("expired_token", "the device code has expired; start a new request")
+            case .invalidGrant(let reason):
+                if reason != .unknown {
+                    context.logger.notice("invalid_grant", metadata: ["reason": "\(reason.rawValue)", "client_id": "\(client.clientID)"])
+                }
+                throw OAuthError("invalid_grant", reason == .alreadyRedeemed ? "the device code was already used" : "the device code is not valid for this client")
+            case .authorized(let userID, let scopes, let grantID):
+                let token: IssuedToken
+                do {
+                    token = try await tokens.issueToken(for: TokenRequest(userID: userID, clientID: client.clientID, scopes: scopes, grantID: grantID))
+                } catch {
+                    context.logger.error("token issuer failed after redemption", metadata: ["grant_id": "\(grantID)", "error": "\(type(of: error))"])
+                    throw OAuthError.serverError
+                }
+                context.logger.info("issued access token", metadata: ["grant_id": "\(grantID)", "client_id": "\(client.clientID)"])
+                var body: [String: Any] = ["access_token": token.accessToken, "token_type": token.tokenType, "expires_in": token.expiresIn]
+                if !token.scopes.isEmpty { body["scope"] = token.scopes.joined(separator: " ") }
+                return JSONResponse.make(object: body)
+            }
+        } catch {
+            return oauthErrorResponse(error, context)
+        }
+    }
+
+    func serverMetadata() -> Response {
+        let base = configuration.publicBaseURL
+        return JSONResponse.make(object: [
+            "issuer": configuration.issuer,
+            "device_authorization_endpoint": base + "/oauth/device_authorization",
+            "token_endpoint": base + "/oauth/token",
+            "jwks_uri": base + "/.well-known/jwks.json",
+            "grant_types_supported": [Self.deviceCodeGrantType],
+            "response_types_supported": [String](),
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        ])
+    }
+
+    func jwks() async -> Response {
+        guard let set = try? await tokens.jsonWebKeySet() else {
+            return JSONResponse.make(status: .notFound, object: ["error": "not_found", "error_description": "this server publishes no keys"])
+        }
+        var response = JSONResponse.make(object: set)
+        response.headers[.contentType] = "application/jwk-set+json"
+        return response
+    }
+
+    func readiness(_ context: DeviceAuthorizationRequestContext) async -> Response {
+        do {
+            let reply = try await redis.send("PING")
+            guard reply.string == "PONG" else { throw RedisError(.protocolError, "unexpected PING reply") }
+            return JSONResponse.make(object: ["status": "ready", "redis": "ok"])
+        } catch {
+            context.logger.warning("readiness check failed: Redis unreachable", metadata: ["error": "\(error)"])
+            var response = JSONResponse.make(status: .serviceUnavailable, object: ["status": "unavailable", "redis": "unreachable"])
+            response.headers[.retryAfter] = "5"
+            return response
+        }
+    }
+
+    func metricsText() -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+        headers[.cacheControl] = "no-store"
+        return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.render())))
+    }
+
+    // MARK: - Helpers
+
+    func readForm(_ request: Request) async throws(OAuthError) -> FormBody {
+        do {
+            return try await FormBody.read(from: request, limit: configuration.maxBodySize)
+        } catch {
+            throw OAuthError.from(error)
+        }
+    }
+
+    /// The scopes to grant: the requested ones (deduplicated, each allowed), or the client's defaults.
+    static func resolveScopes(_ requested: String?, for client: RegisteredClient) throws(OAuthError) -> [String] {
+        guard let requested else { return client.defaultScopes ?? client.allowedScopes }
+        var scopes: [String] = []
+        for token in requested.split(separator: " ", omittingEmptySubsequences: true).map(String.init) {
+            // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+            guard token.utf8.allSatisfy({ $0 == 0x21 || (0x23...0x5B).contains($0) || (0x5D...0x7E).contains($0) }) else {
+                throw OAuthError("invalid_scope", "the scope parameter is malformed")
+            }
+            guard client.allowedScopes.contains(token) else {
+                throw OAuthError("invalid_scope", "scope '\(String(token.prefix(64)))' is not allowed for this client")
+            }
+            if !scopes.contains(token) { scopes.append(token) }
+        }
+        return scopes.isEmpty ? (client.defaultScopes ?? client.allowedScopes) : scopes
+    }
+
+    func oauthErrorResponse(_ error: any Error, _ context: DeviceAuthorizationRequestContext) -> Response {
+        switch error {
+        case let error as OAuthError:
+            return error.response
+        case let error as RedisError:
+            context.logger.error("Redis unavailable", metadata: ["error": "\(error.code)"])
+            return OAuthError.temporarilyUnavailable.response
+        case let error as DeviceAuthorizationError where error.code == .invalidArgument:
+            return OAuthError.invalidRequest(error.message).response
+        default:
+            context.logger.error("unexpected error", metadata: ["error": "\(error)"])
+            return OAuthError.serverError.response
+        }
+    }
+}

@@ -1,0 +1,176 @@
+import Crypto
+import DeviceAuthorization
+import Foundation
+import Hummingbird
+import Logging
+import Metrics
+import Prometheus
+import RedisClient
+import ServiceLifecycle
+import UnixSignals
+
+/// What `deviceauth-server` was asked for on its command line (flags and environment).
+public struct ServerOptions: Sendable {
+    /// Address to listen on.
+    public var host: String
+    /// Port to listen on.
+    public var port: Int
+    /// Redis URL; `nil` (and none in the file) starts an embedded development Redis.
+    public var redisURL: String?
+    /// JSON configuration file.
+    public var configPath: String?
+    /// Shared secret (≥ 32 bytes).
+    public var secret: String?
+    /// PEM file of the ES256 signing key.
+    public var signingKeyFile: String?
+    /// Force development defaults (demo client, dev user, ephemeral key) even with a Redis URL.
+    public var development: Bool
+
+    /// Creates options.
+    /// - Parameters:
+    ///   - host: listen address (127.0.0.1).
+    ///   - port: listen port (8080).
+    ///   - redisURL: Redis URL (`nil`: embedded development Redis).
+    ///   - configPath: configuration file.
+    ///   - secret: shared secret.
+    ///   - signingKeyFile: ES256 PEM file.
+    ///   - development: development defaults.
+    public init(host: String = "127.0.0.1", port: Int = 8080, redisURL: String? = nil, configPath: String? = nil,
+                secret: String? = nil, signingKeyFile: String? = nil, development: Bool = false) {
+        self.host = host
+        self.port = port
+        self.redisURL = redisURL
+        self.configPath = configPath
+        self.secret = secret
+        self.signingKeyFile = signingKeyFile
+        self.development = development
+    }
+}
+
+/// Wires the API node together — configuration, Redis (or an embedded one), store, clients,
+/// users, tokens, metrics, routes — and runs it until SIGTERM/SIGINT.
+public enum DeviceAuthorizationServer {
+    /// The development client available without a configuration file.
+    public static let demoClient = ServerConfigurationFile.Client(clientID: "demo-cli", displayName: "Demo CLI", scopes: ["profile", "email"])
+
+    /// Runs the server until a shutdown signal; in-flight requests finish first.
+    /// - Throws: ``DeviceAuthorizationHTTPError`` for bad configuration, or what the services throw.
+    public static func run(options: ServerOptions, logger: Logger) async throws {
+        let file = try options.configPath.map(ServerConfigurationFile.load(path:)) ?? ServerConfigurationFile()
+        var embedded: EmbeddedRedis?
+        let redisURL: String
+        if let url = options.redisURL ?? file.redisURL {
+            redisURL = url
+        } else {
+            let redis = try EmbeddedRedis(logger: logger)
+            embedded = redis
+            redisURL = redis.url
+        }
+        let development = options.development || embedded != nil
+        if development {
+            logger.warning("Development mode: demo defaults are active (demo client, development login, ephemeral keys). Do not use in production.")
+        }
+        do {
+            try await serve(options: options, file: file, redisURL: redisURL, development: development, logger: logger)
+        } catch {
+            embedded?.stop()
+            throw error
+        }
+        embedded?.stop()
+    }
+
+    private static func serve(options: ServerOptions, file: ServerConfigurationFile, redisURL: String, development: Bool, logger: Logger) async throws {
+        // Secret shared by all nodes: user-code hashes, CSRF tokens, session cookies.
+        let secret: [UInt8]
+        if let text = options.secret ?? file.secret {
+            guard text.utf8.count >= 32 else {
+                throw DeviceAuthorizationHTTPError(.invalidConfiguration, "the secret must be at least 32 bytes")
+            }
+            secret = Array(text.utf8)
+        } else if development {
+            logger.warning("No secret configured: using a random one; codes and sessions do not survive a restart")
+            secret = secureRandomBytes(32)
+        } else {
+            throw DeviceAuthorizationHTTPError(.invalidConfiguration, "a secret is required with an external Redis: pass --secret or set DEVICEAUTH_SECRET (the same on every node)")
+        }
+
+        let urlHost = ["0.0.0.0", "::", ""].contains(options.host) ? "127.0.0.1" : options.host
+        let publicBaseURL = file.publicBaseURL ?? "http://\(urlHost.contains(":") ? "[\(urlHost)]" : urlHost):\(options.port)"
+        let issuer = file.issuer ?? publicBaseURL
+        let configuration = DeviceAuthorizationHTTPConfiguration(
+            issuer: issuer, publicBaseURL: publicBaseURL, trustedProxies: try TrustedProxies(file.trustedProxies ?? []),
+            secret: secret, secureCookies: file.secureCookies)
+
+        // Metrics: the store's swift-metrics counters land in the same Prometheus registry.
+        let metrics = DeviceAuthorizationMetrics()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics.registry))
+
+        var redisConfiguration = try RedisClientConfiguration(url: redisURL)
+        redisConfiguration.connectionCount = max(2, redisConfiguration.connectionCount)
+        let redis = RedisClient(configuration: redisConfiguration, logger: logger)
+        var storeConfiguration = DeviceCodeStoreConfiguration(keyPrefix: file.keyPrefix ?? "da", secret: secret)
+        if let seconds = file.codeLifetimeSeconds { storeConfiguration.lifetime = .seconds(seconds) }
+        if let seconds = file.intervalSeconds { storeConfiguration.interval = seconds }
+        if let limit = file.maxFailuresPerCaller { storeConfiguration.maxFailuresPerCaller = limit }
+        let store = DeviceCodeStore(client: redis, configuration: storeConfiguration, logger: logger)
+
+        var clientEntries = file.clients ?? []
+        if clientEntries.isEmpty {
+            guard development else { throw DeviceAuthorizationHTTPError(.invalidConfiguration, "no clients configured: add \"clients\" to the configuration file") }
+            clientEntries = [demoClient]
+            logger.notice("Development mode: client 'demo-cli' (public, scopes: profile email)")
+        }
+        let clients = StaticClientRegistry(clients: try clientEntries.map { try $0.registeredClient() })
+
+        let users: any UserAuthenticator
+        if let header = file.userHeader {
+            if configuration.trustedProxies.isEmpty {
+                logger.warning("user_header is set but trusted_proxies is empty: nobody can sign in")
+            }
+            users = try TrustedHeaderAuthenticator(headerName: header)
+        } else if let accounts = file.users, !accounts.isEmpty {
+            logger.warning("Using the development login with users from the configuration file; put an authenticating proxy in front for production")
+            users = DevelopmentLoginAuthenticator(users: accounts, secret: secret, secureCookies: configuration.secureCookies)
+        } else if development {
+            logger.notice("Development mode: sign in as alice / alice")
+            users = DevelopmentLoginAuthenticator(users: ["alice": "alice"], secret: secret, secureCookies: configuration.secureCookies)
+        } else {
+            throw DeviceAuthorizationHTTPError(.invalidConfiguration, "no way to identify users: set \"user_header\" (with trusted_proxies) or \"users\"")
+        }
+
+        let keyPath = options.signingKeyFile ?? file.signingKeyFile
+        let pem: String?
+        if let keyPath {
+            do { pem = try String(contentsOfFile: keyPath, encoding: .utf8) } catch {
+                throw DeviceAuthorizationHTTPError(.signingKey, "cannot read signing key \(keyPath)", underlying: error)
+            }
+        } else if development {
+            logger.warning("No signing key configured: tokens are signed with an ephemeral ES256 key that changes on every start")
+            pem = nil
+        } else {
+            throw DeviceAuthorizationHTTPError(.signingKey, "a signing key is required: pass --signing-key FILE (an ES256 PEM: openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt)")
+        }
+        let tokens = try await JWTTokenIssuer(issuer: issuer, privateKeyPEM: pem, lifetime: .seconds(file.tokenLifetimeSeconds ?? 3600))
+
+        let routes = try DeviceAuthorizationRoutes(store: store, redis: redis, clients: clients, users: users, tokens: tokens,
+                                                   metrics: metrics, configuration: configuration, logger: logger)
+        var app = Application(
+            router: routes.makeRouter(),
+            configuration: ApplicationConfiguration(address: .hostname(options.host, port: options.port), serverName: "deviceauth"),
+            onServerRunning: { _ in
+                logger.notice("deviceauth-server listening", metadata: ["address": "\(options.host):\(options.port)", "verification_uri": "\(publicBaseURL)/device"])
+            },
+            logger: logger
+        )
+        app.beforeServerStarts {
+            await store.checkRedisConfiguration()
+        }
+        // Shutdown runs in reverse order: the HTTP server drains first, then Redis closes.
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
+            services: [.init(service: redis), .init(service: app)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        try await group.run()
+        logger.notice("deviceauth-server stopped")
+    }
+}

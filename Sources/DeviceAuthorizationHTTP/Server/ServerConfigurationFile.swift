@@ -1,0 +1,137 @@
+import Foundation
+
+/// The JSON configuration file of `deviceauth-server` (`--config FILE`). Every member is optional.
+///
+/// ```json
+/// {
+///   "public_base_url": "https://auth.example.com",
+///   "secret": "at least 32 characters, the same on every node",
+///   "signing_key_file": "/etc/deviceauth/signing-key.pem",
+///   "trusted_proxies": ["10.0.0.0/8"],
+///   "user_header": "X-Forwarded-User",
+///   "clients": [
+///     { "client_id": "tv-app", "display_name": "Living-room TV", "scopes": ["profile", "email"],
+///       "secret_sha256": "…hex…", "code_lifetime_seconds": 600, "interval_seconds": 5 }
+///   ]
+/// }
+/// ```
+public struct ServerConfigurationFile: Codable, Sendable, Equatable {
+    /// One OAuth client.
+    public struct Client: Codable, Sendable, Equatable {
+        /// The `client_id`.
+        public var clientID: String
+        /// The name shown on the verification page.
+        public var displayName: String?
+        /// Allowed scopes.
+        public var scopes: [String]?
+        /// Scopes granted when a request names none (default: all allowed).
+        public var defaultScopes: [String]?
+        /// A plaintext secret (hashed on load; prefer ``secretSHA256``).
+        public var secret: String?
+        /// Hex SHA-256 of the secret: `printf %s "$SECRET" | sha256sum`.
+        public var secretSHA256: String?
+        /// Device-code lifetime for this client, in seconds.
+        public var codeLifetimeSeconds: Int?
+        /// Polling interval for this client, in seconds.
+        public var intervalSeconds: Int?
+
+        enum CodingKeys: String, CodingKey {
+            case clientID = "client_id", displayName = "display_name", scopes, defaultScopes = "default_scopes", secret
+            case secretSHA256 = "secret_sha256", codeLifetimeSeconds = "code_lifetime_seconds", intervalSeconds = "interval_seconds"
+        }
+
+        /// Creates a client entry.
+        public init(clientID: String, displayName: String? = nil, scopes: [String]? = nil, defaultScopes: [String]? = nil, secret: String? = nil,
+                    secretSHA256: String? = nil, codeLifetimeSeconds: Int? = nil, intervalSeconds: Int? = nil) {
+            self.clientID = clientID
+            self.displayName = displayName
+            self.scopes = scopes
+            self.defaultScopes = defaultScopes
+            self.secret = secret
+            self.secretSHA256 = secretSHA256
+            self.codeLifetimeSeconds = codeLifetimeSeconds
+            self.intervalSeconds = intervalSeconds
+        }
+
+        /// The registry entry.
+        /// - Throws: ``DeviceAuthorizationHTTPError`` for a malformed hash or bad numbers.
+        public func registeredClient() throws -> RegisteredClient {
+            guard !clientID.isEmpty else { throw DeviceAuthorizationHTTPError(.invalidConfiguration, "a client has an empty client_id") }
+            var client = RegisteredClient(clientID: clientID, displayName: displayName, allowedScopes: scopes ?? [], defaultScopes: defaultScopes,
+                                          secret: secret, codeLifetime: codeLifetimeSeconds.map { .seconds($0) }, pollingInterval: intervalSeconds)
+            if let secretSHA256 {
+                guard let hash = bytes(fromHex: secretSHA256), hash.count == 32 else {
+                    throw DeviceAuthorizationHTTPError(.invalidConfiguration, "client \(clientID): secret_sha256 must be 64 hex digits")
+                }
+                client.secretSHA256 = hash
+            }
+            if let codeLifetimeSeconds, codeLifetimeSeconds <= 0 {
+                throw DeviceAuthorizationHTTPError(.invalidConfiguration, "client \(clientID): code_lifetime_seconds must be positive")
+            }
+            if let intervalSeconds, intervalSeconds < 0 {
+                throw DeviceAuthorizationHTTPError(.invalidConfiguration, "client \(clientID): interval_seconds must not be negative")
+            }
+            if let defaultScopes, !Set(defaultScopes).isSubset(of: Set(client.allowedScopes)) {
+                throw DeviceAuthorizationHTTPError(.invalidConfiguration, "client \(clientID): default_scopes must be among scopes")
+            }
+            return client
+        }
+    }
+
+    /// Redis URL (`redis://…` or `unix://…`); flags and environment win.
+    public var redisURL: String?
+    /// Issuer identifier (default: the public base URL).
+    public var issuer: String?
+    /// Public base URL (default `http://<host>:<port>`).
+    public var publicBaseURL: String?
+    /// Shared secret (≥ 32 bytes) for user-code hashes, CSRF and sessions.
+    public var secret: String?
+    /// PEM file of the ES256 signing key.
+    public var signingKeyFile: String?
+    /// Access-token lifetime in seconds (3600).
+    public var tokenLifetimeSeconds: Int?
+    /// Trusted reverse-proxy addresses / CIDR ranges.
+    public var trustedProxies: [String]?
+    /// When set, users are identified by this header from trusted proxies.
+    public var userHeader: String?
+    /// Development login users: name → password.
+    public var users: [String: String]?
+    /// OAuth clients.
+    public var clients: [Client]?
+    /// Whether cookies are `Secure` (default: when the public URL is https).
+    public var secureCookies: Bool?
+    /// Redis key prefix ("da").
+    public var keyPrefix: String?
+    /// Default device-code lifetime in seconds (600).
+    public var codeLifetimeSeconds: Int?
+    /// Default polling interval in seconds (5).
+    public var intervalSeconds: Int?
+    /// Failed code entries allowed per client IP per 15 minutes (10).
+    public var maxFailuresPerCaller: Int?
+
+    enum CodingKeys: String, CodingKey {
+        case redisURL = "redis_url", issuer, publicBaseURL = "public_base_url", secret, signingKeyFile = "signing_key_file"
+        case tokenLifetimeSeconds = "token_lifetime_seconds", trustedProxies = "trusted_proxies", userHeader = "user_header"
+        case users, clients, secureCookies = "secure_cookies", keyPrefix = "key_prefix", codeLifetimeSeconds = "code_lifetime_seconds"
+        case intervalSeconds = "interval_seconds", maxFailuresPerCaller = "max_failures_per_caller"
+    }
+
+    /// An empty configuration.
+    public init() {}
+
+    /// Reads and decodes a configuration file.
+    /// - Throws: ``DeviceAuthorizationHTTPError`` with ``DeviceAuthorizationHTTPError/Code/invalidConfiguration``.
+    public static func load(path: String) throws -> ServerConfigurationFile {
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw DeviceAuthorizationHTTPError(.invalidConfiguration, "cannot read configuration file \(path)", underlying: error)
+        }
+        do {
+            return try JSONDecoder().decode(ServerConfigurationFile.self, from: data)
+        } catch {
+            throw DeviceAuthorizationHTTPError(.invalidConfiguration, "configuration file \(path) is not valid: \(error)", underlying: error)
+        }
+    }
+}

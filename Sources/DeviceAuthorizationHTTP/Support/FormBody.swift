@@ -1,0 +1,84 @@
+import Foundation
+import Hummingbird
+
+/// An `application/x-www-form-urlencoded` body, parsed strictly as OAuth 2.0 asks
+/// (RFC 6749 §3.1): every parameter at most once, and an empty value counts as absent.
+struct FormBody: Sendable {
+    /// Why a body was refused. Each case becomes `invalid_request` (or an HTML 400 page).
+    enum Failure: Error, Equatable {
+        case wrongContentType
+        case tooLarge(limit: Int)
+        case malformed
+        case repeated(String)
+
+        var description: String {
+            switch self {
+            case .wrongContentType: "the request body must be application/x-www-form-urlencoded"
+            case .tooLarge(let limit): "the request body is larger than \(limit) bytes"
+            case .malformed: "the request body is not valid form encoding"
+            case .repeated(let name): "parameter '\(Self.printable(name))' must not be repeated"
+            }
+        }
+
+        /// A parameter name as it may appear in an error message: short and plain.
+        static func printable(_ name: String) -> String {
+            String(name.prefix(40).filter { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-") })
+        }
+    }
+
+    private var values: [String: String]
+
+    /// The value of a parameter, `nil` when absent or empty.
+    subscript(_ name: String) -> String? { values[name] }
+
+    /// Whether the body carries a parameter (with a non-empty value).
+    func has(_ name: String) -> Bool { values[name] != nil }
+
+    init(values: [String: String]) { self.values = values }
+
+    /// Reads and parses the request body, refusing other content types and oversized bodies.
+    static func read(from request: Request, limit: Int) async throws(Failure) -> FormBody {
+        let length = request.headers[.contentLength].flatMap { Int($0) }
+        guard let contentType = request.headers[.contentType] else {
+            // A bodiless POST (for example only HTTP Basic client authentication) is an empty form.
+            if length == 0 || (length == nil && request.headers[.transferEncoding] == nil) { return FormBody(values: [:]) }
+            throw .wrongContentType
+        }
+        guard isFormContentType(contentType) else { throw .wrongContentType }
+        if let length, length > limit {
+            throw .tooLarge(limit: limit)
+        }
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.body.collect(upTo: limit)
+        } catch {
+            throw .tooLarge(limit: limit)
+        }
+        return try parse(String(buffer: buffer))
+    }
+
+    /// Whether a `Content-Type` value names form encoding (parameters such as charset allowed).
+    static func isFormContentType(_ value: String) -> Bool {
+        let mediaType = value.split(separator: ";", maxSplits: 1).first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+        return mediaType == "application/x-www-form-urlencoded"
+    }
+
+    /// Parses form encoding: `+` is a space, `%XX` escapes must be valid UTF-8.
+    static func parse(_ text: String) throws(Failure) -> FormBody {
+        var values: [String: String] = [:]
+        var seen: Set<String> = []
+        for pair in text.split(separator: "&", omittingEmptySubsequences: true) {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard let name = decode(parts[0]), !name.isEmpty else { throw .malformed }
+            let value = parts.count > 1 ? decode(parts[1]) : ""
+            guard let value else { throw .malformed }
+            guard seen.insert(name).inserted else { throw .repeated(name) }
+            if !value.isEmpty { values[name] = value }
+        }
+        return FormBody(values: values)
+    }
+
+    private static func decode(_ component: Substring) -> String? {
+        component.replacingOccurrences(of: "+", with: " ").removingPercentEncoding
+    }
+}

@@ -1,0 +1,227 @@
+import DeviceAuthorization
+import Foundation
+import Hummingbird
+import HTTPTypes
+import Logging
+import RedisClient
+
+/// The verification page (RFC 8628 §3.3): enter a code, confirm what is asked, approve or deny.
+extension DeviceAuthorizationRoutes {
+    /// `GET /device` and `GET /device?user_code=…`.
+    func verificationPage(_ request: Request, _ context: DeviceAuthorizationRequestContext) async -> Response {
+        let origin = RequestOrigin(request: request, peerAddress: context.peerIPAddress, trustedProxies: configuration.trustedProxies)
+        let (csrfToken, csrfCookie) = csrf.token(for: request)
+        let cookies = csrfCookie.map { [$0] } ?? []
+        let userCode = request.uri.queryParameters.get("user_code").flatMap { $0.isEmpty ? nil : String($0.prefix(64)) }
+        let user: AuthenticatedUser
+        do {
+            guard let authenticated = try await users.authenticate(request: request, origin: origin) else {
+                return unauthenticatedPage(csrfToken: csrfToken, cookies: cookies, userCode: userCode)
+            }
+            user = authenticated
+        } catch {
+            return failurePage(error, context, cookies: cookies)
+        }
+        guard let userCode else {
+            return pages.render("enter_code", ["title": "Connect a device", "csrf_token": csrfToken, "user": user.displayName], cookies: cookies)
+        }
+        return await confirmationPage(userCode: userCode, user: user, origin: origin, csrfToken: csrfToken, cookies: cookies, context)
+    }
+
+    /// `POST /device` with `action` = `lookup`, `approve` or `deny`.
+    func verificationSubmit(_ request: Request, _ context: DeviceAuthorizationRequestContext) async -> Response {
+        let origin = RequestOrigin(request: request, peerAddress: context.peerIPAddress, trustedProxies: configuration.trustedProxies)
+        let (csrfToken, csrfCookie) = csrf.token(for: request)
+        let cookies = csrfCookie.map { [$0] } ?? []
+        let form: FormBody
+        do {
+            form = try await FormBody.read(from: request, limit: configuration.maxBodySize)
+        } catch {
+            let status: HTTPResponse.Status = if case .tooLarge = error { .contentTooLarge } else { .badRequest }
+            return messagePage(title: "Something went wrong", message: "The form could not be read. Please go back and try again.",
+                               status: status, cookies: cookies)
+        }
+        let user: AuthenticatedUser
+        do {
+            guard let authenticated = try await users.authenticate(request: request, origin: origin) else {
+                return unauthenticatedPage(csrfToken: csrfToken, cookies: cookies, userCode: form["user_code"].map { String($0.prefix(64)) })
+            }
+            user = authenticated
+        } catch {
+            return failurePage(error, context, cookies: cookies)
+        }
+        guard csrf.isValid(request: request, formToken: form[CSRFProtection.formField]) else {
+            context.logger.notice("verification form rejected: missing or invalid CSRF token")
+            return messagePage(title: "Please try again", message: "This form has expired or did not come from this site. Open the page again and re-enter your code.",
+                               status: .forbidden, cookies: cookies, showBack: true)
+        }
+        let userCode = form["user_code"] ?? ""
+        switch form["action"] {
+        case "lookup":
+            return await confirmationPage(userCode: userCode, user: user, origin: origin, csrfToken: csrfToken, cookies: cookies, context)
+        case "approve", "deny":
+            return await decide(approve: form["action"] == "approve", userCode: userCode, grantID: form["grant_id"],
+                                user: user, origin: origin, csrfToken: csrfToken, cookies: cookies, context)
+        default:
+            return messagePage(title: "Something went wrong", message: "Unknown action.", status: .badRequest, cookies: cookies, showBack: true)
+        }
+    }
+
+    /// `POST /device/login` for authenticators with a login form.
+    func login(_ request: Request, _ context: DeviceAuthorizationRequestContext) async -> Response {
+        let (csrfToken, csrfCookie) = csrf.token(for: request)
+        let cookies = csrfCookie.map { [$0] } ?? []
+        guard users.supportsLoginForm else {
+            return messagePage(title: "Not available", message: "Sign-in happens through your organization's login.", status: .notFound, cookies: cookies)
+        }
+        let form: FormBody
+        do {
+            form = try await FormBody.read(from: request, limit: configuration.maxBodySize)
+        } catch {
+            return messagePage(title: "Something went wrong", message: "The form could not be read.", status: .badRequest, cookies: cookies)
+        }
+        let userCode = form["user_code"].map { String($0.prefix(64)) }
+        guard csrf.isValid(request: request, formToken: form[CSRFProtection.formField]) else {
+            return unauthenticatedPage(csrfToken: csrfToken, cookies: cookies, userCode: userCode,
+                                       error: "Your sign-in form expired. Please try again.", status: .forbidden)
+        }
+        do {
+            guard let username = form["username"], let password = form["password"],
+                  let session = try await users.logIn(username: username, password: password) else {
+                context.logger.notice("development login failed")
+                return unauthenticatedPage(csrfToken: csrfToken, cookies: cookies, userCode: userCode,
+                                           error: "Wrong user name or password.", status: .unauthorized)
+            }
+            context.logger.info("development login", metadata: ["user": "\(session.user.id)"])
+            var location = "/device"
+            if let userCode, let normalized = UserCode.normalize(userCode) {
+                location += "?user_code=" + UserCode.display(normalized)
+            }
+            var response = Response.redirect(to: location, type: .found)
+            response.status = .seeOther
+            response.headers[.cacheControl] = "no-store"
+            response.setCookie(session.cookie)
+            for cookie in cookies { response.setCookie(cookie) }
+            return response
+        } catch {
+            return failurePage(error, context, cookies: cookies)
+        }
+    }
+
+    // MARK: - Steps
+
+    private func confirmationPage(userCode: String, user: AuthenticatedUser, origin: RequestOrigin, csrfToken: String,
+                                  cookies: [Cookie], _ context: DeviceAuthorizationRequestContext) async -> Response {
+        do {
+            let grant = try await store.lookup(userCode: userCode, caller: origin.rateLimitKey)
+            if grant.status != .pending || grant.isRedeemed {
+                return alreadyUsedPage(cookies: cookies)
+            }
+            let client = try await clients.client(id: grant.clientID)
+            return pages.render("confirm", [
+                "title": "Confirm the code",
+                "user": user.displayName,
+                "csrf_token": csrfToken,
+                "user_code": grant.userCode,
+                "grant_id": grant.grantID,
+                "client_name": client?.displayName ?? grant.clientID,
+                "client_id": grant.clientID,
+                "scopes": grant.scopes,
+                "has_scopes": !grant.scopes.isEmpty,
+            ], cookies: cookies)
+        } catch {
+            return lookupFailurePage(error, entered: userCode, user: user, csrfToken: csrfToken, cookies: cookies, context)
+        }
+    }
+
+    private func decide(approve: Bool, userCode: String, grantID: String?, user: AuthenticatedUser, origin: RequestOrigin,
+                        csrfToken: String, cookies: [Cookie], _ context: DeviceAuthorizationRequestContext) async -> Response {
+        do {
+            // Look up first: wrong codes count against this caller's brute-force budget here too.
+            let grant = try await store.lookup(userCode: userCode, caller: origin.rateLimitKey)
+            if let grantID, grantID != grant.grantID {
+                // The code now belongs to another request than the one the person confirmed.
+                return messagePage(title: "This code has changed", message: "The request you looked at is gone. Check the code on your device and enter it again.",
+                                   status: .conflict, cookies: cookies, showBack: true)
+            }
+            if grant.status != .pending || grant.isRedeemed { return alreadyUsedPage(cookies: cookies) }
+            if approve {
+                try await store.approve(userCode: userCode, userID: user.id)
+                context.logger.info("device request approved", metadata: ["grant_id": "\(grant.grantID)", "client_id": "\(grant.clientID)", "user": "\(user.id)"])
+                return messagePage(title: "Device connected", message: "You approved the request. You can return to your device now; it will finish signing in by itself.",
+                                   status: .ok, cookies: cookies, user: user)
+            } else {
+                try await store.deny(userCode: userCode)
+                context.logger.info("device request denied", metadata: ["grant_id": "\(grant.grantID)", "client_id": "\(grant.clientID)", "user": "\(user.id)"])
+                return messagePage(title: "Request denied", message: "The device was not given access. If you did not start this request, no further action is needed.",
+                                   status: .ok, cookies: cookies, user: user)
+            }
+        } catch {
+            return lookupFailurePage(error, entered: userCode, user: user, csrfToken: csrfToken, cookies: cookies, context)
+        }
+    }
+
+    // MARK: - Pages
+
+    private func lookupFailurePage(_ error: any Error, entered: String, user: AuthenticatedUser, csrfToken: String,
+                                   cookies: [Cookie], _ context: DeviceAuthorizationRequestContext) -> Response {
+        guard let error = error as? DeviceAuthorizationError else { return failurePage(error, context, cookies: cookies) }
+        let entered = String(entered.prefix(32))
+        switch error.code {
+        case .invalidUserCode:
+            return pages.render("enter_code", ["title": "Connect a device", "csrf_token": csrfToken, "user": user.displayName, "entered": entered,
+                                               "error": "That is not a valid code. Codes have 8 letters, like BCDF-GHJK."],
+                                status: .badRequest, cookies: cookies)
+        case .notFound:
+            return pages.render("enter_code", ["title": "Connect a device", "csrf_token": csrfToken, "user": user.displayName, "entered": entered,
+                                               "error": "We could not find a request with that code. Check the code on your device and try again."],
+                                status: .notFound, cookies: cookies)
+        case .expired:
+            return messagePage(title: "This code has expired", message: "The request timed out. Start again on your device to get a new code.",
+                               status: .gone, cookies: cookies, showBack: true, user: user)
+        case .alreadyDecided:
+            return alreadyUsedPage(cookies: cookies)
+        case .tooManyAttempts:
+            let seconds = max(1, Int((error.retryAfter ?? .seconds(60)).components.seconds))
+            let minutes = max(1, (seconds + 59) / 60)
+            return messagePage(title: "Too many attempts", message: "Too many wrong codes were entered. For your security, please wait about \(minutes) minute\(minutes == 1 ? "" : "s") and try again.",
+                               status: .tooManyRequests, cookies: cookies, headers: [.retryAfter: String(seconds)], user: user)
+        default:
+            return failurePage(error, context, cookies: cookies)
+        }
+    }
+
+    private func alreadyUsedPage(cookies: [Cookie]) -> Response {
+        messagePage(title: "This code was already used", message: "The request for this code has already been approved or denied. If that was not you, start again on your device.",
+                    status: .conflict, cookies: cookies, showBack: true)
+    }
+
+    private func unauthenticatedPage(csrfToken: String, cookies: [Cookie], userCode: String?, error: String? = nil,
+                                     status: HTTPResponse.Status = .ok) -> Response {
+        if users.supportsLoginForm {
+            var values: [String: Any] = ["title": "Sign in", "csrf_token": csrfToken]
+            if let userCode { values["user_code"] = userCode }
+            if let error { values["error"] = error }
+            return pages.render("login", values, status: status, cookies: cookies)
+        }
+        return messagePage(title: "Sign-in required", message: "You need to sign in through your organization's login before you can connect a device.",
+                           status: .unauthorized, cookies: cookies)
+    }
+
+    private func failurePage(_ error: any Error, _ context: DeviceAuthorizationRequestContext, cookies: [Cookie]) -> Response {
+        if let error = error as? RedisError {
+            context.logger.error("Redis unavailable", metadata: ["error": "\(error.code)"])
+            return messagePage(title: "Temporarily unavailable", message: "The sign-in service is temporarily unavailable. Please try again in a moment.",
+                               status: .serviceUnavailable, cookies: cookies, headers: [.retryAfter: "5"])
+        }
+        context.logger.error("verification page failed", metadata: ["error": "\(error)"])
+        return messagePage(title: "Something went wrong", message: "Please try again in a moment.", status: .internalServerError, cookies: cookies)
+    }
+
+    private func messagePage(title: String, message: String, status: HTTPResponse.Status, cookies: [Cookie], showBack: Bool = false,
+                             headers: [HTTPField.Name: String] = [:], user: AuthenticatedUser? = nil) -> Response {
+        var values: [String: Any] = ["title": title, "message": message, "show_back": showBack]
+        if let user { values["user"] = user.displayName }
+        return pages.render("message", values, status: status, cookies: cookies, headers: headers)
+    }
+}

@@ -1,0 +1,79 @@
+import ArgumentParser
+import DeviceAuthorizationHTTP
+import Foundation
+import Logging
+
+/// `deviceauth-server`: the RFC 8628 API node. Argument parsing only; the wiring lives in
+/// `DeviceAuthorizationServer` (DeviceAuthorizationHTTP), where tests can reach it.
+@main
+struct DeviceAuthServerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "deviceauth-server",
+        abstract: "RFC 8628 device authorization server on Redis, with a verification page.",
+        discussion: """
+        Without a Redis URL the server starts a private redis-server on a Unix socket (development \
+        mode: demo client 'demo-cli', login alice/alice, ephemeral signing key) and stops it on exit.
+        Environment fallbacks: DEVICEAUTH_HOST, DEVICEAUTH_PORT, DEVICEAUTH_REDIS_URL, DEVICEAUTH_CONFIG, \
+        DEVICEAUTH_SECRET, DEVICEAUTH_SIGNING_KEY, DEVICEAUTH_LOG_LEVEL, DEVICEAUTH_LOG_FORMAT.
+        """
+    )
+
+    @Option(help: "Address to listen on (env DEVICEAUTH_HOST).")
+    var host: String?
+
+    @Option(help: "Port to listen on (env DEVICEAUTH_PORT).")
+    var port: Int?
+
+    @Option(name: .customLong("redis-url"), help: "redis://[user:password@]host:port/db or unix:///path (env DEVICEAUTH_REDIS_URL). Omit for an embedded development Redis.")
+    var redisURL: String?
+
+    @Option(help: "JSON configuration file: clients, users, proxies, secret, signing key, public URL (env DEVICEAUTH_CONFIG).")
+    var config: String?
+
+    @Option(help: "Shared secret, at least 32 bytes, the same on every node (env DEVICEAUTH_SECRET).")
+    var secret: String?
+
+    @Option(name: .customLong("signing-key"), help: "PEM file of the ES256 token signing key (env DEVICEAUTH_SIGNING_KEY).")
+    var signingKey: String?
+
+    @Flag(help: "Development defaults (demo client, dev login, ephemeral key) even with an external Redis.")
+    var dev = false
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error, critical (env DEVICEAUTH_LOG_LEVEL).")
+    var logLevel: String?
+
+    @Option(name: .customLong("log-format"), help: "text or json (env DEVICEAUTH_LOG_FORMAT).")
+    var logFormat: String?
+
+    func run() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        func env(_ name: String) -> String? { environment[name].flatMap { $0.isEmpty ? nil : $0 } }
+        let level = Logger.Level(rawValue: logLevel ?? env("DEVICEAUTH_LOG_LEVEL") ?? "info") ?? .info
+        let json = (logFormat ?? env("DEVICEAUTH_LOG_FORMAT") ?? "text") == "json"
+        LoggingSystem.bootstrap { label in
+            var handler: any LogHandler = json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "deviceauth")
+        guard let port = port ?? env("DEVICEAUTH_PORT").flatMap(Int.init) ?? Optional(8080), (1...65535).contains(port) else {
+            throw ValidationError("--port must be 1…65535")
+        }
+        let options = ServerOptions(
+            host: host ?? env("DEVICEAUTH_HOST") ?? "127.0.0.1",
+            port: port,
+            redisURL: redisURL ?? env("DEVICEAUTH_REDIS_URL"),
+            configPath: config ?? env("DEVICEAUTH_CONFIG"),
+            secret: secret ?? env("DEVICEAUTH_SECRET"),
+            signingKeyFile: signingKey ?? env("DEVICEAUTH_SIGNING_KEY"),
+            development: dev
+        )
+        do {
+            try await DeviceAuthorizationServer.run(options: options, logger: logger)
+        } catch let error as DeviceAuthorizationHTTPError {
+            logger.critical("\(error.message)")
+            throw ExitCode.failure
+        }
+    }
+}
+
