@@ -80,8 +80,10 @@ struct LifecycleTests {
     }
 
     @Test func expiryThenGraceThenGone() async throws {
-        let f = try StoreFixture { $0.gracePeriod = .milliseconds(800) }
+        // Generous grace: the checks below must finish inside it even on a loaded 2-core CI box.
+        let f = try StoreFixture { $0.gracePeriod = .milliseconds(2500) }
         defer { f.shutdown() }
+        let issuedAt = ContinuousClock.now
         let issued = try await f.store.issue(clientID: "tv", scopes: [], lifetime: .milliseconds(300), interval: 0)
         let approvedButNeverRedeemed = try await f.store.issue(clientID: "tv", scopes: [], lifetime: .milliseconds(300), interval: 0)
         try await f.store.approve(userCode: approvedButNeverRedeemed.userCode, userID: "alice")
@@ -93,7 +95,7 @@ struct LifecycleTests {
         #expect(approve?.code == .expired)
         let lookup = await decisionError { _ = try await f.store.lookup(userCode: issued.userCode, caller: "ip") }
         #expect(lookup?.code == .expired)
-        try await Task.sleep(for: .milliseconds(900))
+        try await Task.sleep(until: issuedAt + .milliseconds(300 + 2500 + 300))
         #expect(try await f.store.poll(deviceCode: issued.deviceCode, clientID: "tv") == .invalidGrant(.unknown))
         #expect(try await f.dump().filter { !$0.key.contains("{bf}") }.isEmpty, "Redis removed both keys of both grants by TTL")
     }

@@ -8,7 +8,7 @@ struct PropertyTests {
     enum Operation: CaseIterable { case approve, deny, poll, wait }
 
     @Test func aCodeLeavesPendingOnceAndIssuesAtMostOneToken() async throws {
-        let f = try StoreFixture { $0.gracePeriod = .seconds(5) }
+        let f = try StoreFixture { $0.gracePeriod = .seconds(60) }
         defer { f.shutdown() }
         let other = try f.anotherNode()
         var generator = SystemRandomNumberGenerator()
