@@ -38,9 +38,11 @@ test: build e2e-deps
 	DEVICEAUTH_REQUIRE_E2E=1 Tests/Support/with-redis.sh $(SWIFT) test --skip-build
 	@echo "--- benchmark smoke runs (debug build, short; figures are meaningless, the code paths are not)"
 	.build/debug/deviceauth-bench client --duration 0.5 --warmup 0.2 --concurrency 16
+	.build/debug/deviceauth-bench store --duration 0.5 --warmup 0.2 --concurrency 16
 
 bench: build-release
 	.build/release/deviceauth-bench client
+	.build/release/deviceauth-bench store
 
 clean:
 	rm -rf .build

@@ -92,6 +92,7 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+
         // Benchmarks: each prints `BENCH name ours=… baseline=… unit=… ratio=…`.
         .executableTarget(
             name: "deviceauth-bench",

@@ -296,6 +296,13 @@ public final class DeviceCodeStore: Sendable {
     /// SHA-1 of the poll script, so benchmarks can run the same script with `redis-benchmark`.
     public static var pollScriptSHA1: String { StoreScripts.poll.sha1 }
 
+    /// The Redis key of a device code's record (for operators and benchmarks), or `nil` when the
+    /// code is malformed.
+    public func recordKey(forDeviceCode deviceCode: String) -> String? {
+        guard let tag = DeviceCodeFormat.tag(of: deviceCode) else { return nil }
+        return keys.deviceKey(tag: tag, id: keys.deviceID(deviceCode))
+    }
+
     /// Checks the Redis settings this product relies on and logs a warning for each problem.
     ///
     /// An eviction policy that may evict keys with a TTL (`volatile-*`, `allkeys-*`) would drop

@@ -5,8 +5,8 @@ import Crypto
 ///
 /// | key | type | holds |
 /// |---|---|---|
-/// | `<prefix>:{<tag>}:d:<id>` | hash | the grant; `<id>` = SHA-256(device code), 128 bits hex |
-/// | `<prefix>:{<tag>}:u:<hmac>` | string | `<id>` of the grant; `<hmac>` = HMAC(secret, user code) |
+/// | `<prefix>:{<tag>}:d:<id>` | hash | the grant; `<id>` = SHA-256(device code), first 96 bits, hex |
+/// | `<prefix>:{<tag>}:u:<hmac>` | string | `<id>` of the grant; `<hmac>` = HMAC(secret, user code), 64 bits hex |
 /// | `<prefix>:{bf}:c:<hmac>` | string | failed user-code lookups of one caller (window TTL) |
 /// | `<prefix>:{bf}:g` | string | failed user-code lookups of everyone (window TTL) |
 ///
@@ -24,13 +24,16 @@ struct KeySchema: Sendable {
     /// Routing tag and index id of a normalized user code.
     func userCodeDigest(_ normalized: String) -> (tag: String, id: String) {
         let mac = Array(HMAC<SHA256>.authenticationCode(for: Array(("u:" + normalized).utf8), using: secret))
-        return (hexString(mac[0..<2]), hexString(mac[2..<18]))
+        return (hexString(mac[0..<2]), hexString(mac[2..<10]))
     }
 
     /// Record id of a device code: a plain hash is enough, the code has 256 random bits.
+    /// 96 bits keep the keys small (bytes per pending grant) and are still far beyond guessing.
     func deviceID(_ deviceCode: String) -> String {
-        hexString(Array(SHA256.hash(data: Array(deviceCode.utf8)))[0..<16])
+        hexString(Array(SHA256.hash(data: Array(deviceCode.utf8)))[0..<Self.deviceIDBytes])
     }
+
+    static let deviceIDBytes = 12
 
     func devicePrefix(tag: some StringProtocol) -> String { "\(prefix):{\(tag)}:d:" }
     func deviceKey(tag: some StringProtocol, id: String) -> String { devicePrefix(tag: tag) + id }
@@ -48,7 +51,7 @@ struct KeySchema: Sendable {
     func grantID(tag: some StringProtocol, id: String) -> String { "\(tag)\(id)" }
 
     func deviceKey(grantID: String) -> String? {
-        guard grantID.utf8.count == 36, grantID.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }) else { return nil }
+        guard grantID.utf8.count == 4 + 2 * Self.deviceIDBytes, grantID.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }) else { return nil }
         return deviceKey(tag: grantID.prefix(4), id: String(grantID.dropFirst(4)))
     }
 }

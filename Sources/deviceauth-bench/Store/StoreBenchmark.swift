@@ -1,0 +1,188 @@
+import ArgumentParser
+import DeviceAuthorization
+import RedisClient
+import Synchronization
+
+/// `deviceauth-bench store`: ``DeviceCodeStore/poll(deviceCode:clientID:)`` of pending grants,
+/// against `redis-benchmark` sending the store's own poll script (`EVALSHA`, same arguments) to
+/// one grant's record; and the Redis memory a pending grant takes.
+///
+/// Grants are issued with interval 0, so every poll answers `authorization_pending` (a device
+/// waiting for its person) and writes its poll time, as in steady state.
+///
+/// For each concurrency C it prints `BENCH store.poll.c<C>`: ours is C tasks polling ONE grant
+/// through the store, like redis-benchmark's single key; the detail line also gives ours with the
+/// tasks spread over all issued grants. For C = 64 it also prints `store.poll.c64.vs-pipelined-P16`
+/// (baseline `redis-benchmark -c 64 -P 16`). Last, `store.bytes-per-pending-grant` compares the
+/// `MEMORY USAGE` of a grant's two keys with a 300-byte budget; the detail line adds the
+/// `used_memory` growth per grant while issuing (which also counts the TTL and keyspace tables).
+struct StoreBenchmark: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "store",
+        abstract: "DeviceCodeStore poll throughput and latency against redis-benchmark, and bytes per pending grant."
+    )
+
+    @OptionGroup var redis: RedisOptions
+
+    @Option(help: "Seconds measured per run, after the warm-up.")
+    var duration: Double = 5
+
+    @Option(help: "Seconds of warm-up before each of our runs (not measured).")
+    var warmup: Double = 1
+
+    @Option(help: ArgumentHelp("Concurrent tasks (and redis-benchmark clients) to measure, comma-separated.",
+                               valueName: "list"))
+    var concurrency = IntegerList([1, 16, 64])
+
+    @Option(help: "Connections in RedisClient's pool.")
+    var connections: Int = 2
+
+    @Option(help: "Pending grants to issue (polled round-robin, and measured for memory).")
+    var grants: Int = 1_000
+
+    @Option(name: .customLong("memory-sample"), help: "Grants whose two keys are measured with MEMORY USAGE.")
+    var memorySample: Int = 200
+
+    @Option(name: .customLong("pipelined-baseline-depth"),
+            help: "The -P depth of the extra pipelined redis-benchmark baseline run at concurrency 64.")
+    var pipelineDepth: Int = 16
+
+    /// The concurrency whose ours is also compared with a pipelined redis-benchmark.
+    static let pipelinedComparisonConcurrency = 64
+
+    /// The memory budget of one pending grant (both keys), the baseline of the memory line.
+    static let bytesPerGrantBudget = 300.0
+
+    /// A fixed 32-byte HMAC secret: runs are comparable, and nothing here is secret.
+    static let secret: [UInt8] = Array(0..<32)
+
+    func validate() throws {
+        guard duration > 0 else { throw ValidationError("--duration must be positive") }
+        guard warmup >= 0 else { throw ValidationError("--warmup must not be negative") }
+        guard connections >= 1 else { throw ValidationError("--connections must be at least 1") }
+        guard grants >= 1 else { throw ValidationError("--grants must be at least 1") }
+        guard memorySample >= 1 else { throw ValidationError("--memory-sample must be at least 1") }
+        guard pipelineDepth >= 1 else { throw ValidationError("--pipelined-baseline-depth must be at least 1") }
+    }
+
+    func run() async throws {
+        let window = Duration.seconds(duration)
+        let warmupPeriod = Duration.seconds(warmup)
+        let sharedServer = redis.redisURL != nil
+        try await redis.withTarget(connectionCount: connections) { target in
+            try await target.withClient { client in
+                let store = DeviceCodeStore(client: client, configuration: DeviceCodeStoreConfiguration(secret: Self.secret))
+                let prefix = store.configuration.keyPrefix
+
+                // The single grant every task polls in the comparison runs. Issuing and polling it
+                // first also loads both scripts, so the memory delta below holds only grants.
+                Console.progress("issuing the single-key grant and checking the baseline command")
+                let single = try await PendingGrants.issue(1, store: store)[0]
+                let command = try await PendingGrants.verify(single, store: store, client: client)
+
+                Console.progress("issuing \(grants) pending grants for \(PendingGrants.clientID) (interval 0)")
+                let memoryBefore = try await GrantMemory.usedMemory(client)
+                let issueStart = ContinuousClock.now
+                let spread = try await PendingGrants.issue(grants, store: store)
+                let issueTime = ContinuousClock.now - issueStart
+                let memoryAfter = try await GrantMemory.usedMemory(client)
+                Console.progress("issued in \(Console.fixed(issueTime.seconds, 2))s (\(Console.fixed(Double(grants) / issueTime.seconds, 0)) grants/s)")
+
+                let indexKeys = try await GrantMemory.indexKeys(client, prefix: prefix, limit: memorySample)
+                let fresh = try await GrantMemory.measure(client, indexKeys: indexKeys, prefix: prefix)
+
+                let cursor = RoundRobin(count: spread.count)
+                for tasks in concurrency.values {
+                    Console.progress("c=\(tasks): store.poll on 1 grant, \(connections) connection(s), \(duration)s after \(warmup)s warm-up")
+                    let ours = try await LoadGenerator.run(concurrency: tasks, warmup: warmupPeriod, duration: window) {
+                        try await Self.pollPending(store, single.deviceCode)
+                    }
+                    Console.progress("c=\(tasks): store.poll over \(spread.count) grants")
+                    let oursSpread = try await LoadGenerator.run(concurrency: tasks, warmup: warmupPeriod, duration: window) {
+                        try await Self.pollPending(store, spread[cursor.next()].deviceCode)
+                    }
+                    Console.progress("c=\(tasks): redis-benchmark -c \(tasks)")
+                    let baseline = try await target.redisBenchmark.run(command: command, clients: tasks, duration: window)
+                    let settings = "tasks=\(tasks) connections=\(connections) window=\(duration)s warmup=\(warmup)s"
+                    let oursDetail = "ours(1 grant): \(ours.latency.summary) ops=\(ours.operations)"
+                        + " | ours(\(spread.count) grants): \(Console.fixed(oursSpread.operationsPerSecond, 0)) ops/s \(oursSpread.latency.summary)"
+                    BenchComparison(
+                        name: "store.poll.c\(tasks)",
+                        ours: ours.operationsPerSecond, baseline: baseline.requestsPerSecond, unit: "ops/s",
+                        detail: "\(oursDetail) \(settings) | baseline: \(baseline.summary) EVALSHA poll 1 key | \(target.summary)"
+                    ).print()
+
+                    guard tasks == Self.pipelinedComparisonConcurrency else { continue }
+                    Console.progress("c=\(tasks): redis-benchmark -c \(tasks) -P \(pipelineDepth)")
+                    let pipelined = try await target.redisBenchmark.run(command: command, clients: tasks,
+                                                                       pipeline: pipelineDepth, duration: window)
+                    BenchComparison(
+                        name: "store.poll.c\(tasks).vs-pipelined-P\(pipelineDepth)",
+                        ours: ours.operationsPerSecond, baseline: pipelined.requestsPerSecond, unit: "ops/s",
+                        detail: "\(oursDetail) \(settings) | baseline: \(pipelined.summary) EVALSHA poll 1 key | \(target.summary)"
+                    ).print()
+                }
+
+                // The same grants again, now that every one has been polled (the record gained `l`).
+                let polled = try await GrantMemory.measure(client, indexKeys: indexKeys, prefix: prefix)
+                let deltaPerGrant = Double(memoryAfter - memoryBefore) / Double(grants)
+                let caveat = sharedServer ? " (shared server: other traffic may skew used_memory)" : ""
+                BenchComparison(
+                    name: "store.bytes-per-pending-grant",
+                    ours: fresh.totalBytes, baseline: Self.bytesPerGrantBudget, unit: "bytes",
+                    detail: "MEMORY USAGE (record+index) right after issue: \(fresh.summary)"
+                        + " | after polling: \(Console.fixed(polled.totalBytes, 1))B (record=\(Console.fixed(polled.recordBytes, 1))B)"
+                        + " | used_memory delta: \(Console.fixed(deltaPerGrant, 1))B/grant over \(grants) grants"
+                        + " (\(memoryBefore)→\(memoryAfter))\(caveat)"
+                        + " | scopes=\"\(PendingGrants.scopes.joined(separator: " "))\" client_id=\(PendingGrants.clientID) | \(target.summary)"
+                ).print()
+
+                if sharedServer {
+                    Console.progress("deleting the \(spread.count + 1) benchmark grants")
+                    try await Self.delete([single] + spread, client: client, prefix: prefix)
+                }
+            }
+        }
+    }
+
+    /// One store poll that must answer `authorization_pending`; anything else stops the run.
+    @Sendable
+    static func pollPending(_ store: DeviceCodeStore, _ deviceCode: String) async throws {
+        let outcome = try await store.poll(deviceCode: deviceCode, clientID: PendingGrants.clientID)
+        guard case .authorizationPending = outcome else {
+            throw ChildProcess.Failure(description: "a poll answered \(outcome), expected authorizationPending")
+        }
+    }
+
+    /// Deletes `grants` from a shared server: their records, and the user-code index keys that
+    /// point at them (found with SCAN, since an index key cannot be derived from a device code).
+    private static func delete(_ grants: [BenchGrant], client: RedisClient, prefix: String) async throws {
+        let ids = Set(grants.compactMap { $0.deviceKey.split(separator: ":").last.map(String.init) })
+        for grant in grants { try await client.send("DEL", grant.deviceKey) }
+        var cursor = "0"
+        repeat {
+            let reply = try await client.send("SCAN", cursor, "MATCH", "\(prefix):*:u:*", "COUNT", 1_000).array ?? []
+            guard reply.count == 2, let next = reply[0].string else { return }
+            cursor = next
+            for key in (reply[1].array ?? []).compactMap(\.string) {
+                if let id = try await client.send("GET", key).string, ids.contains(id) {
+                    try await client.send("DEL", key)
+                }
+            }
+        } while cursor != "0"
+    }
+}
+
+/// A shared cursor that hands out indices 0, 1, …, count-1, 0, 1, … to concurrent tasks.
+final class RoundRobin: Sendable {
+    private let counter = Atomic<Int>(0)
+    private let count: Int
+
+    init(count: Int) { self.count = count }
+
+    /// The next index.
+    func next() -> Int {
+        let value = counter.wrappingAdd(1, ordering: .relaxed).oldValue
+        return Int(UInt(bitPattern: value) % UInt(count))
+    }
+}
