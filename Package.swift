@@ -27,6 +27,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
     targets: [
         // C layer: hiredis (Debian's libhiredis-dev), found through pkg-config.
@@ -92,15 +94,32 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-
+        // The load-test harness: simulated devices and users against API nodes, or the store alone.
+        .executableTarget(
+            name: "deviceauth-loadtest",
+            dependencies: [
+                "DeviceAuthorization",
+                "RedisClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Benchmarks: each prints `BENCH name ours=… baseline=… unit=… ratio=…`.
         .executableTarget(
             name: "deviceauth-bench",
             dependencies: [
                 "RedisClient",
                 "DeviceAuthorization",
+                "DeviceAuthorizationHTTP",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),

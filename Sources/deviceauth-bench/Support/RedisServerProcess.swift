@@ -92,7 +92,7 @@ final class RedisServerProcess: Sendable {
 }
 
 /// Asks the kernel for a currently free TCP port on 127.0.0.1.
-private func freeLoopbackPort() throws -> Int {
+func freeLoopbackPort() throws -> Int {
     let descriptor = socket(AF_INET, streamSocketType, 0)
     guard descriptor >= 0 else { throw ChildProcess.Failure(description: "socket() failed: errno \(errno)") }
     defer { close(descriptor) }
@@ -108,7 +108,7 @@ private func freeLoopbackPort() throws -> Int {
 }
 
 /// Whether something accepts TCP connections on 127.0.0.1:`port`.
-private func canConnect(port: Int) -> Bool {
+func canConnect(port: Int) -> Bool {
     let descriptor = socket(AF_INET, streamSocketType, 0)
     guard descriptor >= 0 else { return false }
     defer { close(descriptor) }
@@ -126,7 +126,7 @@ private let streamSocketType = Int32(SOCK_STREAM.rawValue)
 private let streamSocketType = SOCK_STREAM
 #endif
 
-private func loopbackAddress(port: Int) -> sockaddr_in {
+func loopbackAddress(port: Int) -> sockaddr_in {
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_port = UInt16(port).bigEndian

@@ -1,0 +1,117 @@
+import ArgumentParser
+import DeviceAuthorization
+import DeviceAuthorizationHTTP
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import RedisClient
+
+/// `deviceauth-bench http`: `wrk` against `POST /oauth/token` for a pending code, side by side
+/// with a trivial Hummingbird route answering a fixed 400 JSON body on the same machine (the
+/// ceiling of the HTTP layer). Both servers run in this process, one after the other.
+struct HTTPBenchmark: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "http",
+        abstract: "wrk on the token endpoint (pending code) vs a trivial Hummingbird route."
+    )
+
+    @OptionGroup var redis: RedisOptions
+
+    @Option(help: "Seconds per wrk run.")
+    var duration: Int = 5
+
+    @Option(help: "wrk connections.")
+    var connections: Int = 64
+
+    @Option(help: "wrk threads.")
+    var threads: Int = 2
+
+    @Option(help: "Path of wrk (default: found on PATH).")
+    var wrk: String?
+
+    static let clientID = "bench-http"
+
+    func run() async throws {
+        let wrkPath = try ChildProcess.locate("wrk", explicit: wrk)
+        try await redis.withTarget(connectionCount: 2) { target in
+            try await target.withClient { client in
+                let store = DeviceCodeStore(client: client, configuration: DeviceCodeStoreConfiguration(keyPrefix: "dab", secret: Array(0..<32)))
+                let issued = try await store.issue(clientID: Self.clientID, scopes: ["profile"], lifetime: .seconds(3600), interval: 0)
+                let body = "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Adevice_code&device_code=\(issued.deviceCode)&client_id=\(Self.clientID)"
+                let script = try Self.writeWrkScript(body: body)
+                defer { try? FileManager.default.removeItem(atPath: script) }
+
+                let routes = try DeviceAuthorizationRoutes(
+                    store: store, redis: client,
+                    clients: StaticClientRegistry(clients: [RegisteredClient(clientID: Self.clientID, displayName: "Bench", allowedScopes: ["profile"], pollingInterval: 0)]),
+                    users: DevelopmentLoginAuthenticator(users: [:], secret: Array(0..<32)),
+                    tokens: try await JWTTokenIssuer(issuer: "http://127.0.0.1", privateKeyPEM: nil),
+                    configuration: DeviceAuthorizationHTTPConfiguration(secret: Array(0..<32)))
+                Console.progress("token endpoint: wrk -t\(threads) -c\(connections) -d\(duration)s")
+                let ours = try await Self.serve(routes.makeRouter()) { port in
+                    // Check the route really answers authorization_pending before measuring.
+                    let check = try await ChildProcess.run("/usr/bin/curl", ["-s", "-d", body, "http://127.0.0.1:\(port)/oauth/token"])
+                    guard check.standardOutput.contains("authorization_pending") else {
+                        throw ChildProcess.Failure(description: "token endpoint answered \(check.standardOutput)")
+                    }
+                    return try await runWrk(wrkPath, script: script, port: port)
+                }
+
+                let trivial = Router()
+                trivial.post("/oauth/token") { _, _ -> Response in
+                    Response(status: .badRequest, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+                             body: .init(byteBuffer: ByteBuffer(string: #"{"error":"authorization_pending"}"#)))
+                }
+                Console.progress("trivial route: wrk -t\(threads) -c\(connections) -d\(duration)s")
+                let ceiling = try await Self.serve(trivial) { port in try await runWrk(wrkPath, script: script, port: port) }
+
+                BenchComparison(
+                    name: "http.token.pending.c\(connections)", ours: ours.requestsPerSecond, baseline: ceiling.requestsPerSecond, unit: "req/s",
+                    detail: "ours: p50=\(ours.p50) p99=\(ours.p99) | baseline (trivial Hummingbird route, same body): p50=\(ceiling.p50) p99=\(ceiling.p99) | wrk -t\(threads) -c\(connections) -d\(duration)s, \(target.summary)"
+                ).print()
+            }
+        }
+    }
+
+    struct WrkResult { var requestsPerSecond: Double; var p50: String; var p99: String }
+
+    private func runWrk(_ wrkPath: String, script: String, port: Int) async throws -> WrkResult {
+        let output = try await ChildProcess.run(wrkPath, ["-t\(threads)", "-c\(connections)", "-d\(duration)s", "--latency", "-s", script, "http://127.0.0.1:\(port)/oauth/token"])
+        let text = output.standardOutput
+        func value(after label: String) -> String? {
+            guard let line = text.split(separator: "\n").first(where: { $0.trimmingCharacters(in: .whitespaces).hasPrefix(label) }) else { return nil }
+            return line.split(separator: " ", omittingEmptySubsequences: true).dropFirst(label.split(separator: " ").count).first.map(String.init)
+        }
+        guard let rate = value(after: "Requests/sec:").flatMap(Double.init) else {
+            throw ChildProcess.Failure(description: "could not read wrk's output: \(text) \(output.standardError)")
+        }
+        return WrkResult(requestsPerSecond: rate, p50: value(after: "50%") ?? "?", p99: value(after: "99%") ?? "?")
+    }
+
+    /// Runs `router` on a free loopback port while `body` runs, then stops the server.
+    private static func serve<Context: RequestContext, Result: Sendable>(
+        _ router: Router<Context>, _ body: @Sendable (Int) async throws -> Result
+    ) async throws -> Result where Context.Source == ApplicationRequestContextSource {
+        let port = try freeLoopbackPort()
+        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)), logger: .init(label: "bench-http"))
+        return try await withThrowingTaskGroup(of: Result?.self) { group in
+            group.addTask { try await app.runService(); return nil }
+            for _ in 0..<100 where !canConnect(port: port) { try await Task.sleep(for: .milliseconds(50)) }
+            let result = try await body(port)
+            group.cancelAll()
+            return result
+        }
+    }
+
+    private static func writeWrkScript(body: String) throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("deviceauth-wrk-\(UUID().uuidString).lua").path
+        let lua = """
+            wrk.method = "POST"
+            wrk.body = "\(body)"
+            wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+            """
+        try lua.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+}

@@ -1,0 +1,201 @@
+import ArgumentParser
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+/// `deviceauth-loadtest http`: many devices through the whole RFC 8628 flow against the given nodes.
+struct HTTPLoadCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "http",
+        abstract: "Simulate devices and users running RFC 8628 against one or more API nodes.",
+        discussion: """
+        Every request goes to a random node. Approve/deny users use the verification page with the \
+        trusted proxy header; abandoned devices must end with expired_token; misbehaving devices poll \
+        too fast and must get slow_down with intervals 5 s apart. Lifetimes and intervals come from the \
+        server's per-client configuration (see deploy/loadtest-config.json). Exit status 1 if an invariant fails.
+        """
+    )
+
+    @Option(help: "Comma-separated base URLs of the API nodes (env NODE_URLS when omitted).")
+    var nodes: String?
+
+    @Option(help: "Devices to simulate (default: unlimited, bounded by --duration).")
+    var devices: Int?
+
+    @Option(help: "Devices in flight at once.")
+    var concurrency = 50
+
+    @Option(help: "Seconds after which no new device starts; devices in flight finish.")
+    var duration: Int?
+
+    @Option(help: "Scenario weights.")
+    var mix = "approve=60,deny=15,abandon=10,misbehave=15"
+
+    @Option(name: .customLong("think-time-ms"), help: "User think time before deciding: N or MIN-MAX milliseconds.")
+    var thinkTime = "200-1000"
+
+    @Option(help: "Seed for scenario assignment, node choice and think times (default: random).")
+    var seed: UInt64?
+
+    @Option(help: "Write the report as JSON to this file.")
+    var json: String?
+
+    @Option(help: "Write a self-contained HTML report (inline SVG charts) to this file.")
+    var html: String?
+
+    @Option(name: .customLong("user-header"), help: "Trusted proxy header naming the user (the server's user_header).")
+    var userHeader = "X-Forwarded-User"
+
+    @Option(help: "client_id for approve and deny devices.")
+    var client = "loadtest"
+
+    @Option(name: .customLong("abandon-client"), help: "client_id for abandoned devices (give it a short code lifetime).")
+    var abandonClient = "loadtest-abandon"
+
+    @Option(name: .customLong("misbehave-client"), help: "client_id for misbehaving devices.")
+    var misbehaveClient = "loadtest-misbehave"
+
+    @Option(name: .customLong("request-timeout"), help: "Per-request timeout in seconds.")
+    var requestTimeout = 30
+
+    @Flag(name: .customLong("allow-remote"), help: "Allow node URLs that are not loopback addresses.")
+    var allowRemote = false
+
+    func run() async throws {
+        let nodeList = (nodes ?? ProcessInfo.processInfo.environment["NODE_URLS"] ?? "")
+            .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            .map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
+        guard !nodeList.isEmpty else { throw ValidationError("give --nodes URL[,URL…] or NODE_URLS") }
+        for node in nodeList {
+            guard let url = URL(string: node), url.scheme == "http" || url.scheme == "https", let host = url.host else {
+                throw ValidationError("not an http(s) URL: \(node)")
+            }
+            if !allowRemote && !["127.0.0.1", "localhost", "::1", "[::1]"].contains(host) && !host.hasPrefix("127.") {
+                throw ValidationError("\(node) is not a loopback address; pass --allow-remote to load-test it")
+            }
+        }
+        guard devices != nil || duration != nil else { throw ValidationError("give --devices and/or --duration to bound the run") }
+        if let devices, devices <= 0 { throw ValidationError("--devices must be positive") }
+        if let duration, duration <= 0 { throw ValidationError("--duration must be positive") }
+        guard concurrency > 0 else { throw ValidationError("--concurrency must be positive") }
+        guard let scenarioMix = ScenarioMix(parsing: mix) else { throw ValidationError("--mix: e.g. approve=60,deny=15,abandon=10,misbehave=15") }
+        let think = try Self.parseRange(thinkTime)
+        let seed = seed ?? UInt64.random(in: 0...UInt64.max)
+
+        var httpConfiguration = HTTPClient.Configuration()
+        httpConfiguration.redirectConfiguration = .disallow
+        httpConfiguration.connectionPool = .init(idleTimeout: .seconds(60),
+                                                 concurrentHTTP1ConnectionsPerHostSoftLimit: max(8, concurrency * 2 / nodeList.count + 1))
+        httpConfiguration.timeout = .init(connect: .seconds(10), read: .seconds(Int64(requestTimeout)))
+        let http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: httpConfiguration)
+
+        let outcome: (report: RunReport, failed: Bool)
+        do {
+            outcome = try await runLoad(http: http, nodes: nodeList, mix: scenarioMix, think: think, seed: seed)
+        } catch {
+            try? await http.shutdown()
+            throw error
+        }
+        try await http.shutdown()
+        print(TableReport.render(outcome.report))
+        if let json { try JSONReport.write(outcome.report, to: json); print("JSON report: \(json)") }
+        if let html { try HTMLReport.write(outcome.report, to: html); print("HTML report: \(html)") }
+        if outcome.failed { throw ExitCode.failure }
+    }
+
+    private func runLoad(http: HTTPClient, nodes: [String], mix: ScenarioMix, think: ClosedRange<Int>, seed: UInt64) async throws -> (report: RunReport, failed: Bool) {
+        let scraper = MetricsScraper(http: http, nodes: nodes)
+        let replayedBefore = await scraper.sum("deviceauth_grants_replayed_total")
+        let recorder = Recorder()
+        let client = NodeClient(http: http, nodes: nodes, recorder: recorder, timeout: .seconds(Int64(requestTimeout)))
+        let settings = SimulationSettings(clients: [.approve: self.client, .deny: self.client,
+                                                    .abandon: abandonClient, .misbehave: misbehaveClient],
+                                          userHeader: userHeader, thinkTime: think)
+        let simulation = DeviceSimulation(client: client, settings: settings)
+        var rng = SplitMix64(seed: seed)
+        let planned = devices.map { mix.assign(count: $0, rng: &rng) }
+        let stopStarting = duration.map { ContinuousClock.now + .seconds($0) }
+        Self.say("deviceauth-loadtest http: \(nodes.count) node(s) \(nodes.joined(separator: ",")), devices \(devices.map(String.init) ?? "unbounded"), "
+              + "concurrency \(concurrency), duration \(duration.map { "\($0) s" } ?? "unbounded"), mix \(mix), think \(think.lowerBound)-\(think.upperBound) ms, seed \(seed)\n")
+        let progress = Progress(recorder: recorder, total: devices)
+        let progressTask = Task { await progress.run() }
+        defer { progressTask.cancel() }
+
+        var results: [DeviceResult] = []
+        await withTaskGroup(of: DeviceResult.self) { group in
+            var next = 0
+            func canStart() -> Bool {
+                if let devices, next >= devices { return false }
+                if let stopStarting, ContinuousClock.now >= stopStarting { return false }
+                return true
+            }
+            func start() {
+                let index = next
+                let scenario = planned?[index] ?? mix.draw(rng: &rng)
+                let deviceSeed = seed &+ UInt64(index + 1) &* 0x9E37_79B9_7F4A_7C15
+                next += 1
+                progress.started()
+                group.addTask { await simulation.run(index: index, scenario: scenario, seed: deviceSeed) }
+            }
+            while next < concurrency && canStart() { start() }
+            for await result in group {
+                results.append(result)
+                recorder.flowDone()
+                if canStart() { start() }
+            }
+        }
+        progressTask.cancel()
+        _ = await progressTask.value
+        let elapsed = ContinuousClock.now - recorder.start
+        let replayedAfter = await scraper.sum("deviceauth_grants_replayed_total")
+        let invariants = Invariants.check(results.sorted { $0.index < $1.index }, replayedBefore: replayedBefore, replayedAfter: replayedAfter)
+        var scenarioCounts: [String: Int] = [:]
+        for result in results { scenarioCounts[result.scenario.rawValue, default: 0] += 1 }
+        let report = RunReport(mode: "http", target: nodes.joined(separator: ","), settings: [
+            "nodes": "\(nodes.count)", "devices": "\(results.count)", "concurrency": "\(concurrency)",
+            "duration": duration.map { "\($0) s" } ?? "-", "mix": "\(mix)", "think_time_ms": "\(think.lowerBound)-\(think.upperBound)", "seed": "\(seed)",
+        ], elapsed: elapsed, recorder: recorder, invariants: invariants, scenarioCounts: scenarioCounts)
+        return (report, invariants.contains { !$0.passed })
+    }
+
+    /// Writes straight to stdout, so the line comes before the progress lines on stderr.
+    static func say(_ text: String) {
+        FileHandle.standardOutput.write(Data(text.utf8))
+    }
+
+    static func parseRange(_ text: String) throws -> ClosedRange<Int> {
+        let parts = text.split(separator: "-").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        switch parts.count {
+        case 1 where parts[0] >= 0: return parts[0]...parts[0]
+        case 2 where parts[0] >= 0 && parts[0] <= parts[1]: return parts[0]...parts[1]
+        default: throw ValidationError("--think-time-ms: N or MIN-MAX")
+        }
+    }
+}
+
+/// Reads Prometheus counters from every node's `/metrics`.
+struct MetricsScraper: Sendable {
+    let http: HTTPClient
+    let nodes: [String]
+
+    /// The sum of a counter over all nodes (all label sets), or `nil` if a node did not answer.
+    func sum(_ name: String) async -> Double? {
+        var total = 0.0
+        for node in nodes {
+            do {
+                let response = try await http.execute(HTTPClientRequest(url: node + "/metrics"), timeout: .seconds(10))
+                guard response.status == .ok else { return nil }
+                let text = String(buffer: try await response.body.collect(upTo: 16 << 20))
+                for line in text.split(separator: "\n") where line.hasPrefix(name) {
+                    let rest = line.dropFirst(name.count)
+                    guard rest.first == " " || rest.first == "{" else { continue }
+                    if let value = line.split(separator: " ").last.flatMap({ Double($0) }) { total += value }
+                }
+            } catch {
+                return nil
+            }
+        }
+        return total
+    }
+}

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Starts one redis-server and K deviceauth-server nodes on loopback ports, waits until every node
+# answers /readyz, prints their URLs, and stops everything on exit, Ctrl-C or SIGTERM.
+#
+#   deploy/local-cluster.sh [--nodes K] [--build DIR] [--config FILE] [--base-port P] [--redis-port P]
+#                           [--signing-key PEM] [--log-level LEVEL] [-- COMMAND ARGS…]
+#
+# Without a command it keeps the cluster up until interrupted. With one, it runs the command with
+# NODE_URLS (comma-separated) and REDIS_URL exported, tears the cluster down and exits with the
+# command's status. Logs go to a temporary folder that is printed (and kept when something fails).
+set -euo pipefail
+
+nodes=3
+build=.build/debug
+config="$(cd "$(dirname "$0")" && pwd)/loadtest-config.json"
+base_port=""
+redis_port=""
+signing_key=""
+log_level=warning
+command=()
+
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --nodes) nodes="$2"; shift 2 ;;
+    --build) build="$2"; shift 2 ;;
+    --config) config="$2"; shift 2 ;;
+    --base-port) base_port="$2"; shift 2 ;;
+    --redis-port) redis_port="$2"; shift 2 ;;
+    --signing-key) signing_key="$2"; shift 2 ;;
+    --log-level) log_level="$2"; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    --) shift; command=("$@"); break ;;
+    *) echo "local-cluster: unknown argument $1" >&2; usage >&2; exit 2 ;;
+  esac
+done
+
+server="$build/deviceauth-server"
+[ -x "$server" ] || { echo "local-cluster: $server not found; build it first (swift build --product deviceauth-server)" >&2; exit 2; }
+command -v redis-server >/dev/null || { echo "local-cluster: redis-server not installed (apt-get install redis-server)" >&2; exit 2; }
+[ -f "$config" ] || { echo "local-cluster: config $config not found" >&2; exit 2; }
+[[ "$nodes" =~ ^[1-9][0-9]*$ ]] || { echo "local-cluster: --nodes must be a positive number" >&2; exit 2; }
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# Random free ports by default, so several clusters (or test runs) can share the machine.
+pick_port() {
+  local port
+  for _ in $(seq 1 50); do
+    port=$((20000 + RANDOM % 30000))
+    if port_free "$port" && [[ " ${taken[*]:-} " != *" $port "* ]]; then taken+=("$port"); echo "$port"; return 0; fi
+  done
+  echo "local-cluster: no free port found" >&2; return 1
+}
+taken=()
+workdir="$(mktemp -d "${TMPDIR:-/tmp}/deviceauth-cluster.XXXXXX")"
+redis_pid=""
+node_pids=()
+status=0
+
+cleanup() {
+  local rc=$?
+  if [ "$status" -eq 0 ]; then status=$rc; fi
+  trap - EXIT INT TERM
+  for pid in "${node_pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+  for pid in "${node_pids[@]}"; do
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  if [ -n "$redis_pid" ]; then
+    redis-cli -h 127.0.0.1 -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true
+    for _ in $(seq 1 50); do kill -0 "$redis_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$redis_pid" 2>/dev/null || true
+    wait "$redis_pid" 2>/dev/null || true
+  fi
+  # Keep the logs only when something failed (not on a clean run or a Ctrl-C / SIGTERM).
+  case "$status" in
+    0|130|143) rm -rf "$workdir" ;;
+    *) echo "local-cluster: logs kept in $workdir" >&2 ;;
+  esac
+  echo "local-cluster: stopped" >&2
+  exit "$status"
+}
+trap 'cleanup' EXIT
+trap 'status=130; exit 130' INT
+trap 'status=143; exit 143' TERM
+
+[ -n "$redis_port" ] || redis_port="$(pick_port)"
+redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --dir "$workdir" \
+  --maxmemory-policy noeviction --logfile "$workdir/redis.log" --daemonize no &
+redis_pid=$!
+for _ in $(seq 1 100); do redis-cli -h 127.0.0.1 -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+redis-cli -h 127.0.0.1 -p "$redis_port" ping >/dev/null 2>&1 || { echo "local-cluster: redis did not start" >&2; status=1; exit 1; }
+export REDIS_URL="redis://127.0.0.1:$redis_port"
+
+if [ -z "$signing_key" ]; then
+  signing_key="$workdir/signing-key.pem"
+  openssl ecparam -name prime256v1 -genkey -noout 2>/dev/null | openssl pkcs8 -topk8 -nocrypt -out "$signing_key"
+fi
+
+urls=()
+for i in $(seq 1 "$nodes"); do
+  if [ -n "$base_port" ]; then port=$((base_port + i - 1)); else port="$(pick_port)"; fi
+  "$server" --host 127.0.0.1 --port "$port" --redis-url "$REDIS_URL" --config "$config" --signing-key "$signing_key" \
+    --log-level "$log_level" >"$workdir/node-$i.log" 2>&1 &
+  node_pids+=($!)
+  urls+=("http://127.0.0.1:$port")
+done
+
+for i in "${!urls[@]}"; do
+  ready=""
+  for _ in $(seq 1 150); do
+    if curl -fsS -o /dev/null --max-time 1 "${urls[$i]}/readyz" 2>/dev/null; then ready=1; break; fi
+    kill -0 "${node_pids[$i]}" 2>/dev/null || break
+    sleep 0.2
+  done
+  if [ -z "$ready" ]; then
+    echo "local-cluster: node $((i + 1)) (${urls[$i]}) did not become ready; its log:" >&2
+    tail -n 20 "$workdir/node-$((i + 1)).log" >&2 || true
+    status=1; exit 1
+  fi
+done
+
+NODE_URLS="$(IFS=,; echo "${urls[*]}")"
+export NODE_URLS
+echo "local-cluster: redis $REDIS_URL, $nodes node(s) ready: $NODE_URLS (logs in $workdir)" >&2
+
+if [ ${#command[@]} -gt 0 ]; then
+  set +e
+  "${command[@]}"
+  status=$?
+  set -e
+  exit "$status"
+fi
+
+echo "NODE_URLS=$NODE_URLS"
+echo "REDIS_URL=$REDIS_URL"
+echo "local-cluster: press Ctrl-C to stop" >&2
+while true; do sleep 1 & wait $! || true; done
