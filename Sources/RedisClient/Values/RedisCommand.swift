@@ -37,12 +37,8 @@ extension Int: RedisArgument {
 public struct RedisCommand: Sendable {
     /// The RESP encoding of the command, ready to be written.
     public let encoded: [UInt8]
-    /// The first argument, upper-cased (for logs and routing).
-    public let name: String
     /// When this is an `EVALSHA`, the script and arguments to fall back to `EVAL` on `NOSCRIPT`.
     let scriptFallback: ScriptInvocation?
-    /// The keys the command touches, where the caller declared them (used for cluster routing).
-    public let keys: [[UInt8]]
 
     struct ScriptInvocation: Sendable {
         let script: RedisScript
@@ -56,13 +52,11 @@ public struct RedisCommand: Sendable {
     }
 
     /// Creates a command from its arguments; the first is the command name.
-    /// - Parameters:
-    ///   - arguments: the command name followed by its arguments.
-    ///   - keys: the keys among the arguments, for cluster routing.
-    public init(arguments: [any RedisArgument], keys: [[UInt8]] = []) {
+    ///
+    /// Only the RESP encoding is kept: every poll builds a command, so nothing else is derived
+    /// here (cluster routing will hash the script's keys when it needs them).
+    public init(arguments: [any RedisArgument]) {
         self.encoded = RedisCommand.encode(arguments)
-        self.name = arguments.first.map { $0.withRedisBytes { String(decoding: $0, as: UTF8.self).uppercased() } } ?? ""
-        self.keys = keys
         self.scriptFallback = nil
     }
 
@@ -76,8 +70,6 @@ public struct RedisCommand: Sendable {
         all.append(contentsOf: keys)
         all.append(contentsOf: arguments)
         self.encoded = RedisCommand.encode(all)
-        self.name = useSource ? "EVAL" : "EVALSHA"
-        self.keys = keys.map { $0.withRedisBytes { Array($0) } }
         self.scriptFallback = useSource ? nil : ScriptInvocation(script: script, keys: keys, arguments: arguments)
     }
 
