@@ -15,50 +15,28 @@ struct ClientBenchmark: AsyncParsableCommand {
 
     @OptionGroup var redis: RedisOptions
 
-    @Option(help: "Seconds measured per run, after the warm-up.")
-    var duration: Double = 5
-
-    @Option(help: "Seconds of warm-up before each of our runs (not measured).")
-    var warmup: Double = 1
-
-    @Option(help: ArgumentHelp("Concurrent tasks (and redis-benchmark clients) to measure, comma-separated.",
-                               valueName: "list"))
-    var concurrency = IntegerList([1, 16, 64])
-
-    @Option(help: "Connections in RedisClient's pool.")
-    var connections: Int = 2
-
-    @Option(name: .customLong("pipelined-baseline-depth"),
-            help: "The -P depth of the extra pipelined redis-benchmark baseline run at concurrency 64.")
-    var pipelineDepth: Int = 16
+    @OptionGroup var measurement: MeasurementOptions
 
     /// The concurrency whose ours is also compared with a pipelined redis-benchmark.
     static let pipelinedComparisonConcurrency = 64
 
-    func validate() throws {
-        guard duration > 0 else { throw ValidationError("--duration must be positive") }
-        guard warmup >= 0 else { throw ValidationError("--warmup must not be negative") }
-        guard connections >= 1 else { throw ValidationError("--connections must be at least 1") }
-        guard pipelineDepth >= 1 else { throw ValidationError("--pipelined-baseline-depth must be at least 1") }
-    }
-
     func run() async throws {
-        let window = Duration.seconds(duration)
-        let warmupPeriod = Duration.seconds(warmup)
-        try await redis.withTarget(connectionCount: connections) { target in
+        let window = Duration.seconds(measurement.duration)
+        let warmupPeriod = Duration.seconds(measurement.warmup)
+        try await redis.withTarget(connectionCount: measurement.connections) { target in
             let script = DevicePollScript.script
             let key = DevicePollScript.key
             let command = ["EVALSHA", script.sha1, "1", key]
             try await target.withClient { client in
                 try await DevicePollScript.prepare(client)
-                for tasks in concurrency.values {
-                    Console.progress("c=\(tasks): RedisClient, \(connections) connection(s), \(duration)s after \(warmup)s warm-up")
+                for tasks in measurement.concurrency.values {
+                    Console.progress("c=\(tasks): RedisClient, \(measurement.connections) connection(s), \(measurement.duration)s after \(measurement.warmup)s warm-up")
                     let ours = try await LoadGenerator.run(concurrency: tasks, warmup: warmupPeriod, duration: window) {
                         _ = try await client.eval(script, keys: [key])
                     }
                     Console.progress("c=\(tasks): redis-benchmark -c \(tasks)")
                     let baseline = try await target.redisBenchmark.run(command: command, clients: tasks, duration: window)
-                    let settings = "tasks=\(tasks) connections=\(connections) window=\(duration)s warmup=\(warmup)s ops=\(ours.operations)"
+                    let settings = "tasks=\(tasks) measurement.connections=\(measurement.connections) window=\(measurement.duration)s measurement.warmup=\(measurement.warmup)s ops=\(ours.operations)"
                     BenchComparison(
                         name: "client.evalsha.c\(tasks)",
                         ours: ours.operationsPerSecond, baseline: baseline.requestsPerSecond, unit: "ops/s",
@@ -66,11 +44,11 @@ struct ClientBenchmark: AsyncParsableCommand {
                     ).print()
 
                     guard tasks == Self.pipelinedComparisonConcurrency else { continue }
-                    Console.progress("c=\(tasks): redis-benchmark -c \(tasks) -P \(pipelineDepth)")
+                    Console.progress("c=\(tasks): redis-benchmark -c \(tasks) -P \(measurement.pipelineDepth)")
                     let pipelined = try await target.redisBenchmark.run(command: command, clients: tasks,
-                                                                       pipeline: pipelineDepth, duration: window)
+                                                                       pipeline: measurement.pipelineDepth, duration: window)
                     BenchComparison(
-                        name: "client.evalsha.c\(tasks).vs-pipelined-P\(pipelineDepth)",
+                        name: "client.evalsha.c\(tasks).vs-pipelined-P\(measurement.pipelineDepth)",
                         ours: ours.operationsPerSecond, baseline: pipelined.requestsPerSecond, unit: "ops/s",
                         detail: "ours: \(ours.latency.summary) \(settings) | baseline: \(pipelined.summary) | \(target.summary)"
                     ).print()

@@ -24,28 +24,13 @@ struct StoreBenchmark: AsyncParsableCommand {
 
     @OptionGroup var redis: RedisOptions
 
-    @Option(help: "Seconds measured per run, after the warm-up.")
-    var duration: Double = 5
-
-    @Option(help: "Seconds of warm-up before each of our runs (not measured).")
-    var warmup: Double = 1
-
-    @Option(help: ArgumentHelp("Concurrent tasks (and redis-benchmark clients) to measure, comma-separated.",
-                               valueName: "list"))
-    var concurrency = IntegerList([1, 16, 64])
-
-    @Option(help: "Connections in RedisClient's pool.")
-    var connections: Int = 2
+    @OptionGroup var measurement: MeasurementOptions
 
     @Option(help: "Pending grants to issue (polled round-robin, and measured for memory).")
     var grants: Int = 1_000
 
     @Option(name: .customLong("memory-sample"), help: "Grants whose two keys are measured with MEMORY USAGE.")
     var memorySample: Int = 200
-
-    @Option(name: .customLong("pipelined-baseline-depth"),
-            help: "The -P depth of the extra pipelined redis-benchmark baseline run at concurrency 64.")
-    var pipelineDepth: Int = 16
 
     /// The concurrency whose ours is also compared with a pipelined redis-benchmark.
     static let pipelinedComparisonConcurrency = 64
@@ -57,19 +42,15 @@ struct StoreBenchmark: AsyncParsableCommand {
     static let secret: [UInt8] = Array(0..<32)
 
     func validate() throws {
-        guard duration > 0 else { throw ValidationError("--duration must be positive") }
-        guard warmup >= 0 else { throw ValidationError("--warmup must not be negative") }
-        guard connections >= 1 else { throw ValidationError("--connections must be at least 1") }
         guard grants >= 1 else { throw ValidationError("--grants must be at least 1") }
         guard memorySample >= 1 else { throw ValidationError("--memory-sample must be at least 1") }
-        guard pipelineDepth >= 1 else { throw ValidationError("--pipelined-baseline-depth must be at least 1") }
     }
 
     func run() async throws {
-        let window = Duration.seconds(duration)
-        let warmupPeriod = Duration.seconds(warmup)
+        let window = Duration.seconds(measurement.duration)
+        let warmupPeriod = Duration.seconds(measurement.warmup)
         let sharedServer = redis.redisURL != nil
-        try await redis.withTarget(connectionCount: connections) { target in
+        try await redis.withTarget(connectionCount: measurement.connections) { target in
             try await target.withClient { client in
                 let store = DeviceCodeStore(client: client, configuration: DeviceCodeStoreConfiguration(secret: Self.secret))
                 let prefix = store.configuration.keyPrefix
@@ -92,8 +73,8 @@ struct StoreBenchmark: AsyncParsableCommand {
                 let fresh = try await GrantMemory.measure(client, indexKeys: indexKeys, prefix: prefix)
 
                 let cursor = RoundRobin(count: spread.count)
-                for tasks in concurrency.values {
-                    Console.progress("c=\(tasks): store.poll on 1 grant, \(connections) connection(s), \(duration)s after \(warmup)s warm-up")
+                for tasks in measurement.concurrency.values {
+                    Console.progress("c=\(tasks): store.poll on 1 grant, \(measurement.connections) connection(s), \(measurement.duration)s after \(measurement.warmup)s warm-up")
                     let ours = try await LoadGenerator.run(concurrency: tasks, warmup: warmupPeriod, duration: window) {
                         try await Self.pollPending(store, single.deviceCode)
                     }
@@ -103,7 +84,7 @@ struct StoreBenchmark: AsyncParsableCommand {
                     }
                     Console.progress("c=\(tasks): redis-benchmark -c \(tasks)")
                     let baseline = try await target.redisBenchmark.run(command: command, clients: tasks, duration: window)
-                    let settings = "tasks=\(tasks) connections=\(connections) window=\(duration)s warmup=\(warmup)s"
+                    let settings = "tasks=\(tasks) measurement.connections=\(measurement.connections) window=\(measurement.duration)s measurement.warmup=\(measurement.warmup)s"
                     let oursDetail = "ours(1 grant): \(ours.latency.summary) ops=\(ours.operations)"
                         + " | ours(\(spread.count) grants): \(Console.fixed(oursSpread.operationsPerSecond, 0)) ops/s \(oursSpread.latency.summary)"
                     BenchComparison(
@@ -113,11 +94,11 @@ struct StoreBenchmark: AsyncParsableCommand {
                     ).print()
 
                     guard tasks == Self.pipelinedComparisonConcurrency else { continue }
-                    Console.progress("c=\(tasks): redis-benchmark -c \(tasks) -P \(pipelineDepth)")
+                    Console.progress("c=\(tasks): redis-benchmark -c \(tasks) -P \(measurement.pipelineDepth)")
                     let pipelined = try await target.redisBenchmark.run(command: command, clients: tasks,
-                                                                       pipeline: pipelineDepth, duration: window)
+                                                                       pipeline: measurement.pipelineDepth, duration: window)
                     BenchComparison(
-                        name: "store.poll.c\(tasks).vs-pipelined-P\(pipelineDepth)",
+                        name: "store.poll.c\(tasks).vs-pipelined-P\(measurement.pipelineDepth)",
                         ours: ours.operationsPerSecond, baseline: pipelined.requestsPerSecond, unit: "ops/s",
                         detail: "\(oursDetail) \(settings) | baseline: \(pipelined.summary) EVALSHA poll 1 key | \(target.summary)"
                     ).print()
