@@ -1,7 +1,7 @@
 # The two commands a new user needs: `make run` and `make test`. Both install what is missing.
 SHELL := /bin/bash
 SWIFT ?= swift
-APT_PACKAGES := redis-server redis-tools libhiredis-dev pkg-config python3 python3-pip curl openssl
+APT_PACKAGES := redis-server redis-tools libhiredis-dev pkg-config python3 python3-pip curl openssl faketime
 # Only the end-to-end tests need these (a real OAuth client and a real browser).
 E2E_APT_PACKAGES := chromium chromium-driver
 E2E_PIP_PACKAGES := oauthlib requests selenium
@@ -36,6 +36,8 @@ run: build-release
 
 test: build e2e-deps
 	DEVICEAUTH_REQUIRE_E2E=1 Tests/Support/with-redis.sh $(SWIFT) test --skip-build
+	@echo "--- three deviceauth-server processes, two of them under libfaketime 10 minutes ahead and behind"
+	Tests/Support/with-redis.sh python3 Tests/MultiProcess/clock_skew_nodes.py .build/debug
 	@echo "--- benchmark smoke runs (debug build, short; figures are meaningless, the code paths are not)"
 	.build/debug/deviceauth-bench client --duration 0.5 --warmup 0.2 --concurrency 16
 	.build/debug/deviceauth-bench store --duration 0.5 --warmup 0.2 --concurrency 16
