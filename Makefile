@@ -1,7 +1,7 @@
 # The two commands a new user needs: `make run` and `make test`. Both install what is missing.
 SHELL := /bin/bash
 SWIFT ?= swift
-APT_PACKAGES := redis-server redis-tools libhiredis-dev pkg-config python3 python3-pip curl openssl faketime
+APT_PACKAGES := redis-server redis-tools libhiredis-dev pkg-config python3 python3-pip curl openssl faketime time
 # Only the end-to-end tests need these (a real OAuth client and a real browser).
 E2E_APT_PACKAGES := chromium chromium-driver
 E2E_PIP_PACKAGES := oauthlib requests selenium
@@ -41,6 +41,7 @@ test: build e2e-deps
 	@echo "--- benchmark smoke runs (debug build, short; figures are meaningless, the code paths are not)"
 	.build/debug/deviceauth-bench client --duration 0.5 --warmup 0.2 --concurrency 16
 	.build/debug/deviceauth-bench store --duration 0.5 --warmup 0.2 --concurrency 16
+	python3 Tests/Bench/flow_bench.py --build .build/debug --duration 2 --concurrency 20 --memory-devices 100
 	@echo "--- load-test smoke run (Redis + 3 API nodes, 300 devices, debug build)"
 	Tests/Support/loadtest-smoke.sh
 
@@ -49,6 +50,7 @@ bench: build-release
 	.build/release/deviceauth-bench client
 	.build/release/deviceauth-bench store
 	.build/release/deviceauth-bench http
+	python3 Tests/Bench/flow_bench.py --build .build/release
 
 loadtest: build-release
 	deploy/local-cluster.sh --nodes 3 --build .build/release -- \

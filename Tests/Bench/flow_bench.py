@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Full-flow benchmarks of issue #5, run by `make bench` (and, tiny, by `make test`).
+
+1. Full-flow throughput: completed RFC 8628 device flows per second, and token-endpoint latency
+   percentiles, with 1 and with 3 API nodes on one Redis (`deploy/local-cluster.sh` +
+   `deviceauth-loadtest http`, same settings, same run). BENCH line: 3 nodes vs 1 node.
+2. Peak memory (`/usr/bin/time -v`, maximum resident set size) of the harness and of each API node
+   while 10,000 devices are in flight at once. BENCH line: the busiest node vs an idle node
+   (same binary, started, checked ready and stopped in the same run).
+
+Usage: python3 Tests/Bench/flow_bench.py [--build .build/release] [--duration S] [--concurrency C]
+                                         [--memory-devices N] [--skip-throughput] [--skip-memory]
+"""
+import argparse
+import glob
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+CONFIG = os.path.join(ROOT, "deploy", "loadtest-config.json")
+CLUSTER = os.path.join(ROOT, "deploy", "local-cluster.sh")
+
+# Each node runs under GNU time through this wrapper. local-cluster.sh starts nodes in the
+# background (SIGINT ignored) and stops them with SIGINT, which time ignores too, so the wrapper
+# installs its own handlers and forwards INT/TERM to the server, time's child.
+NODE_WRAPPER = """#!/usr/bin/env python3
+import os, signal, subprocess, sys
+
+def forward(signum, frame):
+    try:
+        with open(f"/proc/{{timer.pid}}/task/{{timer.pid}}/children") as f:
+            for child in f.read().split():
+                os.kill(int(child), signum)
+    except (OSError, NameError):
+        pass
+
+signal.signal(signal.SIGINT, forward)
+signal.signal(signal.SIGTERM, forward)
+timer = subprocess.Popen(["/usr/bin/time", "-v", "-o", "{outdir}/node-%d.time" % os.getpid(), "{server}"] + sys.argv[1:])
+sys.exit(timer.wait())
+"""
+
+
+def max_rss_kib(path):
+    with open(path) as f:
+        match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", f.read())
+    if not match:
+        raise SystemExit(f"flow_bench: no maximum RSS in {path}")
+    return int(match.group(1))
+
+
+def wrapped_build(build, workdir):
+    """A folder whose deviceauth-server runs the real one under /usr/bin/time -v."""
+    wrapper_dir = os.path.join(workdir, "bin")
+    os.makedirs(wrapper_dir, exist_ok=True)
+    path = os.path.join(wrapper_dir, "deviceauth-server")
+    with open(path, "w") as f:
+        f.write(NODE_WRAPPER.format(outdir=workdir, server=os.path.abspath(os.path.join(build, "deviceauth-server"))))
+    os.chmod(path, os.stat(path).st_mode | stat.S_IEXEC)
+    return wrapper_dir
+
+
+def run_loadtest(build, nodes, loadtest_args, workdir, label):
+    """Starts Redis + `nodes` API nodes, runs the harness under /usr/bin/time, returns (report, harness KiB, node KiBs)."""
+    for old in glob.glob(os.path.join(workdir, "node-*.time")):
+        os.remove(old)
+    report_path = os.path.join(workdir, f"{label}.json")
+    harness_time = os.path.join(workdir, f"{label}-harness.time")
+    command = [CLUSTER, "--nodes", str(nodes), "--build", wrapped_build(build, workdir), "--config", CONFIG, "--",
+               "/usr/bin/time", "-v", "-o", harness_time, os.path.join(build, "deviceauth-loadtest"), "http",
+               "--json", report_path] + loadtest_args
+    result = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if result.returncode != 0:
+        sys.stdout.write(result.stdout[-4000:])
+        raise SystemExit(f"flow_bench: the {label} run failed (exit {result.returncode})")
+    with open(report_path) as f:
+        report = json.load(f)
+    node_kib = sorted(max_rss_kib(p) for p in glob.glob(os.path.join(workdir, "node-*.time")))
+    if len(node_kib) != nodes:
+        raise SystemExit(f"flow_bench: expected {nodes} node memory reports, found {len(node_kib)}")
+    return report, max_rss_kib(harness_time), node_kib
+
+
+def flows_per_second(report):
+    return sum(report["completed_per_second"]) / report["elapsed_seconds"]
+
+
+def token_percentiles(report):
+    token = next(v for k, v in report["distributions"].items() if k.lower() == "post /oauth/token")
+    points = {p["percentile"]: p["latency_ms"] for p in token}
+    return {name: points[p] for name, p in (("p50", 50), ("p90", 90), ("p99", 99), ("p99.9", 99.9), ("max", 100))}
+
+
+def bench_line(name, ours, baseline, unit):
+    ratio = ours / baseline if baseline else 0
+    print(f"BENCH {name} ours={ours:.1f} baseline={baseline:.1f} unit={unit} ratio={ratio:.2f}", flush=True)
+
+
+def throughput(args, workdir):
+    loadtest_args = ["--concurrency", str(args.concurrency), "--duration", str(args.duration),
+                     "--mix", "approve=80,deny=20", "--think-time-ms", "0-100", "--seed", "8628"]
+    results = {}
+    for nodes in (1, 3):
+        report, harness_kib, node_kib = run_loadtest(args.build, nodes, loadtest_args, workdir, f"flow-{nodes}")
+        results[nodes] = report
+        latency = token_percentiles(report)
+        requests = sum(row["count"] for row in report["rows"])
+        print(f"  {nodes} node(s): {flows_per_second(report):8.1f} flows/s, {requests / report['elapsed_seconds']:8.0f} requests/s, "
+              f"token endpoint ms " + " ".join(f"{k}={v:.1f}" for k, v in latency.items()) +
+              f"; invariants {'PASS' if all(i['passed'] for i in report['invariants']) else 'FAIL'}", flush=True)
+    bench_line("flow-throughput-3-nodes-vs-1", flows_per_second(results[3]), flows_per_second(results[1]), "flows/s")
+    print(f"  settings: concurrency {args.concurrency}, duration {args.duration} s, mix approve=80,deny=20, think 0-100 ms,"
+          f" polling interval 1 s (client 'loadtest' of deploy/loadtest-config.json); all processes share {os.cpu_count()} cores")
+
+
+def memory(args, workdir):
+    # An idle node: the same binary started, checked ready and stopped, as the baseline.
+    idle_report, _, idle_nodes = run_loadtest(args.build, 1, ["--devices", "1", "--concurrency", "1", "--think-time-ms", "0",
+                                                              "--mix", "approve=1"], workdir, "idle")
+    devices = args.memory_devices
+    # Every device stays in flight for 8-12 s (think time) so all of them are pending at once.
+    report, harness_kib, node_kib = run_loadtest(args.build, 3, [
+        "--devices", str(devices), "--concurrency", str(devices), "--mix", "approve=80,deny=20",
+        "--think-time-ms", "8000-12000", "--seed", "10000", "--request-timeout", "60"], workdir, "memory")
+    passed = all(i["passed"] for i in report["invariants"])
+    print(f"  {devices} concurrent devices, 3 nodes: harness peak RSS {harness_kib / 1024:.1f} MiB, node peak RSS "
+          + ", ".join(f"{kib / 1024:.1f} MiB" for kib in node_kib)
+          + f" (idle node {idle_nodes[0] / 1024:.1f} MiB); {sum(report['completed_per_second'])} flows completed; invariants {'PASS' if passed else 'FAIL'}",
+          flush=True)
+    bench_line(f"node-peak-rss-{devices}-devices-vs-idle", node_kib[-1] * 1024, idle_nodes[0] * 1024, "bytes")
+    bench_line(f"harness-peak-rss-{devices}-devices-vs-node", harness_kib * 1024, node_kib[-1] * 1024, "bytes")
+    if not passed:
+        raise SystemExit("flow_bench: an invariant failed in the memory run")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--build", default=".build/release")
+    parser.add_argument("--duration", type=int, default=20)
+    parser.add_argument("--concurrency", type=int, default=1000)
+    parser.add_argument("--memory-devices", type=int, default=10000)
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args()
+    args.build = os.path.abspath(args.build)
+    for binary in ("deviceauth-server", "deviceauth-loadtest"):
+        if not os.access(os.path.join(args.build, binary), os.X_OK):
+            raise SystemExit(f"flow_bench: {args.build}/{binary} missing; build first")
+    if not os.access("/usr/bin/time", os.X_OK):
+        raise SystemExit("flow_bench: /usr/bin/time missing (apt-get install time)")
+    workdir = tempfile.mkdtemp(prefix="deviceauth-flowbench.")
+    try:
+        if not args.skip_throughput:
+            throughput(args, workdir)
+        if not args.skip_memory:
+            memory(args, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
