@@ -2,7 +2,10 @@
 # Starts a private redis-server (loopback TCP on a free port, plus a Unix socket, in a temp
 # folder), exports REDIS_URL / REDIS_SOCKET_URL / REDIS_PORT and an ACL test user, runs the given
 # command, and stops the server afterwards, also when the command fails or is interrupted.
+# REDIS_SERVER_BIN picks another server binary speaking the same protocol and flags (default
+# redis-server; `make test-valkey` passes valkey-server). redis-cli drives either.
 set -euo pipefail
+server="${REDIS_SERVER_BIN:-redis-server}"
 
 dir=$(mktemp -d /tmp/deviceauth-test-redis.XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
@@ -17,7 +20,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-redis-server --bind 127.0.0.1 --port "$port" --unixsocket "$dir/redis.sock" --unixsocketperm 700 \
+"$server" --bind 127.0.0.1 --port "$port" --unixsocket "$dir/redis.sock" --unixsocketperm 700 \
   --dir "$dir" --save "" --appendonly no --enable-debug-command local --daemonize no \
   --logfile "$dir/redis.log" &
 pid=$!
@@ -33,5 +36,5 @@ export REDIS_SOCKET_URL="unix://$dir/redis.sock"
 export REDIS_PORT="$port"
 export REDIS_ACL_USER="deviceauth-test"
 export REDIS_ACL_PASSWORD="test-secret"
-echo "with-redis: redis-server $(redis-server --version | awk '{print $3}') on 127.0.0.1:$port and $dir/redis.sock"
+echo "with-redis: $("$server" --version | awk '{print $1, $3}') on 127.0.0.1:$port and $dir/redis.sock"
 "$@"
