@@ -29,6 +29,8 @@ let testClients: [RegisteredClient] = [
     RegisteredClient(clientID: "svc", displayName: "Confidential Service", allowedScopes: ["profile"], secret: confidentialSecret),
     RegisteredClient(clientID: "short", displayName: "Short-lived", allowedScopes: ["profile"], codeLifetime: .seconds(1), pollingInterval: 0),
     RegisteredClient(clientID: "fast", displayName: "Fast poller", allowedScopes: ["profile", "email"], pollingInterval: 0),
+    RegisteredClient(clientID: "limited", displayName: "Client with its own rate limit", allowedScopes: ["profile"],
+                     deviceAuthorizationLimit: RateLimit(2, per: .seconds(60))),
 ]
 
 /// Routes on the shared test Redis (REDIS_URL) with their own key prefix.
@@ -40,6 +42,7 @@ struct HTTPFixture {
 
     init(users: (any UserAuthenticator)? = nil, trustedProxies: [String] = [], redisURL: String? = nil,
          keyPrefix: String? = nil, signingKeyPEM: String? = nil, secureCookies: Bool? = nil,
+         rateLimits: RateLimitSettings = RateLimitSettings(), maxBodySize: Int = 16 * 1024,
          configureStore: (inout DeviceCodeStoreConfiguration) -> Void = { _ in }) async throws {
         _ = TestMetrics.shared
         guard let url = redisURL ?? ProcessInfo.processInfo.environment["REDIS_URL"] else {
@@ -58,7 +61,7 @@ struct HTTPFixture {
             users: users ?? DevelopmentLoginAuthenticator(users: ["alice": "wonderland", "bob": "builder"], secret: testSecret),
             tokens: tokens, metrics: DeviceAuthorizationMetrics(registry: TestMetrics.shared.registry),
             configuration: DeviceAuthorizationHTTPConfiguration(issuer: "https://auth.test", trustedProxies: try TrustedProxies(trustedProxies), secret: testSecret,
-                                                                        secureCookies: secureCookies))
+                                                                        secureCookies: secureCookies, maxBodySize: maxBodySize, rateLimits: rateLimits))
     }
 
     static func uniquePrefix() -> String { "h" + UUID().uuidString.prefix(8).lowercased() }
@@ -68,6 +71,18 @@ struct HTTPFixture {
     }
 
     func shutdown() { redis.shutdown() }
+
+    /// The keys of this fixture's prefix that match `pattern` (e.g. `*:d:*` for grants).
+    func keys(_ pattern: String) async throws -> [String] {
+        var cursor = "0"
+        var keys: [String] = []
+        repeat {
+            let reply = try await redis.send("SCAN", cursor, "MATCH", store.configuration.keyPrefix + ":" + pattern, "COUNT", 1000).array ?? []
+            cursor = reply[0].string ?? "0"
+            keys += (reply[1].array ?? []).compactMap(\.string)
+        } while cursor != "0"
+        return keys
+    }
 }
 
 // MARK: - Requests

@@ -1,4 +1,5 @@
 import Crypto
+import DeviceAuthorization
 import Foundation
 
 /// An OAuth client allowed to use the device flow.
@@ -17,6 +18,9 @@ public struct RegisteredClient: Sendable, Hashable {
     public var codeLifetime: Duration?
     /// Polling interval for this client in seconds (`nil`: the store's default).
     public var pollingInterval: Int?
+    /// This client's own limit of device authorization requests (`nil`: the server's
+    /// ``RateLimitSettings/deviceAuthorizationsPerClient``).
+    public var deviceAuthorizationLimit: RateLimit?
 
     /// Creates a client.
     /// - Parameters:
@@ -27,8 +31,9 @@ public struct RegisteredClient: Sendable, Hashable {
     ///   - secret: a plaintext secret, hashed at once and never kept (`nil`: public client).
     ///   - codeLifetime: per-client device-code lifetime.
     ///   - pollingInterval: per-client polling interval in seconds.
+    ///   - deviceAuthorizationLimit: per-client limit of device authorization requests.
     public init(clientID: String, displayName: String? = nil, allowedScopes: [String] = [], defaultScopes: [String]? = nil,
-                secret: String? = nil, codeLifetime: Duration? = nil, pollingInterval: Int? = nil) {
+                secret: String? = nil, codeLifetime: Duration? = nil, pollingInterval: Int? = nil, deviceAuthorizationLimit: RateLimit? = nil) {
         self.clientID = clientID
         self.displayName = displayName ?? clientID
         self.allowedScopes = allowedScopes
@@ -36,6 +41,7 @@ public struct RegisteredClient: Sendable, Hashable {
         self.secretSHA256 = secret.map { Array(SHA256.hash(data: Array($0.utf8))) }
         self.codeLifetime = codeLifetime
         self.pollingInterval = pollingInterval
+        self.deviceAuthorizationLimit = deviceAuthorizationLimit
     }
 
     /// Whether the client is confidential (has a secret and must authenticate).

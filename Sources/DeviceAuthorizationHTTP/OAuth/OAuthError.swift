@@ -45,6 +45,17 @@ public struct OAuthError: Error, Sendable, Equatable {
     static let temporarilyUnavailable = OAuthError("temporarily_unavailable", "the authorization server is temporarily unavailable; retry later",
                                                    status: .serviceUnavailable, headers: ["Retry-After": "5"])
 
+    /// `temporarily_unavailable` with HTTP 429 and `Retry-After` (whole seconds, rounded up), for
+    /// a request over a rate limit. RFC 6749 §4.1.2.1 defines the code for a server "unable to
+    /// handle the request due to a temporary overloading"; clients that know only RFC errors then
+    /// retry later instead of giving up for good.
+    static func rateLimited(_ description: String, retryAfter: Duration) -> OAuthError {
+        let milliseconds = retryAfter.components.seconds * 1000 + retryAfter.components.attoseconds / 1_000_000_000_000_000
+        let seconds = max(1, (milliseconds + 999) / 1000)
+        return OAuthError("temporarily_unavailable", "\(description); retry after \(seconds) s", status: .tooManyRequests,
+                          headers: ["Retry-After": String(seconds)])
+    }
+
     /// `server_error` (500), for failures that are not the caller's fault.
     static let serverError = OAuthError("server_error", "the authorization server failed to answer", status: .internalServerError)
 

@@ -1,3 +1,5 @@
+import DeviceAuthorization
+
 /// Settings of the HTTP layer. Every API node behind one load balancer should use the same values.
 public struct DeviceAuthorizationHTTPConfiguration: Sendable {
     /// The issuer identifier (RFC 8414 `issuer`, the JWT `iss`), e.g. `https://auth.example.com`.
@@ -15,6 +17,8 @@ public struct DeviceAuthorizationHTTPConfiguration: Sendable {
     public var maxBodySize: Int
     /// The product name shown on the verification page.
     public var serviceName: String
+    /// Request rate limits (abuse protection), shared by all nodes through Redis.
+    public var rateLimits: RateLimitSettings
 
     /// Creates a configuration.
     /// - Parameters:
@@ -25,6 +29,7 @@ public struct DeviceAuthorizationHTTPConfiguration: Sendable {
     ///   - secureCookies: `Secure` cookies (`true` when the public URL is https).
     ///   - maxBodySize: request body limit (16 KiB).
     ///   - serviceName: name on the page ("Device sign-in").
+    ///   - rateLimits: request rate limits (``RateLimitSettings/init(deviceAuthorizationsPerIP:deviceAuthorizationsPerClient:unknownDeviceCodesPerIP:)``'s defaults).
     public init(
         issuer: String = "http://127.0.0.1:8080",
         publicBaseURL: String? = nil,
@@ -32,7 +37,8 @@ public struct DeviceAuthorizationHTTPConfiguration: Sendable {
         secret: [UInt8],
         secureCookies: Bool? = nil,
         maxBodySize: Int = 16 * 1024,
-        serviceName: String = "Device sign-in"
+        serviceName: String = "Device sign-in",
+        rateLimits: RateLimitSettings = RateLimitSettings()
     ) {
         self.issuer = issuer
         let base = publicBaseURL ?? issuer
@@ -42,5 +48,45 @@ public struct DeviceAuthorizationHTTPConfiguration: Sendable {
         self.secureCookies = secureCookies ?? self.publicBaseURL.lowercased().hasPrefix("https://")
         self.maxBodySize = maxBodySize
         self.serviceName = serviceName
+        self.rateLimits = rateLimits
     }
+}
+
+/// Request rate limits of the API nodes. Counters live in Redis (``RequestRateLimiter``), so the
+/// limits hold across every node; `nil` turns a limit off.
+///
+/// Over a limit the answer is HTTP 429 with `Retry-After` and the RFC 6749 error
+/// `temporarily_unavailable` (the server is unable to handle the request *for now*).
+/// User-code guessing on the verification page has its own limits in the store
+/// (``DeviceCodeStoreConfiguration/maxFailuresPerCaller``, ``DeviceCodeStoreConfiguration/maxFailuresGlobal``).
+public struct RateLimitSettings: Sendable, Hashable {
+    /// `POST /oauth/device_authorization` per client IP (IPv6: per /64). Bounds what one
+    /// address can make Redis hold.
+    public var deviceAuthorizationsPerIP: RateLimit?
+    /// `POST /oauth/device_authorization` per client, unless the client has its own
+    /// (``RegisteredClient/deviceAuthorizationLimit``). With a known set of clients this bounds
+    /// the number of live grants, and so Redis memory: limit × (lifetime + grace) / window per client.
+    public var deviceAuthorizationsPerClient: RateLimit?
+    /// Token requests with a device code that does not exist (or is malformed), per client IP.
+    /// Checked before every poll, so an address over the limit cannot probe codes at all.
+    public var unknownDeviceCodesPerIP: RateLimit?
+
+    /// Creates the limits.
+    /// - Parameters:
+    ///   - deviceAuthorizationsPerIP: per client IP (30 per minute: a household or office starting
+    ///     many devices at once stays far below it).
+    ///   - deviceAuthorizationsPerClient: per client (600 per minute = 10/s; raise it per client for
+    ///     big fleets).
+    ///   - unknownDeviceCodesPerIP: unknown device codes per client IP (30 per minute; a
+    ///     well-behaved device sees at most one, when its code is gone).
+    public init(deviceAuthorizationsPerIP: RateLimit? = RateLimit(30, per: .seconds(60)),
+                deviceAuthorizationsPerClient: RateLimit? = RateLimit(600, per: .seconds(60)),
+                unknownDeviceCodesPerIP: RateLimit? = RateLimit(30, per: .seconds(60))) {
+        self.deviceAuthorizationsPerIP = deviceAuthorizationsPerIP
+        self.deviceAuthorizationsPerClient = deviceAuthorizationsPerClient
+        self.unknownDeviceCodesPerIP = unknownDeviceCodesPerIP
+    }
+
+    /// No limits at all (tests, or a gateway in front that already limits).
+    public static let off = RateLimitSettings(deviceAuthorizationsPerIP: nil, deviceAuthorizationsPerClient: nil, unknownDeviceCodesPerIP: nil)
 }

@@ -36,6 +36,7 @@ public struct DeviceAuthorizationRoutes: Sendable {
     let clientAuthenticator: ClientAuthenticator
     let pages: PageRenderer
     let csrf: CSRFProtection
+    let rateLimiter: RequestRateLimiter
     let logger: Logger
 
     /// Creates the routes.
@@ -62,6 +63,7 @@ public struct DeviceAuthorizationRoutes: Sendable {
         self.clientAuthenticator = ClientAuthenticator(registry: clients)
         self.pages = try PageRenderer(serviceName: configuration.serviceName)
         self.csrf = CSRFProtection(secret: configuration.secret, secureCookies: configuration.secureCookies)
+        self.rateLimiter = RequestRateLimiter(client: redis, keyPrefix: store.configuration.keyPrefix, secret: store.configuration.secret)
         self.logger = logger
     }
 
@@ -88,11 +90,13 @@ public struct DeviceAuthorizationRoutes: Sendable {
         router.post("/device/login") { request, context in await self.login(request, context) }
         // Wrong methods on OAuth endpoints still get an RFC-shaped body.
         for path in ["/oauth/device_authorization", "/oauth/token"] {
-            router.get(RouterPath(stringLiteral: path)) { _, _ in
-                var response = OAuthError.invalidRequest("use POST with application/x-www-form-urlencoded").response
-                response.status = .methodNotAllowed
-                response.headers[.allow] = "POST"
-                return response
+            for method in [HTTPRequest.Method.get, .put, .delete, .patch, .head, .options] {
+                router.on(RouterPath(stringLiteral: path), method: method) { _, _ in
+                    var response = OAuthError.invalidRequest("use POST with application/x-www-form-urlencoded").response
+                    response.status = .methodNotAllowed
+                    response.headers[.allow] = "POST"
+                    return response
+                }
             }
         }
     }
@@ -104,6 +108,7 @@ public struct DeviceAuthorizationRoutes: Sendable {
             let form = try await readForm(request)
             let client = try await clientAuthenticator.authenticate(request: request, form: form)
             let scopes = try Self.resolveScopes(form["scope"], for: client)
+            try await limitDeviceAuthorizations(client: client, request: request, context)
             let issued = try await store.issue(clientID: client.clientID, scopes: scopes, lifetime: client.codeLifetime, interval: client.pollingInterval)
             context.logger.info("issued device code", metadata: ["grant_id": "\(issued.grantID)", "client_id": "\(client.clientID)"])
             let verificationURI = configuration.publicBaseURL + "/device"
@@ -131,8 +136,15 @@ public struct DeviceAuthorizationRoutes: Sendable {
             }
             let client = try await clientAuthenticator.authenticate(request: request, form: form)
             guard let deviceCode = form["device_code"] else { throw OAuthError.invalidRequest("missing parameter 'device_code'") }
-            guard deviceCode.utf8.count <= 256 else { throw OAuthError("invalid_grant", "the device code is not valid") }
-            let outcome = try await store.poll(deviceCode: deviceCode, clientID: client.clientID)
+            let unknownCodeBucket = unknownDeviceCodeBucket(request, context)
+            if let unknownCodeBucket, case .limited(_, let retryAfter) = try await rateLimiter.check([unknownCodeBucket]) {
+                throw OAuthError.rateLimited("too many unknown device codes from this address", retryAfter: retryAfter)
+            }
+            // An oversized code cannot exist: answered like an unknown one without asking Redis.
+            let outcome = deviceCode.utf8.count <= 256 ? try await store.poll(deviceCode: deviceCode, clientID: client.clientID) : .invalidGrant(.unknown)
+            if case .invalidGrant(.unknown) = outcome, let unknownCodeBucket {
+                try await rateLimiter.record([unknownCodeBucket])
+            }
             switch outcome {
             case .authorizationPending:
                 throw OAuthError("authorization_pending", "the user has not yet approved the request")
@@ -205,6 +217,35 @@ public struct DeviceAuthorizationRoutes: Sendable {
         headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
         headers[.cacheControl] = "no-store"
         return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.render())))
+    }
+
+    // MARK: - Rate limits
+
+    /// Charges a device authorization request to its client and its client IP; throws 429 when
+    /// either is at its limit (nothing is counted then).
+    func limitDeviceAuthorizations(client: RegisteredClient, request: Request, _ context: DeviceAuthorizationRequestContext) async throws {
+        let limits = configuration.rateLimits
+        var buckets: [RateLimitBucket] = []
+        if let limit = client.deviceAuthorizationLimit ?? limits.deviceAuthorizationsPerClient {
+            buckets.append(RateLimitBucket(name: "dac", subject: client.clientID, limit: limit))
+        }
+        if let limit = limits.deviceAuthorizationsPerIP {
+            let origin = RequestOrigin(request: request, peerAddress: context.peerIPAddress, trustedProxies: configuration.trustedProxies)
+            buckets.append(RateLimitBucket(name: "dai", subject: origin.rateLimitKey, limit: limit))
+        }
+        guard case .limited(let index, let retryAfter) = try await rateLimiter.acquire(buckets) else { return }
+        let perClient = buckets[index].name == "dac"
+        context.logger.notice("device authorization rate limit reached",
+                              metadata: ["limit": "\(perClient ? "client" : "ip")", "client_id": "\(client.clientID)"])
+        throw OAuthError.rateLimited(perClient ? "too many device authorization requests for this client" : "too many device authorization requests from this address",
+                                     retryAfter: retryAfter)
+    }
+
+    /// The per-IP bucket of unknown device codes, or `nil` when that limit is off.
+    func unknownDeviceCodeBucket(_ request: Request, _ context: DeviceAuthorizationRequestContext) -> RateLimitBucket? {
+        guard let limit = configuration.rateLimits.unknownDeviceCodesPerIP else { return nil }
+        let origin = RequestOrigin(request: request, peerAddress: context.peerIPAddress, trustedProxies: configuration.trustedProxies)
+        return RateLimitBucket(name: "tku", subject: origin.rateLimitKey, limit: limit)
     }
 
     // MARK: - Helpers

@@ -54,7 +54,10 @@ struct FormBody: Sendable {
         } catch {
             throw .tooLarge(limit: limit)
         }
-        return try parse(String(buffer: buffer))
+        // Form encoding is ASCII with %XX escapes; raw bytes that are not even UTF-8 are refused
+        // rather than silently repaired into U+FFFD (which could make two bodies look equal).
+        guard let text = String(validating: buffer.readableBytesView, as: UTF8.self) else { throw .malformed }
+        return try parse(text)
     }
 
     /// Whether a `Content-Type` value names form encoding (parameters such as charset allowed).

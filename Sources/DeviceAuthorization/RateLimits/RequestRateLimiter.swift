@@ -1,0 +1,212 @@
+import Crypto
+import RedisClient
+
+/// At most ``limit`` events per sliding ``window``.
+public struct RateLimit: Sendable, Hashable, CustomStringConvertible {
+    /// Events allowed per window (at least 1).
+    public var limit: Int
+    /// The window.
+    public var window: Duration
+
+    /// Creates a limit.
+    /// - Parameters:
+    ///   - limit: events allowed per window; values below 1 are raised to 1.
+    ///   - window: the window (at least 1 ms).
+    public init(_ limit: Int, per window: Duration) {
+        self.limit = max(1, limit)
+        self.window = max(window, .milliseconds(1))
+    }
+
+    /// `N/window`, for logs.
+    public var description: String { "\(limit)/\(window)" }
+}
+
+/// One counter a request is charged to: what is counted (`name`), for whom (`subject`, such as an
+/// IP address or a client id; only its keyed hash reaches Redis) and the limit.
+public struct RateLimitBucket: Sendable, Hashable {
+    /// Short name of what is counted, part of the key (`dai` device authorizations per IP, …).
+    public var name: String
+    /// Who is counted: an IP bucket, a client id. Hashed with the secret before it becomes a key.
+    public var subject: String
+    /// The limit of this counter.
+    public var limit: RateLimit
+
+    /// Creates a bucket.
+    public init(name: String, subject: String, limit: RateLimit) {
+        self.name = name
+        self.subject = subject
+        self.limit = limit
+    }
+}
+
+/// The answer of a rate-limit check.
+public enum RateLimitDecision: Sendable, Hashable {
+    /// Under every limit.
+    case allowed
+    /// Over the limit of `bucket` (an index into the buckets passed); a retry can succeed after `retryAfter`.
+    case limited(bucket: Int, retryAfter: Duration)
+
+    /// Whether the request may go on.
+    public var isAllowed: Bool { self == .allowed }
+}
+
+/// Request rate limits shared by every API node: counters in Redis, one Lua script per decision,
+/// on the Redis server's clock (`TIME`), so nodes with skewed clocks agree.
+///
+/// Each counter is a *sliding window* approximated from two fixed windows (the current and the
+/// previous one, weighted by how much of the previous one still overlaps): unlike a plain fixed
+/// window it does not allow a double burst across a window boundary, and it costs one small hash
+/// per subject that expires two windows after its last event.
+///
+/// Keys: `<prefix>:{rl}:<name>:<hmac>`, where `<hmac>` is 128 bits of HMAC-SHA256(secret, subject)
+/// in hex: addresses and client ids are not stored in plaintext. All counters share the hash tag
+/// `{rl}`, so one script can check several of them in a Redis Cluster.
+///
+/// ```swift
+/// let limiter = RequestRateLimiter(client: redis, keyPrefix: "da", secret: secret)
+/// let buckets = [RateLimitBucket(name: "dai", subject: clientIP, limit: RateLimit(30, per: .seconds(60)))]
+/// if case .limited(_, let retryAfter) = try await limiter.acquire(buckets) { … answer 429 … }
+/// ```
+public final class RequestRateLimiter: Sendable {
+    private let client: RedisClient
+    private let keyPrefix: String
+    private let secret: SymmetricKey
+
+    /// Creates a limiter.
+    /// - Parameters:
+    ///   - client: the Redis client (the store's).
+    ///   - keyPrefix: the store's key prefix (`da`).
+    ///   - secret: the shared secret (the same on every node), for hashing subjects.
+    public init(client: RedisClient, keyPrefix: String, secret: [UInt8]) {
+        self.client = client
+        self.keyPrefix = keyPrefix
+        self.secret = SymmetricKey(data: HMAC<SHA256>.authenticationCode(for: Array("deviceauth-rate-limit".utf8), using: SymmetricKey(data: secret)))
+    }
+
+    /// The Redis key of a bucket (for tests and operators).
+    public func key(of bucket: RateLimitBucket) -> String {
+        let mac = Array(HMAC<SHA256>.authenticationCode(for: Array(bucket.subject.utf8), using: secret))
+        return "\(keyPrefix):{rl}:\(bucket.name):\(hexString(mac[0..<16]))"
+    }
+
+    /// Counts one event in every bucket if all of them are under their limits; if one is at its
+    /// limit, counts nothing and says which one and when to retry.
+    public func acquire(_ buckets: [RateLimitBucket]) async throws -> RateLimitDecision {
+        try await run(Self.acquireScript, buckets)
+    }
+
+    /// Whether one more event would be allowed in every bucket; writes nothing.
+    public func check(_ buckets: [RateLimitBucket]) async throws -> RateLimitDecision {
+        try await run(Self.checkScript, buckets)
+    }
+
+    /// Counts one event in every bucket, whatever their state (for events found out after the
+    /// fact, such as an unknown device code). Returns whether the *next* event would be allowed.
+    @discardableResult
+    public func record(_ buckets: [RateLimitBucket]) async throws -> RateLimitDecision {
+        try await run(Self.recordScript, buckets)
+    }
+
+    private func run(_ script: RedisScript, _ buckets: [RateLimitBucket]) async throws -> RateLimitDecision {
+        guard !buckets.isEmpty else { return .allowed }
+        var arguments: [any RedisArgument] = []
+        for bucket in buckets {
+            arguments.append(bucket.limit.limit)
+            arguments.append(max(1, bucket.limit.window.milliseconds))
+        }
+        let reply = try await client.eval(script, keys: buckets.map(key(of:)), arguments: arguments).array ?? []
+        guard let index = reply.first?.int, index > 0 else { return .allowed }
+        let retry = reply.count > 1 ? reply[1].int ?? 1000 : 1000
+        return .limited(bucket: index - 1, retryAfter: .milliseconds(max(1, retry)))
+    }
+
+    // MARK: - Scripts
+
+    /// Lua shared by the scripts: `now` from `TIME`, and `window_state(key, limit, window)` →
+    /// window start, current count, previous count, ms until one more event fits (0: it fits now).
+    ///
+    /// The estimate is `previous × (part of the previous window still inside the sliding window)
+    /// + current`. An event fits while `estimate + 1 ≤ limit`.
+    static let common = """
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        local function window_state(key, limit, window)
+          local h = redis.call('HMGET', key, 'w', 'c', 'p')
+          local start = now - (now % window)
+          local ws = tonumber(h[1])
+          local c = tonumber(h[2]) or 0
+          local p = tonumber(h[3]) or 0
+          if ws == nil then
+            c = 0; p = 0
+          elseif ws ~= start then
+            if ws == start - window then p = c else p = 0 end
+            c = 0
+          end
+          local elapsed = now - start
+          local estimate = p * (window - elapsed) / window + c
+          local retry = 0
+          if estimate + 1 > limit then
+            if c + 1 > limit then
+              retry = (start + window - now) + math.ceil(window * (1 - (limit - 1) / c))
+            else
+              retry = math.ceil(window * (1 - (limit - 1 - c) / p)) - elapsed
+            end
+            if retry < 1 then retry = 1 end
+          end
+          return start, c, p, retry
+        end
+        local function count(key, start, c, p, window)
+          redis.call('HSET', key, 'w', start, 'c', c + 1, 'p', p)
+          redis.call('PEXPIREAT', key, start + 2 * window)
+        end
+        """
+
+    /// KEYS: counters. ARGV: limit, window ms per key. {0} and every counter +1, or {i, retry ms}
+    /// (1-based index of the first counter at its limit) and nothing counted.
+    static let acquireScript = RedisScript("""
+        #!lua flags=allow-oom
+        \(common)
+        local states = {}
+        for i, key in ipairs(KEYS) do
+          local limit, window = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+          local start, c, p, retry = window_state(key, limit, window)
+          if retry > 0 then return {i, retry} end
+          states[i] = {start, c, p, window}
+        end
+        for i, key in ipairs(KEYS) do
+          local s = states[i]
+          count(key, s[1], s[2], s[3], s[4])
+        end
+        return {0}
+        """)
+
+    /// As `acquire`, but writes nothing.
+    static let checkScript = RedisScript("""
+        #!lua flags=no-writes
+        \(common)
+        for i, key in ipairs(KEYS) do
+          local limit, window = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+          local start, c, p, retry = window_state(key, limit, window)
+          if retry > 0 then return {i, retry} end
+        end
+        return {0}
+        """)
+
+    /// Counts one event in every counter unconditionally; then {0}, or {i, retry ms} for the first
+    /// counter where one more event would not fit.
+    static let recordScript = RedisScript("""
+        #!lua flags=allow-oom
+        \(common)
+        local result = {0}
+        for i, key in ipairs(KEYS) do
+          local limit, window = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+          local start, c, p, retry = window_state(key, limit, window)
+          count(key, start, c, p, window)
+          if result[1] == 0 then
+            local _, c2, p2, retry2 = window_state(key, limit, window)
+            if retry2 > 0 then result = {i, retry2} end
+          end
+        end
+        return result
+        """)
+}

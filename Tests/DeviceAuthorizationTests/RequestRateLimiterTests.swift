@@ -1,0 +1,121 @@
+import Foundation
+import RedisClient
+import Testing
+@testable import DeviceAuthorization
+
+@Suite("Request rate limiter (sliding window in Redis)")
+struct RequestRateLimiterTests {
+    static func limiter(_ f: StoreFixture, client: RedisClient? = nil) -> RequestRateLimiter {
+        RequestRateLimiter(client: client ?? f.client, keyPrefix: f.prefix, secret: f.store.configuration.secret)
+    }
+
+    @Test("acquire: N allowed, the N+1-th limited with a retry time inside the window; other subjects unaffected")
+    func acquire() async throws {
+        let f = try StoreFixture()
+        defer { f.shutdown() }
+        let limiter = Self.limiter(f)
+        let bucket = RateLimitBucket(name: "t", subject: "203.0.113.1", limit: RateLimit(5, per: .seconds(30)))
+        for _ in 0..<5 { #expect(try await limiter.acquire([bucket]) == .allowed) }
+        guard case .limited(let index, let retry) = try await limiter.acquire([bucket]) else {
+            Issue.record("the 6th event was allowed"); return
+        }
+        #expect(index == 0)
+        #expect(retry > .zero && retry <= .seconds(60))
+        var other = bucket
+        other.subject = "203.0.113.2"
+        #expect(try await limiter.acquire([other]) == .allowed)
+    }
+
+    @Test("several buckets: one at its limit refuses the request and nothing is counted in the others")
+    func allOrNothing() async throws {
+        let f = try StoreFixture()
+        defer { f.shutdown() }
+        let limiter = Self.limiter(f)
+        let small = RateLimitBucket(name: "a", subject: "x", limit: RateLimit(1, per: .seconds(30)))
+        let large = RateLimitBucket(name: "b", subject: "x", limit: RateLimit(3, per: .seconds(30)))
+        #expect(try await limiter.acquire([large, small]) == .allowed)
+        for _ in 0..<5 {
+            guard case .limited(let index, _) = try await limiter.acquire([large, small]) else { Issue.record("allowed over the limit"); return }
+            #expect(index == 1)
+        }
+        // `large` counted only the one allowed request: two more fit.
+        #expect(try await limiter.acquire([large]) == .allowed)
+        #expect(try await limiter.acquire([large]) == .allowed)
+        #expect(try await limiter.acquire([large]) != .allowed)
+    }
+
+    @Test("check writes nothing; record counts unconditionally; keys are hashed and expire")
+    func checkAndRecord() async throws {
+        let f = try StoreFixture()
+        defer { f.shutdown() }
+        let limiter = Self.limiter(f)
+        let bucket = RateLimitBucket(name: "u", subject: "198.51.100.7", limit: RateLimit(2, per: .seconds(10)))
+        for _ in 0..<10 { #expect(try await limiter.check([bucket]) == .allowed) }
+        #expect(try await f.dump().isEmpty, "check must not write")
+        #expect(try await limiter.record([bucket]) == .allowed)
+        #expect(try await limiter.record([bucket]) != .allowed, "after 2 events the next one would not fit")
+        #expect(try await limiter.record([bucket]) != .allowed)
+        #expect(try await limiter.check([bucket]) != .allowed)
+        let keys = try await f.dump()
+        #expect(keys.count == 1)
+        #expect(keys[0].key == limiter.key(of: bucket))
+        #expect(keys[0].key.hasPrefix("\(f.prefix):{rl}:u:"))
+        #expect(!keys.contains { $0.key.contains("198.51.100.7") || $0.content.contains("198.51.100.7") }, "the subject is stored only as a keyed hash")
+        let ttl = try await f.client.send("PTTL", keys[0].key).int ?? -1
+        #expect(ttl > 0 && ttl <= 20_000, "expires within two windows: \(ttl) ms")
+    }
+
+    @Test("the counter is shared between nodes")
+    func shared() async throws {
+        let f = try StoreFixture()
+        defer { f.shutdown() }
+        let other = try RedisClient(url: ProcessInfo.processInfo.environment["REDIS_URL"]!)
+        defer { other.shutdown() }
+        let nodeA = Self.limiter(f)
+        let nodeB = Self.limiter(f, client: other)
+        let bucket = RateLimitBucket(name: "s", subject: "client-a", limit: RateLimit(4, per: .seconds(60)))
+        #expect(try await nodeA.acquire([bucket]) == .allowed)
+        #expect(try await nodeB.acquire([bucket]) == .allowed)
+        #expect(try await nodeA.acquire([bucket]) == .allowed)
+        #expect(try await nodeB.acquire([bucket]) == .allowed)
+        #expect(try await nodeA.acquire([bucket]) != .allowed, "the 5th event, on another node than the 4th")
+        #expect(try await nodeB.acquire([bucket]) != .allowed)
+    }
+
+    @Test("the window slides: after the retry time an event fits again, and not long before")
+    func slides() async throws {
+        let f = try StoreFixture()
+        defer { f.shutdown() }
+        let limiter = Self.limiter(f)
+        let bucket = RateLimitBucket(name: "w", subject: "client-b", limit: RateLimit(3, per: .milliseconds(1500)))
+        var retry: Duration?
+        for _ in 0..<20 {
+            if case .limited(_, let after) = try await limiter.acquire([bucket]) { retry = after; break }
+        }
+        let wait = try #require(retry, "never limited")
+        #expect(wait <= .milliseconds(3000))
+        if wait > .milliseconds(400) {
+            try await Task.sleep(for: wait - .milliseconds(300))
+            #expect(try await limiter.check([bucket]) != .allowed, "allowed 300 ms before the promised time")
+            try await Task.sleep(for: .milliseconds(350))
+        } else {
+            try await Task.sleep(for: wait + .milliseconds(50))
+        }
+        #expect(try await limiter.acquire([bucket]) == .allowed, "allowed again after \(wait)")
+    }
+
+    @Test("concurrent acquires from many tasks and two nodes never exceed the limit")
+    func concurrent() async throws {
+        let f = try StoreFixture(connections: 4)
+        defer { f.shutdown() }
+        let other = try RedisClient(url: ProcessInfo.processInfo.environment["REDIS_URL"]!)
+        defer { other.shutdown() }
+        let limiters = [Self.limiter(f), Self.limiter(f, client: other)]
+        let bucket = RateLimitBucket(name: "c", subject: "flood", limit: RateLimit(37, per: .seconds(60)))
+        let allowed = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for index in 0..<400 { group.addTask { try await limiters[index % 2].acquire([bucket]).isAllowed } }
+            return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(allowed == 37)
+    }
+}
