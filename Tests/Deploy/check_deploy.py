@@ -93,7 +93,7 @@ class Deploy:
         self.default_port = int(port.group(1)) if port else None
         routes = read(src / "DeviceAuthorizationHTTP/Routing/DeviceAuthorizationRoutes.swift")
         self.get_routes = set(re.findall(r'router\.get\("([^"]+)"\)', routes))
-        self.config_keys, self.client_keys = self._config_keys(read(src / "DeviceAuthorizationHTTP/Server/ServerConfigurationFile.swift"))
+        self.config_keys, self.client_keys, self.nested_config_keys = self._config_keys(read(src / "DeviceAuthorizationHTTP/Server/ServerConfigurationFile.swift"))
         server = read(src / "DeviceAuthorizationHTTP/Server/DeviceAuthorizationServer.swift")
         prefix = re.search(r'keyPrefix:\s*file\.keyPrefix\s*\?\?\s*"([^"]+)"', server)
         self.default_key_prefix = prefix.group(1) if prefix else None
@@ -106,19 +106,38 @@ class Deploy:
 
     @staticmethod
     def _config_keys(text):
-        blocks = re.findall(r"enum CodingKeys: String, CodingKey \{(.*?)\n\s*\}", text, re.S)
-        def keys(block):
-            result = set()
-            for line in block.splitlines():
-                line = line.strip()
-                if not line.startswith("case "):
-                    continue
-                for item in line[5:].split(","):
+        """Coding keys per struct of ServerConfigurationFile.swift: (top level, Client, {raw key: nested keys})."""
+        structs, stack, depth = {}, [], 0
+        properties = {}
+        for line in code_lines(text).splitlines():
+            struct = re.search(r"\bstruct (\w+)", line)
+            if struct and "{" in line:
+                stack.append((struct.group(1), depth))
+            name = stack[-1][0] if stack else None
+            prop = re.search(r"\bvar (\w+): \[?(\w+)\]?\??", line)
+            if prop and name:
+                properties.setdefault(name, {})[prop.group(1)] = prop.group(2)
+            if line.strip().startswith("case ") and name and structs.get(f"{name}#open"):
+                for item in line.strip()[5:].split(","):
                     item = item.strip()
-                    raw = re.search(r'=\s*"([^"]+)"', item)
-                    result.add(raw.group(1) if raw else item)
-            return result
-        return keys(blocks[1]), keys(blocks[0])  # the file has Client's first, then the top level's
+                    raw = re.search(r'(\w+)\s*=\s*"([^"]+)"', item)
+                    case, key = (raw.group(1), raw.group(2)) if raw else (item, item)
+                    structs.setdefault(name, {})[key] = case
+            if "enum CodingKeys" in line and name:
+                structs[f"{name}#open"] = True
+            depth += line.count("{") - line.count("}")
+            if "}" in line and name and structs.get(f"{name}#open") and depth <= stack[-1][1] + 1:
+                structs[f"{name}#open"] = False
+            while stack and depth <= stack[-1][1]:
+                stack.pop()
+        top = structs.get("ServerConfigurationFile", {})
+        client = structs.get("Client", {})
+        nested = {}
+        for key, case in top.items():
+            kind = properties.get("ServerConfigurationFile", {}).get(case)
+            if kind in structs and kind not in ("Client",):
+                nested[key] = set(structs[kind])
+        return set(top), set(client), nested
 
     # ---------------------------------------------------------------- helpers
 
@@ -317,6 +336,10 @@ class Deploy:
                 if configs.get(ref["source"], {}).get("file", "").endswith(suffix):
                     return ref["target"]
             return None
+        user_file = re.search(r"auth_basic_user_file\s+(\S+);", self.nginx)
+        nginx_secrets = [sec if isinstance(sec, str) else sec.get("target", sec["source"]) for sec in (self.compose["services"].get("nginx") or {}).get("secrets", [])]
+        if user_file and not any(user_file.group(1) in (f"/run/secrets/{sec}", sec) for sec in nginx_secrets):
+            problems.append(f"deploy/nginx.conf: auth_basic_user_file {user_file.group(1)} is not mounted into the nginx service ({nginx_secrets})")
         if mounted("nginx", "nginx.conf") != "/etc/nginx/conf.d/default.conf":
             problems.append("docker-compose.yml nginx: deploy/nginx.conf must be mounted as /etc/nginx/conf.d/default.conf (it is an http-level include)")
         redis_target = mounted("redis", "redis.conf")
@@ -413,6 +436,10 @@ class Deploy:
                 continue
             for key in sorted(set(config) - self.config_keys):
                 problems.append(f"{where}: unknown key {key!r} (ServerConfigurationFile knows {sorted(self.config_keys)})")
+            for key, allowed in self.nested_config_keys.items():
+                if isinstance(config.get(key), dict):
+                    for inner in sorted(set(config[key]) - allowed):
+                        problems.append(f"{where}: {key}: unknown key {inner!r} (known: {sorted(allowed)})")
             for client in config.get("clients", []):
                 for key in sorted(set(client) - self.client_keys):
                     problems.append(f"{where}: client {client.get('client_id')}: unknown key {key!r}")
@@ -512,13 +539,14 @@ class Deploy:
 class RedisWithConf:
     """redis-server started from a copy of deploy/redis.conf on a free loopback port in a temp dir."""
 
-    def __init__(self, conf_text, password="acl-check-password"):
+    def __init__(self, conf_text, password="acl-check-password", substitute=True):
         self.dir = Path(tempfile.mkdtemp(prefix="deviceauth-deploy-check."))
         self.port = free_port()
         self.password = password
         text = re.sub(r"(?m)^port \d+", f"port {self.port}", conf_text)
         text = re.sub(r"(?m)^bind .*", "bind 127.0.0.1", text)
-        text = text.replace(">change-me", f">{password}")
+        if substitute:
+            text = text.replace(">change-me", f">{password}")
         (self.dir / "redis.conf").write_text(text)
         # An admin user of the check's own (the file may switch the default user off).
         self.process = subprocess.Popen(
@@ -543,8 +571,9 @@ class RedisWithConf:
         except OSError:
             return "(no log)"
 
-    def cli(self, *args):
-        out = subprocess.run(["redis-cli", "-p", str(self.port), "--user", "deploycheck", "--pass", "deploycheck", "--no-auth-warning", *args],
+    def cli(self, *args, user="deploycheck", password="deploycheck"):
+        login = ["--user", user, "--pass", password, "--no-auth-warning"] if user else []
+        out = subprocess.run(["redis-cli", "-p", str(self.port), *login, *args],
                              capture_output=True, text=True, timeout=10, check=True)
         return out.stdout.strip()
 
@@ -726,6 +755,31 @@ class RedisACLLive(unittest.TestCase):
         self.assertNotRegex(node_log, r"NOPERM|no permissions|maxmemory-policy", "the node logged an ACL problem")
         # The user really did the work: its keys exist under the default prefix.
         self.assertNotEqual(self.redis.cli("DBSIZE"), "0")
+
+
+class ComposeRedisCommand(unittest.TestCase):
+    """The compose Redis service rewrites redis.conf at start-up; run that rewrite and load the result."""
+
+    def test_rendered_config_loads_and_locks_down_the_default_user(self):
+        command = deploy().compose["services"]["redis"]["command"]
+        self.assertEqual(command[:2], ["sh", "-c"])
+        script = command[2].replace("$$", "$")  # compose's escaping of a literal $
+        render, sep, start = script.partition("&& exec ")
+        self.assertTrue(sep and start.startswith("redis-server /tmp/redis.conf"), f"unexpected command: {script}")
+        with tempfile.TemporaryDirectory(prefix="deviceauth-deploy-compose.") as tmp:
+            shutil.copy(REPO / "deploy/redis.conf", Path(tmp) / "in.conf")
+            render = render.replace("/etc/deviceauth/redis.conf", f"{tmp}/in.conf").replace("/tmp/redis.conf", f"{tmp}/out.conf")
+            password = "0123456789abcdef0123456789abcdef"
+            subprocess.run(["sh", "-c", render], env=dict(os.environ, REDIS_PASSWORD=password), check=True, timeout=10)
+            rendered = read(Path(tmp) / "out.conf")
+        self.assertNotIn("change-me", rendered)
+        self.assertNotIn(password, rendered, "the plaintext password must not be written to the file")
+        redis = RedisWithConf(rendered, substitute=False)
+        try:
+            self.assertEqual(redis.cli("PING", user=ACL_USER, password=password), "PONG")
+            self.assertNotEqual(redis.cli("PING", user=None), "PONG", "the default user must be off")
+        finally:
+            redis.stop()
 
 
 class MutationTests(unittest.TestCase):
