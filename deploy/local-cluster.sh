@@ -3,11 +3,15 @@
 # answers /readyz, prints their URLs, and stops everything on exit, Ctrl-C or SIGTERM.
 #
 #   deploy/local-cluster.sh [--nodes K] [--build DIR] [--config FILE] [--base-port P] [--redis-port P]
-#                           [--signing-key PEM] [--log-level LEVEL] [-- COMMAND ARGS…]
+#                           [--signing-key PEM] [--log-level LEVEL] [--redis-arg ARG]… [-- COMMAND ARGS…]
 #
 # Without a command it keeps the cluster up until interrupted. With one, it runs the command with
 # NODE_URLS (comma-separated) and REDIS_URL exported, tears the cluster down and exits with the
 # command's status. Logs go to a temporary folder that is printed (and kept when something fails).
+# --redis-arg passes one more argument to redis-server (repeatable: --redis-arg --appendonly --redis-arg yes).
+# For fault tests the command also gets CLUSTER_DIR (Redis's dir, logs), REDIS_PORT, REDIS_PIDFILE,
+# REDIS_START (a script that starts Redis again with the same arguments, in the foreground) and
+# NODE_PIDS (comma-separated, in NODE_URLS order). A Redis restarted that way is stopped on exit too.
 set -euo pipefail
 
 nodes=3
@@ -19,7 +23,9 @@ signing_key=""
 log_level=warning
 command=()
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+redis_args=()
+
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --nodes) nodes="$2"; shift 2 ;;
@@ -29,6 +35,7 @@ while [ $# -gt 0 ]; do
     --redis-port) redis_port="$2"; shift 2 ;;
     --signing-key) signing_key="$2"; shift 2 ;;
     --log-level) log_level="$2"; shift 2 ;;
+    --redis-arg) redis_args+=("$2"); shift 2 ;;
     -h|--help) usage; exit 0 ;;
     --) shift; command=("$@"); break ;;
     *) echo "local-cluster: unknown argument $1" >&2; usage >&2; exit 2 ;;
@@ -68,9 +75,15 @@ cleanup() {
     wait "$pid" 2>/dev/null || true
   done
   if [ -n "$redis_pid" ]; then
-    redis-cli -h 127.0.0.1 -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true
-    for _ in $(seq 1 50); do kill -0 "$redis_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$redis_pid" 2>/dev/null || true
+    # The Redis running now may be a restart (fault tests): its pid is in the pidfile.
+    local current=""
+    current="$(cat "$workdir/redis.pid" 2>/dev/null || true)"
+    timeout 5 redis-cli -h 127.0.0.1 -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true
+    for pid in "$redis_pid" $current; do
+      [ "$pid" = "$redis_pid" ] || [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "redis-server" ] || continue
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$pid" 2>/dev/null || true
+    done
     wait "$redis_pid" 2>/dev/null || true
   fi
   # Keep the logs only when something failed (not on a clean run or a Ctrl-C / SIGTERM).
@@ -86,8 +99,12 @@ trap 'status=130; exit 130' INT
 trap 'status=143; exit 143' TERM
 
 [ -n "$redis_port" ] || redis_port="$(pick_port)"
-redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --dir "$workdir" \
-  --maxmemory-policy noeviction --logfile "$workdir/redis.log" --daemonize no &
+redis_command=(redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --dir "$workdir"
+  --maxmemory-policy noeviction --logfile "$workdir/redis.log" --pidfile "$workdir/redis.pid" --daemonize no "${redis_args[@]}")
+# The same command line, for tests that restart Redis.
+{ echo '#!/usr/bin/env bash'; printf 'exec'; printf ' %q' "${redis_command[@]}"; echo; } >"$workdir/redis-start.sh"
+chmod +x "$workdir/redis-start.sh"
+"${redis_command[@]}" &
 redis_pid=$!
 for _ in $(seq 1 100); do redis-cli -h 127.0.0.1 -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 redis-cli -h 127.0.0.1 -p "$redis_port" ping >/dev/null 2>&1 || { echo "local-cluster: redis did not start" >&2; status=1; exit 1; }
@@ -122,7 +139,12 @@ for i in "${!urls[@]}"; do
 done
 
 NODE_URLS="$(IFS=,; echo "${urls[*]}")"
-export NODE_URLS
+NODE_PIDS="$(IFS=,; echo "${node_pids[*]}")"
+CLUSTER_DIR="$workdir"
+REDIS_PORT="$redis_port"
+REDIS_PIDFILE="$workdir/redis.pid"
+REDIS_START="$workdir/redis-start.sh"
+export NODE_URLS NODE_PIDS CLUSTER_DIR REDIS_PORT REDIS_PIDFILE REDIS_START
 echo "local-cluster: redis $REDIS_URL, $nodes node(s) ready: $NODE_URLS (logs in $workdir)" >&2
 
 if [ ${#command[@]} -gt 0 ]; then

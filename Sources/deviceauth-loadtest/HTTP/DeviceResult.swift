@@ -7,6 +7,10 @@ struct DeviceResult: Sendable {
     /// Whether the user's decision went through (the "Device connected" / "Request denied" page).
     var decisionAccepted = false
     var decisionError: String?
+    /// When the harness learned that the decision was stored (the page, or "already used" after a lost answer).
+    var decisionAt: ContinuousClock.Instant?
+    /// When the device received its codes.
+    var issuedAt: ContinuousClock.Instant?
     /// Interval the server returned when the code was issued.
     var initialInterval: Int?
     /// Access tokens received.
@@ -15,9 +19,30 @@ struct DeviceResult: Sendable {
     var tokenSubjects: [String] = []
     /// The error that ended polling (`access_denied`, `expired_token`, …), if any.
     var finalError: String?
+    /// Its `error_description` (tells an already redeemed code from an unknown one).
+    var finalErrorDescription: String?
     /// Intervals carried by `slow_down` answers, in order.
     var slowDownIntervals: [Int] = []
     /// Requests that failed in transport or with a 5xx, and other surprises.
     var failures: [String] = []
     var polls = 0
+
+    // Faults (with --retry-unavailable / --failover / --replay-probe).
+    /// RFC-shaped `503 temporarily_unavailable` answers (each waited out and retried).
+    var unavailable = 0
+    /// Requests re-sent to another node after a failed connection or a lost answer.
+    var failovers = 0
+    /// `device_authorization` requests re-sent after a lost answer (each may have left an unused grant that expires).
+    var resentIssues = 0
+    /// Token polls that may have run in Redis without the device learning the answer (`503`, lost answer).
+    var pollsWithoutAnswer = 0
+    /// Set when such a poll came before a `slow_down` (the unseen poll counted as the previous one).
+    var slowDownAfterUnansweredPoll = false
+    /// User decisions submitted again after a lost answer, once the page still showed the request pending.
+    var resubmittedDecisions = 0
+    /// The answer to polling once more after the token (`--replay-probe`): `invalid_grant` is right, a token is a double redemption.
+    var probeAnswer: String?
+    var probeTokens = 0
+    /// Probe polls re-sent after a `503` or lost answer (each may have counted a replay on the server).
+    var probeRetries = 0
 }

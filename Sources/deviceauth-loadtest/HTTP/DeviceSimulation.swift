@@ -1,6 +1,23 @@
 import Foundation
 import NIOHTTP1
 
+/// What the harness does when a node or Redis fails (all off by default: every failure is a failure).
+struct FaultPolicy: Sendable {
+    /// A `503` with `Retry-After` is waited out and the request sent again (polls: the next poll comes
+    /// after `max(interval, Retry-After)`).
+    var retryUnavailable = false
+    /// A request whose connection failed goes to another node, as a load balancer would.
+    var failover = false
+    /// After its token, an approved device polls once more; the answer must be `invalid_grant`.
+    var replayProbe = false
+    /// Attempts per request (and per user decision) before giving up.
+    var maxAttempts = 8
+    /// Longest `Retry-After` honoured, in seconds.
+    var maxRetryAfter = 30
+
+    var isActive: Bool { retryUnavailable || failover }
+}
+
 /// Client ids and user-side settings of a run.
 struct SimulationSettings: Sendable {
     /// Client per scenario (their lifetimes and intervals come from the server's configuration).
@@ -9,12 +26,26 @@ struct SimulationSettings: Sendable {
     var thinkTime: ClosedRange<Int>
     /// Rapid polls a misbehaving device makes after its first, accepted poll.
     var misbehavingPolls: Int = 3
+    var faults = FaultPolicy()
 }
 
 /// Runs one device through RFC 8628 (§3.1–3.5) against random nodes, with its user on the verification page.
+///
+/// Retry policy under faults (``FaultPolicy``), by what a re-sent request can do:
+/// - a connection that could not be made never reached a server: any request goes to another node;
+/// - `POST /oauth/device_authorization` is re-sent after a `503` or a lost answer: a duplicate only
+///   leaves an unused pending grant that nobody knows and that expires by its TTL;
+/// - a token poll is never re-sent blindly: the device polls again on its own schedule, after
+///   `max(interval, Retry-After)`, like any RFC 8628 client (an immediate re-send of a poll that did
+///   run would rightly earn `slow_down`);
+/// - `GET /device` is a read and is re-sent; `POST /device` (approve / deny) is not: after a lost
+///   answer the person reloads the page and decides again only if it still shows the request pending
+///   (the decision is a compare-and-set, so at most one of the two submissions can apply).
 struct DeviceSimulation: Sendable {
     let client: NodeClient
     let settings: SimulationSettings
+
+    private var policy: FaultPolicy { settings.faults }
 
     func run(index: Int, scenario: Scenario, seed: UInt64) async -> DeviceResult {
         var rng = SplitMix64(seed: seed)
@@ -22,16 +53,21 @@ struct DeviceSimulation: Sendable {
         let clientID = settings.clients[scenario] ?? "loadtest"
 
         // §3.1 device authorization request.
-        let issued = await client.send(endpoint: "POST /oauth/device_authorization", method: .POST,
-                                       url: client.pickNode(&rng) + "/oauth/device_authorization",
-                                       form: [("client_id", clientID)]) { response in
+        let issued = await request(endpoint: "POST /oauth/device_authorization", method: .POST, path: "/oauth/device_authorization",
+                                   form: [("client_id", clientID)], retryUnavailable: policy.retryUnavailable, resendLostAnswer: policy.failover,
+                                   result: &result, rng: &rng) { response in
             response.status == 200 ? "200" : "\(response.status) \(response.json?["error"] as? String ?? "")"
         }
-        guard let issued, issued.status == 200, let json = issued.json, let deviceCode = json["device_code"] as? String,
+        guard case .response(let response) = issued, response.status == 200, let json = response.json, let deviceCode = json["device_code"] as? String,
               let userCode = json["user_code"] as? String else {
-            result.failures.append("device authorization failed: \(issued.map { "\($0.status) \($0.body.prefix(200))" } ?? "transport error")")
+            let detail = switch issued {
+            case .response(let response): "\(response.status) \(response.body.prefix(200))"
+            case .failed(let failure): "transport error (\(failure.message.prefix(120)))"
+            }
+            result.failures.append("device authorization failed: \(detail)")
             return result
         }
+        result.issuedAt = .now
         let interval = (json["interval"] as? Int) ?? 5
         let expiresIn = (json["expires_in"] as? Int) ?? 600
         result.initialInterval = interval
@@ -50,8 +86,89 @@ struct DeviceSimulation: Sendable {
             let outcome = await decision
             result.decisionAccepted = outcome.accepted
             result.decisionError = outcome.error
+            result.decisionAt = outcome.at
+            result.unavailable += outcome.unavailable
+            result.failovers += outcome.failovers
+            result.resubmittedDecisions = outcome.resubmitted
+            if policy.replayProbe, !result.tokens.isEmpty {
+                await probe(deviceCode: deviceCode, clientID: clientID, result: &result, rng: &rng)
+            }
         }
         return result
+    }
+
+    // MARK: - Sending under faults
+
+    /// Counters of one request series, kept apart from `DeviceResult` because the user runs concurrently with the device.
+    private struct Tally {
+        var unavailable = 0
+        var failovers = 0
+        var resent = 0
+        var problems: [String] = []
+    }
+
+    /// One request with the fault policy applied: a connection that could not be made is re-sent to another
+    /// node at once; a `503` is waited out (`Retry-After`) and re-sent when `retryUnavailable`; a lost answer is
+    /// re-sent to another node only when `resendLostAnswer`. A `503` must be RFC-shaped (`Retry-After`, and
+    /// `temporarily_unavailable` on OAuth endpoints); anything else is recorded as a problem.
+    private func send(endpoint: String, method: HTTPMethod, path: String, headers: [(String, String)] = [], form: [(String, String)]? = nil,
+                      retryUnavailable: Bool, resendLostAnswer: Bool, tally: inout Tally, rng: inout SplitMix64,
+                      classify: (SimpleResponse) -> String) async -> SendOutcome {
+        var avoided: String?
+        var outcome = SendOutcome.failed(.notSent("no attempt"))
+        for attempt in 1...max(1, policy.maxAttempts) {
+            let node = client.pickNode(&rng, avoiding: avoided)
+            outcome = await client.sendDetailed(endpoint: endpoint, method: method, url: node + path, headers: headers, form: form, classify: classify)
+            guard attempt < policy.maxAttempts else { break }
+            switch outcome {
+            case .response(let response) where response.status == 503 && policy.retryUnavailable:
+                if let problem = Self.checkUnavailable(response, oauth: path.hasPrefix("/oauth/")) { tally.problems.append("\(endpoint): \(problem)") }
+                tally.unavailable += 1
+                guard retryUnavailable else { return outcome }
+                do { try await Task.sleep(for: .seconds(retryAfter(response))) } catch { return outcome }
+            case .failed(.notSent) where policy.failover:
+                tally.failovers += 1
+                avoided = node
+            case .failed(.ambiguous) where policy.failover && resendLostAnswer:
+                tally.failovers += 1
+                tally.resent += 1
+                avoided = node
+            default:
+                return outcome
+            }
+        }
+        return outcome
+    }
+
+    private func request(endpoint: String, method: HTTPMethod, path: String, headers: [(String, String)] = [], form: [(String, String)]? = nil,
+                         retryUnavailable: Bool, resendLostAnswer: Bool, result: inout DeviceResult, rng: inout SplitMix64,
+                         classify: (SimpleResponse) -> String) async -> SendOutcome {
+        var tally = Tally()
+        let outcome = await send(endpoint: endpoint, method: method, path: path, headers: headers, form: form, retryUnavailable: retryUnavailable,
+                                 resendLostAnswer: resendLostAnswer, tally: &tally, rng: &rng, classify: classify)
+        result.unavailable += tally.unavailable
+        result.failovers += tally.failovers
+        if endpoint.hasSuffix("device_authorization") { result.resentIssues += tally.resent }
+        result.failures += tally.problems
+        return outcome
+    }
+
+    /// Seconds to wait after a `503` (its `Retry-After`, capped; 1 without one).
+    private func retryAfter(_ response: SimpleResponse) -> Int {
+        let seconds = response.header("Retry-After").first.flatMap { Int($0.trimmingCharacters(in: .whitespaces)) } ?? 1
+        return min(max(0, seconds), policy.maxRetryAfter)
+    }
+
+    /// What is wrong with a `503`, if anything: it must say when to come back, and OAuth endpoints must
+    /// answer `temporarily_unavailable` (RFC 6749 §4.1.2.1) in JSON.
+    static func checkUnavailable(_ response: SimpleResponse, oauth: Bool) -> String? {
+        guard let value = response.header("Retry-After").first, Int(value.trimmingCharacters(in: .whitespaces)) != nil else {
+            return "503 without a Retry-After in seconds"
+        }
+        if oauth, response.json?["error"] as? String != "temporarily_unavailable" {
+            return "503 without error temporarily_unavailable: \(response.body.prefix(120))"
+        }
+        return nil
     }
 
     // MARK: - Device side
@@ -60,51 +177,81 @@ struct DeviceSimulation: Sendable {
         case pending
         case slowDown(Int)
         case token(String)
-        case error(String)
+        case error(String, description: String?)
+        /// RFC-shaped 503: poll again after this many seconds. The poll may have run in Redis.
+        case unavailable(Int)
+        /// The answer was lost (connection broke after sending). The poll may have run.
+        case lostAnswer(String)
         case failed(String)
     }
 
-    private func poll(deviceCode: String, clientID: String, rng: inout SplitMix64) async -> PollAnswer {
-        let response = await client.send(endpoint: "POST /oauth/token", method: .POST, url: client.pickNode(&rng) + "/oauth/token",
-                                         form: [("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
-                                                ("device_code", deviceCode), ("client_id", clientID)]) { response in
+    private func poll(deviceCode: String, clientID: String, result: inout DeviceResult, rng: inout SplitMix64) async -> PollAnswer {
+        let outcome = await request(endpoint: "POST /oauth/token", method: .POST, path: "/oauth/token",
+                                    form: [("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+                                           ("device_code", deviceCode), ("client_id", clientID)],
+                                    retryUnavailable: false, resendLostAnswer: false, result: &result, rng: &rng) { response in
             if response.status == 200 { return "200 token" }
             return "\(response.status) \(response.json?["error"] as? String ?? "?")"
         }
-        guard let response else { return .failed("token request: transport error") }
+        let response: SimpleResponse
+        switch outcome {
+        case .response(let answered): response = answered
+        case .failed(let failure):
+            if policy.failover, case .ambiguous = failure { return .lostAnswer(failure.message) }
+            return .failed("token request: transport error (\(failure.message.prefix(120)))")
+        }
+        if response.status == 503 && policy.retryUnavailable { return .unavailable(retryAfter(response)) }
         guard let json = response.json else { return .failed("token request: \(response.status), not JSON") }
         if response.status == 200, let token = json["access_token"] as? String { return .token(token) }
         switch json["error"] as? String {
         case "authorization_pending": return .pending
         case "slow_down": return .slowDown((json["interval"] as? Int) ?? -1)
-        case let error?: return response.status >= 500 ? .failed("token request: \(response.status) \(error)") : .error(error)
+        case let error?:
+            return response.status >= 500 ? .failed("token request: \(response.status) \(error)") : .error(error, description: json["error_description"] as? String)
         case nil: return .failed("token request: \(response.status) without error")
         }
     }
 
-    /// Obeys the interval (and every `slow_down`) until a terminal answer or shortly after expiry.
+    /// Obeys the interval (and every `slow_down`, and `Retry-After`) until a terminal answer or shortly after expiry.
     private func pollPolitely(deviceCode: String, clientID: String, interval: Int, expiresIn: Int, result: inout DeviceResult,
                               rng: inout SplitMix64) async {
         var interval = interval
+        var wait = interval
+        var unansweredSinceLastAnswer = false
         let deadline = ContinuousClock.now + .seconds(expiresIn + 20)
         while !Task.isCancelled {
-            do { try await Task.sleep(for: .seconds(interval)) } catch { result.failures.append("cancelled while polling"); return }
+            do { try await Task.sleep(for: .seconds(wait)) } catch { result.failures.append("cancelled while polling"); return }
+            wait = interval
             result.polls += 1
-            switch await poll(deviceCode: deviceCode, clientID: clientID, rng: &rng) {
+            let answer = await poll(deviceCode: deviceCode, clientID: clientID, result: &result, rng: &rng)
+            switch answer {
             case .pending:
                 break
             case .slowDown(let newInterval):
                 result.slowDownIntervals.append(newInterval)
+                if unansweredSinceLastAnswer { result.slowDownAfterUnansweredPoll = true }
                 interval = newInterval > 0 ? newInterval : interval + 5
+                wait = interval
             case .token(let token):
                 result.tokens.append(token)
                 result.tokenSubjects.append(JWT.subject(of: token) ?? "<unreadable token>")
                 return
-            case .error(let error):
+            case .error(let error, let description):
                 result.finalError = error
+                result.finalErrorDescription = description
                 return
+            case .unavailable(let seconds):
+                result.pollsWithoutAnswer += 1
+                wait = max(interval, seconds)
+            case .lostAnswer:
+                result.pollsWithoutAnswer += 1
             case .failed(let message):
                 result.failures.append(message)
+            }
+            switch answer {
+            case .unavailable, .lostAnswer: unansweredSinceLastAnswer = true
+            case .failed: break
+            default: unansweredSinceLastAnswer = false
             }
             if ContinuousClock.now > deadline {
                 result.failures.append("no terminal answer \(expiresIn + 20) s after issue")
@@ -114,56 +261,156 @@ struct DeviceSimulation: Sendable {
     }
 
     /// One accepted poll, then polls far faster than the interval: each must be `slow_down`.
+    /// Under faults a misbehaving device ignores `Retry-After` too and simply polls again.
     private func misbehave(deviceCode: String, clientID: String, result: inout DeviceResult, rng: inout SplitMix64) async {
-        for attempt in 0...settings.misbehavingPolls {
+        var answered = 0
+        var attempts = 0
+        let extraAttempts = policy.isActive ? policy.maxAttempts : 0
+        while answered <= settings.misbehavingPolls && attempts <= settings.misbehavingPolls + extraAttempts {
+            attempts += 1
             result.polls += 1
-            switch await poll(deviceCode: deviceCode, clientID: clientID, rng: &rng) {
+            switch await poll(deviceCode: deviceCode, clientID: clientID, result: &result, rng: &rng) {
             case .pending:
-                if attempt > 0 { result.failures.append("rapid poll \(attempt) was answered authorization_pending, not slow_down") }
+                if answered > 0 { result.failures.append("rapid poll \(answered) was answered authorization_pending, not slow_down") }
+                answered += 1
             case .slowDown(let newInterval):
                 result.slowDownIntervals.append(newInterval)
+                answered += 1
             case .token(let token):
                 result.tokens.append(token)
                 return
-            case .error(let error):
+            case .error(let error, let description):
                 result.finalError = error
+                result.finalErrorDescription = description
                 return
+            case .unavailable, .lostAnswer:
+                result.pollsWithoutAnswer += 1
+                try? await Task.sleep(for: .milliseconds(100))
             case .failed(let message):
                 result.failures.append(message)
+                answered += 1
             }
         }
     }
 
+    /// Polls once more after the token: a redeemed code must answer `invalid_grant`, never a second token.
+    private func probe(deviceCode: String, clientID: String, result: inout DeviceResult, rng: inout SplitMix64) async {
+        for _ in 0..<max(1, policy.maxAttempts) {
+            switch await poll(deviceCode: deviceCode, clientID: clientID, result: &result, rng: &rng) {
+            case .token:
+                result.probeTokens += 1
+                result.probeAnswer = "token"
+                return
+            case .error(let error, _):
+                result.probeAnswer = error
+                return
+            case .pending: result.probeAnswer = "authorization_pending"; return
+            case .slowDown: result.probeAnswer = "slow_down"; return
+            case .unavailable(let seconds):
+                result.probeRetries += 1
+                try? await Task.sleep(for: .seconds(seconds))
+            case .lostAnswer:
+                result.probeRetries += 1
+            case .failed(let message):
+                result.probeAnswer = "failed: \(message)"
+                return
+            }
+        }
+        result.probeAnswer = result.probeAnswer ?? "no answer"
+    }
+
     // MARK: - User side
 
+    private struct Decision {
+        var accepted = false
+        var error: String?
+        var at: ContinuousClock.Instant?
+        var unavailable = 0
+        var failovers = 0
+        var resubmitted = 0
+    }
+
     /// The person: opens `verification_uri_complete` on some node, then approves or denies on another,
-    /// identified by the trusted proxy header.
-    private func decide(approve: Bool, userCode: String, user: String, seed: UInt64) async -> (accepted: Bool, error: String?) {
+    /// identified by the trusted proxy header. After a lost answer they reload the page and decide again
+    /// only if the request is still pending.
+    private func decide(approve: Bool, userCode: String, user: String, seed: UInt64) async -> Decision {
         var rng = SplitMix64(seed: seed)
+        var decision = Decision()
+        var tally = Tally()
         let think = settings.thinkTime.lowerBound + Int(rng.next() % UInt64(settings.thinkTime.count))
-        do { try await Task.sleep(for: .milliseconds(think)) } catch { return (false, "cancelled") }
+        do { try await Task.sleep(for: .milliseconds(think)) } catch { decision.error = "cancelled"; return decision }
         let query = FormEncoding.escape(userCode)
-        guard let page = await client.send(endpoint: "GET /device", method: .GET, url: client.pickNode(&rng) + "/device?user_code=" + query,
-                                           headers: [(settings.userHeader, user)], classify: { response in
-            response.status == 200 && response.body.contains("grant_id") ? "200 confirm" : "\(response.status)"
-        }) else { return (false, "GET /device: transport error") }
-        guard page.status == 200, let csrf = HTMLForm.hiddenValue("csrf_token", in: page.body),
-              let grantID = HTMLForm.hiddenValue("grant_id", in: page.body),
-              let shownCode = HTMLForm.hiddenValue("user_code", in: page.body) else {
-            return (false, "GET /device: \(page.status), no confirmation form")
-        }
-        var headers = [(settings.userHeader, user)]
-        let cookies = page.header("Set-Cookie").compactMap { $0.split(separator: ";").first.map(String.init) }
-        if !cookies.isEmpty { headers.append(("Cookie", cookies.joined(separator: "; "))) }
         let action = approve ? "approve" : "deny"
         let expected = approve ? "Device connected" : "Request denied"
-        guard let done = await client.send(endpoint: "POST /device", method: .POST, url: client.pickNode(&rng) + "/device", headers: headers,
-                                           form: [("csrf_token", csrf), ("user_code", shownCode), ("grant_id", grantID), ("action", action)],
-                                           classify: { response in
-            response.status == 200 && response.body.contains(expected) ? "200 \(action)" : "\(response.status)"
-        }) else { return (false, "POST /device: transport error") }
-        guard done.status == 200, done.body.contains(expected) else { return (false, "POST /device \(action): \(done.status)") }
-        return (true, nil)
+        var submittedWithoutAnswer = false
+        func finish(_ decision: inout Decision, _ tally: Tally) {
+            decision.unavailable = tally.unavailable
+            decision.failovers = tally.failovers
+            if decision.error == nil, !tally.problems.isEmpty { decision.error = tally.problems.joined(separator: "; ") }
+        }
+        for _ in 0..<max(1, policy.isActive ? policy.maxAttempts : 1) {
+            let pageOutcome = await send(endpoint: "GET /device", method: .GET, path: "/device?user_code=" + query, headers: [(settings.userHeader, user)],
+                                         retryUnavailable: policy.retryUnavailable, resendLostAnswer: true, tally: &tally, rng: &rng) { response in
+                response.status == 200 && response.body.contains("grant_id") ? "200 confirm" : "\(response.status)"
+            }
+            guard case .response(let page) = pageOutcome else {
+                decision.error = "GET /device: transport error"
+                finish(&decision, tally)
+                return decision
+            }
+            if page.status == 409 && submittedWithoutAnswer {
+                // "Already used": the submission whose answer was lost went through.
+                decision.accepted = true
+                decision.at = .now
+                finish(&decision, tally)
+                return decision
+            }
+            guard page.status == 200, let csrf = HTMLForm.hiddenValue("csrf_token", in: page.body),
+                  let grantID = HTMLForm.hiddenValue("grant_id", in: page.body),
+                  let shownCode = HTMLForm.hiddenValue("user_code", in: page.body) else {
+                decision.error = "GET /device: \(page.status), no confirmation form"
+                finish(&decision, tally)
+                return decision
+            }
+            var headers = [(settings.userHeader, user)]
+            let cookies = page.header("Set-Cookie").compactMap { $0.split(separator: ";").first.map(String.init) }
+            if !cookies.isEmpty { headers.append(("Cookie", cookies.joined(separator: "; "))) }
+            if submittedWithoutAnswer { decision.resubmitted += 1 }
+            let doneOutcome = await send(endpoint: "POST /device", method: .POST, path: "/device", headers: headers,
+                                         form: [("csrf_token", csrf), ("user_code", shownCode), ("grant_id", grantID), ("action", action)],
+                                         retryUnavailable: false, resendLostAnswer: false, tally: &tally, rng: &rng) { response in
+                response.status == 200 && response.body.contains(expected) ? "200 \(action)" : "\(response.status)"
+            }
+            switch doneOutcome {
+            case .response(let done) where done.status == 200 && done.body.contains(expected):
+                decision.accepted = true
+                decision.at = .now
+                finish(&decision, tally)
+                return decision
+            case .response(let done) where done.status == 503 && policy.retryUnavailable:
+                submittedWithoutAnswer = true
+                try? await Task.sleep(for: .seconds(retryAfter(done)))
+            case .response(let done) where done.status == 409 && submittedWithoutAnswer:
+                decision.accepted = true
+                decision.at = .now
+                finish(&decision, tally)
+                return decision
+            case .response(let done):
+                decision.error = "POST /device \(action): \(done.status)"
+                finish(&decision, tally)
+                return decision
+            case .failed(.ambiguous) where policy.failover:
+                submittedWithoutAnswer = true
+                tally.failovers += 1
+            case .failed(let failure):
+                decision.error = "POST /device: transport error (\(failure.message.prefix(120)))"
+                finish(&decision, tally)
+                return decision
+            }
+        }
+        decision.error = "POST /device \(action): no answer after \(policy.maxAttempts) attempts"
+        finish(&decision, tally)
+        return decision
     }
 }
 

@@ -62,6 +62,24 @@ struct HTTPLoadCommand: AsyncParsableCommand {
     @Flag(name: .customLong("allow-remote"), help: "Allow node URLs that are not loopback addresses.")
     var allowRemote = false
 
+    @Flag(name: .customLong("retry-unavailable"), help: "Wait out 503 temporarily_unavailable (Retry-After) and retry instead of failing; a 503 must carry Retry-After.")
+    var retryUnavailable = false
+
+    @Flag(help: "Send a request whose connection failed to another node, like a load balancer; see the retry policy in --help.")
+    var failover = false
+
+    @Flag(name: .customLong("replay-probe"), help: "After its token, each approved device polls once more and must get invalid_grant.")
+    var replayProbe = false
+
+    @Flag(name: .customLong("fault-tolerant"), help: "Faults are injected during the run: --retry-unavailable, --failover and --replay-probe together.")
+    var faultTolerant = false
+
+    @Flag(name: .customLong("expect-lost-approvals"), help: "Count approvals, denials and codes acknowledged just before a fault and later missing (a Redis restart losing its last writes) instead of failing; report them.")
+    var expectLostApprovals = false
+
+    @Option(name: .customLong("loss-window-ms"), help: "With --expect-lost-approvals: a lost write must have been acknowledged at most this long before a fault the harness saw.")
+    var lossWindowMs = 3000
+
     func run() async throws {
         let nodeList = (nodes ?? ProcessInfo.processInfo.environment["NODE_URLS"] ?? "")
             .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
@@ -87,6 +105,8 @@ struct HTTPLoadCommand: AsyncParsableCommand {
         httpConfiguration.redirectConfiguration = .disallow
         httpConfiguration.connectionPool = .init(idleTimeout: .seconds(60),
                                                  concurrentHTTP1ConnectionsPerHostSoftLimit: max(8, concurrency * 2 / nodeList.count + 1))
+        // With failover, a refused connection must fail at once (and go to another node), not be retried until the deadline.
+        if failover || faultTolerant { httpConfiguration.connectionPool.retryConnectionEstablishment = false }
         httpConfiguration.timeout = .init(connect: .seconds(10), read: .seconds(Int64(requestTimeout)))
         let http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: httpConfiguration)
 
@@ -106,12 +126,16 @@ struct HTTPLoadCommand: AsyncParsableCommand {
 
     private func runLoad(http: HTTPClient, nodes: [String], mix: ScenarioMix, think: ClosedRange<Int>, seed: UInt64) async throws -> (report: RunReport, failed: Bool) {
         let scraper = MetricsScraper(http: http, nodes: nodes)
-        let replayedBefore = await scraper.sum("deviceauth_grants_replayed_total")
+        let replayedBefore = await scraper.perNode("deviceauth_grants_replayed_total")
         let recorder = Recorder()
-        let client = NodeClient(http: http, nodes: nodes, recorder: recorder, timeout: .seconds(Int64(requestTimeout)))
+        let policy = FaultPolicy(retryUnavailable: retryUnavailable || faultTolerant, failover: failover || faultTolerant,
+                                 replayProbe: replayProbe || faultTolerant)
+        let expectations = FaultExpectations(policy: policy, expectLostApprovals: expectLostApprovals,
+                                             lossWindow: .milliseconds(max(0, lossWindowMs)))
+        let client = NodeClient(http: http, nodes: nodes, recorder: recorder, timeout: .seconds(Int64(requestTimeout)), faults: expectations.log)
         let settings = SimulationSettings(clients: [.approve: self.client, .deny: self.client,
                                                     .abandon: abandonClient, .misbehave: misbehaveClient],
-                                          userHeader: userHeader, thinkTime: think)
+                                          userHeader: userHeader, thinkTime: think, faults: policy)
         let simulation = DeviceSimulation(client: client, settings: settings)
         var rng = SplitMix64(seed: seed)
         let planned = devices.map { mix.assign(count: $0, rng: &rng) }
@@ -148,14 +172,32 @@ struct HTTPLoadCommand: AsyncParsableCommand {
         progressTask.cancel()
         _ = await progressTask.value
         let elapsed = ContinuousClock.now - recorder.start
-        let replayedAfter = await scraper.sum("deviceauth_grants_replayed_total")
-        let invariants = Invariants.check(results.sorted { $0.index < $1.index }, replayedBefore: replayedBefore, replayedAfter: replayedAfter)
+        let replayedAfter = await scraper.perNode("deviceauth_grants_replayed_total")
+        // Nodes stopped during the run took their counters with them: with failover, compare the nodes that answered both times.
+        var before: Double?
+        var after: Double?
+        if replayedBefore.count == nodes.count, replayedAfter.count == nodes.count || (policy.failover && !replayedAfter.isEmpty) {
+            let answered = replayedAfter.keys.filter { replayedBefore[$0] != nil }
+            before = answered.reduce(0) { $0 + replayedBefore[$1]! }
+            after = answered.reduce(0) { $0 + replayedAfter[$1]! }
+        }
+        var (invariants, faultSummary) = Invariants.check(results.sorted { $0.index < $1.index }, replayedBefore: before, replayedAfter: after,
+                                                          faults: expectations)
+        if policy.failover, replayedAfter.count < nodes.count {
+            let down = nodes.filter { replayedAfter[$0] == nil }
+            invariants.append(InvariantResult(name: "note: nodes that did not answer /metrics at the end", passed: true,
+                                              detail: "\(down.joined(separator: ",")) (their counters are not in the replay check)"))
+        }
         var scenarioCounts: [String: Int] = [:]
         for result in results { scenarioCounts[result.scenario.rawValue, default: 0] += 1 }
-        let report = RunReport(mode: "http", target: nodes.joined(separator: ","), settings: [
+        var report = RunReport(mode: "http", target: nodes.joined(separator: ","), settings: [
             "nodes": "\(nodes.count)", "devices": "\(results.count)", "concurrency": "\(concurrency)",
             "duration": duration.map { "\($0) s" } ?? "-", "mix": "\(mix)", "think_time_ms": "\(think.lowerBound)-\(think.upperBound)", "seed": "\(seed)",
         ], elapsed: elapsed, recorder: recorder, invariants: invariants, scenarioCounts: scenarioCounts)
+        if policy.isActive || policy.replayProbe || expectLostApprovals {
+            faultSummary.maxLatencyMs = report.rows.map(\.maxMs).max() ?? 0
+            report.faults = faultSummary
+        }
         return (report, invariants.contains { !$0.passed })
     }
 
@@ -181,21 +223,29 @@ struct MetricsScraper: Sendable {
 
     /// The sum of a counter over all nodes (all label sets), or `nil` if a node did not answer.
     func sum(_ name: String) async -> Double? {
-        var total = 0.0
+        let values = await perNode(name)
+        return values.count == nodes.count ? values.values.reduce(0, +) : nil
+    }
+
+    /// A counter per node (all label sets summed); nodes that do not answer are left out.
+    func perNode(_ name: String) async -> [String: Double] {
+        var values: [String: Double] = [:]
         for node in nodes {
             do {
                 let response = try await http.execute(HTTPClientRequest(url: node + "/metrics"), timeout: .seconds(10))
-                guard response.status == .ok else { return nil }
+                guard response.status == .ok else { continue }
                 let text = String(buffer: try await response.body.collect(upTo: 16 << 20))
+                var total = 0.0
                 for line in text.split(separator: "\n") where line.hasPrefix(name) {
                     let rest = line.dropFirst(name.count)
                     guard rest.first == " " || rest.first == "{" else { continue }
                     if let value = line.split(separator: " ").last.flatMap({ Double($0) }) { total += value }
                 }
+                values[node] = total
             } catch {
-                return nil
+                continue
             }
         }
-        return total
+        return values
     }
 }

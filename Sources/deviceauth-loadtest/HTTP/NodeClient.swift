@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import Synchronization
 
 /// A response reduced to what the simulation reads.
 struct SimpleResponse: Sendable {
@@ -19,22 +20,75 @@ struct SimpleResponse: Sendable {
     }
 }
 
+/// How a request failed before any HTTP answer came back.
+enum TransportFailure: Sendable, Equatable {
+    /// The connection could not be made (refused, connect timeout): no server saw the request,
+    /// so sending it to another node is always safe.
+    case notSent(String)
+    /// The connection broke or timed out after the request was written: a server may have acted on it.
+    case ambiguous(String)
+
+    var message: String {
+        switch self {
+        case .notSent(let text): "not sent: \(text)"
+        case .ambiguous(let text): "no answer: \(text)"
+        }
+    }
+}
+
+/// The answer to one request: a response, or how the transport failed.
+enum SendOutcome: Sendable {
+    case response(SimpleResponse)
+    case failed(TransportFailure)
+
+    var response: SimpleResponse? {
+        if case .response(let response) = self { return response }
+        return nil
+    }
+}
+
 /// Sends requests to the API nodes, a random node per request, timing each one into the recorder.
+///
+/// With failover on, a node whose connection failed is avoided for a few seconds (the passive
+/// health check of a load balancer), and every fault seen (a `503`, a transport error) is
+/// timestamped in ``FaultLog`` so the invariants can tell writes lost by a fault from bugs.
 struct NodeClient: Sendable {
     let http: HTTPClient
     let nodes: [String]
     let recorder: Recorder
     let timeout: TimeAmount
+    let faults: FaultLog
+    /// How long a node that failed a connection is avoided.
+    var ejectFor: Duration = .seconds(3)
+
+    init(http: HTTPClient, nodes: [String], recorder: Recorder, timeout: TimeAmount, faults: FaultLog = FaultLog()) {
+        self.http = http
+        self.nodes = nodes
+        self.recorder = recorder
+        self.timeout = timeout
+        self.faults = faults
+    }
 
     /// Picks a node with the device's own generator, so one device's requests spread over all nodes.
-    func pickNode(_ rng: inout SplitMix64) -> String {
-        nodes[Int(rng.next() % UInt64(nodes.count))]
+    /// Nodes ejected after a connection failure are skipped while others are left.
+    func pickNode(_ rng: inout SplitMix64, avoiding avoided: String? = nil) -> String {
+        let pick = rng.next()
+        let healthy = faults.healthyNodes(nodes, now: .now).filter { $0 != avoided }
+        let candidates = healthy.isEmpty ? nodes.filter { $0 != avoided } : healthy
+        let pool = candidates.isEmpty ? nodes : candidates
+        return pool[Int(pick % UInt64(pool.count))]
     }
 
     /// Sends one request; classifies the outcome with `classify` and records the latency under `endpoint`.
     /// - Returns: the response, or `nil` after a transport error (recorded as outcome `transport_error`).
     func send(endpoint: String, method: HTTPMethod, url: String, headers: [(String, String)] = [], form: [(String, String)]? = nil,
               classify: (SimpleResponse) -> String) async -> SimpleResponse? {
+        await sendDetailed(endpoint: endpoint, method: method, url: url, headers: headers, form: form, classify: classify).response
+    }
+
+    /// `send`, telling a request that never reached a server from one whose answer was lost.
+    func sendDetailed(endpoint: String, method: HTTPMethod, url: String, headers: [(String, String)] = [], form: [(String, String)]? = nil,
+                      classify: (SimpleResponse) -> String) async -> SendOutcome {
         var request = HTTPClientRequest(url: url)
         request.method = method
         for (name, value) in headers { request.headers.add(name: name, value: value) }
@@ -50,12 +104,57 @@ struct NodeClient: Sendable {
                                         body: String(buffer: buffer))
             let outcome = classify(simple)
             recorder.record(MetricKey(endpoint: endpoint, outcome: outcome), latency: .now - began, isError: simple.status >= 500)
-            return simple
+            if simple.status >= 500 { faults.record(.now) }
+            return .response(simple)
         } catch {
-            recorder.record(MetricKey(endpoint: endpoint, outcome: "transport_error"), latency: .now - began, isError: true)
-            return nil
+            let failure = Self.classify(error)
+            let label = if case .notSent = failure { "transport_error (not sent)" } else { "transport_error" }
+            recorder.record(MetricKey(endpoint: endpoint, outcome: label), latency: .now - began, isError: true)
+            faults.record(.now)
+            if let node = nodes.first(where: { url.hasPrefix($0) }) { faults.eject(node, until: .now + ejectFor) }
+            return .failed(failure)
         }
     }
+
+    /// Whether the request can have reached a server: connect failures cannot.
+    static func classify(_ error: any Error) -> TransportFailure {
+        let text = String(describing: error)
+        if let error = error as? HTTPClientError {
+            if error == .connectTimeout || error == .getConnectionFromPoolTimeout { return .notSent(text) }
+            return .ambiguous(text)
+        }
+        let lowered = text.lowercased()
+        if lowered.contains("refused") || lowered.contains("connect") || lowered.contains("unreachable") { return .notSent(text) }
+        return .ambiguous(text)
+    }
+}
+
+/// When the harness saw faults (`5xx`, transport errors) and which nodes it is avoiding.
+final class FaultLog: Sendable {
+    private struct State {
+        var instants: [ContinuousClock.Instant] = []
+        var ejected: [String: ContinuousClock.Instant] = [:]
+    }
+    private let state = Mutex(State())
+
+    func record(_ instant: ContinuousClock.Instant) {
+        state.withLock { $0.instants.append(instant) }
+    }
+
+    func eject(_ node: String, until: ContinuousClock.Instant) {
+        state.withLock { $0.ejected[node] = until }
+    }
+
+    func healthyNodes(_ nodes: [String], now: ContinuousClock.Instant) -> [String] {
+        state.withLock { state in nodes.filter { (state.ejected[$0] ?? now) <= now } }
+    }
+
+    /// Whether a fault was seen within `window` after `instant` (or just before it, by `slack`).
+    func faultSeen(after instant: ContinuousClock.Instant, within window: Duration, slack: Duration = .milliseconds(500)) -> Bool {
+        state.withLock { state in state.instants.contains { $0 >= instant - slack && $0 <= instant + window } }
+    }
+
+    var count: Int { state.withLock { $0.instants.count } }
 }
 
 /// `application/x-www-form-urlencoded` encoding.

@@ -38,6 +38,8 @@ struct RunReport: Sendable, Codable {
     var completedPerSecond: [Int]
     var scenarioCounts: [String: Int]
     var invariants: [InvariantResult]
+    /// Fault figures, for runs with --retry-unavailable, --failover, --replay-probe or --expect-lost-approvals.
+    var faults: FaultSummary?
 
     var passed: Bool { invariants.allSatisfy(\.passed) }
 
@@ -109,6 +111,14 @@ enum TableReport {
         lines.append(line(header))
         lines.append(widths.map { String(repeating: "-", count: $0) }.joined(separator: "  "))
         lines += table.map(line)
+        if let faults = report.faults {
+            lines.append("")
+            lines.append("faults: \(faults.unavailableAnswers) x 503 temporarily_unavailable (retried), \(faults.failovers) failovers, "
+                         + "\(faults.pollsWithoutAnswer) polls without answer, \(faults.resentIssues) re-sent device_authorization, "
+                         + "\(faults.resubmittedDecisions) re-submitted decisions; lost after acknowledgement: approvals \(faults.lostApprovals), "
+                         + "denials \(faults.lostDenials), codes \(faults.lostIssues); tokens lost in flight \(faults.tokensLostInFlight); "
+                         + "replay probes \(faults.replayProbes) (second tokens \(faults.probeTokens)); max latency \(fmt(faults.maxLatencyMs, 1)) ms")
+        }
         if !report.invariants.isEmpty {
             lines.append("")
             lines.append("invariants:")

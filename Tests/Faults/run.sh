@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Faults under load (issue #7): Redis restarts (AOF everysec / always), SCRIPT FLUSH + CLIENT KILL +
+# DEBUG SLEEP, API nodes killed (SIGKILL) and stopped (SIGTERM), Redis at maxmemory. Each scenario
+# starts its own Redis + API nodes on loopback (deploy/local-cluster.sh, debug build), runs the
+# load-test harness against them while Tests/Faults/faults.py injects the fault, prints one
+# PASS/FAIL line with figures, and stops everything afterwards (also on failure or Ctrl-C).
+#
+#   Tests/Faults/run.sh [SCENARIO…]      scenarios: restart-everysec restart-always disruptions node-kill maxmemory
+#
+# FAULTS_BUILD_DIR overrides .build/debug. Exits non-zero if any scenario fails. Builds nothing.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+build="${FAULTS_BUILD_DIR:-.build/debug}"
+for binary in "$build/deviceauth-server" "$build/deviceauth-loadtest"; do
+  [ -x "$binary" ] || { echo "faults: $binary missing; run make build first" >&2; exit 2; }
+done
+for tool in redis-server redis-cli curl python3; do
+  command -v "$tool" >/dev/null || { echo "faults: $tool not installed" >&2; exit 2; }
+done
+
+scenarios=("$@")
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(restart-everysec restart-always disruptions node-kill maxmemory)
+
+workdir="$(mktemp -d "${TMPDIR:-/tmp}/deviceauth-faults.XXXXXX")"
+current=""
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  # A scenario still running (Ctrl-C): its local-cluster.sh stops its own nodes and Redis on INT.
+  if [ -n "$current" ] && kill -0 "$current" 2>/dev/null; then
+    kill -INT "$current" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$current" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$current" 2>/dev/null || kill -KILL "$current" 2>/dev/null || true
+  fi
+  rm -rf "$workdir"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# The load-test configuration with short lifetimes, so a lost approval costs seconds, not a minute.
+config="$workdir/faults-config.json"
+python3 - deploy/loadtest-config.json "$config" <<'PY'
+import json, sys
+config = json.load(open(sys.argv[1]))
+lifetimes = {"loadtest": (20, 1), "loadtest-abandon": (4, 1), "loadtest-misbehave": (20, 5)}
+for client in config.get("clients", []):
+    if client["client_id"] in lifetimes:
+        client["code_lifetime_seconds"], client["interval_seconds"] = lifetimes[client["client_id"]]
+# The harness is one address making hundreds of requests a second: request rate limits off (0).
+limits = config.setdefault("rate_limits", {})
+for name in ("device_authorizations_per_ip", "device_authorizations_per_client", "unknown_device_codes_per_ip"):
+    limits.setdefault(name, 0)
+json.dump(config, open(sys.argv[2], "w"), indent=2)
+PY
+export FAULTS_CONFIG="$config" FAULTS_LOADTEST="$build/deviceauth-loadtest"
+
+run() {
+  local name="$1" nodes="$2"; shift 2
+  local redis_args=() args=()
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do redis_args+=(--redis-arg "$1"); shift; done
+  shift
+  args=("$@")
+  echo "--- faults: $name" >&2
+  # setsid: the scenario is its own process group, so a hung one can be SIGKILLed whole.
+  setsid timeout --signal=INT --kill-after=20 150 deploy/local-cluster.sh --nodes "$nodes" --build "$build" --config "$config" \
+    --log-level warning "${redis_args[@]}" -- python3 Tests/Faults/faults.py "${args[@]}" >"$workdir/$name.out" &
+  current=$!
+  local rc=0
+  wait "$current" || rc=$?
+  current=""
+  cat "$workdir/$name.out"
+  if ! grep -q '^PASS ' "$workdir/$name.out"; then
+    grep -q '^FAIL ' "$workdir/$name.out" || echo "FAIL $name: no verdict (exit $rc; timed out or crashed)"
+    return 1
+  fi
+  [ "$rc" -eq 0 ] || { echo "FAIL $name: exit $rc"; return 1; }
+}
+
+failed=()
+for scenario in "${scenarios[@]}"; do
+  case "$scenario" in
+    restart-everysec) run "$scenario" 3 --appendonly yes --appendfsync everysec -- redis-restart --fsync everysec || failed+=("$scenario") ;;
+    restart-always) run "$scenario" 3 --appendonly yes --appendfsync always -- redis-restart --fsync always --also-shutdown || failed+=("$scenario") ;;
+    disruptions) run "$scenario" 3 --enable-debug-command local -- redis-disruptions || failed+=("$scenario") ;;
+    node-kill) run "$scenario" 4 -- node-kill || failed+=("$scenario") ;;
+    maxmemory) run "$scenario" 2 -- maxmemory || failed+=("$scenario") ;;
+    *) echo "faults: unknown scenario $scenario" >&2; failed+=("$scenario") ;;
+  esac
+done
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "faults: FAILED: ${failed[*]}"
+  exit 1
+fi
+echo "faults: all ${#scenarios[@]} scenario(s) passed"
