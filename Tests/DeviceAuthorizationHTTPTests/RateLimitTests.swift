@@ -140,3 +140,28 @@ struct RateLimitTests {
         }
     }
 }
+
+@Suite("Rate limits: configuration file")
+struct RateLimitConfigurationTests {
+    @Test("rate_limits per minute, 0 turns a limit off, per-client override; negative numbers are refused")
+    func configurationFile() throws {
+        let json = """
+        {"rate_limits": {"device_authorizations_per_ip": 12, "device_authorizations_per_client": 0},
+         "clients": [{"client_id": "tv", "device_authorizations_per_minute": 3000}, {"client_id": "plain"}]}
+        """
+        let file = try JSONDecoder().decode(ServerConfigurationFile.self, from: Data(json.utf8))
+        let settings = try #require(try file.rateLimits?.settings())
+        #expect(settings.deviceAuthorizationsPerIP == RateLimit(12, per: .seconds(60)))
+        #expect(settings.deviceAuthorizationsPerClient == nil)
+        #expect(settings.unknownDeviceCodesPerIP == RateLimitSettings().unknownDeviceCodesPerIP, "a missing member keeps the default")
+        let clients = try (file.clients ?? []).map { try $0.registeredClient() }
+        #expect(clients[0].deviceAuthorizationLimit == RateLimit(3000, per: .seconds(60)))
+        #expect(clients[1].deviceAuthorizationLimit == nil)
+        let negative = try JSONDecoder().decode(ServerConfigurationFile.self, from: Data(#"{"rate_limits": {"unknown_device_codes_per_ip": -1}}"#.utf8))
+        #expect(throws: DeviceAuthorizationHTTPError.self) { try negative.rateLimits?.settings() }
+        // The defaults a careful operator starts from.
+        #expect(RateLimitSettings() == RateLimitSettings(deviceAuthorizationsPerIP: RateLimit(30, per: .seconds(60)),
+                                                         deviceAuthorizationsPerClient: RateLimit(600, per: .seconds(60)),
+                                                         unknownDeviceCodesPerIP: RateLimit(30, per: .seconds(60))))
+    }
+}

@@ -1,3 +1,4 @@
+import DeviceAuthorization
 import Foundation
 
 /// The JSON configuration file of `deviceauth-server` (`--config FILE`). Every member is optional.
@@ -34,10 +35,13 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         public var codeLifetimeSeconds: Int?
         /// Polling interval for this client, in seconds.
         public var intervalSeconds: Int?
+        /// This client's own limit of device authorization requests per minute (0: none).
+        public var deviceAuthorizationsPerMinute: Int?
 
         enum CodingKeys: String, CodingKey {
             case clientID = "client_id", displayName = "display_name", scopes, defaultScopes = "default_scopes", secret
             case secretSHA256 = "secret_sha256", codeLifetimeSeconds = "code_lifetime_seconds", intervalSeconds = "interval_seconds"
+            case deviceAuthorizationsPerMinute = "device_authorizations_per_minute"
         }
 
         /// Creates a client entry.
@@ -70,6 +74,11 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
             }
             if let intervalSeconds, intervalSeconds < 0 {
                 throw DeviceAuthorizationHTTPError(.invalidConfiguration, "client \(clientID): interval_seconds must not be negative")
+            }
+            if let perMinute = deviceAuthorizationsPerMinute {
+                guard perMinute >= 0 else { throw DeviceAuthorizationHTTPError(.invalidConfiguration, "client \(clientID): device_authorizations_per_minute must not be negative") }
+                // 0 lifts the limit for this client (a huge one, so the server-wide default does not apply).
+                client.deviceAuthorizationLimit = RateLimit(perMinute == 0 ? Int.max / 4 : perMinute, per: .seconds(60))
             }
             if let defaultScopes, !Set(defaultScopes).isSubset(of: Set(client.allowedScopes)) {
                 throw DeviceAuthorizationHTTPError(.invalidConfiguration, "client \(clientID): default_scopes must be among scopes")
@@ -108,12 +117,44 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
     public var intervalSeconds: Int?
     /// Failed code entries allowed per client IP per 15 minutes (10).
     public var maxFailuresPerCaller: Int?
+    /// Request rate limits per minute; 0 turns one off (see ``RateLimitSettings``).
+    public var rateLimits: RateLimitsPerMinute?
+
+    /// `"rate_limits"`: requests per minute; a missing member keeps the default, 0 turns it off.
+    public struct RateLimitsPerMinute: Codable, Sendable, Equatable {
+        /// `POST /oauth/device_authorization` per client IP (30).
+        public var deviceAuthorizationsPerIP: Int?
+        /// `POST /oauth/device_authorization` per client (600).
+        public var deviceAuthorizationsPerClient: Int?
+        /// Unknown device codes at the token endpoint per client IP (30).
+        public var unknownDeviceCodesPerIP: Int?
+
+        enum CodingKeys: String, CodingKey {
+            case deviceAuthorizationsPerIP = "device_authorizations_per_ip", deviceAuthorizationsPerClient = "device_authorizations_per_client"
+            case unknownDeviceCodesPerIP = "unknown_device_codes_per_ip"
+        }
+
+        /// The settings these numbers describe.
+        /// - Throws: ``DeviceAuthorizationHTTPError`` for a negative number.
+        public func settings() throws -> RateLimitSettings {
+            var settings = RateLimitSettings()
+            func limit(_ value: Int?, _ name: String, _ keep: RateLimit?) throws -> RateLimit? {
+                guard let value else { return keep }
+                guard value >= 0 else { throw DeviceAuthorizationHTTPError(.invalidConfiguration, "rate_limits.\(name) must not be negative") }
+                return value == 0 ? nil : RateLimit(value, per: .seconds(60))
+            }
+            settings.deviceAuthorizationsPerIP = try limit(deviceAuthorizationsPerIP, "device_authorizations_per_ip", settings.deviceAuthorizationsPerIP)
+            settings.deviceAuthorizationsPerClient = try limit(deviceAuthorizationsPerClient, "device_authorizations_per_client", settings.deviceAuthorizationsPerClient)
+            settings.unknownDeviceCodesPerIP = try limit(unknownDeviceCodesPerIP, "unknown_device_codes_per_ip", settings.unknownDeviceCodesPerIP)
+            return settings
+        }
+    }
 
     enum CodingKeys: String, CodingKey {
         case redisURL = "redis_url", issuer, publicBaseURL = "public_base_url", secret, signingKeyFile = "signing_key_file"
         case tokenLifetimeSeconds = "token_lifetime_seconds", trustedProxies = "trusted_proxies", userHeader = "user_header"
         case users, clients, secureCookies = "secure_cookies", keyPrefix = "key_prefix", codeLifetimeSeconds = "code_lifetime_seconds"
-        case intervalSeconds = "interval_seconds", maxFailuresPerCaller = "max_failures_per_caller"
+        case intervalSeconds = "interval_seconds", maxFailuresPerCaller = "max_failures_per_caller", rateLimits = "rate_limits"
     }
 
     /// An empty configuration.
