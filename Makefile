@@ -44,6 +44,7 @@ test: build e2e-deps
 	python3 Tests/Bench/flow_bench.py --build .build/debug --duration 2 --concurrency 20 --memory-devices 100
 	@echo "--- load-test smoke run (Redis + 3 API nodes, 300 devices, debug build)"
 	Tests/Support/loadtest-smoke.sh
+	Tests/Faults/run.sh
 
 bench: build-release
 	@command -v wrk >/dev/null || (export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq wrk >/dev/null)
@@ -59,3 +60,11 @@ loadtest: build-release
 
 clean:
 	rm -rf .build
+
+.PHONY: test-faults
+
+# Faults under load (Tests/Faults/run.sh): Redis SIGKILLed and restarted with AOF everysec / always
+# (and a SHUTDOWN restart), SCRIPT FLUSH + CLIENT KILL + DEBUG SLEEP, 2 of 4 API nodes killed
+# (SIGKILL, SIGTERM), Redis at maxmemory. Each on its own loopback cluster from the debug build; ~2.5 min.
+test-faults: build
+	Tests/Faults/run.sh
