@@ -291,13 +291,53 @@ def nodes_alive(indexes):
 # ---------------------------------------------------------------------------------------------
 # Scenarios
 
+class AOFSampler:
+    """Samples the size of Redis's newest AOF increment file, to cut it back after a simulated power loss."""
+
+    def __init__(self):
+        import glob
+        import threading
+        files = sorted(glob.glob(os.path.join(CLUSTER_DIR, "appendonlydir", "*.incr.aof")),
+                       key=lambda name: int(name.rsplit(".incr.aof", 1)[0].rsplit(".", 1)[-1]))
+        check(bool(files), "no AOF increment file found")
+        self.path = files[-1] if files else None
+        self.samples = []
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def start(self):
+        self.thread.start()
+
+    def run(self):
+        while not self.stopped.is_set() and self.path:
+            try:
+                self.samples.append((time.time(), os.path.getsize(self.path)))
+            except OSError:
+                pass
+            time.sleep(0.02)
+
+    def truncate(self, at):
+        """Cuts the file to its size at time `at`; returns the bytes dropped."""
+        self.stopped.set()
+        self.thread.join()
+        if not self.path:
+            return 0
+        before = [size for when, size in self.samples if when <= at]
+        check(bool(before), "no AOF size sampled before the simulated power loss")
+        size = before[-1] if before else os.path.getsize(self.path)
+        dropped = os.path.getsize(self.path) - size
+        os.truncate(self.path, size)   # aof-load-truncated (default yes) drops a cut last command
+        log(f"simulated power loss: {self.path} cut from {size + dropped} to {size} bytes")
+        return dropped
+
+
 def redis_restart(args):
     """Redis with AOF SIGKILLed mid-run (and, with --also-shutdown, restarted once more with SHUTDOWN)."""
     FIGURES["appendfsync"] = redis_cli("config", "get", "appendfsync").split()[-1]
     check(FIGURES["appendfsync"] == args.fsync, f"Redis runs with appendfsync {FIGURES['appendfsync']}, not {args.fsync}")
     check(redis_cli("config", "get", "appendonly").split()[-1] == "yes", "AOF is off")
     extra = ["--fault-tolerant"] + (["--expect-lost-approvals"] if args.fsync != "always" else [])
-    harness, report_path, command = start_harness(f"restart-{args.fsync}", *extra)
+    harness, report_path, command = start_harness(f"restart-{args.fsync}{'-powerloss' if args.power_loss else ''}", *extra)
     FIGURES["command"] = " ".join(command)
     # A code issued before the crash, to poll during the outage.
     time.sleep(2)
@@ -306,10 +346,18 @@ def redis_restart(args):
     time.sleep(3)
 
     pid = redis_pid()
+    sampler = AOFSampler() if args.power_loss else None
+    if sampler:
+        sampler.start()
+        time.sleep(2.5)
     log(f"SIGKILL redis-server {pid}")
     os.kill(pid, signal.SIGKILL)
     crashed_at = time.time()
     wait_until(lambda: not alive(pid), 5)
+    if sampler:
+        # A power loss keeps only what was fsynced: with everysec, the AOF as it was about a second ago.
+        FIGURES["aof_bytes_dropped"] = sampler.truncate(crashed_at - args.fsync_lag)
+        FIGURES["simulated_power_loss"] = f"AOF cut to its size {args.fsync_lag} s before the crash"
     # What a client sees while Redis is down: quick RFC-shaped 503s, not 500s or hangs.
     expect_unavailable(issue(NODES[1]), "device_authorization during the outage")
     if before.status == 200:
@@ -344,6 +392,7 @@ def redis_restart(args):
     check(nodes_alive(range(len(NODE_PIDS))) == list(range(len(NODE_PIDS))), "an API node died")
     check(FIGURES["transport_errors"] == 0, f"{FIGURES['transport_errors']} transport errors: nodes must stay up through a Redis restart")
     check(faults.get("unavailable_answers", 0) > 0, "the harness never saw the outage (no 503): the fault was not under load")
+    FIGURES["redemptions_forgotten"] = faults.get("redemptions_forgotten", 0)
     if args.fsync == "always":
         check(FIGURES["lost_approvals"] + FIGURES["lost_denials"] + FIGURES["lost_codes"] == 0,
               "appendfsync always lost an acknowledged write")
@@ -589,6 +638,9 @@ def main():
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
     parser.add_argument("--fsync", default="everysec", choices=["everysec", "always", "no"])
     parser.add_argument("--also-shutdown", action="store_true", help="redis-restart: a SHUTDOWN restart after the crash")
+    parser.add_argument("--power-loss", action="store_true",
+                        help="redis-restart: after SIGKILL, cut the AOF back to its size --fsync-lag seconds earlier (an OS crash with everysec)")
+    parser.add_argument("--fsync-lag", type=float, default=1.0, help="redis-restart --power-loss: seconds of unsynced AOF lost")
     parser.add_argument("--sleep", type=int, default=12, help="redis-disruptions: DEBUG SLEEP seconds (> twice the 5 s command timeout)")
     args = parser.parse_args()
     if not NODES or not REDIS_PORT:
@@ -596,7 +648,7 @@ def main():
         return 2
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    name = args.scenario + (f" (appendfsync {args.fsync})" if args.scenario == "redis-restart" else "")
+    name = args.scenario + (f" (appendfsync {args.fsync}{', simulated power loss' if args.power_loss else ''})" if args.scenario == "redis-restart" else "")
     try:
         SCENARIOS[args.scenario](args)
     except Exception as error:  # a crash of the test itself is a failure, with its reason

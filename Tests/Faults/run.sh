@@ -6,6 +6,8 @@
 # PASS/FAIL line with figures, and stops everything afterwards (also on failure or Ctrl-C).
 #
 #   Tests/Faults/run.sh [SCENARIO…]      scenarios: restart-everysec restart-always disruptions node-kill maxmemory
+#                                        and, not run by default, powerloss-everysec: an OS crash simulated by cutting
+#                                        the AOF back to its size 1 s before a SIGKILL (what everysec may not have fsynced)
 #
 # FAULTS_BUILD_DIR overrides .build/debug. Exits non-zero if any scenario fails. Builds nothing.
 set -euo pipefail
@@ -82,6 +84,7 @@ failed=()
 for scenario in "${scenarios[@]}"; do
   case "$scenario" in
     restart-everysec) run "$scenario" 3 --appendonly yes --appendfsync everysec -- redis-restart --fsync everysec || failed+=("$scenario") ;;
+    powerloss-everysec) run "$scenario" 3 --appendonly yes --appendfsync everysec -- redis-restart --fsync everysec --power-loss || failed+=("$scenario") ;;
     restart-always) run "$scenario" 3 --appendonly yes --appendfsync always -- redis-restart --fsync always --also-shutdown || failed+=("$scenario") ;;
     disruptions) run "$scenario" 3 --enable-debug-command local -- redis-disruptions || failed+=("$scenario") ;;
     node-kill) run "$scenario" 4 -- node-kill || failed+=("$scenario") ;;

@@ -43,6 +43,10 @@ struct DeviceResult: Sendable {
     /// The answer to polling once more after the token (`--replay-probe`): `invalid_grant` is right, a token is a double redemption.
     var probeAnswer: String?
     var probeTokens = 0
+    /// The device code (kept for approved devices, for the probe after the run).
+    var deviceCode: String?
+    /// The answer to one more poll after the whole run (after every fault): `invalid_grant` is right.
+    var finalProbeAnswer: String?
     /// Probe polls re-sent after a `503` or lost answer (each may have counted a replay on the server).
     var probeRetries = 0
 }

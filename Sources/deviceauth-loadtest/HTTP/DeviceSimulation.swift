@@ -91,6 +91,7 @@ struct DeviceSimulation: Sendable {
             result.failovers += outcome.failovers
             result.resubmittedDecisions = outcome.resubmitted
             if policy.replayProbe, !result.tokens.isEmpty {
+                result.deviceCode = deviceCode
                 await probe(deviceCode: deviceCode, clientID: clientID, result: &result, rng: &rng)
             }
         }
@@ -317,6 +318,19 @@ struct DeviceSimulation: Sendable {
             }
         }
         result.probeAnswer = result.probeAnswer ?? "no answer"
+    }
+
+    /// Polls a redeemed code once more after the whole run, when every fault is over (a Redis restart
+    /// that lost the redemption would make it redeemable again). Sets `finalProbeAnswer`.
+    func finalProbe(_ result: inout DeviceResult, seed: UInt64) async {
+        guard let deviceCode = result.deviceCode, !result.tokens.isEmpty else { return }
+        var rng = SplitMix64(seed: seed)
+        let clientID = settings.clients[result.scenario] ?? "loadtest"
+        let probeBefore = (result.probeAnswer, result.probeTokens)
+        await probe(deviceCode: deviceCode, clientID: clientID, result: &result, rng: &rng)
+        result.finalProbeAnswer = result.probeAnswer
+        if result.probeTokens > probeBefore.1 { result.finalProbeAnswer = "token" }
+        result.probeAnswer = probeBefore.0
     }
 
     // MARK: - User side

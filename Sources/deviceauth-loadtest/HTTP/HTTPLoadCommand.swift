@@ -171,6 +171,27 @@ struct HTTPLoadCommand: AsyncParsableCommand {
         }
         progressTask.cancel()
         _ = await progressTask.value
+        if policy.replayProbe {
+            // Once more, after every fault: a redemption lost by a Redis restart would show here as a second token.
+            let redeemed = results.indices.filter { results[$0].deviceCode != nil && !results[$0].tokens.isEmpty }
+            for chunk in stride(from: 0, to: redeemed.count, by: 32) {
+                let batch = Array(redeemed[chunk..<min(chunk + 32, redeemed.count)])
+                let probed = await withTaskGroup(of: (Int, DeviceResult).self) { group in
+                    for index in batch {
+                        let device = results[index]
+                        group.addTask {
+                            var copy = device
+                            await simulation.finalProbe(&copy, seed: seed &+ UInt64(index) &* 31)
+                            return (index, copy)
+                        }
+                    }
+                    var done: [(Int, DeviceResult)] = []
+                    for await item in group { done.append(item) }
+                    return done
+                }
+                for (index, device) in probed { results[index] = device }
+            }
+        }
         let elapsed = ContinuousClock.now - recorder.start
         let replayedAfter = await scraper.perNode("deviceauth_grants_replayed_total")
         // Nodes stopped during the run took their counters with them: with failover, compare the nodes that answered both times.

@@ -40,7 +40,10 @@ struct FaultSummary: Sendable, Codable {
     var lostIssues = 0
     /// Approved grants redeemed by a poll whose answer was lost: the next poll got `invalid_grant` (already used).
     var tokensLostInFlight = 0
-    /// Polls made after a token (`--replay-probe`), and how many of them got a second token (must be 0).
+    /// Redeemed grants that answered `authorization_pending` to the probe after the run: a fault lost both
+    /// approval and redemption (no second token, but state was lost; counted with --expect-lost-approvals).
+    var redemptionsForgotten = 0
+    /// Polls made after a token (`--replay-probe`: right after it and once after the run), and how many got a second token (must be 0).
     var replayProbes = 0
     var probeTokens = 0
     /// Well-behaved devices told `slow_down` right after a poll without an answer (that poll had counted).
@@ -78,6 +81,7 @@ enum Invariants {
             summary.pollsWithoutAnswer += device.pollsWithoutAnswer
             summary.resubmittedDecisions += device.resubmittedDecisions
             if device.probeAnswer != nil { summary.replayProbes += 1 }
+            if device.finalProbeAnswer != nil { summary.replayProbes += 1 }
             summary.probeTokens += device.probeTokens
             probeRetries += device.probeRetries
         }
@@ -174,9 +178,21 @@ enum Invariants {
         }
         if policy.replayProbe {
             checks.append(make("no code redeemed twice (a poll after the token got invalid_grant)", approved.filter { !$0.tokens.isEmpty }) { device in
-                if device.probeTokens > 0 { return "a second token for the same device code" }
+                if device.probeTokens > 0 {
+                    return device.finalProbeAnswer == "token" ? "a second token for the same device code after the run (the redemption was lost)"
+                                                              : "a second token for the same device code"
+                }
                 if device.tokens.count > 1 { return "\(device.tokens.count) tokens" }
-                return device.probeAnswer == "invalid_grant" ? nil : "probe answered \(device.probeAnswer ?? "nothing")"
+                if device.probeAnswer != "invalid_grant" { return "probe answered \(device.probeAnswer ?? "nothing")" }
+                if let final = device.finalProbeAnswer, final != "invalid_grant" {
+                    // The grant forgot its redemption (and its approval): no second token, but state was lost.
+                    if faults.expectLostApprovals && ["authorization_pending", "slow_down", "expired_token"].contains(final) {
+                        summary.redemptionsForgotten += 1
+                        return nil
+                    }
+                    return "probe after the run answered \(final)"
+                }
+                return nil
             })
         }
         let expectedReplays = Double(summary.replayProbes - summary.probeTokens + summary.tokensLostInFlight + probeRetries)
