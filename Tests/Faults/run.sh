@@ -28,9 +28,11 @@ current=""
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
-  # A scenario still running (Ctrl-C): its local-cluster.sh stops its own nodes and Redis on INT.
+  # A scenario still running (Ctrl-C): timeout passes TERM to the scenario's process group, and
+  # local-cluster.sh stops its own nodes and Redis. (TERM, not INT: a background job of a
+  # non-interactive shell starts with SIGINT ignored, and bash cannot trap an inherited ignore.)
   if [ -n "$current" ] && kill -0 "$current" 2>/dev/null; then
-    kill -INT "$current" 2>/dev/null || true
+    kill -TERM "$current" 2>/dev/null || true
     for _ in $(seq 1 100); do kill -0 "$current" 2>/dev/null || break; sleep 0.1; done
     kill -KILL -- "-$current" 2>/dev/null || kill -KILL "$current" 2>/dev/null || true
   fi
@@ -66,7 +68,7 @@ run() {
   args=("$@")
   echo "--- faults: $name" >&2
   # setsid: the scenario is its own process group, so a hung one can be SIGKILLed whole.
-  setsid timeout --signal=INT --kill-after=20 150 deploy/local-cluster.sh --nodes "$nodes" --build "$build" --config "$config" \
+  setsid timeout --signal=TERM --kill-after=20 150 deploy/local-cluster.sh --nodes "$nodes" --build "$build" --config "$config" \
     --log-level warning "${redis_args[@]}" -- python3 Tests/Faults/faults.py "${args[@]}" >"$workdir/$name.out" &
   current=$!
   local rc=0
