@@ -514,6 +514,13 @@ def node_kill(args):
     check(nodes_alive(range(2, len(NODE_PIDS))) == list(range(2, len(NODE_PIDS))), "a surviving node died")
     check(faults.get("failovers", 0) > 0, "no request failed over: the nodes were not killed under load")
     FIGURES["failovers"] = faults.get("failovers", 0)
+    # Requests whose answer was lost, per node: the SIGKILLed node 1 may lose some; node 2 drains on SIGTERM.
+    lost_answers = {}
+    for row in report.get("rows", []):
+        if row["outcome"].startswith("transport_error node"):
+            node = row["outcome"].rsplit(" ", 1)[-1]
+            lost_answers[node] = lost_answers.get(node, 0) + row["count"]
+    FIGURES["answers_lost_by_node"] = ",".join(f"node{node}:{count}" for node, count in sorted(lost_answers.items())) or "none"
     FIGURES["polls_without_answer"] = faults.get("polls_without_answer", 0)
     FIGURES["resent_device_authorizations"] = faults.get("resent_issues", 0)
     FIGURES["resubmitted_decisions"] = faults.get("resubmitted_decisions", 0)

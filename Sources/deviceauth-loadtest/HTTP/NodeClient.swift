@@ -108,10 +108,13 @@ struct NodeClient: Sendable {
             return .response(simple)
         } catch {
             let failure = Self.classify(error)
-            let label = if case .notSent = failure { "transport_error (not sent)" } else { "transport_error" }
+            let node = nodes.firstIndex(where: { url.hasPrefix($0 + "/") })
+            var label = if case .notSent = failure { "transport_error (not sent)" } else { "transport_error" }
+            // Which node failed, so a report can tell a killed node from one shutting down gracefully.
+            if let node, nodes.count > 1 { label += " node \(node + 1)" }
             recorder.record(MetricKey(endpoint: endpoint, outcome: label), latency: .now - began, isError: true)
             faults.record(.now)
-            if let node = nodes.first(where: { url.hasPrefix($0) }) { faults.eject(node, until: .now + ejectFor) }
+            if let node { faults.eject(nodes[node], until: .now + ejectFor) }
             return .failed(failure)
         }
     }
