@@ -7,7 +7,9 @@
 #
 #   Tests/Faults/run.sh [SCENARIO…]      scenarios: restart-everysec restart-always disruptions node-kill maxmemory
 #                                        and, not run by default, powerloss-everysec: an OS crash simulated by cutting
-#                                        the AOF back to its size 1 s before a SIGKILL (what everysec may not have fsynced)
+#                                        the AOF back to its size 1 s before a SIGKILL (what everysec may not have fsynced).
+#                                        It counts lost approvals and FAILS when a redeemed code is redeemed again, which
+#                                        everysec allows after a power loss (see BENCHMARKS.md, "Faults under load").
 #
 # FAULTS_BUILD_DIR overrides .build/debug. Exits non-zero if any scenario fails. Builds nothing.
 set -euo pipefail

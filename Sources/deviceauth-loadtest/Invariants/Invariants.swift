@@ -183,10 +183,18 @@ enum Invariants {
                                                               : "a second token for the same device code"
                 }
                 if device.tokens.count > 1 { return "\(device.tokens.count) tokens" }
-                if device.probeAnswer != "invalid_grant" { return "probe answered \(device.probeAnswer ?? "nothing")" }
+                let forgotten = ["authorization_pending", "slow_down", "expired_token"]
+                if device.probeAnswer != "invalid_grant" {
+                    // A fault between the token and the probe lost approval and redemption: no second token, but state was lost.
+                    if faults.expectLostApprovals, let answer = device.probeAnswer, forgotten.contains(answer) {
+                        summary.redemptionsForgotten += 1
+                        return nil
+                    }
+                    return "probe answered \(device.probeAnswer ?? "nothing")"
+                }
                 if let final = device.finalProbeAnswer, final != "invalid_grant" {
                     // The grant forgot its redemption (and its approval): no second token, but state was lost.
-                    if faults.expectLostApprovals && ["authorization_pending", "slow_down", "expired_token"].contains(final) {
+                    if faults.expectLostApprovals && forgotten.contains(final) {
                         summary.redemptionsForgotten += 1
                         return nil
                     }
