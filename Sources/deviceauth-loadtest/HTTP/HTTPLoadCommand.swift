@@ -14,6 +14,14 @@ struct HTTPLoadCommand: AsyncParsableCommand {
         trusted proxy header; abandoned devices must end with expired_token; misbehaving devices poll \
         too fast and must get slow_down with intervals 5 s apart. Lifetimes and intervals come from the \
         server's per-client configuration (see deploy/loadtest-config.json). Exit status 1 if an invariant fails.
+
+        Faults (Tests/Faults): --fault-tolerant waits out RFC-shaped 503s (Retry-After), sends requests whose \
+        connection failed to another node, re-sends device_authorization after a lost answer (a duplicate only \
+        leaves an unused grant), never re-sends a token poll at once (the device polls again after \
+        max(interval, Retry-After)), and after a lost approval reloads the page and decides again only if the \
+        request is still pending. Every redeemed code is polled again right after its token and after the run: \
+        a second token always fails. --expect-lost-approvals counts writes acknowledged just before a fault \
+        and then missing instead of failing on them.
         """
     )
 
