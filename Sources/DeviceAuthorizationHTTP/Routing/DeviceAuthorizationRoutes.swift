@@ -15,6 +15,7 @@ import RedisClient
 /// | `GET /.well-known/oauth-authorization-server` | RFC 8414 metadata |
 /// | `GET /.well-known/jwks.json` | the token signing key |
 /// | `GET /healthz`, `GET /readyz`, `GET /metrics` | liveness, Redis readiness, Prometheus |
+/// | `GET /openapi.json` | this API as an OpenAPI 3 document |
 ///
 /// ```swift
 /// let routes = try DeviceAuthorizationRoutes(store: store, redis: redis, clients: clients,
@@ -78,6 +79,7 @@ public struct DeviceAuthorizationRoutes: Sendable {
     /// Adds the middleware and routes to an existing router.
     public func addRoutes(to router: Router<DeviceAuthorizationRequestContext>) {
         router.add(middleware: RequestObservationMiddleware(metrics: metrics))
+        router.add(middleware: MethodNotAllowedMiddleware(routes: self))
         router.post("/oauth/device_authorization") { request, context in await self.deviceAuthorization(request, context) }
         router.post("/oauth/token") { request, context in await self.token(request, context) }
         router.get("/.well-known/oauth-authorization-server") { _, _ in self.serverMetadata() }
@@ -88,17 +90,38 @@ public struct DeviceAuthorizationRoutes: Sendable {
         router.get("/device") { request, context in await self.verificationPage(request, context) }
         router.post("/device") { request, context in await self.verificationSubmit(request, context) }
         router.post("/device/login") { request, context in await self.login(request, context) }
-        // Wrong methods on OAuth endpoints still get an RFC-shaped body.
-        for path in ["/oauth/device_authorization", "/oauth/token"] {
-            for method in [HTTPRequest.Method.get, .put, .delete, .patch, .head, .options] {
-                router.on(RouterPath(stringLiteral: path), method: method) { _, _ in
-                    var response = OAuthError.invalidRequest("use POST with application/x-www-form-urlencoded").response
-                    response.status = .methodNotAllowed
-                    response.headers[.allow] = "POST"
-                    return response
-                }
-            }
-        }
+        router.get("/openapi.json") { _, _ in Self.openAPIResponse() }
+    }
+
+    /// The documented paths and their methods (`GET /openapi.json`); any other method on them —
+    /// including ones no router knows, such as `QUERY` — gets 405 with `Allow`.
+    static let documentedMethods: [String: (methods: [HTTPRequest.Method], html: Bool)] = [
+        "/oauth/device_authorization": ([.post], false), "/oauth/token": ([.post], false),
+        "/device": ([.get, .post], true), "/device/login": ([.post], true),
+        "/.well-known/oauth-authorization-server": ([.get], false), "/.well-known/jwks.json": ([.get], false),
+        "/healthz": ([.get], false), "/readyz": ([.get], false), "/metrics": ([.get], false), "/openapi.json": ([.get], false),
+    ]
+
+    /// 405 with `Allow` and a body of the endpoint's kind: RFC 6749 JSON on the API, an HTML page
+    /// on the verification page.
+    func methodNotAllowed(_ request: Request) -> Response? {
+        guard let entry = Self.documentedMethods[request.uri.path] else { return nil }
+        // HEAD is answered like GET by the server where GET exists.
+        guard !entry.methods.contains(request.method), !(request.method == .head && entry.methods.contains(.get)) else { return nil }
+        let allow = entry.methods.map(\.rawValue).joined(separator: ", ")
+        var response = entry.html
+            ? pages.render("message", ["title": "Not allowed", "message": "This page cannot be used this way.", "show_back": true], status: .methodNotAllowed)
+            : OAuthError("invalid_request", "method not allowed; use \(allow)", status: .methodNotAllowed).response
+        response.headers[.allow] = allow
+        return response
+    }
+
+    /// `GET /openapi.json`: the API description (``OpenAPIDocument``).
+    static func openAPIResponse() -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json; charset=utf-8"
+        headers[.cacheControl] = "public, max-age=300"
+        return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
     }
 
     // MARK: - OAuth endpoints
@@ -288,5 +311,16 @@ public struct DeviceAuthorizationRoutes: Sendable {
             context.logger.error("unexpected error", metadata: ["error": "\(error)"])
             return OAuthError.serverError.response
         }
+    }
+}
+
+/// Answers wrong methods on documented paths before routing (see
+/// ``DeviceAuthorizationRoutes/methodNotAllowed(_:)``).
+struct MethodNotAllowedMiddleware<Context: RequestContext>: RouterMiddleware {
+    let routes: DeviceAuthorizationRoutes
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if let response = routes.methodNotAllowed(request) { return response }
+        return try await next(request, context)
     }
 }

@@ -41,6 +41,17 @@ extension DeviceAuthorizationRoutes {
             return messagePage(title: "Something went wrong", message: "The form could not be read. Please go back and try again.",
                                status: status, cookies: cookies)
         }
+        guard let action = form["action"], ["lookup", "approve", "deny"].contains(action) else {
+            // Not this page's form (an empty or foreign body, an unknown action), whoever sends it.
+            return messagePage(title: "Something went wrong", message: "Unknown action.", status: .badRequest, cookies: cookies, showBack: true)
+        }
+        // The form must come from this site, signed in or not (checked before the sign-in state,
+        // so a forged form learns nothing about it).
+        guard csrf.isValid(request: request, formToken: form[CSRFProtection.formField]) else {
+            context.logger.notice("verification form rejected: missing or invalid CSRF token")
+            return messagePage(title: "Please try again", message: "This form has expired or did not come from this site. Open the page again and re-enter your code.",
+                               status: .forbidden, cookies: cookies, showBack: true)
+        }
         let user: AuthenticatedUser
         do {
             guard let authenticated = try await users.authenticate(request: request, origin: origin) else {
@@ -50,13 +61,8 @@ extension DeviceAuthorizationRoutes {
         } catch {
             return failurePage(error, context, cookies: cookies)
         }
-        guard csrf.isValid(request: request, formToken: form[CSRFProtection.formField]) else {
-            context.logger.notice("verification form rejected: missing or invalid CSRF token")
-            return messagePage(title: "Please try again", message: "This form has expired or did not come from this site. Open the page again and re-enter your code.",
-                               status: .forbidden, cookies: cookies, showBack: true)
-        }
         let userCode = form["user_code"] ?? ""
-        switch form["action"] {
+        switch action {
         case "lookup":
             return await confirmationPage(userCode: userCode, user: user, origin: origin, csrfToken: csrfToken, cookies: cookies, context)
         case "approve", "deny":
