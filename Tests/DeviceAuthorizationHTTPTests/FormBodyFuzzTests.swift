@@ -1,0 +1,73 @@
+import Foundation
+import Testing
+@testable import DeviceAuthorizationHTTP
+
+@Suite("Fuzz: form bodies")
+struct FormBodyFuzzTests {
+    struct Random: RandomNumberGenerator {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+    }
+
+    static let allowed: CharacterSet = {
+        var set = CharacterSet.alphanumerics
+        set.insert(charactersIn: "-._~")
+        return set
+    }()
+
+    @Test("FormBody.parse: 30k generated forms round-trip; 30k garbage bodies give a typed failure or a form, never a crash")
+    func forms() {
+        var rng = Random(state: 6749)
+        let scalars: [String] = ["a", "Z", "0", " ", "+", "&", "=", "%", "é", "😀", "\u{0}", "\n", "~", "-", "\"", "<", "ß"]
+        for _ in 0..<30_000 {
+            // Distinct names, non-empty values of any characters, form-encoded.
+            var pairs: [(String, String)] = []
+            for index in 0..<Int.random(in: 0...6, using: &rng) {
+                let value = (0..<Int.random(in: 1...12, using: &rng)).map { _ in scalars.randomElement(using: &rng)! }.joined()
+                pairs.append(("n\(index)" + (scalars.randomElement(using: &rng)!), value))
+            }
+            pairs = Dictionary(pairs, uniquingKeysWith: { first, _ in first }).map { ($0.key, $0.value) }
+            let body = pairs.map { "\($0.0.addingPercentEncoding(withAllowedCharacters: Self.allowed)!)=\($0.1.addingPercentEncoding(withAllowedCharacters: Self.allowed)!)" }
+                .joined(separator: "&")
+            do {
+                let form = try FormBody.parse(body)
+                for (name, value) in pairs where form[name] != value {
+                    Issue.record("\(body.debugDescription): \(name) = \(form[name].debugDescription), expected \(value.debugDescription)")
+                    return
+                }
+            } catch {
+                Issue.record("\(body.debugDescription) refused: \(error)")
+                return
+            }
+        }
+        let tokens = ["a", "b", "=", "&", "%", "%2", "%41", "%FF", "%C3%A9", "%ZZ", "+", "%00", "é", "&&", "==", "%E2%82", "%ED%A0%80", "a=1", "a=2"]
+        var parsed = 0
+        var refused = 0
+        for _ in 0..<30_000 {
+            let body = (0..<Int.random(in: 0...10, using: &rng)).map { _ in tokens.randomElement(using: &rng)! }.joined()
+            do {
+                let form = try FormBody.parse(body)
+                parsed += 1
+                // Whatever parsed re-encodes to a body that parses to the same values.
+                if let value = form["a"] {
+                    let again = try FormBody.parse("a=" + value.addingPercentEncoding(withAllowedCharacters: Self.allowed)!)
+                    #expect(again["a"] == value)
+                }
+            } catch let failure as FormBody.Failure {
+                guard failure == .malformed || { if case .repeated = failure { return true } else { return false } }() else {
+                    Issue.record("\(body.debugDescription): unexpected failure \(failure)"); return
+                }
+                refused += 1
+            } catch {
+                Issue.record("\(body.debugDescription): untyped error \(error)"); return
+            }
+        }
+        #expect(parsed > 1_000 && refused > 1_000, "both outcomes reached: \(parsed) parsed, \(refused) refused")
+    }
+}
