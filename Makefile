@@ -1,0 +1,78 @@
+# The two commands a new user needs: `make run` and `make test`. Both install what is missing.
+SHELL := /bin/bash
+SWIFT ?= swift
+APT_PACKAGES := redis-server redis-tools libhiredis-dev pkg-config python3 python3-pip curl openssl faketime time
+# Only the end-to-end tests need these (a real OAuth client and a real browser).
+E2E_APT_PACKAGES := chromium chromium-driver
+E2E_PIP_PACKAGES := oauthlib requests selenium
+
+.PHONY: run test deps e2e-deps build build-release bench loadtest clean
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+e2e-deps:
+	@missing=""; for p in $(E2E_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@python3 -c "import oauthlib, requests, selenium" 2>/dev/null || python3 -m pip install -q $(E2E_PIP_PACKAGES)
+
+build: deps
+	$(SWIFT) build --build-tests
+
+build-release: deps
+	$(SWIFT) build -c release
+
+run: build-release
+	.build/release/deviceauth-server
+
+test: build e2e-deps
+	DEVICEAUTH_REQUIRE_E2E=1 Tests/Support/with-redis.sh $(SWIFT) test --skip-build
+	@echo "--- three deviceauth-server processes, two of them under libfaketime 10 minutes ahead and behind"
+	Tests/Support/with-redis.sh python3 Tests/MultiProcess/clock_skew_nodes.py .build/debug
+	@echo "--- benchmark smoke runs (debug build, short; figures are meaningless, the code paths are not)"
+	.build/debug/deviceauth-bench client --duration 0.5 --warmup 0.2 --concurrency 16
+	.build/debug/deviceauth-bench store --duration 0.5 --warmup 0.2 --concurrency 16
+	python3 Tests/Bench/flow_bench.py --build .build/debug --duration 2 --concurrency 20 --memory-devices 100
+	@echo "--- load-test smoke run (Redis + 3 API nodes, 300 devices, debug build)"
+	Tests/Support/loadtest-smoke.sh
+	Tests/Faults/run.sh
+	$(MAKE) --no-print-directory test-security
+
+.PHONY: test-security
+# Hostile input against a live server (SECURITY.md): schemathesis with the OpenAPI document
+# (PyPI, into .build/venv-schemathesis), every response checked against the document.
+test-security: build
+	@python3 -c 'import venv, ensurepip' 2>/dev/null || (export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null)
+	Tests/Security/schemathesis.sh .build/debug
+
+bench: build-release
+	@command -v wrk >/dev/null || (export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq wrk >/dev/null)
+	.build/release/deviceauth-bench client
+	.build/release/deviceauth-bench store
+	.build/release/deviceauth-bench http
+	python3 Tests/Bench/flow_bench.py --build .build/release
+
+loadtest: build-release
+	deploy/local-cluster.sh --nodes 3 --build .build/release -- \
+	  .build/release/deviceauth-loadtest http --devices 3000 --concurrency 300 --duration 120 \
+	  --json .build/loadtest-report.json --html .build/loadtest-report.html
+
+clean:
+	rm -rf .build
+
+.PHONY: test-faults
+
+# Faults under load (Tests/Faults/run.sh): Redis SIGKILLed and restarted with AOF everysec / always
+# (and a SHUTDOWN restart), SCRIPT FLUSH + CLIENT KILL + DEBUG SLEEP, 2 of 4 API nodes killed
+# (SIGKILL, SIGTERM), Redis at maxmemory. Each on its own loopback cluster from the debug build; ~2.5 min.
+test-faults: build
+	Tests/Faults/run.sh
