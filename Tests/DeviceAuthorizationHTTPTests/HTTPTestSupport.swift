@@ -58,7 +58,8 @@ struct HTTPFixture {
         tokens = try await JWTTokenIssuer(issuer: "https://auth.test", privateKeyPEM: signingKeyPEM)
         routes = try DeviceAuthorizationRoutes(
             store: store, redis: redis, clients: StaticClientRegistry(clients: testClients),
-            users: users ?? DevelopmentLoginAuthenticator(users: ["alice": "wonderland", "bob": "builder"], secret: testSecret),
+            users: users ?? DevelopmentLoginAuthenticator(users: ["alice": "wonderland", "bob": "builder"], secret: testSecret,
+                                                          secureCookies: secureCookies ?? true),
             tokens: tokens, metrics: DeviceAuthorizationMetrics(registry: TestMetrics.shared.registry),
             configuration: DeviceAuthorizationHTTPConfiguration(issuer: "https://auth.test", trustedProxies: try TrustedProxies(trustedProxies), secret: testSecret,
                                                                         secureCookies: secureCookies, maxBodySize: maxBodySize, rateLimits: rateLimits))

@@ -18,8 +18,8 @@ public struct DevelopmentLoginAuthenticator: UserAuthenticator {
     ///   - users: user id → password.
     ///   - secret: key material for signing session cookies (≥ 32 bytes).
     ///   - sessionLifetime: how long a login lasts (1 hour).
-    ///   - secureCookies: whether cookies get the `Secure` attribute (HTTPS deployments).
-    public init(users: [String: String], secret: [UInt8], sessionLifetime: Duration = .seconds(3600), secureCookies: Bool = false) {
+    ///   - secureCookies: whether cookies get the `Secure` attribute (default `true`; pass `false` only for plain-HTTP development).
+    public init(users: [String: String], secret: [UInt8], sessionLifetime: Duration = .seconds(3600), secureCookies: Bool = true) {
         self.passwordHashes = users.mapValues { Array(SHA256.hash(data: Array($0.utf8))) }
         self.key = SymmetricKey(data: HMAC<SHA256>.authenticationCode(for: Array("deviceauth-session".utf8), using: SymmetricKey(data: secret)))
         self.sessionLifetime = sessionLifetime
