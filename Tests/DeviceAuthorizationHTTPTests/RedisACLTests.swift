@@ -1,0 +1,103 @@
+import DeviceAuthorization
+import DeviceAuthorizationHTTP
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import NIOCore
+import RedisClient
+import Testing
+
+/// The whole product as the restricted Redis user of `deploy/redis.conf`: the user line is read
+/// from that file (so the test follows it), created on the test Redis with `ACL SETUSER` under a
+/// name, password and key prefix of this test, and then the HTTP flow and the store run as it.
+@Suite("Redis ACL: the deploy/redis.conf user")
+struct RedisACLTests {
+    /// The rules of `user deviceauth …` in deploy/redis.conf, without the name.
+    static func deployedRules() throws -> [String] {
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../deploy/redis.conf").standardized.path
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        let line = try #require(text.split(separator: "\n").first { $0.hasPrefix("user deviceauth ") }, "no 'user deviceauth' line in \(path)")
+        return line.split(separator: " ").dropFirst(2).map(String.init)
+    }
+
+    @Test("the flow works as the deploy user (issue, rate limits, wrong codes, approve, token, readiness); FLUSHALL, KEYS, other prefixes and admin commands are refused")
+    func restrictedUser() async throws {
+        guard let port = ProcessInfo.processInfo.environment["REDIS_PORT"] else {
+            Issue.record("REDIS_PORT is not set: run through Tests/Support/with-redis.sh"); return
+        }
+        let admin = try RedisClient(url: "redis://127.0.0.1:\(port)/0")
+        defer { admin.shutdown() }
+        let prefix = HTTPFixture.uniquePrefix()
+        let user = "deviceauth-acl-\(prefix)"
+        let password = "pw-\(UUID().uuidString)"
+        // The deployed rules, with this test's password and key prefix instead of `>change-me` and `~da:*`.
+        var rules = try Self.deployedRules()
+        #expect(rules.contains("~da:*"), "the deployed user is limited to the default prefix da:")
+        #expect(rules.contains("-@all"), "the deployed user starts from no commands")
+        rules = rules.map { rule in
+            if rule.hasPrefix(">") || rule.hasPrefix("#") { return ">" + password }
+            if rule == "~da:*" { return "~\(prefix):*" }
+            return rule
+        }
+        let created = try await admin.send(RedisCommand(arguments: ["ACL", "SETUSER", user, "reset"] + rules))
+        #expect(created.string == "OK")
+        defer { Task { [admin] in _ = try? await admin.send("ACL", "DELUSER", user) } }
+
+        let fixture = try await HTTPFixture(trustedProxies: ["127.0.0.1"], redisURL: "redis://\(user):\(password)@127.0.0.1:\(port)/0", keyPrefix: prefix,
+                                            rateLimits: RateLimitSettings(deviceAuthorizationsPerIP: RateLimit(2, per: .seconds(60))))
+        defer { fixture.shutdown() }
+        #expect(await fixture.store.checkRedisConfiguration().isEmpty, "CONFIG GET maxmemory-policy is allowed and the policy is right")
+        try await fixture.app.test(.live) { client in
+            #expect(try await client.execute(uri: "/readyz", method: .get).status == .ok)
+            let issued = try await client.issue(clientID: "fast")
+            _ = try await client.issue(clientID: "fast")
+            RateLimitTests.expectLimited(try await client.postForm("/oauth/device_authorization", [("client_id", "fast")]))
+            expectOAuthError(try await client.poll(deviceCode: issued["device_code"] as! String, clientID: "fast"), "authorization_pending")
+            expectOAuthError(try await client.poll(deviceCode: "abcd." + String(repeating: "A", count: 43), clientID: "fast"), "invalid_grant")
+            let browser = Browser()
+            try await browser.logIn(client)
+            #expect(try await browser.get(client, "/device?user_code=BBBB-BBBB").status == .notFound)
+            let page = try await browser.get(client, "/device?user_code=\(issued["user_code"] as! String)")
+            #expect(page.status == .ok)
+            let approved = try await browser.post(client, "/device", [
+                ("action", "approve"), ("user_code", hiddenField("user_code", in: page.text)!),
+                ("grant_id", hiddenField("grant_id", in: page.text)!), ("csrf_token", hiddenField("csrf_token", in: page.text)!),
+            ])
+            #expect(approved.status == .ok)
+            let token = try await client.poll(deviceCode: issued["device_code"] as! String, clientID: "fast")
+            #expect(token.status == .ok, "\(token.text)")
+            expectOAuthError(try await client.poll(deviceCode: issued["device_code"] as! String, clientID: "fast"), "invalid_grant")
+        }
+        // The reference model's methods run as the user too.
+        let grant = try await fixture.store.issue(clientID: "tv", scopes: [])
+        let code = try #require(try await fixture.store.find(deviceCode: grant.deviceCode))
+        _ = try await fixture.store.checkRateLimit(code, intervalSeconds: 5)
+        try await fixture.store.updatePollTime(code)
+        try await fixture.store.deny(code)
+
+        // What the user must not do.
+        let refused: [[String]] = [
+            ["FLUSHALL"], ["FLUSHDB"], ["KEYS", "*"], ["SCAN", "0"], ["GET", "other:secret"], ["SET", "other:x", "1"],
+            ["DEL", "\(prefix):x"], ["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"], ["CONFIG", "REWRITE"], ["DEBUG", "SLEEP", "0"],
+            ["SHUTDOWN", "NOSAVE"], ["ACL", "LIST"], ["CLIENT", "LIST"], ["CLIENT", "KILL", "TYPE", "normal"], ["SCRIPT", "FLUSH"], ["MONITOR"],
+            ["SUBSCRIBE", "x"], ["MIGRATE", "127.0.0.1", "1", "\(prefix):x", "0", "1"], ["EVAL", "return redis.call('GET', KEYS[1])", "1", "other:secret"],
+            ["EVAL", "return redis.call('FLUSHALL')", "1", "\(prefix):x"], ["EVAL", "return redis.call('KEYS', '*')", "0"],
+            ["EVAL", "return redis.call('DEL', KEYS[1])", "1", "\(prefix):x"],
+        ]
+        let restricted = fixture.redis
+        _ = try await admin.send("SET", "other:secret", "s3cret")
+        defer { Task { [admin] in _ = try? await admin.send("DEL", "other:secret") } }
+        for command in refused {
+            do {
+                let reply = try await restricted.send(RedisCommand(arguments: command))
+                Issue.record("\(command.joined(separator: " ")) was allowed: \(reply)")
+            } catch let error as RedisError {
+                #expect(error.message.contains("NOPERM") || error.message.lowercased().contains("permission") || error.message.contains("can't run"),
+                        "\(command.joined(separator: " ")): \(error.message)")
+            }
+        }
+        #expect(try await admin.send("GET", "other:secret").string == "s3cret")
+        #expect(try await admin.send("DBSIZE").int ?? 0 > 0, "nothing was flushed")
+    }
+}
