@@ -78,10 +78,12 @@ test-valkey: build
 
 .PHONY: test-security
 # Hostile input against a live server (SECURITY.md): schemathesis with the OpenAPI document
-# (PyPI, into .build/venv-schemathesis), every response checked against the document.
+# (PyPI, into .build/venv-schemathesis), every response checked against the document; then the
+# secrets scan: no device code, user code or token in Redis or the node logs after a load-test run.
 test-security: build
 	@python3 -c 'import venv, ensurepip' 2>/dev/null || (export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null)
 	Tests/Security/schemathesis.sh .build/debug
+	Tests/Security/secrets-scan.sh .build/debug
 
 bench: build-release
 	@command -v wrk >/dev/null || (export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq wrk >/dev/null)
