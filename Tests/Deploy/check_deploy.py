@@ -357,6 +357,22 @@ class Deploy:
             url = str(env.get("DEVICEAUTH_REDIS_URL", ""))
             if not re.match(rf"redis://{ACL_USER}:[^@]+@redis:\d+(/\d+)?$", url):
                 problems.append(f"docker-compose.yml {name}: DEVICEAUTH_REDIS_URL should log in as the ACL user {ACL_USER} at redis")
+        # compose's load-test service: a real subcommand and real options of deviceauth-loadtest.
+        loadtest = self.compose["services"].get("loadtest")
+        if loadtest:
+            if (loadtest.get("build") or {}).get("target") not in re.findall(r"(?m)^FROM \S+ AS (\S+)", self.dockerfile):
+                problems.append("docker-compose.yml loadtest: its build target is not a stage of deploy/Dockerfile")
+            args = [str(a) for a in loadtest.get("command", [])]
+            source = self.root / "Sources/deviceauth-loadtest/HTTP/HTTPLoadCommand.swift"
+            text = read(source) if source.exists() else ""
+            if args and args[0] != "http":
+                problems.append(f"docker-compose.yml loadtest: runs '{args[0]}', expected the 'http' subcommand")
+            for flag in (a[2:] for a in args if a.startswith("--")):
+                camel = re.sub(r"-(\w)", lambda m: m.group(1).upper(), flag)
+                declared = re.search(rf'customLong\("{re.escape(flag)}"\)', text) or re.search(
+                    rf'@(?:Option|Flag)\b[^\n]*\n?\s*var {camel}\b', text)
+                if not declared:
+                    problems.append(f"docker-compose.yml loadtest: --{flag} is not an option of deviceauth-loadtest http")
         # k8s: image, selectors, uid, Secret keys, ConfigMap mount.
         deployment = self.k8s_doc("Deployment")
         container = self.container()
@@ -717,6 +733,9 @@ class RedisACLLive(unittest.TestCase):
         config = json.loads(read(REPO / "deploy/loadtest-config.json"))
         config.pop("key_prefix", None)  # the default prefix, the one the ACL allows
         config.pop("secret", None)
+        # All simulated devices share one address: lift per-address request limits where the server has them.
+        if "rate_limits" in deploy().nested_config_keys and "rate_limits" not in config:
+            config["rate_limits"] = {key: 0 for key in sorted(deploy().nested_config_keys["rate_limits"])}
         (tmp / "config.json").write_text(json.dumps(config))
         key = tmp / "signing-key.pem"
         subprocess.run(f"openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt -out {key}",
@@ -835,6 +854,10 @@ class MutationTests(unittest.TestCase):
     def test_unknown_config_key(self):
         self.mutate("deploy/k8s/configmap.yaml", '"user_header"', '"user_headers"')
         self.assertTrue(any("unknown key 'user_headers'" in p for p in self.problems("check_configs")))
+
+    def test_loadtest_option_that_does_not_exist(self):
+        self.mutate("deploy/docker-compose.yml", '"--concurrency"', '"--parallel"')
+        self.assertTrue(any("--parallel is not an option" in p for p in self.problems("check_names")))
 
     def test_secret_key_missing(self):
         self.mutate("deploy/k8s/secret.yaml", "redis-url:", "redis_url:")
