@@ -19,7 +19,11 @@ struct SeededRandom: RandomNumberGenerator {
 }
 
 /// Property tests with many seeded random inputs: no crash, and the invariants hold.
-@Suite("Fuzz: user codes, device codes, Redis URLs")
+///
+/// Serialized, and each loop yields every 1 000 inputs: CPU-bound loops would otherwise hold the
+/// cooperative pool's threads (two on a 2-core machine) for seconds and starve the timing-sensitive
+/// tests running beside them.
+@Suite("Fuzz: user codes, device codes, Redis URLs", .serialized)
 struct FuzzTests {
     /// `FUZZ_SCALE=10` runs ten times as many inputs (a longer local run); CI uses 1.
     static let scale = max(1, Int(ProcessInfo.processInfo.environment["FUZZ_SCALE"] ?? "") ?? 1)
@@ -36,10 +40,11 @@ struct FuzzTests {
     }
 
     @Test("UserCode.normalize: 200k inputs; output only from the alphabet, 8 long, idempotent, equal to a reference")
-    func userCodes() {
+    func userCodes() async {
         var rng = SeededRandom(seed: 8628)
         var accepted = 0
-        for _ in 0..<200_000 * Self.scale {
+        for index in 0..<200_000 * Self.scale {
+            if index % 1_000 == 0 { await Task.yield() }
             let input = Self.typed(&rng)
             let normalized = UserCode.normalize(input)
             // The reference: ASCII upper-casing, keep alphabet bytes, at most 64 bytes of input.
@@ -76,10 +81,11 @@ struct FuzzTests {
     }
 
     @Test("DeviceCodeFormat: 30k generated and mutated codes; tag(of:) accepts exactly the format; base64url round-trips")
-    func deviceCodes() {
+    func deviceCodes() async {
         var rng = SeededRandom(seed: 5_2)
         let mutations: [String] = ["A", "=", "+", "/", ".", "é", "", "\u{0}", "AA", "F", "g"]
-        for _ in 0..<30_000 * Self.scale {
+        for index in 0..<30_000 * Self.scale {
+            if index % 1_000 == 0 { await Task.yield() }
             let tag = String(format: "%04x", rng.int(0...0xffff))
             var code = DeviceCodeFormat.generate(tag: tag)
             #expect(DeviceCodeFormat.tag(of: code).map(String.init) == tag)
@@ -125,12 +131,13 @@ struct FuzzTests {
     }
 
     @Test("RedisClientConfiguration(url:): 20k URLs; a typed RedisError, or a sane configuration that round-trips")
-    func redisURLs() throws {
+    func redisURLs() async throws {
         var rng = SeededRandom(seed: 6379)
         var parsed = 0
         var refused = 0
         var oddHosts: Set<String> = []
-        for _ in 0..<20_000 * Self.scale {
+        for index in 0..<20_000 * Self.scale {
+            if index % 1_000 == 0 { await Task.yield() }
             let url = Self.redisURL(&rng)
             let configuration: RedisClientConfiguration
             do {
