@@ -12,6 +12,20 @@ import Testing
 /// collection stays capped.
 @Suite("Hostile input")
 struct HostileInputTests {
+    /// One fixture for the 51 table cases: they only read, and creating a Redis client (two
+    /// connection threads) per case would churn threads under tests that count them.
+    actor SharedFixture {
+        // A task, not the fixture: the actor is re-entered while the first caller awaits it.
+        private var creation: Task<HTTPFixture, any Error>?
+        func get() async throws -> HTTPFixture {
+            if let creation { return try await creation.value }
+            let task = Task { try await HTTPFixture(rateLimits: .off) }
+            creation = task
+            return try await task.value
+        }
+    }
+    static let shared = SharedFixture()
+
     struct Case: CustomTestStringConvertible, Sendable {
         var name: String
         var method: HTTPRequest.Method = .post
@@ -95,8 +109,7 @@ struct HostileInputTests {
 
     @Test("OAuth endpoints: a specific 4xx with an RFC 6749 body, never a 5xx", arguments: oauthCases)
     func oauthEndpoints(_ testCase: Case) async throws {
-        let fixture = try await HTTPFixture(rateLimits: .off)
-        defer { fixture.shutdown() }
+        let fixture = try await Self.shared.get()
         try await fixture.app.test(.router) { client in
             var headers: HTTPFields = [:]
             if let contentType = testCase.contentType { headers[.contentType] = contentType }
@@ -129,8 +142,7 @@ struct HostileInputTests {
 
     @Test("verification page: a specific 4xx as an HTML page with the page headers, never a 5xx", arguments: pageCases)
     func pages(_ testCase: Case) async throws {
-        let fixture = try await HTTPFixture(rateLimits: .off)
-        defer { fixture.shutdown() }
+        let fixture = try await Self.shared.get()
         try await fixture.app.test(.router) { client in
             let browser = Browser()
             try await browser.logIn(client)
@@ -157,8 +169,7 @@ struct HostileInputTests {
         "/device?user_code=%3Cscript%3E" + String(repeating: "x", count: 200),
     ])
     func hugeQuery(_ uri: String) async throws {
-        let fixture = try await HTTPFixture(rateLimits: .off)
-        defer { fixture.shutdown() }
+        let fixture = try await Self.shared.get()
         try await fixture.app.test(.router) { client in
             let browser = Browser()
             try await browser.logIn(client)
