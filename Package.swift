@@ -134,6 +134,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "LoadTestHarnessTests",
+            dependencies: ["deviceauth-loadtest"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "DeviceAuthorizationHTTPTests",
             dependencies: [
                 "DeviceAuthorizationHTTP",
