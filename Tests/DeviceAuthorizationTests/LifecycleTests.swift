@@ -165,9 +165,12 @@ struct RedisConfigurationTests {
         let f = try StoreFixture()
         defer { f.shutdown() }
         // CONFIG SET is global; restore at once. Other tests never read this setting.
+        // In a cluster this reaches one primary: the check must look at every primary.
         try await f.client.send("CONFIG", "SET", "maxmemory-policy", "volatile-lru")
         let warnings = await f.store.checkRedisConfiguration()
-        try await f.client.send("CONFIG", "SET", "maxmemory-policy", "noeviction")
+        for (_, result) in await f.client.sendToEachPrimary(RedisCommand("CONFIG", "SET", "maxmemory-policy", "noeviction")) {
+            _ = try result.get()
+        }
         #expect(warnings.count == 1 && warnings[0].contains("volatile-lru"))
     }
 }
