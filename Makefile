@@ -87,10 +87,12 @@ test-security: build
 	Tests/Security/secrets-scan.sh .build/debug
 
 # The Redis Cluster suites, on a private 3-primary, 3-replica cluster (node timeout 1 s), with the
-# debug build `make build` made. Three runs: the failover test kills a primary, so it goes last.
+# debug build `make build` made. Three runs and a smoke run of the cluster benchmark; the failover
+# test kills a primary, so it goes last.
 CLUSTER_TESTS = DEVICEAUTH_REQUIRE_CLUSTER=1 Tests/Support/with-redis-cluster.sh bash -c '\
 	  $(SWIFT) test --skip-build --filter "ClusterRoutingTests|ClusterStoreTests" && \
 	  $(SWIFT) test --skip-build --filter ClusterReshardingTests && \
+	  .build/debug/deviceauth-bench cluster --duration 0.5 --warmup 0.2 --concurrency 16 --grants 200 --reshard-slots 100 && \
 	  $(SWIFT) test --skip-build --filter ClusterFailoverTests'
 test-cluster: build
 	$(CLUSTER_TESTS)
@@ -101,6 +103,7 @@ bench: build-release
 	.build/release/deviceauth-bench store
 	.build/release/deviceauth-bench http
 	python3 Tests/Bench/flow_bench.py --build .build/release
+	Tests/Support/with-redis-cluster.sh .build/release/deviceauth-bench cluster
 
 loadtest: build-release
 	deploy/local-cluster.sh --nodes 3 --build .build/release -- \
