@@ -6,7 +6,7 @@ APT_PACKAGES := redis-server redis-tools libhiredis-dev pkg-config python3 pytho
 E2E_APT_PACKAGES := chromium chromium-driver
 E2E_PIP_PACKAGES := oauthlib requests selenium
 
-.PHONY: run test deps e2e-deps build build-release bench loadtest clean
+.PHONY: run test test-cluster deps e2e-deps build build-release bench loadtest clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -36,6 +36,7 @@ run: build-release
 
 test: build e2e-deps
 	DEVICEAUTH_REQUIRE_E2E=1 Tests/Support/with-redis.sh $(SWIFT) test --skip-build
+	$(CLUSTER_TESTS)
 	@echo "--- three deviceauth-server processes, two of them under libfaketime 10 minutes ahead and behind"
 	Tests/Support/with-redis.sh python3 Tests/MultiProcess/clock_skew_nodes.py .build/debug
 	@echo "--- benchmark smoke runs (debug build, short; figures are meaningless, the code paths are not)"
@@ -85,12 +86,24 @@ test-security: build
 	Tests/Security/schemathesis.sh .build/debug
 	Tests/Security/secrets-scan.sh .build/debug
 
+# The Redis Cluster suites, on a private 3-primary, 3-replica cluster (node timeout 1 s), with the
+# debug build `make build` made. Three runs and a smoke run of the cluster benchmark; the failover
+# test kills a primary, so it goes last.
+CLUSTER_TESTS = DEVICEAUTH_REQUIRE_CLUSTER=1 Tests/Support/with-redis-cluster.sh bash -c '\
+	  $(SWIFT) test --skip-build --filter "ClusterRoutingTests|ClusterStoreTests" && \
+	  $(SWIFT) test --skip-build --filter ClusterReshardingTests && \
+	  .build/debug/deviceauth-bench cluster --duration 0.5 --warmup 0.2 --concurrency 16 --grants 200 --reshard-slots 100 && \
+	  $(SWIFT) test --skip-build --filter ClusterFailoverTests'
+test-cluster: build
+	$(CLUSTER_TESTS)
+
 bench: build-release
 	@command -v wrk >/dev/null || (export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq wrk >/dev/null)
 	.build/release/deviceauth-bench client
 	.build/release/deviceauth-bench store
 	.build/release/deviceauth-bench http
 	python3 Tests/Bench/flow_bench.py --build .build/release
+	Tests/Support/with-redis-cluster.sh .build/release/deviceauth-bench cluster
 
 loadtest: build-release
 	deploy/local-cluster.sh --nodes 3 --build .build/release -- \

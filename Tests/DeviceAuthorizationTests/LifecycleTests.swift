@@ -83,11 +83,14 @@ struct LifecycleTests {
         // Generous grace: the checks below must finish inside it even on a loaded 2-core CI box.
         let f = try StoreFixture { $0.gracePeriod = .milliseconds(2500) }
         defer { f.shutdown() }
+        // Lifetime 1 s: issue + approve (two round trips: GET of the index, then the script) must
+        // land before expiry even when every suite runs at once on a busy machine. The waits count
+        // from after both issues returned, so both grants' times have surely passed.
+        let issued = try await f.store.issue(clientID: "tv", scopes: [], lifetime: .milliseconds(1000), interval: 0)
+        let approvedButNeverRedeemed = try await f.store.issue(clientID: "tv", scopes: [], lifetime: .milliseconds(1000), interval: 0)
         let issuedAt = ContinuousClock.now
-        let issued = try await f.store.issue(clientID: "tv", scopes: [], lifetime: .milliseconds(300), interval: 0)
-        let approvedButNeverRedeemed = try await f.store.issue(clientID: "tv", scopes: [], lifetime: .milliseconds(300), interval: 0)
         try await f.store.approve(userCode: approvedButNeverRedeemed.userCode, userID: "alice")
-        try await Task.sleep(for: .milliseconds(400))
+        try await Task.sleep(until: issuedAt + .milliseconds(1100))
         #expect(try await f.store.poll(deviceCode: issued.deviceCode, clientID: "tv") == .expiredToken)
         #expect(try await f.store.poll(deviceCode: approvedButNeverRedeemed.deviceCode, clientID: "tv") == .expiredToken,
                 "an approved code that was never redeemed still expires")
@@ -95,7 +98,7 @@ struct LifecycleTests {
         #expect(approve?.code == .expired)
         let lookup = await decisionError { _ = try await f.store.lookup(userCode: issued.userCode, caller: "ip") }
         #expect(lookup?.code == .expired)
-        try await Task.sleep(until: issuedAt + .milliseconds(300 + 2500 + 300))
+        try await Task.sleep(until: issuedAt + .milliseconds(1000 + 2500 + 300))
         #expect(try await f.store.poll(deviceCode: issued.deviceCode, clientID: "tv") == .invalidGrant(.unknown))
         #expect(try await f.dump().filter { !$0.key.contains("{bf}") }.isEmpty, "Redis removed both keys of both grants by TTL")
     }
@@ -165,9 +168,12 @@ struct RedisConfigurationTests {
         let f = try StoreFixture()
         defer { f.shutdown() }
         // CONFIG SET is global; restore at once. Other tests never read this setting.
+        // In a cluster this reaches one primary: the check must look at every primary.
         try await f.client.send("CONFIG", "SET", "maxmemory-policy", "volatile-lru")
         let warnings = await f.store.checkRedisConfiguration()
-        try await f.client.send("CONFIG", "SET", "maxmemory-policy", "noeviction")
+        for (_, result) in await f.client.sendToEachPrimary(RedisCommand("CONFIG", "SET", "maxmemory-policy", "noeviction")) {
+            _ = try result.get()
+        }
         #expect(warnings.count == 1 && warnings[0].contains("volatile-lru"))
     }
 }

@@ -4,16 +4,31 @@ import Testing
 @testable import DeviceAuthorization
 
 /// A store on the shared test Redis (REDIS_URL, started by `make test`), with its own key prefix.
+///
+/// Inside ``onCluster(_:)`` every fixture uses the test Redis Cluster instead, so the same test
+/// bodies check the store on both.
 struct StoreFixture {
     let client: RedisClient
     let store: DeviceCodeStore
     let prefix: String
 
-    init(connections: Int = 2, configure: (inout DeviceCodeStoreConfiguration) -> Void = { _ in }) throws {
-        guard let url = ProcessInfo.processInfo.environment["REDIS_URL"] else {
+    /// The URL fixtures connect to: REDIS_URL, or the cluster's inside ``onCluster(_:)``.
+    @TaskLocal static var redisURL: String? = ProcessInfo.processInfo.environment["REDIS_URL"]
+
+    /// Runs `body` (typically another suite's test method) with every fixture on the test cluster.
+    static func onCluster(_ body: () async throws -> Void) async throws {
+        try await $redisURL.withValue(try TestCluster.url(), operation: body)
+    }
+
+    private static func url() -> String {
+        guard let url = redisURL else {
             fatalError("REDIS_URL is not set: run the tests with `make test`, which starts redis-server")
         }
-        var redis = try RedisClientConfiguration(url: url)
+        return url
+    }
+
+    init(connections: Int = 2, configure: (inout DeviceCodeStoreConfiguration) -> Void = { _ in }) throws {
+        var redis = try RedisClientConfiguration(url: Self.url())
         redis.connectionCount = connections
         client = RedisClient(configuration: redis)
         prefix = "t" + UUID().uuidString.prefix(8).lowercased()
@@ -24,19 +39,16 @@ struct StoreFixture {
 
     /// Another store instance (own connections) on the same Redis and prefix: another API node.
     func anotherNode() throws -> DeviceCodeStore {
-        let other = try RedisClient(url: ProcessInfo.processInfo.environment["REDIS_URL"]!)
+        let other = try RedisClient(url: Self.url())
         return DeviceCodeStore(client: other, configuration: store.configuration)
     }
 
-    /// Every key of this fixture and its content, as Redis holds them.
+    /// Every key of this fixture and its content, as Redis holds them (on every primary).
     func dump() async throws -> [(key: String, content: [String])] {
-        var cursor = "0"
         var keys: [String] = []
-        repeat {
-            let reply = try await client.send("SCAN", cursor, "MATCH", prefix + ":*", "COUNT", 1000).array ?? []
-            cursor = reply[0].string ?? "0"
-            keys += (reply[1].array ?? []).compactMap(\.string)
-        } while cursor != "0"
+        for (_, result) in await client.sendToEachPrimary(RedisCommand("KEYS", prefix + ":*")) {
+            keys += (try result.get().array ?? []).compactMap(\.string)
+        }
         var result: [(String, [String])] = []
         for key in keys {
             let type = try await client.send("TYPE", key).string

@@ -18,6 +18,16 @@ struct ConnectionTests {
 
         let unix = try RedisClientConfiguration(url: "unix:///var/run/redis.sock?db=3")
         #expect(unix.endpoint == .unix(path: "/var/run/redis.sock") && unix.database == 3)
+        #expect(!plain.isCluster && !unix.isCluster)
+    }
+
+    @Test func parsesRedisClusterURLs() throws {
+        let cluster = try RedisClientConfiguration(url: "redis+cluster://app:p%40ss@10.0.0.1:7000,10.0.0.2,[::1]:7002/0")
+        #expect(cluster.isCluster && cluster.username == "app" && cluster.password == "p@ss" && cluster.database == 0)
+        #expect(cluster.clusterSeeds == [.tcp(host: "10.0.0.1", port: 7000), .tcp(host: "10.0.0.2", port: 6379), .tcp(host: "::1", port: 7002)])
+        #expect(cluster.endpoint == .tcp(host: "10.0.0.1", port: 7000))
+        let one = try RedisClientConfiguration(url: "REDIS+CLUSTER://127.0.0.1:30001")
+        #expect(one.clusterSeeds == [.tcp(host: "127.0.0.1", port: 30001)] && one.password == nil)
     }
 
     @Test(arguments: [
@@ -30,6 +40,11 @@ struct ConnectionTests {
         ("unix:///tmp/r.sock?db=x", .invalidURL),
         ("not a url at all", .invalidURL),
         ("redis://user@127.0.0.1", .invalidURL),
+        ("redis+cluster://", .invalidURL),
+        ("redis+cluster://127.0.0.1:7000/1", .invalidURL),
+        ("redis+cluster://127.0.0.1:99999", .invalidURL),
+        ("redis+cluster://127.0.0.1:x", .invalidURL),
+        ("redis+cluster://user@127.0.0.1:7000", .invalidURL),
     ])
     func refusesMalformedAndTLSURLs(url: String, code: RedisError.Code) {
         #expect {

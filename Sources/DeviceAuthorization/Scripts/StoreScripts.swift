@@ -59,44 +59,40 @@ enum StoreScripts {
         return {'pending'}
         """)
 
-    /// KEYS: user-code index (ARGV[1] = device key prefix) or device record (ARGV[1] = '').
-    /// ARGV: prefix, new status `a` or `d`, user id. PENDING → AUTHORIZED / DENIED, nothing else.
+    /// KEYS: device record, and optionally the user-code index that led to it. ARGV: record id
+    /// (checked against the index when given), new status `a` or `d`, user id.
+    /// PENDING → AUTHORIZED / DENIED, nothing else.
+    ///
+    /// Both keys are declared (the caller reads the index first) rather than the record key being
+    /// derived in Lua from the index value: in a Redis Cluster an undeclared key is invisible to
+    /// slot migration, so while the slot moves the script would fail ("non local key") or, on
+    /// the importing node, silently miss a record that has not arrived yet. Declared, the
+    /// cluster answers `ASK`/`TRYAGAIN` instead and the client retries.
     static let decide = RedisScript("""
         #!lua flags=allow-oom
-        local dk = KEYS[1]
-        if ARGV[1] ~= '' then
-          local id = redis.call('GET', KEYS[1])
-          if not id then return {'not_found'} end
-          dk = ARGV[1] .. id
-        end
-        local r = redis.call('HMGET', dk, 's', 'e')
+        if KEYS[2] and redis.call('GET', KEYS[2]) ~= ARGV[1] then return {'not_found'} end
+        local r = redis.call('HMGET', KEYS[1], 's', 'e')
         if not r[1] then return {'not_found'} end
         if r[1] ~= 'p' then return {'decided', r[1]} end
         \(now)
         if now >= tonumber(r[2]) then return {'expired'} end
         if ARGV[2] == 'a' then
-          redis.call('HSET', dk, 's', 'a', 'u', ARGV[3], 'dt', now)
+          redis.call('HSET', KEYS[1], 's', 'a', 'u', ARGV[3], 'dt', now)
         else
-          redis.call('HSET', dk, 's', 'd', 'dt', now)
+          redis.call('HSET', KEYS[1], 's', 'd', 'dt', now)
         end
         return {'ok'}
         """)
 
-    /// KEYS: user-code index (ARGV[1] = device key prefix) or device record (ARGV[1] = '').
-    /// Returns {id, now, s, c, sc, e, l, i, u, ca} or an empty array.
+    /// KEYS: device record, and optionally the user-code index that led to it (see ``decide``).
+    /// ARGV: record id. Returns {id, now, s, c, sc, e, l, i, u, ca} or an empty array.
     static let read = RedisScript("""
         #!lua flags=no-writes
-        local dk = KEYS[1]
-        local id = ''
-        if ARGV[1] ~= '' then
-          id = redis.call('GET', KEYS[1])
-          if not id then return {} end
-          dk = ARGV[1] .. id
-        end
-        local r = redis.call('HMGET', dk, 's', 'c', 'sc', 'e', 'l', 'i', 'u', 'ca')
+        if KEYS[2] and redis.call('GET', KEYS[2]) ~= ARGV[1] then return {} end
+        local r = redis.call('HMGET', KEYS[1], 's', 'c', 'sc', 'e', 'l', 'i', 'u', 'ca')
         if not r[1] then return {} end
         \(now)
-        return {id, tostring(now), r[1], r[2], r[3] or '', r[4], r[5] or '', r[6], r[7] or '', r[8] or ''}
+        return {ARGV[1], tostring(now), r[1], r[2], r[3] or '', r[4], r[5] or '', r[6], r[7] or '', r[8] or ''}
         """)
 
     /// KEYS: device record. ARGV: interval s, tolerance ms. The reference's `checkRateLimit`:

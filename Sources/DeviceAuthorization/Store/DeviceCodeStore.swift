@@ -120,7 +120,13 @@ public final class DeviceCodeStore: Sendable {
                 retryAfter: retry)
         }
         let (tag, indexID) = keys.userCodeDigest(normalized)
-        guard let code = try await read(key: keys.userCodeKey(tag: tag, id: indexID), devicePrefix: keys.devicePrefix(tag: tag), tag: tag, userCode: normalized) else {
+        let indexKey = keys.userCodeKey(tag: tag, id: indexID)
+        let found: DeviceCode? = if let id = try await recordID(indexKey: indexKey) {
+            try await read(id: id, tag: tag, indexKey: indexKey, userCode: normalized)
+        } else {
+            nil
+        }
+        guard let code = found else {
             try await client.eval(StoreScripts.recordFailure, keys: failureKeys,
                                   arguments: [configuration.callerWindow.milliseconds, configuration.globalWindow.milliseconds])
             throw DeviceAuthorizationError(.notFound, "no pending request has this code")
@@ -153,9 +159,19 @@ public final class DeviceCodeStore: Sendable {
             throw DeviceAuthorizationError(.invalidUserCode, "a user code has 8 letters from BCDFGHJKLMNPQRSTVWXZ")
         }
         let (tag, indexID) = keys.userCodeDigest(normalized)
-        let reply = try await client.eval(StoreScripts.decide, keys: [keys.userCodeKey(tag: tag, id: indexID)],
-                                          arguments: [keys.devicePrefix(tag: tag), status, userID])
+        let indexKey = keys.userCodeKey(tag: tag, id: indexID)
+        guard let id = try await recordID(indexKey: indexKey) else {
+            throw DeviceAuthorizationError(.notFound, "no pending request has this code")
+        }
+        let reply = try await client.eval(StoreScripts.decide, keys: [keys.deviceKey(tag: tag, id: id), indexKey],
+                                          arguments: [id, status, userID])
         try Self.checkDecision(reply)
+    }
+
+    /// The record id a user-code index points to. Read before the script so the script can
+    /// declare both keys (see `StoreScripts.decide`); the script checks the index again.
+    private func recordID(indexKey: String) async throws -> String? {
+        try await client.send("GET", indexKey).string
     }
 
     private static func checkDecision(_ reply: RedisValue) throws {
@@ -220,7 +236,7 @@ public final class DeviceCodeStore: Sendable {
     public func find(deviceCode: String) async throws -> DeviceCode? {
         guard let tag = DeviceCodeFormat.tag(of: deviceCode) else { return nil }
         let id = keys.deviceID(deviceCode)
-        return try await read(key: keys.deviceKey(tag: tag, id: id), devicePrefix: "", tag: tag, userCode: nil, knownID: id)
+        return try await read(id: id, tag: tag, indexKey: nil, userCode: nil)
     }
 
     /// Reference `authorize(userID:)`: pending → authorized, atomically.
@@ -258,17 +274,17 @@ public final class DeviceCodeStore: Sendable {
     }
 
     private func decide(grant code: DeviceCode, status: String, userID: String) async throws {
-        let reply = try await client.eval(StoreScripts.decide, keys: [try deviceKey(of: code)], arguments: ["", status, userID])
+        let reply = try await client.eval(StoreScripts.decide, keys: [try deviceKey(of: code)], arguments: [String(code.grantID.dropFirst(4)), status, userID])
         try Self.checkDecision(reply)
     }
 
     // MARK: - Reading records
 
-    private func read(key: String, devicePrefix: String, tag: some StringProtocol, userCode: String?, knownID: String? = nil) async throws -> DeviceCode? {
-        let fields = try await client.eval(StoreScripts.read, keys: [key], arguments: [devicePrefix]).array ?? []
+    private func read(id: String, tag: some StringProtocol, indexKey: String?, userCode: String?) async throws -> DeviceCode? {
+        let recordKey = keys.deviceKey(tag: tag, id: id)
+        let fields = try await client.eval(StoreScripts.read, keys: indexKey.map { [recordKey, $0] } ?? [recordKey], arguments: [id]).array ?? []
         guard fields.count == 10 else { return nil }
         let text = fields.map { $0.string ?? "" }
-        let id = knownID ?? text[0]
         let statusCode = text[2]
         let status: DeviceCodeStatus = switch statusCode {
         case "a", "r": .authorized
@@ -306,18 +322,23 @@ public final class DeviceCodeStore: Sendable {
     /// Checks the Redis settings this product relies on and logs a warning for each problem.
     ///
     /// An eviction policy that may evict keys with a TTL (`volatile-*`, `allkeys-*`) would drop
-    /// live grants under memory pressure: a lost login. Returns the warnings it logged.
+    /// live grants under memory pressure: a lost login. In a Redis Cluster every primary is
+    /// checked. Returns the warnings it logged.
     @discardableResult
     public func checkRedisConfiguration() async -> [String] {
         var warnings: [String] = []
-        do {
-            let reply = try await client.send("CONFIG", "GET", "maxmemory-policy").array ?? []
-            let policy = reply.count > 1 ? reply[1].string ?? "" : ""
-            if policy != "noeviction" {
-                warnings.append("Redis maxmemory-policy is '\(policy)': Redis may evict device codes (keys with a TTL) under memory pressure, and a person's login is then lost. Use 'noeviction'.")
+        let replies = await client.sendToEachPrimary(RedisCommand("CONFIG", "GET", "maxmemory-policy"))
+        for (node, result) in replies {
+            let where_ = client.isCluster ? " on \(node)" : ""
+            do {
+                let reply = try result.get().array ?? []
+                let policy = reply.count > 1 ? reply[1].string ?? "" : ""
+                if policy != "noeviction" {
+                    warnings.append("Redis maxmemory-policy\(where_) is '\(policy)': Redis may evict device codes (keys with a TTL) under memory pressure, and a person's login is then lost. Use 'noeviction'.")
+                }
+            } catch {
+                warnings.append("Could not read Redis maxmemory-policy\(where_) (\(error)); make sure it is 'noeviction'.")
             }
-        } catch {
-            warnings.append("Could not read Redis maxmemory-policy (\(error)); make sure it is 'noeviction'.")
         }
         for warning in warnings { logger.warning("\(warning)") }
         return warnings

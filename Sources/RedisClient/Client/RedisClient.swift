@@ -21,17 +21,32 @@ import Synchronization
 ///
 /// Run it as a swift-service-lifecycle `Service` to have it shut down with the application, or
 /// call ``shutdown()`` yourself.
+///
+/// **Redis Cluster.** With ``RedisClientConfiguration/clusterSeeds`` set (URL
+/// `redis+cluster://host:port,host:port`) the same API routes every command by the hash slot of
+/// its keys to the primary serving it, one pool of pipelined connections per primary, following
+/// `MOVED` and `ASK`, retrying `TRYAGAIN`/`CLUSTERDOWN` and refused connections, and refreshing
+/// the topology after errors and every ``RedisClientConfiguration/clusterRefreshInterval``.
+/// Keys of one command or script must share a slot (use a `{hash tag}`), or the command fails
+/// with ``RedisError/Code/crossSlot`` before it is sent. Keyless commands (`PING`, `TIME`,
+/// `CONFIG GET`, `SCRIPT LOAD`) go to any primary; ``sendToEachPrimary(_:)`` reaches all.
 public final class RedisClient: Sendable {
     /// The configuration the client was created with.
     public let configuration: RedisClientConfiguration
-    private let connections: [RedisConnection]
-    private let nextConnection = Atomic<Int>(0)
+    /// Single-node mode: the pool. Cluster mode: `nil`.
+    private let pool: ConnectionPool?
+    /// Cluster mode: the router. Single-node mode: `nil`.
+    private let cluster: ClusterRouter?
 
-    /// Creates a client; connections are made on first use.
+    /// Creates a client; connections are made (and a cluster's topology learned) on first use.
     public init(configuration: RedisClientConfiguration, logger: Logger = Logger(label: "redis-client")) {
         self.configuration = configuration
-        self.connections = (0..<configuration.connectionCount).map {
-            RedisConnection(configuration: configuration, index: $0, logger: logger)
+        if configuration.isCluster {
+            self.pool = nil
+            self.cluster = ClusterRouter(configuration: configuration, logger: logger)
+        } else {
+            self.pool = ConnectionPool(configuration: configuration, logger: logger)
+            self.cluster = nil
         }
     }
 
@@ -39,25 +54,31 @@ public final class RedisClient: Sendable {
         shutdown()
     }
 
-    /// Creates a client from a `redis://` or `unix://` URL (see ``RedisClientConfiguration/init(url:)``).
+    /// Creates a client from a `redis://`, `unix://` or `redis+cluster://` URL (see
+    /// ``RedisClientConfiguration/init(url:)``); the scheme chooses single-node or cluster mode.
     public convenience init(url: String, logger: Logger = Logger(label: "redis-client")) throws {
         try self.init(configuration: RedisClientConfiguration(url: url), logger: logger)
     }
 
-    private func connection() -> RedisConnection {
-        let index = nextConnection.wrappingAdd(1, ordering: .relaxed).oldValue
-        return connections[Int(UInt(bitPattern: index) % UInt(connections.count))]
-    }
+    /// Whether this client talks to a Redis Cluster.
+    public var isCluster: Bool { cluster != nil }
 
     /// Sends one command and returns its reply.
-    /// - Throws: ``RedisError``; an error reply from Redis has code ``RedisError/Code/server``.
+    /// - Throws: ``RedisError``; an error reply from Redis has code ``RedisError/Code/server``;
+    ///   in cluster mode also ``RedisError/Code/crossSlot``, ``RedisError/Code/tooManyRedirects``
+    ///   and ``RedisError/Code/clusterUnavailable``.
     @discardableResult
     public func send(_ command: RedisCommand) async throws -> RedisValue {
+        guard let pool else {
+            // Force-unwrap-free: exactly one of `pool` and `cluster` is set by the initializer.
+            guard let cluster else { throw RedisError(.shutdown, "the Redis client has no connections") }
+            return try await cluster.send(command)
+        }
         do {
-            return try await connection().send(command.encoded)
+            return try await pool.connection().send(command.encoded)
         } catch let error as RedisError where error.serverErrorPrefix == "NOSCRIPT" {
             guard let fallback = command.evalFallback else { throw error }
-            return try await connection().send(fallback.encoded)
+            return try await pool.connection().send(fallback.encoded)
         }
     }
 
@@ -77,8 +98,18 @@ public final class RedisClient: Sendable {
     ///
     /// An error reply fails only its own command. Scripts answered with `NOSCRIPT` are re-sent
     /// as `EVAL` after the batch, so they then run after the batch's other commands.
+    ///
+    /// In cluster mode the commands are grouped by primary: each group is one pipeline on one
+    /// connection (commands for one node, and so for one slot, keep their order), the groups go
+    /// out concurrently, and results come back in the order given. Commands answered with a
+    /// redirect, `TRYAGAIN` or `CLUSTERDOWN` are then re-sent one by one, in order.
     public func pipeline(_ commands: [RedisCommand]) async -> [Result<RedisValue, RedisError>] {
         guard !commands.isEmpty else { return [] }
+        guard let pool else {
+            guard let cluster else { return commands.map { _ in .failure(RedisError(.shutdown, "the Redis client has no connections")) } }
+            return await cluster.pipeline(commands)
+        }
+        func connection() -> RedisConnection { pool.connection() }
         var bytes: [UInt8] = []
         bytes.reserveCapacity(commands.reduce(0) { $0 + $1.encoded.count })
         for command in commands { bytes.append(contentsOf: command.encoded) }
@@ -92,10 +123,43 @@ public final class RedisClient: Sendable {
         return results
     }
 
+    /// Sends one command to every primary (single-node mode: to the server) and returns each
+    /// node's result: for node-wide commands such as `SCRIPT FLUSH`, `CONFIG GET`, `DBSIZE`.
+    public func sendToEachPrimary(_ command: RedisCommand) async -> [(node: RedisEndpoint, result: Result<RedisValue, RedisError>)] {
+        guard let pool else {
+            guard let cluster else { return [] }
+            return await cluster.sendToEachPrimary(command).map { (node: $0.0, result: $0.1) }
+        }
+        do { return [(pool.endpoint, .success(try await pool.connection().send(command.encoded)))] }
+        catch { return [(pool.endpoint, .failure(error as? RedisError ?? RedisError(.server, "\(error)")))] }
+    }
+
+    /// Cluster mode: the primaries as last learned (learning the topology first when needed).
+    /// Single-node mode: the one server.
+    /// - Throws: ``RedisError/Code/clusterUnavailable`` when no node tells the topology.
+    public func primaries() async throws -> [RedisEndpoint] {
+        guard let cluster else { return [configuration.endpoint] }
+        return try await cluster.primaries()
+    }
+
+    /// Cluster mode: the primary that serves `slot` according to the client's current map
+    /// (which `MOVED` answers and refreshes update); `nil` in single-node mode or when unknown.
+    public func node(servingSlot slot: Int) -> RedisEndpoint? {
+        guard (0..<RedisHashSlot.count).contains(slot) else { return nil }
+        return cluster?.owner(of: slot)
+    }
+
+    /// Cluster mode: re-reads the topology now (it is also refreshed on errors and periodically).
+    /// - Throws: ``RedisError/Code/clusterUnavailable`` when no node answers `CLUSTER SLOTS`.
+    public func refreshTopology() async throws {
+        if let cluster, let error = await cluster.refresh() { throw error }
+    }
+
     /// Lets queued commands finish, closes every connection and joins their threads.
     /// Later commands fail with ``RedisError/Code/shutdown``.
     public func shutdown() {
-        for connection in connections { connection.shutdown() }
+        pool?.shutdown()
+        cluster?.shutdown()
     }
 }
 

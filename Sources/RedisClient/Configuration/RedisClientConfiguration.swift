@@ -16,9 +16,26 @@ public enum RedisEndpoint: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// How a ``RedisClient`` connects: endpoint, credentials, database, timeouts and pool size.
+///
+/// Single node: set ``endpoint`` (or use `redis://` / `unix://`). Redis Cluster: set
+/// ``clusterSeeds`` (or use `redis+cluster://host:port,host:port`); the client then learns the
+/// topology from any seed and keeps ``connectionCount`` connections to each primary.
 public struct RedisClientConfiguration: Sendable {
-    /// Where the server listens.
+    /// Where the server listens (single-node mode; in cluster mode the first seed).
     public var endpoint: RedisEndpoint
+    /// Cluster mode when not empty: nodes to ask for the topology (`CLUSTER SLOTS`), in order.
+    /// Any one reachable node is enough; list several so a dead seed does not matter.
+    public var clusterSeeds: [RedisEndpoint]
+    /// Cluster mode: how often the topology is refreshed even when nothing went wrong. It is
+    /// also refreshed after `MOVED`, `CLUSTERDOWN` and lost or refused connections.
+    public var clusterRefreshInterval: Duration
+    /// Cluster mode: most `MOVED`/`ASK` redirects one command follows before it fails with
+    /// ``RedisError/Code/tooManyRedirects``.
+    public var clusterMaximumRedirects: Int
+    /// Cluster mode: how long a command keeps being retried while it was certainly not run —
+    /// `TRYAGAIN`, `CLUSTERDOWN`, a refused connection (a failover in progress), an uncovered slot.
+    /// A command in flight when its connection dies is never retried.
+    public var clusterRetryTimeout: Duration
     /// ACL user name (Redis 6+); `nil` authenticates as `default` when a password is set.
     public var username: String?
     /// Password sent with `AUTH`; never logged.
@@ -49,6 +66,11 @@ public struct RedisClientConfiguration: Sendable {
     ///   - connectionCount: number of pooled connections.
     ///   - initialReconnectDelay: first back-off delay.
     ///   - maximumReconnectDelay: largest back-off delay.
+    ///   - clusterSeeds: cluster mode when not empty: nodes to learn the topology from.
+    ///   - clusterRefreshInterval: periodic topology refresh in cluster mode (30 s).
+    ///   - clusterMaximumRedirects: `MOVED`/`ASK` redirects followed per command (5).
+    ///   - clusterRetryTimeout: how long unsent commands are retried during `TRYAGAIN`,
+    ///     `CLUSTERDOWN` or a failover (5 s).
     public init(
         endpoint: RedisEndpoint = .tcp(host: "127.0.0.1", port: 6379),
         username: String? = nil,
@@ -58,7 +80,11 @@ public struct RedisClientConfiguration: Sendable {
         commandTimeout: Duration = .seconds(5),
         connectionCount: Int = 2,
         initialReconnectDelay: Duration = .milliseconds(20),
-        maximumReconnectDelay: Duration = .seconds(1)
+        maximumReconnectDelay: Duration = .seconds(1),
+        clusterSeeds: [RedisEndpoint] = [],
+        clusterRefreshInterval: Duration = .seconds(30),
+        clusterMaximumRedirects: Int = 5,
+        clusterRetryTimeout: Duration = .seconds(5)
     ) {
         self.endpoint = endpoint
         self.username = username
@@ -69,16 +95,30 @@ public struct RedisClientConfiguration: Sendable {
         self.connectionCount = max(1, connectionCount)
         self.initialReconnectDelay = initialReconnectDelay
         self.maximumReconnectDelay = maximumReconnectDelay
+        self.clusterSeeds = clusterSeeds
+        self.clusterRefreshInterval = clusterRefreshInterval
+        self.clusterMaximumRedirects = max(0, clusterMaximumRedirects)
+        self.clusterRetryTimeout = clusterRetryTimeout
+        if let first = clusterSeeds.first { self.endpoint = first }
     }
+
+    /// Whether the client runs in Redis Cluster mode (``clusterSeeds`` is not empty).
+    public var isCluster: Bool { !clusterSeeds.isEmpty }
 
     /// Creates a configuration from a URL.
     ///
-    /// Accepted forms: `redis://[[user]:password@]host[:port][/db]` and
-    /// `unix:///path/to/socket[?db=N][&password=…]`. `rediss://` is refused with
-    /// ``RedisError/Code/unsupported`` because Debian's hiredis 0.14 has no TLS.
+    /// Accepted forms: `redis://[[user]:password@]host[:port][/db]`,
+    /// `unix:///path/to/socket[?db=N][&password=…]`, and for a Redis Cluster
+    /// `redis+cluster://[[user]:password@]host[:port][,host[:port]…]` (seed nodes, any one
+    /// reachable is enough; database 0 only, as Redis Cluster has no other). `rediss://` is
+    /// refused with ``RedisError/Code/unsupported`` because Debian's hiredis 0.14 has no TLS.
     /// - Throws: ``RedisError`` with ``RedisError/Code/invalidURL`` for a malformed URL.
     public init(url: String) throws {
         self.init()
+        if url.lowercased().hasPrefix("redis+cluster://") {
+            try parseClusterURL(String(url.dropFirst("redis+cluster://".count)))
+            return
+        }
         guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased() else {
             throw RedisError(.invalidURL, "not a URL: expected redis://host:port/db or unix:///path")
         }
@@ -109,7 +149,7 @@ public struct RedisClientConfiguration: Sendable {
         case "rediss":
             throw RedisError(.unsupported, "rediss:// (TLS) is not supported: Debian's hiredis 0.14 has no TLS; use a TLS proxy such as stunnel or a private network")
         default:
-            throw RedisError(.invalidURL, "unknown scheme '\(scheme)': expected redis:// or unix://")
+            throw RedisError(.invalidURL, "unknown scheme '\(scheme)': expected redis://, redis+cluster:// or unix://")
         }
         if let db = query["db"] {
             guard let value = Int(db), value >= 0 else { throw RedisError(.invalidURL, "db '\(db)' is not a non-negative integer") }
@@ -118,5 +158,58 @@ public struct RedisClientConfiguration: Sendable {
         if username != nil && password == nil {
             throw RedisError(.invalidURL, "a user name needs a password: redis://user:password@host")
         }
+    }
+}
+
+extension RedisClientConfiguration {
+    /// Parses what follows `redis+cluster://`: `[[user]:password@]host[:port],host[:port]…[/0]`.
+    private mutating func parseClusterURL(_ rest: String) throws {
+        var rest = Substring(rest)
+        if let query = rest.firstIndex(of: "?") { rest = rest[..<query] }
+        var hostList = rest
+        if let at = rest.lastIndex(of: "@") {
+            let userInfo = rest[..<at]
+            hostList = rest[rest.index(after: at)...]
+            let parts = userInfo.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+            func decoded(_ text: Substring?) -> String? { text.flatMap { String($0).removingPercentEncoding }.flatMap { $0.isEmpty ? nil : $0 } }
+            username = decoded(parts.first)
+            password = decoded(parts.count > 1 ? parts[1] : nil)
+        }
+        if let slash = hostList.firstIndex(of: "/") {
+            let path = hostList[hostList.index(after: slash)...]
+            guard path.isEmpty || path == "0" else {
+                throw RedisError(.invalidURL, "a Redis Cluster has only database 0, not '\(path)'")
+            }
+            hostList = hostList[..<slash]
+        }
+        var seeds: [RedisEndpoint] = []
+        for item in hostList.split(separator: ",", omittingEmptySubsequences: true) {
+            var host = Substring(item)
+            var port = 6379
+            if host.hasPrefix("["), let close = host.firstIndex(of: "]") {
+                let after = host[host.index(after: close)...]
+                host = host[host.index(after: host.startIndex)..<close]
+                if after.hasPrefix(":") {
+                    guard let parsed = Int(after.dropFirst()) else { throw RedisError(.invalidURL, "bad port in '\(item)'") }
+                    port = parsed
+                }
+            } else if let colon = host.lastIndex(of: ":") {
+                guard let parsed = Int(host[host.index(after: colon)...]) else { throw RedisError(.invalidURL, "bad port in '\(item)'") }
+                port = parsed
+                host = host[..<colon]
+            }
+            guard !host.isEmpty else { throw RedisError(.invalidURL, "empty host in redis+cluster URL") }
+            guard (1...65535).contains(port) else { throw RedisError(.invalidURL, "port \(port) is out of range") }
+            seeds.append(.tcp(host: String(host), port: port))
+        }
+        guard let first = seeds.first else {
+            throw RedisError(.invalidURL, "redis+cluster URL has no seed node: redis+cluster://host:port[,host:port…]")
+        }
+        if username != nil && password == nil {
+            throw RedisError(.invalidURL, "a user name needs a password: redis+cluster://user:password@host:port")
+        }
+        clusterSeeds = seeds
+        endpoint = first
+        database = 0
     }
 }

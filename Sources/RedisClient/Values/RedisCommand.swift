@@ -39,6 +39,9 @@ public struct RedisCommand: Sendable {
     public let encoded: [UInt8]
     /// When this is an `EVALSHA`, the script and arguments to fall back to `EVAL` on `NOSCRIPT`.
     let scriptFallback: ScriptInvocation?
+    /// The cluster slot given with ``init(arguments:routingKey:)``, or -1: then cluster mode
+    /// finds the keys in ``encoded`` (single mode never looks).
+    let routingSlot: Int
 
     struct ScriptInvocation: Sendable {
         let script: RedisScript
@@ -54,10 +57,26 @@ public struct RedisCommand: Sendable {
     /// Creates a command from its arguments; the first is the command name.
     ///
     /// Only the RESP encoding is kept: every poll builds a command, so nothing else is derived
-    /// here (cluster routing will hash the script's keys when it needs them).
+    /// here. In cluster mode the client finds the keys in the encoding, from a table of common
+    /// commands (GET, SET, DEL, EXISTS, HGETALL, HSET, EXPIRE, PTTL, MEMORY USAGE, EVAL, …);
+    /// other commands are sent to any primary (see ``init(arguments:routingKey:)``).
     public init(arguments: [any RedisArgument]) {
         self.encoded = RedisCommand.encode(arguments)
         self.scriptFallback = nil
+        self.routingSlot = -1
+    }
+
+    /// Creates a command that a Redis Cluster client routes by `routingKey`, whatever the command.
+    ///
+    /// Use it for commands the client does not know the key positions of. The key is hashed
+    /// here (a few nanoseconds), also in single-node mode, where it is then ignored.
+    /// ```swift
+    /// let command = RedisCommand(arguments: ["XADD", "events:{42}", "*", "k", "v"], routingKey: "events:{42}")
+    /// ```
+    public init(arguments: [any RedisArgument], routingKey: some RedisArgument) {
+        self.encoded = RedisCommand.encode(arguments)
+        self.scriptFallback = nil
+        self.routingSlot = RedisHashSlot.slot(of: routingKey)
     }
 
     /// An `EVALSHA` of `script` that transparently falls back to `EVAL` when Redis answers `NOSCRIPT`.
@@ -71,6 +90,7 @@ public struct RedisCommand: Sendable {
         all.append(contentsOf: arguments)
         self.encoded = RedisCommand.encode(all)
         self.scriptFallback = useSource ? nil : ScriptInvocation(script: script, keys: keys, arguments: arguments)
+        self.routingSlot = -1
     }
 
     /// The `EVAL` form of an `EVALSHA` command, or `nil` when this is not one.

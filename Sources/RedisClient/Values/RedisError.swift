@@ -5,6 +5,7 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
         private enum Base: String, Hashable, Sendable {
             case connectionFailed, timeout, server, protocolError, connectionClosed
             case invalidURL, unsupported, invalidArgument, shutdown
+            case crossSlot, tooManyRedirects, clusterUnavailable
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -28,6 +29,15 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
         public static let invalidArgument = Code(.invalidArgument)
         /// The client was shut down.
         public static let shutdown = Code(.shutdown)
+        /// Cluster mode: the command's keys hash to more than one slot, so no node can run it.
+        /// Refused before anything is sent; put a common `{hash tag}` in the keys.
+        public static let crossSlot = Code(.crossSlot)
+        /// Cluster mode: the command was redirected (`MOVED`/`ASK`) more often than
+        /// ``RedisClientConfiguration/clusterMaximumRedirects`` allows.
+        public static let tooManyRedirects = Code(.tooManyRedirects)
+        /// Cluster mode: no node could tell the topology, or no reachable primary serves the
+        /// command's slot within ``RedisClientConfiguration/clusterRetryTimeout``.
+        public static let clusterUnavailable = Code(.clusterUnavailable)
 
         public var description: String { base.rawValue }
     }

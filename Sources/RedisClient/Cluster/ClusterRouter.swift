@@ -1,0 +1,378 @@
+import Logging
+import Synchronization
+
+/// Cluster mode of ``RedisClient``: routes each command to the primary serving the slot of its
+/// keys, with one ``ConnectionPool`` (pipelined connections) per primary.
+///
+/// - The topology comes from `CLUSTER SLOTS`, asked of any known node (primaries, replicas,
+///   then the configured seeds). It is learned on first use, refreshed every
+///   ``RedisClientConfiguration/clusterRefreshInterval`` (checked when commands are routed: no
+///   background task), and at once after `MOVED`, `CLUSTERDOWN` or a lost or refused
+///   connection. One refresh runs at a time; concurrent callers wait for the same one.
+/// - `MOVED` updates the slot's owner and retries there; `ASK` sends `ASKING` and the command in
+///   one pipelined write on one connection of the target. At most
+///   ``RedisClientConfiguration/clusterMaximumRedirects`` redirects per command.
+/// - `TRYAGAIN` (a multi-key command during a slot migration), `CLUSTERDOWN`, an uncovered slot
+///   and a refused connection mean the command did not run: it is retried with back-off
+///   (10 ms doubling to 500 ms) until ``RedisClientConfiguration/clusterRetryTimeout``.
+/// - A command in flight when its connection dies fails with ``RedisError/Code/connectionClosed``
+///   and is never re-sent (it may have run); the topology is refreshed so later commands go to
+///   the new primary.
+/// - `NOSCRIPT` is answered per node: the `EVAL` fallback goes to the same node (or `ASK` target).
+final class ClusterRouter: Sendable {
+    private struct State {
+        var topology: ClusterTopology?
+        /// One pool per node ever seen as a primary; kept when a node stops being one (it may
+        /// become one again after a failover back) and shut down with the client.
+        var pools: [RedisEndpoint: ConnectionPool] = [:]
+        var refresh: Task<RedisError?, Never>?
+        var nextRefresh: ContinuousClock.Instant = .now
+        var isShutDown = false
+        var keylessCounter = 0
+    }
+
+    private let configuration: RedisClientConfiguration
+    private let logger: Logger
+    private let state = Mutex(State())
+
+    init(configuration: RedisClientConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    // MARK: - Sending
+
+    /// Where one attempt goes.
+    private enum Target {
+        case slot(Int?)
+        case ask(RedisEndpoint)
+    }
+
+    /// What to do after an error reply or failure.
+    private enum Recovery {
+        case moved(slot: Int, RedisEndpoint)
+        case ask(RedisEndpoint)
+        case retryLater(refresh: Bool)
+        case noScript
+        case fail(refresh: Bool)
+    }
+
+    func send(_ command: RedisCommand) async throws -> RedisValue {
+        let slot = try CommandKeys.slot(of: command)
+        return try await send(command, slot: slot, bytes: command.encoded)
+    }
+
+    private func send(_ command: RedisCommand, slot: Int?, bytes initialBytes: [UInt8]) async throws -> RedisValue {
+        var bytes = initialBytes
+        var usedFallback = false
+        // A command the key table does not know is sent anywhere; a MOVED then tells its slot.
+        var routeSlot = slot
+        var target = Target.slot(routeSlot)
+        var redirects = 0
+        var backoff = Duration.milliseconds(10)
+        let deadline = ContinuousClock.now + configuration.clusterRetryTimeout
+        while true {
+            let result: Result<RedisValue, RedisError>
+            var asking = false
+            if case .ask = target { asking = true }
+            do {
+                let pool = try await self.pool(for: target, deadline: deadline)
+                result = await Self.attempt(bytes, on: pool, asking: asking)
+            } catch let error as RedisError {
+                result = .failure(error)
+            }
+            let error: RedisError
+            switch result {
+            case .success(let value): return value
+            case .failure(let failure): error = failure
+            }
+            switch recovery(for: error) {
+            case .moved(let movedSlot, let endpoint):
+                redirects += 1
+                guard redirects <= configuration.clusterMaximumRedirects else { throw tooManyRedirects(error) }
+                state.withLock { $0.topology?.assign(slot: movedSlot, to: endpoint) }
+                startRefresh()
+                routeSlot = movedSlot
+                target = .slot(routeSlot)
+            case .ask(let endpoint):
+                redirects += 1
+                guard redirects <= configuration.clusterMaximumRedirects else { throw tooManyRedirects(error) }
+                target = .ask(endpoint)
+            case .noScript:
+                guard !usedFallback, let fallback = command.evalFallback else { throw error }
+                usedFallback = true
+                bytes = fallback.encoded
+            case .retryLater(let refresh):
+                guard ContinuousClock.now + backoff < deadline else { throw error }
+                if refresh { _ = await self.refresh() }
+                try? await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .milliseconds(500))
+                target = .slot(routeSlot)
+            case .fail(let refresh):
+                if refresh { startRefresh() }
+                throw error
+            }
+        }
+    }
+
+    private static func attempt(_ bytes: [UInt8], on pool: ConnectionPool, asking: Bool) async -> Result<RedisValue, RedisError> {
+        if asking {
+            let results = await pool.connection().sendPipeline(askingCommand + bytes, count: 2)
+            if case .failure(let error) = results[0], error.code != .server { return .failure(error) }
+            return results[1]
+        }
+        do { return .success(try await pool.connection().send(bytes)) }
+        catch let error as RedisError { return .failure(error) }
+        catch { return .failure(RedisError(.server, "\(error)", underlying: error)) }
+    }
+
+    private static let askingCommand = RedisCommand.encode(["ASKING"])
+
+    private func tooManyRedirects(_ last: RedisError) -> RedisError {
+        RedisError(.tooManyRedirects, "more than \(configuration.clusterMaximumRedirects) MOVED/ASK redirects; last: \(last.message)", underlying: last)
+    }
+
+    private func recovery(for error: RedisError) -> Recovery {
+        switch error.code {
+        case .server:
+            switch error.serverErrorPrefix {
+            case "MOVED", "ASK":
+                // "MOVED 3999 127.0.0.1:6381" (the host may be empty: the answering node's host).
+                let parts = error.message.split(separator: " ")
+                guard parts.count >= 3, let slot = Int(parts[1]), (0..<RedisHashSlot.count).contains(slot),
+                      let colon = parts[2].lastIndex(of: ":"), let port = Int(parts[2][parts[2].index(after: colon)...]) else {
+                    return .fail(refresh: true)
+                }
+                var host = String(parts[2][..<colon])
+                if host.isEmpty, case .tcp(let seedHost, _) = configuration.endpoint { host = seedHost }
+                let endpoint = RedisEndpoint.tcp(host: host, port: port)
+                return error.serverErrorPrefix == "MOVED" ? .moved(slot: slot, endpoint) : .ask(endpoint)
+            case "TRYAGAIN": return .retryLater(refresh: false)
+            case "CLUSTERDOWN": return .retryLater(refresh: true)
+            case "NOSCRIPT": return .noScript
+            default: return .fail(refresh: false)
+            }
+        case .connectionFailed, .clusterUnavailable:
+            // Nothing was written: the node is down (a failover may be under way) or unknown.
+            return .retryLater(refresh: true)
+        case .shutdown:
+            return state.withLock { $0.isShutDown } ? .fail(refresh: false) : .retryLater(refresh: true)
+        case .connectionClosed, .timeout, .protocolError:
+            return .fail(refresh: true)
+        default:
+            return .fail(refresh: false)
+        }
+    }
+
+    // MARK: - Pipelines
+
+    /// Groups the commands by node, sends each group as one pipeline (so commands for one node
+    /// keep their order) and the groups concurrently, then re-sends one by one, in order, those
+    /// answered with a redirect, `TRYAGAIN`, `CLUSTERDOWN`, `NOSCRIPT` or a refused connection.
+    func pipeline(_ commands: [RedisCommand]) async -> [Result<RedisValue, RedisError>] {
+        var results = [Result<RedisValue, RedisError>](repeating: .failure(RedisError(.shutdown, "not sent")), count: commands.count)
+        var slots = [Int?](repeating: nil, count: commands.count)
+        var groups: [RedisEndpoint: [Int]] = [:]
+        let deadline = ContinuousClock.now + configuration.clusterRetryTimeout
+        for (index, command) in commands.enumerated() {
+            do {
+                slots[index] = try CommandKeys.slot(of: command)
+                let pool = try await pool(for: .slot(slots[index]), deadline: deadline)
+                groups[pool.endpoint, default: []].append(index)
+            } catch {
+                results[index] = .failure(error as? RedisError ?? RedisError(.server, "\(error)"))
+            }
+        }
+        let groupResults = await withTaskGroup(of: ([Int], [Result<RedisValue, RedisError>]).self) { taskGroup in
+            for (endpoint, indices) in groups {
+                guard let pool = state.withLock({ $0.pools[endpoint] }) else { continue }
+                var bytes: [UInt8] = []
+                for index in indices { bytes += commands[index].encoded }
+                taskGroup.addTask { (indices, await pool.connection().sendPipeline(bytes, count: indices.count)) }
+            }
+            return await taskGroup.reduce(into: []) { $0.append($1) }
+        }
+        var retry: [Int] = []
+        for (indices, groupResult) in groupResults {
+            for (position, index) in indices.enumerated() {
+                results[index] = groupResult[position]
+                if case .failure(let error) = groupResult[position] {
+                    switch recovery(for: error) {
+                    case .moved, .ask, .retryLater, .noScript: retry.append(index)
+                    case .fail(let refresh): if refresh { startRefresh() }
+                    }
+                }
+            }
+        }
+        for index in retry.sorted() {
+            do { results[index] = .success(try await send(commands[index], slot: slots[index], bytes: commands[index].encoded)) }
+            catch { results[index] = .failure(error as? RedisError ?? RedisError(.server, "\(error)")) }
+        }
+        return results
+    }
+
+    // MARK: - Topology
+
+    /// The pool for a target, learning the topology first when there is none yet.
+    private func pool(for target: Target, deadline: ContinuousClock.Instant) async throws -> ConnectionPool {
+        enum Lookup { case pool(ConnectionPool), noTopology, uncovered, shutdown }
+        let now = ContinuousClock.now
+        var refreshDue = false
+        let lookup: Lookup = state.withLock { state in
+            if state.isShutDown { return .shutdown }
+            guard let topology = state.topology else { return .noTopology }
+            if now >= state.nextRefresh && state.refresh == nil {
+                refreshDue = true
+                state.nextRefresh = now + configuration.clusterRefreshInterval
+            }
+            let endpoint: RedisEndpoint?
+            switch target {
+            case .ask(let askTarget): endpoint = askTarget
+            case .slot(.some(let slot)): endpoint = topology.owner(of: slot)
+            case .slot(.none):
+                state.keylessCounter &+= 1
+                endpoint = topology.primaries.isEmpty ? nil : topology.primaries[state.keylessCounter % topology.primaries.count]
+            }
+            guard let endpoint else { return .uncovered }
+            return .pool(Self.pool(for: endpoint, in: &state, configuration: configuration, logger: logger))
+        }
+        if refreshDue { startRefresh() }
+        switch lookup {
+        case .pool(let pool): return pool
+        case .shutdown: throw RedisError(.shutdown, "the Redis client was shut down")
+        case .uncovered: throw RedisError(.clusterUnavailable, "no primary serves this slot (yet)")
+        case .noTopology:
+            if let error = await refresh() { throw error }
+            return try await pool(for: target, deadline: deadline)
+        }
+    }
+
+    private static func pool(for endpoint: RedisEndpoint, in state: inout State, configuration: RedisClientConfiguration, logger: Logger) -> ConnectionPool {
+        if let pool = state.pools[endpoint] { return pool }
+        var nodeConfiguration = configuration
+        nodeConfiguration.endpoint = endpoint
+        var nodeLogger = logger
+        nodeLogger[metadataKey: "redis.node"] = "\(endpoint)"
+        let pool = ConnectionPool(configuration: nodeConfiguration, firstIndex: state.pools.count * configuration.connectionCount, logger: nodeLogger)
+        state.pools[endpoint] = pool
+        return pool
+    }
+
+    /// Starts a topology refresh unless one is running; does not wait for it.
+    private func startRefresh() {
+        _ = refreshTask()
+    }
+
+    /// Refreshes the topology (or joins the refresh under way) and returns its error, if any.
+    @discardableResult
+    func refresh() async -> RedisError? {
+        guard let task = refreshTask() else { return RedisError(.shutdown, "the Redis client was shut down") }
+        return await task.value
+    }
+
+    private func refreshTask() -> Task<RedisError?, Never>? {
+        state.withLock { current -> Task<RedisError?, Never>? in
+            if current.isShutDown { return nil }
+            if let running = current.refresh { return running }
+            let task = Task { [self] () -> RedisError? in
+                let error = await performRefresh()
+                state.withLock { $0.refresh = nil }
+                return error
+            }
+            current.refresh = task
+            return task
+        }
+    }
+
+    private func performRefresh() async -> RedisError? {
+        let candidates: [RedisEndpoint] = state.withLock { state in
+            var list = (state.topology?.primaries ?? []) + (state.topology?.replicas ?? []) + configuration.clusterSeeds
+            var seen = Set<RedisEndpoint>()
+            list.removeAll { !seen.insert($0).inserted }
+            return list
+        }
+        var lastError = RedisError(.clusterUnavailable, "no cluster node to ask for the topology")
+        for endpoint in candidates {
+            do {
+                let reply = try await Self.ask(endpoint, configuration: configuration, logger: logger)
+                guard case .tcp(let host, _) = endpoint else { continue }
+                let topology = try ClusterTopology(slots: reply, defaultHost: host)
+                guard topology.coveredSlots > 0 else {
+                    lastError = RedisError(.clusterUnavailable, "\(endpoint) serves no slots (not part of a cluster yet?)")
+                    continue
+                }
+                let changed: Bool = state.withLock { state in
+                    let changed = state.topology?.primaries != topology.primaries
+                    state.topology = topology
+                    state.nextRefresh = .now + configuration.clusterRefreshInterval
+                    return changed
+                }
+                if changed {
+                    logger.info("Redis Cluster topology", metadata: [
+                        "primaries": "\(topology.primaries.map(\.description).joined(separator: ","))",
+                        "covered_slots": "\(topology.coveredSlots)",
+                    ])
+                }
+                return nil
+            } catch let error as RedisError {
+                lastError = RedisError(.clusterUnavailable, "cannot read the topology from \(endpoint): \(error.message)", underlying: error)
+            } catch {
+                lastError = RedisError(.clusterUnavailable, "cannot read the topology from \(endpoint): \(error)", underlying: error)
+            }
+        }
+        logger.warning("Cannot refresh the Redis Cluster topology", metadata: ["error": "\(lastError.message)"])
+        return lastError
+    }
+
+    /// `CLUSTER SLOTS` on a short-lived connection of its own, so a pool that is backing off
+    /// from a dead node never delays a refresh.
+    private static func ask(_ endpoint: RedisEndpoint, configuration: RedisClientConfiguration, logger: Logger) async throws -> RedisValue {
+        var probe = configuration
+        probe.endpoint = endpoint
+        probe.connectionCount = 1
+        probe.connectTimeout = min(configuration.connectTimeout, .seconds(1))
+        probe.commandTimeout = min(configuration.commandTimeout, .seconds(2))
+        let connection = RedisConnection(configuration: probe, index: 9_999, logger: logger)
+        defer { connection.shutdown() }
+        return try await connection.send(RedisCommand.encode(["CLUSTER", "SLOTS"]))
+    }
+
+    // MARK: - Introspection and shutdown
+
+    /// Sends `command` to every primary and returns each one's result (for `SCRIPT FLUSH`,
+    /// `CONFIG GET`, `KEYS`, …), in the order of ``primaries()``.
+    func sendToEachPrimary(_ command: RedisCommand) async -> [(RedisEndpoint, Result<RedisValue, RedisError>)] {
+        if state.withLock({ $0.topology == nil }), let error = await refresh() {
+            return [(configuration.endpoint, .failure(error))]
+        }
+        let pools: [ConnectionPool] = state.withLock { state in
+            (state.topology?.primaries ?? []).map { Self.pool(for: $0, in: &state, configuration: configuration, logger: logger) }
+        }
+        var results: [(RedisEndpoint, Result<RedisValue, RedisError>)] = []
+        for pool in pools {
+            results.append((pool.endpoint, await Self.attempt(command.encoded, on: pool, asking: false)))
+        }
+        return results
+    }
+
+    /// The primaries as last learned, learning them first when needed.
+    func primaries() async throws -> [RedisEndpoint] {
+        if state.withLock({ $0.topology == nil }), let error = await refresh() { throw error }
+        return state.withLock { $0.topology?.primaries ?? [] }
+    }
+
+    /// The primary serving `slot` as last learned (nil when unknown or uncovered).
+    func owner(of slot: Int) -> RedisEndpoint? {
+        state.withLock { $0.topology?.owner(of: slot) }
+    }
+
+    func shutdown() {
+        let (pools, refresh): ([ConnectionPool], Task<RedisError?, Never>?) = state.withLock { state in
+            state.isShutDown = true
+            defer { state.pools = [:] }
+            return (Array(state.pools.values), state.refresh)
+        }
+        refresh?.cancel()
+        for pool in pools { pool.shutdown() }
+    }
+}
