@@ -118,12 +118,9 @@ final class SilentListener {
     deinit { close(fd) }
 }
 
-/// Number of Redis connection threads (named `redis-conn-N`) alive in this process (Linux).
-func redisConnectionThreadCount() -> Int {
-    let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
-    return tasks.filter { task in
-        ((try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8)) ?? "").hasPrefix("redis-conn")
-    }.count
+/// Whether the thread with this kernel id still exists in this process (Linux).
+func threadIsAlive(_ id: Int32) -> Bool {
+    FileManager.default.fileExists(atPath: "/proc/self/task/\(id)")
 }
 
 /// Expects `body` to throw a ``RedisError`` and returns it.

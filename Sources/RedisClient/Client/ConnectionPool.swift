@@ -24,6 +24,9 @@ final class ConnectionPool: Sendable {
         return connections[Int(UInt(bitPattern: index) % UInt(connections.count))]
     }
 
+    /// Kernel thread ids of the connections' threads (tests check they are joined at shutdown).
+    var kernelThreadIDs: [Int32] { connections.map(\.kernelThreadID) }
+
     /// Lets queued commands finish, closes every connection and joins their threads.
     func shutdown() {
         for connection in connections { connection.shutdown() }

@@ -155,6 +155,9 @@ public final class RedisClient: Sendable {
         if let cluster, let error = await cluster.refresh() { throw error }
     }
 
+    /// Kernel thread ids of the single-node pool's connection threads (empty in cluster mode); for tests.
+    var kernelThreadIDs: [Int32] { pool?.kernelThreadIDs ?? [] }
+
     /// Lets queued commands finish, closes every connection and joins their threads.
     /// Later commands fail with ``RedisError/Code/shutdown``.
     public func shutdown() {

@@ -131,7 +131,9 @@ public struct RedisClientConfiguration: Sendable {
             }
             let port = components.port ?? 6379
             guard (1...65535).contains(port) else { throw RedisError(.invalidURL, "port \(port) is out of range") }
-            endpoint = .tcp(host: host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host, port: port)
+            let bareHost = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
+            try Self.validateHost(bareHost)
+            endpoint = .tcp(host: bareHost, port: port)
             let path = components.path.trimmingCharacters(in: CharacterSet(charactersIn: "/"))
             if !path.isEmpty {
                 guard let db = Int(path), db >= 0 else { throw RedisError(.invalidURL, "database '\(path)' is not a non-negative integer") }
@@ -162,6 +164,17 @@ public struct RedisClientConfiguration: Sendable {
 }
 
 extension RedisClientConfiguration {
+    /// A host must be a DNS name or an IP address: letters, digits, `.`, `-`, `_` and (IPv6) `:`.
+    /// Percent-decoding must not smuggle in `@`, `/`, spaces or other characters.
+    static func validateHost(_ host: String) throws {
+        let allowed = host.utf8.allSatisfy { byte in
+            (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z")) || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
+                || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "-")
+                || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ":")
+        }
+        guard allowed else { throw RedisError(.invalidURL, "'\(host)' is not a host name or IP address") }
+    }
+
     /// Parses what follows `redis+cluster://`: `[[user]:password@]host[:port],host[:port]…[/0]`.
     private mutating func parseClusterURL(_ rest: String) throws {
         var rest = Substring(rest)
@@ -199,6 +212,7 @@ extension RedisClientConfiguration {
                 host = host[..<colon]
             }
             guard !host.isEmpty else { throw RedisError(.invalidURL, "empty host in redis+cluster URL") }
+            try Self.validateHost(String(host))
             guard (1...65535).contains(port) else { throw RedisError(.invalidURL, "port \(port) is out of range") }
             seeds.append(.tcp(host: String(host), port: port))
         }

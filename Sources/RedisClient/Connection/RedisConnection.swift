@@ -33,6 +33,12 @@ final class RedisConnection: @unchecked Sendable {
     private var queue: [Pending] = []
     private var isShuttingDown = false
     private var thread: pthread_t?
+    /// The kernel id of the connection's thread (0 until it runs), so tests can see it is joined.
+    private(set) var kernelThreadID: Int32 {
+        get { lock.withLock { _kernelThreadID } }
+        set { lock.withLock { _kernelThreadID = newValue } }
+    }
+    private var _kernelThreadID: Int32 = 0
 
     // Owned by the connection's thread.
     private var context: UnsafeMutablePointer<redisContext>?
@@ -47,6 +53,7 @@ final class RedisConnection: @unchecked Sendable {
         self.logger = logger
         let thread = startThread { [self] in
             chiredis_set_current_thread_name("redis-conn-\(index % 10_000)")
+            kernelThreadID = chiredis_current_thread_id()
             runLoop()
         }
         lock.withLock { self.thread = thread }
