@@ -58,8 +58,9 @@ public struct DeviceAuthorizationMetrics: Sendable {
     func render() -> String { registry.emitToString() }
 }
 
-/// Times every request, stamps `X-Request-Id`, and logs one line per request without the query
-/// string (it may hold a user code).
+/// Times every request, stamps `X-Request-Id`, and logs one line per request (at `debug`: a
+/// synchronous log line per request costs more than the token endpoint's Redis round trip)
+/// without the query string (it may hold a user code).
 struct RequestObservationMiddleware<Context: RequestContext>: RouterMiddleware {
     let metrics: DeviceAuthorizationMetrics
 
@@ -71,7 +72,7 @@ struct RequestObservationMiddleware<Context: RequestContext>: RouterMiddleware {
             let elapsed = clock.now - start
             let endpoint = context.endpointPath ?? "unmatched"
             metrics.recordRequest(endpoint: endpoint, method: request.method.rawValue, status: status, duration: elapsed)
-            context.logger.info("request", metadata: [
+            context.logger.debug("request", metadata: [
                 "http.method": "\(request.method.rawValue)",
                 "http.path": "\(String(request.uri.path.prefix(128)))",
                 "http.status": "\(status)",

@@ -82,11 +82,58 @@ public struct OAuthError: Error, Sendable, Equatable {
 /// JSON responses with `Cache-Control: no-store` (RFC 6749 §5.1).
 enum JSONResponse {
     static func make(status: HTTPResponse.Status = .ok, object: [String: Any]) -> Response {
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+        let data = JSONWriter.flatObject(object).map { Data($0.utf8) }
+            ?? (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
         var headers = HTTPFields()
         headers[.contentType] = "application/json; charset=utf-8"
         headers[.cacheControl] = "no-store"
         headers[.pragma] = "no-cache"
         return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+/// Writes the flat JSON objects of the OAuth endpoints (string, integer, boolean and string-array
+/// values, keys sorted) without Foundation's `JSONSerialization`, which dominated the token
+/// endpoint's CPU profile. Anything else returns `nil` and goes to `JSONSerialization`.
+enum JSONWriter {
+    static func flatObject(_ object: [String: Any]) -> String? {
+        var out = "{"
+        for (index, key) in object.keys.sorted().enumerated() {
+            if index > 0 { out += "," }
+            appendString(key, to: &out)
+            out += ":"
+            switch object[key] {
+            case let value as String: appendString(value, to: &out)
+            case let value as Int: out += String(value)
+            case let value as Bool: out += value ? "true" : "false"
+            case let values as [String]:
+                out += "["
+                for (position, value) in values.enumerated() {
+                    if position > 0 { out += "," }
+                    appendString(value, to: &out)
+                }
+                out += "]"
+            default: return nil
+            }
+        }
+        return out + "}"
+    }
+
+    static func appendString(_ value: String, to out: inout String) {
+        out += "\""
+        for scalar in value.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where scalar.value < 0x20:
+                let hex = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        out += "\""
     }
 }

@@ -62,6 +62,7 @@ struct FormBody: Sendable {
 
     /// Whether a `Content-Type` value names form encoding (parameters such as charset allowed).
     static func isFormContentType(_ value: String) -> Bool {
+        if value == "application/x-www-form-urlencoded" { return true }
         let mediaType = value.split(separator: ";", maxSplits: 1).first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
         return mediaType == "application/x-www-form-urlencoded"
     }
@@ -81,7 +82,33 @@ struct FormBody: Sendable {
         return FormBody(values: values)
     }
 
+    /// `+` → space and `%XX` → byte, then the bytes must be UTF-8; `nil` for a bad escape or bad
+    /// UTF-8 (what Foundation's `removingPercentEncoding` answers, without bridging through NSString
+    /// on every request).
     private static func decode(_ component: Substring) -> String? {
-        component.replacingOccurrences(of: "+", with: " ").removingPercentEncoding
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(component.utf8.count)
+        var iterator = component.utf8.makeIterator()
+        while let byte = iterator.next() {
+            switch byte {
+            case UInt8(ascii: "+"):
+                bytes.append(UInt8(ascii: " "))
+            case UInt8(ascii: "%"):
+                guard let high = iterator.next().flatMap(hexValue), let low = iterator.next().flatMap(hexValue) else { return nil }
+                bytes.append(high << 4 | low)
+            default:
+                bytes.append(byte)
+            }
+        }
+        return String(validating: bytes, as: UTF8.self)
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
+        }
     }
 }
