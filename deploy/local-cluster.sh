@@ -49,12 +49,15 @@ command -v redis-server >/dev/null || { echo "local-cluster: redis-server not in
 [[ "$nodes" =~ ^[1-9][0-9]*$ ]] || { echo "local-cluster: --nodes must be a positive number" >&2; exit 2; }
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-# Random free ports by default, so several clusters (or test runs) can share the machine.
+# Random free ports by default, so several clusters (or test runs) can share the machine. They come
+# from 10000-31999, below Linux's ephemeral range (32768-60999), so an outgoing connection of some
+# other process cannot hold the port between our check and the bind. Sets $picked_port (no
+# subshell, so $taken remembers every port this script handed out).
 pick_port() {
   local port
-  for _ in $(seq 1 50); do
-    port=$((20000 + RANDOM % 30000))
-    if port_free "$port" && [[ " ${taken[*]:-} " != *" $port "* ]]; then taken+=("$port"); echo "$port"; return 0; fi
+  for _ in $(seq 1 100); do
+    port=$((10000 + RANDOM % 22000))
+    if port_free "$port" && [[ " ${taken[*]:-} " != *" $port "* ]]; then taken+=("$port"); picked_port="$port"; return 0; fi
   done
   echo "local-cluster: no free port found" >&2; return 1
 }
@@ -98,7 +101,7 @@ trap 'cleanup' EXIT
 trap 'status=130; exit 130' INT
 trap 'status=143; exit 143' TERM
 
-[ -n "$redis_port" ] || redis_port="$(pick_port)"
+[ -n "$redis_port" ] || { pick_port; redis_port="$picked_port"; }
 redis_command=(redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --dir "$workdir"
   --maxmemory-policy noeviction --logfile "$workdir/redis.log" --pidfile "$workdir/redis.pid" --daemonize no "${redis_args[@]}")
 # The same command line, for tests that restart Redis.
@@ -115,27 +118,40 @@ if [ -z "$signing_key" ]; then
   openssl ecparam -name prime256v1 -genkey -noout 2>/dev/null | openssl pkcs8 -topk8 -nocrypt -out "$signing_key"
 fi
 
+start_node() { # $1 = node number, $2 = port
+  "$server" --host 127.0.0.1 --port "$2" --redis-url "$REDIS_URL" --config "$config" --signing-key "$signing_key" \
+    --log-level "$log_level" >"$workdir/node-$1.log" 2>&1 &
+  node_pids[$(($1 - 1))]=$!
+  urls[$(($1 - 1))]="http://127.0.0.1:$2"
+}
 urls=()
 for i in $(seq 1 "$nodes"); do
-  if [ -n "$base_port" ]; then port=$((base_port + i - 1)); else port="$(pick_port)"; fi
-  "$server" --host 127.0.0.1 --port "$port" --redis-url "$REDIS_URL" --config "$config" --signing-key "$signing_key" \
-    --log-level "$log_level" >"$workdir/node-$i.log" 2>&1 &
-  node_pids+=($!)
-  urls+=("http://127.0.0.1:$port")
+  if [ -n "$base_port" ]; then port=$((base_port + i - 1)); else pick_port; port="$picked_port"; fi
+  start_node "$i" "$port"
 done
 
 for i in "${!urls[@]}"; do
   ready=""
-  for _ in $(seq 1 150); do
-    if curl -fsS -o /dev/null --max-time 1 "${urls[$i]}/readyz" 2>/dev/null; then ready=1; break; fi
-    kill -0 "${node_pids[$i]}" 2>/dev/null || break
-    sleep 0.2
-  done
-  if [ -z "$ready" ]; then
+  attempts=0
+  while [ -z "$ready" ]; do
+    for _ in $(seq 1 150); do
+      if curl -fsS -o /dev/null --max-time 1 "${urls[$i]}/readyz" 2>/dev/null; then ready=1; break; fi
+      kill -0 "${node_pids[$i]}" 2>/dev/null || break
+      sleep 0.2
+    done
+    [ -n "$ready" ] && break
+    # Another process took a randomly picked port between the check and the bind: pick another.
+    if [ -z "$base_port" ] && [ "$attempts" -lt 3 ] && grep -q "Address already in use" "$workdir/node-$((i + 1)).log" 2>/dev/null; then
+      attempts=$((attempts + 1))
+      wait "${node_pids[$i]}" 2>/dev/null || true
+      pick_port; echo "local-cluster: node $((i + 1)) port ${urls[$i]##*:} was taken; retrying on $picked_port" >&2
+      start_node "$((i + 1))" "$picked_port"
+      continue
+    fi
     echo "local-cluster: node $((i + 1)) (${urls[$i]}) did not become ready; its log:" >&2
     tail -n 20 "$workdir/node-$((i + 1)).log" >&2 || true
     status=1; exit 1
-  fi
+  done
 done
 
 NODE_URLS="$(IFS=,; echo "${urls[*]}")"

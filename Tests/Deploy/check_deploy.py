@@ -59,9 +59,9 @@ def code_lines(text):
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below the ephemeral range (see Tests/Support/free-port.py)."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Support", "free-port.py")
+    return int(subprocess.check_output([sys.executable, script], text=True))
 
 
 class Deploy:

@@ -44,7 +44,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+port=$(python3 Tests/Support/free-port.py)
 # Device-authorization limits off so the fuzzer reaches the success path; the unknown-device-code
 # limit stays on (lower than the default) so 429 answers are produced and checked too.
 cat >"$workdir/config.json" <<JSON

@@ -23,7 +23,7 @@ def free(port):
     finally:
         s.close()
 for _ in range(200):
-    base = random.randrange(20000, 40000)
+    base = random.randrange(10000, 22700)  # bus ports (+10000) stay below the ephemeral range
     if all(free(base + i) and free(base + 10000 + i) for i in range(6)):
         print(base); break
 else:

@@ -8,7 +8,7 @@ set -euo pipefail
 server="${REDIS_SERVER_BIN:-redis-server}"
 
 dir=$(mktemp -d /tmp/deviceauth-test-redis.XXXXXX)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+port=$(python3 "$(dirname "${BASH_SOURCE[0]}")/free-port.py")
 pid=""
 cleanup() {
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then

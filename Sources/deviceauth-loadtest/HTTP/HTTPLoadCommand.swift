@@ -67,6 +67,9 @@ struct HTTPLoadCommand: AsyncParsableCommand {
     @Option(name: .customLong("request-timeout"), help: "Per-request timeout in seconds.")
     var requestTimeout = 30
 
+    @Option(help: "HTTP connections per node at most (default: about twice the concurrency per node). Thousands of devices in flight need not mean thousands of sockets.")
+    var connectionsPerNode: Int?
+
     @Flag(name: .customLong("allow-remote"), help: "Allow node URLs that are not loopback addresses.")
     var allowRemote = false
 
@@ -105,6 +108,7 @@ struct HTTPLoadCommand: AsyncParsableCommand {
         if let devices, devices <= 0 { throw ValidationError("--devices must be positive") }
         if let duration, duration <= 0 { throw ValidationError("--duration must be positive") }
         guard concurrency > 0 else { throw ValidationError("--concurrency must be positive") }
+        if let connectionsPerNode, connectionsPerNode <= 0 { throw ValidationError("--connections-per-node must be positive") }
         guard let scenarioMix = ScenarioMix(parsing: mix) else { throw ValidationError("--mix: e.g. approve=60,deny=15,abandon=10,misbehave=15") }
         let think = try Self.parseRange(thinkTime)
         let seed = seed ?? UInt64.random(in: 0...UInt64.max)
@@ -112,7 +116,7 @@ struct HTTPLoadCommand: AsyncParsableCommand {
         var httpConfiguration = HTTPClient.Configuration()
         httpConfiguration.redirectConfiguration = .disallow
         httpConfiguration.connectionPool = .init(idleTimeout: .seconds(60),
-                                                 concurrentHTTP1ConnectionsPerHostSoftLimit: max(8, concurrency * 2 / nodeList.count + 1))
+                                                 concurrentHTTP1ConnectionsPerHostSoftLimit: connectionsPerNode ?? max(8, concurrency * 2 / nodeList.count + 1))
         // With failover, a refused connection must fail at once (and go to another node), not be retried until the deadline.
         if failover || faultTolerant { httpConfiguration.connectionPool.retryConnectionEstablishment = false }
         httpConfiguration.timeout = .init(connect: .seconds(10), read: .seconds(Int64(requestTimeout)))
