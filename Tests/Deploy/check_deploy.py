@@ -498,6 +498,8 @@ class Deploy:
         dirs = ["RedisClient", "DeviceAuthorization", "DeviceAuthorizationHTTP", "deviceauth-server"]
         for d in dirs:
             for path in sorted((self.root / "Sources" / d).rglob("*.swift")):
+                if path.name == "CommandKeys.swift":
+                    continue  # a table of where each command's keys are (for cluster routing); it sends nothing
                 text = code_lines(read(path))
                 rel = path.relative_to(self.root)
                 for m in re.finditer(r"redis\.p?call\(\s*['\"]([A-Za-z]+)['\"]", text):
@@ -506,8 +508,8 @@ class Deploy:
                     add(m.group(1), m.group(2), str(rel))
                 if d == "RedisClient":
                     # Handshake argument lists (["AUTH"], ["SELECT", db]) and the EVALSHA/EVAL switch.
-                    for m in re.finditer(r'\[\s*"([A-Z]{3,})"\s*[,\]]', text):
-                        add(m.group(1), None, str(rel))
+                    for m in re.finditer(r'\[\s*"([A-Z]{3,})"\s*(?:,\s*"([A-Z]{3,})"\s*)?[,\]]', text):
+                        add(m.group(1), m.group(2), str(rel))
                     for m in re.finditer(r'\?\s*"([A-Z]{3,})"\s*:\s*"([A-Z]{3,})"', text):
                         add(m.group(1), None, str(rel))
                         add(m.group(2), None, str(rel))
@@ -616,10 +618,12 @@ def dryrun_arguments(command, key):
         "eval": ["return 1", "1", key], "evalsha": ["0" * 40, "1", key],
         "get": [key], "set": [key, "v", "NX", "PX", "1000"], "exists": [key], "incr": [key],
         "pttl": [key], "pexpire": [key, "1000"], "pexpireat": [key, "1000"],
-        "hmget": [key, "s"], "hset": [key, "s", "p"], "hincrby": [key, "rp", "1"],
+        "hmget": [key, "s"], "hset": [key, "s", "p"], "hincrby": [key, "rp", "1"], "asking": [],
     }
     if name == "config" and sub == "get":
         return ["CONFIG", "GET", "maxmemory-policy"]
+    if name == "cluster" and sub == "slots":
+        return ["CLUSTER", "SLOTS"]
     if sub:
         return [name.upper(), sub.upper(), key]
     return [name.upper(), *table.get(name, [key])]
