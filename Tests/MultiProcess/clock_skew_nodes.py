@@ -17,6 +17,7 @@ alone, and asserts that both give exactly the expected outcomes, step by step.
 Usage: Tests/Support/with-redis.sh python3 Tests/MultiProcess/clock_skew_nodes.py [BUILD_DIR]
 """
 import base64
+import glob
 import html.parser
 import http.cookiejar
 import json
@@ -54,11 +55,14 @@ class Node:
                    "--config", config, "--signing-key", key, "--log-level", "warning"]
         env = dict(os.environ)
         if offset is not None:
-            # Only the wall clock is faked; monotonic clocks (timers, timeouts) stay real.
+            # Only the wall clock is faked; monotonic clocks (timers, timeouts) stay real. (Preloading
+            # libfaketime without the wrapper made the server spin at 100% CPU here.)
             command = ["faketime", "-f", offset] + command
             env["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"
         self.log = open(os.path.join(workdir, f"{name}.log"), "wb")
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        # Its own process group: the `faketime` wrapper does not pass signals on, and a server it
+        # left behind spun at 100% CPU once the wrapper's shared clock was gone; stop() signals the group.
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
     def wait_ready(self):
         deadline = time.monotonic() + 60
@@ -76,12 +80,16 @@ class Node:
 
     def stop(self):
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+            os.killpg(self.process.pid, signal.SIGINT)
             try:
                 self.process.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)  # anything left in its group
+        except ProcessLookupError:
+            pass
+        self.process.wait()
         self.log.close()
 
 
@@ -202,9 +210,10 @@ def main():
     redis_url = os.environ.get("REDIS_URL")
     if not redis_url:
         raise SystemExit("clock_skew_nodes: REDIS_URL is not set (run under Tests/Support/with-redis.sh)")
-    for tool in (SERVER, shutil.which("faketime")):
-        if not tool or not os.path.exists(tool):
-            raise SystemExit(f"clock_skew_nodes: missing {tool or 'faketime (apt-get install faketime)'}")
+    if not os.path.exists(SERVER):
+        raise SystemExit(f"clock_skew_nodes: missing {SERVER}")
+    if not glob.glob("/usr/lib/*/faketime/libfaketime.so.1"):
+        raise SystemExit("clock_skew_nodes: missing libfaketime (apt-get install faketime)")
     workdir = tempfile.mkdtemp(prefix="deviceauth-skew.")
     config = os.path.join(workdir, "config.json")
     with open(config, "w") as f:
