@@ -70,7 +70,8 @@ public enum RateLimitDecision: Sendable, Hashable {
 public final class RequestRateLimiter: Sendable {
     private let client: RedisClient
     private let keyPrefix: String
-    private let secret: SymmetricKey
+    /// HMAC state after the key: copied for each subject, so the key schedule runs once.
+    private let keyedHMAC: HMAC<SHA256>
 
     /// Creates a limiter.
     /// - Parameters:
@@ -80,12 +81,14 @@ public final class RequestRateLimiter: Sendable {
     public init(client: RedisClient, keyPrefix: String, secret: [UInt8]) {
         self.client = client
         self.keyPrefix = keyPrefix
-        self.secret = SymmetricKey(data: HMAC<SHA256>.authenticationCode(for: Array("deviceauth-rate-limit".utf8), using: SymmetricKey(data: secret)))
+        self.keyedHMAC = HMAC<SHA256>(key: SymmetricKey(data: HMAC<SHA256>.authenticationCode(for: Array("deviceauth-rate-limit".utf8), using: SymmetricKey(data: secret))))
     }
 
     /// The Redis key of a bucket (for tests and operators).
     public func key(of bucket: RateLimitBucket) -> String {
-        let mac = Array(HMAC<SHA256>.authenticationCode(for: Array(bucket.subject.utf8), using: secret))
+        var hmac = keyedHMAC
+        hmac.update(data: Array(bucket.subject.utf8))
+        let mac = Array(hmac.finalize())
         return "\(keyPrefix):{rl}:\(bucket.name):\(hexString(mac[0..<16]))"
     }
 

@@ -56,6 +56,12 @@ public struct OAuthError: Error, Sendable, Equatable {
                           headers: ["Retry-After": String(seconds)])
     }
 
+    /// The token endpoint's constant answers, encoded once per process: most polls get one of
+    /// these, and building the JSON for each showed in the endpoint's CPU profile.
+    static let authorizationPendingResponse = OAuthError("authorization_pending", "the user has not yet approved the request").response
+    static let accessDeniedResponse = OAuthError("access_denied", "the user denied the request").response
+    static let expiredTokenResponse = OAuthError("expired_token", "the device code has expired; start a new request").response
+
     /// `server_error` (500), for failures that are not the caller's fault.
     static let serverError = OAuthError("server_error", "the authorization server failed to answer", status: .internalServerError)
 
@@ -82,14 +88,19 @@ public struct OAuthError: Error, Sendable, Equatable {
 /// JSON responses with `Cache-Control: no-store` (RFC 6749 §5.1).
 enum JSONResponse {
     static func make(status: HTTPResponse.Status = .ok, object: [String: Any]) -> Response {
-        let data = JSONWriter.flatObject(object).map { Data($0.utf8) }
-            ?? (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+        let buffer = JSONWriter.flatObject(object).map { ByteBuffer(string: $0) }
+            ?? ByteBuffer(bytes: (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8))
+        return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: buffer))
+    }
+
+    /// `Content-Type`, `Cache-Control: no-store` and `Pragma: no-cache`.
+    static let headers: HTTPFields = {
         var headers = HTTPFields()
         headers[.contentType] = "application/json; charset=utf-8"
         headers[.cacheControl] = "no-store"
         headers[.pragma] = "no-cache"
-        return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
-    }
+        return headers
+    }()
 }
 
 /// Writes the flat JSON objects of the OAuth endpoints (string, integer, boolean and string-array

@@ -170,13 +170,13 @@ public struct DeviceAuthorizationRoutes: Sendable {
             }
             switch outcome {
             case .authorizationPending:
-                throw OAuthError("authorization_pending", "the user has not yet approved the request")
+                return OAuthError.authorizationPendingResponse
             case .slowDown(let newInterval):
                 throw OAuthError("slow_down", "polling too fast; wait at least \(newInterval) seconds between requests", extra: ["interval": newInterval])
             case .accessDenied:
-                throw OAuthError("access_denied", "the user denied the request")
+                return OAuthError.accessDeniedResponse
             case .expiredToken:
-                throw OAuthError("expired_token", "the device code has expired; start a new request")
+                return OAuthError.expiredTokenResponse
             case .invalidGrant(let reason):
                 if reason != .unknown {
                     context.logger.notice("invalid_grant", metadata: ["reason": "\(reason.rawValue)", "client_id": "\(client.clientID)"])

@@ -86,6 +86,9 @@ struct FormBody: Sendable {
     /// UTF-8 (what Foundation's `removingPercentEncoding` answers, without bridging through NSString
     /// on every request).
     private static func decode(_ component: Substring) -> String? {
+        // Most values (client ids, device codes, grant types with %3A aside) have no escapes: the
+        // text was validated as UTF-8 as a whole, so the slice can be taken as it is.
+        if !component.utf8.contains(where: { $0 == UInt8(ascii: "%") || $0 == UInt8(ascii: "+") }) { return String(component) }
         var bytes: [UInt8] = []
         bytes.reserveCapacity(component.utf8.count)
         var iterator = component.utf8.makeIterator()
