@@ -42,7 +42,7 @@ test: build e2e-deps
 	@echo "--- benchmark smoke runs (debug build, short; figures are meaningless, the code paths are not)"
 	.build/debug/deviceauth-bench client --duration 0.5 --warmup 0.2 --concurrency 16
 	.build/debug/deviceauth-bench store --duration 0.5 --warmup 0.2 --concurrency 16
-	python3 Tests/Bench/flow_bench.py --build .build/debug --duration 2 --concurrency 20 --memory-devices 100
+	python3 Tests/Bench/flow_bench.py --build .build/debug --duration 2 --concurrency 20 --memory-devices 100 --store-duration 0.5
 	@echo "--- load-test smoke run (Redis + 3 API nodes, 300 devices, debug build)"
 	Tests/Support/loadtest-smoke.sh
 	Tests/Faults/run.sh

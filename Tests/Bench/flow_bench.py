@@ -7,9 +7,14 @@
 2. Peak memory (`/usr/bin/time -v`, maximum resident set size) of the harness and of each API node
    while 10,000 devices are in flight at once. BENCH line: the busiest node vs an idle node
    (same binary, started, checked ready and stopped in the same run).
+3. Store mode: `deviceauth-loadtest store --op poll` (the store library, no HTTP) at concurrency 64
+   on a private redis-server, side by side with `redis-benchmark -c 64` sending the store's own
+   poll script (`EVALSHA`, same key shape and arguments), which `deviceauth-bench store` runs on the
+   same server in the same run. BENCH line: the harness vs redis-benchmark.
 
 Usage: python3 Tests/Bench/flow_bench.py [--build .build/release] [--duration S] [--concurrency C]
                                          [--memory-devices N] [--skip-throughput] [--skip-memory]
+                                         [--store-duration S] [--skip-store]
 """
 import argparse
 import glob
@@ -21,6 +26,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CONFIG = os.path.join(ROOT, "deploy", "loadtest-config.json")
@@ -150,6 +156,49 @@ def memory(args, workdir):
         raise SystemExit("flow_bench: an invariant failed in the memory run")
 
 
+def store_mode(args, workdir):
+    """The harness's store mode vs redis-benchmark on the same script, same concurrency, same server."""
+    port = int(subprocess.check_output([sys.executable, os.path.join(ROOT, "Tests", "Support", "free-port.py")], text=True))
+    redis = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+                              "--dir", workdir], stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            if subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True).stdout.strip() == "PONG":
+                break
+            time.sleep(0.1)
+        # Baseline: deviceauth-bench store runs redis-benchmark with EVALSHA of the poll script.
+        bench = subprocess.run([os.path.join(args.build, "deviceauth-bench"), "store", "--redis-url", url, "--concurrency", "64",
+                                "--duration", str(args.store_duration), "--grants", "1000"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        match = re.search(r"BENCH store\.poll\.c64 ours=([\d.]+) baseline=([\d.]+)", bench.stdout)
+        if bench.returncode != 0 or not match:
+            print(bench.stdout)
+            raise SystemExit("flow_bench: deviceauth-bench store failed")
+        library, baseline = float(match.group(1)), float(match.group(2))
+        report_path = os.path.join(workdir, "store.json")
+        run = subprocess.run([os.path.join(args.build, "deviceauth-loadtest"), "store", "--redis-url", url, "--op", "poll",
+                              "--concurrency", "64", "--duration", str(max(1, round(args.store_duration))), "--json", report_path],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if run.returncode != 0:
+            print(run.stdout)
+            raise SystemExit("flow_bench: deviceauth-loadtest store failed")
+        with open(report_path) as f:
+            report = json.load(f)
+        row = next(r for r in report["rows"] if r["endpoint"] == "store.poll")
+        harness = row["count"] / report["elapsed_seconds"]
+        print(f"  store mode, poll, concurrency 64: deviceauth-loadtest store {harness:.0f} ops/s (p50 {row['p50_ms']} ms, "
+              f"p99 {row['p99_ms']} ms, outcome {row['outcome']}); deviceauth-bench store {library:.0f} ops/s; "
+              f"redis-benchmark -c 64 EVALSHA poll {baseline:.0f} ops/s", flush=True)
+        bench_line("loadtest.store.poll.c64", harness, baseline, "ops/s")
+    finally:
+        subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True)
+        try:
+            redis.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            redis.kill()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--build", default=".build/release")
@@ -158,9 +207,11 @@ def main():
     parser.add_argument("--memory-devices", type=int, default=10000)
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--store-duration", type=float, default=5)
+    parser.add_argument("--skip-store", action="store_true")
     args = parser.parse_args()
     args.build = os.path.abspath(args.build)
-    for binary in ("deviceauth-server", "deviceauth-loadtest"):
+    for binary in ("deviceauth-server", "deviceauth-loadtest", "deviceauth-bench"):
         if not os.access(os.path.join(args.build, binary), os.X_OK):
             raise SystemExit(f"flow_bench: {args.build}/{binary} missing; build first")
     if not os.access("/usr/bin/time", os.X_OK):
@@ -171,6 +222,8 @@ def main():
             throughput(args, workdir)
         if not args.skip_memory:
             memory(args, workdir)
+        if not args.skip_store:
+            store_mode(args, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
