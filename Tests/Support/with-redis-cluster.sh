@@ -12,24 +12,7 @@ node_timeout=1000
 if [ "${1:-}" = "--node-timeout" ]; then node_timeout="$2"; shift 2; fi
 
 # Six consecutive free ports whose cluster-bus ports (+10000) are free too.
-base=$(python3 - <<'PY'
-import random, socket
-def free(port):
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", port)); return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-for _ in range(200):
-    base = random.randrange(10000, 22700)  # bus ports (+10000) stay below the ephemeral range
-    if all(free(base + i) and free(base + 10000 + i) for i in range(6)):
-        print(base); break
-else:
-    raise SystemExit("no free port range")
-PY
-)
+base=$(python3 "$root/Tests/Support/free-port.py" 6 10000)
 dir=$(mktemp -d /tmp/deviceauth-test-cluster.XXXXXX)
 cleanup() {
   "$root/deploy/redis-cluster.sh" stop --dir "$dir" || true
