@@ -5,6 +5,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
+import RedisClient
 import Testing
 
 /// Abuse limits, measured through HTTP on a live server (real peer address, trusted proxy, so
@@ -112,6 +113,31 @@ struct RateLimitTests {
             for _ in 0..<20 { expectOAuthError(try await client.poll(deviceCode: live, clientID: "fast", headers: device), "authorization_pending") }
             for _ in 0..<4 { expectOAuthError(try await client.poll(deviceCode: "abcd." + String(repeating: "D", count: 43), clientID: "fast", headers: device), "invalid_grant") }
             Self.expectLimited(try await client.poll(deviceCode: live, clientID: "fast", headers: device))
+        }
+    }
+
+    @Test("unknown device codes per IP across two nodes: the count is shared; the 5th is refused on the other node, and then a live code there too")
+    func unknownDeviceCodesAcrossNodes() async throws {
+        let prefix = HTTPFixture.uniquePrefix()
+        let limits = RateLimitSettings(deviceAuthorizationsPerIP: nil, deviceAuthorizationsPerClient: nil, unknownDeviceCodesPerIP: RateLimit(4, per: .seconds(60)))
+        let nodeA = try await HTTPFixture(trustedProxies: ["127.0.0.1"], keyPrefix: prefix, rateLimits: limits)
+        let nodeB = try await HTTPFixture(trustedProxies: ["127.0.0.1"], keyPrefix: prefix, rateLimits: limits)
+        defer { nodeA.shutdown(); nodeB.shutdown() }
+        try await nodeA.app.test(.live) { a in
+            try await nodeB.app.test(.live) { b in
+                let live = try #require(try await a.issue(clientID: "fast")["device_code"] as? String)
+                let attacker = Self.from("203.0.113.77")
+                for letter in ["E", "F", "G", "H"] {
+                    expectOAuthError(try await a.poll(deviceCode: "abcd." + String(repeating: letter, count: 43), clientID: "fast", headers: attacker), "invalid_grant")
+                }
+                // B has never refused this address: its 5th unknown code is counted in Redis, found over the limit, refused.
+                Self.expectLimited(try await b.poll(deviceCode: "abcd." + String(repeating: "I", count: 43), clientID: "fast", headers: attacker))
+                Self.expectLimited(try await b.poll(deviceCode: live, clientID: "fast", headers: attacker))
+                Self.expectLimited(try await a.poll(deviceCode: live, clientID: "fast", headers: attacker))
+                #expect(try await nodeA.redis.send("HGET", try #require(try await nodeA.keys("{rl}:tku:*").first), "c").string == "5",
+                        "four unknown codes on A and one on B, counted once each; the live-code polls not at all")
+                expectOAuthError(try await b.poll(deviceCode: live, clientID: "fast", headers: Self.from("203.0.113.78")), "authorization_pending")
+            }
         }
     }
 

@@ -5,8 +5,8 @@ import Testing
 
 @Suite("Request rate limiter (sliding window in Redis)")
 struct RequestRateLimiterTests {
-    static func limiter(_ f: StoreFixture, client: RedisClient? = nil) -> RequestRateLimiter {
-        RequestRateLimiter(client: client ?? f.client, keyPrefix: f.prefix, secret: f.store.configuration.secret)
+    static func limiter(_ f: StoreFixture, client: RedisClient? = nil, capacity: Int = 10_000) -> RequestRateLimiter {
+        RequestRateLimiter(client: client ?? f.client, keyPrefix: f.prefix, secret: f.store.configuration.secret, knownLimitedCapacity: capacity)
     }
 
     @Test("acquire: N allowed, the N+1-th limited with a retry time inside the window; other subjects unaffected")
@@ -52,10 +52,15 @@ struct RequestRateLimiterTests {
         let bucket = RateLimitBucket(name: "u", subject: "198.51.100.7", limit: RateLimit(2, per: .seconds(10)))
         for _ in 0..<10 { #expect(try await limiter.check([bucket]) == .allowed) }
         #expect(try await f.dump().isEmpty, "check must not write")
-        #expect(try await limiter.record([bucket]) == .allowed)
-        #expect(try await limiter.record([bucket]) != .allowed, "after 2 events the next one would not fit")
-        #expect(try await limiter.record([bucket]) != .allowed)
+        let first = try await limiter.record([bucket])
+        #expect(first.admitted && first.next == .allowed)
+        let second = try await limiter.record([bucket])
+        #expect(second.admitted, "the 2nd event had room")
+        #expect(second.next != .allowed, "after 2 events the next one would not fit")
+        let third = try await limiter.record([bucket])
+        #expect(!third.admitted && third.next != .allowed, "the 3rd was over the limit")
         #expect(try await limiter.check([bucket]) != .allowed)
+        #expect(try await f.client.send("HGET", limiter.key(of: bucket), "c").string == "3", "the event over the limit is counted too")
         let keys = try await f.dump()
         #expect(keys.count == 1)
         #expect(keys[0].key == limiter.key(of: bucket))
@@ -88,23 +93,70 @@ struct RequestRateLimiterTests {
         defer { f.shutdown() }
         let limiter = Self.limiter(f)
         let bucket = RateLimitBucket(name: "w", subject: "client-b", limit: RateLimit(3, per: .milliseconds(1500)))
+        // Redis decided somewhere between sending and receiving the limited answer: the promise
+        // runs from no earlier than `sentAt` and no later than `answeredAt` (a loaded machine can
+        // take long to deliver the answer).
         var retry: Duration?
+        var sentAt = ContinuousClock.now
         for _ in 0..<20 {
+            sentAt = .now
             if case .limited(_, let after) = try await limiter.acquire([bucket]) { retry = after; break }
         }
+        let answeredAt = ContinuousClock.now
         let wait = try #require(retry, "never limited")
         #expect(wait <= .milliseconds(3000))
-        let limitedAt = ContinuousClock.now
+        // A second node, without this one's memory of the refusal, asks Redis itself.
+        let other = try RedisClient(url: ProcessInfo.processInfo.environment["REDIS_URL"]!)
+        defer { other.shutdown() }
+        let otherNode = Self.limiter(f, client: other)
         if wait > .milliseconds(400) {
-            try await Task.sleep(for: wait - .milliseconds(300))
-            let early = try await limiter.check([bucket])
+            try await Task.sleep(until: sentAt + wait - .milliseconds(300))
+            let early = try await otherNode.check([bucket])
             // Only meaningful if the check really ran early: a loaded machine may oversleep.
-            if ContinuousClock.now - limitedAt < wait - .milliseconds(100) {
+            if ContinuousClock.now < sentAt + wait - .milliseconds(100) {
                 #expect(early != .allowed, "allowed before the promised time")
             }
         }
-        try await Task.sleep(until: limitedAt + wait + .milliseconds(50))
+        try await Task.sleep(until: answeredAt + wait + .milliseconds(50))
         #expect(try await limiter.acquire([bucket]) == .allowed, "allowed again after \(wait)")
+    }
+
+    @Test("a node remembers Redis's refusal until the retry time and refuses again without Redis; other nodes ask Redis; the memory is bounded")
+    func remembersRefusals() async throws {
+        let f = try StoreFixture()
+        defer { f.shutdown() }
+        let other = try RedisClient(url: ProcessInfo.processInfo.environment["REDIS_URL"]!)
+        defer { other.shutdown() }
+        let nodeA = Self.limiter(f, capacity: 2)
+        let nodeB = Self.limiter(f, client: other)
+        let bucket = RateLimitBucket(name: "m", subject: "192.0.2.9", limit: RateLimit(1, per: .milliseconds(1200)))
+        #expect(nodeA.knownLimit([bucket]) == .allowed, "nothing known before Redis has answered")
+        #expect(try await nodeA.acquire([bucket]) == .allowed)
+        #expect(nodeA.knownLimit([bucket]) == .allowed, "an allowed answer is not remembered")
+        guard case .limited(_, let retry) = try await nodeA.acquire([bucket]) else { Issue.record("the 2nd event was allowed"); return }
+        let answeredAt = ContinuousClock.now
+        guard case .limited(0, let known) = nodeA.knownLimit([bucket]) else { Issue.record("the refusal was not remembered"); return }
+        #expect(known <= retry)
+        // The counter disappears from Redis (an operator deletes it): node A still refuses from
+        // memory, so it did not ask Redis; node B, which never saw the refusal, asks and is allowed.
+        _ = try await f.client.send("DEL", nodeA.key(of: bucket))
+        #expect(try await nodeA.acquire([bucket]) != .allowed, "refused from memory")
+        #expect(try await f.client.send("EXISTS", nodeA.key(of: bucket)).int == 0, "node A wrote nothing")
+        #expect(nodeB.knownLimit([bucket]) == .allowed)
+        #expect(try await nodeB.acquire([bucket]) == .allowed)
+        // After the retry time the memory has lapsed and Redis decides again (B's event fills it).
+        try await Task.sleep(until: answeredAt + retry + .milliseconds(20))
+        #expect(nodeA.knownLimit([bucket]) == .allowed)
+        // Bounded: with room for two, a third refused subject is not remembered.
+        var refused: [RateLimitBucket] = []
+        for subject in ["192.0.2.10", "192.0.2.11", "192.0.2.12"] {
+            let b = RateLimitBucket(name: "m", subject: subject, limit: RateLimit(1, per: .seconds(60)))
+            #expect(try await nodeA.acquire([b]) == .allowed)
+            #expect(try await nodeA.acquire([b]) != .allowed)
+            refused.append(b)
+        }
+        #expect(refused.map { nodeA.knownLimit([$0]).isAllowed } == [false, false, true])
+        #expect(try await nodeA.check([refused[2]]) != .allowed, "Redis still refuses what is not remembered")
     }
 
     @Test("concurrent acquires from many tasks and two nodes never exceed the limit")

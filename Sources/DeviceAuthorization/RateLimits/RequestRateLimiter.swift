@@ -1,5 +1,6 @@
 import Crypto
 import RedisClient
+import Synchronization
 
 /// At most ``limit`` events per sliding ``window``.
 public struct RateLimit: Sendable, Hashable, CustomStringConvertible {
@@ -50,6 +51,21 @@ public enum RateLimitDecision: Sendable, Hashable {
     public var isAllowed: Bool { self == .allowed }
 }
 
+/// What ``RequestRateLimiter/record(_:)`` found when it counted an event.
+public struct RateLimitRecord: Sendable, Hashable {
+    /// Whether every bucket still had room for this event when it was counted. When `false` the
+    /// event was over a limit (and is counted all the same).
+    public var admitted: Bool
+    /// Whether the *next* event would be allowed.
+    public var next: RateLimitDecision
+
+    /// Creates a record.
+    public init(admitted: Bool, next: RateLimitDecision) {
+        self.admitted = admitted
+        self.next = next
+    }
+}
+
 /// Request rate limits shared by every API node: counters in Redis, one Lua script per decision,
 /// on the Redis server's clock (`TIME`), so nodes with skewed clocks agree.
 ///
@@ -62,6 +78,15 @@ public enum RateLimitDecision: Sendable, Hashable {
 /// in hex: addresses and client ids are not stored in plaintext. All counters share the hash tag
 /// `{rl}`, so one script can check several of them in a Redis Cluster.
 ///
+/// **Node-local memory of refusals.** When Redis answers that a bucket is over its limit, the
+/// limiter remembers that bucket until the promised retry time (measured from when the request
+/// was sent, so never past Redis's own promise) and refuses it again without a round trip:
+/// counts only grow, so a limit never lifts earlier than Redis said. ``knownLimit(_:)`` reads
+/// that memory alone, for callers that count after the fact (``record(_:)``) and want to refuse
+/// a limited subject before doing any work. The memory holds a bounded number of buckets
+/// (10,000 by default); when it is full of live entries, new refusals are simply not remembered
+/// (Redis still decides).
+///
 /// ```swift
 /// let limiter = RequestRateLimiter(client: redis, keyPrefix: "da", secret: secret)
 /// let buckets = [RateLimitBucket(name: "dai", subject: clientIP, limit: RateLimit(30, per: .seconds(60)))]
@@ -72,14 +97,20 @@ public final class RequestRateLimiter: Sendable {
     private let keyPrefix: String
     /// HMAC state after the key: copied for each subject, so the key schedule runs once.
     private let keyedHMAC: HMAC<SHA256>
+    /// Buckets (`name` NUL `subject`) Redis said are over their limit, until when.
+    private let knownLimited = Mutex<[String: ContinuousClock.Instant]>([:])
+    /// At most this many refused buckets are remembered.
+    private let knownLimitedCapacity: Int
 
     /// Creates a limiter.
     /// - Parameters:
     ///   - client: the Redis client (the store's).
     ///   - keyPrefix: the store's key prefix (`da`).
     ///   - secret: the shared secret (the same on every node), for hashing subjects.
-    public init(client: RedisClient, keyPrefix: String, secret: [UInt8]) {
+    ///   - knownLimitedCapacity: how many refused buckets this node remembers (10,000).
+    public init(client: RedisClient, keyPrefix: String, secret: [UInt8], knownLimitedCapacity: Int = 10_000) {
         self.client = client
+        self.knownLimitedCapacity = max(0, knownLimitedCapacity)
         self.keyPrefix = keyPrefix
         self.keyedHMAC = HMAC<SHA256>(key: SymmetricKey(data: HMAC<SHA256>.authenticationCode(for: Array("deviceauth-rate-limit".utf8), using: SymmetricKey(data: secret))))
     }
@@ -95,29 +126,79 @@ public final class RequestRateLimiter: Sendable {
     /// Counts one event in every bucket if all of them are under their limits; if one is at its
     /// limit, counts nothing and says which one and when to retry.
     public func acquire(_ buckets: [RateLimitBucket]) async throws -> RateLimitDecision {
-        try await run(Self.acquireScript, buckets)
+        let known = knownLimit(buckets)
+        guard known.isAllowed else { return known }
+        let sent = ContinuousClock.now
+        let reply = try await run(Self.acquireScript, buckets)
+        return remember(Self.decision(reply), buckets, sent: sent)
     }
 
     /// Whether one more event would be allowed in every bucket; writes nothing.
     public func check(_ buckets: [RateLimitBucket]) async throws -> RateLimitDecision {
-        try await run(Self.checkScript, buckets)
+        let known = knownLimit(buckets)
+        guard known.isAllowed else { return known }
+        let sent = ContinuousClock.now
+        let reply = try await run(Self.checkScript, buckets)
+        return remember(Self.decision(reply), buckets, sent: sent)
     }
 
     /// Counts one event in every bucket, whatever their state (for events found out after the
-    /// fact, such as an unknown device code). Returns whether the *next* event would be allowed.
+    /// fact, such as an unknown device code); says whether the event had room and whether the
+    /// next one would. Always asks Redis, so every event is counted.
     @discardableResult
-    public func record(_ buckets: [RateLimitBucket]) async throws -> RateLimitDecision {
-        try await run(Self.recordScript, buckets)
+    public func record(_ buckets: [RateLimitBucket]) async throws -> RateLimitRecord {
+        guard !buckets.isEmpty else { return RateLimitRecord(admitted: true, next: .allowed) }
+        let sent = ContinuousClock.now
+        let reply = try await run(Self.recordScript, buckets)
+        let next = remember(Self.decision(reply), buckets, sent: sent)
+        return RateLimitRecord(admitted: (reply.count > 2 ? reply[2].int ?? 0 : 0) == 0, next: next)
     }
 
-    private func run(_ script: RedisScript, _ buckets: [RateLimitBucket]) async throws -> RateLimitDecision {
-        guard !buckets.isEmpty else { return .allowed }
+    /// What this node already knows without asking Redis: `.limited` when an earlier answer of
+    /// Redis put one of `buckets` over its limit and its retry time has not come yet.
+    public func knownLimit(_ buckets: [RateLimitBucket]) -> RateLimitDecision {
+        let now = ContinuousClock.now
+        return knownLimited.withLock { known in
+            guard !known.isEmpty else { return .allowed }
+            for (index, bucket) in buckets.enumerated() {
+                if let until = known[Self.memoryKey(bucket)], until > now {
+                    return .limited(bucket: index, retryAfter: max(.milliseconds(1), until - now))
+                }
+            }
+            return .allowed
+        }
+    }
+
+    private static func memoryKey(_ bucket: RateLimitBucket) -> String { bucket.name + "\u{0}" + bucket.subject }
+
+    /// Remembers a refusal until `sent + retryAfter` (no later than Redis's own promise).
+    private func remember(_ decision: RateLimitDecision, _ buckets: [RateLimitBucket], sent: ContinuousClock.Instant) -> RateLimitDecision {
+        guard case .limited(let index, let retryAfter) = decision, buckets.indices.contains(index) else { return decision }
+        let key = Self.memoryKey(buckets[index])
+        let until = sent + retryAfter
+        knownLimited.withLock { known in
+            if known.count >= knownLimitedCapacity && known[key] == nil {
+                let now = ContinuousClock.now
+                known = known.filter { $0.value > now }
+                guard known.count < knownLimitedCapacity else { return }
+            }
+            known[key] = max(until, known[key] ?? until)
+        }
+        return decision
+    }
+
+    private func run(_ script: RedisScript, _ buckets: [RateLimitBucket]) async throws -> [RedisValue] {
+        guard !buckets.isEmpty else { return [] }
         var arguments: [any RedisArgument] = []
         for bucket in buckets {
             arguments.append(bucket.limit.limit)
             arguments.append(max(1, bucket.limit.window.milliseconds))
         }
-        let reply = try await client.eval(script, keys: buckets.map(key(of:)), arguments: arguments).array ?? []
+        return try await client.eval(script, keys: buckets.map(key(of:)), arguments: arguments).array ?? []
+    }
+
+    /// `{0}` → allowed; `{i, retry ms, …}` → bucket `i - 1` limited.
+    private static func decision(_ reply: [RedisValue]) -> RateLimitDecision {
         guard let index = reply.first?.int, index > 0 else { return .allowed }
         let retry = reply.count > 1 ? reply[1].int ?? 1000 : 1000
         return .limited(bucket: index - 1, retryAfter: .milliseconds(max(1, retry)))
@@ -195,21 +276,23 @@ public final class RequestRateLimiter: Sendable {
         return {0}
         """)
 
-    /// Counts one event in every counter unconditionally; then {0}, or {i, retry ms} for the first
-    /// counter where one more event would not fit.
+    /// Counts one event in every counter unconditionally; then {next, retry ms, over}: `next` the
+    /// first counter where one more event would not fit (0: none), `over` the first counter that
+    /// had no room for this event (0: every one had).
     static let recordScript = RedisScript("""
         #!lua flags=allow-oom
         \(common)
-        local result = {0}
+        local next_i, next_retry, over = 0, 0, 0
         for i, key in ipairs(KEYS) do
           local limit, window = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
           local start, c, p, retry = window_state(key, limit, window)
+          if retry > 0 and over == 0 then over = i end
           count(key, start, c, p, window)
-          if result[1] == 0 then
-            local _, c2, p2, retry2 = window_state(key, limit, window)
-            if retry2 > 0 then result = {i, retry2} end
+          if next_i == 0 then
+            local _, _, _, retry2 = window_state(key, limit, window)
+            if retry2 > 0 then next_i = i; next_retry = retry2 end
           end
         end
-        return result
+        return {next_i, next_retry, over}
         """)
 }

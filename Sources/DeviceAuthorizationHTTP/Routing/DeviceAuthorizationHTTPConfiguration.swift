@@ -68,7 +68,8 @@ public struct RateLimitSettings: Sendable, Hashable {
     /// the number of live grants, and so Redis memory: limit × (lifetime + grace) / window per client.
     public var deviceAuthorizationsPerClient: RateLimit?
     /// Token requests with a device code that does not exist (or is malformed), per client IP.
-    /// Checked before every poll, so an address over the limit cannot probe codes at all.
+    /// Counted after a poll finds no such code; an address a node knows to be over the limit is
+    /// refused before polling, a live code included, so it cannot probe codes.
     public var unknownDeviceCodesPerIP: RateLimit?
 
     /// Creates the limits.

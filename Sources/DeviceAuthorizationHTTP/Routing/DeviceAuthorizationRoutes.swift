@@ -159,14 +159,20 @@ public struct DeviceAuthorizationRoutes: Sendable {
             }
             let client = try await clientAuthenticator.authenticate(request: request, form: form)
             guard let deviceCode = form["device_code"] else { throw OAuthError.invalidRequest("missing parameter 'device_code'") }
+            // Unknown codes are counted after the fact, so an honest poll costs one round trip.
+            // An address this node already knows to be over its limit is refused before the
+            // poll, whatever its code, so the limit is no oracle for live codes.
             let unknownCodeBucket = unknownDeviceCodeBucket(request, context)
-            if let unknownCodeBucket, case .limited(_, let retryAfter) = try await rateLimiter.check([unknownCodeBucket]) {
+            if let unknownCodeBucket, case .limited(_, let retryAfter) = rateLimiter.knownLimit([unknownCodeBucket]) {
                 throw OAuthError.rateLimited("too many unknown device codes from this address", retryAfter: retryAfter)
             }
             // An oversized code cannot exist: answered like an unknown one without asking Redis.
             let outcome = deviceCode.utf8.count <= 256 ? try await store.poll(deviceCode: deviceCode, clientID: client.clientID) : .invalidGrant(.unknown)
             if case .invalidGrant(.unknown) = outcome, let unknownCodeBucket {
-                try await rateLimiter.record([unknownCodeBucket])
+                let recorded = try await rateLimiter.record([unknownCodeBucket])
+                if !recorded.admitted, case .limited(_, let retryAfter) = recorded.next {
+                    throw OAuthError.rateLimited("too many unknown device codes from this address", retryAfter: retryAfter)
+                }
             }
             switch outcome {
             case .authorizationPending:
