@@ -169,6 +169,9 @@ public final class RequestRateLimiter: Sendable {
         }
     }
 
+    /// Whether this node remembers any refusal at all (a cheap test before working out a subject).
+    public var remembersRefusals: Bool { knownLimited.withLock { !$0.isEmpty } }
+
     private static func memoryKey(_ bucket: RateLimitBucket) -> String { bucket.name + "\u{0}" + bucket.subject }
 
     /// Remembers a refusal until `sent + retryAfter` (no later than Redis's own promise).

@@ -162,13 +162,14 @@ public struct DeviceAuthorizationRoutes: Sendable {
             // Unknown codes are counted after the fact, so an honest poll costs one round trip.
             // An address this node already knows to be over its limit is refused before the
             // poll, whatever its code, so the limit is no oracle for live codes.
-            let unknownCodeBucket = unknownDeviceCodeBucket(request, context)
-            if let unknownCodeBucket, case .limited(_, let retryAfter) = rateLimiter.knownLimit([unknownCodeBucket]) {
+            // (The address is worked out only when the node remembers refusals or must count.)
+            if rateLimiter.remembersRefusals, let bucket = unknownDeviceCodeBucket(request, context),
+               case .limited(_, let retryAfter) = rateLimiter.knownLimit([bucket]) {
                 throw OAuthError.rateLimited("too many unknown device codes from this address", retryAfter: retryAfter)
             }
             // An oversized code cannot exist: answered like an unknown one without asking Redis.
             let outcome = deviceCode.utf8.count <= 256 ? try await store.poll(deviceCode: deviceCode, clientID: client.clientID) : .invalidGrant(.unknown)
-            if case .invalidGrant(.unknown) = outcome, let unknownCodeBucket {
+            if case .invalidGrant(.unknown) = outcome, let unknownCodeBucket = unknownDeviceCodeBucket(request, context) {
                 let recorded = try await rateLimiter.record([unknownCodeBucket])
                 if !recorded.admitted, case .limited(_, let retryAfter) = recorded.next {
                     throw OAuthError.rateLimited("too many unknown device codes from this address", retryAfter: retryAfter)

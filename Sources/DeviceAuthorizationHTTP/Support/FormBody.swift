@@ -56,8 +56,9 @@ struct FormBody: Sendable {
         }
         // Form encoding is ASCII with %XX escapes; raw bytes that are not even UTF-8 are refused
         // rather than silently repaired into U+FFFD (which could make two bodies look equal).
-        guard let text = String(validating: buffer.readableBytesView, as: UTF8.self) else { throw .malformed }
-        return try parse(text)
+        // The body is split on its bytes (`&` and `=` are ASCII, so each piece is UTF-8 exactly
+        // when the whole is) and each name and value is validated as it is decoded.
+        return try buffer.withUnsafeReadableBytes { raw in parse(raw.assumingMemoryBound(to: UInt8.self)) }.get()
     }
 
     /// Whether a `Content-Type` value names form encoding (parameters such as charset allowed).
@@ -69,29 +70,41 @@ struct FormBody: Sendable {
 
     /// Parses form encoding: `+` is a space, `%XX` escapes must be valid UTF-8.
     static func parse(_ text: String) throws(Failure) -> FormBody {
+        try Array(text.utf8).withUnsafeBufferPointer { parse($0) }.get()
+    }
+
+    /// Parses form-encoded bytes: pairs split on `&`, name and value on the first `=`.
+    static func parse(_ bytes: UnsafeBufferPointer<UInt8>) -> Result<FormBody, Failure> {
         var values: [String: String] = [:]
-        var seen: Set<String> = []
-        for pair in text.split(separator: "&", omittingEmptySubsequences: true) {
-            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            guard let name = decode(parts[0]), !name.isEmpty else { throw .malformed }
-            let value = parts.count > 1 ? decode(parts[1]) : ""
-            guard let value else { throw .malformed }
-            guard seen.insert(name).inserted else { throw .repeated(name) }
-            if !value.isEmpty { values[name] = value }
+        var emptyNames: [String] = []
+        var start = 0
+        while start < bytes.count {
+            var end = start
+            while end < bytes.count && bytes[end] != UInt8(ascii: "&") { end += 1 }
+            defer { start = end + 1 }
+            guard end > start else { continue }
+            var equals = start
+            while equals < end && bytes[equals] != UInt8(ascii: "=") { equals += 1 }
+            guard let name = decode(UnsafeBufferPointer(rebasing: bytes[start..<equals])), !name.isEmpty else { return .failure(.malformed) }
+            let value = equals < end ? decode(UnsafeBufferPointer(rebasing: bytes[(equals + 1)..<end])) : ""
+            guard let value else { return .failure(.malformed) }
+            guard values[name] == nil && !emptyNames.contains(name) else { return .failure(.repeated(name)) }
+            if value.isEmpty { emptyNames.append(name) } else { values[name] = value }
         }
-        return FormBody(values: values)
+        return .success(FormBody(values: values))
     }
 
     /// `+` → space and `%XX` → byte, then the bytes must be UTF-8; `nil` for a bad escape or bad
     /// UTF-8 (what Foundation's `removingPercentEncoding` answers, without bridging through NSString
     /// on every request).
-    private static func decode(_ component: Substring) -> String? {
-        // Most values (client ids, device codes, grant types with %3A aside) have no escapes: the
-        // text was validated as UTF-8 as a whole, so the slice can be taken as it is.
-        if !component.utf8.contains(where: { $0 == UInt8(ascii: "%") || $0 == UInt8(ascii: "+") }) { return String(component) }
+    private static func decode(_ component: UnsafeBufferPointer<UInt8>) -> String? {
+        // Most values (client ids, device codes, grant types with %3A aside) have no escapes.
+        if !component.contains(where: { $0 == UInt8(ascii: "%") || $0 == UInt8(ascii: "+") }) {
+            return String(validating: component, as: UTF8.self)
+        }
         var bytes: [UInt8] = []
-        bytes.reserveCapacity(component.utf8.count)
-        var iterator = component.utf8.makeIterator()
+        bytes.reserveCapacity(component.count)
+        var iterator = component.makeIterator()
         while let byte = iterator.next() {
             switch byte {
             case UInt8(ascii: "+"):
