@@ -3,7 +3,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 APT_PACKAGES := redis-server redis-tools libhiredis-dev pkg-config python3 python3-pip curl openssl faketime time
 # Only the end-to-end tests need these (a real OAuth client and a real browser).
-E2E_APT_PACKAGES := chromium chromium-driver
+E2E_APT_PACKAGES := chromium chromium-driver wrk
 E2E_PIP_PACKAGES := oauthlib requests selenium
 
 .PHONY: run test test-cluster deps e2e-deps build build-release bench loadtest clean
@@ -42,6 +42,7 @@ test: build e2e-deps
 	@echo "--- benchmark smoke runs (debug build, short; figures are meaningless, the code paths are not)"
 	.build/debug/deviceauth-bench client --duration 0.5 --warmup 0.2 --concurrency 16
 	.build/debug/deviceauth-bench store --duration 0.5 --warmup 0.2 --concurrency 16
+	.build/debug/deviceauth-bench http --duration 1 --rounds 1
 	python3 Tests/Bench/flow_bench.py --build .build/debug --duration 2 --concurrency 20 --memory-devices 100 --store-duration 0.5
 	@echo "--- load-test smoke run (Redis + 3 API nodes, 300 devices, debug build)"
 	Tests/Support/loadtest-smoke.sh
@@ -101,7 +102,7 @@ bench: build-release
 	@command -v wrk >/dev/null || (export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq wrk >/dev/null)
 	.build/release/deviceauth-bench client
 	.build/release/deviceauth-bench store
-	.build/release/deviceauth-bench http
+	.build/release/deviceauth-bench http --duration 10 --rounds 3
 	python3 Tests/Bench/flow_bench.py --build .build/release
 	Tests/Support/with-redis-cluster.sh .build/release/deviceauth-bench cluster
 

@@ -9,7 +9,9 @@ import RedisClient
 
 /// `deviceauth-bench http`: `wrk` against `POST /oauth/token` for a pending code, side by side
 /// with a trivial Hummingbird route answering a fixed 400 JSON body on the same machine (the
-/// ceiling of the HTTP layer). Both servers run in this process, one after the other.
+/// ceiling of the HTTP layer). Both servers run in this process; the wrk runs alternate between
+/// them (`--rounds` each) and the medians are compared, so a machine whose speed drifts during
+/// the run affects both sides alike.
 struct HTTPBenchmark: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "http",
@@ -27,6 +29,12 @@ struct HTTPBenchmark: AsyncParsableCommand {
     @Option(help: "wrk threads.")
     var threads: Int = 2
 
+    @Option(help: "wrk runs on each side, alternating; the medians are compared.")
+    var rounds: Int = 3
+
+    @Option(help: "Redis connections of the token endpoint's client (the server's default: 2).")
+    var redisConnections: Int = 2
+
     @Option(help: "Path of wrk (default: found on PATH).")
     var wrk: String?
 
@@ -34,7 +42,7 @@ struct HTTPBenchmark: AsyncParsableCommand {
 
     func run() async throws {
         let wrkPath = try ChildProcess.locate("wrk", explicit: wrk)
-        try await redis.withTarget(connectionCount: 2) { target in
+        try await redis.withTarget(connectionCount: max(1, redisConnections)) { target in
             try await target.withClient { client in
                 let store = DeviceCodeStore(client: client, configuration: DeviceCodeStoreConfiguration(keyPrefix: "dab", secret: Array(0..<32)))
                 let issued = try await store.issue(clientID: Self.clientID, scopes: ["profile"], lifetime: .seconds(3600), interval: 0)
@@ -48,33 +56,59 @@ struct HTTPBenchmark: AsyncParsableCommand {
                     users: DevelopmentLoginAuthenticator(users: [:], secret: Array(0..<32)),
                     tokens: try await JWTTokenIssuer(issuer: "http://127.0.0.1", privateKeyPEM: nil),
                     configuration: DeviceAuthorizationHTTPConfiguration(secret: Array(0..<32)))
-                Console.progress("token endpoint: wrk -t\(threads) -c\(connections) -d\(duration)s")
-                let ours = try await Self.serve(routes.makeRouter()) { port in
+                let rounds = max(1, self.rounds)
+                let (ours, ceiling) = try await Self.serve(routes.makeRouter()) { oursPort in
                     // Check the route really answers authorization_pending before measuring.
-                    let check = try await ChildProcess.run("/usr/bin/curl", ["-s", "-d", body, "http://127.0.0.1:\(port)/oauth/token"])
+                    let check = try await ChildProcess.run("/usr/bin/curl", ["-s", "-d", body, "http://127.0.0.1:\(oursPort)/oauth/token"])
                     guard check.standardOutput.contains("authorization_pending") else {
                         throw ChildProcess.Failure(description: "token endpoint answered \(check.standardOutput)")
                     }
-                    return try await runWrk(wrkPath, script: script, port: port)
+                    return try await Self.serve(Self.trivialRouter()) { trivialPort in
+                        var ours: [WrkResult] = []
+                        var ceiling: [WrkResult] = []
+                        for round in 1...rounds {
+                            Console.progress("round \(round)/\(rounds), token endpoint: wrk -t\(threads) -c\(connections) -d\(duration)s")
+                            ours.append(try await runWrk(wrkPath, script: script, port: oursPort))
+                            Console.progress("round \(round)/\(rounds), trivial route: wrk -t\(threads) -c\(connections) -d\(duration)s")
+                            ceiling.append(try await runWrk(wrkPath, script: script, port: trivialPort))
+                        }
+                        return (WrkResult.median(ours), WrkResult.median(ceiling))
+                    }
                 }
-
-                let trivial = Router()
-                trivial.post("/oauth/token") { _, _ -> Response in
-                    Response(status: .badRequest, headers: [.contentType: "application/json", .cacheControl: "no-store"],
-                             body: .init(byteBuffer: ByteBuffer(string: #"{"error":"authorization_pending"}"#)))
-                }
-                Console.progress("trivial route: wrk -t\(threads) -c\(connections) -d\(duration)s")
-                let ceiling = try await Self.serve(trivial) { port in try await runWrk(wrkPath, script: script, port: port) }
 
                 BenchComparison(
                     name: "http.token.pending.c\(connections)", ours: ours.requestsPerSecond, baseline: ceiling.requestsPerSecond, unit: "req/s",
-                    detail: "ours: p50=\(ours.p50) p99=\(ours.p99) | baseline (trivial Hummingbird route, same body): p50=\(ceiling.p50) p99=\(ceiling.p99) | wrk -t\(threads) -c\(connections) -d\(duration)s, \(target.summary)"
+                    detail: "medians of \(rounds) alternating runs; ours: p50=\(ours.p50) p99=\(ours.p99) runs=\(ours.runs) | baseline (trivial Hummingbird route, same body): p50=\(ceiling.p50) p99=\(ceiling.p99) runs=\(ceiling.runs) | wrk -t\(threads) -c\(connections) -d\(duration)s, \(max(1, redisConnections)) Redis connection(s), \(target.summary)"
                 ).print()
             }
         }
     }
 
-    struct WrkResult { var requestsPerSecond: Double; var p50: String; var p99: String }
+    /// The ceiling: a route that answers the same-sized 400 JSON without doing anything.
+    static func trivialRouter() -> Router<BasicRequestContext> {
+        let trivial = Router()
+        trivial.post("/oauth/token") { _, _ -> Response in
+            Response(status: .badRequest, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+                     body: .init(byteBuffer: ByteBuffer(string: #"{"error":"authorization_pending"}"#)))
+        }
+        return trivial
+    }
+
+    struct WrkResult {
+        var requestsPerSecond: Double
+        var p50: String
+        var p99: String
+        /// Every run's req/s, for the detail line (only in medians).
+        var runs: String = ""
+
+        /// The run with the median req/s (the lower middle one for an even count), with all rates listed.
+        static func median(_ results: [WrkResult]) -> WrkResult {
+            let sorted = results.sorted { $0.requestsPerSecond < $1.requestsPerSecond }
+            var middle = sorted[(sorted.count - 1) / 2]
+            middle.runs = results.map { String(Int($0.requestsPerSecond.rounded())) }.joined(separator: ",")
+            return middle
+        }
+    }
 
     private func runWrk(_ wrkPath: String, script: String, port: Int) async throws -> WrkResult {
         let output = try await ChildProcess.run(wrkPath, ["-t\(threads)", "-c\(connections)", "-d\(duration)s", "--latency", "-s", script, "http://127.0.0.1:\(port)/oauth/token"])
