@@ -109,7 +109,11 @@ struct LifecycleTests {
         let issued = try await f.store.issue(clientID: "tv", scopes: [])
         try await f.store.approve(userCode: issued.userCode, userID: "alice")
         #expect(try await f.store.poll(deviceCode: issued.deviceCode, clientID: "other") == .invalidGrant(.wrongClient))
-        for bad in ["", "x", String(repeating: "a", count: 5000), String(issued.deviceCode.dropLast()) + "A", "ffff." + String(issued.deviceCode.dropFirst(5))] {
+        // Near misses must really differ from the code: its last character is "A" one time in 16.
+        let otherLast = issued.deviceCode.hasSuffix("A") ? "E" : "A"
+        let otherTag = issued.deviceCode.hasPrefix("ffff.") ? "0000." : "ffff."
+        for bad in ["", "x", String(repeating: "a", count: 5000), String(issued.deviceCode.dropLast()) + otherLast, otherTag + String(issued.deviceCode.dropFirst(5))] {
+            #expect(bad != issued.deviceCode)
             #expect(try await f.store.poll(deviceCode: bad, clientID: "tv") == .invalidGrant(.unknown))
         }
         #expect(try await f.store.poll(deviceCode: issued.deviceCode, clientID: "tv") == .authorized(userID: "alice", scopes: [], grantID: issued.grantID))
