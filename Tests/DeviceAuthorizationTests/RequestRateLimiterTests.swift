@@ -5,6 +5,11 @@ import Testing
 
 @Suite("Request rate limiter (sliding window in Redis)")
 struct RequestRateLimiterTests {
+    /// A Redis client of its own, as a second API node would have.
+    static func secondNodeClient() throws -> RedisClient {
+        try RedisClient(url: ProcessInfo.processInfo.environment["REDIS_URL"]!)
+    }
+
     static func limiter(_ f: StoreFixture, client: RedisClient? = nil, capacity: Int = 10_000) -> RequestRateLimiter {
         RequestRateLimiter(client: client ?? f.client, keyPrefix: f.prefix, secret: f.store.configuration.secret, knownLimitedCapacity: capacity)
     }
@@ -76,7 +81,7 @@ struct RequestRateLimiterTests {
     func shared() async throws {
         let f = try StoreFixture()
         defer { f.shutdown() }
-        let other = try RedisClient(url: ProcessInfo.processInfo.environment["REDIS_URL"]!)
+        let other = try Self.secondNodeClient()
         defer { other.shutdown() }
         let nodeA = Self.limiter(f)
         let nodeB = Self.limiter(f, client: other)
@@ -108,7 +113,7 @@ struct RequestRateLimiterTests {
         let wait = try #require(retry, "never limited")
         #expect(wait <= .milliseconds(3000))
         // A second node, without this one's memory of the refusal, asks Redis itself.
-        let other = try RedisClient(url: ProcessInfo.processInfo.environment["REDIS_URL"]!)
+        let other = try Self.secondNodeClient()
         defer { other.shutdown() }
         let otherNode = Self.limiter(f, client: other)
         if wait > .milliseconds(400) {
@@ -127,7 +132,7 @@ struct RequestRateLimiterTests {
     func remembersRefusals() async throws {
         let f = try StoreFixture()
         defer { f.shutdown() }
-        let other = try RedisClient(url: ProcessInfo.processInfo.environment["REDIS_URL"]!)
+        let other = try Self.secondNodeClient()
         defer { other.shutdown() }
         let nodeA = Self.limiter(f, capacity: 2)
         let nodeB = Self.limiter(f, client: other)
@@ -165,7 +170,7 @@ struct RequestRateLimiterTests {
     func concurrent() async throws {
         let f = try StoreFixture(connections: 4)
         defer { f.shutdown() }
-        let other = try RedisClient(url: ProcessInfo.processInfo.environment["REDIS_URL"]!)
+        let other = try Self.secondNodeClient()
         defer { other.shutdown() }
         let limiters = [Self.limiter(f), Self.limiter(f, client: other)]
         let bucket = RateLimitBucket(name: "c", subject: "flood", limit: RateLimit(37, per: .seconds(60)))
