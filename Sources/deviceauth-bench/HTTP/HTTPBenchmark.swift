@@ -6,6 +6,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import RedisClient
+import ServiceLifecycle
 
 /// `deviceauth-bench http`: `wrk` against `POST /oauth/token` for a pending code, side by side
 /// with a trivial Hummingbird route answering a fixed 400 JSON body on the same machine (the
@@ -123,18 +124,28 @@ struct HTTPBenchmark: AsyncParsableCommand {
         return WrkResult(requestsPerSecond: rate, p50: value(after: "50%") ?? "?", p99: value(after: "99%") ?? "?")
     }
 
-    /// Runs `router` on a free loopback port while `body` runs, then stops the server.
+    /// Runs `router` on a free loopback port while `body` runs, then shuts the server down
+    /// gracefully (cancelling it instead made Hummingbird log shutdown errors).
     private static func serve<Context: RequestContext, Result: Sendable>(
         _ router: Router<Context>, _ body: @Sendable (Int) async throws -> Result
     ) async throws -> Result where Context.Source == ApplicationRequestContextSource {
         let port = try freeLoopbackPort()
-        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)), logger: .init(label: "bench-http"))
+        let logger = Logger(label: "bench-http")
+        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)), logger: logger)
+        let services = ServiceGroup(configuration: .init(services: [app], logger: logger))
         return try await withThrowingTaskGroup(of: Result?.self) { group in
-            group.addTask { try await app.runService(); return nil }
-            for _ in 0..<100 where !canConnect(port: port) { try await Task.sleep(for: .milliseconds(50)) }
-            let result = try await body(port)
-            group.cancelAll()
-            return result
+            group.addTask { try await services.run(); return nil }
+            do {
+                for _ in 0..<100 where !canConnect(port: port) { try await Task.sleep(for: .milliseconds(50)) }
+                let result = try await body(port)
+                await services.triggerGracefulShutdown()
+                try await group.waitForAll()
+                return result
+            } catch {
+                await services.triggerGracefulShutdown()
+                group.cancelAll()
+                throw error
+            }
         }
     }
 
