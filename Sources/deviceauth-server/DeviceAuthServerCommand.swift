@@ -13,8 +13,8 @@ struct DeviceAuthServerCommand: AsyncParsableCommand {
         discussion: """
         Without a Redis URL the server starts a private redis-server on a Unix socket (development \
         mode: demo client 'demo-cli', login alice/alice, ephemeral signing key) and stops it on exit.
-        Environment fallbacks: DEVICEAUTH_HOST, DEVICEAUTH_PORT, DEVICEAUTH_REDIS_URL, DEVICEAUTH_CONFIG, \
-        DEVICEAUTH_SECRET, DEVICEAUTH_SIGNING_KEY, DEVICEAUTH_LOG_LEVEL, DEVICEAUTH_LOG_FORMAT.
+        Environment fallbacks: DEVICEAUTH_HOST, DEVICEAUTH_PORT, DEVICEAUTH_REDIS_URL, DEVICEAUTH_REDIS_CONNECTIONS, \
+        DEVICEAUTH_CONFIG, DEVICEAUTH_SECRET, DEVICEAUTH_SIGNING_KEY, DEVICEAUTH_LOG_LEVEL, DEVICEAUTH_LOG_FORMAT.
         """
     )
 
@@ -26,6 +26,10 @@ struct DeviceAuthServerCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("redis-url"), help: "redis://[user:password@]host:port/db or unix:///path (env DEVICEAUTH_REDIS_URL). Omit for an embedded development Redis.")
     var redisURL: String?
+
+    @Option(name: .customLong("redis-connections"),
+            help: "Redis connections of this node, each with its own thread (env DEVICEAUTH_REDIS_CONNECTIONS; default 2; 1 suits a node that shares its CPU cores with Redis, see BENCHMARKS.md).")
+    var redisConnections: String?
 
     @Option(help: "JSON configuration file: clients, users, proxies, secret, signing key, public URL (env DEVICEAUTH_CONFIG).")
     var config: String?
@@ -59,10 +63,15 @@ struct DeviceAuthServerCommand: AsyncParsableCommand {
         guard let port = port ?? env("DEVICEAUTH_PORT").flatMap(Int.init) ?? Optional(8080), (1...65535).contains(port) else {
             throw ValidationError("--port must be 1…65535")
         }
+        let connectionsText = redisConnections ?? env("DEVICEAUTH_REDIS_CONNECTIONS") ?? "2"
+        guard let connections = Int(connectionsText), (1...64).contains(connections) else {
+            throw ValidationError("--redis-connections (DEVICEAUTH_REDIS_CONNECTIONS) must be a whole number from 1 to 64, not '\(connectionsText)'")
+        }
         let options = ServerOptions(
             host: host ?? env("DEVICEAUTH_HOST") ?? "127.0.0.1",
             port: port,
             redisURL: redisURL ?? env("DEVICEAUTH_REDIS_URL"),
+            redisConnections: connections,
             configPath: config ?? env("DEVICEAUTH_CONFIG"),
             secret: secret ?? env("DEVICEAUTH_SECRET"),
             signingKeyFile: signingKey ?? env("DEVICEAUTH_SIGNING_KEY"),

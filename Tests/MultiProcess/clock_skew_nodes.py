@@ -47,12 +47,12 @@ def free_port():
 
 
 class Node:
-    def __init__(self, name, workdir, redis_url, config, key, offset=None):
+    def __init__(self, name, workdir, redis_url, config, key, offset=None, extra=()):
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [SERVER, "--host", "127.0.0.1", "--port", str(self.port), "--redis-url", redis_url,
-                   "--config", config, "--signing-key", key, "--log-level", "warning"]
+                   "--config", config, "--signing-key", key, "--log-level", "warning", *extra]
         env = dict(os.environ)
         if offset is not None:
             # Only the wall clock is faked; monotonic clocks (timers, timeouts) stay real. (Preloading
@@ -231,9 +231,16 @@ def main():
     key = os.path.join(workdir, "signing-key.pem")
     subprocess.run(f"openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt -out {key}",
                    shell=True, check=True)
+    # A connection count out of range is refused with a message that names the setting.
+    for bad in ("0", "many"):
+        refused = subprocess.run([SERVER, "--redis-url", redis_url, "--redis-connections", bad],
+                                 capture_output=True, text=True, timeout=30)
+        assert refused.returncode != 0 and "--redis-connections" in refused.stderr + refused.stdout, (bad, refused)
+    print("--redis-connections 0 and 'many' refused")
     nodes = [Node("ahead", workdir, redis_url, config, key, f"+{SKEW_SECONDS}s"),
              Node("behind", workdir, redis_url, config, key, f"-{SKEW_SECONDS}s"),
-             Node("plain", workdir, redis_url, config, key)]
+             # One Redis connection instead of two (--redis-connections): the node must behave the same.
+             Node("plain", workdir, redis_url, config, key, extra=("--redis-connections", "1"))]
     ok = False
     try:
         for node in nodes:

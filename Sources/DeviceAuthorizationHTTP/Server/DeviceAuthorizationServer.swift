@@ -17,6 +17,8 @@ public struct ServerOptions: Sendable {
     public var port: Int
     /// Redis URL; `nil` (and none in the file) starts an embedded development Redis.
     public var redisURL: String?
+    /// Connections to Redis (each with its own thread); per primary in cluster mode.
+    public var redisConnections: Int
     /// JSON configuration file.
     public var configPath: String?
     /// Shared secret (≥ 32 bytes).
@@ -31,15 +33,17 @@ public struct ServerOptions: Sendable {
     ///   - host: listen address (127.0.0.1).
     ///   - port: listen port (8080).
     ///   - redisURL: Redis URL (`nil`: embedded development Redis).
+    ///   - redisConnections: Redis connections (2; at least 1).
     ///   - configPath: configuration file.
     ///   - secret: shared secret.
     ///   - signingKeyFile: ES256 PEM file.
     ///   - development: development defaults.
-    public init(host: String = "127.0.0.1", port: Int = 8080, redisURL: String? = nil, configPath: String? = nil,
+    public init(host: String = "127.0.0.1", port: Int = 8080, redisURL: String? = nil, redisConnections: Int = 2, configPath: String? = nil,
                 secret: String? = nil, signingKeyFile: String? = nil, development: Bool = false) {
         self.host = host
         self.port = port
         self.redisURL = redisURL
+        self.redisConnections = max(1, redisConnections)
         self.configPath = configPath
         self.secret = secret
         self.signingKeyFile = signingKeyFile
@@ -106,7 +110,7 @@ public enum DeviceAuthorizationServer {
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics.registry))
 
         var redisConfiguration = try RedisClientConfiguration(url: redisURL)
-        redisConfiguration.connectionCount = max(2, redisConfiguration.connectionCount)
+        redisConfiguration.connectionCount = options.redisConnections
         let redis = RedisClient(configuration: redisConfiguration, logger: logger)
         var storeConfiguration = DeviceCodeStoreConfiguration(keyPrefix: file.keyPrefix ?? "da", secret: secret)
         if let seconds = file.codeLifetimeSeconds { storeConfiguration.lifetime = .seconds(seconds) }
