@@ -28,7 +28,7 @@ struct DeviceAuthServerCommand: AsyncParsableCommand {
     var redisURL: String?
 
     @Option(name: .customLong("redis-connections"),
-            help: "Redis connections of this node, each with its own thread (env DEVICEAUTH_REDIS_CONNECTIONS; default 2; 1 suits a node that shares its CPU cores with Redis, see BENCHMARKS.md).")
+            help: "Redis connections of this node, each with its own thread (env DEVICEAUTH_REDIS_CONNECTIONS; default 2).")
     var redisConnections: String?
 
     @Option(help: "JSON configuration file: clients, users, proxies, secret, signing key, public URL (env DEVICEAUTH_CONFIG).")
