@@ -1,7 +1,9 @@
 import Foundation
 import Hummingbird
+import HTTPTypes
 import Logging
 import Prometheus
+import Synchronization
 
 /// The Prometheus registry the server exports at `/metrics`, with a request-latency histogram
 /// per endpoint.
@@ -37,6 +39,11 @@ public struct DeviceAuthorizationMetrics: Sendable {
     /// The registry rendered at `/metrics`.
     public let registry: PrometheusCollectorRegistry
 
+    /// The request histograms already made, by endpoint, method and status: the registry's own
+    /// lookup validates names and builds label arrays on every call, which the token endpoint
+    /// would pay per request.
+    private let requestHistograms = RequestHistogramCache()
+
     /// Creates the metrics on `registry` and registers the lifecycle counters.
     /// - Parameter registry: the registry (a new one by default).
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
@@ -47,15 +54,41 @@ public struct DeviceAuthorizationMetrics: Sendable {
     }
 
     func recordRequest(endpoint: String, method: String, status: Int, duration: Duration) {
-        registry.makeDurationHistogram(
-            descriptor: MetricNameDescriptor(metricName: Self.requestDurationName, unitName: "", helpText: ""),
-            labels: [("endpoint", endpoint), ("method", method), ("status", String(status))],
-            buckets: Self.buckets
-        ).record(duration)
+        let key = RequestHistogramCache.Key(endpoint: endpoint, method: method, status: status)
+        let histogram = requestHistograms.histogram(for: key) {
+            registry.makeDurationHistogram(
+                descriptor: MetricNameDescriptor(metricName: Self.requestDurationName, unitName: "", helpText: ""),
+                labels: [("endpoint", endpoint), ("method", method), ("status", String(status))],
+                buckets: Self.buckets)
+        }
+        histogram.record(duration)
     }
 
     /// The Prometheus text exposition.
     func render() -> String { registry.emitToString() }
+}
+
+/// The request-latency histograms by label values. Endpoints are route patterns (or
+/// `unmatched`) and methods are HTTP methods, so the set stays small; past `limit` entries (odd
+/// methods sent on purpose) the registry is asked directly instead of growing the cache.
+final class RequestHistogramCache: Sendable {
+    struct Key: Hashable {
+        let endpoint: String
+        let method: String
+        let status: Int
+    }
+
+    private let histograms = Mutex<[Key: DurationHistogram]>([:])
+    private let limit = 512
+
+    func histogram(for key: Key, make: () -> DurationHistogram) -> DurationHistogram {
+        if let known = histograms.withLock({ $0[key] }) { return known }
+        let made = make()
+        histograms.withLock { cache in
+            if cache.count < limit { cache[key] = made }
+        }
+        return made
+    }
 }
 
 /// Times every request, stamps `X-Request-Id`, and logs one line per request (at `debug`: a
@@ -64,6 +97,15 @@ public struct DeviceAuthorizationMetrics: Sendable {
 struct RequestObservationMiddleware<Context: RequestContext>: RouterMiddleware {
     let metrics: DeviceAuthorizationMetrics
 
+    /// The `method` label: the standard methods by name, anything else (HTTP allows any token)
+    /// as `other`, so a client inventing methods cannot grow the metrics without bound.
+    static func methodLabel(_ method: HTTPRequest.Method) -> String {
+        switch method {
+        case .get, .head, .post, .put, .delete, .patch, .options, .connect, .trace: method.rawValue
+        default: "other"
+        }
+    }
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let clock = ContinuousClock()
         let start = clock.now
@@ -71,7 +113,7 @@ struct RequestObservationMiddleware<Context: RequestContext>: RouterMiddleware {
         defer {
             let elapsed = clock.now - start
             let endpoint = context.endpointPath ?? "unmatched"
-            metrics.recordRequest(endpoint: endpoint, method: request.method.rawValue, status: status, duration: elapsed)
+            metrics.recordRequest(endpoint: endpoint, method: Self.methodLabel(request.method), status: status, duration: elapsed)
             context.logger.debug("request", metadata: [
                 "http.method": "\(request.method.rawValue)",
                 "http.path": "\(String(request.uri.path.prefix(128)))",
