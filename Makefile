@@ -91,7 +91,7 @@ test-security: build
 # debug build `make build` made. Three runs and a smoke run of the cluster benchmark; the failover
 # test kills a primary, so it goes last.
 CLUSTER_TESTS = DEVICEAUTH_REQUIRE_CLUSTER=1 Tests/Support/with-redis-cluster.sh bash -c '\
-	  $(SWIFT) test --skip-build --filter "ClusterRoutingTests|ClusterStoreTests" && \
+	  $(SWIFT) test --skip-build --filter "ClusterRoutingTests|ClusterStoreTests|ClusterHTTPTests" && \
 	  $(SWIFT) test --skip-build --filter ClusterReshardingTests && \
 	  .build/debug/deviceauth-bench cluster --duration 0.5 --warmup 0.2 --concurrency 16 --grants 200 --reshard-slots 100 && \
 	  $(SWIFT) test --skip-build --filter ClusterFailoverTests'

@@ -1,0 +1,120 @@
+import DeviceAuthorization
+import DeviceAuthorizationHTTP
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import JWTKit
+import RedisClient
+import Testing
+
+/// The HTTP routes on the Redis Cluster of `make test-cluster` (Tests/Support/with-redis-cluster.sh):
+/// the same answers as on one Redis, with grants, user-code indexes and rate-limit counters spread
+/// over three primaries.
+@Suite("HTTP routes on a Redis Cluster", .enabled(
+    if: ProcessInfo.processInfo.environment["REDIS_CLUSTER_URL"] != nil || ProcessInfo.processInfo.environment["DEVICEAUTH_REQUIRE_CLUSTER"] == "1",
+    "REDIS_CLUSTER_URL is not set: the Redis Cluster suites run with `make test-cluster` (Tests/Support/with-redis-cluster.sh)"))
+struct ClusterHTTPTests {
+    static func clusterURL() throws -> String {
+        guard let url = ProcessInfo.processInfo.environment["REDIS_CLUSTER_URL"] else {
+            throw RedisError(.invalidURL, "REDIS_CLUSTER_URL is not set but DEVICEAUTH_REQUIRE_CLUSTER=1: run `make test-cluster`")
+        }
+        return url
+    }
+
+    @Test("the whole flow through the HTML forms, readiness, and replay, on the cluster")
+    func flowThroughForms() async throws {
+        let fixture = try await HTTPFixture(redisURL: try Self.clusterURL())
+        defer { fixture.shutdown() }
+        try await fixture.app.test(.router) { client async throws -> Void in
+            #expect(try await client.execute(uri: "/readyz", method: .get).status == .ok, "PING reaches a primary")
+            let issued = try await client.issue(clientID: "fast", scope: "profile")
+            let deviceCode = try #require(issued["device_code"] as? String)
+            let userCode = try #require(issued["user_code"] as? String)
+            expectOAuthError(try await client.poll(deviceCode: deviceCode, clientID: "fast"), "authorization_pending")
+
+            let browser = Browser()
+            try await browser.logIn(client)
+            let confirm = try await browser.get(client, "/device?user_code=\(userCode)")
+            #expect(confirm.status == .ok)
+            #expect(confirm.text.contains("Fast poller"))
+            let approved = try await browser.post(client, "/device", [
+                ("action", "approve"), ("user_code", try #require(hiddenField("user_code", in: confirm.text))),
+                ("grant_id", try #require(hiddenField("grant_id", in: confirm.text))),
+                ("csrf_token", try #require(hiddenField("csrf_token", in: confirm.text))),
+            ])
+            #expect(approved.text.contains("Device connected"))
+
+            let token = try await client.poll(deviceCode: deviceCode, clientID: "fast")
+            #expect(token.status == .ok)
+            let keys = try await JWTKeyCollection().add(jwksJSON: try await client.execute(uri: "/.well-known/jwks.json", method: .get).text)
+            let claims = try await keys.verify(try #require(token.json["access_token"] as? String), as: JWTTokenIssuer.Claims.self)
+            #expect(claims.sub.value == "alice")
+            expectOAuthError(try await client.poll(deviceCode: deviceCode, clientID: "fast"), "invalid_grant")
+            #expect(try await browser.get(client, "/device?user_code=\(userCode)").status == .conflict, "already used")
+        }
+    }
+
+    @Test("40 devices approved and redeemed concurrently across the primaries: 40 tokens, then 40 replays refused")
+    func manyGrants() async throws {
+        // The default 30 device authorizations a minute per address would stop a single test client.
+        let fixture = try await HTTPFixture(redisURL: try Self.clusterURL(),
+                                            rateLimits: RateLimitSettings(deviceAuthorizationsPerIP: nil, deviceAuthorizationsPerClient: nil))
+        defer { fixture.shutdown() }
+        try await fixture.app.test(.live) { client async throws -> Void in
+            let issued = try await withThrowingTaskGroup(of: (String, String).self) { group in
+                for _ in 0..<40 {
+                    group.addTask {
+                        let answer = try await client.issue(clientID: "fast")
+                        return (try #require(answer["device_code"] as? String), try #require(answer["user_code"] as? String))
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            // What the cluster holds: the 40 grant records, spread over every primary (KEYS on each).
+            var perPrimary: [Int] = []
+            for (node, result) in await fixture.redis.sendToEachPrimary(RedisCommand("KEYS", fixture.store.configuration.keyPrefix + ":*:d:*")) {
+                perPrimary.append(try #require(try result.get().array, "KEYS on \(node)").count)
+            }
+            #expect(perPrimary.count == 3)
+            #expect(perPrimary.reduce(0, +) == 40)
+            #expect(perPrimary.allSatisfy { $0 > 0 }, "40 random hash tags land on every primary: \(perPrimary)")
+            for (_, userCode) in issued { try await fixture.store.approve(userCode: userCode, userID: "bob") }
+            let statuses = try await withThrowingTaskGroup(of: [HTTPResponse.Status].self) { group in
+                for (deviceCode, _) in issued {
+                    group.addTask {
+                        [try await client.poll(deviceCode: deviceCode, clientID: "fast").status,
+                         try await client.poll(deviceCode: deviceCode, clientID: "fast").status]
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append(contentsOf: $1) }
+            }
+            #expect(statuses.filter { $0 == .ok }.count == 40, "one token per device")
+            #expect(statuses.filter { $0 == .badRequest }.count == 40, "each second poll is a refused replay")
+        }
+    }
+
+    @Test("rate limits on the cluster: per-client device authorizations and unknown device codes per IP")
+    func rateLimits() async throws {
+        let fixture = try await HTTPFixture(trustedProxies: ["127.0.0.1"], redisURL: try Self.clusterURL(),
+                                            rateLimits: RateLimitSettings(deviceAuthorizationsPerIP: nil, deviceAuthorizationsPerClient: RateLimit(100, per: .seconds(60)),
+                                                                          unknownDeviceCodesPerIP: RateLimit(3, per: .seconds(60))))
+        defer { fixture.shutdown() }
+        try await fixture.app.test(.live) { client async throws -> Void in
+            // "limited" allows two device authorizations a minute; counted in the cluster, not per node.
+            for _ in 0..<2 { _ = try await client.issue(clientID: "limited", headers: RateLimitTests.from("198.51.100.10")) }
+            RateLimitTests.expectLimited(try await client.postForm("/oauth/device_authorization", [("client_id", "limited")],
+                                                                   headers: RateLimitTests.from("198.51.100.11")))
+
+            let live = try #require(try await client.issue(clientID: "fast")["device_code"] as? String)
+            let attacker = RateLimitTests.from("203.0.113.90")
+            for letter in ["J", "K", "L"] {
+                expectOAuthError(try await client.poll(deviceCode: "abcd." + String(repeating: letter, count: 43), clientID: "fast", headers: attacker),
+                                 "invalid_grant")
+            }
+            RateLimitTests.expectLimited(try await client.poll(deviceCode: "abcd." + String(repeating: "M", count: 43), clientID: "fast", headers: attacker))
+            RateLimitTests.expectLimited(try await client.poll(deviceCode: live, clientID: "fast", headers: attacker))
+            expectOAuthError(try await client.poll(deviceCode: live, clientID: "fast", headers: RateLimitTests.from("203.0.113.91")), "authorization_pending")
+        }
+    }
+}
