@@ -97,8 +97,9 @@ final class RequestHistogramCache: Sendable {
 struct RequestObservationMiddleware<Context: RequestContext>: RouterMiddleware {
     let metrics: DeviceAuthorizationMetrics
 
-    /// The `method` label: the standard methods by name, anything else (HTTP allows any token)
-    /// as `other`, so a client inventing methods cannot grow the metrics without bound.
+    /// The `method` label: the standard methods by name, anything else as `other`. NIO's parser
+    /// accepts some 35 methods (WebDAV, RTSP, `PURGE`…) and other servers or tests may pass any
+    /// token, so a client cycling through them cannot multiply the histograms.
     static func methodLabel(_ method: HTTPRequest.Method) -> String {
         switch method {
         case .get, .head, .post, .put, .delete, .patch, .options, .connect, .trace: method.rawValue
