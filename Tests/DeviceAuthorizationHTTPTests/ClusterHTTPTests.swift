@@ -38,11 +38,7 @@ struct ClusterHTTPTests {
             let confirm = try await browser.get(client, "/device?user_code=\(userCode)")
             #expect(confirm.status == .ok)
             #expect(confirm.text.contains("Fast poller"))
-            let approved = try await browser.post(client, "/device", [
-                ("action", "approve"), ("user_code", try #require(hiddenField("user_code", in: confirm.text))),
-                ("grant_id", try #require(hiddenField("grant_id", in: confirm.text))),
-                ("csrf_token", try #require(hiddenField("csrf_token", in: confirm.text))),
-            ])
+            let approved = try await browser.decide(client, "approve", on: confirm)
             #expect(approved.text.contains("Device connected"))
 
             let token = try await client.poll(deviceCode: deviceCode, clientID: "fast")

@@ -184,6 +184,17 @@ final class Browser: @unchecked Sendable {
         return response
     }
 
+    /// Presses Approve or Deny (`action`) on a confirmation page: posts the page's hidden code,
+    /// grant id and CSRF token, as the page's form does.
+    func decide(_ client: some TestClientProtocol, _ action: String, on page: TestResponse, headers: HTTPFields = [:],
+                sourceLocation: SourceLocation = #_sourceLocation) async throws -> TestResponse {
+        var form = [("action", action)]
+        for name in ["user_code", "grant_id", "csrf_token"] {
+            form.append((name, try #require(hiddenField(name, in: page.text), "no hidden \(name) on the confirmation page", sourceLocation: sourceLocation)))
+        }
+        return try await post(client, "/device", form, headers: headers)
+    }
+
     /// Signs in through the development login form.
     func logIn(_ client: some TestClientProtocol, user: String = "alice", password: String = "wonderland") async throws {
         let page = try await get(client, "/device")

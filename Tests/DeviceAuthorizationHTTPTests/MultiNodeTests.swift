@@ -27,10 +27,7 @@ struct MultiNodeTests {
                 try await browser.logIn(b)
                 let page = try await browser.get(b, "/device?user_code=\(first["user_code"] as! String)")
                 #expect(page.status == .ok)
-                let approved = try await browser.post(b, "/device", [
-                    ("action", "approve"), ("user_code", hiddenField("user_code", in: page.text)!),
-                    ("grant_id", hiddenField("grant_id", in: page.text)!), ("csrf_token", hiddenField("csrf_token", in: page.text)!),
-                ])
+                let approved = try await browser.decide(b, "approve", on: page)
                 #expect(approved.status == .ok)
                 let token = try await a.poll(deviceCode: first["device_code"] as! String, clientID: "fast")
                 #expect(token.status == .ok)

@@ -33,10 +33,7 @@ struct ProxyTests {
             let page = try await browser.get(client, "/device?user_code=\(issued["user_code"] as! String)", headers: [Self.userHeader: "carol"])
             #expect(page.status == .ok)
             #expect(page.text.contains("carol"))
-            let approved = try await browser.post(client, "/device", [
-                ("action", "approve"), ("user_code", hiddenField("user_code", in: page.text)!),
-                ("grant_id", hiddenField("grant_id", in: page.text)!), ("csrf_token", hiddenField("csrf_token", in: page.text)!),
-            ], headers: [Self.userHeader: "carol"])
+            let approved = try await browser.decide(client, "approve", on: page, headers: [Self.userHeader: "carol"])
             #expect(approved.status == .ok)
             let token = try await client.poll(deviceCode: issued["device_code"] as! String, clientID: "fast")
             #expect(token.status == .ok)

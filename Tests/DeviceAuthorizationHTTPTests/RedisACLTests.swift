@@ -62,10 +62,7 @@ struct RedisACLTests {
             #expect(try await browser.get(client, "/device?user_code=BBBB-BBBB").status == .notFound)
             let page = try await browser.get(client, "/device?user_code=\(issued["user_code"] as! String)")
             #expect(page.status == .ok)
-            let approved = try await browser.post(client, "/device", [
-                ("action", "approve"), ("user_code", hiddenField("user_code", in: page.text)!),
-                ("grant_id", hiddenField("grant_id", in: page.text)!), ("csrf_token", hiddenField("csrf_token", in: page.text)!),
-            ])
+            let approved = try await browser.decide(client, "approve", on: page)
             #expect(approved.status == .ok)
             let token = try await client.poll(deviceCode: issued["device_code"] as! String, clientID: "fast")
             #expect(token.status == .ok, "\(token.text)")

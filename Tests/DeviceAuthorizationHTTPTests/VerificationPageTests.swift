@@ -51,10 +51,7 @@ struct VerificationPageTests {
             #expect(confirm.text.contains("Only approve a code your own device shows"))
             #expect(!confirm.text.contains("<script"))
 
-            let approved = try await browser.post(client, "/device", [
-                ("action", "approve"), ("user_code", hiddenField("user_code", in: confirm.text)!),
-                ("grant_id", hiddenField("grant_id", in: confirm.text)!), ("csrf_token", hiddenField("csrf_token", in: confirm.text)!),
-            ])
+            let approved = try await browser.decide(client, "approve", on: confirm)
             #expect(approved.status == .ok)
             #expect(approved.text.contains("Device connected"))
 
@@ -84,10 +81,7 @@ struct VerificationPageTests {
             // Nothing was decided by merely opening the link.
             expectOAuthError(try await client.poll(deviceCode: issued["device_code"] as! String, clientID: "fast"), "authorization_pending")
 
-            let denied = try await browser.post(client, "/device", [
-                ("action", "deny"), ("user_code", hiddenField("user_code", in: page.text)!),
-                ("grant_id", hiddenField("grant_id", in: page.text)!), ("csrf_token", hiddenField("csrf_token", in: page.text)!),
-            ])
+            let denied = try await browser.decide(client, "deny", on: page)
             #expect(denied.text.contains("Request denied"))
             expectOAuthError(try await client.poll(deviceCode: issued["device_code"] as! String, clientID: "fast"), "access_denied")
         }
