@@ -22,7 +22,7 @@ struct DeviceAuthServerCommand: AsyncParsableCommand {
     var host: String?
 
     @Option(help: "Port to listen on (env DEVICEAUTH_PORT).")
-    var port: Int?
+    var port: String?
 
     @Option(name: .customLong("redis-url"), help: "redis://[user:password@]host:port/db or unix:///path (env DEVICEAUTH_REDIS_URL). Omit for an embedded development Redis.")
     var redisURL: String?
@@ -60,13 +60,17 @@ struct DeviceAuthServerCommand: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "deviceauth")
-        guard let port = port ?? env("DEVICEAUTH_PORT").flatMap(Int.init) ?? Optional(8080), (1...65535).contains(port) else {
-            throw ValidationError("--port must be 1…65535")
+        /// A whole-number setting: the flag, else the environment variable, else the default. A bad
+        /// value from either is refused, naming both; it never falls back to the default silently.
+        func wholeNumber(_ flag: String?, _ option: String, env name: String, default defaultValue: Int, range: ClosedRange<Int>) throws -> Int {
+            guard let text = flag ?? env(name) else { return defaultValue }
+            guard let value = Int(text), range.contains(value) else {
+                throw ValidationError("\(option) (\(name)) must be a whole number from \(range.lowerBound) to \(range.upperBound), not '\(text)'")
+            }
+            return value
         }
-        let connectionsText = redisConnections ?? env("DEVICEAUTH_REDIS_CONNECTIONS") ?? "2"
-        guard let connections = Int(connectionsText), (1...64).contains(connections) else {
-            throw ValidationError("--redis-connections (DEVICEAUTH_REDIS_CONNECTIONS) must be a whole number from 1 to 64, not '\(connectionsText)'")
-        }
+        let port = try wholeNumber(self.port, "--port", env: "DEVICEAUTH_PORT", default: 8080, range: 1...65535)
+        let connections = try wholeNumber(redisConnections, "--redis-connections", env: "DEVICEAUTH_REDIS_CONNECTIONS", default: 2, range: 1...64)
         let options = ServerOptions(
             host: host ?? env("DEVICEAUTH_HOST") ?? "127.0.0.1",
             port: port,

@@ -89,7 +89,7 @@ class Deploy:
         src = self.root / "Sources"
         command = read(src / "deviceauth-server/DeviceAuthServerCommand.swift")
         self.server_env = set(re.findall(r"\bDEVICEAUTH_[A-Z_]+\b", command))
-        port = re.search(r'env\("DEVICEAUTH_PORT"\).*?Optional\((\d+)\)', command)
+        port = re.search(r'env:\s*"DEVICEAUTH_PORT",\s*default:\s*(\d+)', command)
         self.default_port = int(port.group(1)) if port else None
         routes = read(src / "DeviceAuthorizationHTTP/Routing/DeviceAuthorizationRoutes.swift")
         self.get_routes = set(re.findall(r'router\.get\("([^"]+)"\)', routes))

@@ -237,6 +237,13 @@ def main():
                                  capture_output=True, text=True, timeout=30)
         assert refused.returncode != 0 and "--redis-connections" in refused.stderr + refused.stdout, (bad, refused)
     print("--redis-connections 0 and 'many' refused")
+    # The same settings from the environment: a bad value is refused too, never replaced by the default.
+    for name, bad, option in (("DEVICEAUTH_REDIS_CONNECTIONS", "0", "--redis-connections"), ("DEVICEAUTH_PORT", "http", "--port")):
+        refused = subprocess.run([SERVER, "--redis-url", redis_url], env={**os.environ, name: bad},
+                                 capture_output=True, text=True, timeout=30)
+        output = refused.stderr + refused.stdout
+        assert refused.returncode != 0 and option in output and name in output, (name, bad, refused)
+    print("DEVICEAUTH_REDIS_CONNECTIONS=0 and DEVICEAUTH_PORT=http refused")
     nodes = [Node("ahead", workdir, redis_url, config, key, f"+{SKEW_SECONDS}s"),
              Node("behind", workdir, redis_url, config, key, f"-{SKEW_SECONDS}s"),
              # One Redis connection instead of two (--redis-connections): the node must behave the same.

@@ -68,9 +68,10 @@ public struct DeviceAuthorizationMetrics: Sendable {
     func render() -> String { registry.emitToString() }
 }
 
-/// The request-latency histograms by label values. Endpoints are route patterns (or
-/// `unmatched`) and methods are HTTP methods, so the set stays small; past `limit` entries (odd
-/// methods sent on purpose) the registry is asked directly instead of growing the cache.
+/// The request-latency histograms by label values. Endpoints are route patterns (Hummingbird
+/// labels unrouted requests `NotFound`), methods are ``RequestObservationMiddleware/methodLabel(_:)``
+/// and statuses the ones the routes answer, so the set stays small; past `limit` entries the
+/// registry is asked directly instead of growing the cache.
 final class RequestHistogramCache: Sendable {
     struct Key: Hashable {
         let endpoint: String
