@@ -14,8 +14,8 @@ import sys
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
 
@@ -26,12 +26,23 @@ def main(base, user_code, client_name, user, password, screenshot):
     options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
     service = Service(shutil.which("chromedriver") or "/usr/bin/chromedriver")
     driver = webdriver.Chrome(service=service, options=options)
-    wait = WebDriverWait(driver, 20)
+    # A form post navigates asynchronously: the old page can be torn down between finding an
+    # element and reading it ("Node with given id does not belong to the document", a plain
+    # WebDriverException, not a stale-element one). So the wait reads the heading in one
+    # JavaScript call, holds no element handle, and retries on any driver error until it times out.
+    wait = WebDriverWait(driver, 20, ignored_exceptions=(WebDriverException,))
+    read_page = (
+        "if (document.readyState !== 'complete') return null;"
+        "var h = document.querySelector('h1');"
+        "return h ? [h.textContent, document.body.innerText] : null;"
+    )
 
     def heading(text):
-        # Wait for the next page to load before reading it (form posts navigate asynchronously).
-        wait.until(EC.text_to_be_present_in_element((By.TAG_NAME, "h1"), text))
-        return driver.find_element(By.TAG_NAME, "body").text
+        def loaded(driver):
+            page = driver.execute_script(read_page)
+            return page[1] if page and text in page[0] else False
+
+        return wait.until(loaded, message=f"no page with an <h1> containing {text!r}")
 
     try:
         driver.get(base + "/device")
