@@ -52,25 +52,36 @@ struct DeviceAuthServerCommand: AsyncParsableCommand {
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
         func env(_ name: String) -> String? { environment[name].flatMap { $0.isEmpty ? nil : $0 } }
-        let level = Logger.Level(rawValue: logLevel ?? env("DEVICEAUTH_LOG_LEVEL") ?? "info") ?? .info
-        let json = (logFormat ?? env("DEVICEAUTH_LOG_FORMAT") ?? "text") == "json"
+        /// A setting: the flag, else the environment variable, else the default. A value from either
+        /// source that `parse` refuses stops the server with a message naming both; it never falls
+        /// back to the default silently.
+        func setting<Value>(_ flag: String?, _ option: String, env name: String, default defaultValue: Value,
+                            expected: String, parse: (String) -> Value?) throws -> Value {
+            guard let text = flag ?? env(name) else { return defaultValue }
+            guard let value = parse(text) else {
+                throw ValidationError("\(option) (\(name)) must be \(expected), not '\(text)'")
+            }
+            return value
+        }
+        func wholeNumber(_ flag: String?, _ option: String, env name: String, default defaultValue: Int, range: ClosedRange<Int>) throws -> Int {
+            try setting(flag, option, env: name, default: defaultValue,
+                        expected: "a whole number from \(range.lowerBound) to \(range.upperBound)") { text in
+                Int(text).flatMap { range.contains($0) ? $0 : nil }
+            }
+        }
+        let levels = Logger.Level.allCases.map(\.rawValue)
+        let level = try setting(logLevel, "--log-level", env: "DEVICEAUTH_LOG_LEVEL", default: Logger.Level.info,
+                                expected: "one of \(levels.joined(separator: ", "))") { Logger.Level(rawValue: $0) }
+        let json = try setting(logFormat, "--log-format", env: "DEVICEAUTH_LOG_FORMAT", default: false,
+                               expected: "text or json") { ["text": false, "json": true][$0] }
+        let port = try wholeNumber(self.port, "--port", env: "DEVICEAUTH_PORT", default: 8080, range: 1...65535)
+        let connections = try wholeNumber(redisConnections, "--redis-connections", env: "DEVICEAUTH_REDIS_CONNECTIONS", default: 2, range: 1...64)
         LoggingSystem.bootstrap { label in
             var handler: any LogHandler = json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
         }
         let logger = Logger(label: "deviceauth")
-        /// A whole-number setting: the flag, else the environment variable, else the default. A bad
-        /// value from either is refused, naming both; it never falls back to the default silently.
-        func wholeNumber(_ flag: String?, _ option: String, env name: String, default defaultValue: Int, range: ClosedRange<Int>) throws -> Int {
-            guard let text = flag ?? env(name) else { return defaultValue }
-            guard let value = Int(text), range.contains(value) else {
-                throw ValidationError("\(option) (\(name)) must be a whole number from \(range.lowerBound) to \(range.upperBound), not '\(text)'")
-            }
-            return value
-        }
-        let port = try wholeNumber(self.port, "--port", env: "DEVICEAUTH_PORT", default: 8080, range: 1...65535)
-        let connections = try wholeNumber(redisConnections, "--redis-connections", env: "DEVICEAUTH_REDIS_CONNECTIONS", default: 2, range: 1...64)
         let options = ServerOptions(
             host: host ?? env("DEVICEAUTH_HOST") ?? "127.0.0.1",
             port: port,

@@ -238,12 +238,17 @@ def main():
         assert refused.returncode != 0 and "--redis-connections" in refused.stderr + refused.stdout, (bad, refused)
     print("--redis-connections 0 and 'many' refused")
     # The same settings from the environment: a bad value is refused too, never replaced by the default.
-    for name, bad, option in (("DEVICEAUTH_REDIS_CONNECTIONS", "0", "--redis-connections"), ("DEVICEAUTH_PORT", "http", "--port")):
+    # The log settings too: an unknown level or format used to fall back to info/text without a word.
+    for name, bad, option in (("DEVICEAUTH_REDIS_CONNECTIONS", "0", "--redis-connections"), ("DEVICEAUTH_PORT", "http", "--port"),
+                              ("DEVICEAUTH_LOG_LEVEL", "verbose", "--log-level"), ("DEVICEAUTH_LOG_FORMAT", "yaml", "--log-format")):
         refused = subprocess.run([SERVER, "--redis-url", redis_url], env={**os.environ, name: bad},
                                  capture_output=True, text=True, timeout=30)
         output = refused.stderr + refused.stdout
-        assert refused.returncode != 0 and option in output and name in output, (name, bad, refused)
-    print("DEVICEAUTH_REDIS_CONNECTIONS=0 and DEVICEAUTH_PORT=http refused")
+        assert refused.returncode != 0 and option in output and name in output and f"'{bad}'" in output, (name, bad, refused)
+    print("DEVICEAUTH_REDIS_CONNECTIONS=0, DEVICEAUTH_PORT=http, DEVICEAUTH_LOG_LEVEL=verbose and DEVICEAUTH_LOG_FORMAT=yaml refused")
+    refused = subprocess.run([SERVER, "--redis-url", redis_url, "--log-level", "WARNING"], capture_output=True, text=True, timeout=30)
+    assert refused.returncode != 0 and "one of trace, debug, info" in refused.stderr + refused.stdout, refused
+    print("--log-level WARNING refused, naming the levels")
     nodes = [Node("ahead", workdir, redis_url, config, key, f"+{SKEW_SECONDS}s"),
              Node("behind", workdir, redis_url, config, key, f"-{SKEW_SECONDS}s"),
              # One Redis connection instead of two (--redis-connections): the node must behave the same.
