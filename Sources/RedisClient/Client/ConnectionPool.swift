@@ -12,7 +12,9 @@ final class ConnectionPool: Sendable {
     /// - Parameter firstIndex: numbers the connection threads, so logs tell pools apart.
     init(configuration: RedisClientConfiguration, firstIndex: Int = 0, logger: Logger) {
         self.endpoint = configuration.endpoint
-        self.connections = (0..<configuration.connectionCount).map {
+        // `connectionCount` is a public var: a count set below 1 after `init` means one connection
+        // (as in `init`), not an empty pool that would trap on the first command.
+        self.connections = (0..<max(1, configuration.connectionCount)).map {
             RedisConnection(configuration: configuration, index: firstIndex + $0, logger: logger)
         }
     }

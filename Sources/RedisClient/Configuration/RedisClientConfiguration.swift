@@ -48,7 +48,7 @@ public struct RedisClientConfiguration: Sendable {
     /// the commands in flight fail with ``RedisError/Code/timeout``.
     public var commandTimeout: Duration
     /// Number of connections (each with its own thread). Two or more keep Redis busy while one
-    /// connection reads replies.
+    /// connection reads replies. A value below 1 means one connection.
     public var connectionCount: Int
     /// First delay before reconnecting after a failed connect; doubles up to ``maximumReconnectDelay``.
     public var initialReconnectDelay: Duration
