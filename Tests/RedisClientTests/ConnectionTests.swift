@@ -111,6 +111,41 @@ struct ConnectionTests {
         #expect(elapsed < .seconds(3), "timed out after \(elapsed), configured 300 ms")
     }
 
+    @Test("an endpoint port outside 1–65535 is a connection error naming it, not a trap", arguments: [70_000, 1 << 40, 0, -1])
+    func endpointPortOutOfRangeIsAConnectionError(port: Int) async throws {
+        let client = RedisClient(configuration: RedisClientConfiguration(endpoint: .tcp(host: "127.0.0.1", port: port), connectionCount: 1))
+        defer { client.shutdown() }
+        let error = await expectRedisError { try await client.send("PING") }
+        #expect(error?.code == .connectionFailed)
+        #expect(error?.message.contains("port \(port) is out of range") == true, "\(String(describing: error))")
+    }
+
+    @Test("a zero or negative command timeout still times out (it is 1 ms), instead of waiting forever",
+          arguments: [Duration.zero, .milliseconds(-5)])
+    func nonPositiveCommandTimeoutStillTimesOut(timeout: Duration) async throws {
+        let listener = try SilentListener()
+        var configuration = RedisClientConfiguration(endpoint: .tcp(host: "127.0.0.1", port: listener.port), connectionCount: 1)
+        configuration.commandTimeout = timeout
+        let client = RedisClient(configuration: configuration)
+        defer { client.shutdown() }
+        let start = ContinuousClock.now
+        let error = await expectRedisError { try await client.send("PING") }
+        #expect(error?.code == .timeout)
+        #expect(ContinuousClock.now - start < .seconds(3))
+    }
+
+    @Test("CLUSTER SLOTS with a primary port outside 1–65535 is a protocol error; such a replica is skipped")
+    func clusterSlotsPortOutOfRange() throws {
+        func node(_ port: Int) -> RedisValue { .array([.bulkString(Array("10.0.0.1".utf8)), .integer(port)]) }
+        let badPrimary = RedisValue.array([.array([.integer(0), .integer(16383), node(70_000)])])
+        #expect(throws: RedisError.self) { try ClusterTopology(slots: badPrimary, defaultHost: "h") }
+        let badReplica = RedisValue.array([.array([.integer(0), .integer(16383), node(7000), node(1 << 33), node(7001)])])
+        let topology = try ClusterTopology(slots: badReplica, defaultHost: "h")
+        #expect(topology.primaries == [.tcp(host: "10.0.0.1", port: 7000)])
+        #expect(topology.replicas == [.tcp(host: "10.0.0.1", port: 7001)])
+        #expect(topology.coveredSlots == 16384)
+    }
+
     @Test("a connection count set below 1 after init gives one working connection, not a trap", arguments: [0, -3])
     func connectionCountBelowOneMeansOne(count: Int) async throws {
         let client = try TestRedis.client(connections: count)

@@ -140,7 +140,8 @@ final class ClusterRouter: Sendable {
                 // "MOVED 3999 127.0.0.1:6381" (the host may be empty: the answering node's host).
                 let parts = error.message.split(separator: " ")
                 guard parts.count >= 3, let slot = Int(parts[1]), (0..<RedisHashSlot.count).contains(slot),
-                      let colon = parts[2].lastIndex(of: ":"), let port = Int(parts[2][parts[2].index(after: colon)...]) else {
+                      let colon = parts[2].lastIndex(of: ":"), let port = Int(parts[2][parts[2].index(after: colon)...]),
+                      RedisEndpoint.ports.contains(port) else {
                     return .fail(refresh: true)
                 }
                 var host = String(parts[2][..<colon])

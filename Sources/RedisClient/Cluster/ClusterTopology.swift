@@ -34,7 +34,7 @@ struct ClusterTopology: Sendable {
     }
 
     private static func endpoint(_ node: RedisValue, defaultHost: String) -> RedisEndpoint? {
-        guard let fields = node.array, fields.count >= 2, let port = fields[1].int, port > 0 else { return nil }
+        guard let fields = node.array, fields.count >= 2, let port = fields[1].int, RedisEndpoint.ports.contains(port) else { return nil }
         let host = fields[0].string ?? ""
         return .tcp(host: host.isEmpty || host == "?" ? defaultHost : host, port: port)
     }

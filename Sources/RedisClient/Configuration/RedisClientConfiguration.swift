@@ -7,6 +7,10 @@ public enum RedisEndpoint: Sendable, Hashable, CustomStringConvertible {
     /// A Unix domain socket path.
     case unix(path: String)
 
+    /// The TCP ports a connection is attempted on. A port outside them (set in code, or sent by a
+    /// cluster node in `CLUSTER SLOTS` or `MOVED`) is refused with a typed error, never converted.
+    public static let ports = 1...65535
+
     public var description: String {
         switch self {
         case .tcp(let host, let port): "\(host):\(port)"
@@ -42,10 +46,11 @@ public struct RedisClientConfiguration: Sendable {
     public var password: String?
     /// Database selected with `SELECT` after connecting.
     public var database: Int
-    /// Longest wait for a TCP connect and the handshake.
+    /// Longest wait for a TCP connect and the handshake. Below 1 ms it counts as 1 ms (a zero or
+    /// negative time would otherwise mean "wait forever" to the socket).
     public var connectTimeout: Duration
     /// Longest wait for one read or write of a command; past it the connection is dropped and
-    /// the commands in flight fail with ``RedisError/Code/timeout``.
+    /// the commands in flight fail with ``RedisError/Code/timeout``. Below 1 ms it counts as 1 ms.
     public var commandTimeout: Duration
     /// Number of connections (each with its own thread). Two or more keep Redis busy while one
     /// connection reads replies. A value below 1 means one connection.
@@ -130,7 +135,7 @@ public struct RedisClientConfiguration: Sendable {
                 throw RedisError(.invalidURL, "redis URL has no host")
             }
             let port = components.port ?? 6379
-            guard (1...65535).contains(port) else { throw RedisError(.invalidURL, "port \(port) is out of range") }
+            guard RedisEndpoint.ports.contains(port) else { throw RedisError(.invalidURL, "port \(port) is out of range") }
             let bareHost = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
             try Self.validateHost(bareHost)
             endpoint = .tcp(host: bareHost, port: port)
@@ -213,7 +218,7 @@ extension RedisClientConfiguration {
             }
             guard !host.isEmpty else { throw RedisError(.invalidURL, "empty host in redis+cluster URL") }
             try Self.validateHost(String(host))
-            guard (1...65535).contains(port) else { throw RedisError(.invalidURL, "port \(port) is out of range") }
+            guard RedisEndpoint.ports.contains(port) else { throw RedisError(.invalidURL, "port \(port) is out of range") }
             seeds.append(.tcp(host: String(host), port: port))
         }
         guard let first = seeds.first else {

@@ -273,6 +273,9 @@ final class RedisConnection: @unchecked Sendable {
     }
 
     private func connect() throws -> UnsafeMutablePointer<redisContext> {
+        if case .tcp(_, let port) = configuration.endpoint, !RedisEndpoint.ports.contains(port) {
+            throw RedisError(.connectionFailed, "cannot connect to Redis at \(configuration.endpoint): port \(port) is out of range (1–65535)")
+        }
         let connectTimeout = Self.timeval(configuration.connectTimeout)
         let made: UnsafeMutablePointer<redisContext>? = switch configuration.endpoint {
         case .tcp(let host, let port): redisConnectWithTimeout(host, Int32(port), connectTimeout)
@@ -335,8 +338,10 @@ final class RedisConnection: @unchecked Sendable {
         return poll(&descriptor, 1, 0) > 0
     }
 
+    /// A socket timeout of at least 1 ms: for `SO_RCVTIMEO`/`SO_SNDTIMEO` zero means no timeout,
+    /// and a negative one is refused (leaving none), so either would wait forever.
     private static func timeval(_ duration: Duration) -> timeval {
-        let (seconds, attoseconds) = duration.components
+        let (seconds, attoseconds) = max(duration, .milliseconds(1)).components
         return CHiredis.timeval(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
     }
 
