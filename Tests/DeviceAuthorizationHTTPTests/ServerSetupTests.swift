@@ -39,6 +39,34 @@ struct ServerSetupTests {
         #expect(throws: DeviceAuthorizationHTTPError.self) { try ServerConfigurationFile.load(path: "/nonexistent/deviceauth.json") }
     }
 
+    @Test("configuration file: a lifetime, interval or failure limit outside its range stops the server at load, naming the setting",
+          arguments: [("code_lifetime_seconds", -5), ("code_lifetime_seconds", 0), ("code_lifetime_seconds", 100_000_000_000_000_000),
+                      ("interval_seconds", -1), ("interval_seconds", 3_601), ("token_lifetime_seconds", 0),
+                      ("token_lifetime_seconds", 31_536_001), ("max_failures_per_caller", 0)])
+    func outOfRangeSettingsAreRefused(name: String, value: Int) throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("deviceauth-config-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try #"{"\#(name)": \#(value), "clients": [{"client_id": "tv", "scopes": ["profile"]}]}"#.write(toFile: path, atomically: true, encoding: .utf8)
+        let error = #expect(throws: DeviceAuthorizationHTTPError.self) { try ServerConfigurationFile.load(path: path) }
+        #expect(error?.code == .invalidConfiguration)
+        let range = bounds(name)
+        #expect(error?.message == "\(name) must be from \(range.lowerBound) to \(range.upperBound), not \(value)")
+
+        // The same numbers per client (where a client may set them).
+        if ["code_lifetime_seconds", "interval_seconds"].contains(name) {
+            let client = ServerConfigurationFile.Client(clientID: "tv", scopes: ["profile"],
+                                                        codeLifetimeSeconds: name == "code_lifetime_seconds" ? value : nil,
+                                                        intervalSeconds: name == "interval_seconds" ? value : nil)
+            let clientError = #expect(throws: DeviceAuthorizationHTTPError.self) { try client.registeredClient() }
+            #expect(clientError?.message.hasPrefix("client tv: \(name) must be from") == true)
+        }
+        // The bounds themselves are accepted.
+        for edge in [range.lowerBound, range.upperBound] {
+            try #"{"\#(name)": \#(edge), "clients": [{"client_id": "tv", "scopes": ["profile"]}]}"#.write(toFile: path, atomically: true, encoding: .utf8)
+            _ = try ServerConfigurationFile.load(path: path)
+        }
+    }
+
     @Test("embedded Redis starts on a Unix socket, answers, and really stops")
     func embeddedRedis() async throws {
         let redis = try EmbeddedRedis(logger: Logger(label: "test"))
@@ -50,5 +78,15 @@ struct ServerSetupTests {
         #expect(kill(pid, 0) != 0, "redis-server must be gone after stop()")
         #expect(!FileManager.default.fileExists(atPath: redis.directory.path))
         redis.stop()   // idempotent
+    }
+}
+
+/// The documented range of a numeric configuration setting.
+private func bounds(_ name: String) -> ClosedRange<Int> {
+    switch name {
+    case "code_lifetime_seconds": ServerConfigurationFile.Ranges.codeLifetimeSeconds
+    case "interval_seconds": ServerConfigurationFile.Ranges.intervalSeconds
+    case "token_lifetime_seconds": ServerConfigurationFile.Ranges.tokenLifetimeSeconds
+    default: ServerConfigurationFile.Ranges.maxFailuresPerCaller
     }
 }

@@ -64,8 +64,9 @@ public final class DeviceCodeStore: Sendable {
         }
         let lifetime = lifetime ?? configuration.lifetime
         let interval = interval ?? configuration.interval
-        guard lifetime > .zero, interval >= 0 else {
-            throw DeviceAuthorizationError(.invalidArgument, "lifetime must be positive and interval non-negative")
+        // The upper bounds keep millisecond arithmetic (here and in the scripts) far from overflow.
+        guard lifetime > .zero, lifetime <= .seconds(366 * 86_400), (0...86_400).contains(interval) else {
+            throw DeviceAuthorizationError(.invalidArgument, "lifetime must be positive and at most 366 days, interval 0…86400 seconds")
         }
         for _ in 0..<max(1, configuration.userCodeAttempts) {
             let userCode = userCodes()

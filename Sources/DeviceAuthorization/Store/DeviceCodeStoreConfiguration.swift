@@ -65,9 +65,14 @@ public struct DeviceCodeStoreConfiguration: Sendable {
 }
 
 extension Duration {
-    /// Whole milliseconds, for Redis arguments.
+    /// Whole milliseconds, for Redis arguments; saturates at `Int.min`/`Int.max` instead of
+    /// trapping (a window or grace period of 10^17 s is then refused by Redis, with a typed error).
     var milliseconds: Int {
         let (seconds, attoseconds) = components
-        return Int(seconds) * 1000 + Int(attoseconds / 1_000_000_000_000_000)
+        let (whole, overflow) = seconds.multipliedReportingOverflow(by: 1000)
+        if overflow { return seconds < 0 ? .min : .max }
+        let (total, overflowAgain) = whole.addingReportingOverflow(attoseconds / 1_000_000_000_000_000)
+        if overflowAgain { return seconds < 0 ? .min : .max }
+        return Int(total)
     }
 }

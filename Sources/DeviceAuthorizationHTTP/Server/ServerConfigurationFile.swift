@@ -69,12 +69,8 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
                 }
                 client.secretSHA256 = hash
             }
-            if let codeLifetimeSeconds, codeLifetimeSeconds <= 0 {
-                throw DeviceAuthorizationHTTPError(.invalidConfiguration, "client \(clientID): code_lifetime_seconds must be positive")
-            }
-            if let intervalSeconds, intervalSeconds < 0 {
-                throw DeviceAuthorizationHTTPError(.invalidConfiguration, "client \(clientID): interval_seconds must not be negative")
-            }
+            try Ranges.check(codeLifetimeSeconds, "client \(clientID): code_lifetime_seconds", Ranges.codeLifetimeSeconds)
+            try Ranges.check(intervalSeconds, "client \(clientID): interval_seconds", Ranges.intervalSeconds)
             if let perMinute = deviceAuthorizationsPerMinute {
                 guard perMinute >= 0 else { throw DeviceAuthorizationHTTPError(.invalidConfiguration, "client \(clientID): device_authorizations_per_minute must not be negative") }
                 // 0 lifts the limit for this client (a huge one, so the server-wide default does not apply).
@@ -160,7 +156,39 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
     /// An empty configuration.
     public init() {}
 
-    /// Reads and decodes a configuration file.
+    /// The ranges of the numeric settings. A value outside its range stops the server at start,
+    /// instead of failing requests later (a negative lifetime made every device authorization a
+    /// 400 that blamed the client) or overflowing (a lifetime of 10^17 s trapped on the first
+    /// request). The upper bounds are generous; a device code that lives longer than a day, or an
+    /// access token longer than a year, is refused.
+    public enum Ranges {
+        /// `code_lifetime_seconds`, top level and per client: a second to a day.
+        public static let codeLifetimeSeconds = 1...86_400
+        /// `interval_seconds`, top level and per client: up to an hour (0: no minimum).
+        public static let intervalSeconds = 0...3_600
+        /// `token_lifetime_seconds`: a second to a year.
+        public static let tokenLifetimeSeconds = 1...31_536_000
+        /// `max_failures_per_caller`: at least one (0 would lock every caller out).
+        public static let maxFailuresPerCaller = 1...1_000_000
+
+        static func check(_ value: Int?, _ name: String, _ range: ClosedRange<Int>) throws {
+            guard let value, !range.contains(value) else { return }
+            throw DeviceAuthorizationHTTPError(.invalidConfiguration,
+                                               "\(name) must be from \(range.lowerBound) to \(range.upperBound), not \(value)")
+        }
+    }
+
+    /// Checks the server-wide numeric settings against ``Ranges`` (clients are checked by
+    /// ``Client/registeredClient()``).
+    /// - Throws: ``DeviceAuthorizationHTTPError`` with ``DeviceAuthorizationHTTPError/Code/invalidConfiguration``.
+    public func validate() throws {
+        try Ranges.check(codeLifetimeSeconds, "code_lifetime_seconds", Ranges.codeLifetimeSeconds)
+        try Ranges.check(intervalSeconds, "interval_seconds", Ranges.intervalSeconds)
+        try Ranges.check(tokenLifetimeSeconds, "token_lifetime_seconds", Ranges.tokenLifetimeSeconds)
+        try Ranges.check(maxFailuresPerCaller, "max_failures_per_caller", Ranges.maxFailuresPerCaller)
+    }
+
+    /// Reads, decodes and validates a configuration file.
     /// - Throws: ``DeviceAuthorizationHTTPError`` with ``DeviceAuthorizationHTTPError/Code/invalidConfiguration``.
     public static func load(path: String) throws -> ServerConfigurationFile {
         let data: Data
@@ -169,10 +197,13 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         } catch {
             throw DeviceAuthorizationHTTPError(.invalidConfiguration, "cannot read configuration file \(path)", underlying: error)
         }
+        let file: ServerConfigurationFile
         do {
-            return try JSONDecoder().decode(ServerConfigurationFile.self, from: data)
+            file = try JSONDecoder().decode(ServerConfigurationFile.self, from: data)
         } catch {
             throw DeviceAuthorizationHTTPError(.invalidConfiguration, "configuration file \(path) is not valid: \(error)", underlying: error)
         }
+        try file.validate()
+        return file
     }
 }
