@@ -14,6 +14,10 @@ minutes), then runs one scripted RFC 8628 flow across `ahead` and `behind` (issu
 poll, slow_down, approve, redeem, replay and expiry on the other) and the same script on `plain`
 alone, and asserts that both give exactly the expected outcomes, step by step.
 
+Before the nodes start it also runs the real binary with bad settings (it is the one test that
+starts `deviceauth-server` processes): out-of-range numbers, unknown log levels and formats, a
+port in use, an unresolvable host. Each must stop the server with a message naming the setting.
+
 Usage: Tests/Support/with-redis.sh python3 Tests/MultiProcess/clock_skew_nodes.py [BUILD_DIR]
 """
 import base64
@@ -249,6 +253,15 @@ def main():
     refused = subprocess.run([SERVER, "--redis-url", redis_url, "--log-level", "WARNING"], capture_output=True, text=True, timeout=30)
     assert refused.returncode != 0 and "one of trace, debug, info" in refused.stderr + refused.stdout, refused
     print("--log-level WARNING refused, naming the levels")
+    # An address the node cannot listen on: a clear message naming it, not NIO's bare bind error.
+    # Redis's own port is certainly in use; a .invalid name never resolves.
+    redis_port = urllib.parse.urlsplit(redis_url).port
+    for host, port, reason in (("127.0.0.1", redis_port, "the port is in use"), ("no-such-host.invalid", 18080, "the host does not resolve")):
+        refused = subprocess.run([SERVER, "--redis-url", redis_url, "--config", config, "--signing-key", key, "--host", host, "--port", str(port)],
+                                 capture_output=True, text=True, timeout=30)
+        output = refused.stderr + refused.stdout
+        assert refused.returncode != 0 and f"cannot listen on {host}:{port}: {reason}" in output, (host, port, refused)
+    print("a port in use and an unresolvable host refused, naming the address")
     nodes = [Node("ahead", workdir, redis_url, config, key, f"+{SKEW_SECONDS}s"),
              Node("behind", workdir, redis_url, config, key, f"-{SKEW_SECONDS}s"),
              # One Redis connection instead of two (--redis-connections): the node must behave the same.

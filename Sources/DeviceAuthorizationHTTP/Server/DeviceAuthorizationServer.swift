@@ -4,6 +4,7 @@ import Foundation
 import Hummingbird
 import Logging
 import Metrics
+import NIOCore
 import Prometheus
 import RedisClient
 import ServiceLifecycle
@@ -174,7 +175,19 @@ public enum DeviceAuthorizationServer {
             services: [.init(service: redis), .init(service: app)],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
-        try await group.run()
+        do {
+            try await group.run()
+        } catch let error as IOError where error.errnoCode == EADDRINUSE || error.errnoCode == EADDRNOTAVAIL || error.errnoCode == EACCES {
+            // NIO says "bind(descriptor:ptr:bytes:): Address already in use"; say which address and what to do.
+            let reason = switch error.errnoCode {
+            case EADDRINUSE: "the port is in use (another server on it?)"
+            case EACCES: "permission denied (ports below 1024 need privileges)"
+            default: "this machine has no such address"
+            }
+            throw DeviceAuthorizationHTTPError(.listen, "cannot listen on \(options.host):\(options.port): \(reason)", underlying: error)
+        } catch let error as SocketAddressError.UnknownHost {
+            throw DeviceAuthorizationHTTPError(.listen, "cannot listen on \(options.host):\(options.port): the host does not resolve (\(error.errorDescription))", underlying: error)
+        }
         logger.notice("deviceauth-server stopped")
     }
 }

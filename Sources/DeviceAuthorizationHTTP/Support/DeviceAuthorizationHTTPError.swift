@@ -4,7 +4,7 @@ public struct DeviceAuthorizationHTTPError: Error, Sendable, CustomStringConvert
     /// What went wrong.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String, Hashable, Sendable {
-            case invalidConfiguration, signingKey, embeddedRedis, templates
+            case invalidConfiguration, signingKey, embeddedRedis, templates, listen
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -17,6 +17,8 @@ public struct DeviceAuthorizationHTTPError: Error, Sendable, CustomStringConvert
         public static let embeddedRedis = Code(.embeddedRedis)
         /// The page templates could not be loaded.
         public static let templates = Code(.templates)
+        /// The HTTP server could not listen on the configured host and port.
+        public static let listen = Code(.listen)
 
         /// The code's name.
         public var description: String { base.rawValue }
