@@ -29,8 +29,8 @@ struct ClusterHTTPTests {
         try await fixture.app.test(.router) { client async throws -> Void in
             #expect(try await client.execute(uri: "/readyz", method: .get).status == .ok, "PING reaches a primary")
             let issued = try await client.issue(clientID: "fast", scope: "profile")
-            let deviceCode = try #require(issued["device_code"] as? String)
-            let userCode = try #require(issued["user_code"] as? String)
+            let deviceCode = issued.deviceCode
+            let userCode = issued.userCode
             expectOAuthError(try await client.poll(deviceCode: deviceCode, clientID: "fast"), "authorization_pending")
 
             let browser = Browser()
@@ -62,7 +62,7 @@ struct ClusterHTTPTests {
                 for _ in 0..<40 {
                     group.addTask {
                         let answer = try await client.issue(clientID: "fast")
-                        return (try #require(answer["device_code"] as? String), try #require(answer["user_code"] as? String))
+                        return (answer.deviceCode, answer.userCode)
                     }
                 }
                 return try await group.reduce(into: []) { $0.append($1) }

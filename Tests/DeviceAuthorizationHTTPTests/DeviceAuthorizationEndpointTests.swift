@@ -79,7 +79,7 @@ struct DeviceAuthorizationEndpointTests {
             expectOAuthError(try await client.postForm("/oauth/device_authorization", [("client_id", "cli"), ("scope", "pro\"file")]), "invalid_scope")
             // Default scopes reach the verification page and the token.
             let issued = try await client.issue(clientID: "cli")
-            let grant = try await fixture.store.lookup(userCode: issued["user_code"] as! String, caller: "test")
+            let grant = try await fixture.store.lookup(userCode: issued.userCode, caller: "test")
             #expect(grant.scopes == ["profile"])
         }
     }

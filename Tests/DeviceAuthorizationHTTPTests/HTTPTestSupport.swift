@@ -105,13 +105,16 @@ extension TestClientProtocol {
         return try await execute(uri: path, method: .post, headers: headers, body: ByteBuffer(string: formEncode(parameters)))
     }
 
-    /// Issues a device code for `clientID` and returns the JSON answer.
-    func issue(clientID: String = "cli", scope: String? = nil, headers: HTTPFields = [:]) async throws -> [String: Any] {
+    /// Issues a device code for `clientID`. A failed issue ends the test with the answer's status
+    /// and body, rather than letting a later cast of a missing code crash the whole test process.
+    func issue(clientID: String = "cli", scope: String? = nil, headers: HTTPFields = [:]) async throws -> IssuedGrant {
         var parameters = [("client_id", clientID)]
         if let scope { parameters.append(("scope", scope)) }
         let response = try await postForm("/oauth/device_authorization", parameters, headers: headers)
-        #expect(response.status == .ok, "device_authorization answered \(response.status): \(String(buffer: response.body))")
-        return response.json
+        try #require(response.status == .ok, "device_authorization answered \(response.status): \(String(buffer: response.body))")
+        let json = response.json
+        return IssuedGrant(deviceCode: try #require(json["device_code"] as? String, "no device_code in \(json)"),
+                           userCode: try #require(json["user_code"] as? String, "no user_code in \(json)"), json: json)
     }
 
     /// Polls the token endpoint.
@@ -119,6 +122,16 @@ extension TestClientProtocol {
         try await postForm("/oauth/token", [("grant_type", DeviceAuthorizationRoutes.deviceCodeGrantType), ("device_code", deviceCode), ("client_id", clientID)] + extra,
                            headers: headers)
     }
+}
+
+/// A successful device authorization answer: both codes (checked present) and the whole JSON.
+struct IssuedGrant {
+    let deviceCode: String
+    let userCode: String
+    let json: [String: Any]
+
+    /// A member of the JSON answer (`expires_in`, `interval`, …).
+    subscript(member: String) -> Any? { json[member] }
 }
 
 extension TestResponse {

@@ -25,23 +25,23 @@ struct MultiNodeTests {
                 let first = try await a.issue(clientID: "fast")
                 let browser = Browser()
                 try await browser.logIn(b)
-                let page = try await browser.get(b, "/device?user_code=\(first["user_code"] as! String)")
+                let page = try await browser.get(b, "/device?user_code=\(first.userCode)")
                 #expect(page.status == .ok)
                 let approved = try await browser.decide(b, "approve", on: page)
                 #expect(approved.status == .ok)
-                let token = try await a.poll(deviceCode: first["device_code"] as! String, clientID: "fast")
+                let token = try await a.poll(deviceCode: first.deviceCode, clientID: "fast")
                 #expect(token.status == .ok)
                 // B's JWKS verifies A's token: one key for the whole deployment.
                 let keys = try await JWTKeyCollection().add(jwksJSON: try await b.execute(uri: "/.well-known/jwks.json", method: .get).text)
-                let claims = try await keys.verify(token.json["access_token"] as! String, as: JWTTokenIssuer.Claims.self)
+                let claims = try await keys.verify(try #require(token.json["access_token"] as? String), as: JWTTokenIssuer.Claims.self)
                 #expect(claims.sub.value == "alice")
                 // The replay on B is refused.
-                expectOAuthError(try await b.poll(deviceCode: first["device_code"] as! String, clientID: "fast"), "invalid_grant")
+                expectOAuthError(try await b.poll(deviceCode: first.deviceCode, clientID: "fast"), "invalid_grant")
 
                 // Concurrent redemption on both nodes: exactly one token.
                 let second = try await b.issue(clientID: "fast")
-                try await nodeA.store.approve(userCode: second["user_code"] as! String, userID: "bob")
-                let deviceCode = second["device_code"] as! String
+                try await nodeA.store.approve(userCode: second.userCode, userID: "bob")
+                let deviceCode = second.deviceCode
                 let statuses = try await withThrowingTaskGroup(of: HTTPResponse.Status.self) { group in
                     for index in 0..<16 {
                         group.addTask { try await (index.isMultiple(of: 2) ? a : b).poll(deviceCode: deviceCode, clientID: "fast").status }

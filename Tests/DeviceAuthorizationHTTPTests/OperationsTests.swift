@@ -58,8 +58,8 @@ struct OperationsTests {
         defer { fixture.shutdown() }
         try await fixture.app.test(.router) { client in
             let issued = try await client.issue(clientID: "fast")
-            try await fixture.store.approve(userCode: issued["user_code"] as! String, userID: "alice")
-            #expect(try await client.poll(deviceCode: issued["device_code"] as! String, clientID: "fast").status == .ok)
+            try await fixture.store.approve(userCode: issued.userCode, userID: "alice")
+            #expect(try await client.poll(deviceCode: issued.deviceCode, clientID: "fast").status == .ok)
             let response = try await client.execute(uri: "/metrics", method: .get)
             #expect(response.status == .ok)
             #expect(response.headers[.contentType]?.hasPrefix("text/plain") == true)

@@ -37,7 +37,7 @@ struct PageSecurityTests {
             try await browser.logIn(client)
             let enter = try await browser.get(client, "/device")
             Self.expectPageHeaders(enter, "code entry page")
-            let confirm = try await browser.get(client, "/device?user_code=\(issued["user_code"] as! String)")
+            let confirm = try await browser.get(client, "/device?user_code=\(issued.userCode)")
             Self.expectPageHeaders(confirm, "confirmation page")
             Self.expectPageHeaders(try await browser.get(client, "/device?user_code=BBBB-BBBB"), "not found page")
             Self.expectPageHeaders(try await browser.get(client, "/device?user_code=12"), "invalid code page")
@@ -56,7 +56,7 @@ struct PageSecurityTests {
         defer { fixture.shutdown() }
         try await fixture.app.test(.router) { client in
             let issued = try await client.issue(clientID: "cli", scope: "email admin")
-            let userCode = issued["user_code"] as! String
+            let userCode = issued.userCode
             let browser = Browser()
             try await browser.logIn(client)
             let page = try await browser.get(client, "/device?user_code=\(userCode.lowercased())")

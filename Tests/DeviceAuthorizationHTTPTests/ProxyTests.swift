@@ -30,12 +30,12 @@ struct ProxyTests {
         try await fixture.app.test(.live) { client in
             let issued = try await client.issue(clientID: "fast")
             let browser = Browser()
-            let page = try await browser.get(client, "/device?user_code=\(issued["user_code"] as! String)", headers: [Self.userHeader: "carol"])
+            let page = try await browser.get(client, "/device?user_code=\(issued.userCode)", headers: [Self.userHeader: "carol"])
             #expect(page.status == .ok)
             #expect(page.text.contains("carol"))
             let approved = try await browser.decide(client, "approve", on: page, headers: [Self.userHeader: "carol"])
             #expect(approved.status == .ok)
-            let token = try await client.poll(deviceCode: issued["device_code"] as! String, clientID: "fast")
+            let token = try await client.poll(deviceCode: issued.deviceCode, clientID: "fast")
             #expect(token.status == .ok)
         }
     }

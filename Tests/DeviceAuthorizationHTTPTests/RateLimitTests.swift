@@ -150,7 +150,7 @@ struct RateLimitTests {
         #expect(fixture.store.configuration.maxFailuresPerCaller == 10, "the default per-IP budget")
         try await fixture.app.test(.live) { client in
             let issued = try await client.issue(clientID: "fast")
-            let userCode = issued["user_code"] as! String
+            let userCode = issued.userCode
             let browser = Browser()
             try await browser.logIn(client)
             var answers: [HTTPResponse.Status] = []

@@ -79,12 +79,12 @@ struct RealClientTests {
             let issued = try await client.issue(clientID: "fast")
             let screenshot = PythonClient.artifactsDirectory + "/verification-confirm.png"
             let result = try await PythonClient.run("browser_approval.py", arguments: [
-                "http://127.0.0.1:\(port)", issued["user_code"] as! String, "Fast poller", "alice", "wonderland", screenshot,
+                "http://127.0.0.1:\(port)", issued.userCode, "Fast poller", "alice", "wonderland", screenshot,
             ])
             #expect(result.status == 0, "\(result.output)")
             #expect(result.output.contains("browser approval: ok"))
             #expect(FileManager.default.fileExists(atPath: screenshot), "screenshot artifact at \(screenshot)")
-            let token = try await client.poll(deviceCode: issued["device_code"] as! String, clientID: "fast")
+            let token = try await client.poll(deviceCode: issued.deviceCode, clientID: "fast")
             #expect(token.status == .ok)
             #expect(token.json["access_token"] is String)
         }

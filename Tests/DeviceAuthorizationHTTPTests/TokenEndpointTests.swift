@@ -29,8 +29,8 @@ struct TokenEndpointTests {
         defer { fixture.shutdown() }
         try await fixture.app.test(.router) { client in
             let issued = try await client.issue(clientID: "fast")
-            try await fixture.store.deny(userCode: issued["user_code"] as! String)
-            expectOAuthError(try await client.poll(deviceCode: issued["device_code"] as! String, clientID: "fast"), "access_denied")
+            try await fixture.store.deny(userCode: issued.userCode)
+            expectOAuthError(try await client.poll(deviceCode: issued.deviceCode, clientID: "fast"), "access_denied")
         }
     }
 
@@ -54,10 +54,10 @@ struct TokenEndpointTests {
             expectOAuthError(try await client.poll(deviceCode: "abcd." + String(repeating: "A", count: 43)), "invalid_grant")
 
             let issued = try await client.issue(clientID: "fast")
-            let deviceCode = issued["device_code"] as! String
+            let deviceCode = issued.deviceCode
             expectOAuthError(try await client.poll(deviceCode: deviceCode, clientID: "other-cli"), "invalid_grant")
 
-            try await fixture.store.approve(userCode: issued["user_code"] as! String, userID: "alice")
+            try await fixture.store.approve(userCode: issued.userCode, userID: "alice")
             let success = try await client.poll(deviceCode: deviceCode, clientID: "fast")
             #expect(success.status == .ok)
             #expect(success.json["access_token"] is String)
@@ -115,8 +115,8 @@ struct TokenEndpointTests {
         defer { fixture.shutdown() }
         try await fixture.app.test(.router) { client in
             let issued = try await client.issue(clientID: "fast", scope: "email profile")
-            try await fixture.store.approve(userCode: issued["user_code"] as! String, userID: "alice")
-            let deviceCode = issued["device_code"] as! String
+            try await fixture.store.approve(userCode: issued.userCode, userID: "alice")
+            let deviceCode = issued.deviceCode
 
             let results = try await withThrowingTaskGroup(of: TestResponse.self) { group in
                 for _ in 0..<8 { group.addTask { try await client.poll(deviceCode: deviceCode, clientID: "fast") } }

@@ -15,7 +15,7 @@ struct VerificationPageTests {
         defer { fixture.shutdown() }
         try await fixture.app.test(.router) { client in
             let issued = try await client.issue(clientID: "fast", scope: "profile email")
-            let userCode = issued["user_code"] as! String
+            let userCode = issued.userCode
             let browser = Browser()
 
             // Not signed in: the login form, with security headers.
@@ -55,7 +55,7 @@ struct VerificationPageTests {
             #expect(approved.status == .ok)
             #expect(approved.text.contains("Device connected"))
 
-            let tokenResponse = try await client.poll(deviceCode: issued["device_code"] as! String, clientID: "fast")
+            let tokenResponse = try await client.poll(deviceCode: issued.deviceCode, clientID: "fast")
             #expect(tokenResponse.status == .ok)
             #expect(tokenResponse.json["access_token"] is String)
 
@@ -72,18 +72,19 @@ struct VerificationPageTests {
         defer { fixture.shutdown() }
         try await fixture.app.test(.router) { client in
             let issued = try await client.issue(clientID: "fast")
-            let complete = URL(string: issued["verification_uri_complete"] as! String)!
+            let completeText = try #require(issued["verification_uri_complete"] as? String)
+            let complete = try #require(URL(string: completeText))
             let browser = Browser()
             try await browser.logIn(client)
-            let page = try await browser.get(client, complete.path + "?" + complete.query!)
+            let page = try await browser.get(client, complete.path + "?" + (try #require(complete.query)))
             #expect(page.status == .ok)
             #expect(page.text.contains("value=\"approve\"") && page.text.contains("value=\"deny\""))
             // Nothing was decided by merely opening the link.
-            expectOAuthError(try await client.poll(deviceCode: issued["device_code"] as! String, clientID: "fast"), "authorization_pending")
+            expectOAuthError(try await client.poll(deviceCode: issued.deviceCode, clientID: "fast"), "authorization_pending")
 
             let denied = try await browser.decide(client, "deny", on: page)
             #expect(denied.text.contains("Request denied"))
-            expectOAuthError(try await client.poll(deviceCode: issued["device_code"] as! String, clientID: "fast"), "access_denied")
+            expectOAuthError(try await client.poll(deviceCode: issued.deviceCode, clientID: "fast"), "access_denied")
         }
     }
 
@@ -93,7 +94,7 @@ struct VerificationPageTests {
         defer { fixture.shutdown() }
         try await fixture.app.test(.router) { client in
             let issued = try await client.issue(clientID: "fast")
-            let userCode = issued["user_code"] as! String
+            let userCode = issued.userCode
             let browser = Browser()
             try await browser.logIn(client)
             let missing = try await browser.post(client, "/device", [("action", "approve"), ("user_code", userCode)])
@@ -107,7 +108,7 @@ struct VerificationPageTests {
             let stolen = try await browser.post(client, "/device", [("action", "approve"), ("user_code", userCode),
                                                                     ("csrf_token", hiddenField("csrf_token", in: otherPage.text)!)])
             #expect(stolen.status == .forbidden)
-            expectOAuthError(try await client.poll(deviceCode: issued["device_code"] as! String, clientID: "fast"), "authorization_pending")
+            expectOAuthError(try await client.poll(deviceCode: issued.deviceCode, clientID: "fast"), "authorization_pending")
             // Login without a token is refused too.
             let fresh = Browser()
             let login = try await fresh.post(client, "/device/login", [("username", "alice"), ("password", "wonderland")])
@@ -131,7 +132,7 @@ struct VerificationPageTests {
 
             let issued = try await client.issue(clientID: "short")
             try await Task.sleep(for: .milliseconds(1_200))
-            let expired = try await browser.get(client, "/device?user_code=\(issued["user_code"] as! String)")
+            let expired = try await browser.get(client, "/device?user_code=\(issued.userCode)")
             #expect(expired.status == .gone)
             #expect(expired.text.contains("expired"))
         }
@@ -148,7 +149,7 @@ struct VerificationPageTests {
             for _ in 0..<3 {
                 #expect(try await browser.get(client, "/device?user_code=BBBB-BBBB").status == .notFound)
             }
-            let locked = try await browser.get(client, "/device?user_code=\(issued["user_code"] as! String)")
+            let locked = try await browser.get(client, "/device?user_code=\(issued.userCode)")
             #expect(locked.status == .tooManyRequests)
             #expect(locked.headers[.retryAfter].flatMap(Int.init).map { $0 > 0 } == true)
             #expect(locked.text.contains("Too many attempts"))
