@@ -102,7 +102,7 @@ struct ClusterHTTPTests {
             RateLimitTests.expectLimited(try await client.postForm("/oauth/device_authorization", [("client_id", "limited")],
                                                                    headers: RateLimitTests.from("198.51.100.11")))
 
-            let live = try #require(try await client.issue(clientID: "fast")["device_code"] as? String)
+            let live = try await client.issue(clientID: "fast").deviceCode
             let attacker = RateLimitTests.from("203.0.113.90")
             for letter in ["J", "K", "L"] {
                 expectOAuthError(try await client.poll(deviceCode: "abcd." + String(repeating: letter, count: 43), clientID: "fast", headers: attacker),

@@ -96,7 +96,7 @@ struct RateLimitTests {
                                                                           unknownDeviceCodesPerIP: RateLimit(4, per: .seconds(60))))
         defer { fixture.shutdown() }
         try await fixture.app.test(.live) { client in
-            let live = try #require(try await client.issue(clientID: "fast")["device_code"] as? String)
+            let live = try await client.issue(clientID: "fast").deviceCode
             let attacker = Self.from("203.0.113.66")
             // Well-formed but unknown, malformed, and oversized codes all count.
             let guesses = ["abcd." + String(repeating: "A", count: 43), "not-a-device-code", String(repeating: "x", count: 300), "0000." + String(repeating: "B", count: 43)]
@@ -125,7 +125,7 @@ struct RateLimitTests {
         defer { nodeA.shutdown(); nodeB.shutdown() }
         try await nodeA.app.test(.live) { a in
             try await nodeB.app.test(.live) { b in
-                let live = try #require(try await a.issue(clientID: "fast")["device_code"] as? String)
+                let live = try await a.issue(clientID: "fast").deviceCode
                 let attacker = Self.from("203.0.113.77")
                 for letter in ["E", "F", "G", "H"] {
                     expectOAuthError(try await a.poll(deviceCode: "abcd." + String(repeating: letter, count: 43), clientID: "fast", headers: attacker), "invalid_grant")

@@ -15,7 +15,7 @@ struct TokenEndpointTests {
         let fixture = try await HTTPFixture()
         defer { fixture.shutdown() }
         try await fixture.app.test(.router) { client in
-            let deviceCode = try #require(try await client.issue()["device_code"] as? String)
+            let deviceCode = try await client.issue().deviceCode
             expectOAuthError(try await client.poll(deviceCode: deviceCode), "authorization_pending")
             let fast = try await client.poll(deviceCode: deviceCode)
             expectOAuthError(fast, "slow_down")
@@ -39,7 +39,7 @@ struct TokenEndpointTests {
         let fixture = try await HTTPFixture()
         defer { fixture.shutdown() }
         try await fixture.app.test(.router) { client in
-            let deviceCode = try #require(try await client.issue(clientID: "short")["device_code"] as? String)
+            let deviceCode = try await client.issue(clientID: "short").deviceCode
             try await Task.sleep(for: .milliseconds(1_200))
             expectOAuthError(try await client.poll(deviceCode: deviceCode, clientID: "short"), "expired_token")
         }
