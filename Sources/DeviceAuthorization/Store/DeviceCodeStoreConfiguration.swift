@@ -69,10 +69,6 @@ extension Duration {
     /// trapping (a window or grace period of 10^17 s is then refused by Redis, with a typed error).
     var milliseconds: Int {
         let (seconds, attoseconds) = components
-        let (whole, overflow) = seconds.multipliedReportingOverflow(by: 1000)
-        if overflow { return seconds < 0 ? .min : .max }
-        let (total, overflowAgain) = whole.addingReportingOverflow(attoseconds / 1_000_000_000_000_000)
-        if overflowAgain { return seconds < 0 ? .min : .max }
-        return Int(total)
+        return Int(clamping: Int128(seconds) * 1000 + Int128(attoseconds / 1_000_000_000_000_000))
     }
 }

@@ -177,13 +177,15 @@ public enum DeviceAuthorizationServer {
             logger: logger))
         do {
             try await group.run()
-        } catch let error as IOError where error.errnoCode == EADDRINUSE || error.errnoCode == EADDRNOTAVAIL || error.errnoCode == EACCES {
+        } catch let error as IOError {
             // NIO says "bind(descriptor:ptr:bytes:): Address already in use"; say which address and what to do.
-            let reason = switch error.errnoCode {
+            let reason: String? = switch error.errnoCode {
             case EADDRINUSE: "the port is in use (another server on it?)"
             case EACCES: "permission denied (ports below 1024 need privileges)"
-            default: "this machine has no such address"
+            case EADDRNOTAVAIL: "this machine has no such address"
+            default: nil
             }
+            guard let reason else { throw error }
             throw DeviceAuthorizationHTTPError(.listen, "cannot listen on \(options.host):\(options.port): \(reason)", underlying: error)
         } catch let error as SocketAddressError.UnknownHost {
             throw DeviceAuthorizationHTTPError(.listen, "cannot listen on \(options.host):\(options.port): the host does not resolve (\(error.errorDescription))", underlying: error)
