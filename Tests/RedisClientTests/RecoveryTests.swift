@@ -122,7 +122,9 @@ struct RecoveryTests {
 
     @Test func scriptFlushIsRecoveredTransparentlyAlsoInPipelines() async throws {
         let server = try PrivateRedisServer()
-        let client = try RedisClient(url: server.url)
+        var configuration = try RedisClientConfiguration(url: server.url)
+        configuration.scriptCalls = .eval
+        let client = RedisClient(configuration: configuration)
         defer { client.shutdown() }
         let script = RedisScript("return redis.call('INCRBY', KEYS[1], ARGV[1])")
         #expect(try await client.eval(script, keys: ["n"], arguments: [2]) == .integer(2))

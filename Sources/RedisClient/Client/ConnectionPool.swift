@@ -6,12 +6,15 @@ import Synchronization
 final class ConnectionPool: Sendable {
     let endpoint: RedisEndpoint
     private let connections: [RedisConnection]
+    /// Loads missing function libraries on this pool's node.
+    let functions: FunctionLibraryLoader
     private let next = Atomic<Int>(0)
 
     /// Creates the connections (threads start now; sockets connect on first use).
     /// - Parameter firstIndex: numbers the connection threads, so logs tell pools apart.
     init(configuration: RedisClientConfiguration, firstIndex: Int = 0, logger: Logger) {
         self.endpoint = configuration.endpoint
+        self.functions = FunctionLibraryLoader(configuration: configuration, logger: logger)
         // `connectionCount` is a public var: a count set below 1 after `init` means one connection
         // (as in `init`), not an empty pool that would trap on the first command.
         self.connections = (0..<max(1, configuration.connectionCount)).map {
@@ -24,6 +27,25 @@ final class ConnectionPool: Sendable {
     func connection() -> RedisConnection {
         let index = next.wrappingAdd(1, ordering: .relaxed).oldValue
         return connections[Int(UInt(bitPattern: index) % UInt(connections.count))]
+    }
+
+    /// Loads `script`'s function library on this pool's node.
+    func loadLibrary(of script: RedisScript) async throws {
+        try await functions.load(script, using: { [self] in connection() })
+    }
+
+    /// Recovers a script call that Redis answered with `NOSCRIPT` / `Function not found` (so it
+    /// did not run): sends the `EVAL` form, or loads the library and sends the call again.
+    func recoverMissingScript(_ command: RedisCommand, error: RedisError) async throws -> RedisValue {
+        switch command.missingScriptRecovery {
+        case .resend(let fallback)?:
+            return try await connection().send(fallback.encoded)
+        case .loadLibrary(let script)?:
+            try await loadLibrary(of: script)
+            return try await connection().send(command.encoded)
+        case nil:
+            throw error
+        }
     }
 
     /// Kernel thread ids of the connections' threads (tests check they are joined at shutdown).

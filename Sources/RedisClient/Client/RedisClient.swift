@@ -76,9 +76,8 @@ public final class RedisClient: Sendable {
         }
         do {
             return try await pool.connection().send(command.encoded)
-        } catch let error as RedisError where error.serverErrorPrefix == "NOSCRIPT" {
-            guard let fallback = command.evalFallback else { throw error }
-            return try await pool.connection().send(fallback.encoded)
+        } catch let error as RedisError where error.isMissingScript {
+            return try await pool.recoverMissingScript(command, error: error)
         }
     }
 
@@ -88,16 +87,47 @@ public final class RedisClient: Sendable {
         try await send(RedisCommand(arguments: arguments))
     }
 
-    /// Runs a Lua script with `EVALSHA`, falling back to `EVAL` when Redis answers `NOSCRIPT`.
+    /// Runs a Lua script: as a Redis function with `FCALL` (loading its library when the node
+    /// lacks it), or with `EVALSHA` falling back to `EVAL` on `NOSCRIPT`, as
+    /// ``RedisClientConfiguration/scriptCalls`` says (see ``RedisScript``).
     @discardableResult
     public func eval(_ script: RedisScript, keys: [any RedisArgument] = [], arguments: [any RedisArgument] = []) async throws -> RedisValue {
-        try await send(.evalSHA(script, keys: keys, arguments: arguments))
+        try await send(scriptCommand(script, keys: keys, arguments: arguments))
+    }
+
+    /// The command ``eval(_:keys:arguments:)`` sends, for pipelines.
+    public func scriptCommand(_ script: RedisScript, keys: [any RedisArgument] = [], arguments: [any RedisArgument] = []) -> RedisCommand {
+        switch configuration.scriptCalls {
+        case .functions: .functionCall(script, keys: keys, arguments: arguments)
+        case .eval: .evalSHA(script, keys: keys, arguments: arguments)
+        }
+    }
+
+    /// Loads the function libraries of `scripts` on every primary now (`FUNCTION LOAD REPLACE`, as
+    /// the ``RedisClientConfiguration/functionLoader`` user when one is set), so that the first
+    /// calls need no load and a missing permission shows at start-up. Functions mode only; in
+    /// `eval` mode it does nothing.
+    /// - Throws: the first ``RedisError`` of any node.
+    public func loadFunctions(_ scripts: [RedisScript]) async throws {
+        guard configuration.scriptCalls == .functions else { return }
+        let pools: [ConnectionPool]
+        if let pool {
+            pools = [pool]
+        } else if let cluster {
+            pools = try await cluster.primaryPools()
+        } else {
+            return
+        }
+        for pool in pools {
+            for script in scripts { try await pool.loadLibrary(of: script) }
+        }
     }
 
     /// Sends several commands back to back on one connection and returns each one's result, in order.
     ///
     /// An error reply fails only its own command. Scripts answered with `NOSCRIPT` are re-sent
-    /// as `EVAL` after the batch, so they then run after the batch's other commands.
+    /// as `EVAL` after the batch, and function calls answered `Function not found` are re-sent
+    /// after their library was loaded, so they then run after the batch's other commands.
     ///
     /// In cluster mode the commands are grouped by primary: each group is one pipeline on one
     /// connection (commands for one node, and so for one slot, keep their order), the groups go
@@ -115,9 +145,9 @@ public final class RedisClient: Sendable {
         for command in commands { bytes.append(contentsOf: command.encoded) }
         var results = await connection().sendPipeline(bytes, count: commands.count)
         for index in results.indices {
-            guard case .failure(let error) = results[index], error.serverErrorPrefix == "NOSCRIPT",
-                  let fallback = commands[index].evalFallback else { continue }
-            do { results[index] = .success(try await connection().send(fallback.encoded)) }
+            guard case .failure(let error) = results[index], error.isMissingScript,
+                  commands[index].missingScriptRecovery != nil else { continue }
+            do { results[index] = .success(try await pool.recoverMissingScript(commands[index], error: error)) }
             catch { results[index] = .failure(error as? RedisError ?? RedisError(.server, "\(error)")) }
         }
         return results

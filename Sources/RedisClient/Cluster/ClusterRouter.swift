@@ -18,7 +18,8 @@ import Synchronization
 /// - A command in flight when its connection dies fails with ``RedisError/Code/connectionClosed``
 ///   and is never re-sent (it may have run); the topology is refreshed so later commands go to
 ///   the new primary.
-/// - `NOSCRIPT` is answered per node: the `EVAL` fallback goes to the same node (or `ASK` target).
+/// - `NOSCRIPT` and `Function not found` are answered per node: the `EVAL` fallback goes to the
+///   same node (or `ASK` target), and a missing function library is loaded on that node.
 final class ClusterRouter: Sendable {
     private struct State {
         var topology: ClusterTopology?
@@ -65,6 +66,7 @@ final class ClusterRouter: Sendable {
     private func send(_ command: RedisCommand, slot: Int?, bytes initialBytes: [UInt8]) async throws -> RedisValue {
         var bytes = initialBytes
         var usedFallback = false
+        var lastPool: ConnectionPool?
         // A command the key table does not know is sent anywhere; a MOVED then tells its slot.
         var routeSlot = slot
         var target = Target.slot(routeSlot)
@@ -77,6 +79,7 @@ final class ClusterRouter: Sendable {
             if case .ask = target { asking = true }
             do {
                 let pool = try await self.pool(for: target, deadline: deadline)
+                lastPool = pool
                 result = await Self.attempt(bytes, on: pool, asking: asking)
             } catch let error as RedisError {
                 result = .failure(error)
@@ -99,9 +102,16 @@ final class ClusterRouter: Sendable {
                 guard redirects <= configuration.clusterMaximumRedirects else { throw tooManyRedirects(error) }
                 target = .ask(endpoint)
             case .noScript:
-                guard !usedFallback, let fallback = command.evalFallback else { throw error }
+                guard !usedFallback, let recovery = command.missingScriptRecovery else { throw error }
                 usedFallback = true
-                bytes = fallback.encoded
+                switch recovery {
+                case .resend(let fallback):
+                    bytes = fallback.encoded
+                case .loadLibrary(let script):
+                    // Loaded on the node that answered (the slot's owner, or the ASK target).
+                    guard let lastPool else { throw error }
+                    try await lastPool.loadLibrary(of: script)
+                }
             case .retryLater(let refresh):
                 guard ContinuousClock.now + backoff < deadline else { throw error }
                 if refresh { _ = await self.refresh() }
@@ -151,6 +161,7 @@ final class ClusterRouter: Sendable {
             case "TRYAGAIN": return .retryLater(refresh: false)
             case "CLUSTERDOWN": return .retryLater(refresh: true)
             case "NOSCRIPT": return .noScript
+            case "ERR" where error.isMissingScript: return .noScript
             default: return .fail(refresh: false)
             }
         case .connectionFailed, .clusterUnavailable:
@@ -354,6 +365,14 @@ final class ClusterRouter: Sendable {
             results.append((pool.endpoint, await Self.attempt(command.encoded, on: pool, asking: false)))
         }
         return results
+    }
+
+    /// The pools of the primaries as last learned, learning them first when needed.
+    func primaryPools() async throws -> [ConnectionPool] {
+        if state.withLock({ $0.topology == nil }), let error = await refresh() { throw error }
+        return state.withLock { state in
+            (state.topology?.primaries ?? []).map { Self.pool(for: $0, in: &state, configuration: configuration, logger: logger) }
+        }
     }
 
     /// The primaries as last learned, learning them first when needed.

@@ -19,6 +19,23 @@ public enum RedisEndpoint: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
+/// An ACL user name and password (for example of the ``RedisClientConfiguration/functionLoader``).
+public struct RedisCredentials: Sendable, Hashable, CustomStringConvertible {
+    /// The ACL user; `nil` is `default`.
+    public var username: String?
+    /// The password; never logged.
+    public var password: String
+
+    /// Creates credentials.
+    public init(username: String?, password: String) {
+        self.username = username
+        self.password = password
+    }
+
+    /// The user name only: passwords are never printed.
+    public var description: String { "RedisCredentials(user: \(username ?? "default"))" }
+}
+
 /// How a ``RedisClient`` connects: endpoint, credentials, database, timeouts and pool size.
 ///
 /// Single node: set ``endpoint`` (or use `redis://` / `unix://`). Redis Cluster: set
@@ -59,6 +76,14 @@ public struct RedisClientConfiguration: Sendable {
     public var initialReconnectDelay: Duration
     /// Longest delay between reconnect attempts.
     public var maximumReconnectDelay: Duration
+    /// How ``RedisClient/eval(_:keys:arguments:)`` runs scripts: as Redis 7 functions (`FCALL`,
+    /// the default) or with `EVALSHA`/`EVAL` (Redis 6 and older). See ``RedisScript``.
+    public var scriptCalls: RedisScriptCalls
+    /// Functions mode: the ACL user that loads a missing function library (`FUNCTION LOAD`), on
+    /// a short-lived connection of its own to the node that lacks it. `nil`: the client's own
+    /// user loads it. Keeping `+function|load` on a separate user lets the application's user run
+    /// only the product's functions (`+fcall`), never Lua of its own choosing.
+    public var functionLoader: RedisCredentials?
 
     /// Creates a configuration.
     /// - Parameters:
@@ -76,6 +101,8 @@ public struct RedisClientConfiguration: Sendable {
     ///   - clusterMaximumRedirects: `MOVED`/`ASK` redirects followed per command (5).
     ///   - clusterRetryTimeout: how long unsent commands are retried during `TRYAGAIN`,
     ///     `CLUSTERDOWN` or a failover (5 s).
+    ///   - scriptCalls: scripts as functions (`FCALL`, default) or `EVALSHA`.
+    ///   - functionLoader: the user that loads missing function libraries (`nil`: this user).
     public init(
         endpoint: RedisEndpoint = .tcp(host: "127.0.0.1", port: 6379),
         username: String? = nil,
@@ -89,7 +116,9 @@ public struct RedisClientConfiguration: Sendable {
         clusterSeeds: [RedisEndpoint] = [],
         clusterRefreshInterval: Duration = .seconds(30),
         clusterMaximumRedirects: Int = 5,
-        clusterRetryTimeout: Duration = .seconds(5)
+        clusterRetryTimeout: Duration = .seconds(5),
+        scriptCalls: RedisScriptCalls = .functions,
+        functionLoader: RedisCredentials? = nil
     ) {
         self.endpoint = endpoint
         self.username = username
@@ -104,6 +133,8 @@ public struct RedisClientConfiguration: Sendable {
         self.clusterRefreshInterval = clusterRefreshInterval
         self.clusterMaximumRedirects = max(0, clusterMaximumRedirects)
         self.clusterRetryTimeout = clusterRetryTimeout
+        self.scriptCalls = scriptCalls
+        self.functionLoader = functionLoader
         if let first = clusterSeeds.first { self.endpoint = first }
     }
 

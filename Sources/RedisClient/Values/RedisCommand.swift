@@ -37,7 +37,8 @@ extension Int: RedisArgument {
 public struct RedisCommand: Sendable {
     /// The RESP encoding of the command, ready to be written.
     public let encoded: [UInt8]
-    /// When this is an `EVALSHA`, the script and arguments to fall back to `EVAL` on `NOSCRIPT`.
+    /// When this is an `EVALSHA` or `FCALL` of a ``RedisScript``: the script and its arguments, to
+    /// recover from `NOSCRIPT` / `Function not found`.
     let scriptFallback: ScriptInvocation?
     /// The cluster slot given with ``init(arguments:routingKey:)``, or -1: then cluster mode
     /// finds the keys in ``encoded`` (single mode never looks).
@@ -47,6 +48,15 @@ public struct RedisCommand: Sendable {
         let script: RedisScript
         let keys: [any RedisArgument]
         let arguments: [any RedisArgument]
+        let isFunction: Bool
+    }
+
+    /// How a script call answered `NOSCRIPT` / `Function not found` is recovered (it did not run).
+    enum MissingScriptRecovery {
+        /// Send this command instead (`EVAL` with the source).
+        case resend(RedisCommand)
+        /// Load this script's library on the node that answered, then send the same command again.
+        case loadLibrary(RedisScript)
     }
 
     /// Creates a command from its arguments; the first is the command name.
@@ -81,21 +91,38 @@ public struct RedisCommand: Sendable {
 
     /// An `EVALSHA` of `script` that transparently falls back to `EVAL` when Redis answers `NOSCRIPT`.
     public static func evalSHA(_ script: RedisScript, keys: [any RedisArgument], arguments: [any RedisArgument]) -> RedisCommand {
-        RedisCommand(script: script, keys: keys, arguments: arguments, useSource: false)
+        RedisCommand(script: script, keys: keys, arguments: arguments, form: .evalSHA)
     }
 
-    init(script: RedisScript, keys: [any RedisArgument], arguments: [any RedisArgument], useSource: Bool) {
-        var all: [any RedisArgument] = [useSource ? "EVAL" : "EVALSHA", useSource ? script.source : script.sha1, keys.count]
+    /// An `FCALL` (`FCALL_RO` for a `no-writes` script) of `script` as a Redis function; when Redis
+    /// answers `Function not found`, the client loads the script's library and calls it again.
+    public static func functionCall(_ script: RedisScript, keys: [any RedisArgument], arguments: [any RedisArgument]) -> RedisCommand {
+        RedisCommand(script: script, keys: keys, arguments: arguments, form: .function)
+    }
+
+    /// The ways a script is sent.
+    enum ScriptForm { case evalSHA, eval, function }
+
+    init(script: RedisScript, keys: [any RedisArgument], arguments: [any RedisArgument], form: ScriptForm) {
+        var all: [any RedisArgument]
+        switch form {
+        case .evalSHA: all = ["EVALSHA", script.sha1, keys.count]
+        case .eval: all = ["EVAL", script.source, keys.count]
+        case .function: all = [script.isReadOnly ? "FCALL_RO" : "FCALL", script.functionName, keys.count]
+        }
         all.append(contentsOf: keys)
         all.append(contentsOf: arguments)
         self.encoded = RedisCommand.encode(all)
-        self.scriptFallback = useSource ? nil : ScriptInvocation(script: script, keys: keys, arguments: arguments)
+        self.scriptFallback = form == .eval ? nil : ScriptInvocation(script: script, keys: keys, arguments: arguments, isFunction: form == .function)
         self.routingSlot = -1
     }
 
-    /// The `EVAL` form of an `EVALSHA` command, or `nil` when this is not one.
-    var evalFallback: RedisCommand? {
-        scriptFallback.map { RedisCommand(script: $0.script, keys: $0.keys, arguments: $0.arguments, useSource: true) }
+    /// What to do when Redis answers that this command's script is missing, or `nil` when this
+    /// is not a script call that can recover.
+    var missingScriptRecovery: MissingScriptRecovery? {
+        guard let invocation = scriptFallback else { return nil }
+        if invocation.isFunction { return .loadLibrary(invocation.script) }
+        return .resend(RedisCommand(script: invocation.script, keys: invocation.keys, arguments: invocation.arguments, form: .eval))
     }
 
     static func encode(_ arguments: [any RedisArgument]) -> [UInt8] {

@@ -61,5 +61,12 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
         return message.split(separator: " ", maxSplits: 1).first
     }
 
+    /// Whether Redis refused a script call because it does not have the script: `NOSCRIPT` for
+    /// `EVALSHA`, `ERR Function not found` for `FCALL`. The script did not run.
+    public var isMissingScript: Bool {
+        guard code == .server else { return false }
+        return message.hasPrefix("NOSCRIPT") || message.hasPrefix("ERR Function not found")
+    }
+
     public var description: String { "RedisError(\(code)): \(message)" }
 }

@@ -70,7 +70,7 @@ struct ClusterRoutingTests {
     }
 
     @Test func noscriptIsHandledPerNodeAfterScriptFlushOnOne() async throws {
-        let client = try TestCluster.client()
+        let client = try TestCluster.client { $0.scriptCalls = .eval }
         let admin = ClusterAdmin()
         defer { client.shutdown(); admin.shutdown() }
         let script = RedisScript("return redis.call('INCR', KEYS[1]) -- noscript test \(UUID().uuidString)")
@@ -93,6 +93,39 @@ struct ClusterRoutingTests {
             #expect(try await client.eval(script, keys: [key]).int == 2, "EVALSHA → NOSCRIPT → EVAL on that node only")
         }
         #expect(try await admin.node(flushed).send("SCRIPT", "EXISTS", script.sha1).array?.first?.int == 1, "EVAL loaded it again")
+    }
+
+    @Test func missingFunctionIsLoadedPerNodeAfterFunctionFlushOnOne() async throws {
+        let client = try TestCluster.client()
+        let admin = ClusterAdmin()
+        defer { client.shutdown(); admin.shutdown() }
+        #expect(client.configuration.scriptCalls == .functions, "functions are the default")
+        let script = RedisScript("#!lua\nreturn redis.call('INCR', KEYS[1]) -- function test \(UUID().uuidString)")
+        var keyOf: [Int: String] = [:]
+        _ = try await client.primaries()
+        for index in 0..<1000 where keyOf.count < 3 {
+            let key = "fn:\(UUID().uuidString.prefix(6)):\(index)"
+            let port = try #require(client.node(servingSlot: RedisHashSlot.slot(of: key)).flatMap(TestCluster.port(of:)))
+            keyOf[port] = keyOf[port] ?? key
+        }
+        func loaded(_ port: Int) async throws -> Bool {
+            let libraries = try await admin.node(port).send("FUNCTION", "LIST", "LIBRARYNAME", "l" + script.sha1).array ?? []
+            return !libraries.isEmpty
+        }
+        for port in keyOf.keys { #expect(try await loaded(port) == false) }
+        for key in keyOf.values { #expect(try await client.eval(script, keys: [key]).int == 1) }
+        for port in keyOf.keys {
+            #expect(try await loaded(port), "FCALL → Function not found → FUNCTION LOAD on \(port)")
+            #expect(try await admin.node(port).send("SCRIPT", "EXISTS", script.sha1).array?.first?.int == 0, "never sent as EVAL")
+        }
+        let flushed = try #require(keyOf.keys.sorted().first)
+        try await admin.node(flushed).send("FUNCTION", "FLUSH")
+        #expect(try await loaded(flushed) == false)
+        for (_, key) in keyOf.sorted(by: { $0.key < $1.key }) {
+            #expect(try await client.eval(script, keys: [key]).int == 2, "the function ran exactly once on every node")
+        }
+        #expect(try await loaded(flushed), "loaded again on the flushed node")
+        for port in keyOf.keys { try await admin.node(port).send("FUNCTION", "DELETE", "l" + script.sha1) }
     }
 
     @Test func movedAfterASlotMoveAndAskDuringItAreFollowed() async throws {
