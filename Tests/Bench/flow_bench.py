@@ -9,7 +9,7 @@
    (same binary, started, checked ready and stopped in the same run).
 3. Store mode: `deviceauth-loadtest store --op poll` (the store library, no HTTP) at concurrency 64
    on a private redis-server, side by side with `redis-benchmark -c 64` sending the store's own
-   poll script (`EVALSHA`, same key shape and arguments), which `deviceauth-bench store` runs on the
+   poll script (`FCALL` of its function, same key shape and arguments), which `deviceauth-bench store` runs on the
    same server in the same run. BENCH line: the harness vs redis-benchmark.
 
 Usage: python3 Tests/Bench/flow_bench.py [--build .build/release] [--duration S] [--concurrency C]
@@ -167,7 +167,7 @@ def store_mode(args, workdir):
             if subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True).stdout.strip() == "PONG":
                 break
             time.sleep(0.1)
-        # Baseline: deviceauth-bench store runs redis-benchmark with EVALSHA of the poll script.
+        # Baseline: deviceauth-bench store runs redis-benchmark with FCALL of the poll script.
         bench = subprocess.run([os.path.join(args.build, "deviceauth-bench"), "store", "--redis-url", url, "--concurrency", "64",
                                 "--duration", str(args.store_duration), "--grants", "1000"],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -189,7 +189,7 @@ def store_mode(args, workdir):
         harness = row["count"] / report["elapsed_seconds"]
         print(f"  store mode, poll, concurrency 64: deviceauth-loadtest store {harness:.0f} ops/s (p50 {row['p50_ms']} ms, "
               f"p99 {row['p99_ms']} ms, outcome {row['outcome']}); deviceauth-bench store {library:.0f} ops/s; "
-              f"redis-benchmark -c 64 EVALSHA poll {baseline:.0f} ops/s", flush=True)
+              f"redis-benchmark -c 64 FCALL poll {baseline:.0f} ops/s", flush=True)
         bench_line("loadtest.store.poll.c64", harness, baseline, "ops/s")
     finally:
         subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True)

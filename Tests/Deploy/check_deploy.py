@@ -45,6 +45,10 @@ except ImportError:  # pragma: no cover - the Makefile installs python3-yaml
 
 REPO = Path(__file__).resolve().parents[2]
 ACL_USER = "deviceauth"
+# The user that loads the product's Redis functions (FUNCTION LOAD); the application user only calls them.
+LOADER_USER = "deviceauth-loader"
+# Sent only by the function loader user, never by the application user.
+LOADER_COMMANDS = {"function|load"}
 # Commands whose second word is a subcommand (ACL rules name them as command|subcommand).
 CONTAINER_COMMANDS = {"config", "client", "cluster", "script", "acl", "memory", "object", "command", "function", "xinfo", "module", "slowlog", "latency"}
 
@@ -355,8 +359,13 @@ class Deploy:
             if not any(key in (f"/run/secrets/{s}", s) for s in secrets):
                 problems.append(f"docker-compose.yml {name}: DEVICEAUTH_SIGNING_KEY {key} is not a mounted secret")
             url = str(env.get("DEVICEAUTH_REDIS_URL", ""))
-            if not re.match(rf"redis://{ACL_USER}:[^@]+@redis:\d+(/\d+)?$", url):
+            if not re.match(rf"redis://{ACL_USER}:[^@]+@redis:\d+(/\d+)?(\?|$)", url):
                 problems.append(f"docker-compose.yml {name}: DEVICEAUTH_REDIS_URL should log in as the ACL user {ACL_USER} at redis")
+            loader_file = re.search(r"[?&]function_loader_password_file=([^&]+)", url)
+            if f"function_loader_user={LOADER_USER}" not in url or not loader_file:
+                problems.append(f"docker-compose.yml {name}: DEVICEAUTH_REDIS_URL should name the function loader {LOADER_USER} and its password file")
+            elif not any(loader_file.group(1) in (f"/run/secrets/{s}", s) for s in secrets):
+                problems.append(f"docker-compose.yml {name}: the function loader's password file {loader_file.group(1)} is not a mounted secret")
         # compose's load-test service: a real subcommand and real options of deviceauth-loadtest.
         loadtest = self.compose["services"].get("loadtest")
         if loadtest:
@@ -484,8 +493,8 @@ class Deploy:
 
     # ---------------------------------------------------------------- Redis ACL
 
-    def acl_rule(self):
-        lines = [l for l in self.redis_conf.splitlines() if re.match(rf"^user\s+{ACL_USER}\s", l)]
+    def acl_rule(self, user=ACL_USER):
+        lines = [l for l in self.redis_conf.splitlines() if re.match(rf"^user\s+{re.escape(user)}\s", l)]
         return lines[0].split()[2:] if len(lines) == 1 else None
 
     def commands_sent(self):
@@ -507,10 +516,12 @@ class Deploy:
                 for m in re.finditer(r'(?:\.send|RedisCommand)\(\s*"([A-Za-z]+)"(?:\s*,\s*"([A-Za-z-]+)")?', text):
                     add(m.group(1), m.group(2), str(rel))
                 if d == "RedisClient":
-                    # Handshake argument lists (["AUTH"], ["SELECT", db]) and the EVALSHA/EVAL switch.
+                    # Handshake argument lists (["AUTH"], ["SELECT", db]) and the FCALL_RO/FCALL switch.
+                    # EVALSHA/EVAL are sent only with script_calls=eval (Redis 6), not by a deployment.
                     for m in re.finditer(r'\[\s*"([A-Z]{3,})"\s*(?:,\s*"([A-Z]{3,})"\s*)?[,\]]', text):
-                        add(m.group(1), m.group(2), str(rel))
-                    for m in re.finditer(r'\?\s*"([A-Z]{3,})"\s*:\s*"([A-Z]{3,})"', text):
+                        if m.group(1) not in ("EVALSHA", "EVAL"):
+                            add(m.group(1), m.group(2), str(rel))
+                    for m in re.finditer(r'\?\s*"([A-Z_]{3,})"\s*:\s*"([A-Z_]{3,})"', text):
                         add(m.group(1), None, str(rel))
                         add(m.group(2), None, str(rel))
         return found
@@ -545,6 +556,21 @@ class Deploy:
         if keys != [f"~{self.default_key_prefix}:*"]:
             problems.append(f"deploy/redis.conf: ACL key patterns {keys}, expected exactly ~{self.default_key_prefix}:* (the default key prefix)")
         sent = self.commands_sent()
+        for command in ("eval", "evalsha", "script", "function", "function|load", "config", "config|get"):
+            if command in allowed:
+                problems.append(f"deploy/redis.conf: the ACL user {ACL_USER} may run {command}: it must not run Lua of its own or read the configuration")
+        loader = self.acl_rule(LOADER_USER)
+        if loader is None:
+            problems.append(f"deploy/redis.conf: exactly one 'user {LOADER_USER} …' line expected (it loads the product's functions)")
+        else:
+            loader_allowed = {t[1:].lower() for t in loader if t.startswith("+")}
+            if "-@all" not in loader or "resetkeys" not in loader or any(t.startswith("~") or t.startswith("%") for t in loader):
+                problems.append(f"deploy/redis.conf: {LOADER_USER} should start from -@all and reach no key (resetkeys)")
+            for command in sorted(LOADER_COMMANDS - loader_allowed):
+                problems.append(f"deploy/redis.conf: {LOADER_USER} lacks +{command}")
+            for command in sorted(loader_allowed - LOADER_COMMANDS - {"auth", "select"}):
+                problems.append(f"deploy/redis.conf: {LOADER_USER} allows +{command}, which it never needs")
+        sent = {command: where for command, where in sent.items() if command not in LOADER_COMMANDS}
         for command in sorted(set(sent) - allowed):
             if command.split("|")[0] in allowed:
                 continue
@@ -597,7 +623,9 @@ class RedisWithConf:
 
     @property
     def url(self):
-        return f"redis://{ACL_USER}:{self.password}@127.0.0.1:{self.port}/0"
+        # The application user, with the function loader user for FUNCTION LOAD (as deploy/ configures it).
+        return (f"redis://{ACL_USER}:{self.password}@127.0.0.1:{self.port}/0"
+                f"?function_loader_user={LOADER_USER}&function_loader_password={self.password}-loader")
 
     def stop(self):
         if self.process.poll() is None:
@@ -615,7 +643,7 @@ def dryrun_arguments(command, key):
     name, _, sub = command.partition("|")
     table = {
         "auth": [ACL_USER, "x"], "select": ["0"], "ping": [], "time": [],
-        "eval": ["return 1", "1", key], "evalsha": ["0" * 40, "1", key],
+        "fcall": ["f" + "0" * 40, "1", key], "fcall_ro": ["f" + "0" * 40, "1", key], "info": ["memory"],
         "get": [key], "set": [key, "v", "NX", "PX", "1000"], "exists": [key], "incr": [key],
         "pttl": [key], "pexpire": [key, "1000"], "pexpireat": [key, "1000"],
         "hmget": [key, "s"], "hset": [key, "s", "p"], "hincrby": [key, "rp", "1"], "asking": [],
@@ -713,16 +741,28 @@ class RedisACLLive(unittest.TestCase):
         key = f"{deploy().default_key_prefix}:{{00ab}}:d:0123456789abcdef01234567"
         refused = []
         for command in sorted(deploy().commands_sent()):
-            answer = self.redis.cli("ACL", "DRYRUN", ACL_USER, *dryrun_arguments(command, key))
+            user = LOADER_USER if command in LOADER_COMMANDS else ACL_USER
+            arguments = ["FUNCTION", "LOAD", "#!lua name=x\nredis.register_function('x', function() return 1 end)"] if command == "function|load" \
+                else dryrun_arguments(command, key)
+            answer = self.redis.cli("ACL", "DRYRUN", user, *arguments)
             if answer != "OK":
                 refused.append(f"{command}: {answer}")
         self.assertEqual(refused, [])
 
     def test_acl_refuses_the_rest(self):
         for args in (["FLUSHALL"], ["KEYS", "*"], ["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"], ["DEBUG", "SLEEP", "0"],
-                     ["SCRIPT", "FLUSH"], ["GET", "other:key"], ["EVAL", "return 1", "1", "other:key"], ["SHUTDOWN"]):
+                     ["SCRIPT", "FLUSH"], ["GET", "other:key"], ["EVAL", "return 1", "1", "other:key"], ["SHUTDOWN"],
+                     ["EVAL", "return 1", "1", f"{deploy().default_key_prefix}:x"], ["EVALSHA", "0" * 40, "0"], ["SCRIPT", "LOAD", "return 1"],
+                     ["FUNCTION", "LOAD", "#!lua name=x\nredis.register_function('x', function() return 1 end)"], ["FUNCTION", "FLUSH"],
+                     ["FUNCTION", "DELETE", "x"], ["CONFIG", "GET", "maxmemory-policy"]):
             answer = self.redis.cli("ACL", "DRYRUN", ACL_USER, *args)
             self.assertNotEqual(answer, "OK", f"{ACL_USER} may run {' '.join(args)}")
+
+    def test_function_loader_user_can_only_load(self):
+        for args in (["GET", f"{deploy().default_key_prefix}:x"], ["SET", "x", "1"], ["FCALL", "x", "0"], ["FLUSHALL"],
+                     ["EVAL", "return 1", "0"], ["FUNCTION", "FLUSH"], ["FUNCTION", "DELETE", "x"], ["CONFIG", "GET", "*"]):
+            answer = self.redis.cli("ACL", "DRYRUN", LOADER_USER, *args)
+            self.assertNotEqual(answer, "OK", f"{LOADER_USER} may run {' '.join(args)}")
 
     def test_product_runs_as_the_acl_user(self):
         """One API node on this Redis as the ACL user, and a short load test through it."""
@@ -792,14 +832,20 @@ class ComposeRedisCommand(unittest.TestCase):
         with tempfile.TemporaryDirectory(prefix="deviceauth-deploy-compose.") as tmp:
             shutil.copy(REPO / "deploy/redis.conf", Path(tmp) / "in.conf")
             render = render.replace("/etc/deviceauth/redis.conf", f"{tmp}/in.conf").replace("/tmp/redis.conf", f"{tmp}/out.conf")
+            (Path(tmp) / "loader").write_text("fedcba9876543210fedcba9876543210\n")
+            render = render.replace("/run/secrets/redis-loader-password", f"{tmp}/loader")
             password = "0123456789abcdef0123456789abcdef"
             subprocess.run(["sh", "-c", render], env=dict(os.environ, REDIS_PASSWORD=password), check=True, timeout=10)
             rendered = read(Path(tmp) / "out.conf")
         self.assertNotIn("change-me", rendered)
         self.assertNotIn(password, rendered, "the plaintext password must not be written to the file")
+        self.assertNotIn("fedcba9876543210fedcba9876543210", rendered, "the loader's plaintext password must not be written either")
         redis = RedisWithConf(rendered, substitute=False)
         try:
             self.assertEqual(redis.cli("PING", user=ACL_USER, password=password), "PONG")
+            library = "#!lua name=composecheck\nredis.register_function('composecheck', function() return 1 end)"
+            self.assertEqual(redis.cli("FUNCTION", "LOAD", library, user=LOADER_USER, password="fedcba9876543210fedcba9876543210"), "composecheck",
+                             "the loader user logs in with the password file's content (without its newline) and may load functions")
             self.assertNotEqual(redis.cli("PING", user=None), "PONG", "the default user must be off")
         finally:
             redis.stop()

@@ -13,15 +13,15 @@ import Testing
 /// name, password and key prefix of this test, and then the HTTP flow and the store run as it.
 @Suite("Redis ACL: the deploy/redis.conf user")
 struct RedisACLTests {
-    /// The rules of `user deviceauth …` in deploy/redis.conf, without the name.
-    static func deployedRules() throws -> [String] {
+    /// The rules of `user <name> …` in deploy/redis.conf (`deviceauth`, `deviceauth-loader`), without the name.
+    static func deployedRules(of name: String = "deviceauth") throws -> [String] {
         let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../deploy/redis.conf").standardized.path
         let text = try String(contentsOfFile: path, encoding: .utf8)
-        let line = try #require(text.split(separator: "\n").first { $0.hasPrefix("user deviceauth ") }, "no 'user deviceauth' line in \(path)")
+        let line = try #require(text.split(separator: "\n").first { $0.hasPrefix("user \(name) ") }, "no 'user \(name)' line in \(path)")
         return line.split(separator: " ").dropFirst(2).map(String.init)
     }
 
-    @Test("the flow works as the deploy user (issue, rate limits, wrong codes, approve, token, readiness); FLUSHALL, KEYS, other prefixes and admin commands are refused")
+    @Test("the flow works as the deploy user, its functions loaded by the deploy loader user (issue, rate limits, wrong codes, approve, token, readiness); EVAL, FUNCTION LOAD, CONFIG, FLUSHALL, KEYS, other prefixes and admin commands are refused")
     func restrictedUser() async throws {
         guard let port = ProcessInfo.processInfo.environment["REDIS_PORT"] else {
             Issue.record("REDIS_PORT is not set: run through Tests/Support/with-redis.sh"); return
@@ -42,14 +42,23 @@ struct RedisACLTests {
         }
         let created = try await admin.send(RedisCommand(arguments: ["ACL", "SETUSER", user, "reset"] + rules))
         #expect(created.string == "OK")
-        defer { Task { [admin] in _ = try? await admin.send("ACL", "DELUSER", user) } }
+        #expect(!rules.contains("+eval") && !rules.contains("+evalsha") && !rules.contains("+config|get") && !rules.contains("+function|load"))
+        let loader = "\(user)-loader"
+        let loaderRules = try Self.deployedRules(of: "deviceauth-loader").map { $0.hasPrefix(">") || $0.hasPrefix("#") ? ">" + password + "-l" : $0 }
+        #expect(try await admin.send(RedisCommand(arguments: ["ACL", "SETUSER", loader, "reset"] + loaderRules)).string == "OK")
+        defer { Task { [admin] in _ = try? await admin.send("ACL", "DELUSER", user, loader) } }
 
-        let fixture = try await HTTPFixture(trustedProxies: ["127.0.0.1"], redisURL: "redis://\(user):\(password)@127.0.0.1:\(port)/0", keyPrefix: prefix,
+        let url = "redis://\(user):\(password)@127.0.0.1:\(port)/0?function_loader_user=\(loader)&function_loader_password=\(password)-l"
+        let fixture = try await HTTPFixture(trustedProxies: ["127.0.0.1"], redisURL: url, keyPrefix: prefix,
                                             rateLimits: RateLimitSettings(deviceAuthorizationsPerIP: RateLimit(2, per: .seconds(60))))
         defer { fixture.shutdown() }
-        // The start-up check may read the policy (other tests may change the policy itself meanwhile).
-        #expect(await !fixture.store.checkRedisConfiguration().contains { $0.hasPrefix("Could not read") }, "CONFIG GET maxmemory-policy is allowed")
-        #expect(try await fixture.redis.send("CONFIG", "GET", "maxmemory-policy").array?.count == 2)
+        // The start-up check reads the policy from INFO (other tests may change the policy itself meanwhile).
+        #expect(await !fixture.store.checkRedisConfiguration().contains { $0.hasPrefix("Could not read") }, "the maxmemory-policy check works without CONFIG GET")
+        // The loader user loads (REPLACE) every product function; the application user could not.
+        try await ProductScripts.load(on: fixture.redis)
+        let appOnly = try RedisClient(url: "redis://\(user):\(password)@127.0.0.1:\(port)/0")
+        defer { appOnly.shutdown() }
+        await #expect(throws: RedisError.self, "the application user alone may not load functions") { try await ProductScripts.load(on: appOnly) }
         try await fixture.app.test(.live) { client in
             #expect(try await client.execute(uri: "/readyz", method: .get).status == .ok)
             let issued = try await client.issue(clientID: "fast")
@@ -82,7 +91,9 @@ struct RedisACLTests {
             ["SHUTDOWN", "NOSAVE"], ["ACL", "LIST"], ["CLIENT", "LIST"], ["CLIENT", "KILL", "TYPE", "normal"], ["SCRIPT", "FLUSH"], ["MONITOR"],
             ["SUBSCRIBE", "x"], ["MIGRATE", "127.0.0.1", "1", "\(prefix):x", "0", "1"], ["EVAL", "return redis.call('GET', KEYS[1])", "1", "other:secret"],
             ["EVAL", "return redis.call('FLUSHALL')", "1", "\(prefix):x"], ["EVAL", "return redis.call('KEYS', '*')", "0"],
-            ["EVAL", "return redis.call('DEL', KEYS[1])", "1", "\(prefix):x"],
+            ["EVAL", "return redis.call('DEL', KEYS[1])", "1", "\(prefix):x"], ["EVAL", "return 1", "0"], ["EVALSHA", String(repeating: "0", count: 40), "0"],
+            ["SCRIPT", "LOAD", "return 1"], ["FUNCTION", "LOAD", "#!lua name=x\nredis.register_function('x', function() while true do end end)"],
+            ["FUNCTION", "FLUSH"], ["FUNCTION", "DELETE", "l" + ProductScripts.all[0].sha1], ["CONFIG", "GET", "maxmemory-policy"],
         ]
         let restricted = fixture.redis
         _ = try await admin.send("SET", "other:secret", "s3cret")

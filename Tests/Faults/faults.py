@@ -407,12 +407,13 @@ LATENCY_BOUND_S = 2 * 5 + 2 + 3
 
 
 def redis_disruptions(args):
-    """SCRIPT FLUSH, CLIENT KILL TYPE normal and DEBUG SLEEP (12 s: longer than twice the 5 s command timeout) under load."""
+    """FUNCTION FLUSH + SCRIPT FLUSH, CLIENT KILL TYPE normal and DEBUG SLEEP (12 s: longer than twice the 5 s command timeout) under load."""
     harness, report_path, command = start_harness("disruptions", "--fault-tolerant", duration=20)
     FIGURES["command"] = " ".join(command)
     pids_before = [alive(pid) for pid in NODE_PIDS]
     time.sleep(4)
-    log("SCRIPT FLUSH")
+    log("FUNCTION FLUSH and SCRIPT FLUSH (the nodes load the product's functions again on their next call)")
+    check(redis_cli("function", "flush") == "OK", "FUNCTION FLUSH failed")
     check(redis_cli("script", "flush") == "OK", "SCRIPT FLUSH failed")
     time.sleep(3)
     log("CLIENT KILL TYPE normal")

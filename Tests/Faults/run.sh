@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Faults under load (issue #7): Redis restarts (AOF everysec / always), SCRIPT FLUSH + CLIENT KILL +
+# Faults under load (issue #7): Redis restarts (AOF everysec / always), FUNCTION FLUSH + SCRIPT FLUSH + CLIENT KILL +
 # DEBUG SLEEP, API nodes killed (SIGKILL) and stopped (SIGTERM), Redis at maxmemory. Each scenario
 # starts its own Redis + API nodes on loopback (deploy/local-cluster.sh, debug build), runs the
 # load-test harness against them while Tests/Faults/faults.py injects the fault, prints one

@@ -123,3 +123,29 @@ import Testing
         #expect(!"\(withLoaderConfiguration.functionLoader!)".contains("loader-secret"), "credentials never print their password")
     }
 }
+
+@Suite struct FunctionURLOptionTests {
+    @Test func urlQueryOptionsChooseScriptCallsAndTheLoader() throws {
+        let plain = try RedisClientConfiguration(url: "redis://127.0.0.1:6379/0")
+        #expect(plain.scriptCalls == .functions && plain.functionLoader == nil)
+        let eval = try RedisClientConfiguration(url: "redis://127.0.0.1:6379/0?script_calls=eval")
+        #expect(eval.scriptCalls == .eval)
+        let loader = try RedisClientConfiguration(url: "redis://app:pw@127.0.0.1/0?function_loader_user=loader&function_loader_password=l%20pw")
+        #expect(loader.functionLoader == RedisCredentials(username: "loader", password: "l pw"))
+        let cluster = try RedisClientConfiguration(url: "redis+cluster://app:pw@127.0.0.1:7000,127.0.0.1:7001?function_loader_user=loader&function_loader_password=x&script_calls=functions")
+        #expect(cluster.isCluster && cluster.functionLoader == RedisCredentials(username: "loader", password: "x"))
+        let unix = try RedisClientConfiguration(url: "unix:///tmp/r.sock?db=2&function_loader_password=y")
+        #expect(unix.database == 2 && unix.functionLoader == RedisCredentials(username: nil, password: "y"))
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("loader-\(UUID().uuidString)")
+        try "  file secret\n".write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let fromFile = try RedisClientConfiguration(url: "redis://app:pw@127.0.0.1/0?function_loader_user=loader&function_loader_password_file=\(file.path)")
+        #expect(fromFile.functionLoader == RedisCredentials(username: "loader", password: "file secret"))
+        for bad in ["redis://h/0?script_calls=lua", "redis://h/0?function_loader_user=loader", "redis+cluster://h:1?script_calls=EVAL",
+                    "redis://h/0?function_loader_password_file=/nonexistent/x",
+                    "redis://h/0?function_loader_password=a&function_loader_password_file=\(file.path)"] {
+            let error = #expect(throws: RedisError.self) { try RedisClientConfiguration(url: bad) }
+            #expect(error?.code == .invalidURL, "\(bad)")
+        }
+    }
+}

@@ -168,6 +168,13 @@ public enum DeviceAuthorizationServer {
             logger: logger
         )
         app.beforeServerStarts {
+            do {
+                try await ProductScripts.load(on: redis)
+            } catch {
+                // Not fatal: an operator may have loaded them, and a missing one is loaded on use.
+                logger.warning("Could not load the product's Redis functions at start-up; requests will fail until they are loaded (give the Redis user +function|load, or set function_loader_user/function_loader_password in the Redis URL)",
+                               metadata: ["error": "\(error)"])
+            }
             await store.checkRedisConfiguration()
         }
         // Shutdown runs in reverse order: the HTTP server drains first, then Redis closes.

@@ -41,12 +41,25 @@ final class ConnectionPool: Sendable {
         case .resend(let fallback)?:
             return try await connection().send(fallback.encoded)
         case .loadLibrary(let script)?:
-            try await loadLibrary(of: script)
-            return try await connection().send(command.encoded)
+            // A `FUNCTION FLUSH` between the load and the call (an operator, a failover to an
+            // empty replica) makes the call miss again; it still did not run, so load and call
+            // again, a bounded number of times.
+            for attempt in 1...Self.functionLoadAttempts {
+                try await loadLibrary(of: script)
+                do {
+                    return try await connection().send(command.encoded)
+                } catch let again as RedisError where again.isMissingScript && attempt < Self.functionLoadAttempts {
+                    continue
+                }
+            }
+            throw error
         case nil:
             throw error
         }
     }
+
+    /// How often a call that keeps answering `Function not found` loads its library again.
+    static let functionLoadAttempts = 3
 
     /// Kernel thread ids of the connections' threads (tests check they are joined at shutdown).
     var kernelThreadIDs: [Int32] { connections.map(\.kernelThreadID) }

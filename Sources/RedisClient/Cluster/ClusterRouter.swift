@@ -65,7 +65,7 @@ final class ClusterRouter: Sendable {
 
     private func send(_ command: RedisCommand, slot: Int?, bytes initialBytes: [UInt8]) async throws -> RedisValue {
         var bytes = initialBytes
-        var usedFallback = false
+        var missingScriptRecoveries = 0
         var lastPool: ConnectionPool?
         // A command the key table does not know is sent anywhere; a MOVED then tells its slot.
         var routeSlot = slot
@@ -102,14 +102,16 @@ final class ClusterRouter: Sendable {
                 guard redirects <= configuration.clusterMaximumRedirects else { throw tooManyRedirects(error) }
                 target = .ask(endpoint)
             case .noScript:
-                guard !usedFallback, let recovery = command.missingScriptRecovery else { throw error }
-                usedFallback = true
+                guard let recovery = command.missingScriptRecovery else { throw error }
+                missingScriptRecoveries += 1
                 switch recovery {
                 case .resend(let fallback):
+                    guard missingScriptRecoveries == 1 else { throw error }
                     bytes = fallback.encoded
                 case .loadLibrary(let script):
-                    // Loaded on the node that answered (the slot's owner, or the ASK target).
-                    guard let lastPool else { throw error }
+                    // Loaded on the node that answered (the slot's owner, or the ASK target); again
+                    // if a flush raced the load (see ConnectionPool.recoverMissingScript).
+                    guard missingScriptRecoveries <= ConnectionPool.functionLoadAttempts, let lastPool else { throw error }
                     try await lastPool.loadLibrary(of: script)
                 }
             case .retryLater(let refresh):

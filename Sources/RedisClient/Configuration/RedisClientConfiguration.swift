@@ -148,6 +148,9 @@ public struct RedisClientConfiguration: Sendable {
     /// `redis+cluster://[[user]:password@]host[:port][,host[:port]…]` (seed nodes, any one
     /// reachable is enough; database 0 only, as Redis Cluster has no other). `rediss://` is
     /// refused with ``RedisError/Code/unsupported`` because Debian's hiredis 0.14 has no TLS.
+    ///
+    /// Every form takes the query options `script_calls=functions|eval` (``scriptCalls``) and
+    /// `function_loader_user=…&function_loader_password_file=/path` (or `…_password=…`; ``functionLoader``).
     /// - Throws: ``RedisError`` with ``RedisError/Code/invalidURL`` for a malformed URL.
     public init(url: String) throws {
         self.init()
@@ -196,6 +199,37 @@ public struct RedisClientConfiguration: Sendable {
         if username != nil && password == nil {
             throw RedisError(.invalidURL, "a user name needs a password: redis://user:password@host")
         }
+        try applyScriptOptions(query)
+    }
+
+    /// The URL query options about scripts: `script_calls=functions|eval` and the function
+    /// loader's `function_loader_user` with `function_loader_password` or, better,
+    /// `function_loader_password_file` (a path, read now; surrounding whitespace is dropped), so
+    /// that the URL itself never carries the loader's password.
+    mutating func applyScriptOptions(_ query: [String: String]) throws {
+        if let calls = query["script_calls"] {
+            guard let value = RedisScriptCalls(rawValue: calls) else {
+                throw RedisError(.invalidURL, "script_calls must be 'functions' or 'eval', not '\(calls.prefix(32))'")
+            }
+            scriptCalls = value
+        }
+        let loaderUser = query["function_loader_user"].flatMap { $0.isEmpty ? nil : $0 }
+        var loaderPassword = query["function_loader_password"].flatMap { $0.isEmpty ? nil : $0 }
+        if let path = query["function_loader_password_file"], !path.isEmpty {
+            guard loaderPassword == nil else {
+                throw RedisError(.invalidURL, "give function_loader_password or function_loader_password_file, not both")
+            }
+            guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8),
+                  case let password = text.trimmingCharacters(in: .whitespacesAndNewlines), !password.isEmpty else {
+                throw RedisError(.invalidURL, "function_loader_password_file \(path) cannot be read or is empty")
+            }
+            loaderPassword = password
+        }
+        if let loaderPassword {
+            functionLoader = RedisCredentials(username: loaderUser, password: loaderPassword)
+        } else if loaderUser != nil {
+            throw RedisError(.invalidURL, "function_loader_user needs function_loader_password")
+        }
     }
 }
 
@@ -214,7 +248,12 @@ extension RedisClientConfiguration {
     /// Parses what follows `redis+cluster://`: `[[user]:password@]host[:port],host[:port]…[/0]`.
     private mutating func parseClusterURL(_ rest: String) throws {
         var rest = Substring(rest)
-        if let query = rest.firstIndex(of: "?") { rest = rest[..<query] }
+        var options: [String: String] = [:]
+        if let query = rest.firstIndex(of: "?") {
+            let items = URLComponents(string: "redis://x/" + rest[query...])?.queryItems ?? []
+            options = Dictionary(items.map { ($0.name, $0.value ?? "") }, uniquingKeysWith: { _, last in last })
+            rest = rest[..<query]
+        }
         var hostList = rest
         if let at = rest.lastIndex(of: "@") {
             let userInfo = rest[..<at]
@@ -261,5 +300,6 @@ extension RedisClientConfiguration {
         clusterSeeds = seeds
         endpoint = first
         database = 0
+        try applyScriptOptions(options)
     }
 }

@@ -1,16 +1,17 @@
 import ArgumentParser
 import RedisClient
 
-/// `deviceauth-bench client`: ``RedisClient`` running the device-poll script with `EVALSHA`,
-/// against `redis-benchmark` sending the same `EVALSHA` to the same key.
+/// `deviceauth-bench client`: ``RedisClient`` running the device-poll script as a Redis function
+/// (`FCALL`, the client's default), against `redis-benchmark` sending the same `FCALL` to the same
+/// key (a `--redis-url` ending in `?script_calls=eval`: `EVALSHA` on both sides).
 ///
-/// For each concurrency C it prints `BENCH client.evalsha.c<C>` (ours: C tasks sharing one client;
-/// baseline: `redis-benchmark -c C`), and for C = 64 also `client.evalsha.c64.vs-pipelined-P16`
+/// For each concurrency C it prints `BENCH client.fcall.c<C>` (ours: C tasks sharing one client;
+/// baseline: `redis-benchmark -c C`), and for C = 64 also `client.fcall.c64.vs-pipelined-P16`
 /// (baseline: `redis-benchmark -c 64 -P 16`, the ceiling that explicit pipelining reaches).
 struct ClientBenchmark: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "client",
-        abstract: "RedisClient EVALSHA throughput and latency against redis-benchmark."
+        abstract: "RedisClient script-call (FCALL) throughput and latency against redis-benchmark."
     )
 
     @OptionGroup var redis: RedisOptions
@@ -26,8 +27,9 @@ struct ClientBenchmark: AsyncParsableCommand {
         try await redis.withTarget(connectionCount: measurement.connections) { target in
             let script = DevicePollScript.script
             let key = DevicePollScript.key
-            let command = ["EVALSHA", script.sha1, "1", key]
             try await target.withClient { client in
+                let command = DevicePollScript.baselineCommand(client)
+                let form = client.configuration.scriptCalls == .functions ? "fcall" : "evalsha"
                 try await DevicePollScript.prepare(client)
                 for tasks in measurement.concurrency.values {
                     Console.progress("c=\(tasks): RedisClient, \(measurement.connections) connection(s), \(measurement.duration)s after \(measurement.warmup)s warm-up")
@@ -38,7 +40,7 @@ struct ClientBenchmark: AsyncParsableCommand {
                     let baseline = try await target.redisBenchmark.run(command: command, clients: tasks, duration: window)
                     let settings = "tasks=\(tasks) measurement.connections=\(measurement.connections) window=\(measurement.duration)s measurement.warmup=\(measurement.warmup)s ops=\(ours.operations)"
                     BenchComparison(
-                        name: "client.evalsha.c\(tasks)",
+                        name: "client.\(form).c\(tasks)",
                         ours: ours.operationsPerSecond, baseline: baseline.requestsPerSecond, unit: "ops/s",
                         detail: "ours: \(ours.latency.summary) \(settings) | baseline: \(baseline.summary) | \(target.summary)"
                     ).print()
@@ -48,7 +50,7 @@ struct ClientBenchmark: AsyncParsableCommand {
                     let pipelined = try await target.redisBenchmark.run(command: command, clients: tasks,
                                                                        pipeline: measurement.pipelineDepth, duration: window)
                     BenchComparison(
-                        name: "client.evalsha.c\(tasks).vs-pipelined-P\(measurement.pipelineDepth)",
+                        name: "client.\(form).c\(tasks).vs-pipelined-P\(measurement.pipelineDepth)",
                         ours: ours.operationsPerSecond, baseline: pipelined.requestsPerSecond, unit: "ops/s",
                         detail: "ours: \(ours.latency.summary) \(settings) | baseline: \(pipelined.summary) | \(target.summary)"
                     ).print()

@@ -21,13 +21,24 @@ enum DevicePollScript {
     /// The device record the benchmark polls (a hash tag keeps it cluster-ready).
     static let key = "deviceauth-bench:{poll}:device"
 
-    /// Loads the script with `SCRIPT LOAD` and creates the pending device record it polls
-    /// (expiring after an hour, so a run against a shared server leaves nothing behind for long).
+    /// The command redis-benchmark sends: the same script the way the client sends it (`FCALL`
+    /// of its function, or `EVALSHA` in eval mode).
+    static func baselineCommand(_ client: RedisClient) -> [String] {
+        client.configuration.scriptCalls == .functions ? ["FCALL", script.functionName, "1", key] : ["EVALSHA", script.sha1, "1", key]
+    }
+
+    /// Loads the script (as a function, or with `SCRIPT LOAD`) and creates the pending device
+    /// record it polls (expiring after an hour, so a run against a shared server leaves nothing
+    /// behind for long).
     /// - Throws: when Redis fails or answers `SCRIPT LOAD` with another SHA-1 than ours.
     static func prepare(_ client: RedisClient) async throws {
-        let sha = try await client.send("SCRIPT", "LOAD", script.source).string
-        guard sha == script.sha1 else {
-            throw ChildProcess.Failure(description: "SCRIPT LOAD returned \(sha ?? "nothing"), expected \(script.sha1)")
+        if client.configuration.scriptCalls == .functions {
+            try await client.loadFunctions([script])
+        } else {
+            let sha = try await client.send("SCRIPT", "LOAD", script.source).string
+            guard sha == script.sha1 else {
+                throw ChildProcess.Failure(description: "SCRIPT LOAD returned \(sha ?? "nothing"), expected \(script.sha1)")
+            }
         }
         try await client.send("DEL", key)
         try await client.send("HSET", key, "s", "pending", "iv", 5, "lp", 0, "c", "deviceauth-bench", "sc", "openid profile")
@@ -35,6 +46,11 @@ enum DevicePollScript {
         let answer = try await client.eval(script, keys: [key])
         guard let code = answer.int, (0...1).contains(code) else {
             throw ChildProcess.Failure(description: "the poll script answered \(answer), expected 0 or 1")
+        }
+        // redis-benchmark counts error replies as successes: check the raw command answers too.
+        let raw = try await client.send(RedisCommand(arguments: baselineCommand(client)))
+        guard let rawCode = raw.int, (0...1).contains(rawCode) else {
+            throw ChildProcess.Failure(description: "\(baselineCommand(client).joined(separator: " ")) answered \(raw), expected 0 or 1")
         }
     }
 

@@ -60,12 +60,16 @@ enum PendingGrants {
         guard storedClient == clientID else {
             throw ChildProcess.Failure(description: "\(grant.deviceKey) is not the grant's record (client field: \(storedClient ?? "none"))")
         }
-        let sha = DeviceCodeStore.pollScriptSHA1
-        let loaded = try await client.send("SCRIPT", "EXISTS", sha).array?.first?.int
-        guard loaded == 1 else {
-            throw ChildProcess.Failure(description: "the poll script \(sha) is not in the server's script cache after a poll")
+        let functions = client.configuration.scriptCalls == .functions
+        let loaded: Bool = if functions {
+            !(try await client.send("FUNCTION", "LIST", "LIBRARYNAME", "l" + DeviceCodeStore.pollScriptSHA1).array ?? []).isEmpty
+        } else {
+            try await client.send("SCRIPT", "EXISTS", DeviceCodeStore.pollScriptSHA1).array?.first?.int == 1
         }
-        let command = baselineCommand(for: grant, tolerance: store.configuration.pollTolerance)
+        guard loaded else {
+            throw ChildProcess.Failure(description: "the poll script \(DeviceCodeStore.pollScriptSHA1) is not loaded on the server after a poll")
+        }
+        let command = baselineCommand(for: grant, tolerance: store.configuration.pollTolerance, functions: functions)
         let reply = try await client.send(RedisCommand(arguments: command))
         guard reply.array?.first?.string == "pending" else {
             throw ChildProcess.Failure(description: "\(command.joined(separator: " ")) answered \(reply), expected [pending]")
@@ -73,10 +77,12 @@ enum PendingGrants {
         return command
     }
 
-    /// The baseline's command: the store's poll script by SHA-1 on `grant`'s record, with the same
-    /// arguments the store sends (client id, tolerance in milliseconds).
-    static func baselineCommand(for grant: BenchGrant, tolerance: Duration) -> [String] {
-        ["EVALSHA", DeviceCodeStore.pollScriptSHA1, "1", grant.deviceKey, clientID, "\(tolerance.wholeMilliseconds)"]
+    /// The baseline's command: the store's poll script as the client sends it (`FCALL` of its
+    /// function, or `EVALSHA` by SHA-1) on `grant`'s record, with the same arguments the store
+    /// sends (client id, tolerance in milliseconds).
+    static func baselineCommand(for grant: BenchGrant, tolerance: Duration, functions: Bool) -> [String] {
+        [functions ? "FCALL" : "EVALSHA", functions ? ProductScripts.pollFunctionName : DeviceCodeStore.pollScriptSHA1,
+         "1", grant.deviceKey, clientID, "\(tolerance.wholeMilliseconds)"]
     }
 }
 

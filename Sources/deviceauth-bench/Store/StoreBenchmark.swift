@@ -4,7 +4,7 @@ import RedisClient
 import Synchronization
 
 /// `deviceauth-bench store`: ``DeviceCodeStore/poll(deviceCode:clientID:)`` of pending grants,
-/// against `redis-benchmark` sending the store's own poll script (`EVALSHA`, same arguments) to
+/// against `redis-benchmark` sending the store's own poll script (`FCALL` of its function, same arguments) to
 /// one grant's record; and the Redis memory a pending grant takes.
 ///
 /// Grants are issued with interval 0, so every poll answers `authorization_pending` (a device
@@ -90,7 +90,7 @@ struct StoreBenchmark: AsyncParsableCommand {
                     BenchComparison(
                         name: "store.poll.c\(tasks)",
                         ours: ours.operationsPerSecond, baseline: baseline.requestsPerSecond, unit: "ops/s",
-                        detail: "\(oursDetail) \(settings) | baseline: \(baseline.summary) EVALSHA poll 1 key | \(target.summary)"
+                        detail: "\(oursDetail) \(settings) | baseline: \(baseline.summary) FCALL poll 1 key | \(target.summary)"
                     ).print()
 
                     guard tasks == Self.pipelinedComparisonConcurrency else { continue }
@@ -100,7 +100,7 @@ struct StoreBenchmark: AsyncParsableCommand {
                     BenchComparison(
                         name: "store.poll.c\(tasks).vs-pipelined-P\(measurement.pipelineDepth)",
                         ours: ours.operationsPerSecond, baseline: pipelined.requestsPerSecond, unit: "ops/s",
-                        detail: "\(oursDetail) \(settings) | baseline: \(pipelined.summary) EVALSHA poll 1 key | \(target.summary)"
+                        detail: "\(oursDetail) \(settings) | baseline: \(pipelined.summary) FCALL poll 1 key | \(target.summary)"
                     ).print()
                 }
 
