@@ -48,17 +48,24 @@ struct RedisACLTests {
         #expect(try await admin.send(RedisCommand(arguments: ["ACL", "SETUSER", loader, "reset"] + loaderRules)).string == "OK")
         defer { Task { [admin] in _ = try? await admin.send("ACL", "DELUSER", user, loader) } }
 
-        let url = "redis://\(user):\(password)@127.0.0.1:\(port)/0?function_loader_user=\(loader)&function_loader_password=\(password)-l"
+        // The loader user loads (REPLACE) every product function up front, as a node does at start-up;
+        // the flow then runs as the application user alone, which cannot load anything: a script
+        // missing from ProductScripts.all fails this test with NOPERM.
+        let loaderURL = "redis://\(user):\(password)@127.0.0.1:\(port)/0?function_loader_user=\(loader)&function_loader_password=\(password)-l"
+        let loading = try RedisClient(url: loaderURL)
+        defer { loading.shutdown() }
+        try await ProductScripts.load(on: loading)
+        let url = "redis://\(user):\(password)@127.0.0.1:\(port)/0"
+        await #expect(throws: RedisError.self, "the application user alone may not load functions") {
+            let appOnly = try RedisClient(url: url)
+            defer { appOnly.shutdown() }
+            try await ProductScripts.load(on: appOnly)
+        }
         let fixture = try await HTTPFixture(trustedProxies: ["127.0.0.1"], redisURL: url, keyPrefix: prefix,
                                             rateLimits: RateLimitSettings(deviceAuthorizationsPerIP: RateLimit(2, per: .seconds(60))))
         defer { fixture.shutdown() }
         // The start-up check reads the policy from INFO (other tests may change the policy itself meanwhile).
         #expect(await !fixture.store.checkRedisConfiguration().contains { $0.hasPrefix("Could not read") }, "the maxmemory-policy check works without CONFIG GET")
-        // The loader user loads (REPLACE) every product function; the application user could not.
-        try await ProductScripts.load(on: fixture.redis)
-        let appOnly = try RedisClient(url: "redis://\(user):\(password)@127.0.0.1:\(port)/0")
-        defer { appOnly.shutdown() }
-        await #expect(throws: RedisError.self, "the application user alone may not load functions") { try await ProductScripts.load(on: appOnly) }
         try await fixture.app.test(.live) { client in
             #expect(try await client.execute(uri: "/readyz", method: .get).status == .ok)
             let issued = try await client.issue(clientID: "fast")

@@ -10,8 +10,9 @@ public enum ProductScripts {
         [
             StoreScripts.issue, StoreScripts.poll, StoreScripts.decide, StoreScripts.read,
             StoreScripts.checkRateLimit, StoreScripts.updatePollTime,
-            StoreScripts.checkFailures, StoreScripts.recordFailure,
+            StoreScripts.chargeFailures, StoreScripts.releaseFailures,
             RequestRateLimiter.acquireScript, RequestRateLimiter.checkScript, RequestRateLimiter.recordScript,
+            RequestRateLimiter.releaseScript,
         ]
     }
 

@@ -69,7 +69,7 @@ enum PendingGrants {
         guard loaded else {
             throw ChildProcess.Failure(description: "the poll script \(DeviceCodeStore.pollScriptSHA1) is not loaded on the server after a poll")
         }
-        let command = baselineCommand(for: grant, tolerance: store.configuration.pollTolerance, functions: functions)
+        let command = baselineCommand(for: grant, tolerance: store.configuration.pollTolerance, maxInterval: store.configuration.maxInterval, functions: functions)
         let reply = try await client.send(RedisCommand(arguments: command))
         guard reply.array?.first?.string == "pending" else {
             throw ChildProcess.Failure(description: "\(command.joined(separator: " ")) answered \(reply), expected [pending]")
@@ -79,10 +79,10 @@ enum PendingGrants {
 
     /// The baseline's command: the store's poll script as the client sends it (`FCALL` of its
     /// function, or `EVALSHA` by SHA-1) on `grant`'s record, with the same arguments the store
-    /// sends (client id, tolerance in milliseconds).
-    static func baselineCommand(for grant: BenchGrant, tolerance: Duration, functions: Bool) -> [String] {
+    /// sends (client id, tolerance in milliseconds, interval cap in seconds).
+    static func baselineCommand(for grant: BenchGrant, tolerance: Duration, maxInterval: Int, functions: Bool) -> [String] {
         [functions ? "FCALL" : "EVALSHA", functions ? ProductScripts.pollFunctionName : DeviceCodeStore.pollScriptSHA1,
-         "1", grant.deviceKey, clientID, "\(tolerance.wholeMilliseconds)"]
+         "1", grant.deviceKey, clientID, "\(tolerance.wholeMilliseconds)", "\(maxInterval)"]
     }
 }
 
