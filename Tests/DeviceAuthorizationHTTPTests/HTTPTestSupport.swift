@@ -208,6 +208,14 @@ final class Browser: @unchecked Sendable {
         return try await post(client, "/device", form, headers: headers)
     }
 
+    /// Enters a code as a person does: opens `/device` (which only shows the form), then posts
+    /// the form with `action=lookup`. Answers the GET when it shows no form.
+    func lookup(_ client: some TestClientProtocol, _ userCode: String, headers: HTTPFields = [:]) async throws -> TestResponse {
+        let page = try await get(client, "/device", headers: headers)
+        guard let token = hiddenField("csrf_token", in: page.text) else { return page }
+        return try await post(client, "/device", [("action", "lookup"), ("user_code", userCode), ("csrf_token", token)], headers: headers)
+    }
+
     /// Signs in through the development login form.
     func logIn(_ client: some TestClientProtocol, user: String = "alice", password: String = "wonderland") async throws {
         let page = try await get(client, "/device")

@@ -89,7 +89,7 @@ struct OperationsTests {
             #expect(try await client.execute(uri: "/healthz", method: .get).status == .ok)
             let browser = Browser()
             try await browser.logIn(client)
-            #expect(try await browser.get(client, "/device?user_code=BBBB-BBBB").status == .serviceUnavailable)
+            #expect(try await browser.lookup(client, "BBBB-BBBB").status == .serviceUnavailable)
         }
     }
 }

@@ -63,7 +63,7 @@ public struct DeviceAuthorizationRoutes: Sendable {
         self.configuration = configuration
         self.clientAuthenticator = ClientAuthenticator(registry: clients)
         self.pages = try PageRenderer(serviceName: configuration.serviceName)
-        self.csrf = CSRFProtection(secret: configuration.secret, secureCookies: configuration.secureCookies)
+        self.csrf = CSRFProtection(secret: configuration.secret, secureCookies: configuration.secureCookies, publicBaseURL: configuration.publicBaseURL)
         self.rateLimiter = RequestRateLimiter(client: redis, keyPrefix: store.configuration.keyPrefix, secret: store.configuration.secret)
         self.logger = logger
     }

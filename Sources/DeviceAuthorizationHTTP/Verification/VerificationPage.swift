@@ -8,65 +8,81 @@ import RedisClient
 /// The verification page (RFC 8628 §3.3): enter a code, confirm what is asked, approve or deny.
 extension DeviceAuthorizationRoutes {
     /// `GET /device` and `GET /device?user_code=…`.
+    ///
+    /// Only fills in the form: the code from the link is prefilled (normalized) and nothing is
+    /// looked up or counted, so an `<img src=/device?user_code=…>` on another site cannot spend a
+    /// person's guess budget. The lookup is the form's POST (`action=lookup`).
     func verificationPage(_ request: Request, _ context: DeviceAuthorizationRequestContext) async -> Response {
         let origin = RequestOrigin(request: request, peerAddress: context.peerIPAddress, trustedProxies: configuration.trustedProxies)
-        let (csrfToken, csrfCookie) = csrf.token(for: request)
-        let cookies = csrfCookie.map { [$0] } ?? []
-        let userCode = request.uri.queryParameters.get("user_code").flatMap { $0.isEmpty ? nil : String($0.prefix(64)) }
-        let user: AuthenticatedUser
+        let prefill = Self.reflectableCode(request.uri.queryParameters.get("user_code").map { String($0) })
+        let user: AuthenticatedUser?
         do {
-            guard let authenticated = try await users.authenticate(request: request, origin: origin) else {
-                return unauthenticatedPage(csrfToken: csrfToken, cookies: cookies, userCode: userCode)
-            }
-            user = authenticated
+            user = try await users.authenticate(request: request, origin: origin)
         } catch {
-            return failurePage(error, context, cookies: cookies)
+            let (_, csrfCookie) = csrf.token(for: request, userID: nil)
+            return failurePage(error, context, cookies: csrfCookie.map { [$0] } ?? [])
         }
-        guard let userCode else {
-            return pages.render("enter_code", ["title": "Connect a device", "csrf_token": csrfToken, "user": user.displayName], cookies: cookies)
+        let (csrfToken, csrfCookie) = csrf.token(for: request, userID: user?.id)
+        let cookies = csrfCookie.map { [$0] } ?? []
+        guard let user else {
+            return unauthenticatedPage(csrfToken: csrfToken, cookies: cookies, userCode: prefill)
         }
-        return await confirmationPage(userCode: userCode, user: user, origin: origin, csrfToken: csrfToken, cookies: cookies, context)
+        var values: [String: Any] = ["title": "Connect a device", "csrf_token": csrfToken, "user": user.displayName]
+        if let prefill { values["entered"] = prefill }
+        return pages.render("enter_code", values, cookies: cookies)
     }
 
     /// `POST /device` with `action` = `lookup`, `approve` or `deny`.
     func verificationSubmit(_ request: Request, _ context: DeviceAuthorizationRequestContext) async -> Response {
         let origin = RequestOrigin(request: request, peerAddress: context.peerIPAddress, trustedProxies: configuration.trustedProxies)
-        let (csrfToken, csrfCookie) = csrf.token(for: request)
-        let cookies = csrfCookie.map { [$0] } ?? []
+        // A browser that says the form comes from another site is refused before anything else.
+        if csrf.isCrossSite(request) {
+            context.logger.notice("verification form rejected: cross-site request")
+            return crossSitePage()
+        }
         let form: FormBody
         do {
             form = try await FormBody.read(from: request, limit: configuration.maxBodySize)
         } catch {
             let status: HTTPResponse.Status = if case .tooLarge = error { .contentTooLarge } else { .badRequest }
             return messagePage(title: "Something went wrong", message: "The form could not be read. Please go back and try again.",
-                               status: status, cookies: cookies)
+                               status: status, cookies: [])
         }
         guard let action = form["action"], ["lookup", "approve", "deny"].contains(action) else {
             // Not this page's form (an empty or foreign body, an unknown action), whoever sends it.
-            return messagePage(title: "Something went wrong", message: "Unknown action.", status: .badRequest, cookies: cookies, showBack: true)
+            return messagePage(title: "Something went wrong", message: "Unknown action.", status: .badRequest, cookies: [], showBack: true)
         }
-        // The form must come from this site, signed in or not (checked before the sign-in state,
-        // so a forged form learns nothing about it).
-        guard csrf.isValid(request: request, formToken: form[CSRFProtection.formField]) else {
+        let user: AuthenticatedUser?
+        do {
+            user = try await users.authenticate(request: request, origin: origin)
+        } catch {
+            return failurePage(error, context, cookies: [])
+        }
+        let (csrfToken, csrfCookie) = csrf.token(for: request, userID: user?.id)
+        let cookies = csrfCookie.map { [$0] } ?? []
+        // The form must come from this site and this session: the token is bound to the browser's
+        // nonce and to who is signed in, so another person's pair, or one from before sign-in,
+        // does not fit.
+        guard csrf.isValid(request: request, formToken: form[CSRFProtection.formField], userID: user?.id) else {
             context.logger.notice("verification form rejected: missing or invalid CSRF token")
             return messagePage(title: "Please try again", message: "This form has expired or did not come from this site. Open the page again and re-enter your code.",
                                status: .forbidden, cookies: cookies, showBack: true)
         }
-        let user: AuthenticatedUser
-        do {
-            guard let authenticated = try await users.authenticate(request: request, origin: origin) else {
-                return unauthenticatedPage(csrfToken: csrfToken, cookies: cookies, userCode: form["user_code"].map { String($0.prefix(64)) })
-            }
-            user = authenticated
-        } catch {
-            return failurePage(error, context, cookies: cookies)
+        guard let user else {
+            return unauthenticatedPage(csrfToken: csrfToken, cookies: cookies, userCode: Self.reflectableCode(form["user_code"]))
         }
         let userCode = form["user_code"] ?? ""
         switch action {
         case "lookup":
             return await confirmationPage(userCode: userCode, user: user, origin: origin, csrfToken: csrfToken, cookies: cookies, context)
         case "approve", "deny":
-            return await decide(approve: form["action"] == "approve", userCode: userCode, grantID: form["grant_id"],
+            // RFC 8628 §5.4: a decision names the grant the confirmation page showed; without it
+            // the person never saw the client, the scopes and the code, so nothing is decided.
+            guard let grantID = form["grant_id"], !grantID.isEmpty else {
+                return messagePage(title: "Something went wrong", message: "Please look at the request before approving or denying it: enter the code again.",
+                                   status: .badRequest, cookies: cookies, showBack: true, user: user)
+            }
+            return await decide(approve: action == "approve", userCode: userCode, grantID: grantID,
                                 user: user, origin: origin, csrfToken: csrfToken, cookies: cookies, context)
         default:
             return messagePage(title: "Something went wrong", message: "Unknown action.", status: .badRequest, cookies: cookies, showBack: true)
@@ -75,19 +91,25 @@ extension DeviceAuthorizationRoutes {
 
     /// `POST /device/login` for authenticators with a login form.
     func login(_ request: Request, _ context: DeviceAuthorizationRequestContext) async -> Response {
-        let (csrfToken, csrfCookie) = csrf.token(for: request)
-        let cookies = csrfCookie.map { [$0] } ?? []
         guard users.supportsLoginForm else {
-            return messagePage(title: "Not available", message: "Sign-in happens through your organization's login.", status: .notFound, cookies: cookies)
+            return messagePage(title: "Not available", message: "Sign-in happens through your organization's login.", status: .notFound, cookies: [])
         }
+        // Login CSRF: another site must not sign a person in as someone else.
+        if csrf.isCrossSite(request) {
+            context.logger.notice("login form rejected: cross-site request")
+            return crossSitePage()
+        }
+        let (csrfToken, csrfCookie) = csrf.token(for: request, userID: nil)
+        let cookies = csrfCookie.map { [$0] } ?? []
         let form: FormBody
         do {
             form = try await FormBody.read(from: request, limit: configuration.maxBodySize)
         } catch {
             return messagePage(title: "Something went wrong", message: "The form could not be read.", status: .badRequest, cookies: cookies)
         }
-        let userCode = form["user_code"].map { String($0.prefix(64)) }
-        guard csrf.isValid(request: request, formToken: form[CSRFProtection.formField]) else {
+        let userCode = Self.reflectableCode(form["user_code"])
+        // The pre-session token (bound to no user): the login form's own.
+        guard csrf.isValid(request: request, formToken: form[CSRFProtection.formField], userID: nil) else {
             return unauthenticatedPage(csrfToken: csrfToken, cookies: cookies, userCode: userCode,
                                        error: "Your sign-in form expired. Please try again.", status: .forbidden)
         }
@@ -107,11 +129,29 @@ extension DeviceAuthorizationRoutes {
             response.status = .seeOther
             response.headers[.cacheControl] = "no-store"
             response.setCookie(session.cookie)
-            for cookie in cookies { response.setCookie(cookie) }
+            // A fresh nonce with the session: whatever nonce the browser had before (planted or
+            // not) stops working at sign-in.
+            response.setCookie(csrf.rotatedCookie(userID: session.user.id).cookie)
             return response
         } catch {
             return failurePage(error, context, cookies: cookies)
         }
+    }
+
+    /// What of a user code the page may show again: only characters of the user-code alphabet
+    /// (upper case, at most 8, in the display form when complete), never the raw input.
+    static func reflectableCode(_ input: String?) -> String? {
+        guard let input else { return nil }
+        if let normalized = UserCode.normalize(input) { return UserCode.display(normalized) }
+        var kept: [UInt8] = []
+        for byte in input.utf8.prefix(64) {
+            let upper = (byte >= 97 && byte <= 122) ? byte - 32 : byte
+            if UserCode.alphabet.contains(upper) {
+                kept.append(upper)
+                if kept.count == UserCode.length { break }
+            }
+        }
+        return kept.isEmpty ? nil : String(decoding: kept, as: UTF8.self)
     }
 
     // MARK: - Steps
@@ -140,12 +180,12 @@ extension DeviceAuthorizationRoutes {
         }
     }
 
-    private func decide(approve: Bool, userCode: String, grantID: String?, user: AuthenticatedUser, origin: RequestOrigin,
+    private func decide(approve: Bool, userCode: String, grantID: String, user: AuthenticatedUser, origin: RequestOrigin,
                         csrfToken: String, cookies: [Cookie], _ context: DeviceAuthorizationRequestContext) async -> Response {
         do {
             // Look up first: wrong codes count against this caller's brute-force budget here too.
             let grant = try await store.lookup(userCode: userCode, caller: origin.rateLimitKey)
-            if let grantID, grantID != grant.grantID {
+            if grantID != grant.grantID {
                 // The code now belongs to another request than the one the person confirmed.
                 return messagePage(title: "This code has changed", message: "The request you looked at is gone. Check the code on your device and enter it again.",
                                    status: .conflict, cookies: cookies, showBack: true)
@@ -172,7 +212,7 @@ extension DeviceAuthorizationRoutes {
     private func lookupFailurePage(_ error: any Error, entered: String, user: AuthenticatedUser, csrfToken: String,
                                    cookies: [Cookie], _ context: DeviceAuthorizationRequestContext) -> Response {
         guard let error = error as? DeviceAuthorizationError else { return failurePage(error, context, cookies: cookies) }
-        let entered = String(entered.prefix(32))
+        let entered = Self.reflectableCode(entered) ?? ""
         switch error.code {
         case .invalidUserCode:
             return pages.render("enter_code", ["title": "Connect a device", "csrf_token": csrfToken, "user": user.displayName, "entered": entered,
@@ -195,6 +235,11 @@ extension DeviceAuthorizationRoutes {
         default:
             return failurePage(error, context, cookies: cookies)
         }
+    }
+
+    private func crossSitePage() -> Response {
+        messagePage(title: "Please try again", message: "This form did not come from this site. Open the page again and re-enter your code.",
+                    status: .forbidden, cookies: [], showBack: true)
     }
 
     private func alreadyUsedPage(cookies: [Cookie]) -> Response {
