@@ -5,7 +5,8 @@ import RedisClient
 ///
 /// Record fields: `s` status (`p` pending, `a` authorized, `d` denied, `r` redeemed), `c` client
 /// id, `sc` scopes, `e` expiry (ms), `l` last accepted poll (ms), `i` interval (s), `u` user id,
-/// `ca` created (ms), `dt` decided (ms), `rp` replayed polls.
+/// `ca` created (ms), `dt` decided (ms), `rp` replayed polls, `o` the address the device asked from
+/// (at most 64 bytes, absent when unknown).
 ///
 /// Flags: `issue` is `deny-oom` (the default for scripts with a shebang): at `maxmemory` it is
 /// refused before it runs, so a grant is written whole or not at all. Polls and decisions only
@@ -17,7 +18,8 @@ enum StoreScripts {
         """
 
     /// KEYS: user-code index, device record. ARGV: record id, lifetime ms, grace ms, interval s,
-    /// client id, scopes. Returns the expiry (ms), or 0 when the user code is taken.
+    /// client id, scopes, origin (empty: not stored). Returns the expiry (ms), or 0 when the user
+    /// code is taken.
     static let issue = RedisScript("""
         #!lua
         \(now)
@@ -26,6 +28,7 @@ enum StoreScripts {
         local expires = now + lifetime
         if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', lifetime + grace) then return 0 end
         redis.call('HSET', KEYS[2], 's', 'p', 'c', ARGV[5], 'sc', ARGV[6], 'e', expires, 'i', ARGV[4], 'ca', now)
+        if ARGV[7] ~= '' then redis.call('HSET', KEYS[2], 'o', ARGV[7]) end
         redis.call('PEXPIREAT', KEYS[2], expires + grace)
         return expires
         """)
@@ -61,7 +64,8 @@ enum StoreScripts {
 
     /// KEYS: device record, and optionally the user-code index that led to it. ARGV: record id
     /// (checked against the index when given), new status `a` or `d`, user id.
-    /// PENDING → AUTHORIZED / DENIED, nothing else.
+    /// PENDING → AUTHORIZED / DENIED, nothing else. `{'changed'}` when the index now leads to
+    /// another record than ARGV[1] (the caller may have been shown another grant).
     ///
     /// Both keys are declared (the caller reads the index first) rather than the record key being
     /// derived in Lua from the index value: in a Redis Cluster an undeclared key is invisible to
@@ -70,7 +74,11 @@ enum StoreScripts {
     /// cluster answers `ASK`/`TRYAGAIN` instead and the client retries.
     static let decide = RedisScript("""
         #!lua flags=allow-oom
-        if KEYS[2] and redis.call('GET', KEYS[2]) ~= ARGV[1] then return {'not_found'} end
+        if KEYS[2] then
+          local current = redis.call('GET', KEYS[2])
+          if not current then return {'not_found'} end
+          if current ~= ARGV[1] then return {'changed'} end
+        end
         local r = redis.call('HMGET', KEYS[1], 's', 'e')
         if not r[1] then return {'not_found'} end
         if r[1] ~= 'p' then return {'decided', r[1]} end
@@ -85,14 +93,14 @@ enum StoreScripts {
         """)
 
     /// KEYS: device record, and optionally the user-code index that led to it (see ``decide``).
-    /// ARGV: record id. Returns {id, now, s, c, sc, e, l, i, u, ca} or an empty array.
+    /// ARGV: record id. Returns {id, now, s, c, sc, e, l, i, u, ca, o} or an empty array.
     static let read = RedisScript("""
         #!lua flags=no-writes
         if KEYS[2] and redis.call('GET', KEYS[2]) ~= ARGV[1] then return {} end
-        local r = redis.call('HMGET', KEYS[1], 's', 'c', 'sc', 'e', 'l', 'i', 'u', 'ca')
+        local r = redis.call('HMGET', KEYS[1], 's', 'c', 'sc', 'e', 'l', 'i', 'u', 'ca', 'o')
         if not r[1] then return {} end
         \(now)
-        return {ARGV[1], tostring(now), r[1], r[2], r[3] or '', r[4], r[5] or '', r[6], r[7] or '', r[8] or ''}
+        return {ARGV[1], tostring(now), r[1], r[2], r[3] or '', r[4], r[5] or '', r[6], r[7] or '', r[8] or '', r[9] or ''}
         """)
 
     /// KEYS: device record. ARGV: interval s, tolerance ms. The reference's `checkRateLimit`:
@@ -119,28 +127,58 @@ enum StoreScripts {
         return 1
         """)
 
-    /// KEYS: caller counter, global counter. ARGV: caller limit, global limit.
-    /// Returns {0} when under both limits, else {1 or 2, ms until the window ends}.
-    static let checkFailures = RedisScript("""
-        #!lua flags=no-writes
-        if tonumber(redis.call('GET', KEYS[1]) or '0') >= tonumber(ARGV[1]) then
-          return {1, redis.call('PTTL', KEYS[1])}
+    /// KEYS: the failure counters of one lookup attempt (each caller bucket, the user, global; all
+    /// `{bf}`). ARGV: limit, window ms per key.
+    ///
+    /// Charge before the answer: if every counter has room, counts the attempt in all of them and
+    /// returns `{0, window start of each counter…}` (what ``releaseFailures`` needs to give the
+    /// charge back); else counts nothing and returns `{i, ms until counter i's window ends}`.
+    /// Because the check and the count are one script, a burst across any number of nodes gets at
+    /// most `limit` charges per window admitted, whatever the interleaving.
+    ///
+    /// Each counter is a hash: `w` window start (ms), `c` attempts in it. A fixed window that
+    /// starts with its first attempt. `now` never goes back before `w`, so a Redis clock jump
+    /// backwards does not restart a window (it lasts longer in wall time instead).
+    /// `deny-oom` (no `allow-oom`): it creates keys, so at `maxmemory` Redis refuses it and the
+    /// lookup fails with a ``RedisError`` instead of growing Redis.
+    static let chargeFailures = RedisScript("""
+        #!lua
+        \(now)
+        local states = {}
+        for i, key in ipairs(KEYS) do
+          local limit, window = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+          local h = redis.call('HMGET', key, 'w', 'c')
+          local w, c = tonumber(h[1]), tonumber(h[2]) or 0
+          local t = now
+          if w and t < w then t = w end
+          if w == nil or t >= w + window then w = t; c = 0 end
+          if c >= limit then return {i, w + window - t} end
+          states[i] = {w, c, window}
         end
-        if tonumber(redis.call('GET', KEYS[2]) or '0') >= tonumber(ARGV[2]) then
-          return {2, redis.call('PTTL', KEYS[2])}
+        local reply = {0}
+        for i, key in ipairs(KEYS) do
+          local st = states[i]
+          redis.call('HSET', key, 'w', st[1], 'c', st[2] + 1)
+          redis.call('PEXPIREAT', key, st[1] + st[3])
+          reply[i + 1] = st[1]
         end
-        return {0}
+        return reply
         """)
 
-    /// KEYS: caller counter, global counter. ARGV: caller window ms, global window ms.
-    /// Counts one failed lookup in both fixed windows.
-    static let recordFailure = RedisScript("""
+    /// KEYS: the counters of an admitted charge. ARGV: the window start ``chargeFailures`` returned
+    /// for each. Gives the charge back: one attempt less in each counter that is still in that
+    /// window (never below zero; a counter whose window has ended already let the charge go).
+    /// A counter back at zero is deleted, so honest lookups leave nothing in Redis; that is safe
+    /// because a zero counter holds no charge a later refund could still mean (the next charge
+    /// starts a fresh window). Touches only existing keys, so `allow-oom`: a refund is never
+    /// refused at `maxmemory`.
+    static let releaseFailures = RedisScript("""
         #!lua flags=allow-oom
-        if redis.call('INCR', KEYS[1]) == 1 or redis.call('PTTL', KEYS[1]) < 0 then
-          redis.call('PEXPIRE', KEYS[1], ARGV[1])
-        end
-        if redis.call('INCR', KEYS[2]) == 1 or redis.call('PTTL', KEYS[2]) < 0 then
-          redis.call('PEXPIRE', KEYS[2], ARGV[2])
+        for i, key in ipairs(KEYS) do
+          local h = redis.call('HMGET', key, 'w', 'c')
+          if h[1] == ARGV[i] and tonumber(h[2] or '0') > 0 then
+            if redis.call('HINCRBY', key, 'c', -1) == 0 then redis.call('DEL', key) end
+          end
         end
         return 1
         """)

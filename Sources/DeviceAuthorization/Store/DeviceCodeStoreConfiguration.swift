@@ -17,6 +17,10 @@ public struct DeviceCodeStoreConfiguration: Sendable {
     public var maxFailuresPerCaller: Int
     /// Window of the per-caller failure counter.
     public var callerWindow: Duration
+    /// Failed user-code lookups allowed per signed-in person in ``userWindow``.
+    public var maxFailuresPerUser: Int
+    /// Window of the per-person failure counter.
+    public var userWindow: Duration
     /// Failed user-code lookups allowed from everyone together in ``globalWindow``.
     public var maxFailuresGlobal: Int
     /// Window of the global failure counter.
@@ -34,6 +38,8 @@ public struct DeviceCodeStoreConfiguration: Sendable {
     ///   - pollTolerance: accepted earliness of a poll (500 ms).
     ///   - maxFailuresPerCaller: failed lookups per caller per window (10).
     ///   - callerWindow: per-caller window (15 min).
+    ///   - maxFailuresPerUser: failed lookups per signed-in person per window (20).
+    ///   - userWindow: per-person window (15 min).
     ///   - maxFailuresGlobal: failed lookups of everyone per window (1000).
     ///   - globalWindow: global window (1 min).
     ///   - userCodeAttempts: retries on user-code collisions (8).
@@ -46,6 +52,8 @@ public struct DeviceCodeStoreConfiguration: Sendable {
         pollTolerance: Duration = .milliseconds(500),
         maxFailuresPerCaller: Int = 10,
         callerWindow: Duration = .seconds(900),
+        maxFailuresPerUser: Int = 20,
+        userWindow: Duration = .seconds(900),
         maxFailuresGlobal: Int = 1000,
         globalWindow: Duration = .seconds(60),
         userCodeAttempts: Int = 8
@@ -58,6 +66,8 @@ public struct DeviceCodeStoreConfiguration: Sendable {
         self.pollTolerance = pollTolerance
         self.maxFailuresPerCaller = maxFailuresPerCaller
         self.callerWindow = callerWindow
+        self.maxFailuresPerUser = maxFailuresPerUser
+        self.userWindow = userWindow
         self.maxFailuresGlobal = maxFailuresGlobal
         self.globalWindow = globalWindow
         self.userCodeAttempts = userCodeAttempts

@@ -7,8 +7,12 @@ import Crypto
 /// |---|---|---|
 /// | `<prefix>:{<tag>}:d:<id>` | hash | the grant; `<id>` = SHA-256(device code), first 96 bits, hex |
 /// | `<prefix>:{<tag>}:u:<hmac>` | string | `<id>` of the grant; `<hmac>` = HMAC(secret, user code), 64 bits hex |
-/// | `<prefix>:{bf}:c:<hmac>` | string | failed user-code lookups of one caller (window TTL) |
-/// | `<prefix>:{bf}:g` | string | failed user-code lookups of everyone (window TTL) |
+/// | `<prefix>:{bf}:a:<hmac>` | hash | failed user-code lookups of one caller bucket: `w` window start, `c` count (window TTL) |
+/// | `<prefix>:{bf}:p:<hmac>` | hash | the same, of one signed-in person |
+/// | `<prefix>:{bf}:t` | hash | the same, of everyone |
+///
+/// (The counters were strings under `{bf}:c:` and `{bf}:g` before the charge-before-answer
+/// scheme; the new names keep a rolling upgrade from hitting `WRONGTYPE` on old keys.)
 ///
 /// `<tag>` is 4 hex digits of HMAC(secret, user code) and is also the first part of the device
 /// code, so a poll finds the record without a lookup.
@@ -42,10 +46,16 @@ struct KeySchema: Sendable {
     /// Brute-force counter of one caller (the caller itself, e.g. an IP, is hashed too).
     func callerFailuresKey(_ caller: String) -> String {
         let mac = Array(HMAC<SHA256>.authenticationCode(for: Array(("c:" + caller).utf8), using: secret))
-        return "\(prefix):{bf}:c:\(hexString(mac[0..<16]))"
+        return "\(prefix):{bf}:a:\(hexString(mac[0..<16]))"
     }
 
-    var globalFailuresKey: String { "\(prefix):{bf}:g" }
+    /// Brute-force counter of one signed-in person (the user id is hashed too).
+    func userFailuresKey(_ userID: String) -> String {
+        let mac = Array(HMAC<SHA256>.authenticationCode(for: Array(("p:" + userID).utf8), using: secret))
+        return "\(prefix):{bf}:p:\(hexString(mac[0..<16]))"
+    }
+
+    var globalFailuresKey: String { "\(prefix):{bf}:t" }
 
     /// Grant ids are `<tag><id>`: enough to find the record again, and safe to log.
     func grantID(tag: some StringProtocol, id: String) -> String { "\(tag)\(id)" }
