@@ -99,6 +99,7 @@ extension DeviceAuthorizationRoutes {
             context.logger.notice("login form rejected: cross-site request")
             return crossSitePage()
         }
+        let origin = RequestOrigin(request: request, peerAddress: context.peerIPAddress, trustedProxies: configuration.trustedProxies)
         let (csrfToken, csrfCookie) = csrf.token(for: request, userID: nil)
         let cookies = csrfCookie.map { [$0] } ?? []
         let form: FormBody
@@ -114,11 +115,32 @@ extension DeviceAuthorizationRoutes {
                                        error: "Your sign-in form expired. Please try again.", status: .forbidden)
         }
         do {
-            guard let username = form["username"], let password = form["password"],
-                  let session = try await users.logIn(username: username, password: password) else {
+            guard let username = form["username"], let password = form["password"] else {
+                return unauthenticatedPage(csrfToken: csrfToken, cookies: cookies, userCode: userCode,
+                                           error: "Wrong user name or password.", status: .unauthorized)
+            }
+            // Charged before the password is checked, given back when it was right: a burst
+            // across nodes gets at most the limit of "wrong password" answers (the rest, a right
+            // password included, 429), and honest sign-ins use up nothing.
+            let buckets = loginBuckets(origin: origin, username: username)
+            if case .limited(_, let retryAfter) = try await rateLimiter.acquire(buckets) {
+                context.logger.notice("development login refused: too many attempts")
+                let seconds = max(1, Int(retryAfter.components.seconds) + (retryAfter.components.attoseconds > 0 ? 1 : 0))
+                let minutes = max(1, (seconds + 59) / 60)
+                return unauthenticatedPage(csrfToken: csrfToken, cookies: cookies, userCode: userCode,
+                                           error: "Too many sign-in attempts. For your security, please wait about \(minutes) minute\(minutes == 1 ? "" : "s") and try again.",
+                                           status: .tooManyRequests, headers: [.retryAfter: String(seconds)])
+            }
+            guard let session = try await users.logIn(username: username, password: password) else {
                 context.logger.notice("development login failed")
                 return unauthenticatedPage(csrfToken: csrfToken, cookies: cookies, userCode: userCode,
                                            error: "Wrong user name or password.", status: .unauthorized)
+            }
+            do {
+                try await rateLimiter.release(buckets)
+            } catch {
+                // The sign-in stands; only its charge stays counted.
+                context.logger.warning("login attempt not given back", metadata: ["error": "\(error)"])
             }
             context.logger.info("development login", metadata: ["user": "\(session.user.id)"])
             var location = "/device"
@@ -136,6 +158,43 @@ extension DeviceAuthorizationRoutes {
         } catch {
             return failurePage(error, context, cookies: cookies)
         }
+    }
+
+    /// The counters a development-login attempt is charged to: the caller's address bucket and
+    /// the user name (keyed hashes in Redis, never the name itself).
+    func loginBuckets(origin: RequestOrigin, username: String) -> [RateLimitBucket] {
+        var buckets: [RateLimitBucket] = []
+        if let limit = configuration.rateLimits.loginFailuresPerIP {
+            buckets.append(RateLimitBucket(name: "lgi", subject: origin.rateLimitKey, limit: limit))
+        }
+        if let limit = configuration.rateLimits.loginFailuresPerUser {
+            buckets.append(RateLimitBucket(name: "lgu", subject: String(username.prefix(256)), limit: limit))
+        }
+        return buckets
+    }
+
+    /// Who tries a user code: the address buckets and the signed-in person.
+    static func lookupAttempt(origin: RequestOrigin, user: AuthenticatedUser) -> LookupAttempt {
+        LookupAttempt(callers: origin.lookupCallers, userID: user.id)
+    }
+
+    /// "2 minutes ago": how long before Redis's `now` the device asked.
+    static func age(from createdAt: Date, to now: Date) -> String {
+        let seconds = max(0, Int(now.timeIntervalSince(createdAt)))
+        if seconds < 60 { return "less than a minute ago" }
+        if seconds < 3600 {
+            let minutes = seconds / 60
+            return "\(minutes) minute\(minutes == 1 ? "" : "s") ago"
+        }
+        let hours = seconds / 3600
+        return "\(hours) hour\(hours == 1 ? "" : "s") ago"
+    }
+
+    /// The address the device asked from, when it is an IP address (anything else, such as an
+    /// unparseable forwarded entry, is not shown).
+    static func displayedOrigin(_ origin: String?) -> String {
+        guard let origin, IPAddressParser.parse(origin) != nil else { return "an unknown address" }
+        return origin
     }
 
     /// What of a user code the page may show again: only characters of the user-code alphabet
@@ -159,7 +218,7 @@ extension DeviceAuthorizationRoutes {
     private func confirmationPage(userCode: String, user: AuthenticatedUser, origin: RequestOrigin, csrfToken: String,
                                   cookies: [Cookie], _ context: DeviceAuthorizationRequestContext) async -> Response {
         do {
-            let grant = try await store.lookup(userCode: userCode, caller: origin.rateLimitKey)
+            let grant = try await store.lookup(userCode: userCode, attempt: Self.lookupAttempt(origin: origin, user: user))
             if grant.status != .pending || grant.isRedeemed {
                 return alreadyUsedPage(cookies: cookies)
             }
@@ -174,6 +233,8 @@ extension DeviceAuthorizationRoutes {
                 "client_id": grant.clientID,
                 "scopes": grant.scopes,
                 "has_scopes": !grant.scopes.isEmpty,
+                "requested_ago": Self.age(from: grant.createdAt, to: grant.observedAt),
+                "requested_from": Self.displayedOrigin(grant.requestOrigin),
             ], cookies: cookies)
         } catch {
             return lookupFailurePage(error, entered: userCode, user: user, csrfToken: csrfToken, cookies: cookies, context)
@@ -184,20 +245,21 @@ extension DeviceAuthorizationRoutes {
                         csrfToken: String, cookies: [Cookie], _ context: DeviceAuthorizationRequestContext) async -> Response {
         do {
             // Look up first: wrong codes count against this caller's brute-force budget here too.
-            let grant = try await store.lookup(userCode: userCode, caller: origin.rateLimitKey)
+            let grant = try await store.lookup(userCode: userCode, attempt: Self.lookupAttempt(origin: origin, user: user))
             if grantID != grant.grantID {
                 // The code now belongs to another request than the one the person confirmed.
-                return messagePage(title: "This code has changed", message: "The request you looked at is gone. Check the code on your device and enter it again.",
-                                   status: .conflict, cookies: cookies, showBack: true)
+                return grantChangedPage(cookies: cookies)
             }
             if grant.status != .pending || grant.isRedeemed { return alreadyUsedPage(cookies: cookies) }
             if approve {
-                try await store.approve(userCode: userCode, userID: user.id)
+                // The store checks the grant id again in the deciding script (the code may have
+                // moved to another grant since the lookup).
+                try await store.approve(userCode: userCode, userID: user.id, grantID: grantID)
                 context.logger.info("device request approved", metadata: ["grant_id": "\(grant.grantID)", "client_id": "\(grant.clientID)", "user": "\(user.id)"])
                 return messagePage(title: "Device connected", message: "You approved the request. You can return to your device now; it will finish signing in by itself.",
                                    status: .ok, cookies: cookies, user: user)
             } else {
-                try await store.deny(userCode: userCode)
+                try await store.deny(userCode: userCode, grantID: grantID)
                 context.logger.info("device request denied", metadata: ["grant_id": "\(grant.grantID)", "client_id": "\(grant.clientID)", "user": "\(user.id)"])
                 return messagePage(title: "Request denied", message: "The device was not given access. If you did not start this request, no further action is needed.",
                                    status: .ok, cookies: cookies, user: user)
@@ -227,6 +289,8 @@ extension DeviceAuthorizationRoutes {
                                status: .gone, cookies: cookies, showBack: true, user: user)
         case .alreadyDecided:
             return alreadyUsedPage(cookies: cookies)
+        case .grantChanged:
+            return grantChangedPage(cookies: cookies)
         case .tooManyAttempts:
             let seconds = max(1, Int((error.retryAfter ?? .seconds(60)).components.seconds))
             let minutes = max(1, (seconds + 59) / 60)
@@ -235,6 +299,11 @@ extension DeviceAuthorizationRoutes {
         default:
             return failurePage(error, context, cookies: cookies)
         }
+    }
+
+    private func grantChangedPage(cookies: [Cookie]) -> Response {
+        messagePage(title: "This code has changed", message: "The request you looked at is gone. Check the code on your device and enter it again.",
+                    status: .conflict, cookies: cookies, showBack: true)
     }
 
     private func crossSitePage() -> Response {
@@ -248,12 +317,12 @@ extension DeviceAuthorizationRoutes {
     }
 
     private func unauthenticatedPage(csrfToken: String, cookies: [Cookie], userCode: String?, error: String? = nil,
-                                     status: HTTPResponse.Status = .ok) -> Response {
+                                     status: HTTPResponse.Status = .ok, headers: [HTTPField.Name: String] = [:]) -> Response {
         if users.supportsLoginForm {
             var values: [String: Any] = ["title": "Sign in", "csrf_token": csrfToken]
             if let userCode { values["user_code"] = userCode }
             if let error { values["error"] = error }
-            return pages.render("login", values, status: status, cookies: cookies)
+            return pages.render("login", values, status: status, cookies: cookies, headers: headers)
         }
         return messagePage(title: "Sign-in required", message: "You need to sign in through your organization's login before you can connect a device.",
                            status: .unauthorized, cookies: cookies)
@@ -274,5 +343,15 @@ extension DeviceAuthorizationRoutes {
         var values: [String: Any] = ["title": title, "message": message, "show_back": showBack]
         if let user { values["user"] = user.displayName }
         return pages.render("message", values, status: status, cookies: cookies, headers: headers)
+    }
+}
+
+extension RequestOrigin {
+    /// The address buckets a user-code guess is charged to, each limited on its own: the IPv4
+    /// address; for IPv6 its /64 (one host) and its /48 (one site), so neither a host rotating
+    /// through its /64 nor a site through its /64s gets more than the per-caller budget.
+    var lookupCallers: [String] {
+        guard let bytes = IPAddressParser.parse(clientIP), bytes.count == 16 else { return [rateLimitKey] }
+        return [rateLimitKey, hexString(bytes[0..<6]) + "::/48"]
     }
 }
