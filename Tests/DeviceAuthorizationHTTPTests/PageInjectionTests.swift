@@ -63,7 +63,7 @@ struct PageInjectionTests {
           arguments: payloads.map(\.name))
     func userCodeFields(_ name: String) async throws {
         let payload = try #require(Self.payloads.first { $0.name == name }).value
-        let fixture = try await HTTPFixture(configureStore: { $0.maxFailuresPerCaller = 10_000; $0.maxFailuresGlobal = 10_000 })
+        let fixture = try await HTTPFixture(configureStore: { $0.maxFailuresPerCaller = 10_000; $0.maxFailuresPerUser = 10_000; $0.maxFailuresGlobal = 10_000 })
         defer { fixture.shutdown() }
         try await fixture.app.test(.router) { client in
             // Not signed in: the sign-in page's hidden user_code.
