@@ -35,7 +35,7 @@ struct ClusterHTTPTests {
 
             let browser = Browser()
             try await browser.logIn(client)
-            let confirm = try await browser.get(client, "/device?user_code=\(userCode)")
+            let confirm = try await browser.lookup(client, "\(userCode)")
             #expect(confirm.status == .ok)
             #expect(confirm.text.contains("Fast poller"))
             let approved = try await browser.decide(client, "approve", on: confirm)
@@ -47,7 +47,7 @@ struct ClusterHTTPTests {
             let claims = try await keys.verify(try #require(token.json["access_token"] as? String), as: JWTTokenIssuer.Claims.self)
             #expect(claims.sub.value == "alice")
             expectOAuthError(try await client.poll(deviceCode: deviceCode, clientID: "fast"), "invalid_grant")
-            #expect(try await browser.get(client, "/device?user_code=\(userCode)").status == .conflict, "already used")
+            #expect(try await browser.lookup(client, "\(userCode)").status == .conflict, "already used")
         }
     }
 

@@ -41,7 +41,7 @@ struct HTTPFixture {
     let tokens: JWTTokenIssuer
 
     init(users: (any UserAuthenticator)? = nil, trustedProxies: [String] = [], redisURL: String? = nil,
-         keyPrefix: String? = nil, signingKeyPEM: String? = nil, secureCookies: Bool? = nil,
+         keyPrefix: String? = nil, signingKeyPEM: String? = nil, secureCookies: Bool? = nil, publicBaseURL: String? = nil,
          rateLimits: RateLimitSettings = RateLimitSettings(), maxBodySize: Int = 16 * 1024,
          configureStore: (inout DeviceCodeStoreConfiguration) -> Void = { _ in }) async throws {
         _ = TestMetrics.shared
@@ -61,7 +61,7 @@ struct HTTPFixture {
             users: users ?? DevelopmentLoginAuthenticator(users: ["alice": "wonderland", "bob": "builder"], secret: testSecret,
                                                           secureCookies: secureCookies ?? true),
             tokens: tokens, metrics: DeviceAuthorizationMetrics(registry: TestMetrics.shared.registry),
-            configuration: DeviceAuthorizationHTTPConfiguration(issuer: "https://auth.test", trustedProxies: try TrustedProxies(trustedProxies), secret: testSecret,
+            configuration: DeviceAuthorizationHTTPConfiguration(issuer: "https://auth.test", publicBaseURL: publicBaseURL, trustedProxies: try TrustedProxies(trustedProxies), secret: testSecret,
                                                                         secureCookies: secureCookies, maxBodySize: maxBodySize, rateLimits: rateLimits))
     }
 
@@ -69,6 +69,29 @@ struct HTTPFixture {
 
     var app: some ApplicationProtocol {
         Application(router: routes.makeRouter(), configuration: .init(address: .hostname("127.0.0.1", port: 0)))
+    }
+
+    /// The application on a fixed port (for a public base URL that names it, as a browser's
+    /// `Origin` does).
+    func app(port: Int) -> some ApplicationProtocol {
+        Application(router: routes.makeRouter(), configuration: .init(address: .hostname("127.0.0.1", port: port)))
+    }
+
+    /// A TCP port on 127.0.0.1 that was free a moment ago (the kernel's choice for port 0).
+    static func freePort() throws -> Int {
+        let socketFD = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(socketFD >= 0)
+        defer { close(socketFD) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socketFD, $0, length) == 0 && getsockname(socketFD, $0, &length) == 0 }
+        }
+        try #require(bound)
+        return Int(UInt16(bigEndian: address.sin_port))
     }
 
     func shutdown() { redis.shutdown() }
@@ -206,6 +229,14 @@ final class Browser: @unchecked Sendable {
             form.append((name, try #require(hiddenField(name, in: page.text), "no hidden \(name) on the confirmation page", sourceLocation: sourceLocation)))
         }
         return try await post(client, "/device", form, headers: headers)
+    }
+
+    /// Enters a code as a person does: opens `/device` (which only shows the form), then posts
+    /// the form with `action=lookup`. Answers the GET when it shows no form.
+    func lookup(_ client: some TestClientProtocol, _ userCode: String, headers: HTTPFields = [:]) async throws -> TestResponse {
+        let page = try await get(client, "/device", headers: headers)
+        guard let token = hiddenField("csrf_token", in: page.text) else { return page }
+        return try await post(client, "/device", [("action", "lookup"), ("user_code", userCode), ("csrf_token", token)], headers: headers)
     }
 
     /// Signs in through the development login form.

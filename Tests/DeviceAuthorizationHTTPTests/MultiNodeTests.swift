@@ -25,7 +25,7 @@ struct MultiNodeTests {
                 let first = try await a.issue(clientID: "fast")
                 let browser = Browser()
                 try await browser.logIn(b)
-                let page = try await browser.get(b, "/device?user_code=\(first.userCode)")
+                let page = try await browser.lookup(b, "\(first.userCode)")
                 #expect(page.status == .ok)
                 let approved = try await browser.decide(b, "approve", on: page)
                 #expect(approved.status == .ok)

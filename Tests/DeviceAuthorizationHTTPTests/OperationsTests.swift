@@ -87,9 +87,21 @@ struct OperationsTests {
             expectOAuthError(token, "temporarily_unavailable", status: .serviceUnavailable)
             #expect(try await client.execute(uri: "/readyz", method: .get).status == .serviceUnavailable)
             #expect(try await client.execute(uri: "/healthz", method: .get).status == .ok)
+            // The sign-in attempt limit needs Redis too: it fails closed, as a 503 page.
+            let browser = Browser()
+            let form = try await browser.get(client, "/device")
+            let signIn = try await browser.post(client, "/device/login", [("username", "alice"), ("password", "wonderland"),
+                                                                         ("csrf_token", try #require(hiddenField("csrf_token", in: form.text)))])
+            #expect(signIn.status == .serviceUnavailable)
+            #expect(signIn.headers[.retryAfter] != nil)
+        }
+        // Signed in (no sign-in limit here), the lookup is a 503 page.
+        let unlimited = try await HTTPFixture(redisURL: "redis://127.0.0.1:1/0", rateLimits: .off)
+        defer { unlimited.shutdown() }
+        try await unlimited.app.test(.router) { client in
             let browser = Browser()
             try await browser.logIn(client)
-            #expect(try await browser.get(client, "/device?user_code=BBBB-BBBB").status == .serviceUnavailable)
+            #expect(try await browser.lookup(client, "BBBB-BBBB").status == .serviceUnavailable)
         }
     }
 }

@@ -37,14 +37,14 @@ struct PageSecurityTests {
             try await browser.logIn(client)
             let enter = try await browser.get(client, "/device")
             Self.expectPageHeaders(enter, "code entry page")
-            let confirm = try await browser.get(client, "/device?user_code=\(issued.userCode)")
+            let confirm = try await browser.lookup(client, "\(issued.userCode)")
             Self.expectPageHeaders(confirm, "confirmation page")
-            Self.expectPageHeaders(try await browser.get(client, "/device?user_code=BBBB-BBBB"), "not found page")
-            Self.expectPageHeaders(try await browser.get(client, "/device?user_code=12"), "invalid code page")
+            Self.expectPageHeaders(try await browser.lookup(client, "BBBB-BBBB"), "not found page")
+            Self.expectPageHeaders(try await browser.lookup(client, "12"), "invalid code page")
             Self.expectPageHeaders(try await browser.post(client, "/device", [("action", "approve"), ("user_code", "x")]), "CSRF failure page")
             Self.expectPageHeaders(try await client.execute(uri: "/device", method: .put), "405 page")
-            _ = try await browser.get(client, "/device?user_code=BBBB-BBBC")
-            let locked = try await browser.get(client, "/device?user_code=BBBB-BBBD")
+            _ = try await browser.lookup(client, "BBBB-BBBC")
+            let locked = try await browser.lookup(client, "BBBB-BBBD")
             #expect(locked.status == .tooManyRequests)
             Self.expectPageHeaders(locked, "lockout page")
         }
@@ -59,7 +59,7 @@ struct PageSecurityTests {
             let userCode = issued.userCode
             let browser = Browser()
             try await browser.logIn(client)
-            let page = try await browser.get(client, "/device?user_code=\(userCode.lowercased())")
+            let page = try await browser.lookup(client, "\(userCode.lowercased())")
             #expect(page.status == .ok)
             #expect(page.text.contains("Allow Test CLI to access your account?"))
             #expect(page.text.contains("(cli)"))
@@ -79,12 +79,16 @@ struct PageSecurityTests {
             try await fixture.app.test(.router) { client in
                 let browser = Browser()
                 let login = try await browser.get(client, "/device")
-                let csrf = try #require(Self.cookie("deviceauth_csrf", in: login))
+                // `__Host-` needs `Secure`: with cookies configured not Secure the plain name is used.
+                let csrfName = secure ? "__Host-deviceauth_csrf" : "deviceauth_csrf"
+                let csrf = try #require(Self.cookie(csrfName, in: login))
                 let token = try #require(hiddenField("csrf_token", in: login.text))
                 let signedIn = try await browser.post(client, "/device/login", [("username", "alice"), ("password", "wonderland"), ("csrf_token", token)])
                 #expect(signedIn.status == .seeOther)
-                let session = try #require(signedIn.headers[values: .setCookie].first { !$0.hasPrefix("deviceauth_csrf=") })
-                for cookie in [csrf, session] {
+                let session = try #require(signedIn.headers[values: .setCookie].first { $0.hasPrefix("deviceauth_session=") })
+                let rotated = try #require(Self.cookie(csrfName, in: signedIn), "sign-in sets a fresh CSRF nonce")
+                #expect(rotated != csrf)
+                for cookie in [csrf, session, rotated] {
                     #expect(cookie.contains("HttpOnly"), "\(cookie)")
                     #expect(cookie.contains("SameSite=Strict"), "\(cookie)")
                     #expect(cookie.contains("; Secure") == secure, "secure=\(secure): \(cookie)")

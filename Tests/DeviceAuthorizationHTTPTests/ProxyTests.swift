@@ -30,7 +30,7 @@ struct ProxyTests {
         try await fixture.app.test(.live) { client in
             let issued = try await client.issue(clientID: "fast")
             let browser = Browser()
-            let page = try await browser.get(client, "/device?user_code=\(issued.userCode)", headers: [Self.userHeader: "carol"])
+            let page = try await browser.lookup(client, "\(issued.userCode)", headers: [Self.userHeader: "carol"])
             #expect(page.status == .ok)
             #expect(page.text.contains("carol"))
             let approved = try await browser.decide(client, "approve", on: page, headers: [Self.userHeader: "carol"])
@@ -48,10 +48,10 @@ struct ProxyTests {
             let browser = Browser()
             try await browser.logIn(client)
             for index in 0..<2 {
-                let response = try await browser.get(client, "/device?user_code=BBBB-BBBB", headers: [.xForwardedForTest: "203.0.113.\(index)"])
+                let response = try await browser.lookup(client, "BBBB-BBBB", headers: [.xForwardedForTest: "203.0.113.\(index)"])
                 #expect(response.status == .notFound)
             }
-            let locked = try await browser.get(client, "/device?user_code=BBBB-BBBB", headers: [.xForwardedForTest: "203.0.113.99"])
+            let locked = try await browser.lookup(client, "BBBB-BBBB", headers: [.xForwardedForTest: "203.0.113.99"])
             #expect(locked.status == .tooManyRequests)
         }
     }
@@ -64,11 +64,11 @@ struct ProxyTests {
             let browser = Browser()
             try await browser.logIn(client)
             for _ in 0..<2 {
-                #expect(try await browser.get(client, "/device?user_code=BBBB-BBBB", headers: [.xForwardedForTest: "203.0.113.1"]).status == .notFound)
+                #expect(try await browser.lookup(client, "BBBB-BBBB", headers: [.xForwardedForTest: "203.0.113.1"]).status == .notFound)
             }
-            #expect(try await browser.get(client, "/device?user_code=BBBB-BBBB", headers: [.xForwardedForTest: "203.0.113.1"]).status == .tooManyRequests)
+            #expect(try await browser.lookup(client, "BBBB-BBBB", headers: [.xForwardedForTest: "203.0.113.1"]).status == .tooManyRequests)
             // Another client behind the same proxy is not locked out.
-            #expect(try await browser.get(client, "/device?user_code=BBBB-BBBB", headers: [.xForwardedForTest: "198.51.100.7"]).status == .notFound)
+            #expect(try await browser.lookup(client, "BBBB-BBBB", headers: [.xForwardedForTest: "198.51.100.7"]).status == .notFound)
         }
     }
 

@@ -72,10 +72,12 @@ struct RealClientTests {
     @Test("headless Chromium: sign in, type the code, confirm, approve; the device then gets its token",
           .enabled(if: PythonClient.browserAvailable, "needs chromium, chromium-driver and python3 selenium"))
     func browserApproval() async throws {
-        let fixture = try await HTTPFixture(secureCookies: false)
+        // The browser sends `Origin: http://127.0.0.1:PORT` with its form posts, so the public
+        // base URL must be that origin (the server refuses posts from any other).
+        let port = try HTTPFixture.freePort()
+        let fixture = try await HTTPFixture(secureCookies: false, publicBaseURL: "http://127.0.0.1:\(port)")
         defer { fixture.shutdown() }
-        try await fixture.app.test(.live) { client in
-            let port = try #require(client.port)
+        try await fixture.app(port: port).test(.live) { client in
             let issued = try await client.issue(clientID: "fast")
             let screenshot = PythonClient.artifactsDirectory + "/verification-confirm.png"
             let result = try await PythonClient.run("browser_approval.py", arguments: [

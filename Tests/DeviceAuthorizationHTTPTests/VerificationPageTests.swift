@@ -27,7 +27,10 @@ struct VerificationPageTests {
             #expect(login.headers[HTTPField.Name("X-Frame-Options")!] == "DENY")
             #expect(login.headers[HTTPField.Name("Referrer-Policy")!] == "no-referrer")
             #expect(login.headers[.cacheControl] == "no-store")
-            let csrfCookie = try #require(login.headers[values: .setCookie].first { $0.hasPrefix("deviceauth_csrf=") })
+            let csrfCookie = try #require(login.headers[values: .setCookie].first { $0.hasPrefix("__Host-deviceauth_csrf=") },
+                                          "an https base URL gives the CSRF cookie the __Host- prefix")
+            #expect(csrfCookie.contains("Path=/;") || csrfCookie.hasSuffix("Path=/"), "\(csrfCookie)")
+            #expect(!csrfCookie.lowercased().contains("domain="), "\(csrfCookie)")
             #expect(csrfCookie.contains("HttpOnly"))
             #expect(csrfCookie.contains("SameSite=Strict"))
             #expect(csrfCookie.contains("Secure"), "the public URL is https, so cookies are Secure")
@@ -60,7 +63,7 @@ struct VerificationPageTests {
             #expect(tokenResponse.json["access_token"] is String)
 
             // The same code again: "already used".
-            let again = try await browser.get(client, "/device?user_code=\(userCode)")
+            let again = try await browser.lookup(client, "\(userCode)")
             #expect(again.status == .conflict)
             #expect(again.text.contains("already used"))
         }
@@ -76,11 +79,17 @@ struct VerificationPageTests {
             let complete = try #require(URL(string: completeText))
             let browser = Browser()
             try await browser.logIn(client)
-            let page = try await browser.get(client, complete.path + "?" + (try #require(complete.query)))
-            #expect(page.status == .ok)
-            #expect(page.text.contains("value=\"approve\"") && page.text.contains("value=\"deny\""))
+            // Opening the link only fills in the code form: no lookup, no buttons to decide with.
+            let form = try await browser.get(client, complete.path + "?" + (try #require(complete.query)))
+            #expect(form.status == .ok)
+            #expect(form.text.contains("name=\"user_code\" value=\"\(issued.userCode)\""), "the code from the link is prefilled")
+            #expect(!form.text.contains("value=\"approve\"") && !form.text.contains("name=\"grant_id\""))
             // Nothing was decided by merely opening the link.
             expectOAuthError(try await client.poll(deviceCode: issued.deviceCode, clientID: "fast"), "authorization_pending")
+            let token = try #require(hiddenField("csrf_token", in: form.text))
+            let page = try await browser.post(client, "/device", [("action", "lookup"), ("user_code", issued.userCode), ("csrf_token", token)])
+            #expect(page.status == .ok)
+            #expect(page.text.contains("value=\"approve\"") && page.text.contains("value=\"deny\""))
 
             let denied = try await browser.decide(client, "deny", on: page)
             #expect(denied.text.contains("Request denied"))
@@ -123,16 +132,16 @@ struct VerificationPageTests {
         try await fixture.app.test(.router) { client in
             let browser = Browser()
             try await browser.logIn(client)
-            let unknown = try await browser.get(client, "/device?user_code=BBBB-BBBB")
+            let unknown = try await browser.lookup(client, "BBBB-BBBB")
             #expect(unknown.status == .notFound)
             #expect(unknown.text.contains("could not find a request"))
-            let malformed = try await browser.get(client, "/device?user_code=12")
+            let malformed = try await browser.lookup(client, "12")
             #expect(malformed.status == .badRequest)
             #expect(malformed.text.contains("not a valid code"))
 
             let issued = try await client.issue(clientID: "short")
             try await Task.sleep(for: .milliseconds(1_200))
-            let expired = try await browser.get(client, "/device?user_code=\(issued.userCode)")
+            let expired = try await browser.lookup(client, "\(issued.userCode)")
             #expect(expired.status == .gone)
             #expect(expired.text.contains("expired"))
         }
@@ -147,16 +156,16 @@ struct VerificationPageTests {
             let browser = Browser()
             try await browser.logIn(client)
             for _ in 0..<3 {
-                #expect(try await browser.get(client, "/device?user_code=BBBB-BBBB").status == .notFound)
+                #expect(try await browser.lookup(client, "BBBB-BBBB").status == .notFound)
             }
-            let locked = try await browser.get(client, "/device?user_code=\(issued.userCode)")
+            let locked = try await browser.lookup(client, "\(issued.userCode)")
             #expect(locked.status == .tooManyRequests)
             #expect(locked.headers[.retryAfter].flatMap(Int.init).map { $0 > 0 } == true)
             #expect(locked.text.contains("Too many attempts"))
         }
     }
 
-    @Test("HTML-special characters are escaped")
+    @Test("HTML-special characters are not reflected")
     func escaping() async throws {
         let fixture = try await HTTPFixture()
         defer { fixture.shutdown() }
@@ -165,6 +174,9 @@ struct VerificationPageTests {
             try await browser.logIn(client)
             let page = try await browser.get(client, "/device?user_code=%3Cscript%3Ealert(1)%3C%2Fscript%3E")
             #expect(!page.text.contains("<script>alert"))
+            let looked = try await browser.lookup(client, "<script>alert(1)</script>")
+            #expect(looked.status == .badRequest)
+            #expect(!looked.text.contains("<script>alert") && !looked.text.contains("&lt;script"), "only code-alphabet characters are shown again")
         }
     }
 }

@@ -71,6 +71,13 @@ public struct RateLimitSettings: Sendable, Hashable {
     /// Counted after a poll finds no such code; an address a node knows to be over the limit is
     /// refused before polling, a live code included, so it cannot probe codes.
     public var unknownDeviceCodesPerIP: RateLimit?
+    /// Development-login attempts per client IP (IPv6: per /64). Charged before the password is
+    /// checked and given back when it was right, so a burst across nodes gets at most the limit
+    /// of wrong-password answers, and the rest (a right password included) 429.
+    public var loginFailuresPerIP: RateLimit?
+    /// Development-login attempts per user name, counted the same way (guessing one person's
+    /// password from many addresses).
+    public var loginFailuresPerUser: RateLimit?
 
     /// Creates the limits.
     /// - Parameters:
@@ -80,14 +87,22 @@ public struct RateLimitSettings: Sendable, Hashable {
     ///     big fleets).
     ///   - unknownDeviceCodesPerIP: unknown device codes per client IP (30 per minute; a
     ///     well-behaved device sees at most one, when its code is gone).
+    ///   - loginFailuresPerIP: wrong development-login passwords per client IP (10 per 15 minutes).
+    ///   - loginFailuresPerUser: wrong development-login passwords per user name (20 per 15
+    ///     minutes; higher than per IP, because anyone can spend it and lock the name out).
     public init(deviceAuthorizationsPerIP: RateLimit? = RateLimit(30, per: .seconds(60)),
                 deviceAuthorizationsPerClient: RateLimit? = RateLimit(600, per: .seconds(60)),
-                unknownDeviceCodesPerIP: RateLimit? = RateLimit(30, per: .seconds(60))) {
+                unknownDeviceCodesPerIP: RateLimit? = RateLimit(30, per: .seconds(60)),
+                loginFailuresPerIP: RateLimit? = RateLimit(10, per: .seconds(900)),
+                loginFailuresPerUser: RateLimit? = RateLimit(20, per: .seconds(900))) {
         self.deviceAuthorizationsPerIP = deviceAuthorizationsPerIP
         self.deviceAuthorizationsPerClient = deviceAuthorizationsPerClient
         self.unknownDeviceCodesPerIP = unknownDeviceCodesPerIP
+        self.loginFailuresPerIP = loginFailuresPerIP
+        self.loginFailuresPerUser = loginFailuresPerUser
     }
 
     /// No limits at all (tests, or a gateway in front that already limits).
-    public static let off = RateLimitSettings(deviceAuthorizationsPerIP: nil, deviceAuthorizationsPerClient: nil, unknownDeviceCodesPerIP: nil)
+    public static let off = RateLimitSettings(deviceAuthorizationsPerIP: nil, deviceAuthorizationsPerClient: nil, unknownDeviceCodesPerIP: nil,
+                                              loginFailuresPerIP: nil, loginFailuresPerUser: nil)
 }

@@ -63,7 +63,7 @@ public struct DeviceAuthorizationRoutes: Sendable {
         self.configuration = configuration
         self.clientAuthenticator = ClientAuthenticator(registry: clients)
         self.pages = try PageRenderer(serviceName: configuration.serviceName)
-        self.csrf = CSRFProtection(secret: configuration.secret, secureCookies: configuration.secureCookies)
+        self.csrf = CSRFProtection(secret: configuration.secret, secureCookies: configuration.secureCookies, publicBaseURL: configuration.publicBaseURL)
         self.rateLimiter = RequestRateLimiter(client: redis, keyPrefix: store.configuration.keyPrefix, secret: store.configuration.secret)
         self.logger = logger
     }
@@ -132,7 +132,10 @@ public struct DeviceAuthorizationRoutes: Sendable {
             let client = try await clientAuthenticator.authenticate(request: request, form: form)
             let scopes = try Self.resolveScopes(form["scope"], for: client)
             try await limitDeviceAuthorizations(client: client, request: request, context)
-            let issued = try await store.issue(clientID: client.clientID, scopes: scopes, lifetime: client.codeLifetime, interval: client.pollingInterval)
+            // The address the device asked from, for the confirmation page (RFC 8628 §5.4).
+            let origin = RequestOrigin(request: request, peerAddress: context.peerIPAddress, trustedProxies: configuration.trustedProxies)
+            let issued = try await store.issue(clientID: client.clientID, scopes: scopes, lifetime: client.codeLifetime, interval: client.pollingInterval,
+                                               origin: origin.clientIP)
             context.logger.info("issued device code", metadata: ["grant_id": "\(issued.grantID)", "client_id": "\(client.clientID)"])
             let verificationURI = configuration.publicBaseURL + "/device"
             let complete = verificationURI + "?user_code=" + (issued.userCode.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? issued.userCode)

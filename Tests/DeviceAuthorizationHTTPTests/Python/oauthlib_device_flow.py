@@ -71,7 +71,12 @@ def main(base, client_id, user, password):
     page = browser.post(base + "/device/login", data={
         "csrf_token": hidden("csrf_token", page.text), "username": user, "password": password,
         "user_code": hidden("user_code", page.text)})
+    # After sign-in the link's code is prefilled in the form; the lookup is the form's POST.
     assert page.status_code == 200, (page.status_code, re.sub(r"(?s)<style>.*</style>", "", page.text)[:600], dict(browser.cookies))
+    assert hidden("user_code", page.text) == grant["user_code"] and "grant_id" not in page.text, page.text[:600]
+    page = browser.post(base + "/device", data={
+        "action": "lookup", "csrf_token": hidden("csrf_token", page.text), "user_code": hidden("user_code", page.text)})
+    assert page.status_code == 200, (page.status_code, re.sub(r"(?s)<style>.*</style>", "", page.text)[:600])
     assert grant["user_code"] in page.text and "Only approve a code your own device shows" in page.text
     done = browser.post(base + "/device", data={
         "action": "approve", "csrf_token": hidden("csrf_token", page.text),
