@@ -282,7 +282,7 @@ public struct DeviceAuthorizationRoutes: Sendable {
 
     func readForm(_ request: Request) async throws(OAuthError) -> FormBody {
         do {
-            return try await FormBody.read(from: request, limit: configuration.maxBodySize)
+            return try await FormBody.read(from: request, limit: configuration.maxBodySize, maxParameters: configuration.maxFormParameters)
         } catch {
             throw OAuthError.from(error)
         }

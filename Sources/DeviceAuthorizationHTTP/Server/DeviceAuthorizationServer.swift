@@ -104,7 +104,8 @@ public enum DeviceAuthorizationServer {
         let issuer = file.issuer ?? publicBaseURL
         let configuration = DeviceAuthorizationHTTPConfiguration(
             issuer: issuer, publicBaseURL: publicBaseURL, trustedProxies: try TrustedProxies(file.trustedProxies ?? []),
-            secret: secret, secureCookies: file.secureCookies, rateLimits: try file.rateLimits?.settings() ?? RateLimitSettings())
+            secret: secret, secureCookies: file.secureCookies, maxFormParameters: file.maxFormParameters ?? FormBody.defaultMaxParameters,
+            rateLimits: try file.rateLimits?.settings() ?? RateLimitSettings())
 
         // Metrics: the store's swift-metrics counters land in the same Prometheus registry.
         let metrics = DeviceAuthorizationMetrics()

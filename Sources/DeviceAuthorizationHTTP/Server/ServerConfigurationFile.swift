@@ -115,6 +115,8 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
     public var maxFailuresPerCaller: Int?
     /// Request rate limits per minute; 0 turns one off (see ``RateLimitSettings``).
     public var rateLimits: RateLimitsPerMinute?
+    /// Most parameters in one form body (64); more get 400 `invalid_request`.
+    public var maxFormParameters: Int?
 
     /// `"rate_limits"`: requests per minute; a missing member keeps the default, 0 turns it off.
     public struct RateLimitsPerMinute: Codable, Sendable, Equatable {
@@ -151,6 +153,7 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         case tokenLifetimeSeconds = "token_lifetime_seconds", trustedProxies = "trusted_proxies", userHeader = "user_header"
         case users, clients, secureCookies = "secure_cookies", keyPrefix = "key_prefix", codeLifetimeSeconds = "code_lifetime_seconds"
         case intervalSeconds = "interval_seconds", maxFailuresPerCaller = "max_failures_per_caller", rateLimits = "rate_limits"
+        case maxFormParameters = "max_form_parameters"
     }
 
     /// An empty configuration.
@@ -170,6 +173,9 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         public static let tokenLifetimeSeconds = 1...31_536_000
         /// `max_failures_per_caller`: at least one (0 would lock every caller out).
         public static let maxFailuresPerCaller = 1...1_000_000
+        /// `max_form_parameters`: enough for every form (the page's largest has five), at most
+        /// 1000 (past that the cap no longer bounds anything a 16 KiB body could not do).
+        public static let maxFormParameters = 8...1_000
 
         static func check(_ value: Int?, _ name: String, _ range: ClosedRange<Int>) throws {
             guard let value, !range.contains(value) else { return }
@@ -186,6 +192,7 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         try Ranges.check(intervalSeconds, "interval_seconds", Ranges.intervalSeconds)
         try Ranges.check(tokenLifetimeSeconds, "token_lifetime_seconds", Ranges.tokenLifetimeSeconds)
         try Ranges.check(maxFailuresPerCaller, "max_failures_per_caller", Ranges.maxFailuresPerCaller)
+        try Ranges.check(maxFormParameters, "max_form_parameters", Ranges.maxFormParameters)
     }
 
     /// Reads, decodes and validates a configuration file.
