@@ -13,6 +13,8 @@ What can be checked without Docker or Kubernetes:
 - deploy/nginx.conf passes `nginx -t` (Debian's nginx), on a copy whose upstream host names are
   rewritten to 127.0.0.1: nginx resolves upstream names while loading its configuration, and the
   compose service names (api-1, …) only resolve inside the compose network;
+- deploy/nginx.conf running in front of a stub node: /metrics however spelled (/metrics/, /metrics//,
+  //metrics, %6D…) is answered 404 by nginx and never reaches a node;
 - deploy/redis.conf: noeviction, AOF everysec, and an ACL user allowed exactly the commands the
   product sends (read from the Swift sources and the Lua scripts), on its key prefix only — checked
   on the text and on a real redis-server started with a copy of the file (ACL DRYRUN), and, when the
@@ -671,6 +673,84 @@ class NginxCheck(unittest.TestCase):
         self.assertIsNotNone(nginx, "nginx is not installed (apt-get install nginx)")
         problems = nginx_t(nginx, deploy().nginx)
         self.assertEqual(problems, [])
+
+
+class NginxLive(unittest.TestCase):
+    """deploy/nginx.conf running, in front of a stub node that answers every path with 200 and a
+    marker: the metrics paths, however spelled, are answered by nginx (404) and never reach a node."""
+
+    METRICS_SPELLINGS = ["/metrics", "/metrics/", "/metrics//", "//metrics", "///metrics/", "/metrics/x",
+                         "/%6Detrics", "/metrics%2F", "/./metrics", "/device/../metrics", "/metrics?x=1"]
+
+    def test_metrics_are_not_served_through_nginx(self):
+        import http.server
+        import threading
+        nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+        self.assertIsNotNone(nginx, "nginx is not installed (apt-get install nginx)")
+        seen = []
+
+        class Stub(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                seen.append(self.path)
+                body = b"STUB-NODE deviceauth_grants_issued_total 1\n"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        stub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stub)
+        threading.Thread(target=stub.serve_forever, daemon=True).start()
+        listen = free_port()
+        with tempfile.TemporaryDirectory(prefix="deviceauth-deploy-nginx-live.") as tmp:
+            tmp = Path(tmp)
+            conf = re.sub(r"(?m)^(\s*server\s+)[\w.-]+:(\d+)", rf"\g<1>127.0.0.1:{stub.server_port}", deploy().nginx)
+            conf = re.sub(r"(?m)^(\s*listen\s+)\d+;", rf"\g<1>127.0.0.1:{listen};", conf)
+            (tmp / "default.conf").write_text(conf)
+            (tmp / "nginx.conf").write_text(f"""
+daemon off;
+master_process off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log;
+events {{}}
+http {{
+    access_log {tmp}/access.log;
+    client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy; fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
+    include {tmp}/default.conf;
+}}
+""")
+            process = subprocess.Popen([nginx, "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(tmp / "nginx.conf")],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            try:
+                def get(path):
+                    with socket.create_connection(("127.0.0.1", listen), timeout=10) as connection:
+                        connection.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
+                        data = b""
+                        while chunk := connection.recv(65536):
+                            data += chunk
+                    head, _, body = data.partition(b"\r\n\r\n")
+                    return int(head.split()[1]), body
+                for _ in range(100):  # hang guard while nginx starts
+                    try:
+                        get("/healthz")
+                        break
+                    except OSError:
+                        time.sleep(0.1)
+                status, body = get("/healthz")
+                self.assertEqual((status, b"STUB-NODE" in body), (200, True), "nginx does not proxy /healthz to the node")
+                before = len(seen)
+                for path in self.METRICS_SPELLINGS:
+                    status, body = get(path)
+                    self.assertEqual(status, 404, f"GET {path} through nginx")
+                    self.assertNotIn(b"deviceauth_", body, f"GET {path} through nginx leaked a node's answer")
+                self.assertEqual(seen[before:], [], "metrics requests reached the node")
+            finally:
+                process.terminate()
+                process.wait(timeout=10)
+                stub.shutdown()
 
 
 def nginx_t(nginx, conf_text):

@@ -43,7 +43,8 @@ struct HTTPFixture {
     init(users: (any UserAuthenticator)? = nil, trustedProxies: [String] = [], redisURL: String? = nil,
          keyPrefix: String? = nil, signingKeyPEM: String? = nil, secureCookies: Bool? = nil,
          rateLimits: RateLimitSettings = RateLimitSettings(), maxBodySize: Int = 16 * 1024,
-         configureStore: (inout DeviceCodeStoreConfiguration) -> Void = { _ in }) async throws {
+         configureStore: (inout DeviceCodeStoreConfiguration) -> Void = { _ in },
+         configureHTTP: (inout DeviceAuthorizationHTTPConfiguration) -> Void = { _ in }) async throws {
         _ = TestMetrics.shared
         guard let url = redisURL ?? ProcessInfo.processInfo.environment["REDIS_URL"] else {
             fatalError("REDIS_URL is not set: run the tests through Tests/Support/with-redis.sh")
@@ -56,13 +57,15 @@ struct HTTPFixture {
         configureStore(&storeConfiguration)
         store = DeviceCodeStore(client: redis, configuration: storeConfiguration)
         tokens = try await JWTTokenIssuer(issuer: "https://auth.test", privateKeyPEM: signingKeyPEM)
+        var httpConfiguration = DeviceAuthorizationHTTPConfiguration(issuer: "https://auth.test", trustedProxies: try TrustedProxies(trustedProxies), secret: testSecret,
+                                                                     secureCookies: secureCookies, maxBodySize: maxBodySize, rateLimits: rateLimits)
+        configureHTTP(&httpConfiguration)
         routes = try DeviceAuthorizationRoutes(
             store: store, redis: redis, clients: StaticClientRegistry(clients: testClients),
             users: users ?? DevelopmentLoginAuthenticator(users: ["alice": "wonderland", "bob": "builder"], secret: testSecret,
                                                           secureCookies: secureCookies ?? true),
             tokens: tokens, metrics: DeviceAuthorizationMetrics(registry: TestMetrics.shared.registry),
-            configuration: DeviceAuthorizationHTTPConfiguration(issuer: "https://auth.test", trustedProxies: try TrustedProxies(trustedProxies), secret: testSecret,
-                                                                        secureCookies: secureCookies, maxBodySize: maxBodySize, rateLimits: rateLimits))
+            configuration: httpConfiguration)
     }
 
     static func uniquePrefix() -> String { "h" + UUID().uuidString.prefix(8).lowercased() }

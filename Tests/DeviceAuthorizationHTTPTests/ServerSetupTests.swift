@@ -42,7 +42,8 @@ struct ServerSetupTests {
     @Test("configuration file: a lifetime, interval or failure limit outside its range stops the server at load, naming the setting",
           arguments: [("code_lifetime_seconds", -5), ("code_lifetime_seconds", 0), ("code_lifetime_seconds", 100_000_000_000_000_000),
                       ("interval_seconds", -1), ("interval_seconds", 3_601), ("token_lifetime_seconds", 0),
-                      ("token_lifetime_seconds", 31_536_001), ("max_failures_per_caller", 0)])
+                      ("token_lifetime_seconds", 31_536_001), ("max_failures_per_caller", 0),
+                      ("max_form_parameters", 7), ("max_form_parameters", 1_001), ("metrics_port", 0), ("metrics_port", 65_536)])
     func outOfRangeSettingsAreRefused(name: String, value: Int) throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("deviceauth-config-\(UUID().uuidString).json").path
         defer { try? FileManager.default.removeItem(atPath: path) }
@@ -87,6 +88,8 @@ private func bounds(_ name: String) -> ClosedRange<Int> {
     case "code_lifetime_seconds": ServerConfigurationFile.Ranges.codeLifetimeSeconds
     case "interval_seconds": ServerConfigurationFile.Ranges.intervalSeconds
     case "token_lifetime_seconds": ServerConfigurationFile.Ranges.tokenLifetimeSeconds
+    case "max_form_parameters": ServerConfigurationFile.Ranges.maxFormParameters
+    case "metrics_port": ServerConfigurationFile.Ranges.port
     default: ServerConfigurationFile.Ranges.maxFailuresPerCaller
     }
 }

@@ -22,6 +22,9 @@ public struct DeviceAuthorizationHTTPConfiguration: Sendable {
     public var serviceName: String
     /// Request rate limits (abuse protection), shared by all nodes through Redis.
     public var rateLimits: RateLimitSettings
+    /// Whether the main listener serves `GET /metrics`; `false` when the metrics have a listener
+    /// of their own (``DeviceAuthorizationRoutes/makeMetricsRouter()``), and the main one answers 404.
+    public var metricsOnMainListener: Bool
 
     /// Creates a configuration.
     /// - Parameters:
@@ -34,6 +37,7 @@ public struct DeviceAuthorizationHTTPConfiguration: Sendable {
     ///   - maxFormParameters: parameters per form body (64; no endpoint reads more than six).
     ///   - serviceName: name on the page ("Device sign-in").
     ///   - rateLimits: request rate limits (``RateLimitSettings/init(deviceAuthorizationsPerIP:deviceAuthorizationsPerClient:unknownDeviceCodesPerIP:)``'s defaults).
+    ///   - metricsOnMainListener: serve `/metrics` on the main listener (`true`).
     public init(
         issuer: String = "http://127.0.0.1:8080",
         publicBaseURL: String? = nil,
@@ -43,7 +47,8 @@ public struct DeviceAuthorizationHTTPConfiguration: Sendable {
         maxBodySize: Int = 16 * 1024,
         maxFormParameters: Int = 64,
         serviceName: String = "Device sign-in",
-        rateLimits: RateLimitSettings = RateLimitSettings()
+        rateLimits: RateLimitSettings = RateLimitSettings(),
+        metricsOnMainListener: Bool = true
     ) {
         self.issuer = issuer
         let base = publicBaseURL ?? issuer
@@ -55,6 +60,7 @@ public struct DeviceAuthorizationHTTPConfiguration: Sendable {
         self.maxFormParameters = max(1, maxFormParameters)
         self.serviceName = serviceName
         self.rateLimits = rateLimits
+        self.metricsOnMainListener = metricsOnMainListener
     }
 }
 

@@ -79,18 +79,30 @@ public struct DeviceAuthorizationRoutes: Sendable {
     /// Adds the middleware and routes to an existing router.
     public func addRoutes(to router: Router<DeviceAuthorizationRequestContext>) {
         router.add(middleware: RequestObservationMiddleware(metrics: metrics))
-        router.add(middleware: MethodNotAllowedMiddleware(routes: self))
+        router.add(middleware: StrictRoutingMiddleware(routes: self))
         router.post("/oauth/device_authorization") { request, context in await self.deviceAuthorization(request, context) }
         router.post("/oauth/token") { request, context in await self.token(request, context) }
         router.get("/.well-known/oauth-authorization-server") { _, _ in self.serverMetadata() }
         router.get("/.well-known/jwks.json") { _, _ in await self.jwks() }
         router.get("/healthz") { _, _ in JSONResponse.make(object: ["status": "ok"]) }
         router.get("/readyz") { _, context in await self.readiness(context) }
-        router.get("/metrics") { _, _ in self.metricsText() }
+        if configuration.metricsOnMainListener {
+            router.get("/metrics") { _, _ in self.metricsText() }
+        }
         router.get("/device") { request, context in await self.verificationPage(request, context) }
         router.post("/device") { request, context in await self.verificationSubmit(request, context) }
         router.post("/device/login") { request, context in await self.login(request, context) }
         router.get("/openapi.json") { _, _ in Self.openAPIResponse() }
+    }
+
+    /// A router with only `GET /metrics` (and the same strict routing and headers), for a
+    /// listener of its own (``DeviceAuthorizationHTTPConfiguration/metricsOnMainListener`` `false`),
+    /// so the metrics are reachable only where the scraper is.
+    public func makeMetricsRouter() -> Router<DeviceAuthorizationRequestContext> {
+        let router = Router(context: DeviceAuthorizationRequestContext.self)
+        router.add(middleware: StrictRoutingMiddleware(routes: self, paths: ["/metrics": ([.get], false)]))
+        router.get("/metrics") { _, _ in self.metricsText() }
+        return router
     }
 
     /// The documented paths and their methods (`GET /openapi.json`); any other method on them —
@@ -102,10 +114,18 @@ public struct DeviceAuthorizationRoutes: Sendable {
         "/healthz": ([.get], false), "/readyz": ([.get], false), "/metrics": ([.get], false), "/openapi.json": ([.get], false),
     ]
 
+    /// The paths the main listener serves: the documented ones, without `/metrics` when the
+    /// metrics have a listener of their own.
+    var servedPaths: [String: (methods: [HTTPRequest.Method], html: Bool)] {
+        var paths = Self.documentedMethods
+        if !configuration.metricsOnMainListener { paths["/metrics"] = nil }
+        return paths
+    }
+
     /// 405 with `Allow` and a body of the endpoint's kind: RFC 6749 JSON on the API, an HTML page
     /// on the verification page.
-    func methodNotAllowed(_ request: Request) -> Response? {
-        guard let entry = Self.documentedMethods[request.uri.path] else { return nil }
+    func methodNotAllowed(_ request: Request, paths: [String: (methods: [HTTPRequest.Method], html: Bool)]) -> Response? {
+        guard let entry = paths[request.uri.path] else { return nil }
         // HEAD is answered like GET by the server where GET exists.
         guard !entry.methods.contains(request.method), !(request.method == .head && entry.methods.contains(.get)) else { return nil }
         let allow = entry.methods.map(\.rawValue).joined(separator: ", ")
@@ -321,13 +341,28 @@ public struct DeviceAuthorizationRoutes: Sendable {
     }
 }
 
-/// Answers wrong methods on documented paths before routing (see
-/// ``DeviceAuthorizationRoutes/methodNotAllowed(_:)``).
-struct MethodNotAllowedMiddleware<Context: RequestContext>: RouterMiddleware {
+/// Strict routing, before the router: a path that is not exactly a served route is 404 (the
+/// router's own answer and `NotFound` metrics label), and a wrong method on a served path is 405
+/// (see ``DeviceAuthorizationRoutes/methodNotAllowed(_:paths:)``).
+///
+/// Hummingbird's trie splits paths on `/` and drops empty components, so `/metrics/`,
+/// `/metrics//` and `/device/` would reach `/metrics` and `/device`: a proxy that hides
+/// `location = /metrics` then still leaks the metrics through `/metrics/`.
+struct StrictRoutingMiddleware<Context: RequestContext>: RouterMiddleware {
     let routes: DeviceAuthorizationRoutes
+    let paths: [String: (methods: [HTTPRequest.Method], html: Bool)]
+
+    init(routes: DeviceAuthorizationRoutes, paths: [String: (methods: [HTTPRequest.Method], html: Bool)]? = nil) {
+        self.routes = routes
+        self.paths = paths ?? routes.servedPaths
+    }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if let response = routes.methodNotAllowed(request) { return response }
+        guard paths[request.uri.path] != nil else {
+            context.coreContext.endpointPath.value = "NotFound"
+            throw HTTPError(.notFound)
+        }
+        if let response = routes.methodNotAllowed(request, paths: paths) { return response }
         return try await next(request, context)
     }
 }

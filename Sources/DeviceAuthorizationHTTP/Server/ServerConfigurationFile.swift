@@ -117,6 +117,10 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
     public var rateLimits: RateLimitsPerMinute?
     /// Most parameters in one form body (64); more get 400 `invalid_request`.
     public var maxFormParameters: Int?
+    /// Port of a separate `GET /metrics` listener; the main listener then answers 404 there.
+    public var metricsPort: Int?
+    /// Address of the metrics listener (default: the main listener's).
+    public var metricsHost: String?
 
     /// `"rate_limits"`: requests per minute; a missing member keeps the default, 0 turns it off.
     public struct RateLimitsPerMinute: Codable, Sendable, Equatable {
@@ -153,7 +157,7 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         case tokenLifetimeSeconds = "token_lifetime_seconds", trustedProxies = "trusted_proxies", userHeader = "user_header"
         case users, clients, secureCookies = "secure_cookies", keyPrefix = "key_prefix", codeLifetimeSeconds = "code_lifetime_seconds"
         case intervalSeconds = "interval_seconds", maxFailuresPerCaller = "max_failures_per_caller", rateLimits = "rate_limits"
-        case maxFormParameters = "max_form_parameters"
+        case maxFormParameters = "max_form_parameters", metricsPort = "metrics_port", metricsHost = "metrics_host"
     }
 
     /// An empty configuration.
@@ -176,6 +180,8 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         /// `max_form_parameters`: enough for every form (the page's largest has five), at most
         /// 1000 (past that the cap no longer bounds anything a 16 KiB body could not do).
         public static let maxFormParameters = 8...1_000
+        /// `metrics_port`: a TCP port.
+        public static let port = 1...65_535
 
         static func check(_ value: Int?, _ name: String, _ range: ClosedRange<Int>) throws {
             guard let value, !range.contains(value) else { return }
@@ -193,6 +199,7 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         try Ranges.check(tokenLifetimeSeconds, "token_lifetime_seconds", Ranges.tokenLifetimeSeconds)
         try Ranges.check(maxFailuresPerCaller, "max_failures_per_caller", Ranges.maxFailuresPerCaller)
         try Ranges.check(maxFormParameters, "max_form_parameters", Ranges.maxFormParameters)
+        try Ranges.check(metricsPort, "metrics_port", Ranges.port)
     }
 
     /// Reads, decodes and validates a configuration file.
