@@ -31,6 +31,8 @@ let testClients: [RegisteredClient] = [
     RegisteredClient(clientID: "fast", displayName: "Fast poller", allowedScopes: ["profile", "email"], pollingInterval: 0),
     RegisteredClient(clientID: "limited", displayName: "Client with its own rate limit", allowedScopes: ["profile"],
                      deviceAuthorizationLimit: RateLimit(2, per: .seconds(60))),
+    RegisteredClient(clientID: "aud-cli", displayName: "Client with its own audience", allowedScopes: ["profile"], pollingInterval: 0,
+                     audience: "https://api.example.test"),
 ]
 
 /// Routes on the shared test Redis (REDIS_URL) with their own key prefix.

@@ -78,6 +78,7 @@ public struct DeviceAuthorizationRoutes: Sendable {
 
     /// Adds the middleware and routes to an existing router.
     public func addRoutes(to router: Router<DeviceAuthorizationRequestContext>) {
+        router.add(middleware: SecurityHeadersMiddleware(configuration: configuration))
         router.add(middleware: RequestObservationMiddleware(metrics: metrics))
         router.add(middleware: StrictRoutingMiddleware(routes: self))
         router.post("/oauth/device_authorization") { request, context in await self.deviceAuthorization(request, context) }
@@ -100,6 +101,7 @@ public struct DeviceAuthorizationRoutes: Sendable {
     /// so the metrics are reachable only where the scraper is.
     public func makeMetricsRouter() -> Router<DeviceAuthorizationRequestContext> {
         let router = Router(context: DeviceAuthorizationRequestContext.self)
+        router.add(middleware: SecurityHeadersMiddleware(configuration: configuration))
         router.add(middleware: StrictRoutingMiddleware(routes: self, paths: ["/metrics": ([.get], false)]))
         router.get("/metrics") { _, _ in self.metricsText() }
         return router
@@ -212,12 +214,15 @@ public struct DeviceAuthorizationRoutes: Sendable {
             case .authorized(let userID, let scopes, let grantID):
                 let token: IssuedToken
                 do {
-                    token = try await tokens.issueToken(for: TokenRequest(userID: userID, clientID: client.clientID, scopes: scopes, grantID: grantID))
+                    token = try await tokens.issueToken(for: TokenRequest(userID: userID, clientID: client.clientID, scopes: scopes, grantID: grantID,
+                                                                          audience: client.audience))
                 } catch {
                     context.logger.error("token issuer failed after redemption", metadata: ["grant_id": "\(grantID)", "error": "\(type(of: error))"])
                     throw OAuthError.serverError
                 }
-                context.logger.info("issued access token", metadata: ["grant_id": "\(grantID)", "client_id": "\(client.clientID)"])
+                // The jti ties a token seen later (a resource server's log, a leak) to its grant.
+                context.logger.info("issued access token", metadata: ["grant_id": "\(grantID)", "client_id": "\(client.clientID)",
+                                                                      "jti": "\(token.tokenID ?? "-")"])
                 var body: [String: Any] = ["access_token": token.accessToken, "token_type": token.tokenType, "expires_in": token.expiresIn]
                 if !token.scopes.isEmpty { body["scope"] = token.scopes.joined(separator: " ") }
                 return JSONResponse.make(object: body)
@@ -365,4 +370,37 @@ struct StrictRoutingMiddleware<Context: RequestContext>: RouterMiddleware {
         if let response = routes.methodNotAllowed(request, paths: paths) { return response }
         return try await next(request, context)
     }
+}
+
+/// Headers on every answer of the routes, errors and 404s included: `X-Content-Type-Options:
+/// nosniff` (a browser must not read a JSON error or the metrics as HTML or script), and
+/// `Strict-Transport-Security` when the public base URL is https (a browser that once reached the
+/// page over TLS never again sends a session cookie or a user code in clear).
+struct SecurityHeadersMiddleware<Context: RequestContext>: RouterMiddleware {
+    /// One year, the value HSTS preload lists ask for; no `includeSubDomains`: the server cannot
+    /// know that every sibling host speaks TLS.
+    static var hstsValue: String { "max-age=31536000" }
+
+    let hsts: Bool
+
+    init(configuration: DeviceAuthorizationHTTPConfiguration) {
+        self.hsts = configuration.publicBaseURL.lowercased().hasPrefix("https://")
+    }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var response: Response
+        do {
+            response = try await next(request, context)
+        } catch let error as any HTTPResponseError {
+            // The router's 404 and other thrown answers: render them here so they get the headers too.
+            response = try error.response(from: request, context: context)
+        }
+        response.headers[.xContentTypeOptions] = "nosniff"
+        if hsts { response.headers[.strictTransportSecurity] = Self.hstsValue }
+        return response
+    }
+}
+
+extension HTTPField.Name {
+    static let strictTransportSecurity = HTTPField.Name("Strict-Transport-Security")!
 }

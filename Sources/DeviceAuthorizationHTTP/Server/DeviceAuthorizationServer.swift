@@ -170,7 +170,11 @@ public enum DeviceAuthorizationServer {
         } else {
             throw DeviceAuthorizationHTTPError(.signingKey, "a signing key is required: pass --signing-key FILE (an ES256 PEM: openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt)")
         }
-        let tokens = try await JWTTokenIssuer(issuer: issuer, privateKeyPEM: pem, lifetime: .seconds(file.tokenLifetimeSeconds ?? 3600))
+        if let audience = file.audience, audience.isEmpty {
+            throw DeviceAuthorizationHTTPError(.invalidConfiguration, "audience must not be empty (omit it for the issuer)")
+        }
+        let tokens = try await JWTTokenIssuer(issuer: issuer, privateKeyPEM: pem, audience: file.audience,
+                                              lifetime: .seconds(file.tokenLifetimeSeconds ?? 3600))
 
         let routes = try DeviceAuthorizationRoutes(store: store, redis: redis, clients: clients, users: users, tokens: tokens,
                                                    metrics: metrics, configuration: configuration, logger: logger)

@@ -37,11 +37,13 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         public var intervalSeconds: Int?
         /// This client's own limit of device authorization requests per minute (0: none).
         public var deviceAuthorizationsPerMinute: Int?
+        /// The `aud` of this client's access tokens (default: the server's `audience`).
+        public var audience: String?
 
         enum CodingKeys: String, CodingKey {
             case clientID = "client_id", displayName = "display_name", scopes, defaultScopes = "default_scopes", secret
             case secretSHA256 = "secret_sha256", codeLifetimeSeconds = "code_lifetime_seconds", intervalSeconds = "interval_seconds"
-            case deviceAuthorizationsPerMinute = "device_authorizations_per_minute"
+            case deviceAuthorizationsPerMinute = "device_authorizations_per_minute", audience
         }
 
         /// Creates a client entry.
@@ -62,7 +64,11 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         public func registeredClient() throws -> RegisteredClient {
             guard !clientID.isEmpty else { throw DeviceAuthorizationHTTPError(.invalidConfiguration, "a client has an empty client_id") }
             var client = RegisteredClient(clientID: clientID, displayName: displayName, allowedScopes: scopes ?? [], defaultScopes: defaultScopes,
-                                          secret: secret, codeLifetime: codeLifetimeSeconds.map { .seconds($0) }, pollingInterval: intervalSeconds)
+                                          secret: secret, codeLifetime: codeLifetimeSeconds.map { .seconds($0) }, pollingInterval: intervalSeconds,
+                                          audience: audience)
+            if let audience, audience.isEmpty {
+                throw DeviceAuthorizationHTTPError(.invalidConfiguration, "client \(clientID): audience must not be empty")
+            }
             if let secretSHA256 {
                 guard let hash = bytes(fromHex: secretSHA256), hash.count == 32 else {
                     throw DeviceAuthorizationHTTPError(.invalidConfiguration, "client \(clientID): secret_sha256 must be 64 hex digits")
@@ -95,6 +101,8 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
     public var signingKeyFile: String?
     /// Access-token lifetime in seconds (3600).
     public var tokenLifetimeSeconds: Int?
+    /// The default `aud` of access tokens (RFC 9068 §2.2; default: the issuer).
+    public var audience: String?
     /// Trusted reverse-proxy addresses / CIDR ranges.
     public var trustedProxies: [String]?
     /// When set, users are identified by this header from trusted proxies.
@@ -157,7 +165,7 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         case tokenLifetimeSeconds = "token_lifetime_seconds", trustedProxies = "trusted_proxies", userHeader = "user_header"
         case users, clients, secureCookies = "secure_cookies", keyPrefix = "key_prefix", codeLifetimeSeconds = "code_lifetime_seconds"
         case intervalSeconds = "interval_seconds", maxFailuresPerCaller = "max_failures_per_caller", rateLimits = "rate_limits"
-        case maxFormParameters = "max_form_parameters", metricsPort = "metrics_port", metricsHost = "metrics_host"
+        case audience, maxFormParameters = "max_form_parameters", metricsPort = "metrics_port", metricsHost = "metrics_host"
     }
 
     /// An empty configuration.
