@@ -276,8 +276,11 @@ class Deploy:
         if k8s_env.get("DEVICEAUTH_HOST", {}).get("value", env.get("DEVICEAUTH_HOST")) not in ("0.0.0.0", "::"):
             problems.append("k8s Deployment: the container must listen on all interfaces (DEVICEAUTH_HOST)")
         ports = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
-        if list(ports.values()) != [k8s_port]:
-            problems.append(f"k8s Deployment: containerPort {list(ports.values())} but the server listens on {k8s_port}")
+        metrics_port = k8s_env.get("DEVICEAUTH_METRICS_PORT", {}).get("value")
+        metrics_port = int(metrics_port) if metrics_port else None
+        if list(ports.values()) != [k8s_port] + ([metrics_port] if metrics_port else []):
+            problems.append(f"k8s Deployment: containerPort {list(ports.values())} but the server listens on {k8s_port}"
+                            + (f" and {metrics_port} (metrics)" if metrics_port else ""))
         def resolve(ref):
             return ports.get(ref) if isinstance(ref, str) else ref
         for probe_name, expected in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz"), ("startupProbe", None)):
@@ -301,8 +304,25 @@ class Deploy:
                 if resolve(p.get("targetPort")) != k8s_port:
                     problems.append(f"k8s Service: targetPort {p.get('targetPort')} does not reach the container port {k8s_port}")
         annotations = self.k8s_doc("Deployment")["spec"]["template"]["metadata"].get("annotations", {})
-        if "prometheus.io/port" in annotations and int(annotations["prometheus.io/port"]) != k8s_port:
-            problems.append(f"k8s Deployment: prometheus.io/port {annotations['prometheus.io/port']} is not {k8s_port}")
+        scrape_port = metrics_port or k8s_port
+        if "prometheus.io/port" in annotations and int(annotations["prometheus.io/port"]) != scrape_port:
+            problems.append(f"k8s Deployment: prometheus.io/port {annotations['prometheus.io/port']} is not {scrape_port}"
+                            + (" (DEVICEAUTH_METRICS_PORT)" if metrics_port else ""))
+        # The NetworkPolicy admits the node's ports by name: each name must be a container port.
+        policy = self.k8s_doc("NetworkPolicy")
+        if policy is None:
+            problems.append("k8s: no NetworkPolicy (any pod could reach the nodes and try the user header)")
+        else:
+            labels = self.k8s_doc("Deployment")["spec"]["template"]["metadata"]["labels"]
+            selector = policy["spec"].get("podSelector", {}).get("matchLabels") or {}
+            if not selector or any(labels.get(k) != v for k, v in selector.items()):
+                problems.append(f"k8s NetworkPolicy: podSelector {selector} does not select the API pods")
+            for rule in policy["spec"].get("ingress", []):
+                if not rule.get("from"):
+                    problems.append("k8s NetworkPolicy: an ingress rule without 'from' admits every pod")
+                for entry in rule.get("ports", []):
+                    if resolve(entry.get("port")) is None:
+                        problems.append(f"k8s NetworkPolicy: port {entry.get('port')} is not a container port ({sorted(ports)})")
         if "prometheus.io/path" in annotations and annotations["prometheus.io/path"] not in self.get_routes:
             problems.append(f"k8s Deployment: prometheus.io/path {annotations['prometheus.io/path']} is not a route")
         return problems
@@ -723,7 +743,7 @@ http {{
 }}
 """)
             process = subprocess.Popen([nginx, "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(tmp / "nginx.conf")],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
                 def get(path):
                     with socket.create_connection(("127.0.0.1", listen), timeout=10) as connection:
@@ -751,6 +771,7 @@ http {{
                 process.terminate()
                 process.wait(timeout=10)
                 stub.shutdown()
+                stub.server_close()
 
 
 def nginx_t(nginx, conf_text):

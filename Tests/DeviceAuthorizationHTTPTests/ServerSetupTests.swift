@@ -14,7 +14,7 @@ struct ServerSetupTests {
     @Test("configuration file: clients with hashed secrets, per-client settings, validation")
     func configurationFile() throws {
         let json = """
-        {"public_base_url": "https://auth.example.com", "trusted_proxies": ["10.0.0.0/8"], "user_header": "X-Forwarded-User",
+        {"public_base_url": "https://auth.example.com", "trusted_proxies": ["10.20.0.0/16"], "user_header": "X-Forwarded-User",
          "clients": [
            {"client_id": "tv", "display_name": "Living-room TV", "scopes": ["profile"], "code_lifetime_seconds": 300, "interval_seconds": 7},
            {"client_id": "svc", "scopes": ["profile"], "secret_sha256": "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"}

@@ -117,7 +117,7 @@ public enum DeviceAuthorizationServer {
             throw DeviceAuthorizationHTTPError(.invalidConfiguration, "metrics_port (--metrics-port) must differ from the main port \(options.port)")
         }
         let configuration = DeviceAuthorizationHTTPConfiguration(
-            issuer: issuer, publicBaseURL: publicBaseURL, trustedProxies: try TrustedProxies(file.trustedProxies ?? []),
+            issuer: issuer, publicBaseURL: publicBaseURL, trustedProxies: try file.trustedProxySettings(),
             secret: secret, secureCookies: file.secureCookies, maxFormParameters: file.maxFormParameters ?? FormBody.defaultMaxParameters,
             rateLimits: try file.rateLimits?.settings() ?? RateLimitSettings(), metricsOnMainListener: metricsPort == nil)
 
@@ -146,6 +146,12 @@ public enum DeviceAuthorizationServer {
         if let header = file.userHeader {
             if configuration.trustedProxies.isEmpty {
                 logger.warning("user_header is set but trusted_proxies is empty: nobody can sign in")
+            }
+            if file.allowWideTrustedProxies == true {
+                logger.warning("allow_wide_trusted_proxies is set: every host in trusted_proxies can sign in as anyone")
+            }
+            if !configuration.trustedProxies.requiresProxySecret {
+                logger.warning("user_header without proxy_secret_file: the proxies are trusted by address alone")
             }
             users = try TrustedHeaderAuthenticator(headerName: header)
         } else if let accounts = file.users, !accounts.isEmpty {

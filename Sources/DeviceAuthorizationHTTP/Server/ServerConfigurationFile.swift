@@ -8,7 +8,8 @@ import Foundation
 ///   "public_base_url": "https://auth.example.com",
 ///   "secret": "at least 32 characters, the same on every node",
 ///   "signing_key_file": "/etc/deviceauth/signing-key.pem",
-///   "trusted_proxies": ["10.0.0.0/8"],
+///   "trusted_proxies": ["10.20.0.0/16"],
+///   "proxy_secret_file": "/etc/deviceauth/proxy/proxy-secret",
 ///   "user_header": "X-Forwarded-User",
 ///   "clients": [
 ///     { "client_id": "tv-app", "display_name": "Living-room TV", "scopes": ["profile", "email"],
@@ -125,6 +126,15 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
     public var rateLimits: RateLimitsPerMinute?
     /// Most parameters in one form body (64); more get 400 `invalid_request`.
     public var maxFormParameters: Int?
+    /// A header every trusted proxy must send with ``proxySecretFile``'s secret before its
+    /// `X-Forwarded-For` and user header are believed (default `X-Deviceauth-Proxy-Secret` when
+    /// the file is set).
+    public var proxySecretHeader: String?
+    /// File holding the shared proxy secret (≥ 32 bytes).
+    public var proxySecretFile: String?
+    /// Accept `user_header` with trusted proxy ranges wider than /16 (IPv4) or /32 (IPv6). Any host
+    /// in such a range can sign in as anyone; leave it unset unless the network alone is trusted.
+    public var allowWideTrustedProxies: Bool?
     /// Port of a separate `GET /metrics` listener; the main listener then answers 404 there.
     public var metricsPort: Int?
     /// Address of the metrics listener (default: the main listener's).
@@ -165,6 +175,8 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         case tokenLifetimeSeconds = "token_lifetime_seconds", trustedProxies = "trusted_proxies", userHeader = "user_header"
         case users, clients, secureCookies = "secure_cookies", keyPrefix = "key_prefix", codeLifetimeSeconds = "code_lifetime_seconds"
         case intervalSeconds = "interval_seconds", maxFailuresPerCaller = "max_failures_per_caller", rateLimits = "rate_limits"
+        case proxySecretHeader = "proxy_secret_header", proxySecretFile = "proxy_secret_file"
+        case allowWideTrustedProxies = "allow_wide_trusted_proxies"
         case audience, maxFormParameters = "max_form_parameters", metricsPort = "metrics_port", metricsHost = "metrics_host"
     }
 
@@ -208,6 +220,37 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         try Ranges.check(maxFailuresPerCaller, "max_failures_per_caller", Ranges.maxFailuresPerCaller)
         try Ranges.check(maxFormParameters, "max_form_parameters", Ranges.maxFormParameters)
         try Ranges.check(metricsPort, "metrics_port", Ranges.port)
+        try validateTrust()
+    }
+
+    /// The narrowest trusted-proxy prefixes accepted with `user_header`: a wider range holds hosts
+    /// that are not proxies, and any of them could then sign in as anyone.
+    public static let narrowestTrustedPrefix = (ipv4: 16, ipv6: 32)
+
+    /// Refuses `user_header` with trusted proxy ranges wider than ``narrowestTrustedPrefix``
+    /// (such as `0.0.0.0/0` or `10.0.0.0/8`) unless `allow_wide_trusted_proxies` is true.
+    /// - Throws: ``DeviceAuthorizationHTTPError`` naming the ranges and the override.
+    public func validateTrust() throws {
+        if proxySecretHeader != nil && proxySecretFile == nil {
+            throw DeviceAuthorizationHTTPError(.invalidConfiguration, "proxy_secret_header needs proxy_secret_file (the file with the shared secret)")
+        }
+        guard userHeader != nil, allowWideTrustedProxies != true else { return }
+        let narrowest = Self.narrowestTrustedPrefix
+        let wide = try TrustedProxies(trustedProxies ?? []).entriesWiderThan(ipv4: narrowest.ipv4, ipv6: narrowest.ipv6)
+        guard wide.isEmpty else {
+            throw DeviceAuthorizationHTTPError(.invalidConfiguration,
+                "user_header is set but trusted_proxies has ranges wider than /\(narrowest.ipv4) (IPv4) or /\(narrowest.ipv6) (IPv6): "
+                + "\(wide.joined(separator: ", ")); any host in them could sign in as anyone. List the proxies' own addresses "
+                + "(and set proxy_secret_file), or set \"allow_wide_trusted_proxies\": true to accept them")
+        }
+    }
+
+    /// The trusted proxies this file describes, with the proxy secret when it names one.
+    /// - Throws: ``DeviceAuthorizationHTTPError`` for bad entries or an unreadable secret file.
+    public func trustedProxySettings() throws -> TrustedProxies {
+        guard let proxySecretFile else { return try TrustedProxies(trustedProxies ?? []) }
+        let secret = try SecretFile.read(proxySecretFile, setting: "proxy_secret_file", minimumLength: 32)
+        return try TrustedProxies(trustedProxies ?? [], secretHeader: proxySecretHeader ?? "X-Deviceauth-Proxy-Secret", secret: secret)
     }
 
     /// Reads, decodes and validates a configuration file.
