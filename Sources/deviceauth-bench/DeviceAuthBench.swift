@@ -12,6 +12,6 @@ struct DeviceAuthBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "deviceauth-bench",
         abstract: "Benchmarks for deviceauth, each measured against a baseline in the same run.",
-        subcommands: [ClientBenchmark.self, StoreBenchmark.self, HTTPBenchmark.self, ClusterBenchmark.self]
+        subcommands: [ClientBenchmark.self, StoreBenchmark.self, HTTPBenchmark.self, ClusterBenchmark.self, FormBenchmark.self]
     )
 }

@@ -14,7 +14,8 @@ struct DeviceAuthServerCommand: AsyncParsableCommand {
         Without a Redis URL the server starts a private redis-server on a Unix socket (development \
         mode: demo client 'demo-cli', login alice/alice, ephemeral signing key) and stops it on exit.
         Environment fallbacks: DEVICEAUTH_HOST, DEVICEAUTH_PORT, DEVICEAUTH_REDIS_URL, DEVICEAUTH_REDIS_CONNECTIONS, \
-        DEVICEAUTH_CONFIG, DEVICEAUTH_SECRET, DEVICEAUTH_SIGNING_KEY, DEVICEAUTH_LOG_LEVEL, DEVICEAUTH_LOG_FORMAT.
+        DEVICEAUTH_CONFIG, DEVICEAUTH_SECRET, DEVICEAUTH_SIGNING_KEY, DEVICEAUTH_METRICS_PORT, DEVICEAUTH_METRICS_HOST, \
+        DEVICEAUTH_LOG_LEVEL, DEVICEAUTH_LOG_FORMAT.
         """
     )
 
@@ -39,6 +40,12 @@ struct DeviceAuthServerCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("signing-key"), help: "PEM file of the ES256 token signing key (env DEVICEAUTH_SIGNING_KEY).")
     var signingKey: String?
+
+    @Option(name: .customLong("metrics-port"), help: "Serve GET /metrics on this port only; the main port then answers 404 there (env DEVICEAUTH_METRICS_PORT; default: /metrics on the main port).")
+    var metricsPort: String?
+
+    @Option(name: .customLong("metrics-host"), help: "Address of the metrics listener (env DEVICEAUTH_METRICS_HOST; default: --host).")
+    var metricsHost: String?
 
     @Flag(help: "Development defaults (demo client, dev login, ephemeral key) even with an external Redis.")
     var dev = false
@@ -75,6 +82,12 @@ struct DeviceAuthServerCommand: AsyncParsableCommand {
         let json = try setting(logFormat, "--log-format", env: "DEVICEAUTH_LOG_FORMAT", default: false,
                                expected: "text or json") { ["text": false, "json": true][$0] }
         let port = try wholeNumber(self.port, "--port", env: "DEVICEAUTH_PORT", default: 8080, range: 1...65535)
+        let metricsPort = try setting(self.metricsPort, "--metrics-port", env: "DEVICEAUTH_METRICS_PORT", default: Int?.none,
+                                      expected: "a whole number from 1 to 65535") { text -> Int?? in
+            // Explicitly doubly optional: a refused value must be `nil`, not `.some(nil)` (unset).
+            guard let port = Int(text), (1...65535).contains(port) else { return nil }
+            return .some(port)
+        }
         let connections = try wholeNumber(redisConnections, "--redis-connections", env: "DEVICEAUTH_REDIS_CONNECTIONS", default: 2, range: 1...64)
         LoggingSystem.bootstrap { label in
             var handler: any LogHandler = json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
@@ -90,7 +103,9 @@ struct DeviceAuthServerCommand: AsyncParsableCommand {
             configPath: config ?? env("DEVICEAUTH_CONFIG"),
             secret: secret ?? env("DEVICEAUTH_SECRET"),
             signingKeyFile: signingKey ?? env("DEVICEAUTH_SIGNING_KEY"),
-            development: dev
+            development: dev,
+            metricsPort: metricsPort,
+            metricsHost: metricsHost ?? env("DEVICEAUTH_METRICS_HOST")
         )
         do {
             try await DeviceAuthorizationServer.run(options: options, logger: logger)

@@ -13,6 +13,8 @@ What can be checked without Docker or Kubernetes:
 - deploy/nginx.conf passes `nginx -t` (Debian's nginx), on a copy whose upstream host names are
   rewritten to 127.0.0.1: nginx resolves upstream names while loading its configuration, and the
   compose service names (api-1, …) only resolve inside the compose network;
+- deploy/nginx.conf running in front of a stub node: /metrics however spelled (/metrics/, /metrics//,
+  //metrics, %6D…) is answered 404 by nginx and never reaches a node;
 - deploy/redis.conf: noeviction, AOF everysec, and an ACL user allowed exactly the commands the
   product sends (read from the Swift sources and the Lua scripts), on its key prefix only — checked
   on the text and on a real redis-server started with a copy of the file (ACL DRYRUN), and, when the
@@ -278,8 +280,11 @@ class Deploy:
         if k8s_env.get("DEVICEAUTH_HOST", {}).get("value", env.get("DEVICEAUTH_HOST")) not in ("0.0.0.0", "::"):
             problems.append("k8s Deployment: the container must listen on all interfaces (DEVICEAUTH_HOST)")
         ports = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
-        if list(ports.values()) != [k8s_port]:
-            problems.append(f"k8s Deployment: containerPort {list(ports.values())} but the server listens on {k8s_port}")
+        metrics_port = k8s_env.get("DEVICEAUTH_METRICS_PORT", {}).get("value")
+        metrics_port = int(metrics_port) if metrics_port else None
+        if list(ports.values()) != [k8s_port] + ([metrics_port] if metrics_port else []):
+            problems.append(f"k8s Deployment: containerPort {list(ports.values())} but the server listens on {k8s_port}"
+                            + (f" and {metrics_port} (metrics)" if metrics_port else ""))
         def resolve(ref):
             return ports.get(ref) if isinstance(ref, str) else ref
         for probe_name, expected in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz"), ("startupProbe", None)):
@@ -303,8 +308,25 @@ class Deploy:
                 if resolve(p.get("targetPort")) != k8s_port:
                     problems.append(f"k8s Service: targetPort {p.get('targetPort')} does not reach the container port {k8s_port}")
         annotations = self.k8s_doc("Deployment")["spec"]["template"]["metadata"].get("annotations", {})
-        if "prometheus.io/port" in annotations and int(annotations["prometheus.io/port"]) != k8s_port:
-            problems.append(f"k8s Deployment: prometheus.io/port {annotations['prometheus.io/port']} is not {k8s_port}")
+        scrape_port = metrics_port or k8s_port
+        if "prometheus.io/port" in annotations and int(annotations["prometheus.io/port"]) != scrape_port:
+            problems.append(f"k8s Deployment: prometheus.io/port {annotations['prometheus.io/port']} is not {scrape_port}"
+                            + (" (DEVICEAUTH_METRICS_PORT)" if metrics_port else ""))
+        # The NetworkPolicy admits the node's ports by name: each name must be a container port.
+        policy = self.k8s_doc("NetworkPolicy")
+        if policy is None:
+            problems.append("k8s: no NetworkPolicy (any pod could reach the nodes and try the user header)")
+        else:
+            labels = self.k8s_doc("Deployment")["spec"]["template"]["metadata"]["labels"]
+            selector = policy["spec"].get("podSelector", {}).get("matchLabels") or {}
+            if not selector or any(labels.get(k) != v for k, v in selector.items()):
+                problems.append(f"k8s NetworkPolicy: podSelector {selector} does not select the API pods")
+            for rule in policy["spec"].get("ingress", []):
+                if not rule.get("from"):
+                    problems.append("k8s NetworkPolicy: an ingress rule without 'from' admits every pod")
+                for entry in rule.get("ports", []):
+                    if resolve(entry.get("port")) is None:
+                        problems.append(f"k8s NetworkPolicy: port {entry.get('port')} is not a container port ({sorted(ports)})")
         if "prometheus.io/path" in annotations and annotations["prometheus.io/path"] not in self.get_routes:
             problems.append(f"k8s Deployment: prometheus.io/path {annotations['prometheus.io/path']} is not a route")
         return problems
@@ -699,6 +721,85 @@ class NginxCheck(unittest.TestCase):
         self.assertIsNotNone(nginx, "nginx is not installed (apt-get install nginx)")
         problems = nginx_t(nginx, deploy().nginx)
         self.assertEqual(problems, [])
+
+
+class NginxLive(unittest.TestCase):
+    """deploy/nginx.conf running, in front of a stub node that answers every path with 200 and a
+    marker: the metrics paths, however spelled, are answered by nginx (404) and never reach a node."""
+
+    METRICS_SPELLINGS = ["/metrics", "/metrics/", "/metrics//", "//metrics", "///metrics/", "/metrics/x",
+                         "/%6Detrics", "/metrics%2F", "/./metrics", "/device/../metrics", "/metrics?x=1"]
+
+    def test_metrics_are_not_served_through_nginx(self):
+        import http.server
+        import threading
+        nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+        self.assertIsNotNone(nginx, "nginx is not installed (apt-get install nginx)")
+        seen = []
+
+        class Stub(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                seen.append(self.path)
+                body = b"STUB-NODE deviceauth_grants_issued_total 1\n"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        stub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stub)
+        threading.Thread(target=stub.serve_forever, daemon=True).start()
+        listen = free_port()
+        with tempfile.TemporaryDirectory(prefix="deviceauth-deploy-nginx-live.") as tmp:
+            tmp = Path(tmp)
+            conf = re.sub(r"(?m)^(\s*server\s+)[\w.-]+:(\d+)", rf"\g<1>127.0.0.1:{stub.server_port}", deploy().nginx)
+            conf = re.sub(r"(?m)^(\s*listen\s+)\d+;", rf"\g<1>127.0.0.1:{listen};", conf)
+            (tmp / "default.conf").write_text(conf)
+            (tmp / "nginx.conf").write_text(f"""
+daemon off;
+master_process off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log;
+events {{}}
+http {{
+    access_log {tmp}/access.log;
+    client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy; fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
+    include {tmp}/default.conf;
+}}
+""")
+            process = subprocess.Popen([nginx, "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(tmp / "nginx.conf")],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                def get(path):
+                    with socket.create_connection(("127.0.0.1", listen), timeout=10) as connection:
+                        connection.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
+                        data = b""
+                        while chunk := connection.recv(65536):
+                            data += chunk
+                    head, _, body = data.partition(b"\r\n\r\n")
+                    return int(head.split()[1]), body
+                for _ in range(100):  # hang guard while nginx starts
+                    try:
+                        get("/healthz")
+                        break
+                    except OSError:
+                        time.sleep(0.1)
+                status, body = get("/healthz")
+                self.assertEqual((status, b"STUB-NODE" in body), (200, True), "nginx does not proxy /healthz to the node")
+                before = len(seen)
+                for path in self.METRICS_SPELLINGS:
+                    status, body = get(path)
+                    self.assertEqual(status, 404, f"GET {path} through nginx")
+                    self.assertNotIn(b"deviceauth_", body, f"GET {path} through nginx leaked a node's answer")
+                self.assertEqual(seen[before:], [], "metrics requests reached the node")
+            finally:
+                process.terminate()
+                process.wait(timeout=10)
+                stub.shutdown()
+                stub.server_close()
 
 
 def nginx_t(nginx, conf_text):

@@ -72,4 +72,31 @@ struct FormBodyFuzzTests {
         }
         #expect(parsed > 1_000 && refused > 1_000, "both outcomes reached: \(parsed) parsed, \(refused) refused")
     }
+
+    @Test("FormBody.parse: the parameter cap counts non-empty pieces; 64 pass, 65 fail before the 65th is decoded")
+    func parameterCap() throws {
+        let sixtyFour = (0..<64).map { "p\($0)=v" }.joined(separator: "&")
+        #expect(try FormBody.parse(sixtyFour, maxParameters: 64).parameterCount == 64)
+        // Empty pieces are free: 64 parameters among 10 000 '&'.
+        let padded = String(repeating: "&", count: 5_000) + sixtyFour + String(repeating: "&", count: 5_000)
+        #expect(try FormBody.parse(padded, maxParameters: 64).parameterCount == 64)
+        // The 65th is refused even when it is malformed: the cap is checked before decoding.
+        #expect(throws: FormBody.Failure.tooManyParameters(limit: 64)) { try FormBody.parse(sixtyFour + "&%ZZ=1", maxParameters: 64) }
+        #expect(throws: FormBody.Failure.tooManyParameters(limit: 64)) { try FormBody.parse(sixtyFour + "&p0=1", maxParameters: 64) }
+        #expect(FormBody.Failure.tooManyParameters(limit: 64).description == "too many parameters (at most 64)")
+    }
+
+    @Test("FormBody.parse without a cap: 16 KiB of each hostile shape parses to the exact answer (names with empty values are still checked for repeats)")
+    func hostileShapesUncapped() throws {
+        let emptyValues = (0..<2_500).map { "\($0)=&" }.joined()
+        #expect(try FormBody.parse(emptyValues).parameterCount == 0)
+        // A repeat of the first empty-valued name, 2 500 names later, is still found.
+        #expect(throws: FormBody.Failure.repeated("0")) { try FormBody.parse(emptyValues + "0=") }
+        let distinct = (0..<2_000).map { "p\($0)=\($0)" }.joined(separator: "&")
+        let form = try FormBody.parse(distinct)
+        #expect(form.parameterCount == 2_000)
+        #expect(form["p1999"] == "1999")
+        #expect(try FormBody.parse(String(repeating: "&", count: 16_384)).parameterCount == 0)
+        #expect(throws: FormBody.Failure.malformed) { try FormBody.parse(String(repeating: "=&", count: 8_192)) }
+    }
 }

@@ -31,6 +31,8 @@ let testClients: [RegisteredClient] = [
     RegisteredClient(clientID: "fast", displayName: "Fast poller", allowedScopes: ["profile", "email"], pollingInterval: 0),
     RegisteredClient(clientID: "limited", displayName: "Client with its own rate limit", allowedScopes: ["profile"],
                      deviceAuthorizationLimit: RateLimit(2, per: .seconds(60))),
+    RegisteredClient(clientID: "aud-cli", displayName: "Client with its own audience", allowedScopes: ["profile"], pollingInterval: 0,
+                     audience: "https://api.example.test"),
 ]
 
 /// Routes on the shared test Redis (REDIS_URL) with their own key prefix.
@@ -43,7 +45,8 @@ struct HTTPFixture {
     init(users: (any UserAuthenticator)? = nil, trustedProxies: [String] = [], redisURL: String? = nil,
          keyPrefix: String? = nil, signingKeyPEM: String? = nil, secureCookies: Bool? = nil, publicBaseURL: String? = nil,
          rateLimits: RateLimitSettings = RateLimitSettings(), maxBodySize: Int = 16 * 1024,
-         configureStore: (inout DeviceCodeStoreConfiguration) -> Void = { _ in }) async throws {
+         configureStore: (inout DeviceCodeStoreConfiguration) -> Void = { _ in },
+         configureHTTP: (inout DeviceAuthorizationHTTPConfiguration) -> Void = { _ in }) async throws {
         _ = TestMetrics.shared
         guard let url = redisURL ?? ProcessInfo.processInfo.environment["REDIS_URL"] else {
             fatalError("REDIS_URL is not set: run the tests through Tests/Support/with-redis.sh")
@@ -56,13 +59,15 @@ struct HTTPFixture {
         configureStore(&storeConfiguration)
         store = DeviceCodeStore(client: redis, configuration: storeConfiguration)
         tokens = try await JWTTokenIssuer(issuer: "https://auth.test", privateKeyPEM: signingKeyPEM)
+        var httpConfiguration = DeviceAuthorizationHTTPConfiguration(issuer: "https://auth.test", publicBaseURL: publicBaseURL, trustedProxies: try TrustedProxies(trustedProxies), secret: testSecret,
+                                                                     secureCookies: secureCookies, maxBodySize: maxBodySize, rateLimits: rateLimits)
+        configureHTTP(&httpConfiguration)
         routes = try DeviceAuthorizationRoutes(
             store: store, redis: redis, clients: StaticClientRegistry(clients: testClients),
             users: users ?? DevelopmentLoginAuthenticator(users: ["alice": "wonderland", "bob": "builder"], secret: testSecret,
                                                           secureCookies: secureCookies ?? true),
             tokens: tokens, metrics: DeviceAuthorizationMetrics(registry: TestMetrics.shared.registry),
-            configuration: DeviceAuthorizationHTTPConfiguration(issuer: "https://auth.test", publicBaseURL: publicBaseURL, trustedProxies: try TrustedProxies(trustedProxies), secret: testSecret,
-                                                                        secureCookies: secureCookies, maxBodySize: maxBodySize, rateLimits: rateLimits))
+            configuration: httpConfiguration)
     }
 
     static func uniquePrefix() -> String { "h" + UUID().uuidString.prefix(8).lowercased() }

@@ -63,6 +63,12 @@ struct HostileInputTests {
     static let big = String(repeating: "A", count: 15_000)
     static let manyParameters: String = "client_id=nobody&" + (0..<1800).map { "p\($0)=1" }.joined(separator: "&")
     static let longName: String = "client_id=cli&" + big + "=1&" + String(big.prefix(100)) + "=2"
+    /// 16 KiB of the shapes that once made the parser quadratic (names with empty values, empty
+    /// pieces) and of many distinct names: each stops at the parameter cap (64) or parses in one pass.
+    static let emptyValues: String = String((0..<4_000).map { "\($0)=&" }.joined().prefix(16_000))
+    static let emptyPieces = String(repeating: "&", count: 16_000)
+    static let exactlyAtCap: String = "client_id=nobody&" + (1..<64).map { "p\($0)=1" }.joined(separator: "&")
+    static let overCap: String = "client_id=nobody&" + (1...64).map { "p\($0)=1" }.joined(separator: "&")
     static let manyScopes: String = "client_id=cli&scope=" + String(repeating: "a+", count: 7_400)
 
     static let oauthCases: [Case] = [
@@ -74,7 +80,13 @@ struct HostileInputTests {
         Case("15 KB scope of 7500 tokens", deviceAuthorization, manyScopes, .badRequest, "invalid_scope"),
         Case("15 KB device_code", token, grant + "&client_id=cli&device_code=" + big, .badRequest, "invalid_grant"),
         Case("15 KB grant_type", token, "grant_type=" + big, .badRequest, "unsupported_grant_type"),
-        Case("1800 distinct parameters", deviceAuthorization, manyParameters, .unauthorized, "invalid_client"),
+        // Parameter cap (64): was "1800 distinct parameters → 401 invalid_client" before the cap.
+        Case("1800 distinct parameters", deviceAuthorization, manyParameters, .badRequest, "invalid_request"),
+        Case("1800 distinct parameters, token", token, grant + "&" + manyParameters, .badRequest, "invalid_request"),
+        Case("64 parameters (at the cap)", deviceAuthorization, exactlyAtCap, .unauthorized, "invalid_client"),
+        Case("65 parameters (over the cap)", deviceAuthorization, overCap, .badRequest, "invalid_request"),
+        Case("16 KB of names with empty values", deviceAuthorization, emptyValues, .badRequest, "invalid_request"),
+        Case("16 KB of '&'", token, emptyPieces, .badRequest, "invalid_request"),
         Case("15 KB parameter name", deviceAuthorization, longName, .ok),
         // Encoding.
         Case("invalid percent-encoding %ZZ", deviceAuthorization, "client_id=%ZZ", .badRequest, "invalid_request"),
@@ -106,6 +118,25 @@ struct HostileInputTests {
         Case("DELETE on device authorization", deviceAuthorization, "", .methodNotAllowed, "invalid_request", method: .delete),
         Case("PATCH on the token endpoint", token, grant, .methodNotAllowed, "invalid_request", method: .patch),
     ]
+
+    @Test("too many parameters: 400 invalid_request naming the cap, on the API and on the page")
+    func parameterCap() async throws {
+        let fixture = try await Self.shared.get()
+        try await fixture.app.test(.router) { client in
+            for path in [Self.deviceAuthorization, Self.token] {
+                for body in [Self.overCap, Self.emptyValues, Self.manyParameters] {
+                    let response = try await client.execute(uri: path, method: .post, headers: [.contentType: "application/x-www-form-urlencoded"],
+                                                            body: ByteBuffer(string: body))
+                    expectOAuthError(response, "invalid_request")
+                    #expect(response.json["error_description"] as? String == "too many parameters (at most 64)", "\(path): \(response.text)")
+                }
+            }
+            let page = try await client.execute(uri: "/device", method: .post, headers: [.contentType: "application/x-www-form-urlencoded"],
+                                                body: ByteBuffer(string: Self.overCap))
+            #expect(page.status == .badRequest)
+            #expect(page.headers[.contentType]?.hasPrefix("text/html") == true)
+        }
+    }
 
     @Test("OAuth endpoints: a specific 4xx with an RFC 6749 body, never a 5xx", arguments: oauthCases)
     func oauthEndpoints(_ testCase: Case) async throws {

@@ -14,7 +14,7 @@ struct ServerSetupTests {
     @Test("configuration file: clients with hashed secrets, per-client settings, validation")
     func configurationFile() throws {
         let json = """
-        {"public_base_url": "https://auth.example.com", "trusted_proxies": ["10.0.0.0/8"], "user_header": "X-Forwarded-User",
+        {"public_base_url": "https://auth.example.com", "trusted_proxies": ["10.20.0.0/16"], "user_header": "X-Forwarded-User",
          "clients": [
            {"client_id": "tv", "display_name": "Living-room TV", "scopes": ["profile"], "code_lifetime_seconds": 300, "interval_seconds": 7},
            {"client_id": "svc", "scopes": ["profile"], "secret_sha256": "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"}
@@ -42,7 +42,8 @@ struct ServerSetupTests {
     @Test("configuration file: a lifetime, interval or failure limit outside its range stops the server at load, naming the setting",
           arguments: [("code_lifetime_seconds", -5), ("code_lifetime_seconds", 0), ("code_lifetime_seconds", 100_000_000_000_000_000),
                       ("interval_seconds", -1), ("interval_seconds", 3_601), ("token_lifetime_seconds", 0),
-                      ("token_lifetime_seconds", 31_536_001), ("max_failures_per_caller", 0)])
+                      ("token_lifetime_seconds", 31_536_001), ("max_failures_per_caller", 0),
+                      ("max_form_parameters", 7), ("max_form_parameters", 1_001), ("metrics_port", 0), ("metrics_port", 65_536)])
     func outOfRangeSettingsAreRefused(name: String, value: Int) throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("deviceauth-config-\(UUID().uuidString).json").path
         defer { try? FileManager.default.removeItem(atPath: path) }
@@ -87,6 +88,8 @@ private func bounds(_ name: String) -> ClosedRange<Int> {
     case "code_lifetime_seconds": ServerConfigurationFile.Ranges.codeLifetimeSeconds
     case "interval_seconds": ServerConfigurationFile.Ranges.intervalSeconds
     case "token_lifetime_seconds": ServerConfigurationFile.Ranges.tokenLifetimeSeconds
+    case "max_form_parameters": ServerConfigurationFile.Ranges.maxFormParameters
+    case "metrics_port": ServerConfigurationFile.Ranges.port
     default: ServerConfigurationFile.Ranges.maxFailuresPerCaller
     }
 }

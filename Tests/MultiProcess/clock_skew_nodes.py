@@ -272,6 +272,14 @@ def main():
             node.wait_ready()
         ahead, behind, plain = nodes
 
+        # The real server's headers: a Server name without a version, nosniff on answers and 404s.
+        for path in ("/healthz", "/metrics/", "/no-such-route"):
+            status, headers, _ = request(plain.url + path)
+            assert headers.get("Server") == "deviceauth", (path, headers.get("Server"))
+            assert headers.get("X-Content-Type-Options") == "nosniff", (path, dict(headers))
+            assert (status == 200) == (path == "/healthz"), (path, status)
+        print("Server: deviceauth (no version) and nosniff on 200 and 404; /metrics/ is 404")
+
         skewed_steps, skewed_token = scripted_flow(ahead, behind)
         plain_steps, plain_token = scripted_flow(plain, plain)
         reverse_steps, reverse_token = scripted_flow(behind, ahead)

@@ -21,6 +21,8 @@ public struct RegisteredClient: Sendable, Hashable {
     /// This client's own limit of device authorization requests (`nil`: the server's
     /// ``RateLimitSettings/deviceAuthorizationsPerClient``).
     public var deviceAuthorizationLimit: RateLimit?
+    /// The `aud` of this client's access tokens (`nil`: the token issuer's default audience).
+    public var audience: String?
 
     /// Creates a client.
     /// - Parameters:
@@ -32,8 +34,10 @@ public struct RegisteredClient: Sendable, Hashable {
     ///   - codeLifetime: per-client device-code lifetime.
     ///   - pollingInterval: per-client polling interval in seconds.
     ///   - deviceAuthorizationLimit: per-client limit of device authorization requests.
+    ///   - audience: the `aud` of this client's tokens (`nil`: the issuer's default).
     public init(clientID: String, displayName: String? = nil, allowedScopes: [String] = [], defaultScopes: [String]? = nil,
-                secret: String? = nil, codeLifetime: Duration? = nil, pollingInterval: Int? = nil, deviceAuthorizationLimit: RateLimit? = nil) {
+                secret: String? = nil, codeLifetime: Duration? = nil, pollingInterval: Int? = nil, deviceAuthorizationLimit: RateLimit? = nil,
+                audience: String? = nil) {
         self.clientID = clientID
         self.displayName = displayName ?? clientID
         self.allowedScopes = allowedScopes
@@ -42,6 +46,7 @@ public struct RegisteredClient: Sendable, Hashable {
         self.codeLifetime = codeLifetime
         self.pollingInterval = pollingInterval
         self.deviceAuthorizationLimit = deviceAuthorizationLimit
+        self.audience = audience
     }
 
     /// Whether the client is confidential (has a secret and must authenticate).

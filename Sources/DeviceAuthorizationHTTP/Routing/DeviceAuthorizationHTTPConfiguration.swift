@@ -15,10 +15,16 @@ public struct DeviceAuthorizationHTTPConfiguration: Sendable {
     public var secureCookies: Bool
     /// Largest accepted request body in bytes; larger ones get 413 `invalid_request`.
     public var maxBodySize: Int
+    /// Most parameters one form body may carry; more get 400 `invalid_request` "too many
+    /// parameters" before the rest is decoded.
+    public var maxFormParameters: Int
     /// The product name shown on the verification page.
     public var serviceName: String
     /// Request rate limits (abuse protection), shared by all nodes through Redis.
     public var rateLimits: RateLimitSettings
+    /// Whether the main listener serves `GET /metrics`; `false` when the metrics have a listener
+    /// of their own (``DeviceAuthorizationRoutes/makeMetricsRouter()``), and the main one answers 404.
+    public var metricsOnMainListener: Bool
 
     /// Creates a configuration.
     /// - Parameters:
@@ -28,8 +34,10 @@ public struct DeviceAuthorizationHTTPConfiguration: Sendable {
     ///   - secret: CSRF key material (≥ 32 bytes).
     ///   - secureCookies: `Secure` cookies (`true` when the public URL is https).
     ///   - maxBodySize: request body limit (16 KiB).
+    ///   - maxFormParameters: parameters per form body (64; no endpoint reads more than six).
     ///   - serviceName: name on the page ("Device sign-in").
     ///   - rateLimits: request rate limits (``RateLimitSettings/init(deviceAuthorizationsPerIP:deviceAuthorizationsPerClient:unknownDeviceCodesPerIP:)``'s defaults).
+    ///   - metricsOnMainListener: serve `/metrics` on the main listener (`true`).
     public init(
         issuer: String = "http://127.0.0.1:8080",
         publicBaseURL: String? = nil,
@@ -37,8 +45,10 @@ public struct DeviceAuthorizationHTTPConfiguration: Sendable {
         secret: [UInt8],
         secureCookies: Bool? = nil,
         maxBodySize: Int = 16 * 1024,
+        maxFormParameters: Int = 64,
         serviceName: String = "Device sign-in",
-        rateLimits: RateLimitSettings = RateLimitSettings()
+        rateLimits: RateLimitSettings = RateLimitSettings(),
+        metricsOnMainListener: Bool = true
     ) {
         self.issuer = issuer
         let base = publicBaseURL ?? issuer
@@ -47,8 +57,10 @@ public struct DeviceAuthorizationHTTPConfiguration: Sendable {
         self.secret = secret
         self.secureCookies = secureCookies ?? self.publicBaseURL.lowercased().hasPrefix("https://")
         self.maxBodySize = maxBodySize
+        self.maxFormParameters = max(1, maxFormParameters)
         self.serviceName = serviceName
         self.rateLimits = rateLimits
+        self.metricsOnMainListener = metricsOnMainListener
     }
 }
 

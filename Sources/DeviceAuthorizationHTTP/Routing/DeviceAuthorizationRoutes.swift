@@ -78,19 +78,33 @@ public struct DeviceAuthorizationRoutes: Sendable {
 
     /// Adds the middleware and routes to an existing router.
     public func addRoutes(to router: Router<DeviceAuthorizationRequestContext>) {
+        router.add(middleware: SecurityHeadersMiddleware(configuration: configuration))
         router.add(middleware: RequestObservationMiddleware(metrics: metrics))
-        router.add(middleware: MethodNotAllowedMiddleware(routes: self))
+        router.add(middleware: StrictRoutingMiddleware(routes: self))
         router.post("/oauth/device_authorization") { request, context in await self.deviceAuthorization(request, context) }
         router.post("/oauth/token") { request, context in await self.token(request, context) }
         router.get("/.well-known/oauth-authorization-server") { _, _ in self.serverMetadata() }
         router.get("/.well-known/jwks.json") { _, _ in await self.jwks() }
         router.get("/healthz") { _, _ in JSONResponse.make(object: ["status": "ok"]) }
         router.get("/readyz") { _, context in await self.readiness(context) }
-        router.get("/metrics") { _, _ in self.metricsText() }
+        if configuration.metricsOnMainListener {
+            router.get("/metrics") { _, _ in self.metricsText() }
+        }
         router.get("/device") { request, context in await self.verificationPage(request, context) }
         router.post("/device") { request, context in await self.verificationSubmit(request, context) }
         router.post("/device/login") { request, context in await self.login(request, context) }
         router.get("/openapi.json") { _, _ in Self.openAPIResponse() }
+    }
+
+    /// A router with only `GET /metrics` (and the same strict routing and headers), for a
+    /// listener of its own (``DeviceAuthorizationHTTPConfiguration/metricsOnMainListener`` `false`),
+    /// so the metrics are reachable only where the scraper is.
+    public func makeMetricsRouter() -> Router<DeviceAuthorizationRequestContext> {
+        let router = Router(context: DeviceAuthorizationRequestContext.self)
+        router.add(middleware: SecurityHeadersMiddleware(configuration: configuration))
+        router.add(middleware: StrictRoutingMiddleware(routes: self, paths: ["/metrics": ([.get], false)]))
+        router.get("/metrics") { _, _ in self.metricsText() }
+        return router
     }
 
     /// The documented paths and their methods (`GET /openapi.json`); any other method on them —
@@ -102,10 +116,18 @@ public struct DeviceAuthorizationRoutes: Sendable {
         "/healthz": ([.get], false), "/readyz": ([.get], false), "/metrics": ([.get], false), "/openapi.json": ([.get], false),
     ]
 
+    /// The paths the main listener serves: the documented ones, without `/metrics` when the
+    /// metrics have a listener of their own.
+    var servedPaths: [String: (methods: [HTTPRequest.Method], html: Bool)] {
+        var paths = Self.documentedMethods
+        if !configuration.metricsOnMainListener { paths["/metrics"] = nil }
+        return paths
+    }
+
     /// 405 with `Allow` and a body of the endpoint's kind: RFC 6749 JSON on the API, an HTML page
     /// on the verification page.
-    func methodNotAllowed(_ request: Request) -> Response? {
-        guard let entry = Self.documentedMethods[request.uri.path] else { return nil }
+    func methodNotAllowed(_ request: Request, paths: [String: (methods: [HTTPRequest.Method], html: Bool)]) -> Response? {
+        guard let entry = paths[request.uri.path] else { return nil }
         // HEAD is answered like GET by the server where GET exists.
         guard !entry.methods.contains(request.method), !(request.method == .head && entry.methods.contains(.get)) else { return nil }
         let allow = entry.methods.map(\.rawValue).joined(separator: ", ")
@@ -195,12 +217,15 @@ public struct DeviceAuthorizationRoutes: Sendable {
             case .authorized(let userID, let scopes, let grantID):
                 let token: IssuedToken
                 do {
-                    token = try await tokens.issueToken(for: TokenRequest(userID: userID, clientID: client.clientID, scopes: scopes, grantID: grantID))
+                    token = try await tokens.issueToken(for: TokenRequest(userID: userID, clientID: client.clientID, scopes: scopes, grantID: grantID,
+                                                                          audience: client.audience))
                 } catch {
                     context.logger.error("token issuer failed after redemption", metadata: ["grant_id": "\(grantID)", "error": "\(type(of: error))"])
                     throw OAuthError.serverError
                 }
-                context.logger.info("issued access token", metadata: ["grant_id": "\(grantID)", "client_id": "\(client.clientID)"])
+                // The jti ties a token seen later (a resource server's log, a leak) to its grant.
+                context.logger.info("issued access token", metadata: ["grant_id": "\(grantID)", "client_id": "\(client.clientID)",
+                                                                      "jti": "\(token.tokenID ?? "-")"])
                 var body: [String: Any] = ["access_token": token.accessToken, "token_type": token.tokenType, "expires_in": token.expiresIn]
                 if !token.scopes.isEmpty { body["scope"] = token.scopes.joined(separator: " ") }
                 return JSONResponse.make(object: body)
@@ -285,7 +310,7 @@ public struct DeviceAuthorizationRoutes: Sendable {
 
     func readForm(_ request: Request) async throws(OAuthError) -> FormBody {
         do {
-            return try await FormBody.read(from: request, limit: configuration.maxBodySize)
+            return try await FormBody.read(from: request, limit: configuration.maxBodySize, maxParameters: configuration.maxFormParameters)
         } catch {
             throw OAuthError.from(error)
         }
@@ -324,13 +349,61 @@ public struct DeviceAuthorizationRoutes: Sendable {
     }
 }
 
-/// Answers wrong methods on documented paths before routing (see
-/// ``DeviceAuthorizationRoutes/methodNotAllowed(_:)``).
-struct MethodNotAllowedMiddleware<Context: RequestContext>: RouterMiddleware {
+/// Strict routing, before the router: a path that is not exactly a served route is 404 (the
+/// router's own answer and `NotFound` metrics label), and a wrong method on a served path is 405
+/// (see ``DeviceAuthorizationRoutes/methodNotAllowed(_:paths:)``).
+///
+/// Hummingbird's trie splits paths on `/` and drops empty components, so `/metrics/`,
+/// `/metrics//` and `/device/` would reach `/metrics` and `/device`: a proxy that hides
+/// `location = /metrics` then still leaks the metrics through `/metrics/`.
+struct StrictRoutingMiddleware<Context: RequestContext>: RouterMiddleware {
     let routes: DeviceAuthorizationRoutes
+    let paths: [String: (methods: [HTTPRequest.Method], html: Bool)]
+
+    init(routes: DeviceAuthorizationRoutes, paths: [String: (methods: [HTTPRequest.Method], html: Bool)]? = nil) {
+        self.routes = routes
+        self.paths = paths ?? routes.servedPaths
+    }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if let response = routes.methodNotAllowed(request) { return response }
+        guard paths[request.uri.path] != nil else {
+            context.coreContext.endpointPath.value = "NotFound"
+            throw HTTPError(.notFound)
+        }
+        if let response = routes.methodNotAllowed(request, paths: paths) { return response }
         return try await next(request, context)
     }
+}
+
+/// Headers on every answer of the routes, errors and 404s included: `X-Content-Type-Options:
+/// nosniff` (a browser must not read a JSON error or the metrics as HTML or script), and
+/// `Strict-Transport-Security` when the public base URL is https (a browser that once reached the
+/// page over TLS never again sends a session cookie or a user code in clear).
+struct SecurityHeadersMiddleware<Context: RequestContext>: RouterMiddleware {
+    /// One year, the value HSTS preload lists ask for; no `includeSubDomains`: the server cannot
+    /// know that every sibling host speaks TLS.
+    static var hstsValue: String { "max-age=31536000" }
+
+    let hsts: Bool
+
+    init(configuration: DeviceAuthorizationHTTPConfiguration) {
+        self.hsts = configuration.publicBaseURL.lowercased().hasPrefix("https://")
+    }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var response: Response
+        do {
+            response = try await next(request, context)
+        } catch let error as any HTTPResponseError {
+            // The router's 404 and other thrown answers: render them here so they get the headers too.
+            response = try error.response(from: request, context: context)
+        }
+        response.headers[.xContentTypeOptions] = "nosniff"
+        if hsts { response.headers[.strictTransportSecurity] = Self.hstsValue }
+        return response
+    }
+}
+
+extension HTTPField.Name {
+    static let strictTransportSecurity = HTTPField.Name("Strict-Transport-Security")!
 }

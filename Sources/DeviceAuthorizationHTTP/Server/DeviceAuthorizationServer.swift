@@ -28,6 +28,11 @@ public struct ServerOptions: Sendable {
     public var signingKeyFile: String?
     /// Force development defaults (demo client, dev user, ephemeral key) even with a Redis URL.
     public var development: Bool
+    /// Port of a listener of its own for `GET /metrics` (`nil`: the file's `metrics_port`, else
+    /// `/metrics` on the main listener). With one, the main listener answers 404 on `/metrics`.
+    public var metricsPort: Int?
+    /// Address of the metrics listener (`nil`: the file's `metrics_host`, else ``host``).
+    public var metricsHost: String?
 
     /// Creates options.
     /// - Parameters:
@@ -39,8 +44,10 @@ public struct ServerOptions: Sendable {
     ///   - secret: shared secret.
     ///   - signingKeyFile: ES256 PEM file.
     ///   - development: development defaults.
+    ///   - metricsPort: a separate metrics listener's port.
+    ///   - metricsHost: the metrics listener's address.
     public init(host: String = "127.0.0.1", port: Int = 8080, redisURL: String? = nil, redisConnections: Int = 2, configPath: String? = nil,
-                secret: String? = nil, signingKeyFile: String? = nil, development: Bool = false) {
+                secret: String? = nil, signingKeyFile: String? = nil, development: Bool = false, metricsPort: Int? = nil, metricsHost: String? = nil) {
         self.host = host
         self.port = port
         self.redisURL = redisURL
@@ -49,6 +56,8 @@ public struct ServerOptions: Sendable {
         self.secret = secret
         self.signingKeyFile = signingKeyFile
         self.development = development
+        self.metricsPort = metricsPort
+        self.metricsHost = metricsHost
     }
 }
 
@@ -102,9 +111,15 @@ public enum DeviceAuthorizationServer {
         let urlHost = ["0.0.0.0", "::", ""].contains(options.host) ? "127.0.0.1" : options.host
         let publicBaseURL = file.publicBaseURL ?? "http://\(urlHost.contains(":") ? "[\(urlHost)]" : urlHost):\(options.port)"
         let issuer = file.issuer ?? publicBaseURL
+        let metricsPort = options.metricsPort ?? file.metricsPort
+        let metricsHost = options.metricsHost ?? file.metricsHost ?? options.host
+        if let metricsPort, metricsPort == options.port, metricsHost == options.host {
+            throw DeviceAuthorizationHTTPError(.invalidConfiguration, "metrics_port (--metrics-port) must differ from the main port \(options.port)")
+        }
         let configuration = DeviceAuthorizationHTTPConfiguration(
-            issuer: issuer, publicBaseURL: publicBaseURL, trustedProxies: try TrustedProxies(file.trustedProxies ?? []),
-            secret: secret, secureCookies: file.secureCookies, rateLimits: try file.rateLimits?.settings() ?? RateLimitSettings())
+            issuer: issuer, publicBaseURL: publicBaseURL, trustedProxies: try file.trustedProxySettings(),
+            secret: secret, secureCookies: file.secureCookies, maxFormParameters: file.maxFormParameters ?? FormBody.defaultMaxParameters,
+            rateLimits: try file.rateLimits?.settings() ?? RateLimitSettings(), metricsOnMainListener: metricsPort == nil)
 
         // Metrics: the store's swift-metrics counters land in the same Prometheus registry.
         let metrics = DeviceAuthorizationMetrics()
@@ -132,6 +147,12 @@ public enum DeviceAuthorizationServer {
             if configuration.trustedProxies.isEmpty {
                 logger.warning("user_header is set but trusted_proxies is empty: nobody can sign in")
             }
+            if file.allowWideTrustedProxies == true {
+                logger.warning("allow_wide_trusted_proxies is set: every host in trusted_proxies can sign in as anyone")
+            }
+            if !configuration.trustedProxies.requiresProxySecret {
+                logger.warning("user_header without proxy_secret_file: the proxies are trusted by address alone")
+            }
             users = try TrustedHeaderAuthenticator(headerName: header)
         } else if let accounts = file.users, !accounts.isEmpty {
             logger.warning("Using the development login with users from the configuration file; put an authenticating proxy in front for production")
@@ -155,7 +176,11 @@ public enum DeviceAuthorizationServer {
         } else {
             throw DeviceAuthorizationHTTPError(.signingKey, "a signing key is required: pass --signing-key FILE (an ES256 PEM: openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt)")
         }
-        let tokens = try await JWTTokenIssuer(issuer: issuer, privateKeyPEM: pem, lifetime: .seconds(file.tokenLifetimeSeconds ?? 3600))
+        if let audience = file.audience, audience.isEmpty {
+            throw DeviceAuthorizationHTTPError(.invalidConfiguration, "audience must not be empty (omit it for the issuer)")
+        }
+        let tokens = try await JWTTokenIssuer(issuer: issuer, privateKeyPEM: pem, audience: file.audience,
+                                              lifetime: .seconds(file.tokenLifetimeSeconds ?? 3600))
 
         let routes = try DeviceAuthorizationRoutes(store: store, redis: redis, clients: clients, users: users, tokens: tokens,
                                                    metrics: metrics, configuration: configuration, logger: logger)
@@ -177,9 +202,18 @@ public enum DeviceAuthorizationServer {
             }
             await store.checkRedisConfiguration()
         }
-        // Shutdown runs in reverse order: the HTTP server drains first, then Redis closes.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: redis), .init(service: app)]
+        if let metricsPort {
+            let metricsApp = Application(
+                router: routes.makeMetricsRouter(),
+                configuration: ApplicationConfiguration(address: .hostname(metricsHost, port: metricsPort), serverName: "deviceauth"),
+                onServerRunning: { _ in logger.notice("metrics listening", metadata: ["address": "\(metricsHost):\(metricsPort)"]) },
+                logger: logger)
+            services.append(.init(service: metricsApp))
+        }
+        // Shutdown runs in reverse order: the HTTP servers drain first, then Redis closes.
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
-            services: [.init(service: redis), .init(service: app)],
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
         do {

@@ -8,7 +8,8 @@ import Foundation
 ///   "public_base_url": "https://auth.example.com",
 ///   "secret": "at least 32 characters, the same on every node",
 ///   "signing_key_file": "/etc/deviceauth/signing-key.pem",
-///   "trusted_proxies": ["10.0.0.0/8"],
+///   "trusted_proxies": ["10.20.0.0/16"],
+///   "proxy_secret_file": "/etc/deviceauth/proxy/proxy-secret",
 ///   "user_header": "X-Forwarded-User",
 ///   "clients": [
 ///     { "client_id": "tv-app", "display_name": "Living-room TV", "scopes": ["profile", "email"],
@@ -37,11 +38,13 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         public var intervalSeconds: Int?
         /// This client's own limit of device authorization requests per minute (0: none).
         public var deviceAuthorizationsPerMinute: Int?
+        /// The `aud` of this client's access tokens (default: the server's `audience`).
+        public var audience: String?
 
         enum CodingKeys: String, CodingKey {
             case clientID = "client_id", displayName = "display_name", scopes, defaultScopes = "default_scopes", secret
             case secretSHA256 = "secret_sha256", codeLifetimeSeconds = "code_lifetime_seconds", intervalSeconds = "interval_seconds"
-            case deviceAuthorizationsPerMinute = "device_authorizations_per_minute"
+            case deviceAuthorizationsPerMinute = "device_authorizations_per_minute", audience
         }
 
         /// Creates a client entry.
@@ -62,7 +65,11 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         public func registeredClient() throws -> RegisteredClient {
             guard !clientID.isEmpty else { throw DeviceAuthorizationHTTPError(.invalidConfiguration, "a client has an empty client_id") }
             var client = RegisteredClient(clientID: clientID, displayName: displayName, allowedScopes: scopes ?? [], defaultScopes: defaultScopes,
-                                          secret: secret, codeLifetime: codeLifetimeSeconds.map { .seconds($0) }, pollingInterval: intervalSeconds)
+                                          secret: secret, codeLifetime: codeLifetimeSeconds.map { .seconds($0) }, pollingInterval: intervalSeconds,
+                                          audience: audience)
+            if let audience, audience.isEmpty {
+                throw DeviceAuthorizationHTTPError(.invalidConfiguration, "client \(clientID): audience must not be empty")
+            }
             if let secretSHA256 {
                 guard let hash = bytes(fromHex: secretSHA256), hash.count == 32 else {
                     throw DeviceAuthorizationHTTPError(.invalidConfiguration, "client \(clientID): secret_sha256 must be 64 hex digits")
@@ -95,6 +102,8 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
     public var signingKeyFile: String?
     /// Access-token lifetime in seconds (3600).
     public var tokenLifetimeSeconds: Int?
+    /// The default `aud` of access tokens (RFC 9068 §2.2; default: the issuer).
+    public var audience: String?
     /// Trusted reverse-proxy addresses / CIDR ranges.
     public var trustedProxies: [String]?
     /// When set, users are identified by this header from trusted proxies.
@@ -115,6 +124,21 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
     public var maxFailuresPerCaller: Int?
     /// Request rate limits per minute; 0 turns one off (see ``RateLimitSettings``).
     public var rateLimits: RateLimitsPerMinute?
+    /// Most parameters in one form body (64); more get 400 `invalid_request`.
+    public var maxFormParameters: Int?
+    /// A header every trusted proxy must send with ``proxySecretFile``'s secret before its
+    /// `X-Forwarded-For` and user header are believed (default `X-Deviceauth-Proxy-Secret` when
+    /// the file is set).
+    public var proxySecretHeader: String?
+    /// File holding the shared proxy secret (≥ 32 bytes).
+    public var proxySecretFile: String?
+    /// Accept `user_header` with trusted proxy ranges wider than /16 (IPv4) or /32 (IPv6). Any host
+    /// in such a range can sign in as anyone; leave it unset unless the network alone is trusted.
+    public var allowWideTrustedProxies: Bool?
+    /// Port of a separate `GET /metrics` listener; the main listener then answers 404 there.
+    public var metricsPort: Int?
+    /// Address of the metrics listener (default: the main listener's).
+    public var metricsHost: String?
 
     /// `"rate_limits"`: requests per minute; a missing member keeps the default, 0 turns it off.
     public struct RateLimitsPerMinute: Codable, Sendable, Equatable {
@@ -151,6 +175,9 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         case tokenLifetimeSeconds = "token_lifetime_seconds", trustedProxies = "trusted_proxies", userHeader = "user_header"
         case users, clients, secureCookies = "secure_cookies", keyPrefix = "key_prefix", codeLifetimeSeconds = "code_lifetime_seconds"
         case intervalSeconds = "interval_seconds", maxFailuresPerCaller = "max_failures_per_caller", rateLimits = "rate_limits"
+        case proxySecretHeader = "proxy_secret_header", proxySecretFile = "proxy_secret_file"
+        case allowWideTrustedProxies = "allow_wide_trusted_proxies"
+        case audience, maxFormParameters = "max_form_parameters", metricsPort = "metrics_port", metricsHost = "metrics_host"
     }
 
     /// An empty configuration.
@@ -170,6 +197,11 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         public static let tokenLifetimeSeconds = 1...31_536_000
         /// `max_failures_per_caller`: at least one (0 would lock every caller out).
         public static let maxFailuresPerCaller = 1...1_000_000
+        /// `max_form_parameters`: enough for every form (the page's largest has five), at most
+        /// 1000 (past that the cap no longer bounds anything a 16 KiB body could not do).
+        public static let maxFormParameters = 8...1_000
+        /// `metrics_port`: a TCP port.
+        public static let port = 1...65_535
 
         static func check(_ value: Int?, _ name: String, _ range: ClosedRange<Int>) throws {
             guard let value, !range.contains(value) else { return }
@@ -186,6 +218,39 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         try Ranges.check(intervalSeconds, "interval_seconds", Ranges.intervalSeconds)
         try Ranges.check(tokenLifetimeSeconds, "token_lifetime_seconds", Ranges.tokenLifetimeSeconds)
         try Ranges.check(maxFailuresPerCaller, "max_failures_per_caller", Ranges.maxFailuresPerCaller)
+        try Ranges.check(maxFormParameters, "max_form_parameters", Ranges.maxFormParameters)
+        try Ranges.check(metricsPort, "metrics_port", Ranges.port)
+        try validateTrust()
+    }
+
+    /// The narrowest trusted-proxy prefixes accepted with `user_header`: a wider range holds hosts
+    /// that are not proxies, and any of them could then sign in as anyone.
+    public static let narrowestTrustedPrefix = (ipv4: 16, ipv6: 32)
+
+    /// Refuses `user_header` with trusted proxy ranges wider than ``narrowestTrustedPrefix``
+    /// (such as `0.0.0.0/0` or `10.0.0.0/8`) unless `allow_wide_trusted_proxies` is true.
+    /// - Throws: ``DeviceAuthorizationHTTPError`` naming the ranges and the override.
+    public func validateTrust() throws {
+        if proxySecretHeader != nil && proxySecretFile == nil {
+            throw DeviceAuthorizationHTTPError(.invalidConfiguration, "proxy_secret_header needs proxy_secret_file (the file with the shared secret)")
+        }
+        guard userHeader != nil, allowWideTrustedProxies != true else { return }
+        let narrowest = Self.narrowestTrustedPrefix
+        let wide = try TrustedProxies(trustedProxies ?? []).entriesWiderThan(ipv4: narrowest.ipv4, ipv6: narrowest.ipv6)
+        guard wide.isEmpty else {
+            throw DeviceAuthorizationHTTPError(.invalidConfiguration,
+                "user_header is set but trusted_proxies has ranges wider than /\(narrowest.ipv4) (IPv4) or /\(narrowest.ipv6) (IPv6): "
+                + "\(wide.joined(separator: ", ")); any host in them could sign in as anyone. List the proxies' own addresses "
+                + "(and set proxy_secret_file), or set \"allow_wide_trusted_proxies\": true to accept them")
+        }
+    }
+
+    /// The trusted proxies this file describes, with the proxy secret when it names one.
+    /// - Throws: ``DeviceAuthorizationHTTPError`` for bad entries or an unreadable secret file.
+    public func trustedProxySettings() throws -> TrustedProxies {
+        guard let proxySecretFile else { return try TrustedProxies(trustedProxies ?? []) }
+        let secret = try SecretFile.read(proxySecretFile, setting: "proxy_secret_file", minimumLength: 32)
+        return try TrustedProxies(trustedProxies ?? [], secretHeader: proxySecretHeader ?? "X-Deviceauth-Proxy-Secret", secret: secret)
     }
 
     /// Reads, decodes and validates a configuration file.

@@ -3,8 +3,11 @@ import Foundation
 import JWTKit
 import Logging
 
-/// Issues ES256-signed JWT access tokens with `iss`, `sub`, `client_id`, `scope`, `iat`, `exp`
-/// and `jti`, and publishes the public key as a JWKS.
+/// Issues ES256-signed JWT access tokens (RFC 9068) with `iss`, `sub`, `aud`, `client_id`,
+/// `scope`, `iat`, `exp` and `jti`, and publishes the public key as a JWKS.
+///
+/// Every token has an `aud` (RFC 9068 §2.2 requires one): the client's own audience when it has
+/// one (``TokenRequest/audience``), else the issuer's default audience, else the issuer itself.
 ///
 /// ```swift
 /// let issuer = try await JWTTokenIssuer(issuer: "https://auth.example.com", privateKeyPEM: pem)
@@ -27,7 +30,7 @@ public struct JWTTokenIssuer: TokenIssuer {
         public var exp: ExpirationClaim
         /// `jti`: a unique id.
         public var jti: IDClaim
-        /// `aud`: the audience, when configured.
+        /// `aud`: the resource server(s) the token is for.
         public var aud: AudienceClaim?
 
         enum CodingKeys: String, CodingKey {
@@ -45,14 +48,14 @@ public struct JWTTokenIssuer: TokenIssuer {
     private let keyID: String
     private let publicKey: ES256PublicKey
     private let issuer: String
-    private let audience: String?
+    private let audience: String
     private let lifetime: Duration
 
     /// Creates an issuer with a private key in PEM (`-----BEGIN PRIVATE KEY-----` or `EC PRIVATE KEY`).
     /// - Parameters:
     ///   - issuer: the `iss` claim (the server's public URL).
     ///   - privateKeyPEM: a P-256 private key; `nil` makes an ephemeral key (development only).
-    ///   - audience: an optional `aud` claim.
+    ///   - audience: the default `aud` claim (`nil`: the issuer), for clients without their own.
     ///   - lifetime: token lifetime (1 hour).
     /// - Throws: ``DeviceAuthorizationHTTPError`` with ``DeviceAuthorizationHTTPError/Code/signingKey``.
     public init(issuer: String, privateKeyPEM: String?, audience: String? = nil, lifetime: Duration = .seconds(3600)) async throws {
@@ -76,7 +79,7 @@ public struct JWTTokenIssuer: TokenIssuer {
         self.keys = JWTKeyCollection()
         await keys.add(ecdsa: privateKey, kid: JWKIdentifier(string: keyID))
         self.issuer = issuer
-        self.audience = audience
+        self.audience = audience ?? issuer
         self.lifetime = lifetime
     }
 
@@ -93,12 +96,12 @@ public struct JWTTokenIssuer: TokenIssuer {
             iat: IssuedAtClaim(value: now),
             exp: ExpirationClaim(value: now.addingTimeInterval(TimeInterval(seconds))),
             jti: IDClaim(value: UUID().uuidString.lowercased()),
-            aud: audience.map { AudienceClaim(value: [$0]) }
+            aud: AudienceClaim(value: [request.audience ?? audience])
         )
         var header = JWTHeader()
         header.typ = "at+jwt"
         let token = try await keys.sign(claims, kid: JWKIdentifier(string: keyID), header: header)
-        return IssuedToken(accessToken: token, expiresIn: seconds, scopes: request.scopes)
+        return IssuedToken(accessToken: token, expiresIn: seconds, scopes: request.scopes, tokenID: claims.jti.value)
     }
 
     /// The public key as a JWKS (`kty` EC, `crv` P-256, `alg` ES256, `use` sig).

@@ -10,13 +10,17 @@ public struct TokenRequest: Sendable, Hashable {
     public var scopes: [String]
     /// The grant's id (safe to log; lets an issuer revoke tokens on replay).
     public var grantID: String
+    /// The audience the client's tokens are for (``RegisteredClient/audience``); `nil`: the
+    /// issuer's default.
+    public var audience: String?
 
     /// Creates a request.
-    public init(userID: String, clientID: String, scopes: [String], grantID: String) {
+    public init(userID: String, clientID: String, scopes: [String], grantID: String, audience: String? = nil) {
         self.userID = userID
         self.clientID = clientID
         self.scopes = scopes
         self.grantID = grantID
+        self.audience = audience
     }
 }
 
@@ -30,13 +34,17 @@ public struct IssuedToken: Sendable, Hashable {
     public var expiresIn: Int
     /// The granted scopes.
     public var scopes: [String]
+    /// The token's own id (a JWT's `jti`), safe to log with the grant id so a token seen later
+    /// can be traced to its grant; `nil` when the issuer has none.
+    public var tokenID: String?
 
     /// Creates a token answer.
-    public init(accessToken: String, tokenType: String = "Bearer", expiresIn: Int, scopes: [String]) {
+    public init(accessToken: String, tokenType: String = "Bearer", expiresIn: Int, scopes: [String], tokenID: String? = nil) {
         self.accessToken = accessToken
         self.tokenType = tokenType
         self.expiresIn = expiresIn
         self.scopes = scopes
+        self.tokenID = tokenID
     }
 }
 
