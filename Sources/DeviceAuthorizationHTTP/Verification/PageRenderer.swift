@@ -47,7 +47,10 @@ struct PageRenderer: Sendable {
         headers[.cacheControl] = "no-store"
         headers[.contentSecurityPolicy] = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
         headers[.xFrameOptions] = "DENY"
-        headers[.referrerPolicy] = "no-referrer"
+        // same-origin, not no-referrer: no referrer (with ?user_code=…) ever leaves the site, and
+        // browsers still send a real `Origin` on the page's own form posts (under no-referrer they
+        // send `Origin: null`, which the cross-site check must refuse).
+        headers[.referrerPolicy] = "same-origin"
         headers[.xContentTypeOptions] = "nosniff"
         for (name, value) in extra { headers[name] = value }
         var response = Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: html)))
