@@ -16,7 +16,7 @@ struct PageSecurityTests {
         #expect(csp.contains("default-src 'none'"), "\(what): CSP \(csp)", sourceLocation: sourceLocation)
         #expect(!csp.contains("script-src"), "\(what): no scripts at all", sourceLocation: sourceLocation)
         #expect(response.headers[HTTPField.Name("X-Frame-Options")!] == "DENY", "\(what)", sourceLocation: sourceLocation)
-        #expect(response.headers[HTTPField.Name("Referrer-Policy")!] == "no-referrer", "\(what)", sourceLocation: sourceLocation)
+        #expect(response.headers[HTTPField.Name("Referrer-Policy")!] == "same-origin", "\(what)", sourceLocation: sourceLocation)
         #expect(response.headers[HTTPField.Name("X-Content-Type-Options")!] == "nosniff", "\(what)", sourceLocation: sourceLocation)
         #expect(response.headers[.cacheControl] == "no-store", "\(what)", sourceLocation: sourceLocation)
         #expect(response.headers[.contentType]?.hasPrefix("text/html") == true, "\(what)", sourceLocation: sourceLocation)
@@ -26,7 +26,7 @@ struct PageSecurityTests {
         response.headers[values: .setCookie].first { $0.hasPrefix(name + "=") }
     }
 
-    @Test("every page kind sends CSP frame-ancestors 'none', X-Frame-Options DENY, Referrer-Policy no-referrer, nosniff, no-store")
+    @Test("every page kind sends CSP frame-ancestors 'none', X-Frame-Options DENY, Referrer-Policy same-origin, nosniff, no-store")
     func everyPage() async throws {
         let fixture = try await HTTPFixture(configureStore: { $0.maxFailuresPerCaller = 2 })
         defer { fixture.shutdown() }

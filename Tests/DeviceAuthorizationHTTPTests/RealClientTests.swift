@@ -1,6 +1,8 @@
+import DeviceAuthorization
 import DeviceAuthorizationHTTP
 import Foundation
 import HTTPTypes
+import Hummingbird
 import HummingbirdTesting
 import Testing
 
@@ -73,22 +75,32 @@ struct RealClientTests {
           .enabled(if: PythonClient.browserAvailable, "needs chromium, chromium-driver and python3 selenium"))
     func browserApproval() async throws {
         // The browser sends `Origin: http://127.0.0.1:PORT` with its form posts, so the public
-        // base URL must be that origin (the server refuses posts from any other).
+        // base URL must be that origin (the server refuses posts from any other). The test
+        // framework's live mode always picks its own port, so the server runs here directly.
         let port = try HTTPFixture.freePort()
         let fixture = try await HTTPFixture(secureCookies: false, publicBaseURL: "http://127.0.0.1:\(port)")
         defer { fixture.shutdown() }
-        try await fixture.app(port: port).test(.live) { client in
-            let issued = try await client.issue(clientID: "fast")
-            let screenshot = PythonClient.artifactsDirectory + "/verification-confirm.png"
-            let result = try await PythonClient.run("browser_approval.py", arguments: [
-                "http://127.0.0.1:\(port)", issued.userCode, "Fast poller", "alice", "wonderland", screenshot,
-            ])
-            #expect(result.status == 0, "\(result.output)")
-            #expect(result.output.contains("browser approval: ok"))
-            #expect(FileManager.default.fileExists(atPath: screenshot), "screenshot artifact at \(screenshot)")
-            let token = try await client.poll(deviceCode: issued.deviceCode, clientID: "fast")
-            #expect(token.status == .ok)
-            #expect(token.json["access_token"] is String)
+        let (running, runningContinuation) = AsyncStream<Void>.makeStream()
+        let app = Application(router: fixture.routes.makeRouter(), configuration: .init(address: .hostname("127.0.0.1", port: port)),
+                              onServerRunning: { _ in runningContinuation.yield() })
+        let server = Task { try await app.runService(gracefulShutdownSignals: []) }
+        defer { server.cancel() }
+        var iterator = running.makeAsyncIterator()
+        _ = await iterator.next()
+
+        let issued = try await fixture.store.issue(clientID: "fast", scopes: ["profile"], interval: 0)
+        let screenshot = PythonClient.artifactsDirectory + "/verification-confirm.png"
+        let result = try await PythonClient.run("browser_approval.py", arguments: [
+            "http://127.0.0.1:\(port)", issued.userCode, "Fast poller", "alice", "wonderland", screenshot,
+        ])
+        #expect(result.status == 0, "\(result.output)")
+        #expect(result.output.contains("browser approval: ok"))
+        #expect(FileManager.default.fileExists(atPath: screenshot), "screenshot artifact at \(screenshot)")
+        let outcome = try await fixture.store.poll(deviceCode: issued.deviceCode, clientID: "fast")
+        guard case .authorized(let userID, let scopes, let grantID) = outcome else {
+            Issue.record("the device was not authorized: \(outcome)")
+            return
         }
+        #expect(userID == "alice" && scopes == ["profile"] && grantID == issued.grantID)
     }
 }

@@ -25,7 +25,7 @@ struct VerificationPageTests {
             #expect(login.headers[.contentSecurityPolicy]?.contains("default-src 'none'") == true)
             #expect(login.headers[.contentSecurityPolicy]?.contains("frame-ancestors 'none'") == true)
             #expect(login.headers[HTTPField.Name("X-Frame-Options")!] == "DENY")
-            #expect(login.headers[HTTPField.Name("Referrer-Policy")!] == "no-referrer")
+            #expect(login.headers[HTTPField.Name("Referrer-Policy")!] == "same-origin")
             #expect(login.headers[.cacheControl] == "no-store")
             let csrfCookie = try #require(login.headers[values: .setCookie].first { $0.hasPrefix("__Host-deviceauth_csrf=") },
                                           "an https base URL gives the CSRF cookie the __Host- prefix")
