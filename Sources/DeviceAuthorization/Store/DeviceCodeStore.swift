@@ -209,7 +209,13 @@ public final class DeviceCodeStore: Sendable {
     ///     never approves a grant they were not shown.
     /// - Throws: ``DeviceAuthorizationError`` with ``DeviceAuthorizationError/Code/notFound``,
     ///   ``DeviceAuthorizationError/Code/expired``, ``DeviceAuthorizationError/Code/alreadyDecided``
-    ///   or ``DeviceAuthorizationError/Code/grantChanged``; nothing changes then.
+    ///   or ``DeviceAuthorizationError/Code/grantChanged`` (also when the record's client or scopes
+    ///   changed between the read and the decision); nothing changes then.
+    ///
+    /// The approval carries a MAC under the node secret over the record id, `userID`, the client id
+    /// and the scopes (field `m`); ``poll(deviceCode:clientID:)`` checks it before it hands out a
+    /// token. So this costs one round trip more than a denial: the node reads the record's client
+    /// and scopes first, and the deciding script checks they are unchanged.
     public func approve(userCode: String, userID: String, grantID: String? = nil) async throws {
         guard !userID.isEmpty else { throw DeviceAuthorizationError(.invalidArgument, "user id must not be empty") }
         try await decide(userCode: userCode, status: "a", userID: userID, grantID: grantID)
@@ -243,12 +249,22 @@ public final class DeviceCodeStore: Sendable {
             }
             id = current
         }
-        let reply = try await client.eval(StoreScripts.decide, keys: [keys.deviceKey(tag: tag, id: id), indexKey],
-                                          arguments: [id, status, userID])
-        if grantID != nil, reply.array?.first?.string == "changed" {
-            throw DeviceAuthorizationError(.grantChanged, "this code no longer leads to the request that was shown")
+        let recordKey = keys.deviceKey(tag: tag, id: id)
+        var arguments: [any RedisArgument] = [id, status, userID]
+        if status == "a" {
+            let fields = try await client.send("HMGET", recordKey, "c", "sc").array ?? []
+            guard fields.count == 2, let clientID = fields[0].string else {
+                throw DeviceAuthorizationError(grantID == nil ? .notFound : .grantChanged, "no pending request has this code")
+            }
+            arguments += approvalArguments(id: id, userID: userID, clientID: clientID, scopes: fields[1].string ?? "")
         }
+        let reply = try await client.eval(StoreScripts.decide, keys: [recordKey, indexKey], arguments: arguments)
         try Self.checkDecision(reply)
+    }
+
+    /// The decide script's extra arguments for an approval: MAC, client id, scopes.
+    private func approvalArguments(id: String, userID: String, clientID: String, scopes: String) -> [any RedisArgument] {
+        [keys.approvalMAC(id: id, userID: userID, clientID: clientID, scopes: scopes), clientID, scopes]
     }
 
     /// The record id a user-code index points to. Read before the script so the script can
@@ -261,6 +277,7 @@ public final class DeviceCodeStore: Sendable {
         let parts = reply.array ?? []
         switch parts.first?.string {
         case "ok": return
+        case "changed": throw DeviceAuthorizationError(.grantChanged, "this code no longer leads to the request that was shown")
         case "expired": throw DeviceAuthorizationError(.expired, "this code has expired", status: .expired)
         case "decided":
             let stored = parts.count > 1 ? parts[1].string : nil
@@ -284,7 +301,7 @@ public final class DeviceCodeStore: Sendable {
         guard let tag = DeviceCodeFormat.tag(of: deviceCode) else { return .invalidGrant(.unknown) }
         let id = keys.deviceID(deviceCode)
         let reply = try await client.eval(StoreScripts.poll, keys: [keys.deviceKey(tag: tag, id: id)],
-                                          arguments: [clientID, configuration.pollTolerance.milliseconds])
+                                          arguments: [clientID, configuration.pollTolerance.milliseconds, configuration.maxInterval])
         let parts = reply.array ?? []
         switch parts.first?.string {
         case "pending":
@@ -298,9 +315,18 @@ public final class DeviceCodeStore: Sendable {
             metrics.expiredPolls.increment()
             return .expiredToken
         case "authorized":
+            let userID = parts.count > 1 ? parts[1].string ?? "" : ""
+            let scopes = parts.count > 2 ? parts[2].string ?? "" : ""
+            let mac = parts.count > 3 ? parts[3].string ?? "" : ""
+            // The script checked the stored client against `clientID`; the MAC covers it too.
+            guard !userID.isEmpty, KeySchema.macsEqual(mac, keys.approvalMAC(id: id, userID: userID, clientID: clientID, scopes: scopes)) else {
+                metrics.forged.increment()
+                logger.error("Forged approval in Redis: the record says approved but its MAC is missing or wrong; no token issued. Someone wrote to Redis without the node secret",
+                             metadata: ["grant_id": "\(keys.grantID(tag: tag, id: id))", "client_id": "\(clientID)"])
+                return .invalidGrant(.forged)
+            }
             metrics.redeemed.increment()
-            let scopes = (parts.count > 2 ? parts[2].string ?? "" : "").split(separator: " ").map(String.init)
-            return .authorized(userID: parts.count > 1 ? parts[1].string ?? "" : "", scopes: scopes, grantID: keys.grantID(tag: tag, id: id))
+            return .authorized(userID: userID, scopes: scopes.split(separator: " ").map(String.init), grantID: keys.grantID(tag: tag, id: id))
         case "replay":
             metrics.replays.increment()
             logger.warning("Replayed device code: the grant was already redeemed; revoke its tokens",
@@ -338,7 +364,7 @@ public final class DeviceCodeStore: Sendable {
     /// `intervalSeconds` after its last accepted poll; the stored interval then grows by 5 s.
     public func checkRateLimit(_ code: DeviceCode, intervalSeconds: Int) async throws -> Bool {
         let reply = try await client.eval(StoreScripts.checkRateLimit, keys: [try deviceKey(of: code)],
-                                          arguments: [intervalSeconds, configuration.pollTolerance.milliseconds])
+                                          arguments: [intervalSeconds, configuration.pollTolerance.milliseconds, configuration.maxInterval])
         if reply.int == -1 { throw DeviceAuthorizationError(.notFound, "the grant no longer exists") }
         return reply.int == 1
     }
@@ -356,8 +382,15 @@ public final class DeviceCodeStore: Sendable {
         return key
     }
 
+    /// The snapshot's client and scopes are what the approval MAC covers; the script refuses
+    /// (`grantChanged`) if the record holds others.
     private func decide(grant code: DeviceCode, status: String, userID: String) async throws {
-        let reply = try await client.eval(StoreScripts.decide, keys: [try deviceKey(of: code)], arguments: [String(code.grantID.dropFirst(4)), status, userID])
+        let id = String(code.grantID.dropFirst(4))
+        var arguments: [any RedisArgument] = [id, status, userID]
+        if status == "a" {
+            arguments += approvalArguments(id: id, userID: userID, clientID: code.clientID, scopes: code.scopes.joined(separator: " "))
+        }
+        let reply = try await client.eval(StoreScripts.decide, keys: [try deviceKey(of: code)], arguments: arguments)
         try Self.checkDecision(reply)
     }
 
@@ -407,16 +440,20 @@ public final class DeviceCodeStore: Sendable {
     ///
     /// An eviction policy that may evict keys with a TTL (`volatile-*`, `allkeys-*`) would drop
     /// live grants under memory pressure: a lost login. In a Redis Cluster every primary is
-    /// checked. Returns the warnings it logged.
+    /// checked. The policy is read from `INFO memory` (`maxmemory_policy`), not `CONFIG GET`, so
+    /// the product's ACL user needs no `+config|get`. Returns the warnings it logged.
     @discardableResult
     public func checkRedisConfiguration() async -> [String] {
         var warnings: [String] = []
-        let replies = await client.sendToEachPrimary(RedisCommand("CONFIG", "GET", "maxmemory-policy"))
+        let replies = await client.sendToEachPrimary(RedisCommand("INFO", "memory"))
         for (node, result) in replies {
             let where_ = client.isCluster ? " on \(node)" : ""
             do {
-                let reply = try result.get().array ?? []
-                let policy = reply.count > 1 ? reply[1].string ?? "" : ""
+                let info = try result.get().string ?? ""
+                guard let policy = Self.infoField("maxmemory_policy", in: info) else {
+                    warnings.append("Could not read Redis maxmemory-policy\(where_) (INFO memory has no maxmemory_policy); make sure it is 'noeviction'.")
+                    continue
+                }
                 if policy != "noeviction" {
                     warnings.append("Redis maxmemory-policy\(where_) is '\(policy)': Redis may evict device codes (keys with a TTL) under memory pressure, and a person's login is then lost. Use 'noeviction'.")
                 }
@@ -426,6 +463,15 @@ public final class DeviceCodeStore: Sendable {
         }
         for warning in warnings { logger.warning("\(warning)") }
         return warnings
+    }
+
+    /// The value of `name:value` in an `INFO` reply (lines end in CRLF).
+    static func infoField(_ name: String, in info: String) -> String? {
+        for line in info.split(whereSeparator: \.isNewline) {
+            let line = line.trimmingCharacters(in: .whitespaces)
+            if line.hasPrefix(name + ":") { return String(line.dropFirst(name.count + 1)) }
+        }
+        return nil
     }
 }
 
@@ -441,6 +487,7 @@ struct StoreMetrics: Sendable {
     let denied = Counter(label: "deviceauth_grants_denied_total")
     let redeemed = Counter(label: "deviceauth_grants_redeemed_total")
     let replays = Counter(label: "deviceauth_grants_replayed_total")
+    let forged = Counter(label: "deviceauth_grants_forged_total")
     let slowDowns = Counter(label: "deviceauth_polls_slow_down_total")
     let expiredPolls = Counter(label: "deviceauth_polls_expired_total")
     let lockouts = Counter(label: "deviceauth_user_code_lockouts_total")

@@ -9,6 +9,9 @@ public struct DeviceCodeStoreConfiguration: Sendable {
     public var lifetime: Duration
     /// Default minimum polling interval in seconds (RFC 8628 `interval`).
     public var interval: Int
+    /// The highest interval in seconds `slow_down` raises a grant's interval to (+5 s each time);
+    /// an interval issued above it is kept as issued.
+    public var maxInterval: Int
     /// How long a record stays after expiry so a late poll still learns `expired_token`.
     public var gracePeriod: Duration
     /// How much earlier than the interval a poll may arrive and still be accepted (latency jitter).
@@ -34,6 +37,7 @@ public struct DeviceCodeStoreConfiguration: Sendable {
     ///   - secret: HMAC key shared by all nodes (≥ 32 bytes).
     ///   - lifetime: default grant lifetime (600 s).
     ///   - interval: default polling interval in seconds (5).
+    ///   - maxInterval: cap of the interval `slow_down` raises (60 s, as the reference).
     ///   - gracePeriod: time a record outlives its expiry (300 s).
     ///   - pollTolerance: accepted earliness of a poll (500 ms).
     ///   - maxFailuresPerCaller: failed lookups per caller per window (10).
@@ -48,6 +52,7 @@ public struct DeviceCodeStoreConfiguration: Sendable {
         secret: [UInt8],
         lifetime: Duration = .seconds(600),
         interval: Int = 5,
+        maxInterval: Int = 60,
         gracePeriod: Duration = .seconds(300),
         pollTolerance: Duration = .milliseconds(500),
         maxFailuresPerCaller: Int = 10,
@@ -62,6 +67,7 @@ public struct DeviceCodeStoreConfiguration: Sendable {
         self.secret = secret
         self.lifetime = lifetime
         self.interval = interval
+        self.maxInterval = maxInterval
         self.gracePeriod = gracePeriod
         self.pollTolerance = pollTolerance
         self.maxFailuresPerCaller = maxFailuresPerCaller
