@@ -1,9 +1,9 @@
+import DeviceAuthorization
 import DeviceAuthorizationHTTP
 import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
-import NIOCore
 import Testing
 
 /// Python helpers of these tests, run when their modules are installed
@@ -75,61 +75,32 @@ struct RealClientTests {
           .enabled(if: PythonClient.browserAvailable, "needs chromium, chromium-driver and python3 selenium"))
     func browserApproval() async throws {
         // The browser sends `Origin: http://127.0.0.1:PORT` with its form posts, so the public
-        // base URL must be that origin (the server refuses posts from any other). HummingbirdTesting
-        // always listens on a port of its own choosing, so the node runs as a plain Application on
-        // a port picked first, and the device side talks to it with a live test client of its own.
+        // base URL must be that origin (the server refuses posts from any other). The test
+        // framework's live mode always picks its own port, so the server runs here directly.
         let port = try HTTPFixture.freePort()
         let fixture = try await HTTPFixture(secureCookies: false, publicBaseURL: "http://127.0.0.1:\(port)")
         defer { fixture.shutdown() }
-        let node = fixture.app(port: port)
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await node.runService() }
-            defer { group.cancelAll() }
-            var listening = false
-            for _ in 0..<400 where !listening {
-                listening = HTTPFixture.canConnect(port: port)
-                if !listening { try await Task.sleep(for: .milliseconds(50)) }
-            }
-            try #require(listening, "the node did not start on port \(port)")
-            let device = LiveNodeClient(host: "127.0.0.1", port: port)
-            defer { Task { try? await device.client.shutdown() } }
-            let issued = try await device.postForm("/oauth/device_authorization", [("client_id", "fast")])
-            let userCode = try #require(issued.json["user_code"] as? String, "\(issued)")
-            let deviceCode = try #require(issued.json["device_code"] as? String, "\(issued)")
-            let screenshot = PythonClient.artifactsDirectory + "/verification-confirm.png"
-            let result = try await PythonClient.run("browser_approval.py", arguments: [
-                "http://127.0.0.1:\(port)", userCode, "Fast poller", "alice", "wonderland", screenshot,
-            ])
-            #expect(result.status == 0, "\(result.output)")
-            #expect(result.output.contains("browser approval: ok"))
-            #expect(FileManager.default.fileExists(atPath: screenshot), "screenshot artifact at \(screenshot)")
-            let token = try await device.postForm("/oauth/token", [
-                ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"), ("device_code", deviceCode), ("client_id", "fast"),
-            ])
-            #expect(token.status == .ok)
-            #expect(token.json["access_token"] is String)
+        let (running, runningContinuation) = AsyncStream<Void>.makeStream()
+        let app = Application(router: fixture.routes.makeRouter(), configuration: .init(address: .hostname("127.0.0.1", port: port)),
+                              onServerRunning: { _ in runningContinuation.yield() })
+        let server = Task { try await app.runService(gracefulShutdownSignals: []) }
+        defer { server.cancel() }
+        var iterator = running.makeAsyncIterator()
+        _ = await iterator.next()
+
+        let issued = try await fixture.store.issue(clientID: "fast", scopes: ["profile"], interval: 0)
+        let screenshot = PythonClient.artifactsDirectory + "/verification-confirm.png"
+        let result = try await PythonClient.run("browser_approval.py", arguments: [
+            "http://127.0.0.1:\(port)", issued.userCode, "Fast poller", "alice", "wonderland", screenshot,
+        ])
+        #expect(result.status == 0, "\(result.output)")
+        #expect(result.output.contains("browser approval: ok"))
+        #expect(FileManager.default.fileExists(atPath: screenshot), "screenshot artifact at \(screenshot)")
+        let outcome = try await fixture.store.poll(deviceCode: issued.deviceCode, clientID: "fast")
+        guard case .authorized(let userID, let scopes, let grantID) = outcome else {
+            Issue.record("the device was not authorized: \(outcome)")
+            return
         }
-    }
-}
-
-/// A HummingbirdTesting client on a node this test started itself (on a port it chose): the
-/// device's two requests, as form posts.
-struct LiveNodeClient {
-    let client: TestClient
-
-    init(host: String, port: Int) {
-        client = TestClient(host: host, port: port, configuration: .init(timeout: .seconds(20)), eventLoopGroupProvider: .createNew)
-        client.connect()
-    }
-
-    /// POSTs a form and returns the status and the JSON object of the answer.
-    func postForm(_ path: String, _ parameters: [(String, String)]) async throws -> (status: HTTPResponse.Status, json: [String: Any]) {
-        let body = parameters.map { "\($0.0)=\($0.1.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? "")" }.joined(separator: "&")
-        var headers = HTTPFields()
-        headers[.contentType] = "application/x-www-form-urlencoded"
-        headers[.connection] = "keep-alive"
-        let response = try await client.execute(TestClient.Request(path, method: .post, authority: "127.0.0.1", headers: headers, body: ByteBuffer(string: body)))
-        let data = Data((response.body ?? ByteBuffer()).readableBytesView)
-        return (response.head.status, (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:])
+        #expect(userID == "alice" && scopes == ["profile"] && grantID == issued.grantID)
     }
 }

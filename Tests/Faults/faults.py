@@ -179,14 +179,24 @@ def hidden(name, html):
     return html[start:html.find('"', start)].replace("&amp;", "&").replace("&#x3D;", "=").replace("&#61;", "=")
 
 
-def decide(node, user_code, user, approve=True):
-    """The verification page: GET the confirmation form, POST approve/deny. Returns the final Answer."""
+def lookup(node, user_code, user):
+    """The verification page: GET the code form (it only fills in the code), POST action=lookup.
+    Returns (the lookup's Answer, the headers that carry the person and the CSRF cookie)."""
     who = [(USER_HEADER, user)]
-    page = curl(node + "/device?user_code=" + urllib.parse.quote(user_code), headers=who)
+    form = curl(node + "/device?user_code=" + urllib.parse.quote(user_code), headers=who)
+    if form.status != 200 or hidden("csrf_token", form.body) is None:
+        return form, who
+    cookies = [value.split(";")[0] for name, value in [("set-cookie", form.header("set-cookie") or "")] if value]
+    headers = who + ([("Cookie", "; ".join(cookies))] if cookies else [])
+    return curl(node + "/device", headers=headers, form={
+        "csrf_token": hidden("csrf_token", form.body), "user_code": user_code, "action": "lookup"}), headers
+
+
+def decide(node, user_code, user, approve=True):
+    """The verification page: look the code up (the confirmation form), POST approve/deny. Returns the final Answer."""
+    page, headers = lookup(node, user_code, user)
     if page.status != 200 or hidden("grant_id", page.body) is None:
         return page
-    cookies = [value.split(";")[0] for name, value in [("set-cookie", page.header("set-cookie") or "")] if value]
-    headers = who + ([("Cookie", "; ".join(cookies))] if cookies else [])
     return curl(node + "/device", headers=headers, form={
         "csrf_token": hidden("csrf_token", page.body), "user_code": hidden("user_code", page.body),
         "grant_id": hidden("grant_id", page.body), "action": "approve" if approve else "deny"})
@@ -362,7 +372,7 @@ def redis_restart(args):
     expect_unavailable(issue(NODES[1]), "device_authorization during the outage")
     if before.status == 200:
         expect_unavailable(poll(NODES[2 % len(NODES)], before.json["device_code"]), "token poll during the outage")
-    expect_unavailable(curl(NODES[0] + "/device?user_code=BCDF-GHJK", headers=[(USER_HEADER, "someone")]),
+    expect_unavailable(lookup(NODES[0], "BCDF-GHJK", "someone")[0],
                        "verification page during the outage", oauth=False)
     FIGURES["readyz_red_after_s"] = round(readiness(False, timeout=10), 2)
     time.sleep(max(0, 3 - (time.time() - crashed_at)))

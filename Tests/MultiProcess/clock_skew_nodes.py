@@ -146,7 +146,13 @@ def decide(node, user_code, action, user="alice"):
     """A person approving or denying through the verification page (proxy-header login)."""
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
     headers = {"X-Forwarded-User": user}
+    # GET only fills in the code form; the lookup is the form's POST.
     status, _, page = request(node.url + "/device?" + urllib.parse.urlencode({"user_code": user_code}),
+                              headers=headers, opener=opener)
+    if status != 200:
+        return f"form {status}"
+    token = dict(hidden_inputs(page)).get("csrf_token")
+    status, _, page = request(node.url + "/device", {"csrf_token": token, "user_code": user_code, "action": "lookup"},
                               headers=headers, opener=opener)
     if status != 200:
         return f"page {status}"
@@ -155,6 +161,19 @@ def decide(node, user_code, action, user="alice"):
         return "page without form"
     status, _, page = request(node.url + "/device", dict(fields, action=action), headers=headers, opener=opener)
     return f"{action} {status}"
+
+
+def lookup_status(node, user_code, user="alice"):
+    """The status of the verification page's lookup of a code (GET the form, POST action=lookup)."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    headers = {"X-Forwarded-User": user}
+    status, _, page = request(node.url + "/device", headers=headers, opener=opener)
+    if status != 200:
+        return status
+    token = dict(hidden_inputs(page)).get("csrf_token")
+    status, _, _ = request(node.url + "/device", {"csrf_token": token, "user_code": user_code, "action": "lookup"},
+                           headers=headers, opener=opener)
+    return status
 
 
 def scripted_flow(x, y):
@@ -179,9 +198,7 @@ def scripted_flow(x, y):
     # although one node's clock is ten minutes past its expiry and the other's ten before its issue.
     short = issue(y, "skew-short")
     steps.append(("short code, first poll on x", poll(x, short["device_code"], "skew-short")[0]))
-    status, _, _ = request(x.url + "/device?" + urllib.parse.urlencode({"user_code": short["user_code"]}),
-                           headers={"X-Forwarded-User": "alice"})
-    steps.append(("short code, page on x", status))
+    steps.append(("short code, page on x", lookup_status(x, short["user_code"])))
     time.sleep(LIFETIME + 0.5)
     steps.append(("short code after lifetime, poll on x", poll(x, short["device_code"], "skew-short")[0]))
     steps.append(("short code after lifetime, poll on y", poll(y, short["device_code"], "skew-short")[0]))

@@ -36,7 +36,7 @@ struct PageRenderer: Sendable {
         self.serviceName = serviceName
     }
 
-    /// A page response: HTML, `no-store`, CSP without scripts, no framing, no referrer.
+    /// A page response: HTML, `no-store`, CSP without scripts, no framing, no referrer to other sites.
     func render(_ template: String, _ values: [String: Any], status: HTTPResponse.Status = .ok, cookies: [Cookie] = [],
                 headers extra: [HTTPField.Name: String] = [:]) -> Response {
         var values = values
@@ -47,9 +47,9 @@ struct PageRenderer: Sendable {
         headers[.cacheControl] = "no-store"
         headers[.contentSecurityPolicy] = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
         headers[.xFrameOptions] = "DENY"
-        // same-origin, not no-referrer: no referrer (with ?user_code=…) ever leaves the site, and
-        // browsers still send a real `Origin` on the page's own form posts (under no-referrer they
-        // send `Origin: null`, which the cross-site check must refuse).
+        // same-origin, not no-referrer: no Referer ever leaves the site either way, but under
+        // no-referrer browsers send `Origin: null` with the page's own form posts (Fetch,
+        // "serialize a request origin"), which the cross-site check must refuse.
         headers[.referrerPolicy] = "same-origin"
         headers[.xContentTypeOptions] = "nosniff"
         for (name, value) in extra { headers[name] = value }

@@ -38,7 +38,8 @@ struct SimulationSettings: Sendable {
 /// - a token poll is never re-sent blindly: the device polls again on its own schedule, after
 ///   `max(interval, Retry-After)`, like any RFC 8628 client (an immediate re-send of a poll that did
 ///   run would rightly earn `slow_down`);
-/// - `GET /device` is a read and is re-sent; `POST /device` (approve / deny) is not: after a lost
+/// - `GET /device` (the code form) and `POST /device` with `action=lookup` (the confirmation page; a
+///   lookup that finds its code gives its guess charge back) are re-sent; approve / deny is not: after a lost
 ///   answer the person reloads the page and decides again only if it still shows the request pending
 ///   (the decision is a compare-and-set, so at most one of the two submissions can apply).
 struct DeviceSimulation: Sendable {
@@ -363,12 +364,31 @@ struct DeviceSimulation: Sendable {
             if decision.error == nil, !tally.problems.isEmpty { decision.error = tally.problems.joined(separator: "; ") }
         }
         for _ in 0..<max(1, policy.isActive ? policy.maxAttempts : 1) {
-            let pageOutcome = await send(endpoint: "GET /device", method: .GET, path: "/device?user_code=" + query, headers: [(settings.userHeader, user)],
+            // GET only fills in the code form (no lookup); the lookup is the form's POST.
+            let formOutcome = await send(endpoint: "GET /device", method: .GET, path: "/device?user_code=" + query, headers: [(settings.userHeader, user)],
+                                         retryUnavailable: policy.retryUnavailable, resendLostAnswer: true, tally: &tally, rng: &rng) { response in
+                response.status == 200 && response.body.contains("csrf_token") ? "200 form" : "\(response.status)"
+            }
+            guard case .response(let form) = formOutcome, form.status == 200, let formToken = HTMLForm.hiddenValue("csrf_token", in: form.body) else {
+                if case .response(let form) = formOutcome {
+                    decision.error = "GET /device: \(form.status), no code form"
+                } else {
+                    decision.error = "GET /device: transport error"
+                }
+                finish(&decision, tally)
+                return decision
+            }
+            var lookupHeaders = [(settings.userHeader, user)]
+            let formCookies = form.header("Set-Cookie").compactMap { $0.split(separator: ";").first.map(String.init) }
+            if !formCookies.isEmpty { lookupHeaders.append(("Cookie", formCookies.joined(separator: "; "))) }
+            // A lookup that finds its code is given back by the store, so re-sending it is safe.
+            let pageOutcome = await send(endpoint: "POST /device lookup", method: .POST, path: "/device", headers: lookupHeaders,
+                                         form: [("csrf_token", formToken), ("user_code", userCode), ("action", "lookup")],
                                          retryUnavailable: policy.retryUnavailable, resendLostAnswer: true, tally: &tally, rng: &rng) { response in
                 response.status == 200 && response.body.contains("grant_id") ? "200 confirm" : "\(response.status)"
             }
             guard case .response(let page) = pageOutcome else {
-                decision.error = "GET /device: transport error"
+                decision.error = "POST /device lookup: transport error"
                 finish(&decision, tally)
                 return decision
             }
@@ -382,13 +402,13 @@ struct DeviceSimulation: Sendable {
             guard page.status == 200, let csrf = HTMLForm.hiddenValue("csrf_token", in: page.body),
                   let grantID = HTMLForm.hiddenValue("grant_id", in: page.body),
                   let shownCode = HTMLForm.hiddenValue("user_code", in: page.body) else {
-                decision.error = "GET /device: \(page.status), no confirmation form"
+                decision.error = "POST /device lookup: \(page.status), no confirmation form"
                 finish(&decision, tally)
                 return decision
             }
-            var headers = [(settings.userHeader, user)]
+            var headers = lookupHeaders
             let cookies = page.header("Set-Cookie").compactMap { $0.split(separator: ";").first.map(String.init) }
-            if !cookies.isEmpty { headers.append(("Cookie", cookies.joined(separator: "; "))) }
+            if !cookies.isEmpty { headers = [(settings.userHeader, user), ("Cookie", cookies.joined(separator: "; "))] }
             if submittedWithoutAnswer { decision.resubmitted += 1 }
             let doneOutcome = await send(endpoint: "POST /device", method: .POST, path: "/device", headers: headers,
                                          form: [("csrf_token", csrf), ("user_code", shownCode), ("grant_id", grantID), ("action", action)],
