@@ -15,6 +15,7 @@ struct DeviceAuthServerCommand: AsyncParsableCommand {
         mode: demo client 'demo-cli', login alice/alice, ephemeral signing key) and stops it on exit.
         Environment fallbacks: DEVICEAUTH_HOST, DEVICEAUTH_PORT, DEVICEAUTH_REDIS_URL, DEVICEAUTH_REDIS_CONNECTIONS, \
         DEVICEAUTH_CONFIG, DEVICEAUTH_SECRET, DEVICEAUTH_SIGNING_KEY, DEVICEAUTH_METRICS_PORT, DEVICEAUTH_METRICS_HOST, \
+        DEVICEAUTH_HEADER_READ_TIMEOUT, DEVICEAUTH_IDLE_TIMEOUT, DEVICEAUTH_MAX_CONNECTIONS, \
         DEVICEAUTH_LOG_LEVEL, DEVICEAUTH_LOG_FORMAT.
         """
     )
@@ -46,6 +47,15 @@ struct DeviceAuthServerCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("metrics-host"), help: "Address of the metrics listener (env DEVICEAUTH_METRICS_HOST; default: --host).")
     var metricsHost: String?
+
+    @Option(name: .customLong("header-read-timeout"), help: "Seconds a connection has to send a whole request head, 1-300 (env DEVICEAUTH_HEADER_READ_TIMEOUT; default 10).")
+    var headerReadTimeout: String?
+
+    @Option(name: .customLong("idle-timeout"), help: "Seconds a kept-alive connection may wait for its next request, 1-3600 (env DEVICEAUTH_IDLE_TIMEOUT; default 60).")
+    var idleTimeout: String?
+
+    @Option(name: .customLong("max-connections"), help: "Connections open at once; more are closed as they arrive, 1-1000000 (env DEVICEAUTH_MAX_CONNECTIONS; default 10000).")
+    var maxConnections: String?
 
     @Flag(help: "Development defaults (demo client, dev login, ephemeral key) even with an external Redis.")
     var dev = false
@@ -88,6 +98,20 @@ struct DeviceAuthServerCommand: AsyncParsableCommand {
             guard let port = Int(text), (1...65535).contains(port) else { return nil }
             return .some(port)
         }
+        /// An optional whole number: flag, else environment, else `nil` (the file's value or the default).
+        func optionalWholeNumber(_ flag: String?, _ option: String, env name: String, range: ClosedRange<Int>) throws -> Int? {
+            try setting(flag, option, env: name, default: Int?.none, expected: "a whole number from \(range.lowerBound) to \(range.upperBound)") { text -> Int?? in
+                // Explicitly doubly optional: a refused value must be `nil`, not `.some(nil)` (unset).
+                guard let value = Int(text), range.contains(value) else { return nil }
+                return .some(value)
+            }
+        }
+        let headerReadTimeout = try optionalWholeNumber(self.headerReadTimeout, "--header-read-timeout", env: "DEVICEAUTH_HEADER_READ_TIMEOUT",
+                                                        range: ServerConfigurationFile.Ranges.headerReadTimeoutSeconds)
+        let idleTimeout = try optionalWholeNumber(self.idleTimeout, "--idle-timeout", env: "DEVICEAUTH_IDLE_TIMEOUT",
+                                                  range: ServerConfigurationFile.Ranges.idleTimeoutSeconds)
+        let maxConnections = try optionalWholeNumber(self.maxConnections, "--max-connections", env: "DEVICEAUTH_MAX_CONNECTIONS",
+                                                     range: ServerConfigurationFile.Ranges.maxConnections)
         let connections = try wholeNumber(redisConnections, "--redis-connections", env: "DEVICEAUTH_REDIS_CONNECTIONS", default: 2, range: 1...64)
         LoggingSystem.bootstrap { label in
             var handler: any LogHandler = json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
@@ -105,7 +129,10 @@ struct DeviceAuthServerCommand: AsyncParsableCommand {
             signingKeyFile: signingKey ?? env("DEVICEAUTH_SIGNING_KEY"),
             development: dev,
             metricsPort: metricsPort,
-            metricsHost: metricsHost ?? env("DEVICEAUTH_METRICS_HOST")
+            metricsHost: metricsHost ?? env("DEVICEAUTH_METRICS_HOST"),
+            headerReadTimeoutSeconds: headerReadTimeout,
+            idleTimeoutSeconds: idleTimeout,
+            maxConnections: maxConnections
         )
         do {
             try await DeviceAuthorizationServer.run(options: options, logger: logger)

@@ -43,7 +43,8 @@ struct ServerSetupTests {
           arguments: [("code_lifetime_seconds", -5), ("code_lifetime_seconds", 0), ("code_lifetime_seconds", 100_000_000_000_000_000),
                       ("interval_seconds", -1), ("interval_seconds", 3_601), ("token_lifetime_seconds", 0),
                       ("token_lifetime_seconds", 31_536_001), ("max_failures_per_caller", 0),
-                      ("max_form_parameters", 7), ("max_form_parameters", 1_001), ("metrics_port", 0), ("metrics_port", 65_536)])
+                      ("max_form_parameters", 7), ("max_form_parameters", 1_001), ("metrics_port", 0), ("metrics_port", 65_536),
+                      ("header_read_timeout_seconds", 0), ("idle_timeout_seconds", 3_601), ("max_connections", 0)])
     func outOfRangeSettingsAreRefused(name: String, value: Int) throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("deviceauth-config-\(UUID().uuidString).json").path
         defer { try? FileManager.default.removeItem(atPath: path) }
@@ -90,6 +91,9 @@ private func bounds(_ name: String) -> ClosedRange<Int> {
     case "token_lifetime_seconds": ServerConfigurationFile.Ranges.tokenLifetimeSeconds
     case "max_form_parameters": ServerConfigurationFile.Ranges.maxFormParameters
     case "metrics_port": ServerConfigurationFile.Ranges.port
+    case "header_read_timeout_seconds": ServerConfigurationFile.Ranges.headerReadTimeoutSeconds
+    case "idle_timeout_seconds": ServerConfigurationFile.Ranges.idleTimeoutSeconds
+    case "max_connections": ServerConfigurationFile.Ranges.maxConnections
     default: ServerConfigurationFile.Ranges.maxFailuresPerCaller
     }
 }

@@ -33,6 +33,12 @@ public struct ServerOptions: Sendable {
     public var metricsPort: Int?
     /// Address of the metrics listener (`nil`: the file's `metrics_host`, else ``host``).
     public var metricsHost: String?
+    /// Seconds a connection has to send a request head (`nil`: the file's `header_read_timeout_seconds`, else 10).
+    public var headerReadTimeoutSeconds: Int?
+    /// Seconds a kept-alive connection may idle (`nil`: the file's `idle_timeout_seconds`, else 60).
+    public var idleTimeoutSeconds: Int?
+    /// Connections open at once (`nil`: the file's `max_connections`, else 10 000).
+    public var maxConnections: Int?
 
     /// Creates options.
     /// - Parameters:
@@ -46,8 +52,12 @@ public struct ServerOptions: Sendable {
     ///   - development: development defaults.
     ///   - metricsPort: a separate metrics listener's port.
     ///   - metricsHost: the metrics listener's address.
+    ///   - headerReadTimeoutSeconds: the request-head deadline.
+    ///   - idleTimeoutSeconds: the keep-alive idle timeout.
+    ///   - maxConnections: the connection cap.
     public init(host: String = "127.0.0.1", port: Int = 8080, redisURL: String? = nil, redisConnections: Int = 2, configPath: String? = nil,
-                secret: String? = nil, signingKeyFile: String? = nil, development: Bool = false, metricsPort: Int? = nil, metricsHost: String? = nil) {
+                secret: String? = nil, signingKeyFile: String? = nil, development: Bool = false, metricsPort: Int? = nil, metricsHost: String? = nil,
+                headerReadTimeoutSeconds: Int? = nil, idleTimeoutSeconds: Int? = nil, maxConnections: Int? = nil) {
         self.host = host
         self.port = port
         self.redisURL = redisURL
@@ -58,6 +68,9 @@ public struct ServerOptions: Sendable {
         self.development = development
         self.metricsPort = metricsPort
         self.metricsHost = metricsHost
+        self.headerReadTimeoutSeconds = headerReadTimeoutSeconds
+        self.idleTimeoutSeconds = idleTimeoutSeconds
+        self.maxConnections = maxConnections
     }
 }
 
@@ -184,8 +197,14 @@ public enum DeviceAuthorizationServer {
 
         let routes = try DeviceAuthorizationRoutes(store: store, redis: redis, clients: clients, users: users, tokens: tokens,
                                                    metrics: metrics, configuration: configuration, logger: logger)
+        let defaults = ConnectionLimits()
+        let limits = ConnectionLimits(
+            headerReadTimeout: (options.headerReadTimeoutSeconds ?? file.headerReadTimeoutSeconds).map { .seconds($0) } ?? defaults.headerReadTimeout,
+            idleTimeout: (options.idleTimeoutSeconds ?? file.idleTimeoutSeconds).map { .seconds($0) } ?? defaults.idleTimeout,
+            maxConnections: options.maxConnections ?? file.maxConnections ?? defaults.maxConnections)
         var app = Application(
             router: routes.makeRouter(),
+            server: .deviceAuthorization(limits: limits, logger: logger),
             configuration: ApplicationConfiguration(address: .hostname(options.host, port: options.port), serverName: "deviceauth"),
             onServerRunning: { _ in
                 logger.notice("deviceauth-server listening", metadata: ["address": "\(options.host):\(options.port)", "verification_uri": "\(publicBaseURL)/device"])
@@ -206,6 +225,7 @@ public enum DeviceAuthorizationServer {
         if let metricsPort {
             let metricsApp = Application(
                 router: routes.makeMetricsRouter(),
+                server: .deviceAuthorization(limits: limits, logger: logger),
                 configuration: ApplicationConfiguration(address: .hostname(metricsHost, port: metricsPort), serverName: "deviceauth"),
                 onServerRunning: { _ in logger.notice("metrics listening", metadata: ["address": "\(metricsHost):\(metricsPort)"]) },
                 logger: logger)

@@ -135,6 +135,12 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
     /// Accept `user_header` with trusted proxy ranges wider than /16 (IPv4) or /32 (IPv6). Any host
     /// in such a range can sign in as anyone; leave it unset unless the network alone is trusted.
     public var allowWideTrustedProxies: Bool?
+    /// Seconds a connection has to send a whole request head (10; ``ConnectionLimits``).
+    public var headerReadTimeoutSeconds: Int?
+    /// Seconds a kept-alive connection may wait for its next request (60).
+    public var idleTimeoutSeconds: Int?
+    /// Connections open at once on one node (10 000); more are closed as they arrive.
+    public var maxConnections: Int?
     /// Port of a separate `GET /metrics` listener; the main listener then answers 404 there.
     public var metricsPort: Int?
     /// Address of the metrics listener (default: the main listener's).
@@ -177,6 +183,7 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         case intervalSeconds = "interval_seconds", maxFailuresPerCaller = "max_failures_per_caller", rateLimits = "rate_limits"
         case proxySecretHeader = "proxy_secret_header", proxySecretFile = "proxy_secret_file"
         case allowWideTrustedProxies = "allow_wide_trusted_proxies"
+        case headerReadTimeoutSeconds = "header_read_timeout_seconds", idleTimeoutSeconds = "idle_timeout_seconds", maxConnections = "max_connections"
         case audience, maxFormParameters = "max_form_parameters", metricsPort = "metrics_port", metricsHost = "metrics_host"
     }
 
@@ -200,6 +207,12 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         /// `max_form_parameters`: enough for every form (the page's largest has five), at most
         /// 1000 (past that the cap no longer bounds anything a 16 KiB body could not do).
         public static let maxFormParameters = 8...1_000
+        /// `header_read_timeout_seconds`: a second to five minutes.
+        public static let headerReadTimeoutSeconds = 1...300
+        /// `idle_timeout_seconds`: a second to an hour.
+        public static let idleTimeoutSeconds = 1...3_600
+        /// `max_connections`: at least one, at most a million.
+        public static let maxConnections = 1...1_000_000
         /// `metrics_port`: a TCP port.
         public static let port = 1...65_535
 
@@ -220,6 +233,9 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         try Ranges.check(maxFailuresPerCaller, "max_failures_per_caller", Ranges.maxFailuresPerCaller)
         try Ranges.check(maxFormParameters, "max_form_parameters", Ranges.maxFormParameters)
         try Ranges.check(metricsPort, "metrics_port", Ranges.port)
+        try Ranges.check(headerReadTimeoutSeconds, "header_read_timeout_seconds", Ranges.headerReadTimeoutSeconds)
+        try Ranges.check(idleTimeoutSeconds, "idle_timeout_seconds", Ranges.idleTimeoutSeconds)
+        try Ranges.check(maxConnections, "max_connections", Ranges.maxConnections)
         try validateTrust()
     }
 
