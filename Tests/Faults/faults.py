@@ -578,7 +578,8 @@ def scan_grants():
 
 
 def maxmemory(args):
-    """Redis at maxmemory (noeviction): issuing answers 503 and writes nothing; existing codes keep working."""
+    """Redis at maxmemory (noeviction): issuing and decisions (whose lookup charge creates keys) answer 503
+    and write nothing; polls of existing codes keep working; after memory is freed everything works again."""
     check(redis_cli("config", "get", "maxmemory-policy").split()[-1] == "noeviction", "maxmemory-policy is not noeviction")
     # Existing grants, issued before memory runs out.
     existing = []
@@ -605,28 +606,27 @@ def maxmemory(args):
     bad = [a for a in answers if not (a.status == 503 and (a.json or {}).get("error") == "temporarily_unavailable" and a.header("retry-after"))]
     FIGURES["device_authorization_at_oom"] = f"{sum(a.status == 503 for a in answers)}/10 x 503"
     check(not bad, f"device_authorization at maxmemory: {bad[:2]}")
-    # Existing codes: approve, deny and poll at maxmemory.
-    outcomes = {"approved": 0, "denied": 0, "pending": 0}
+    # Existing codes at maxmemory. Polls only touch the existing record (allow-oom) and keep
+    # working. Approving or denying first charges the user-code lookup to the guess counters,
+    # which creates keys: Redis refuses that at maxmemory (deny-oom), so the page fails closed
+    # with 503 and decides nothing, rather than answer a lookup it could not count.
+    outcomes = {"refused": 0, "pending": 0}
     time.sleep(1.2)
+    refused = []
     for i, codes in enumerate(existing):
         node = NODES[i % len(NODES)]
-        if i % 3 == 0:
-            decided = decide(node, codes["user_code"], f"oom-user-{i}", approve=True)
-            check(decided.status == 200 and "Device connected" in decided.body, f"approve at maxmemory: {decided!r}")
-            token = poll(NODES[(i + 1) % len(NODES)], codes["device_code"])
-            check(token.status == 200 and "access_token" in (token.json or {}), f"redeeming an approved code at maxmemory: {token!r}")
-            outcomes["approved"] += token.status == 200
-        elif i % 3 == 1:
-            decided = decide(node, codes["user_code"], f"oom-user-{i}", approve=False)
-            check(decided.status == 200 and "Request denied" in decided.body, f"deny at maxmemory: {decided!r}")
-            denied = poll(NODES[(i + 1) % len(NODES)], codes["device_code"])
-            check((denied.json or {}).get("error") == "access_denied", f"poll of a denied code at maxmemory: {denied!r}")
-            outcomes["denied"] += (denied.json or {}).get("error") == "access_denied"
+        if i % 3 in (0, 1):
+            decided = decide(node, codes["user_code"], f"oom-user-{i}", approve=i % 3 == 0)
+            check(decided.status == 503 and decided.header("retry-after"), f"{'approve' if i % 3 == 0 else 'deny'} at maxmemory: {decided!r}")
+            still = poll(NODES[(i + 1) % len(NODES)], codes["device_code"])
+            check((still.json or {}).get("error") in ("authorization_pending", "slow_down"), f"a refused decision changed the grant: {still!r}")
+            outcomes["refused"] += decided.status == 503
+            refused.append((i, codes))
         else:
             pending = poll(node, codes["device_code"])
             check((pending.json or {}).get("error") in ("authorization_pending", "slow_down"), f"poll of a pending code at maxmemory: {pending!r}")
             outcomes["pending"] += (pending.json or {}).get("error") in ("authorization_pending", "slow_down")
-    FIGURES["existing_codes_at_oom"] = f"{outcomes['approved']} redeemed, {outcomes['denied']} denied, {outcomes['pending']} pending polls of {len(existing)}"
+    FIGURES["existing_codes_at_oom"] = f"{outcomes['refused']} decisions refused with 503, {outcomes['pending']} pending polls of {len(existing)}"
     records_after, indexes_after, problems = scan_grants()
     FIGURES["records_before_after_oom"] = f"{records_before}->{records_after}"
     check(records_after == records_before and indexes_after == indexes_before,
@@ -639,6 +639,20 @@ def maxmemory(args):
     redis_cli("config", "set", "maxmemory", "0")
     after = issue(NODES[0])
     check(after.status == 200, f"device_authorization after memory was freed: {after!r}")
+    # The decisions refused at maxmemory go through now, and reach the devices.
+    decided_after = {"redeemed": 0, "denied": 0}
+    for i, codes in refused:
+        approve = i % 3 == 0
+        decided = decide(NODES[i % len(NODES)], codes["user_code"], f"oom-user-{i}", approve=approve)
+        check(decided.status == 200, f"{'approve' if approve else 'deny'} after memory was freed: {decided!r}")
+        answer = poll(NODES[(i + 1) % len(NODES)], codes["device_code"])
+        if approve:
+            check(answer.status == 200 and "access_token" in (answer.json or {}), f"redeeming after memory was freed: {answer!r}")
+            decided_after["redeemed"] += answer.status == 200
+        else:
+            check((answer.json or {}).get("error") == "access_denied", f"poll of a denied code after memory was freed: {answer!r}")
+            decided_after["denied"] += (answer.json or {}).get("error") == "access_denied"
+    FIGURES["decisions_after_recovery"] = f"{decided_after['redeemed']} redeemed, {decided_after['denied']} denied"
     report = finish_harness(harness, report_path)
     faults = summarize(report)
     check(faults.get("unavailable_answers", 0) > 0, "the harness saw no 503 at maxmemory: the fault was not under load")
