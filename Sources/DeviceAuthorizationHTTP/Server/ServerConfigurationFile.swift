@@ -28,8 +28,11 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         public var scopes: [String]?
         /// Scopes granted when a request names none (default: all allowed).
         public var defaultScopes: [String]?
-        /// A plaintext secret (hashed on load; prefer ``secretSHA256``).
+        /// A plaintext secret (hashed on load). Development mode only: elsewhere use
+        /// ``secretSHA256`` or ``secretFile``.
         public var secret: String?
+        /// A file holding the secret (hashed on load; one trailing line break ignored).
+        public var secretFile: String?
         /// Hex SHA-256 of the secret: `printf %s "$SECRET" | sha256sum`.
         public var secretSHA256: String?
         /// Device-code lifetime for this client, in seconds.
@@ -42,14 +45,15 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         public var audience: String?
 
         enum CodingKeys: String, CodingKey {
-            case clientID = "client_id", displayName = "display_name", scopes, defaultScopes = "default_scopes", secret
+            case clientID = "client_id", displayName = "display_name", scopes, defaultScopes = "default_scopes", secret, secretFile = "secret_file"
             case secretSHA256 = "secret_sha256", codeLifetimeSeconds = "code_lifetime_seconds", intervalSeconds = "interval_seconds"
             case deviceAuthorizationsPerMinute = "device_authorizations_per_minute", audience
         }
 
         /// Creates a client entry.
         public init(clientID: String, displayName: String? = nil, scopes: [String]? = nil, defaultScopes: [String]? = nil, secret: String? = nil,
-                    secretSHA256: String? = nil, codeLifetimeSeconds: Int? = nil, intervalSeconds: Int? = nil) {
+                    secretSHA256: String? = nil, codeLifetimeSeconds: Int? = nil, intervalSeconds: Int? = nil, secretFile: String? = nil) {
+            self.secretFile = secretFile
             self.clientID = clientID
             self.displayName = displayName
             self.scopes = scopes
@@ -61,11 +65,24 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         }
 
         /// The registry entry.
-        /// - Throws: ``DeviceAuthorizationHTTPError`` for a malformed hash or bad numbers.
-        public func registeredClient() throws -> RegisteredClient {
+        /// - Parameter allowPlaintextSecret: accept `secret` (plaintext in the file); only in
+        ///   development mode, since the file is then a copy of every client's credential.
+        /// - Throws: ``DeviceAuthorizationHTTPError`` for a malformed hash, bad numbers, a plaintext
+        ///   secret that is not allowed, an unreadable secret file or more than one secret.
+        public func registeredClient(allowPlaintextSecret: Bool = false) throws -> RegisteredClient {
             guard !clientID.isEmpty else { throw DeviceAuthorizationHTTPError(.invalidConfiguration, "a client has an empty client_id") }
+            guard [secret != nil, secretSHA256 != nil, secretFile != nil].filter({ $0 }).count <= 1 else {
+                throw DeviceAuthorizationHTTPError(.invalidConfiguration, "client \(clientID): give one of secret_sha256, secret_file and secret")
+            }
+            if secret != nil && !allowPlaintextSecret {
+                throw DeviceAuthorizationHTTPError(.invalidConfiguration, """
+                    client \(clientID): a plaintext "secret" is accepted only in development mode; \
+                    use "secret_sha256" (printf %s "$SECRET" | sha256sum) or "secret_file"
+                    """)
+            }
+            let fileSecret = try secretFile.map { String(decoding: try SecretFile.read($0, setting: "client \(clientID): secret_file"), as: UTF8.self) }
             var client = RegisteredClient(clientID: clientID, displayName: displayName, allowedScopes: scopes ?? [], defaultScopes: defaultScopes,
-                                          secret: secret, codeLifetime: codeLifetimeSeconds.map { .seconds($0) }, pollingInterval: intervalSeconds,
+                                          secret: secret ?? fileSecret, codeLifetime: codeLifetimeSeconds.map { .seconds($0) }, pollingInterval: intervalSeconds,
                                           audience: audience)
             if let audience, audience.isEmpty {
                 throw DeviceAuthorizationHTTPError(.invalidConfiguration, "client \(clientID): audience must not be empty")
@@ -98,6 +115,8 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
     public var publicBaseURL: String?
     /// Shared secret (≥ 32 bytes) for user-code hashes, CSRF and sessions.
     public var secret: String?
+    /// A file holding the shared secret instead (one trailing line break ignored).
+    public var secretFile: String?
     /// PEM file of the ES256 signing key.
     public var signingKeyFile: String?
     /// Access-token lifetime in seconds (3600).
@@ -177,7 +196,7 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case redisURL = "redis_url", issuer, publicBaseURL = "public_base_url", secret, signingKeyFile = "signing_key_file"
+        case redisURL = "redis_url", issuer, publicBaseURL = "public_base_url", secret, secretFile = "secret_file", signingKeyFile = "signing_key_file"
         case tokenLifetimeSeconds = "token_lifetime_seconds", trustedProxies = "trusted_proxies", userHeader = "user_header"
         case users, clients, secureCookies = "secure_cookies", keyPrefix = "key_prefix", codeLifetimeSeconds = "code_lifetime_seconds"
         case intervalSeconds = "interval_seconds", maxFailuresPerCaller = "max_failures_per_caller", rateLimits = "rate_limits"
