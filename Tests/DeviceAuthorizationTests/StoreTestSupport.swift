@@ -11,6 +11,8 @@ struct StoreFixture {
     let client: RedisClient
     let store: DeviceCodeStore
     let prefix: String
+    /// The server this fixture is on.
+    let serverURL: String
 
     /// The URL fixtures connect to: REDIS_URL, or the cluster's inside ``onCluster(_:)``.
     @TaskLocal static var redisURL: String? = ProcessInfo.processInfo.environment["REDIS_URL"]
@@ -27,8 +29,9 @@ struct StoreFixture {
         return url
     }
 
-    init(connections: Int = 2, configure: (inout DeviceCodeStoreConfiguration) -> Void = { _ in }) throws {
-        var redis = try RedisClientConfiguration(url: Self.url())
+    init(connections: Int = 2, url: String? = nil, configure: (inout DeviceCodeStoreConfiguration) -> Void = { _ in }) throws {
+        serverURL = url ?? Self.url()
+        var redis = try RedisClientConfiguration(url: serverURL)
         redis.connectionCount = connections
         client = RedisClient(configuration: redis)
         prefix = "t" + UUID().uuidString.prefix(8).lowercased()
@@ -39,7 +42,7 @@ struct StoreFixture {
 
     /// Another store instance (own connections) on the same Redis and prefix: another API node.
     func anotherNode() throws -> DeviceCodeStore {
-        let other = try RedisClient(url: Self.url())
+        let other = try RedisClient(url: serverURL)
         return DeviceCodeStore(client: other, configuration: store.configuration)
     }
 

@@ -3,7 +3,7 @@ public struct DeviceAuthorizationError: Error, Sendable, CustomStringConvertible
     /// What went wrong.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String, Hashable, Sendable {
-            case notFound, expired, alreadyDecided, tooManyAttempts, invalidUserCode, invalidArgument, userCodeSpaceExhausted
+            case notFound, expired, alreadyDecided, tooManyAttempts, invalidUserCode, invalidArgument, userCodeSpaceExhausted, grantChanged
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -22,6 +22,10 @@ public struct DeviceAuthorizationError: Error, Sendable, CustomStringConvertible
         public static let invalidArgument = Code(.invalidArgument)
         /// No free user code was found after several tries.
         public static let userCodeSpaceExhausted = Code(.userCodeSpaceExhausted)
+        /// The user code no longer leads to the grant the person was shown (the `grantID` passed to
+        /// ``DeviceCodeStore/approve(userCode:userID:grantID:)`` or ``DeviceCodeStore/deny(userCode:grantID:)``);
+        /// nothing was decided.
+        public static let grantChanged = Code(.grantChanged)
 
         public var description: String { base.rawValue }
     }

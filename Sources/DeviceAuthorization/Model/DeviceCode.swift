@@ -30,6 +30,10 @@ public struct DeviceCode: Sendable, Hashable {
     public var createdAt: Date
     /// The Redis server's time when this snapshot was read.
     public var observedAt: Date
+    /// The address the device asked from, as the issuing node saw it (at most 64 bytes), or `nil`
+    /// when the issuer did not pass one. For the confirmation page (RFC 8628 §5.4): a person can
+    /// notice that the request did not come from their own network.
+    public var requestOrigin: String?
 
     /// Whether the grant is past its expiry at `date`, as the reference model's `isExpired`.
     public func isExpired(at date: Date) -> Bool { date >= expiresAt }
@@ -47,7 +51,7 @@ public struct DeviceCode: Sendable, Hashable {
     public var currentStatus: DeviceCodeStatus { status(at: observedAt) }
 }
 
-/// What ``DeviceCodeStore/issue(clientID:scopes:lifetime:interval:)`` returns to the device.
+/// What ``DeviceCodeStore/issue(clientID:scopes:lifetime:interval:origin:)`` returns to the device.
 public struct IssuedDeviceCode: Sendable, Hashable {
     /// The secret the device polls with. Shown once; Redis only holds its hash.
     public var deviceCode: String
@@ -61,4 +65,23 @@ public struct IssuedDeviceCode: Sendable, Hashable {
     public var expiresAt: Date
     /// Identifier of the grant, safe to log.
     public var grantID: String
+}
+
+/// Who tries a user code on the verification page, for the brute-force limits of
+/// ``DeviceCodeStore/lookup(userCode:attempt:)``.
+public struct LookupAttempt: Sendable, Hashable {
+    /// The caller's address buckets, each limited by
+    /// ``DeviceCodeStoreConfiguration/maxFailuresPerCaller`` on its own: for example the IPv4
+    /// address, or for IPv6 its /64 and its /48 (so one host cannot rotate through its /64, and one
+    /// site not through its /48). Only keyed hashes of them reach Redis.
+    public var callers: [String]
+    /// The signed-in person, limited by ``DeviceCodeStoreConfiguration/maxFailuresPerUser``, or
+    /// `nil` before sign-in.
+    public var userID: String?
+
+    /// Creates an attempt.
+    public init(callers: [String], userID: String? = nil) {
+        self.callers = callers
+        self.userID = userID
+    }
 }

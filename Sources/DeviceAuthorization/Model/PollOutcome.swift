@@ -35,4 +35,8 @@ public enum InvalidGrantReason: String, Sendable, Hashable {
     case wrongClient
     /// The code was already exchanged for a token: a replay. Token issuers may revoke.
     case alreadyRedeemed
+    /// The record says "approved" but its approval MAC is missing or wrong: someone wrote to
+    /// Redis without the node secret. No token; logged with the grant id and counted
+    /// (`deviceauth_grants_forged_total`).
+    case forged
 }

@@ -154,6 +154,20 @@ public final class RequestRateLimiter: Sendable {
         return RateLimitRecord(admitted: (reply.count > 2 ? reply[2].int ?? 0 : 0) == 0, next: next)
     }
 
+    /// Gives back one event counted by an earlier ``acquire(_:)`` (or ``record(_:)``) in every
+    /// bucket: for "charge before the answer, refund on success", such as a failed client
+    /// authentication or sign-in password that must be limited exactly while a correct one must not
+    /// use up the budget. Acquire first, do the work, release when it succeeded.
+    ///
+    /// Never takes a counter below zero. If the window has moved on since the event was counted,
+    /// the event is taken from where it now counts (the previous window); once the counter has
+    /// gone past both windows there is nothing left to give back. A refund does not clear this
+    /// node's memory of refusals (a refused bucket was refused before this event).
+    public func release(_ buckets: [RateLimitBucket]) async throws {
+        guard !buckets.isEmpty else { return }
+        _ = try await run(Self.releaseScript, buckets)
+    }
+
     /// What this node already knows without asking Redis: `.limited` when an earlier answer of
     /// Redis put one of `buckets` over its limit and its retry time has not come yet.
     public func knownLimit(_ buckets: [RateLimitBucket]) -> RateLimitDecision {
@@ -214,13 +228,18 @@ public final class RequestRateLimiter: Sendable {
     ///
     /// The estimate is `previous × (part of the previous window still inside the sliding window)
     /// + current`. An event fits while `estimate + 1 ≤ limit`.
+    ///
+    /// `now` never goes back before the stored window start: after a Redis clock jump backwards the
+    /// counter stays in its window (as if no time had passed) instead of starting a fresh one.
     static let common = """
         local t = redis.call('TIME')
         local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
         local function window_state(key, limit, window)
           local h = redis.call('HMGET', key, 'w', 'c', 'p')
-          local start = now - (now % window)
           local ws = tonumber(h[1])
+          local now = now
+          if ws and now < ws then now = ws end
+          local start = now - (now % window)
           local c = tonumber(h[2]) or 0
           local p = tonumber(h[3]) or 0
           if ws == nil then
@@ -250,8 +269,9 @@ public final class RequestRateLimiter: Sendable {
 
     /// KEYS: counters. ARGV: limit, window ms per key. {0} and every counter +1, or {i, retry ms}
     /// (1-based index of the first counter at its limit) and nothing counted.
+    /// `deny-oom` (no `allow-oom`): it creates keys, so at `maxmemory` Redis refuses it.
     static let acquireScript = RedisScript("""
-        #!lua flags=allow-oom
+        #!lua
         \(common)
         local states = {}
         for i, key in ipairs(KEYS) do
@@ -281,9 +301,9 @@ public final class RequestRateLimiter: Sendable {
 
     /// Counts one event in every counter unconditionally; then {next, retry ms, over}: `next` the
     /// first counter where one more event would not fit (0: none), `over` the first counter that
-    /// had no room for this event (0: every one had).
+    /// had no room for this event (0: every one had). `deny-oom`, as `acquire`.
     static let recordScript = RedisScript("""
-        #!lua flags=allow-oom
+        #!lua
         \(common)
         local next_i, next_retry, over = 0, 0, 0
         for i, key in ipairs(KEYS) do
@@ -297,5 +317,33 @@ public final class RequestRateLimiter: Sendable {
           end
         end
         return {next_i, next_retry, over}
+        """)
+
+    /// KEYS: counters. ARGV: limit, window ms per key (the limit is unused). One event less per
+    /// counter: from the current window's count while it has one, else from the previous
+    /// window's; a counter last written in the previous window still holds the event in `c`
+    /// (which becomes `p` with the next count), so it is taken from there. Never below zero;
+    /// older counters are left alone. Only changes existing keys, so `allow-oom`.
+    static let releaseScript = RedisScript("""
+        #!lua flags=allow-oom
+        \(common)
+        for i, key in ipairs(KEYS) do
+          local window = tonumber(ARGV[2 * i])
+          local h = redis.call('HMGET', key, 'w', 'c', 'p')
+          local ws = tonumber(h[1])
+          if ws then
+            local t = now
+            if t < ws then t = ws end
+            local start = t - (t % window)
+            if ws == start or ws == start - window then
+              if tonumber(h[2] or '0') > 0 then
+                redis.call('HINCRBY', key, 'c', -1)
+              elseif ws == start and tonumber(h[3] or '0') > 0 then
+                redis.call('HINCRBY', key, 'p', -1)
+              end
+            end
+          end
+        end
+        return {0}
         """)
 }

@@ -5,7 +5,14 @@ import RedisClient
 ///
 /// Record fields: `s` status (`p` pending, `a` authorized, `d` denied, `r` redeemed), `c` client
 /// id, `sc` scopes, `e` expiry (ms), `l` last accepted poll (ms), `i` interval (s), `u` user id,
-/// `ca` created (ms), `dt` decided (ms), `rp` replayed polls.
+/// `ca` created (ms), `dt` decided (ms), `rp` replayed polls, `o` the address the device asked from
+/// (at most 64 bytes, absent when unknown), `m` the approval's MAC (see `KeySchema.approvalMAC`).
+///
+/// Clock: Redis's `TIME` can jump backwards (NTP step, a restored VM). Every script that compares
+/// or stores times first raises `now` to the latest time the record (or counter) holds, with
+/// ``clampNow(_:)``, so a jump back never makes a grant younger, never measures a negative poll
+/// spacing from an earlier poll, and never restarts a counter's window. (A jump back then shows
+/// as time standing still until the clock has caught up.)
 ///
 /// Flags: `issue` is `deny-oom` (the default for scripts with a shebang): at `maxmemory` it is
 /// refused before it runs, so a grant is written whole or not at all. Polls and decisions only
@@ -16,8 +23,15 @@ enum StoreScripts {
         local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
         """
 
+    /// Lua raising `now` to the largest of the stored times in `fields` (Lua expressions).
+    static func clampNow(_ fields: String...) -> String {
+        // Unrolled rather than `ipairs` over the fields: a missing field must not end the loop.
+        fields.map { "do local v = tonumber(\($0)); if v and v > now then now = v end end" }.joined(separator: "\n")
+    }
+
     /// KEYS: user-code index, device record. ARGV: record id, lifetime ms, grace ms, interval s,
-    /// client id, scopes. Returns the expiry (ms), or 0 when the user code is taken.
+    /// client id, scopes, origin (empty: not stored). Returns the expiry (ms), or 0 when the user
+    /// code is taken.
     static let issue = RedisScript("""
         #!lua
         \(now)
@@ -26,15 +40,20 @@ enum StoreScripts {
         local expires = now + lifetime
         if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', lifetime + grace) then return 0 end
         redis.call('HSET', KEYS[2], 's', 'p', 'c', ARGV[5], 'sc', ARGV[6], 'e', expires, 'i', ARGV[4], 'ca', now)
+        if ARGV[7] ~= '' then redis.call('HSET', KEYS[2], 'o', ARGV[7]) end
         redis.call('PEXPIREAT', KEYS[2], expires + grace)
         return expires
         """)
 
-    /// KEYS: device record. ARGV: client id, tolerance ms.
+    /// KEYS: device record. ARGV: client id, tolerance ms, interval cap s.
     /// The token endpoint in one round trip: rate limit, poll time, outcome, single-use redemption.
+    /// `{'authorized', user, scopes, mac}`: the node checks the MAC before it issues a token (Lua
+    /// has no secret), so a forged approval still costs this one round trip and burns the record.
+    /// `slow_down` raises the interval by 5 s up to the cap (an interval already above it, as
+    /// issued, is left alone).
     static let poll = RedisScript("""
         #!lua flags=allow-oom
-        local r = redis.call('HMGET', KEYS[1], 's', 'c', 'e', 'l', 'i', 'u', 'sc')
+        local r = redis.call('HMGET', KEYS[1], 's', 'c', 'e', 'l', 'i', 'u', 'sc', 'm', 'ca', 'dt')
         local s = r[1]
         if not s then return {'unknown'} end
         if r[2] ~= ARGV[1] then return {'wrong_client'} end
@@ -44,15 +63,19 @@ enum StoreScripts {
         end
         if s == 'd' then return {'denied'} end
         \(now)
+        \(clampNow("r[4]", "r[9]", "r[10]"))
         if now >= tonumber(r[3]) then return {'expired'} end
         if s == 'a' then
           redis.call('HSET', KEYS[1], 's', 'r', 'l', now)
-          return {'authorized', r[6], r[7] or ''}
+          return {'authorized', r[6] or '', r[7] or '', r[8] or ''}
         end
         local interval = tonumber(r[5])
         if r[4] and now - tonumber(r[4]) < interval * 1000 - tonumber(ARGV[2]) then
-          interval = interval + 5
-          redis.call('HSET', KEYS[1], 'i', interval)
+          local cap = tonumber(ARGV[3])
+          if interval < cap then
+            interval = math.min(interval + 5, cap)
+            redis.call('HSET', KEYS[1], 'i', interval)
+          end
           return {'slow_down', interval}
         end
         redis.call('HSET', KEYS[1], 'l', now)
@@ -60,8 +83,11 @@ enum StoreScripts {
         """)
 
     /// KEYS: device record, and optionally the user-code index that led to it. ARGV: record id
-    /// (checked against the index when given), new status `a` or `d`, user id.
-    /// PENDING → AUTHORIZED / DENIED, nothing else.
+    /// (checked against the index when given), new status `a` or `d`, user id, and for `a` the
+    /// approval MAC and the client id and scopes the node computed it over: `{'changed'}` unless
+    /// the record still holds exactly those (the MAC would not match them).
+    /// PENDING → AUTHORIZED / DENIED, nothing else. `{'changed'}` when the index now leads to
+    /// another record than ARGV[1] (the caller may have been shown another grant).
     ///
     /// Both keys are declared (the caller reads the index first) rather than the record key being
     /// derived in Lua from the index value: in a Redis Cluster an undeclared key is invisible to
@@ -70,14 +96,20 @@ enum StoreScripts {
     /// cluster answers `ASK`/`TRYAGAIN` instead and the client retries.
     static let decide = RedisScript("""
         #!lua flags=allow-oom
-        if KEYS[2] and redis.call('GET', KEYS[2]) ~= ARGV[1] then return {'not_found'} end
-        local r = redis.call('HMGET', KEYS[1], 's', 'e')
+        if KEYS[2] then
+          local current = redis.call('GET', KEYS[2])
+          if not current then return {'not_found'} end
+          if current ~= ARGV[1] then return {'changed'} end
+        end
+        local r = redis.call('HMGET', KEYS[1], 's', 'e', 'c', 'sc', 'ca', 'l')
         if not r[1] then return {'not_found'} end
         if r[1] ~= 'p' then return {'decided', r[1]} end
         \(now)
+        \(clampNow("r[5]", "r[6]"))
         if now >= tonumber(r[2]) then return {'expired'} end
         if ARGV[2] == 'a' then
-          redis.call('HSET', KEYS[1], 's', 'a', 'u', ARGV[3], 'dt', now)
+          if r[3] ~= ARGV[5] or (r[4] or '') ~= ARGV[6] then return {'changed'} end
+          redis.call('HSET', KEYS[1], 's', 'a', 'u', ARGV[3], 'm', ARGV[4], 'dt', now)
         else
           redis.call('HSET', KEYS[1], 's', 'd', 'dt', now)
         end
@@ -85,26 +117,30 @@ enum StoreScripts {
         """)
 
     /// KEYS: device record, and optionally the user-code index that led to it (see ``decide``).
-    /// ARGV: record id. Returns {id, now, s, c, sc, e, l, i, u, ca} or an empty array.
+    /// ARGV: record id. Returns {id, now, s, c, sc, e, l, i, u, ca, o} or an empty array.
     static let read = RedisScript("""
         #!lua flags=no-writes
         if KEYS[2] and redis.call('GET', KEYS[2]) ~= ARGV[1] then return {} end
-        local r = redis.call('HMGET', KEYS[1], 's', 'c', 'sc', 'e', 'l', 'i', 'u', 'ca')
+        local r = redis.call('HMGET', KEYS[1], 's', 'c', 'sc', 'e', 'l', 'i', 'u', 'ca', 'o', 'dt')
         if not r[1] then return {} end
         \(now)
-        return {ARGV[1], tostring(now), r[1], r[2], r[3] or '', r[4], r[5] or '', r[6], r[7] or '', r[8] or ''}
+        \(clampNow("r[5]", "r[8]", "r[10]"))
+        return {ARGV[1], tostring(now), r[1], r[2], r[3] or '', r[4], r[5] or '', r[6], r[7] or '', r[8] or '', r[9] or ''}
         """)
 
-    /// KEYS: device record. ARGV: interval s, tolerance ms. The reference's `checkRateLimit`:
-    /// 1 (slow down; the stored interval grows by 5), 0 (in time), -1 (unknown).
+    /// KEYS: device record. ARGV: interval s, tolerance ms, interval cap s. The reference's
+    /// `checkRateLimit`: 1 (slow down; the stored interval grows by 5, up to the cap), 0 (in
+    /// time), -1 (unknown).
     static let checkRateLimit = RedisScript("""
         #!lua flags=allow-oom
-        local r = redis.call('HMGET', KEYS[1], 's', 'l', 'i')
+        local r = redis.call('HMGET', KEYS[1], 's', 'l', 'i', 'ca')
         if not r[1] then return -1 end
         \(now)
+        \(clampNow("r[2]", "r[4]"))
         local interval = math.max(tonumber(ARGV[1]), tonumber(r[3]))
         if r[2] and now - tonumber(r[2]) < tonumber(ARGV[1]) * 1000 - tonumber(ARGV[2]) then
-          redis.call('HSET', KEYS[1], 'i', interval + 5)
+          local cap = tonumber(ARGV[3])
+          if interval < cap then redis.call('HSET', KEYS[1], 'i', math.min(interval + 5, cap)) end
           return 1
         end
         return 0
@@ -113,34 +149,67 @@ enum StoreScripts {
     /// KEYS: device record. The reference's `updatePollTime`: 1, or 0 when unknown.
     static let updatePollTime = RedisScript("""
         #!lua flags=allow-oom
-        if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+        local r = redis.call('HMGET', KEYS[1], 's', 'l', 'ca')
+        if not r[1] then return 0 end
         \(now)
+        \(clampNow("r[2]", "r[3]"))
         redis.call('HSET', KEYS[1], 'l', now)
         return 1
         """)
 
-    /// KEYS: caller counter, global counter. ARGV: caller limit, global limit.
-    /// Returns {0} when under both limits, else {1 or 2, ms until the window ends}.
-    static let checkFailures = RedisScript("""
-        #!lua flags=no-writes
-        if tonumber(redis.call('GET', KEYS[1]) or '0') >= tonumber(ARGV[1]) then
-          return {1, redis.call('PTTL', KEYS[1])}
+    /// KEYS: the failure counters of one lookup attempt (each caller bucket, the user, global; all
+    /// `{bf}`). ARGV: limit, window ms per key.
+    ///
+    /// Charge before the answer: if every counter has room, counts the attempt in all of them and
+    /// returns `{0, window start of each counter…}` (what ``releaseFailures`` needs to give the
+    /// charge back); else counts nothing and returns `{i, ms until counter i's window ends}`.
+    /// Because the check and the count are one script, a burst across any number of nodes gets at
+    /// most `limit` charges per window admitted, whatever the interleaving.
+    ///
+    /// Each counter is a hash: `w` window start (ms), `c` attempts in it. A fixed window that
+    /// starts with its first attempt. `now` never goes back before `w`, so a Redis clock jump
+    /// backwards does not restart a window (it lasts longer in wall time instead).
+    /// `deny-oom` (no `allow-oom`): it creates keys, so at `maxmemory` Redis refuses it and the
+    /// lookup fails with a ``RedisError`` instead of growing Redis.
+    static let chargeFailures = RedisScript("""
+        #!lua
+        \(now)
+        local states = {}
+        for i, key in ipairs(KEYS) do
+          local limit, window = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+          local h = redis.call('HMGET', key, 'w', 'c')
+          local w, c = tonumber(h[1]), tonumber(h[2]) or 0
+          local t = now
+          if w and t < w then t = w end
+          if w == nil or t >= w + window then w = t; c = 0 end
+          if c >= limit then return {i, w + window - t} end
+          states[i] = {w, c, window}
         end
-        if tonumber(redis.call('GET', KEYS[2]) or '0') >= tonumber(ARGV[2]) then
-          return {2, redis.call('PTTL', KEYS[2])}
+        local reply = {0}
+        for i, key in ipairs(KEYS) do
+          local st = states[i]
+          redis.call('HSET', key, 'w', st[1], 'c', st[2] + 1)
+          redis.call('PEXPIREAT', key, st[1] + st[3])
+          reply[i + 1] = st[1]
         end
-        return {0}
+        return reply
         """)
 
-    /// KEYS: caller counter, global counter. ARGV: caller window ms, global window ms.
-    /// Counts one failed lookup in both fixed windows.
-    static let recordFailure = RedisScript("""
+    /// KEYS: the counters of an admitted charge. ARGV: the window start ``chargeFailures`` returned
+    /// for each. Gives the charge back: one attempt less in each counter that is still in that
+    /// window (never below zero; a counter whose window has ended already let the charge go).
+    /// A counter back at zero is deleted, so honest lookups leave nothing in Redis; that is safe
+    /// because a zero counter holds no charge a later refund could still mean (the next charge
+    /// starts a fresh window). Touches only existing keys, so `allow-oom`: a refund is never
+    /// refused at `maxmemory`.
+    static let releaseFailures = RedisScript("""
         #!lua flags=allow-oom
-        if redis.call('INCR', KEYS[1]) == 1 or redis.call('PTTL', KEYS[1]) < 0 then
-          redis.call('PEXPIRE', KEYS[1], ARGV[1])
-        end
-        if redis.call('INCR', KEYS[2]) == 1 or redis.call('PTTL', KEYS[2]) < 0 then
-          redis.call('PEXPIRE', KEYS[2], ARGV[2])
+        for i, key in ipairs(KEYS) do
+          local h = redis.call('HMGET', key, 'w', 'c')
+          if h[1] == ARGV[i] and tonumber(h[2] or '0') > 0 then
+            -- PEXPIRE 0 deletes the key; it is in the deployed ACL, DEL is not.
+            if redis.call('HINCRBY', key, 'c', -1) == 0 then redis.call('PEXPIRE', key, 0) end
+          end
         end
         return 1
         """)

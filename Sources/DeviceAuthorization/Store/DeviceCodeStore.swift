@@ -6,10 +6,11 @@ import RedisClient
 /// Runs the RFC 8628 device-code lifecycle on Redis, atomically across any number of API nodes.
 ///
 /// Every decision is one Lua script using the Redis server's clock:
-/// - ``issue(clientID:scopes:lifetime:interval:)`` writes the grant and its user-code index
+/// - ``issue(clientID:scopes:lifetime:interval:origin:)`` writes the grant and its user-code index
 ///   (`SET NX`, so two grants never share a user code);
-/// - ``lookup(userCode:caller:)`` finds a grant for the verification page, with brute-force limits;
-/// - ``approve(userCode:userID:)`` / ``deny(userCode:)`` compare-and-set from pending only;
+/// - ``lookup(userCode:attempt:)`` finds a grant for the verification page, with exact brute-force
+///   limits (each attempt is charged before it is answered);
+/// - ``approve(userCode:userID:grantID:)`` / ``deny(userCode:grantID:)`` compare-and-set from pending only;
 /// - ``poll(deviceCode:clientID:)`` is the token endpoint in **one round trip**: rate limit
 ///   (`slow_down`, +5 s), poll time, outcome, and single-use redemption.
 ///
@@ -28,7 +29,8 @@ public final class DeviceCodeStore: Sendable {
     /// The settings the store was created with.
     public let configuration: DeviceCodeStoreConfiguration
     private let client: RedisClient
-    private let keys: KeySchema
+    /// Internal (not private) so tests can build the keys an attacker with Redis access would write.
+    let keys: KeySchema
     private let logger: Logger
     private let metrics = StoreMetrics()
 
@@ -48,14 +50,30 @@ public final class DeviceCodeStore: Sendable {
     ///   - scopes: requested scopes (already validated by the caller).
     ///   - lifetime: overrides the configured lifetime (per-client settings).
     ///   - interval: overrides the configured polling interval in seconds.
+    ///   - origin: the address the device asked from, as this node saw it, for the confirmation
+    ///     page (``DeviceCode/requestOrigin``). At most its first 64 bytes are stored (cut at a
+    ///     character boundary); `nil` or empty stores nothing.
     /// - Throws: ``DeviceAuthorizationError`` (``DeviceAuthorizationError/Code/invalidArgument``,
     ///   ``DeviceAuthorizationError/Code/userCodeSpaceExhausted``) or ``RedisError``.
-    public func issue(clientID: String, scopes: [String], lifetime: Duration? = nil, interval: Int? = nil) async throws -> IssuedDeviceCode {
-        try await issue(clientID: clientID, scopes: scopes, lifetime: lifetime, interval: interval, userCodes: { UserCode.generate() })
+    public func issue(clientID: String, scopes: [String], lifetime: Duration? = nil, interval: Int? = nil, origin: String? = nil) async throws -> IssuedDeviceCode {
+        try await issue(clientID: clientID, scopes: scopes, lifetime: lifetime, interval: interval, origin: origin, userCodes: { UserCode.generate() })
+    }
+
+    /// At most 64 bytes of an origin, cut between Unicode scalars (never inside one).
+    static func truncatedOrigin(_ origin: String?) -> String {
+        guard let origin else { return "" }
+        var result = String.UnicodeScalarView()
+        var bytes = 0
+        for scalar in origin.unicodeScalars {
+            bytes += UTF8.width(scalar)
+            guard bytes <= 64 else { break }
+            result.append(scalar)
+        }
+        return String(result)
     }
 
     /// `issue` with a user-code source, so tests can force collisions.
-    func issue(clientID: String, scopes: [String], lifetime: Duration?, interval: Int?, userCodes: () -> String) async throws -> IssuedDeviceCode {
+    func issue(clientID: String, scopes: [String], lifetime: Duration?, interval: Int?, origin: String? = nil, userCodes: () -> String) async throws -> IssuedDeviceCode {
         guard !clientID.isEmpty, clientID.utf8.count <= 256 else {
             throw DeviceAuthorizationError(.invalidArgument, "client_id must be 1…256 bytes")
         }
@@ -76,7 +94,7 @@ public final class DeviceCodeStore: Sendable {
             let expires = try await client.eval(
                 StoreScripts.issue,
                 keys: [keys.userCodeKey(tag: tag, id: indexID), keys.deviceKey(tag: tag, id: id)],
-                arguments: [id, lifetime.milliseconds, configuration.gracePeriod.milliseconds, interval, clientID, scopes.joined(separator: " ")]
+                arguments: [id, lifetime.milliseconds, configuration.gracePeriod.milliseconds, interval, clientID, scopes.joined(separator: " "), Self.truncatedOrigin(origin)]
             ).int ?? 0
             if expires == 0 {
                 metrics.userCodeCollisions.increment()
@@ -97,29 +115,41 @@ public final class DeviceCodeStore: Sendable {
 
     // MARK: - Verification page
 
-    /// Finds the grant of a user code for the verification page.
+    /// Finds the grant of a user code for the verification page; ``lookup(userCode:attempt:)``
+    /// with one caller bucket and no signed-in person.
+    public func lookup(userCode: String, caller: String) async throws -> DeviceCode {
+        try await lookup(userCode: userCode, attempt: LookupAttempt(callers: [caller]))
+    }
+
+    /// Finds the grant of a user code for the verification page, within exact brute-force limits.
     ///
     /// The input is normalized (case-insensitive; dashes, spaces and other characters outside
-    /// the alphabet ignored). Failed lookups count against `caller` (for example the client IP)
-    /// and against a global budget; a success does not reset either counter.
+    /// the alphabet ignored). Every lookup is **charged before it is answered**: one script checks
+    /// each of `attempt.callers` (limit ``DeviceCodeStoreConfiguration/maxFailuresPerCaller``),
+    /// `attempt.userID` (``DeviceCodeStoreConfiguration/maxFailuresPerUser``) and the global
+    /// budget (``DeviceCodeStoreConfiguration/maxFailuresGlobal``), and counts the attempt in all
+    /// of them only if all have room. Then the code is looked up; a lookup that finds its grant
+    /// gives its own charge back (so people are not locked out by their own successes), and
+    /// nothing else: a success resets no counter.
+    ///
+    /// Why this is exact although, in a Redis Cluster, the counters (`{bf}`) and the grant (its
+    /// own tag) are in different slots and so need two scripts: a charge is admitted only while
+    /// its counters have room, atomically with counting it, and every lookup answered "not found"
+    /// holds an admitted charge that is never given back. So per window no more than `limit`
+    /// wrong lookups get an answer other than ``DeviceAuthorizationError/Code/tooManyAttempts``,
+    /// across any number of nodes and under any interleaving. A refund only reopens room that a
+    /// found code took, in the window that charge was counted in. When Redis fails between the
+    /// two steps the charge stays (never the other way round).
     /// - Returns: the grant, whatever its status (the page shows "already used" for decided ones).
-    /// - Throws: ``DeviceAuthorizationError`` with ``DeviceAuthorizationError/Code/invalidUserCode``,
-    ///   ``DeviceAuthorizationError/Code/tooManyAttempts`` (with `retryAfter`),
-    ///   ``DeviceAuthorizationError/Code/notFound`` or ``DeviceAuthorizationError/Code/expired``.
-    public func lookup(userCode: String, caller: String) async throws -> DeviceCode {
+    /// - Throws: ``DeviceAuthorizationError`` with ``DeviceAuthorizationError/Code/invalidUserCode``
+    ///   (not charged: no code was tried), ``DeviceAuthorizationError/Code/tooManyAttempts`` (with
+    ///   `retryAfter`), ``DeviceAuthorizationError/Code/notFound`` or
+    ///   ``DeviceAuthorizationError/Code/expired``; ``RedisError`` (also when Redis is at `maxmemory`).
+    public func lookup(userCode: String, attempt: LookupAttempt) async throws -> DeviceCode {
         guard let normalized = UserCode.normalize(userCode) else {
             throw DeviceAuthorizationError(.invalidUserCode, "a user code has 8 letters from BCDFGHJKLMNPQRSTVWXZ")
         }
-        let failureKeys = [keys.callerFailuresKey(caller), keys.globalFailuresKey]
-        let limit = try await client.eval(StoreScripts.checkFailures, keys: failureKeys,
-                                          arguments: [configuration.maxFailuresPerCaller, configuration.maxFailuresGlobal]).array ?? []
-        if let which = limit.first?.int, which != 0 {
-            metrics.lockouts.increment()
-            let retry = Duration.milliseconds(max(1, limit.count > 1 ? (limit[1].int ?? 1000) : 1000))
-            throw DeviceAuthorizationError(.tooManyAttempts,
-                which == 1 ? "too many wrong codes from this caller" : "too many wrong codes are being tried; try again later",
-                retryAfter: retry)
-        }
+        let charge = try await chargeAttempt(attempt)
         let (tag, indexID) = keys.userCodeDigest(normalized)
         let indexKey = keys.userCodeKey(tag: tag, id: indexID)
         let found: DeviceCode? = if let id = try await recordID(indexKey: indexKey) {
@@ -128,45 +158,113 @@ public final class DeviceCodeStore: Sendable {
             nil
         }
         guard let code = found else {
-            try await client.eval(StoreScripts.recordFailure, keys: failureKeys,
-                                  arguments: [configuration.callerWindow.milliseconds, configuration.globalWindow.milliseconds])
             throw DeviceAuthorizationError(.notFound, "no pending request has this code")
         }
+        try await client.eval(StoreScripts.releaseFailures, keys: charge.keys, arguments: charge.windows)
         if code.currentStatus == .expired {
             throw DeviceAuthorizationError(.expired, "this code has expired", status: .expired)
         }
         return code
     }
 
+    /// Counts one attempt in every counter of `attempt` if all have room (else throws
+    /// `tooManyAttempts`, nothing counted). Returns the keys and the window each was counted in.
+    private func chargeAttempt(_ attempt: LookupAttempt) async throws -> (keys: [String], windows: [String]) {
+        enum Kind { case caller, user, global }
+        var counters: [(key: String, limit: Int, window: Duration, kind: Kind)] = []
+        var seen = Set<String>()
+        for caller in attempt.callers where seen.insert(caller).inserted {
+            counters.append((keys.callerFailuresKey(caller), configuration.maxFailuresPerCaller, configuration.callerWindow, .caller))
+        }
+        if let userID = attempt.userID {
+            counters.append((keys.userFailuresKey(userID), configuration.maxFailuresPerUser, configuration.userWindow, .user))
+        }
+        counters.append((keys.globalFailuresKey, configuration.maxFailuresGlobal, configuration.globalWindow, .global))
+        var arguments: [any RedisArgument] = []
+        for counter in counters {
+            arguments.append(counter.limit)
+            arguments.append(max(1, counter.window.milliseconds))
+        }
+        let reply = try await client.eval(StoreScripts.chargeFailures, keys: counters.map(\.key), arguments: arguments).array ?? []
+        let which = reply.first?.int ?? 0
+        guard which == 0, reply.count == counters.count + 1 else {
+            metrics.lockouts.increment()
+            let retry = Duration.milliseconds(max(1, reply.count > 1 ? (reply[1].int ?? 1000) : 1000))
+            let kind = counters.indices.contains(which - 1) ? counters[which - 1].kind : .global
+            let message = switch kind {
+            case .caller: "too many wrong codes from this caller"
+            case .user: "too many wrong codes from this account"
+            case .global: "too many wrong codes are being tried; try again later"
+            }
+            throw DeviceAuthorizationError(.tooManyAttempts, message, retryAfter: retry)
+        }
+        return (counters.map(\.key), reply.dropFirst().map { value in value.int.map(String.init) ?? value.string ?? "" })
+    }
+
     /// Approves the pending grant of a user code for `userID` (compare-and-set from pending).
+    /// - Parameters:
+    ///   - grantID: the ``DeviceCode/grantID`` the confirmation page showed. When given, the
+    ///     decision is refused with ``DeviceAuthorizationError/Code/grantChanged`` unless the user
+    ///     code still leads to exactly that grant (checked in the deciding script), so a person
+    ///     never approves a grant they were not shown.
     /// - Throws: ``DeviceAuthorizationError`` with ``DeviceAuthorizationError/Code/notFound``,
-    ///   ``DeviceAuthorizationError/Code/expired`` or ``DeviceAuthorizationError/Code/alreadyDecided``;
-    ///   nothing changes then.
-    public func approve(userCode: String, userID: String) async throws {
+    ///   ``DeviceAuthorizationError/Code/expired``, ``DeviceAuthorizationError/Code/alreadyDecided``
+    ///   or ``DeviceAuthorizationError/Code/grantChanged`` (also when the record's client or scopes
+    ///   changed between the read and the decision); nothing changes then.
+    ///
+    /// The approval carries a MAC under the node secret over the record id, `userID`, the client id
+    /// and the scopes (field `m`); ``poll(deviceCode:clientID:)`` checks it before it hands out a
+    /// token. So this costs one round trip more than a denial: the node reads the record's client
+    /// and scopes first, and the deciding script checks they are unchanged.
+    public func approve(userCode: String, userID: String, grantID: String? = nil) async throws {
         guard !userID.isEmpty else { throw DeviceAuthorizationError(.invalidArgument, "user id must not be empty") }
-        try await decide(userCode: userCode, status: "a", userID: userID)
+        try await decide(userCode: userCode, status: "a", userID: userID, grantID: grantID)
         metrics.approved.increment()
     }
 
     /// Denies the pending grant of a user code; the device then gets `access_denied`.
-    /// - Throws: as ``approve(userCode:userID:)``.
-    public func deny(userCode: String) async throws {
-        try await decide(userCode: userCode, status: "d", userID: "")
+    /// - Throws: as ``approve(userCode:userID:grantID:)``.
+    public func deny(userCode: String, grantID: String? = nil) async throws {
+        try await decide(userCode: userCode, status: "d", userID: "", grantID: grantID)
         metrics.denied.increment()
     }
 
-    private func decide(userCode: String, status: String, userID: String) async throws {
+    private func decide(userCode: String, status: String, userID: String, grantID: String?) async throws {
         guard let normalized = UserCode.normalize(userCode) else {
             throw DeviceAuthorizationError(.invalidUserCode, "a user code has 8 letters from BCDFGHJKLMNPQRSTVWXZ")
         }
         let (tag, indexID) = keys.userCodeDigest(normalized)
         let indexKey = keys.userCodeKey(tag: tag, id: indexID)
-        guard let id = try await recordID(indexKey: indexKey) else {
-            throw DeviceAuthorizationError(.notFound, "no pending request has this code")
+        let id: String
+        if let grantID {
+            // The grant the person saw: its tag must be the user code's, and the script checks
+            // that the index still leads to its record id.
+            guard grantID.hasPrefix(tag), keys.deviceKey(grantID: grantID) != nil else {
+                throw DeviceAuthorizationError(.grantChanged, "this code no longer leads to the request that was shown")
+            }
+            id = String(grantID.dropFirst(tag.count))
+        } else {
+            guard let current = try await recordID(indexKey: indexKey) else {
+                throw DeviceAuthorizationError(.notFound, "no pending request has this code")
+            }
+            id = current
         }
-        let reply = try await client.eval(StoreScripts.decide, keys: [keys.deviceKey(tag: tag, id: id), indexKey],
-                                          arguments: [id, status, userID])
+        let recordKey = keys.deviceKey(tag: tag, id: id)
+        var arguments: [any RedisArgument] = [id, status, userID]
+        if status == "a" {
+            let fields = try await client.send("HMGET", recordKey, "c", "sc").array ?? []
+            guard fields.count == 2, let clientID = fields[0].string else {
+                throw DeviceAuthorizationError(grantID == nil ? .notFound : .grantChanged, "no pending request has this code")
+            }
+            arguments += approvalArguments(id: id, userID: userID, clientID: clientID, scopes: fields[1].string ?? "")
+        }
+        let reply = try await client.eval(StoreScripts.decide, keys: [recordKey, indexKey], arguments: arguments)
         try Self.checkDecision(reply)
+    }
+
+    /// The decide script's extra arguments for an approval: MAC, client id, scopes.
+    private func approvalArguments(id: String, userID: String, clientID: String, scopes: String) -> [any RedisArgument] {
+        [keys.approvalMAC(id: id, userID: userID, clientID: clientID, scopes: scopes), clientID, scopes]
     }
 
     /// The record id a user-code index points to. Read before the script so the script can
@@ -179,6 +277,7 @@ public final class DeviceCodeStore: Sendable {
         let parts = reply.array ?? []
         switch parts.first?.string {
         case "ok": return
+        case "changed": throw DeviceAuthorizationError(.grantChanged, "this code no longer leads to the request that was shown")
         case "expired": throw DeviceAuthorizationError(.expired, "this code has expired", status: .expired)
         case "decided":
             let stored = parts.count > 1 ? parts[1].string : nil
@@ -202,7 +301,7 @@ public final class DeviceCodeStore: Sendable {
         guard let tag = DeviceCodeFormat.tag(of: deviceCode) else { return .invalidGrant(.unknown) }
         let id = keys.deviceID(deviceCode)
         let reply = try await client.eval(StoreScripts.poll, keys: [keys.deviceKey(tag: tag, id: id)],
-                                          arguments: [clientID, configuration.pollTolerance.milliseconds])
+                                          arguments: [clientID, configuration.pollTolerance.milliseconds, configuration.maxInterval])
         let parts = reply.array ?? []
         switch parts.first?.string {
         case "pending":
@@ -216,9 +315,18 @@ public final class DeviceCodeStore: Sendable {
             metrics.expiredPolls.increment()
             return .expiredToken
         case "authorized":
+            let userID = parts.count > 1 ? parts[1].string ?? "" : ""
+            let scopes = parts.count > 2 ? parts[2].string ?? "" : ""
+            let mac = parts.count > 3 ? parts[3].string ?? "" : ""
+            // The script checked the stored client against `clientID`; the MAC covers it too.
+            guard !userID.isEmpty, KeySchema.macsEqual(mac, keys.approvalMAC(id: id, userID: userID, clientID: clientID, scopes: scopes)) else {
+                metrics.forged.increment()
+                logger.error("Forged approval in Redis: the record says approved but its MAC is missing or wrong; no token issued. Someone wrote to Redis without the node secret",
+                             metadata: ["grant_id": "\(keys.grantID(tag: tag, id: id))", "client_id": "\(clientID)"])
+                return .invalidGrant(.forged)
+            }
             metrics.redeemed.increment()
-            let scopes = (parts.count > 2 ? parts[2].string ?? "" : "").split(separator: " ").map(String.init)
-            return .authorized(userID: parts.count > 1 ? parts[1].string ?? "" : "", scopes: scopes, grantID: keys.grantID(tag: tag, id: id))
+            return .authorized(userID: userID, scopes: scopes.split(separator: " ").map(String.init), grantID: keys.grantID(tag: tag, id: id))
         case "replay":
             metrics.replays.increment()
             logger.warning("Replayed device code: the grant was already redeemed; revoke its tokens",
@@ -256,7 +364,7 @@ public final class DeviceCodeStore: Sendable {
     /// `intervalSeconds` after its last accepted poll; the stored interval then grows by 5 s.
     public func checkRateLimit(_ code: DeviceCode, intervalSeconds: Int) async throws -> Bool {
         let reply = try await client.eval(StoreScripts.checkRateLimit, keys: [try deviceKey(of: code)],
-                                          arguments: [intervalSeconds, configuration.pollTolerance.milliseconds])
+                                          arguments: [intervalSeconds, configuration.pollTolerance.milliseconds, configuration.maxInterval])
         if reply.int == -1 { throw DeviceAuthorizationError(.notFound, "the grant no longer exists") }
         return reply.int == 1
     }
@@ -274,8 +382,15 @@ public final class DeviceCodeStore: Sendable {
         return key
     }
 
+    /// The snapshot's client and scopes are what the approval MAC covers; the script refuses
+    /// (`grantChanged`) if the record holds others.
     private func decide(grant code: DeviceCode, status: String, userID: String) async throws {
-        let reply = try await client.eval(StoreScripts.decide, keys: [try deviceKey(of: code)], arguments: [String(code.grantID.dropFirst(4)), status, userID])
+        let id = String(code.grantID.dropFirst(4))
+        var arguments: [any RedisArgument] = [id, status, userID]
+        if status == "a" {
+            arguments += approvalArguments(id: id, userID: userID, clientID: code.clientID, scopes: code.scopes.joined(separator: " "))
+        }
+        let reply = try await client.eval(StoreScripts.decide, keys: [try deviceKey(of: code)], arguments: arguments)
         try Self.checkDecision(reply)
     }
 
@@ -284,7 +399,7 @@ public final class DeviceCodeStore: Sendable {
     private func read(id: String, tag: some StringProtocol, indexKey: String?, userCode: String?) async throws -> DeviceCode? {
         let recordKey = keys.deviceKey(tag: tag, id: id)
         let fields = try await client.eval(StoreScripts.read, keys: indexKey.map { [recordKey, $0] } ?? [recordKey], arguments: [id]).array ?? []
-        guard fields.count == 10 else { return nil }
+        guard fields.count == 11 else { return nil }
         let text = fields.map { $0.string ?? "" }
         let statusCode = text[2]
         let status: DeviceCodeStatus = switch statusCode {
@@ -304,7 +419,8 @@ public final class DeviceCodeStore: Sendable {
             scopes: text[4].split(separator: " ").map(String.init),
             interval: Int(text[7]) ?? configuration.interval,
             createdAt: Date(milliseconds: Int(text[9]) ?? 0),
-            observedAt: Date(milliseconds: Int(text[1]) ?? 0)
+            observedAt: Date(milliseconds: Int(text[1]) ?? 0),
+            requestOrigin: text[10].isEmpty ? nil : text[10]
         )
     }
 
@@ -324,16 +440,20 @@ public final class DeviceCodeStore: Sendable {
     ///
     /// An eviction policy that may evict keys with a TTL (`volatile-*`, `allkeys-*`) would drop
     /// live grants under memory pressure: a lost login. In a Redis Cluster every primary is
-    /// checked. Returns the warnings it logged.
+    /// checked. The policy is read from `INFO memory` (`maxmemory_policy`), not `CONFIG GET`, so
+    /// the product's ACL user needs no `+config|get`. Returns the warnings it logged.
     @discardableResult
     public func checkRedisConfiguration() async -> [String] {
         var warnings: [String] = []
-        let replies = await client.sendToEachPrimary(RedisCommand("CONFIG", "GET", "maxmemory-policy"))
+        let replies = await client.sendToEachPrimary(RedisCommand("INFO", "memory"))
         for (node, result) in replies {
             let where_ = client.isCluster ? " on \(node)" : ""
             do {
-                let reply = try result.get().array ?? []
-                let policy = reply.count > 1 ? reply[1].string ?? "" : ""
+                let info = try result.get().string ?? ""
+                guard let policy = Self.infoField("maxmemory_policy", in: info) else {
+                    warnings.append("Could not read Redis maxmemory-policy\(where_) (INFO memory has no maxmemory_policy); make sure it is 'noeviction'.")
+                    continue
+                }
                 if policy != "noeviction" {
                     warnings.append("Redis maxmemory-policy\(where_) is '\(policy)': Redis may evict device codes (keys with a TTL) under memory pressure, and a person's login is then lost. Use 'noeviction'.")
                 }
@@ -343,6 +463,15 @@ public final class DeviceCodeStore: Sendable {
         }
         for warning in warnings { logger.warning("\(warning)") }
         return warnings
+    }
+
+    /// The value of `name:value` in an `INFO` reply (lines end in CRLF).
+    static func infoField(_ name: String, in info: String) -> String? {
+        for line in info.split(whereSeparator: \.isNewline) {
+            let line = line.trimmingCharacters(in: .whitespaces)
+            if line.hasPrefix(name + ":") { return String(line.dropFirst(name.count + 1)) }
+        }
+        return nil
     }
 }
 
@@ -358,6 +487,7 @@ struct StoreMetrics: Sendable {
     let denied = Counter(label: "deviceauth_grants_denied_total")
     let redeemed = Counter(label: "deviceauth_grants_redeemed_total")
     let replays = Counter(label: "deviceauth_grants_replayed_total")
+    let forged = Counter(label: "deviceauth_grants_forged_total")
     let slowDowns = Counter(label: "deviceauth_polls_slow_down_total")
     let expiredPolls = Counter(label: "deviceauth_polls_expired_total")
     let lockouts = Counter(label: "deviceauth_user_code_lockouts_total")

@@ -9,6 +9,9 @@ public struct DeviceCodeStoreConfiguration: Sendable {
     public var lifetime: Duration
     /// Default minimum polling interval in seconds (RFC 8628 `interval`).
     public var interval: Int
+    /// The highest interval in seconds `slow_down` raises a grant's interval to (+5 s each time);
+    /// an interval issued above it is kept as issued.
+    public var maxInterval: Int
     /// How long a record stays after expiry so a late poll still learns `expired_token`.
     public var gracePeriod: Duration
     /// How much earlier than the interval a poll may arrive and still be accepted (latency jitter).
@@ -17,6 +20,10 @@ public struct DeviceCodeStoreConfiguration: Sendable {
     public var maxFailuresPerCaller: Int
     /// Window of the per-caller failure counter.
     public var callerWindow: Duration
+    /// Failed user-code lookups allowed per signed-in person in ``userWindow``.
+    public var maxFailuresPerUser: Int
+    /// Window of the per-person failure counter.
+    public var userWindow: Duration
     /// Failed user-code lookups allowed from everyone together in ``globalWindow``.
     public var maxFailuresGlobal: Int
     /// Window of the global failure counter.
@@ -30,10 +37,13 @@ public struct DeviceCodeStoreConfiguration: Sendable {
     ///   - secret: HMAC key shared by all nodes (≥ 32 bytes).
     ///   - lifetime: default grant lifetime (600 s).
     ///   - interval: default polling interval in seconds (5).
+    ///   - maxInterval: cap of the interval `slow_down` raises (60 s, as the reference).
     ///   - gracePeriod: time a record outlives its expiry (300 s).
     ///   - pollTolerance: accepted earliness of a poll (500 ms).
     ///   - maxFailuresPerCaller: failed lookups per caller per window (10).
     ///   - callerWindow: per-caller window (15 min).
+    ///   - maxFailuresPerUser: failed lookups per signed-in person per window (20).
+    ///   - userWindow: per-person window (15 min).
     ///   - maxFailuresGlobal: failed lookups of everyone per window (1000).
     ///   - globalWindow: global window (1 min).
     ///   - userCodeAttempts: retries on user-code collisions (8).
@@ -42,10 +52,13 @@ public struct DeviceCodeStoreConfiguration: Sendable {
         secret: [UInt8],
         lifetime: Duration = .seconds(600),
         interval: Int = 5,
+        maxInterval: Int = 60,
         gracePeriod: Duration = .seconds(300),
         pollTolerance: Duration = .milliseconds(500),
         maxFailuresPerCaller: Int = 10,
         callerWindow: Duration = .seconds(900),
+        maxFailuresPerUser: Int = 20,
+        userWindow: Duration = .seconds(900),
         maxFailuresGlobal: Int = 1000,
         globalWindow: Duration = .seconds(60),
         userCodeAttempts: Int = 8
@@ -54,10 +67,13 @@ public struct DeviceCodeStoreConfiguration: Sendable {
         self.secret = secret
         self.lifetime = lifetime
         self.interval = interval
+        self.maxInterval = maxInterval
         self.gracePeriod = gracePeriod
         self.pollTolerance = pollTolerance
         self.maxFailuresPerCaller = maxFailuresPerCaller
         self.callerWindow = callerWindow
+        self.maxFailuresPerUser = maxFailuresPerUser
+        self.userWindow = userWindow
         self.maxFailuresGlobal = maxFailuresGlobal
         self.globalWindow = globalWindow
         self.userCodeAttempts = userCodeAttempts

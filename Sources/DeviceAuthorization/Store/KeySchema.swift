@@ -5,10 +5,14 @@ import Crypto
 ///
 /// | key | type | holds |
 /// |---|---|---|
-/// | `<prefix>:{<tag>}:d:<id>` | hash | the grant; `<id>` = SHA-256(device code), first 96 bits, hex |
+/// | `<prefix>:{<tag>}:d:<id>` | hash | the grant; `<id>` = HMAC(secret, device code), first 96 bits, hex |
 /// | `<prefix>:{<tag>}:u:<hmac>` | string | `<id>` of the grant; `<hmac>` = HMAC(secret, user code), 64 bits hex |
-/// | `<prefix>:{bf}:c:<hmac>` | string | failed user-code lookups of one caller (window TTL) |
-/// | `<prefix>:{bf}:g` | string | failed user-code lookups of everyone (window TTL) |
+/// | `<prefix>:{bf}:a:<hmac>` | hash | failed user-code lookups of one caller bucket: `w` window start, `c` count (window TTL) |
+/// | `<prefix>:{bf}:p:<hmac>` | hash | the same, of one signed-in person |
+/// | `<prefix>:{bf}:t` | hash | the same, of everyone |
+///
+/// (The counters were strings under `{bf}:c:` and `{bf}:g` before the charge-before-answer
+/// scheme; the new names keep a rolling upgrade from hitting `WRONGTYPE` on old keys.)
 ///
 /// `<tag>` is 4 hex digits of HMAC(secret, user code) and is also the first part of the device
 /// code, so a poll finds the record without a lookup.
@@ -27,10 +31,36 @@ struct KeySchema: Sendable {
         return (hexString(mac[0..<2]), hexString(mac[2..<10]))
     }
 
-    /// Record id of a device code: a plain hash is enough, the code has 256 random bits.
-    /// 96 bits keep the keys small (bytes per pending grant) and are still far beyond guessing.
+    /// Record id of a device code: keyed with the node secret, so someone who can read or write
+    /// Redis but lacks the secret cannot tell which record a device code polls (and so cannot
+    /// arm the record of a code they hold). 96 bits keep the keys small (bytes per pending
+    /// grant) and are still far beyond guessing.
     func deviceID(_ deviceCode: String) -> String {
-        hexString(Array(SHA256.hash(data: Array(deviceCode.utf8)))[0..<Self.deviceIDBytes])
+        let mac = HMAC<SHA256>.authenticationCode(for: Array(("d:" + deviceCode).utf8), using: secret)
+        return hexString(Array(mac)[0..<Self.deviceIDBytes])
+    }
+
+    /// The MAC of an approval (record field `m`): 128 bits of HMAC(secret, id | user | client |
+    /// scopes), hex. Written by the approving node, checked by the polling node before it hands
+    /// out a token, so the fields a poll trusts cannot be set or changed by a Redis writer
+    /// without the secret. Bound to the record id, so it cannot be copied to another record.
+    func approvalMAC(id: String, userID: String, clientID: String, scopes: String) -> String {
+        var hmac = HMAC<SHA256>(key: secret)
+        for (index, part) in ["m", id, userID, clientID, scopes].enumerated() {
+            // Length-prefixed, so no two field tuples give the same input.
+            if index > 0 { hmac.update(data: Array("|\(part.utf8.count):".utf8)) }
+            hmac.update(data: Array(part.utf8))
+        }
+        return hexString(Array(hmac.finalize())[0..<16])
+    }
+
+    /// Compares two MACs in time independent of where they differ.
+    static func macsEqual(_ a: String, _ b: String) -> Bool {
+        let x = Array(a.utf8), y = Array(b.utf8)
+        guard x.count == y.count else { return false }
+        var difference: UInt8 = 0
+        for index in x.indices { difference |= x[index] ^ y[index] }
+        return difference == 0
     }
 
     static let deviceIDBytes = 12
@@ -42,10 +72,16 @@ struct KeySchema: Sendable {
     /// Brute-force counter of one caller (the caller itself, e.g. an IP, is hashed too).
     func callerFailuresKey(_ caller: String) -> String {
         let mac = Array(HMAC<SHA256>.authenticationCode(for: Array(("c:" + caller).utf8), using: secret))
-        return "\(prefix):{bf}:c:\(hexString(mac[0..<16]))"
+        return "\(prefix):{bf}:a:\(hexString(mac[0..<16]))"
     }
 
-    var globalFailuresKey: String { "\(prefix):{bf}:g" }
+    /// Brute-force counter of one signed-in person (the user id is hashed too).
+    func userFailuresKey(_ userID: String) -> String {
+        let mac = Array(HMAC<SHA256>.authenticationCode(for: Array(("p:" + userID).utf8), using: secret))
+        return "\(prefix):{bf}:p:\(hexString(mac[0..<16]))"
+    }
+
+    var globalFailuresKey: String { "\(prefix):{bf}:t" }
 
     /// Grant ids are `<tag><id>`: enough to find the record again, and safe to log.
     func grantID(tag: some StringProtocol, id: String) -> String { "\(tag)\(id)" }

@@ -65,7 +65,7 @@ enum PendingGrants {
         guard loaded == 1 else {
             throw ChildProcess.Failure(description: "the poll script \(sha) is not in the server's script cache after a poll")
         }
-        let command = baselineCommand(for: grant, tolerance: store.configuration.pollTolerance)
+        let command = baselineCommand(for: grant, tolerance: store.configuration.pollTolerance, maxInterval: store.configuration.maxInterval)
         let reply = try await client.send(RedisCommand(arguments: command))
         guard reply.array?.first?.string == "pending" else {
             throw ChildProcess.Failure(description: "\(command.joined(separator: " ")) answered \(reply), expected [pending]")
@@ -74,9 +74,9 @@ enum PendingGrants {
     }
 
     /// The baseline's command: the store's poll script by SHA-1 on `grant`'s record, with the same
-    /// arguments the store sends (client id, tolerance in milliseconds).
-    static func baselineCommand(for grant: BenchGrant, tolerance: Duration) -> [String] {
-        ["EVALSHA", DeviceCodeStore.pollScriptSHA1, "1", grant.deviceKey, clientID, "\(tolerance.wholeMilliseconds)"]
+    /// arguments the store sends (client id, tolerance in milliseconds, interval cap in seconds).
+    static func baselineCommand(for grant: BenchGrant, tolerance: Duration, maxInterval: Int) -> [String] {
+        ["EVALSHA", DeviceCodeStore.pollScriptSHA1, "1", grant.deviceKey, clientID, "\(tolerance.wholeMilliseconds)", "\(maxInterval)"]
     }
 }
 

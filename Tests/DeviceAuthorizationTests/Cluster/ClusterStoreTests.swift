@@ -37,6 +37,15 @@ struct ClusterStoreTests {
     @Test func bruteForceLockout() async throws { try await StoreFixture.onCluster { try await AtRestAndBruteForceTests().failedLookupsLockOutACallerWithoutResetOnSuccess() } }
     @Test func globalBruteForceBudget() async throws { try await StoreFixture.onCluster { try await AtRestAndBruteForceTests().theGlobalBudgetStopsDistributedGuessing() } }
 
+    // Exact guess limits: the {bf} counters and the grant are in different slots (two scripts).
+    @Test func exactCallerLimit() async throws { try await StoreFixture.onCluster { try await ExactLimitsTests().perCallerLimitTenOf300ConcurrentWrongCodesAreAnsweredAndCorrectOnesPassFree() } }
+    @Test func exactUserLimit() async throws { try await StoreFixture.onCluster { try await ExactLimitsTests().perUserLimitTenOf300ConcurrentWrongCodesFrom300Addresses() } }
+    @Test func exactGlobalLimit() async throws { try await StoreFixture.onCluster { try await ExactLimitsTests().globalLimitTenOf300ConcurrentWrongCodesFrom300Addresses() } }
+
+    // Forged records: the approval MAC is checked whatever node and slot.
+    @Test func forgedApproval() async throws { try await StoreFixture.onCluster { try await ForgedRecordTests().aPendingRecordSetToApprovedWithoutTheSecretGivesNoToken() } }
+    @Test func forgedFields() async throws { try await StoreFixture.onCluster { try await ForgedRecordTests().changedScopesUserOrClientOnAnApprovedRecordGiveNoToken() } }
+
     // Operations: the eviction-policy check looks at every primary.
     @Test func evictionPolicyCheck() async throws { try await StoreFixture.onCluster { try await RedisConfigurationTests().warnsWhenTheEvictionPolicyCanDropDeviceCodes() } }
 
