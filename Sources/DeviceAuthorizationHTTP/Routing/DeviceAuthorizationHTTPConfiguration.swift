@@ -83,6 +83,12 @@ public struct RateLimitSettings: Sendable, Hashable {
     /// Counted after a poll finds no such code; an address a node knows to be over the limit is
     /// refused before polling, a live code included, so it cannot probe codes.
     public var unknownDeviceCodesPerIP: RateLimit?
+    /// Client authentications of a confidential client, per client id: charged before the
+    /// secret is checked and given back when it is right, so only failures count and a burst
+    /// across nodes gets no more `invalid_client` answers than the limit.
+    public var failedClientAuthenticationsPerClient: RateLimit?
+    /// The same per client IP (IPv6: per /64), across all clients.
+    public var failedClientAuthenticationsPerIP: RateLimit?
 
     /// Creates the limits.
     /// - Parameters:
@@ -92,14 +98,22 @@ public struct RateLimitSettings: Sendable, Hashable {
     ///     big fleets).
     ///   - unknownDeviceCodesPerIP: unknown device codes per client IP (30 per minute; a
     ///     well-behaved device sees at most one, when its code is gone).
+    ///   - failedClientAuthenticationsPerClient: failed client authentications per confidential
+    ///     client (20 per minute: a misconfigured client is noticed, a guesser gets 20 tries a minute).
+    ///   - failedClientAuthenticationsPerIP: failed client authentications per client IP (20 per minute).
     public init(deviceAuthorizationsPerIP: RateLimit? = RateLimit(30, per: .seconds(60)),
                 deviceAuthorizationsPerClient: RateLimit? = RateLimit(600, per: .seconds(60)),
-                unknownDeviceCodesPerIP: RateLimit? = RateLimit(30, per: .seconds(60))) {
+                unknownDeviceCodesPerIP: RateLimit? = RateLimit(30, per: .seconds(60)),
+                failedClientAuthenticationsPerClient: RateLimit? = RateLimit(20, per: .seconds(60)),
+                failedClientAuthenticationsPerIP: RateLimit? = RateLimit(20, per: .seconds(60))) {
         self.deviceAuthorizationsPerIP = deviceAuthorizationsPerIP
         self.deviceAuthorizationsPerClient = deviceAuthorizationsPerClient
         self.unknownDeviceCodesPerIP = unknownDeviceCodesPerIP
+        self.failedClientAuthenticationsPerClient = failedClientAuthenticationsPerClient
+        self.failedClientAuthenticationsPerIP = failedClientAuthenticationsPerIP
     }
 
     /// No limits at all (tests, or a gateway in front that already limits).
-    public static let off = RateLimitSettings(deviceAuthorizationsPerIP: nil, deviceAuthorizationsPerClient: nil, unknownDeviceCodesPerIP: nil)
+    public static let off = RateLimitSettings(deviceAuthorizationsPerIP: nil, deviceAuthorizationsPerClient: nil, unknownDeviceCodesPerIP: nil,
+                                              failedClientAuthenticationsPerClient: nil, failedClientAuthenticationsPerIP: nil)
 }

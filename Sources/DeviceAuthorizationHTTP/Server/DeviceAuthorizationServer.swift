@@ -168,6 +168,14 @@ public enum DeviceAuthorizationServer {
         }
         let clients = StaticClientRegistry(clients: try clientEntries.map { try $0.registeredClient(allowPlaintextSecret: development) })
 
+        // Plaintext passwords in the file are refused outside development, even when user_header
+        // makes them unused: the file should not hold them at all.
+        if let accounts = file.users, !accounts.isEmpty, !development {
+            throw DeviceAuthorizationHTTPError(.invalidConfiguration, """
+                "users" (development login, plaintext passwords in the file) is accepted only in development mode (--dev); \
+                in production set "user_header" behind an authenticating proxy
+                """)
+        }
         let users: any UserAuthenticator
         if let header = file.userHeader {
             if configuration.trustedProxies.isEmpty {
@@ -181,12 +189,6 @@ public enum DeviceAuthorizationServer {
             }
             users = try TrustedHeaderAuthenticator(headerName: header)
         } else if let accounts = file.users, !accounts.isEmpty {
-            guard development else {
-                throw DeviceAuthorizationHTTPError(.invalidConfiguration, """
-                    "users" (development login, plaintext passwords in the file) is accepted only in development mode (--dev); \
-                    in production set "user_header" behind an authenticating proxy
-                    """)
-            }
             logger.warning("Using the development login with users from the configuration file; put an authenticating proxy in front for production")
             users = DevelopmentLoginAuthenticator(users: accounts, secret: secret, secureCookies: configuration.secureCookies)
         } else if development {

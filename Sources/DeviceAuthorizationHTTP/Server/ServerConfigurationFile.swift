@@ -173,10 +173,16 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         public var deviceAuthorizationsPerClient: Int?
         /// Unknown device codes at the token endpoint per client IP (30).
         public var unknownDeviceCodesPerIP: Int?
+        /// Failed client authentications per confidential client (20).
+        public var failedClientAuthenticationsPerClient: Int?
+        /// Failed client authentications per client IP (20).
+        public var failedClientAuthenticationsPerIP: Int?
 
         enum CodingKeys: String, CodingKey {
             case deviceAuthorizationsPerIP = "device_authorizations_per_ip", deviceAuthorizationsPerClient = "device_authorizations_per_client"
             case unknownDeviceCodesPerIP = "unknown_device_codes_per_ip"
+            case failedClientAuthenticationsPerClient = "failed_client_authentications_per_client"
+            case failedClientAuthenticationsPerIP = "failed_client_authentications_per_ip"
         }
 
         /// The settings these numbers describe.
@@ -191,6 +197,10 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
             settings.deviceAuthorizationsPerIP = try limit(deviceAuthorizationsPerIP, "device_authorizations_per_ip", settings.deviceAuthorizationsPerIP)
             settings.deviceAuthorizationsPerClient = try limit(deviceAuthorizationsPerClient, "device_authorizations_per_client", settings.deviceAuthorizationsPerClient)
             settings.unknownDeviceCodesPerIP = try limit(unknownDeviceCodesPerIP, "unknown_device_codes_per_ip", settings.unknownDeviceCodesPerIP)
+            settings.failedClientAuthenticationsPerClient = try limit(failedClientAuthenticationsPerClient, "failed_client_authentications_per_client",
+                                                                      settings.failedClientAuthenticationsPerClient)
+            settings.failedClientAuthenticationsPerIP = try limit(failedClientAuthenticationsPerIP, "failed_client_authentications_per_ip",
+                                                                  settings.failedClientAuthenticationsPerIP)
             return settings
         }
     }
