@@ -14,7 +14,7 @@ struct DeviceAuthServerCommand: AsyncParsableCommand {
         Without a Redis URL the server starts a private redis-server on a Unix socket (development \
         mode: demo client 'demo-cli', login alice/alice, ephemeral signing key) and stops it on exit.
         Environment fallbacks: DEVICEAUTH_HOST, DEVICEAUTH_PORT, DEVICEAUTH_REDIS_URL, DEVICEAUTH_REDIS_CONNECTIONS, \
-        DEVICEAUTH_CONFIG, DEVICEAUTH_SECRET, DEVICEAUTH_SIGNING_KEY, DEVICEAUTH_METRICS_PORT, DEVICEAUTH_METRICS_HOST, \
+        DEVICEAUTH_CONFIG, DEVICEAUTH_SECRET, DEVICEAUTH_SECRET_FILE, DEVICEAUTH_SIGNING_KEY, DEVICEAUTH_METRICS_PORT, DEVICEAUTH_METRICS_HOST, \
         DEVICEAUTH_HEADER_READ_TIMEOUT, DEVICEAUTH_IDLE_TIMEOUT, DEVICEAUTH_MAX_CONNECTIONS, \
         DEVICEAUTH_LOG_LEVEL, DEVICEAUTH_LOG_FORMAT.
         """
@@ -36,8 +36,11 @@ struct DeviceAuthServerCommand: AsyncParsableCommand {
     @Option(help: "JSON configuration file: clients, users, proxies, secret, signing key, public URL (env DEVICEAUTH_CONFIG).")
     var config: String?
 
-    @Option(help: "Shared secret, at least 32 bytes, the same on every node (env DEVICEAUTH_SECRET).")
+    @Option(help: "Shared secret, at least 32 bytes, the same on every node (env DEVICEAUTH_SECRET). Prefer --secret-file: argv is visible to every local user.")
     var secret: String?
+
+    @Option(name: .customLong("secret-file"), help: "File holding the shared secret (env DEVICEAUTH_SECRET_FILE; one trailing line break ignored).")
+    var secretFile: String?
 
     @Option(name: .customLong("signing-key"), help: "PEM file of the ES256 token signing key (env DEVICEAUTH_SIGNING_KEY).")
     var signingKey: String?
@@ -126,6 +129,7 @@ struct DeviceAuthServerCommand: AsyncParsableCommand {
             redisConnections: connections,
             configPath: config ?? env("DEVICEAUTH_CONFIG"),
             secret: secret ?? env("DEVICEAUTH_SECRET"),
+            secretFile: secretFile ?? env("DEVICEAUTH_SECRET_FILE"),
             signingKeyFile: signingKey ?? env("DEVICEAUTH_SIGNING_KEY"),
             development: dev,
             metricsPort: metricsPort,

@@ -44,7 +44,8 @@ struct ServerSetupTests {
                       ("interval_seconds", -1), ("interval_seconds", 3_601), ("token_lifetime_seconds", 0),
                       ("token_lifetime_seconds", 31_536_001), ("max_failures_per_caller", 0),
                       ("max_form_parameters", 7), ("max_form_parameters", 1_001), ("metrics_port", 0), ("metrics_port", 65_536),
-                      ("header_read_timeout_seconds", 0), ("idle_timeout_seconds", 3_601), ("max_connections", 0)])
+                      ("header_read_timeout_seconds", 0), ("idle_timeout_seconds", 3_601), ("max_connections", 0),
+                      ("max_failures_per_user", 0), ("max_interval_seconds", 4), ("max_interval_seconds", 3_601)])
     func outOfRangeSettingsAreRefused(name: String, value: Int) throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("deviceauth-config-\(UUID().uuidString).json").path
         defer { try? FileManager.default.removeItem(atPath: path) }
@@ -94,6 +95,8 @@ private func bounds(_ name: String) -> ClosedRange<Int> {
     case "header_read_timeout_seconds": ServerConfigurationFile.Ranges.headerReadTimeoutSeconds
     case "idle_timeout_seconds": ServerConfigurationFile.Ranges.idleTimeoutSeconds
     case "max_connections": ServerConfigurationFile.Ranges.maxConnections
+    case "max_failures_per_user": ServerConfigurationFile.Ranges.maxFailuresPerUser
+    case "max_interval_seconds": ServerConfigurationFile.Ranges.maxIntervalSeconds
     default: ServerConfigurationFile.Ranges.maxFailuresPerCaller
     }
 }

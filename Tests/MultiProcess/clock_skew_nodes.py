@@ -279,8 +279,32 @@ def main():
         output = refused.stderr + refused.stdout
         assert refused.returncode != 0 and f"cannot listen on {host}:{port}: {reason}" in output, (host, port, refused)
     print("a port in use and an unresolvable host refused, naming the address")
+    # Outside development mode, plaintext credentials in the file are refused with a clear message.
+    for name, extra, needle in (("users", {"users": {"alice": "alice"}}, '"users"'),
+                                ("client secret", {"clients": [{"client_id": "svc", "scopes": ["profile"], "secret": "plain"}]}, "secret_sha256")):
+        bad_config = os.path.join(workdir, "plaintext.json")
+        with open(bad_config, "w") as f:
+            json.dump({**json.load(open(config)), **extra}, f)
+        refused = subprocess.run([SERVER, "--redis-url", redis_url, "--config", bad_config, "--signing-key", key, "--port", str(free_port())],
+                                 capture_output=True, text=True, timeout=30)
+        assert refused.returncode != 0 and needle in refused.stderr + refused.stdout, (name, refused)
+    print("plaintext users and client secrets refused outside development mode")
+    # A wide trusted range with the user header is refused at start, naming the override.
+    wide_config = os.path.join(workdir, "wide.json")
+    with open(wide_config, "w") as f:
+        json.dump({**json.load(open(config)), "trusted_proxies": ["0.0.0.0/0"]}, f)
+    refused = subprocess.run([SERVER, "--redis-url", redis_url, "--config", wide_config, "--signing-key", key, "--port", str(free_port())],
+                             capture_output=True, text=True, timeout=30)
+    assert refused.returncode != 0 and "allow_wide_trusted_proxies" in refused.stderr + refused.stdout, refused
+    print("trusted_proxies 0.0.0.0/0 with user_header refused, naming allow_wide_trusted_proxies")
+    # The 'behind' node reads the shared secret from a file (--secret-file wins over the config's):
+    # the cross-node flows below only work if it is the same secret.
+    secret_file = os.path.join(workdir, "secret")
+    with open(secret_file, "w") as f:
+        f.write(json.load(open(config))["secret"] + "\n")
+    os.chmod(secret_file, 0o600)
     nodes = [Node("ahead", workdir, redis_url, config, key, f"+{SKEW_SECONDS}s"),
-             Node("behind", workdir, redis_url, config, key, f"-{SKEW_SECONDS}s"),
+             Node("behind", workdir, redis_url, config, key, f"-{SKEW_SECONDS}s", extra=("--secret-file", secret_file)),
              # One Redis connection instead of two (--redis-connections): the node must behave the same.
              Node("plain", workdir, redis_url, config, key, extra=("--redis-connections", "1"))]
     ok = False

@@ -1,13 +1,35 @@
+import DeviceAuthorization
 import Foundation
 import Hummingbird
 import HTTPTypes
 
 /// Authenticates the OAuth client of a request (RFC 6749 §2.3): HTTP Basic or `client_secret`
 /// in the form for confidential clients, `client_id` alone for public clients.
+///
+/// Failed authentications of confidential clients are limited per client and per address: each
+/// attempt is charged (``RequestRateLimiter/acquire(_:)``, one script on the Redis clock) before
+/// the secret is compared and given back (``RequestRateLimiter/release(_:)``) when it is right. A
+/// burst across any number of nodes so gets at most the limit of `invalid_client` answers; the
+/// rest, the right secret included, get 429 until the window passes. Public clients (the token
+/// endpoint's polls) pay nothing for this.
 struct ClientAuthenticator: Sendable {
     let registry: any ClientRegistry
+    var rateLimiter: RequestRateLimiter?
+    var limits = RateLimitSettings.off
 
-    func authenticate(request: Request, form: FormBody) async throws -> RegisteredClient {
+    /// The buckets one authentication attempt of `client` is charged to.
+    func failureBuckets(client: RegisteredClient, origin: () -> RequestOrigin) -> [RateLimitBucket] {
+        var buckets: [RateLimitBucket] = []
+        if let limit = limits.failedClientAuthenticationsPerClient {
+            buckets.append(RateLimitBucket(name: "caf", subject: client.clientID, limit: limit))
+        }
+        if let limit = limits.failedClientAuthenticationsPerIP {
+            buckets.append(RateLimitBucket(name: "cai", subject: origin().rateLimitKey, limit: limit))
+        }
+        return buckets
+    }
+
+    func authenticate(request: Request, form: FormBody, origin: () -> RequestOrigin = { RequestOrigin() }) async throws -> RegisteredClient {
         var clientID = form["client_id"]
         var secret: String?
         if let authorization = request.headers[.authorization] {
@@ -42,9 +64,18 @@ struct ClientAuthenticator: Sendable {
             throw OAuthError.invalidClient("unknown client")
         }
         if client.isConfidential {
+            let buckets = rateLimiter == nil ? [] : failureBuckets(client: client, origin: origin)
+            if let rateLimiter, !buckets.isEmpty,
+               case .limited(let index, let retryAfter) = try await rateLimiter.acquire(buckets) {
+                throw OAuthError.rateLimited(buckets[index].name == "caf" ? "too many failed authentications of this client"
+                                                                           : "too many failed client authentications from this address",
+                                             retryAfter: retryAfter)
+            }
             guard let secret, client.verifySecret(secret) else {
                 throw OAuthError.invalidClient(secret == nil ? "client authentication is required" : "client authentication failed")
             }
+            // Right: the attempt was no failure, so it is given back.
+            if let rateLimiter, !buckets.isEmpty { try await rateLimiter.release(buckets) }
         } else if let secret, !secret.isEmpty {
             // A public client has no secret; a presented one means a misconfigured client.
             throw OAuthError.invalidClient("this client has no secret")

@@ -10,7 +10,7 @@ enum OpenAPIDocument {
  "info": {
   "title": "deviceauth: RFC 8628 device authorization server",
   "version": "1.0.0",
-  "description": "OAuth 2.0 Device Authorization Grant (RFC 8628) with a verification page. Errors of the OAuth endpoints are RFC 6749 \u00a75.2 JSON bodies with `Cache-Control: no-store`; the verification page answers with HTML. Over a rate limit the answer is HTTP 429 with `Retry-After` and the error `temporarily_unavailable`. Confidential clients authenticate with HTTP Basic (`client_secret_basic`) or `client_secret` in the form; public clients send `client_id` only. Every parameter may appear at most once; request bodies are limited to 16 KiB by default (413)."
+  "description": "OAuth 2.0 Device Authorization Grant (RFC 8628) with a verification page. Errors of the OAuth endpoints are RFC 6749 \u00a75.2 JSON bodies with `Cache-Control: no-store`; the verification page answers with HTML. Over a rate limit the answer is HTTP 429 with `Retry-After` and the error `temporarily_unavailable`. Confidential clients authenticate with HTTP Basic (`client_secret_basic`) or `client_secret` in the form; public clients send `client_id` only. Every parameter may appear at most once and a body may carry at most 64 parameters by default (400 `invalid_request`, \"too many parameters\"); request bodies are limited to 16 KiB by default (413). A path that is not exactly one of these is 404."
  },
  "paths": {
   "/oauth/device_authorization": {
@@ -614,6 +614,9 @@ enum OpenAPIDocument {
         }
        }
       }
+     },
+     "404": {
+      "description": "The metrics are served on a listener of their own (`metrics_port`), not this one."
      }
     }
    }
@@ -650,7 +653,7 @@ enum OpenAPIDocument {
   },
   "responses": {
    "BadRequest": {
-    "description": "`invalid_request`, `invalid_scope`, `unsupported_grant_type`, `invalid_grant`, `authorization_pending`, `slow_down`, `access_denied`, `expired_token` (RFC 6749 \u00a75.2, RFC 8628 \u00a73.5).",
+    "description": "`invalid_request` (including a repeated parameter and too many parameters), `invalid_scope`, `unsupported_grant_type`, `invalid_grant`, `authorization_pending`, `slow_down`, `access_denied`, `expired_token` (RFC 6749 \u00a75.2, RFC 8628 \u00a73.5).",
     "content": {
      "application/json": {
       "schema": {
@@ -670,7 +673,7 @@ enum OpenAPIDocument {
     }
    },
    "RateLimited": {
-    "description": "`temporarily_unavailable`: over a rate limit (per client IP or per client).",
+    "description": "`temporarily_unavailable`: over a rate limit (per client IP or per client), including too many failed authentications of a confidential client or from one address (then the right secret is refused too until `Retry-After`).",
     "content": {
      "application/json": {
       "schema": {

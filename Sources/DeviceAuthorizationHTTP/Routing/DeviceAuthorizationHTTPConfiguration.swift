@@ -90,6 +90,12 @@ public struct RateLimitSettings: Sendable, Hashable {
     /// Development-login attempts per user name, counted the same way (guessing one person's
     /// password from many addresses).
     public var loginFailuresPerUser: RateLimit?
+    /// Client authentications of a confidential client, per client id: charged before the
+    /// secret is checked and given back when it is right, so only failures count and a burst
+    /// across nodes gets no more `invalid_client` answers than the limit.
+    public var failedClientAuthenticationsPerClient: RateLimit?
+    /// The same per client IP (IPv6: per /64), across all clients.
+    public var failedClientAuthenticationsPerIP: RateLimit?
 
     /// Creates the limits.
     /// - Parameters:
@@ -102,19 +108,27 @@ public struct RateLimitSettings: Sendable, Hashable {
     ///   - loginFailuresPerIP: wrong development-login passwords per client IP (10 per 15 minutes).
     ///   - loginFailuresPerUser: wrong development-login passwords per user name (20 per 15
     ///     minutes; higher than per IP, because anyone can spend it and lock the name out).
+    ///   - failedClientAuthenticationsPerClient: failed client authentications per confidential
+    ///     client (20 per minute: a misconfigured client is noticed, a guesser gets 20 tries a minute).
+    ///   - failedClientAuthenticationsPerIP: failed client authentications per client IP (20 per minute).
     public init(deviceAuthorizationsPerIP: RateLimit? = RateLimit(30, per: .seconds(60)),
                 deviceAuthorizationsPerClient: RateLimit? = RateLimit(600, per: .seconds(60)),
                 unknownDeviceCodesPerIP: RateLimit? = RateLimit(30, per: .seconds(60)),
                 loginFailuresPerIP: RateLimit? = RateLimit(10, per: .seconds(900)),
-                loginFailuresPerUser: RateLimit? = RateLimit(20, per: .seconds(900))) {
+                loginFailuresPerUser: RateLimit? = RateLimit(20, per: .seconds(900)),
+                failedClientAuthenticationsPerClient: RateLimit? = RateLimit(20, per: .seconds(60)),
+                failedClientAuthenticationsPerIP: RateLimit? = RateLimit(20, per: .seconds(60))) {
         self.deviceAuthorizationsPerIP = deviceAuthorizationsPerIP
         self.deviceAuthorizationsPerClient = deviceAuthorizationsPerClient
         self.unknownDeviceCodesPerIP = unknownDeviceCodesPerIP
         self.loginFailuresPerIP = loginFailuresPerIP
         self.loginFailuresPerUser = loginFailuresPerUser
+        self.failedClientAuthenticationsPerClient = failedClientAuthenticationsPerClient
+        self.failedClientAuthenticationsPerIP = failedClientAuthenticationsPerIP
     }
 
     /// No limits at all (tests, or a gateway in front that already limits).
     public static let off = RateLimitSettings(deviceAuthorizationsPerIP: nil, deviceAuthorizationsPerClient: nil, unknownDeviceCodesPerIP: nil,
-                                              loginFailuresPerIP: nil, loginFailuresPerUser: nil)
+                                              loginFailuresPerIP: nil, loginFailuresPerUser: nil,
+                                              failedClientAuthenticationsPerClient: nil, failedClientAuthenticationsPerIP: nil)
 }

@@ -61,10 +61,11 @@ public struct DeviceAuthorizationRoutes: Sendable {
         self.tokens = tokens
         self.metrics = metrics
         self.configuration = configuration
-        self.clientAuthenticator = ClientAuthenticator(registry: clients)
+        let rateLimiter = RequestRateLimiter(client: redis, keyPrefix: store.configuration.keyPrefix, secret: store.configuration.secret)
+        self.rateLimiter = rateLimiter
+        self.clientAuthenticator = ClientAuthenticator(registry: clients, rateLimiter: rateLimiter, limits: configuration.rateLimits)
         self.pages = try PageRenderer(serviceName: configuration.serviceName)
         self.csrf = CSRFProtection(secret: configuration.secret, secureCookies: configuration.secureCookies, publicBaseURL: configuration.publicBaseURL)
-        self.rateLimiter = RequestRateLimiter(client: redis, keyPrefix: store.configuration.keyPrefix, secret: store.configuration.secret)
         self.logger = logger
     }
 
@@ -151,7 +152,9 @@ public struct DeviceAuthorizationRoutes: Sendable {
     func deviceAuthorization(_ request: Request, _ context: DeviceAuthorizationRequestContext) async -> Response {
         do {
             let form = try await readForm(request)
-            let client = try await clientAuthenticator.authenticate(request: request, form: form)
+            let client = try await clientAuthenticator.authenticate(request: request, form: form) {
+                RequestOrigin(request: request, peerAddress: context.peerIPAddress, trustedProxies: configuration.trustedProxies)
+            }
             let scopes = try Self.resolveScopes(form["scope"], for: client)
             try await limitDeviceAuthorizations(client: client, request: request, context)
             // The address the device asked from, for the confirmation page (RFC 8628 §5.4).
@@ -182,7 +185,9 @@ public struct DeviceAuthorizationRoutes: Sendable {
             guard grantType == Self.deviceCodeGrantType else {
                 throw OAuthError("unsupported_grant_type", "this endpoint supports only \(Self.deviceCodeGrantType)")
             }
-            let client = try await clientAuthenticator.authenticate(request: request, form: form)
+            let client = try await clientAuthenticator.authenticate(request: request, form: form) {
+                RequestOrigin(request: request, peerAddress: context.peerIPAddress, trustedProxies: configuration.trustedProxies)
+            }
             guard let deviceCode = form["device_code"] else { throw OAuthError.invalidRequest("missing parameter 'device_code'") }
             // Unknown codes are counted after the fact, so an honest poll costs one round trip.
             // An address this node already knows to be over its limit is refused before the

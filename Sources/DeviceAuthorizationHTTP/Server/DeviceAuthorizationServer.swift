@@ -22,8 +22,10 @@ public struct ServerOptions: Sendable {
     public var redisConnections: Int
     /// JSON configuration file.
     public var configPath: String?
-    /// Shared secret (≥ 32 bytes).
+    /// Shared secret (≥ 32 bytes). Prefer ``secretFile``: argv is readable by every local user.
     public var secret: String?
+    /// A file holding the shared secret (`--secret-file`, `DEVICEAUTH_SECRET_FILE`).
+    public var secretFile: String?
     /// PEM file of the ES256 signing key.
     public var signingKeyFile: String?
     /// Force development defaults (demo client, dev user, ephemeral key) even with a Redis URL.
@@ -48,6 +50,7 @@ public struct ServerOptions: Sendable {
     ///   - redisConnections: Redis connections (2; at least 1).
     ///   - configPath: configuration file.
     ///   - secret: shared secret.
+    ///   - secretFile: a file holding the shared secret.
     ///   - signingKeyFile: ES256 PEM file.
     ///   - development: development defaults.
     ///   - metricsPort: a separate metrics listener's port.
@@ -56,7 +59,7 @@ public struct ServerOptions: Sendable {
     ///   - idleTimeoutSeconds: the keep-alive idle timeout.
     ///   - maxConnections: the connection cap.
     public init(host: String = "127.0.0.1", port: Int = 8080, redisURL: String? = nil, redisConnections: Int = 2, configPath: String? = nil,
-                secret: String? = nil, signingKeyFile: String? = nil, development: Bool = false, metricsPort: Int? = nil, metricsHost: String? = nil,
+                secret: String? = nil, secretFile: String? = nil, signingKeyFile: String? = nil, development: Bool = false, metricsPort: Int? = nil, metricsHost: String? = nil,
                 headerReadTimeoutSeconds: Int? = nil, idleTimeoutSeconds: Int? = nil, maxConnections: Int? = nil) {
         self.host = host
         self.port = port
@@ -64,6 +67,7 @@ public struct ServerOptions: Sendable {
         self.redisConnections = max(1, redisConnections)
         self.configPath = configPath
         self.secret = secret
+        self.secretFile = secretFile
         self.signingKeyFile = signingKeyFile
         self.development = development
         self.metricsPort = metricsPort
@@ -108,17 +112,26 @@ public enum DeviceAuthorizationServer {
 
     private static func serve(options: ServerOptions, file: ServerConfigurationFile, redisURL: String, development: Bool, logger: Logger) async throws {
         // Secret shared by all nodes: user-code hashes, CSRF tokens, session cookies.
+        // The command line (flag or environment) wins over the file; each may name it or its file, not both.
+        if options.secret != nil && options.secretFile != nil {
+            throw DeviceAuthorizationHTTPError(.invalidConfiguration, "give one of --secret (DEVICEAUTH_SECRET) and --secret-file (DEVICEAUTH_SECRET_FILE)")
+        }
+        if file.secret != nil && file.secretFile != nil {
+            throw DeviceAuthorizationHTTPError(.invalidConfiguration, "give one of \"secret\" and \"secret_file\" in the configuration file")
+        }
         let secret: [UInt8]
-        if let text = options.secret ?? file.secret {
+        if let text = options.secret ?? (options.secretFile == nil ? file.secret : nil) {
             guard text.utf8.count >= 32 else {
                 throw DeviceAuthorizationHTTPError(.invalidConfiguration, "the secret must be at least 32 bytes")
             }
             secret = Array(text.utf8)
+        } else if let path = options.secretFile ?? file.secretFile {
+            secret = try SecretFile.read(path, setting: options.secretFile != nil ? "--secret-file" : "secret_file", minimumLength: 32)
         } else if development {
             logger.warning("No secret configured: using a random one; codes and sessions do not survive a restart")
             secret = secureRandomBytes(32)
         } else {
-            throw DeviceAuthorizationHTTPError(.invalidConfiguration, "a secret is required with an external Redis: pass --secret or set DEVICEAUTH_SECRET (the same on every node)")
+            throw DeviceAuthorizationHTTPError(.invalidConfiguration, "a secret is required with an external Redis: pass --secret-file FILE (DEVICEAUTH_SECRET_FILE), set \"secret_file\" in the configuration, or DEVICEAUTH_SECRET (the same on every node)")
         }
 
         let urlHost = ["0.0.0.0", "::", ""].contains(options.host) ? "127.0.0.1" : options.host
@@ -145,6 +158,8 @@ public enum DeviceAuthorizationServer {
         if let seconds = file.codeLifetimeSeconds { storeConfiguration.lifetime = .seconds(seconds) }
         if let seconds = file.intervalSeconds { storeConfiguration.interval = seconds }
         if let limit = file.maxFailuresPerCaller { storeConfiguration.maxFailuresPerCaller = limit }
+        if let limit = file.maxFailuresPerUser { storeConfiguration.maxFailuresPerUser = limit }
+        if let seconds = file.maxIntervalSeconds { storeConfiguration.maxInterval = seconds }
         let store = DeviceCodeStore(client: redis, configuration: storeConfiguration, logger: logger)
 
         var clientEntries = file.clients ?? []
@@ -153,8 +168,16 @@ public enum DeviceAuthorizationServer {
             clientEntries = [demoClient]
             logger.notice("Development mode: client 'demo-cli' (public, scopes: profile email)")
         }
-        let clients = StaticClientRegistry(clients: try clientEntries.map { try $0.registeredClient() })
+        let clients = StaticClientRegistry(clients: try clientEntries.map { try $0.registeredClient(allowPlaintextSecret: development) })
 
+        // Plaintext passwords in the file are refused outside development, even when user_header
+        // makes them unused: the file should not hold them at all.
+        if let accounts = file.users, !accounts.isEmpty, !development {
+            throw DeviceAuthorizationHTTPError(.invalidConfiguration, """
+                "users" (development login, plaintext passwords in the file) is accepted only in development mode (--dev); \
+                in production set "user_header" behind an authenticating proxy
+                """)
+        }
         let users: any UserAuthenticator
         if let header = file.userHeader {
             if configuration.trustedProxies.isEmpty {

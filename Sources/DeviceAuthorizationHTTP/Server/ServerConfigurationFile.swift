@@ -28,8 +28,11 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         public var scopes: [String]?
         /// Scopes granted when a request names none (default: all allowed).
         public var defaultScopes: [String]?
-        /// A plaintext secret (hashed on load; prefer ``secretSHA256``).
+        /// A plaintext secret (hashed on load). Development mode only: elsewhere use
+        /// ``secretSHA256`` or ``secretFile``.
         public var secret: String?
+        /// A file holding the secret (hashed on load; one trailing line break ignored).
+        public var secretFile: String?
         /// Hex SHA-256 of the secret: `printf %s "$SECRET" | sha256sum`.
         public var secretSHA256: String?
         /// Device-code lifetime for this client, in seconds.
@@ -42,14 +45,15 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         public var audience: String?
 
         enum CodingKeys: String, CodingKey {
-            case clientID = "client_id", displayName = "display_name", scopes, defaultScopes = "default_scopes", secret
+            case clientID = "client_id", displayName = "display_name", scopes, defaultScopes = "default_scopes", secret, secretFile = "secret_file"
             case secretSHA256 = "secret_sha256", codeLifetimeSeconds = "code_lifetime_seconds", intervalSeconds = "interval_seconds"
             case deviceAuthorizationsPerMinute = "device_authorizations_per_minute", audience
         }
 
         /// Creates a client entry.
         public init(clientID: String, displayName: String? = nil, scopes: [String]? = nil, defaultScopes: [String]? = nil, secret: String? = nil,
-                    secretSHA256: String? = nil, codeLifetimeSeconds: Int? = nil, intervalSeconds: Int? = nil) {
+                    secretSHA256: String? = nil, codeLifetimeSeconds: Int? = nil, intervalSeconds: Int? = nil, secretFile: String? = nil) {
+            self.secretFile = secretFile
             self.clientID = clientID
             self.displayName = displayName
             self.scopes = scopes
@@ -61,11 +65,24 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         }
 
         /// The registry entry.
-        /// - Throws: ``DeviceAuthorizationHTTPError`` for a malformed hash or bad numbers.
-        public func registeredClient() throws -> RegisteredClient {
+        /// - Parameter allowPlaintextSecret: accept `secret` (plaintext in the file); only in
+        ///   development mode, since the file is then a copy of every client's credential.
+        /// - Throws: ``DeviceAuthorizationHTTPError`` for a malformed hash, bad numbers, a plaintext
+        ///   secret that is not allowed, an unreadable secret file or more than one secret.
+        public func registeredClient(allowPlaintextSecret: Bool = false) throws -> RegisteredClient {
             guard !clientID.isEmpty else { throw DeviceAuthorizationHTTPError(.invalidConfiguration, "a client has an empty client_id") }
+            guard [secret != nil, secretSHA256 != nil, secretFile != nil].filter({ $0 }).count <= 1 else {
+                throw DeviceAuthorizationHTTPError(.invalidConfiguration, "client \(clientID): give one of secret_sha256, secret_file and secret")
+            }
+            if secret != nil && !allowPlaintextSecret {
+                throw DeviceAuthorizationHTTPError(.invalidConfiguration, """
+                    client \(clientID): a plaintext "secret" is accepted only in development mode; \
+                    use "secret_sha256" (printf %s "$SECRET" | sha256sum) or "secret_file"
+                    """)
+            }
+            let fileSecret = try secretFile.map { String(decoding: try SecretFile.read($0, setting: "client \(clientID): secret_file"), as: UTF8.self) }
             var client = RegisteredClient(clientID: clientID, displayName: displayName, allowedScopes: scopes ?? [], defaultScopes: defaultScopes,
-                                          secret: secret, codeLifetime: codeLifetimeSeconds.map { .seconds($0) }, pollingInterval: intervalSeconds,
+                                          secret: secret ?? fileSecret, codeLifetime: codeLifetimeSeconds.map { .seconds($0) }, pollingInterval: intervalSeconds,
                                           audience: audience)
             if let audience, audience.isEmpty {
                 throw DeviceAuthorizationHTTPError(.invalidConfiguration, "client \(clientID): audience must not be empty")
@@ -98,6 +115,8 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
     public var publicBaseURL: String?
     /// Shared secret (≥ 32 bytes) for user-code hashes, CSRF and sessions.
     public var secret: String?
+    /// A file holding the shared secret instead (one trailing line break ignored).
+    public var secretFile: String?
     /// PEM file of the ES256 signing key.
     public var signingKeyFile: String?
     /// Access-token lifetime in seconds (3600).
@@ -120,8 +139,12 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
     public var codeLifetimeSeconds: Int?
     /// Default polling interval in seconds (5).
     public var intervalSeconds: Int?
-    /// Failed code entries allowed per client IP per 15 minutes (10).
+    /// Failed code entries allowed per client IP (IPv6: per /64 and per /48) per 15 minutes (10).
     public var maxFailuresPerCaller: Int?
+    /// Failed code entries allowed per signed-in person per 15 minutes (20).
+    public var maxFailuresPerUser: Int?
+    /// The most `slow_down` can raise a device's polling interval to, in seconds (60).
+    public var maxIntervalSeconds: Int?
     /// Request rate limits per minute; 0 turns one off (see ``RateLimitSettings``).
     public var rateLimits: RateLimitsPerMinute?
     /// Most parameters in one form body (64); more get 400 `invalid_request`.
@@ -154,10 +177,16 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         public var deviceAuthorizationsPerClient: Int?
         /// Unknown device codes at the token endpoint per client IP (30).
         public var unknownDeviceCodesPerIP: Int?
+        /// Failed client authentications per confidential client (20).
+        public var failedClientAuthenticationsPerClient: Int?
+        /// Failed client authentications per client IP (20).
+        public var failedClientAuthenticationsPerIP: Int?
 
         enum CodingKeys: String, CodingKey {
             case deviceAuthorizationsPerIP = "device_authorizations_per_ip", deviceAuthorizationsPerClient = "device_authorizations_per_client"
             case unknownDeviceCodesPerIP = "unknown_device_codes_per_ip"
+            case failedClientAuthenticationsPerClient = "failed_client_authentications_per_client"
+            case failedClientAuthenticationsPerIP = "failed_client_authentications_per_ip"
         }
 
         /// The settings these numbers describe.
@@ -172,15 +201,20 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
             settings.deviceAuthorizationsPerIP = try limit(deviceAuthorizationsPerIP, "device_authorizations_per_ip", settings.deviceAuthorizationsPerIP)
             settings.deviceAuthorizationsPerClient = try limit(deviceAuthorizationsPerClient, "device_authorizations_per_client", settings.deviceAuthorizationsPerClient)
             settings.unknownDeviceCodesPerIP = try limit(unknownDeviceCodesPerIP, "unknown_device_codes_per_ip", settings.unknownDeviceCodesPerIP)
+            settings.failedClientAuthenticationsPerClient = try limit(failedClientAuthenticationsPerClient, "failed_client_authentications_per_client",
+                                                                      settings.failedClientAuthenticationsPerClient)
+            settings.failedClientAuthenticationsPerIP = try limit(failedClientAuthenticationsPerIP, "failed_client_authentications_per_ip",
+                                                                  settings.failedClientAuthenticationsPerIP)
             return settings
         }
     }
 
     enum CodingKeys: String, CodingKey {
-        case redisURL = "redis_url", issuer, publicBaseURL = "public_base_url", secret, signingKeyFile = "signing_key_file"
+        case redisURL = "redis_url", issuer, publicBaseURL = "public_base_url", secret, secretFile = "secret_file", signingKeyFile = "signing_key_file"
         case tokenLifetimeSeconds = "token_lifetime_seconds", trustedProxies = "trusted_proxies", userHeader = "user_header"
         case users, clients, secureCookies = "secure_cookies", keyPrefix = "key_prefix", codeLifetimeSeconds = "code_lifetime_seconds"
         case intervalSeconds = "interval_seconds", maxFailuresPerCaller = "max_failures_per_caller", rateLimits = "rate_limits"
+        case maxFailuresPerUser = "max_failures_per_user", maxIntervalSeconds = "max_interval_seconds"
         case proxySecretHeader = "proxy_secret_header", proxySecretFile = "proxy_secret_file"
         case allowWideTrustedProxies = "allow_wide_trusted_proxies"
         case headerReadTimeoutSeconds = "header_read_timeout_seconds", idleTimeoutSeconds = "idle_timeout_seconds", maxConnections = "max_connections"
@@ -204,6 +238,10 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         public static let tokenLifetimeSeconds = 1...31_536_000
         /// `max_failures_per_caller`: at least one (0 would lock every caller out).
         public static let maxFailuresPerCaller = 1...1_000_000
+        /// `max_failures_per_user`: as `max_failures_per_caller`.
+        public static let maxFailuresPerUser = 1...1_000_000
+        /// `max_interval_seconds`: from one `slow_down` step (5 s) to an hour.
+        public static let maxIntervalSeconds = 5...3_600
         /// `max_form_parameters`: enough for every form (the page's largest has five), at most
         /// 1000 (past that the cap no longer bounds anything a 16 KiB body could not do).
         public static let maxFormParameters = 8...1_000
@@ -231,6 +269,8 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         try Ranges.check(intervalSeconds, "interval_seconds", Ranges.intervalSeconds)
         try Ranges.check(tokenLifetimeSeconds, "token_lifetime_seconds", Ranges.tokenLifetimeSeconds)
         try Ranges.check(maxFailuresPerCaller, "max_failures_per_caller", Ranges.maxFailuresPerCaller)
+        try Ranges.check(maxFailuresPerUser, "max_failures_per_user", Ranges.maxFailuresPerUser)
+        try Ranges.check(maxIntervalSeconds, "max_interval_seconds", Ranges.maxIntervalSeconds)
         try Ranges.check(maxFormParameters, "max_form_parameters", Ranges.maxFormParameters)
         try Ranges.check(metricsPort, "metrics_port", Ranges.port)
         try Ranges.check(headerReadTimeoutSeconds, "header_read_timeout_seconds", Ranges.headerReadTimeoutSeconds)
