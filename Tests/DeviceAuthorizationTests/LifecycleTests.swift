@@ -83,14 +83,17 @@ struct LifecycleTests {
         // Generous grace: the checks below must finish inside it even on a loaded 2-core CI box.
         let f = try StoreFixture { $0.gracePeriod = .milliseconds(2500) }
         defer { f.shutdown() }
-        // Lifetime 1 s: issue + approve (two round trips: GET of the index, then the script) must
-        // land before expiry even when every suite runs at once on a busy machine. The waits count
-        // from after both issues returned, so both grants' times have surely passed.
-        let issued = try await f.store.issue(clientID: "tv", scopes: [], lifetime: .milliseconds(1000), interval: 0)
-        let approvedButNeverRedeemed = try await f.store.issue(clientID: "tv", scopes: [], lifetime: .milliseconds(1000), interval: 0)
+        // Lifetime 3 s: issue + approve (three round trips: GET of the index, the read for the
+        // MAC, the script) must land before expiry even when every suite runs at once on a busy
+        // machine (1 s was missed once with a release build running beside the tests). The
+        // functions are loaded first, so no call pays for a load. The waits count from after both
+        // issues returned, so both grants' times have surely passed.
+        try await ProductScripts.load(on: f.client)
+        let issued = try await f.store.issue(clientID: "tv", scopes: [], lifetime: .milliseconds(3000), interval: 0)
+        let approvedButNeverRedeemed = try await f.store.issue(clientID: "tv", scopes: [], lifetime: .milliseconds(3000), interval: 0)
         let issuedAt = ContinuousClock.now
         try await f.store.approve(userCode: approvedButNeverRedeemed.userCode, userID: "alice")
-        try await Task.sleep(until: issuedAt + .milliseconds(1100))
+        try await Task.sleep(until: issuedAt + .milliseconds(3100))
         #expect(try await f.store.poll(deviceCode: issued.deviceCode, clientID: "tv") == .expiredToken)
         #expect(try await f.store.poll(deviceCode: approvedButNeverRedeemed.deviceCode, clientID: "tv") == .expiredToken,
                 "an approved code that was never redeemed still expires")
@@ -98,7 +101,7 @@ struct LifecycleTests {
         #expect(approve?.code == .expired)
         let lookup = await decisionError { _ = try await f.store.lookup(userCode: issued.userCode, caller: "ip") }
         #expect(lookup?.code == .expired)
-        try await Task.sleep(until: issuedAt + .milliseconds(1000 + 2500 + 300))
+        try await Task.sleep(until: issuedAt + .milliseconds(3000 + 2500 + 300))
         #expect(try await f.store.poll(deviceCode: issued.deviceCode, clientID: "tv") == .invalidGrant(.unknown))
         #expect(try await f.dump().filter { !$0.key.contains("{bf}") }.isEmpty, "Redis removed both keys of both grants by TTL")
     }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import RedisClient
 import Testing
 
@@ -15,13 +16,18 @@ struct RecoveryTests {
         defer { blocker.shutdown() }
 
         try await client.send("SET", "counter", 0)
-        async let sleeping: RedisValue = blocker.send("DEBUG", "SLEEP", "1.2")
+        // Whether Redis has woken up: the timeout must come before that (an order, not a duration,
+        // so a loaded machine cannot fail it; the 3 s sleep against the 300 ms timeout is margin).
+        let awake = Mutex(false)
+        let sleeping = Task {
+            _ = try await blocker.send("DEBUG", "SLEEP", "3")
+            awake.withLock { $0 = true }
+        }
         try await Task.sleep(for: .milliseconds(100))
-        let start = ContinuousClock.now
         let error = await expectRedisError { try await client.send("INCR", "counter") }
         #expect(error?.code == .timeout)
-        #expect(ContinuousClock.now - start < .seconds(1), "the timeout is 300 ms; DEBUG SLEEP lasts 1.2 s")
-        _ = try await sleeping
+        #expect(awake.withLock { $0 } == false, "the timeout (300 ms) ended the command while Redis still slept")
+        try await sleeping.value
         // The connection recovers, and the timed-out INCR was never re-sent: it ran exactly once.
         #expect(try await client.send("GET", "counter").int == 1)
         #expect(try await client.send("PING") == .simpleString("PONG"))
