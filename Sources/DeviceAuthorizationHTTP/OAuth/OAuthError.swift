@@ -93,12 +93,15 @@ enum JSONResponse {
         return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: buffer))
     }
 
-    /// `Content-Type`, `Cache-Control: no-store` and `Pragma: no-cache`.
+    /// `Content-Type`, `Cache-Control: no-store`, `Pragma: no-cache` and `nosniff` (built once:
+    /// ``SecurityHeadersMiddleware`` then finds `nosniff` present and leaves these shared fields
+    /// uncopied on every poll).
     static let headers: HTTPFields = {
         var headers = HTTPFields()
         headers[.contentType] = "application/json; charset=utf-8"
         headers[.cacheControl] = "no-store"
         headers[.pragma] = "no-cache"
+        headers[.xContentTypeOptions] = "nosniff"
         return headers
     }()
 }

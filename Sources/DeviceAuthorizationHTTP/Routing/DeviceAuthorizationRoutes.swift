@@ -403,7 +403,9 @@ struct SecurityHeadersMiddleware<Context: RequestContext>: RouterMiddleware {
             // The router's 404 and other thrown answers: render them here so they get the headers too.
             response = try error.response(from: request, context: context)
         }
-        response.headers[.xContentTypeOptions] = "nosniff"
+        // Only where missing: the prebuilt JSON and page headers carry it already, and writing it
+        // again would copy their shared storage on every answer (the token endpoint's hot path).
+        if response.headers[.xContentTypeOptions] == nil { response.headers[.xContentTypeOptions] = "nosniff" }
         if hsts { response.headers[.strictTransportSecurity] = Self.hstsValue }
         return response
     }
