@@ -58,7 +58,7 @@ struct HTTPBenchmark: AsyncParsableCommand {
                     tokens: try await JWTTokenIssuer(issuer: "http://127.0.0.1", privateKeyPEM: nil),
                     configuration: DeviceAuthorizationHTTPConfiguration(secret: Array(0..<32)))
                 let rounds = max(1, self.rounds)
-                let (ours, ceiling) = try await Self.serve(routes.makeRouter()) { oursPort in
+                let (oursRuns, ceilingRuns) = try await Self.serve(routes.makeRouter()) { oursPort in
                     // Check the route really answers authorization_pending before measuring.
                     let check = try await ChildProcess.run("/usr/bin/curl", ["-s", "-d", body, "http://127.0.0.1:\(oursPort)/oauth/token"])
                     guard check.standardOutput.contains("authorization_pending") else {
@@ -69,20 +69,51 @@ struct HTTPBenchmark: AsyncParsableCommand {
                         var ceiling: [WrkResult] = []
                         for round in 1...rounds {
                             Console.progress("round \(round)/\(rounds), token endpoint: wrk -t\(threads) -c\(connections) -d\(duration)s")
-                            ours.append(try await runWrk(wrkPath, script: script, port: oursPort))
+                            ours.append(try await measured(client) { try await runWrk(wrkPath, script: script, port: oursPort) })
                             Console.progress("round \(round)/\(rounds), trivial route: wrk -t\(threads) -c\(connections) -d\(duration)s")
-                            ceiling.append(try await runWrk(wrkPath, script: script, port: trivialPort))
+                            ceiling.append(try await measured(client) { try await runWrk(wrkPath, script: script, port: trivialPort) })
                         }
-                        return (WrkResult.median(ours), WrkResult.median(ceiling))
+                        return (ours, ceiling)
                     }
                 }
 
+                let ours = WrkResult.median(oursRuns), ceiling = WrkResult.median(ceilingRuns)
                 BenchComparison(
                     name: "http.token.pending.c\(connections)", ours: ours.requestsPerSecond, baseline: ceiling.requestsPerSecond, unit: "req/s",
                     detail: "medians of \(rounds) alternating runs; ours: p50=\(ours.p50) p99=\(ours.p99) runs=\(ours.runs) | baseline (trivial Hummingbird route, same body): p50=\(ceiling.p50) p99=\(ceiling.p99) runs=\(ceiling.runs) | wrk -t\(threads) -c\(connections) -d\(duration)s, \(max(1, redisConnections)) Redis connection(s), \(target.summary)"
                 ).print()
+                // CPU per request: this process (both servers live here, but only one is under
+                // wrk at a time) and Redis, each over its wrk runs; lower is better.
+                BenchComparison(
+                    name: "http.token.pending.node_cpu", ours: WrkResult.median(oursRuns, by: \.nodeMicrosecondsPerRequest).nodeMicrosecondsPerRequest,
+                    baseline: WrkResult.median(ceilingRuns, by: \.nodeMicrosecondsPerRequest).nodeMicrosecondsPerRequest, unit: "us/request",
+                    detail: "node CPU per request (lower is better), medians; token endpoint runs: \(oursRuns.map { String(format: "%.1f", $0.nodeMicrosecondsPerRequest) }.joined(separator: ",")) | trivial route runs: \(ceilingRuns.map { String(format: "%.1f", $0.nodeMicrosecondsPerRequest) }.joined(separator: ",")) | voluntary context switches per request: token \(String(format: "%.2f", WrkResult.median(oursRuns, by: \.contextSwitchesPerRequest).contextSwitchesPerRequest)), trivial \(String(format: "%.2f", WrkResult.median(ceilingRuns, by: \.contextSwitchesPerRequest).contextSwitchesPerRequest)) | Redis CPU per poll: \(String(format: "%.1f", WrkResult.median(oursRuns, by: \.redisMicrosecondsPerRequest).redisMicrosecondsPerRequest)) us"
+                ).print()
             }
         }
+    }
+
+    /// Runs one wrk measurement and adds the CPU this process and Redis spent during it, per request.
+    private func measured(_ client: RedisClient, _ run: () async throws -> WrkResult) async throws -> WrkResult {
+        let nodeBefore = ProcessUsage.now(), redisBefore = try await Self.redisCPUSeconds(client)
+        var result = try await run()
+        let nodeAfter = ProcessUsage.now(), redisAfter = try await Self.redisCPUSeconds(client)
+        let requests = max(1, result.requests)
+        result.nodeMicrosecondsPerRequest = (nodeAfter.cpuSeconds - nodeBefore.cpuSeconds) * 1e6 / requests
+        result.contextSwitchesPerRequest = Double(nodeAfter.voluntaryContextSwitches - nodeBefore.voluntaryContextSwitches) / requests
+        result.redisMicrosecondsPerRequest = (redisAfter - redisBefore) * 1e6 / requests
+        return result
+    }
+
+    /// `used_cpu_user + used_cpu_sys` from `INFO cpu` (of the node that serves the bench's keys
+    /// on a cluster, which is the only one the token endpoint's poll touches).
+    private static func redisCPUSeconds(_ client: RedisClient) async throws -> Double {
+        let info = try await client.send("INFO", "cpu").string ?? ""
+        var total = 0.0
+        for line in info.split(whereSeparator: \.isNewline) where line.hasPrefix("used_cpu_user:") || line.hasPrefix("used_cpu_sys:") {
+            total += line.split(separator: ":").last.flatMap { Double($0.trimmingCharacters(in: .whitespaces)) } ?? 0
+        }
+        return total
     }
 
     /// The ceiling: a route that answers the same-sized 400 JSON without doing anything.
@@ -101,6 +132,19 @@ struct HTTPBenchmark: AsyncParsableCommand {
         var p99: String
         /// Every run's req/s, for the detail line (only in medians).
         var runs: String = ""
+        /// Requests wrk completed in the run.
+        var requests: Double = 0
+        /// CPU of this process per request during the run, in microseconds.
+        var nodeMicrosecondsPerRequest: Double = 0
+        /// Voluntary context switches of this process per request during the run.
+        var contextSwitchesPerRequest: Double = 0
+        /// CPU of Redis per request during the run, in microseconds.
+        var redisMicrosecondsPerRequest: Double = 0
+
+        /// The run with the median of `value` (the lower middle one for an even count).
+        static func median(_ results: [WrkResult], by value: KeyPath<WrkResult, Double>) -> WrkResult {
+            results.sorted { $0[keyPath: value] < $1[keyPath: value] }[(results.count - 1) / 2]
+        }
 
         /// The run with the median req/s (the lower middle one for an even count), with all rates listed.
         static func median(_ results: [WrkResult]) -> WrkResult {
@@ -121,7 +165,10 @@ struct HTTPBenchmark: AsyncParsableCommand {
         guard let rate = value(after: "Requests/sec:").flatMap(Double.init) else {
             throw ChildProcess.Failure(description: "could not read wrk's output: \(text) \(output.standardError)")
         }
-        return WrkResult(requestsPerSecond: rate, p50: value(after: "50%") ?? "?", p99: value(after: "99%") ?? "?")
+        // "  123456 requests in 5.00s, 12.34MB read"
+        let requests = text.split(separator: "\n").first(where: { $0.contains(" requests in ") })
+            .flatMap { $0.split(separator: " ").first }.flatMap { Double($0) } ?? rate * Double(duration)
+        return WrkResult(requestsPerSecond: rate, p50: value(after: "50%") ?? "?", p99: value(after: "99%") ?? "?", requests: requests)
     }
 
     /// Runs `router` on a free loopback port while `body` runs, then shuts the server down
@@ -146,6 +193,19 @@ struct HTTPBenchmark: AsyncParsableCommand {
                 group.cancelAll()
                 throw error
             }
+        }
+    }
+
+    /// CPU time (user + system, every thread) and voluntary context switches of this process.
+    struct ProcessUsage {
+        var cpuSeconds: Double
+        var voluntaryContextSwitches: Int
+
+        static func now() -> ProcessUsage {
+            var usage = rusage()
+            getrusage(RUSAGE_SELF.rawValue, &usage)
+            let seconds = Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+            return ProcessUsage(cpuSeconds: seconds, voluntaryContextSwitches: usage.ru_nvcsw)
         }
     }
 
