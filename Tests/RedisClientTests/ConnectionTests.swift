@@ -31,8 +31,10 @@ struct ConnectionTests {
     }
 
     @Test(arguments: [
-        ("rediss://127.0.0.1:6379", RedisError.Code.unsupported),
-        ("http://127.0.0.1", .invalidURL),
+        ("http://127.0.0.1", RedisError.Code.invalidURL),
+        ("rediss://", .invalidURL),
+        ("rediss://127.0.0.1:6379?tls_cert_file=/only-the-certificate.pem", .invalidURL),
+        ("redis://127.0.0.1:6379?tls_ca_file=/ca-without-tls.pem", .invalidURL),
         ("redis://", .invalidURL),
         ("redis://127.0.0.1:6379/notanumber", .invalidURL),
         ("redis://127.0.0.1:6379/-1", .invalidURL),
@@ -46,7 +48,7 @@ struct ConnectionTests {
         ("redis+cluster://127.0.0.1:x", .invalidURL),
         ("redis+cluster://user@127.0.0.1:7000", .invalidURL),
     ])
-    func refusesMalformedAndTLSURLs(url: String, code: RedisError.Code) {
+    func refusesMalformedURLs(url: String, code: RedisError.Code) {
         #expect {
             _ = try RedisClientConfiguration(url: url)
         } throws: { error in
@@ -150,27 +152,36 @@ struct ConnectionTests {
     func connectionCountBelowOneMeansOne(count: Int) async throws {
         let client = try TestRedis.client(connections: count)
         defer { client.shutdown() }
-        #expect(client.kernelThreadIDs.count == 1)
+        #expect(client.poolConnectionCount == 1)
         let key = TestRedis.prefix() + "count"
         for _ in 0..<5 { _ = try await client.send("INCR", key) }
         #expect(try await client.send("GET", key).string == "5")
         _ = try await client.send("DEL", key)
     }
 
-    @Test func shutdownRefusesLaterCommandsAndLeavesNoThreads() async throws {
+    @Test func shutdownClosesEveryConnectionAndRefusesLaterCommands() async throws {
+        let observer = try TestRedis.client()
+        defer { observer.shutdown() }
         for _ in 0..<10 {
             let client = try TestRedis.client(connections: 3)
-            // Three PINGs, one per connection (round-robin): a connection answers only after its
-            // thread has recorded its kernel id, so all three ids are known below. (With one PING,
-            // a thread that had not run yet still showed 0: this test failed 2 times in 17.)
-            for _ in 0..<3 { #expect(try await client.send("PING") == .simpleString("PONG")) }
-            // This client's own threads, by kernel id: other suites open and close clients meanwhile.
-            let threads = client.kernelThreadIDs
-            #expect(threads.count == 3 && threads.allSatisfy { $0 > 0 && threadIsAlive($0) })
+            // Three CLIENT IDs, one per connection (round-robin from a task off the event loops).
+            var ids: Set<Int> = []
+            for _ in 0..<3 { ids.insert(try #require(try await client.send("CLIENT", "ID").int)) }
+            #expect(ids.count == 3)
             client.shutdown()
-            #expect(!threads.contains(where: threadIsAlive), "this client's 3 connection threads are joined")
+            await client.closed()
             let error = await expectRedisError { try await client.send("PING") }
             #expect(error?.code == .shutdown)
+            // The server sees all three go (it notices a close a moment after the client made it).
+            let list = ["CLIENT", "LIST", "ID"] + ids.sorted().map(String.init)
+            var remaining = "?"
+            for _ in 0..<200 {
+                remaining = try await observer.send(RedisCommand(arguments: list)).string ?? ""
+                if remaining.isEmpty { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(remaining.isEmpty, "this client's 3 connections are closed on the server")
         }
     }
+
 }

@@ -34,8 +34,15 @@ final class PrivateRedisServer: @unchecked Sendable {
     let directory: URL
     private var process: Process?
 
-    init() throws {
+    /// Extra `redis-server` arguments, kept across ``start()``s; ``tlsArguments`` with TLS.
+    var arguments: [String]
+    /// TLS only (`--port 0 --tls-port <port>` and these certificate options), when set.
+    var tlsArguments: [String]?
+
+    init(arguments: [String] = [], tlsArguments: [String]? = nil) throws {
         port = try freeLoopbackPort()
+        self.arguments = arguments
+        self.tlsArguments = tlsArguments
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("deviceauth-private-redis-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         try start()
@@ -46,9 +53,10 @@ final class PrivateRedisServer: @unchecked Sendable {
     func start() throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
-        process.arguments = ["--bind", "127.0.0.1", "--port", "\(port)", "--dir", directory.path,
+        let listen = tlsArguments.map { ["--port", "0", "--tls-port", "\(port)"] + $0 } ?? ["--port", "\(port)"]
+        process.arguments = ["--bind", "127.0.0.1"] + listen + ["--dir", directory.path,
                              "--save", "", "--appendonly", "no", "--enable-debug-command", "local",
-                             "--logfile", directory.appendingPathComponent("redis.log").path]
+                             "--logfile", directory.appendingPathComponent("redis.log").path] + arguments
         try process.run()
         self.process = process
         for _ in 0..<200 {
@@ -116,11 +124,6 @@ final class SilentListener {
     }
 
     deinit { close(fd) }
-}
-
-/// Whether the thread with this kernel id still exists in this process (Linux).
-func threadIsAlive(_ id: Int32) -> Bool {
-    FileManager.default.fileExists(atPath: "/proc/self/task/\(id)")
 }
 
 /// Expects `body` to throw a ``RedisError`` and returns it.

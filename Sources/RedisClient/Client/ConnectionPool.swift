@@ -1,33 +1,44 @@
+import Foundation
 import Logging
+import NIOCore
 import Synchronization
 
-/// A fixed set of ``RedisConnection``s to one server, used round-robin. The single-node client
-/// has one; in cluster mode there is one per primary.
+/// A fixed set of connections to one server: the connection on the caller's own event loop when
+/// there is one (no thread hop), else the next one round-robin. The single-node client has one
+/// pool; in cluster mode there is one per primary.
 final class ConnectionPool: Sendable {
     let endpoint: RedisEndpoint
-    private let connections: [RedisConnection]
+    private let connections: [any PooledConnection]
+    /// The NIO connections' loops, in the order of `connections` (empty for the thread transport).
+    private let eventLoops: [any EventLoop]
     /// Loads missing function libraries on this pool's node.
     let functions: FunctionLibraryLoader
     private let next = Atomic<Int>(0)
 
-    /// Creates the connections (threads start now; sockets connect on first use).
-    /// - Parameter firstIndex: numbers the connection threads, so logs tell pools apart.
+    /// Creates the connections (sockets connect on first use).
+    /// - Parameter firstIndex: numbers the connections, so logs tell pools apart.
     init(configuration: RedisClientConfiguration, firstIndex: Int = 0, logger: Logger) {
         self.endpoint = configuration.endpoint
         self.functions = FunctionLibraryLoader(configuration: configuration, logger: logger)
         // `connectionCount` is a public var: a count set below 1 after `init` means one connection
         // (as in `init`), not an empty pool that would trap on the first command.
-        self.connections = (0..<max(1, configuration.connectionCount)).map {
-            RedisConnection(configuration: configuration, index: firstIndex + $0, logger: logger)
+        let connections = (0..<max(1, configuration.connectionCount)).map {
+            ConnectionFactory.make(configuration: configuration, index: firstIndex + $0, logger: logger)
         }
+        self.connections = connections
+        self.eventLoops = connections.compactMap { ($0 as? RedisConnection)?.eventLoop }
     }
 
-    /// The next connection, round-robin.
+    /// The connection on the calling thread's event loop, else the next one round-robin.
     @inline(__always)
-    func connection() -> RedisConnection {
+    func connection() -> any PooledConnection {
+        for index in eventLoops.indices where eventLoops[index].inEventLoop { return connections[index] }
         let index = next.wrappingAdd(1, ordering: .relaxed).oldValue
         return connections[Int(UInt(bitPattern: index) % UInt(connections.count))]
     }
+
+    /// How many connections the pool holds.
+    var count: Int { connections.count }
 
     /// Loads `script`'s function library on this pool's node.
     func loadLibrary(of script: RedisScript) async throws {
@@ -61,11 +72,75 @@ final class ConnectionPool: Sendable {
     /// How often a call that keeps answering `Function not found` loads its library again.
     static let functionLoadAttempts = 3
 
-    /// Kernel thread ids of the connections' threads (tests check they are joined at shutdown).
-    var kernelThreadIDs: [Int32] { connections.map(\.kernelThreadID) }
-
-    /// Lets queued commands finish, closes every connection and joins their threads.
+    /// Lets queued commands finish and closes every connection (without waiting; see ``closed()``).
     func shutdown() {
         for connection in connections { connection.shutdown() }
+    }
+
+    /// Returns once every connection has closed after ``shutdown()``.
+    func closed() async {
+        for connection in connections { await connection.closed() }
+    }
+}
+
+/// Makes the connections of the configured transport, sharing one TLS context per TLS setting.
+enum ConnectionFactory {
+    static func make(configuration: RedisClientConfiguration, index: Int, logger: Logger) -> any PooledConnection {
+        switch configuration.transport {
+        case .threads:
+            return ThreadedRedisConnection(configuration: configuration, index: index, logger: logger)
+        case .nio:
+            let tls = configuration.tls.map { TLSContextSource.shared(for: $0) }
+            return RedisConnection(configuration: configuration, eventLoop: configuration.eventLoopGroup.next(), tls: tls, index: index, logger: logger)
+        }
+    }
+
+    /// A connection for one short exchange (a topology probe, a function load); shut down after use.
+    static func oneOff(configuration: RedisClientConfiguration, logger: Logger) -> any PooledConnection {
+        var single = configuration
+        single.connectionCount = 1
+        return make(configuration: single, index: 9_999, logger: logger)
+    }
+}
+
+/// The TLS context of one ``RedisTLSConfiguration``, shared by every connection that uses it and
+/// rebuilt when one of its files changes on disk (a rotated CA or client certificate takes effect
+/// on the next connect, without a restart).
+final class TLSContextSource: Sendable {
+    private let configuration: RedisTLSConfiguration
+    private let current = Mutex<(stamp: [Date?], context: Result<TLSClientContext, RedisError>)?>(nil)
+
+    private init(_ configuration: RedisTLSConfiguration) {
+        self.configuration = configuration
+    }
+
+    private static let sources = Mutex<[RedisTLSConfiguration: TLSContextSource]>([:])
+
+    static func shared(for configuration: RedisTLSConfiguration) -> TLSContextSource {
+        sources.withLock { sources in
+            if let source = sources[configuration] { return source }
+            let source = TLSContextSource(configuration)
+            sources[configuration] = source
+            return source
+        }
+    }
+
+    /// The context for a new connection.
+    /// - Throws: ``RedisError/Code/tlsFailed`` when a file cannot be read or parsed.
+    func context() throws -> TLSClientContext {
+        let files = [configuration.caFile, configuration.certificateFile, configuration.privateKeyFile]
+        let stamp = files.map { path in
+            path.flatMap { try? FileManager.default.attributesOfItem(atPath: $0)[.modificationDate] as? Date }
+        }
+        return try current.withLock { current in
+            if let current, current.stamp == stamp { return try current.context.get() }
+            let made = Result { () throws(RedisError) -> TLSClientContext in
+                do { return try TLSClientContext(configuration) } catch let error as RedisError { throw error } catch {
+                    throw RedisError(.tlsFailed, "cannot set up TLS: \(error)", underlying: error)
+                }
+            }
+            current = (stamp, made)
+            return try made.get()
+        }
     }
 }

@@ -139,7 +139,7 @@ public final class RedisClient: Sendable {
             guard let cluster else { return commands.map { _ in .failure(RedisError(.shutdown, "the Redis client has no connections")) } }
             return await cluster.pipeline(commands)
         }
-        func connection() -> RedisConnection { pool.connection() }
+        func connection() -> any PooledConnection { pool.connection() }
         var bytes: [UInt8] = []
         bytes.reserveCapacity(commands.reduce(0) { $0 + $1.encoded.count })
         for command in commands { bytes.append(contentsOf: command.encoded) }
@@ -185,21 +185,29 @@ public final class RedisClient: Sendable {
         if let cluster, let error = await cluster.refresh() { throw error }
     }
 
-    /// Kernel thread ids of the single-node pool's connection threads (empty in cluster mode); for tests.
-    var kernelThreadIDs: [Int32] { pool?.kernelThreadIDs ?? [] }
+    /// The single-node pool's connection count (0 in cluster mode); for tests.
+    var poolConnectionCount: Int { pool?.count ?? 0 }
 
-    /// Lets queued commands finish, closes every connection and joins their threads.
-    /// Later commands fail with ``RedisError/Code/shutdown``.
+    /// Lets queued commands finish and closes every connection, without waiting for them (see
+    /// ``closed()``). Later commands fail with ``RedisError/Code/shutdown``.
     public func shutdown() {
         pool?.shutdown()
         cluster?.shutdown()
     }
+
+    /// Returns once every connection has closed after ``shutdown()``.
+    public func closed() async {
+        await pool?.closed()
+        await cluster?.closed()
+    }
 }
 
 extension RedisClient: Service {
-    /// Waits for graceful shutdown of the service group, then shuts the client down.
+    /// Waits for graceful shutdown of the service group, then shuts the client down and returns
+    /// once its connections are closed.
     public func run() async throws {
         try? await gracefulShutdown()
         shutdown()
+        await closed()
     }
 }

@@ -346,7 +346,7 @@ final class ClusterRouter: Sendable {
         probe.connectionCount = 1
         probe.connectTimeout = min(configuration.connectTimeout, .seconds(1))
         probe.commandTimeout = min(configuration.commandTimeout, .seconds(2))
-        let connection = RedisConnection(configuration: probe, index: 9_999, logger: logger)
+        let connection = ConnectionFactory.oneOff(configuration: probe, logger: logger)
         defer { connection.shutdown() }
         return try await connection.send(RedisCommand.encode(["CLUSTER", "SLOTS"]))
     }
@@ -395,6 +395,15 @@ final class ClusterRouter: Sendable {
             return (Array(state.pools.values), state.refresh)
         }
         refresh?.cancel()
+        closingPools.withLock { $0 += pools }
         for pool in pools { pool.shutdown() }
+    }
+
+    /// The pools ``shutdown()`` closed, for ``closed()``.
+    private let closingPools = Mutex<[ConnectionPool]>([])
+
+    /// Returns once every pool closed by ``shutdown()`` has closed its connections.
+    func closed() async {
+        for pool in closingPools.withLock({ $0 }) { await pool.closed() }
     }
 }

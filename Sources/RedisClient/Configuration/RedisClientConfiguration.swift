@@ -1,4 +1,6 @@
 import Foundation
+import NIOCore
+import NIOPosix
 
 /// Where a Redis server listens.
 public enum RedisEndpoint: Sendable, Hashable, CustomStringConvertible {
@@ -34,6 +36,41 @@ public struct RedisCredentials: Sendable, Hashable, CustomStringConvertible {
 
     /// The user name only: passwords are never printed.
     public var description: String { "RedisCredentials(user: \(username ?? "default"))" }
+}
+
+/// TLS for the connections to Redis (`rediss://`): certificate verification is always on.
+///
+/// The server's certificate must chain to ``caFile`` (or, without one, to the system's trust
+/// roots) and name the host: ``serverName`` when set, else the host of the URL; an IP address
+/// is checked against the certificate's IP addresses. A client certificate and key give mutual
+/// TLS (`tls-auth-clients yes`).
+public struct RedisTLSConfiguration: Sendable, Hashable {
+    /// PEM file of the CA certificates to trust; `nil` trusts the system's roots.
+    public var caFile: String?
+    /// PEM file of the client certificate (chain), for mutual TLS; needs ``privateKeyFile``.
+    public var certificateFile: String?
+    /// PEM file of the client certificate's private key.
+    public var privateKeyFile: String?
+    /// The name sent as SNI and verified in the server's certificate, when it differs from the
+    /// host connected to (an IP address, or a cluster node's address).
+    public var serverName: String?
+
+    /// Creates a TLS configuration.
+    public init(caFile: String? = nil, certificateFile: String? = nil, privateKeyFile: String? = nil, serverName: String? = nil) {
+        self.caFile = caFile
+        self.certificateFile = certificateFile
+        self.privateKeyFile = privateKeyFile
+        self.serverName = serverName
+    }
+}
+
+/// Which code carries a ``RedisClient``'s connections.
+public enum RedisTransport: String, Sendable, Hashable {
+    /// SwiftNIO channels on ``RedisClientConfiguration/eventLoopGroup`` (the default; TLS).
+    case nio
+    /// One blocking hiredis context per connection on a thread of its own: the transport before
+    /// SwiftNIO, kept so benchmarks can compare both in one run. No TLS.
+    case threads
 }
 
 /// How a ``RedisClient`` connects: endpoint, credentials, database, timeouts and pool size.
@@ -84,6 +121,13 @@ public struct RedisClientConfiguration: Sendable {
     /// user loads it. Keeping `+function|load` on a separate user lets the application's user run
     /// only the product's functions (`+fcall`), never Lua of its own choosing.
     public var functionLoader: RedisCredentials?
+    /// TLS for every connection (`rediss://`, `rediss+cluster://`); `nil` is plain TCP.
+    public var tls: RedisTLSConfiguration?
+    /// The event loops the connections live on; by default NIO's shared singleton group, which
+    /// is also Hummingbird's default, so an API node's commands and requests share its loops.
+    public var eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    /// The transport (``RedisTransport/nio`` unless a benchmark compares).
+    public var transport: RedisTransport = .nio
 
     /// Creates a configuration.
     /// - Parameters:
@@ -143,19 +187,22 @@ public struct RedisClientConfiguration: Sendable {
 
     /// Creates a configuration from a URL.
     ///
-    /// Accepted forms: `redis://[[user]:password@]host[:port][/db]`,
-    /// `unix:///path/to/socket[?db=N][&password=…]`, and for a Redis Cluster
-    /// `redis+cluster://[[user]:password@]host[:port][,host[:port]…]` (seed nodes, any one
-    /// reachable is enough; database 0 only, as Redis Cluster has no other). `rediss://` is
-    /// refused with ``RedisError/Code/unsupported`` because Debian's hiredis 0.14 has no TLS.
+    /// Accepted forms: `redis://[[user]:password@]host[:port][/db]`, with TLS
+    /// `rediss://…` (same form), `unix:///path/to/socket[?db=N][&password=…]`, and for a Redis
+    /// Cluster `redis+cluster://[[user]:password@]host[:port][,host[:port]…]` (seed nodes, any one
+    /// reachable is enough; database 0 only, as Redis Cluster has no other), with TLS
+    /// `rediss+cluster://…` (also spelled `redis+cluster+tls://`).
     ///
-    /// Every form takes the query options `script_calls=functions|eval` (``scriptCalls``) and
-    /// `function_loader_user=…&function_loader_password_file=/path` (or `…_password=…`; ``functionLoader``).
+    /// TLS takes the query options `tls_ca_file`, `tls_cert_file`, `tls_key_file` and
+    /// `tls_server_name` (``RedisTLSConfiguration``). Every form takes `script_calls=functions|eval`
+    /// (``scriptCalls``) and `function_loader_user=…&function_loader_password_file=/path` (or
+    /// `…_password=…`; ``functionLoader``).
     /// - Throws: ``RedisError`` with ``RedisError/Code/invalidURL`` for a malformed URL.
     public init(url: String) throws {
         self.init()
-        if url.lowercased().hasPrefix("redis+cluster://") {
-            try parseClusterURL(String(url.dropFirst("redis+cluster://".count)))
+        for (prefix, tls) in [("redis+cluster://", false), ("rediss+cluster://", true), ("redis+cluster+tls://", true)]
+        where url.lowercased().hasPrefix(prefix) {
+            try parseClusterURL(String(url.dropFirst(prefix.count)), tls: tls)
             return
         }
         guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased() else {
@@ -164,7 +211,7 @@ public struct RedisClientConfiguration: Sendable {
         func decoded(_ text: String?) -> String? { text?.removingPercentEncoding.flatMap { $0.isEmpty ? nil : $0 } }
         let query = Dictionary((components.queryItems ?? []).map { ($0.name, $0.value ?? "") }, uniquingKeysWith: { _, last in last })
         switch scheme {
-        case "redis":
+        case "redis", "rediss":
             guard let host = components.host, !host.isEmpty else {
                 throw RedisError(.invalidURL, "redis URL has no host")
             }
@@ -187,10 +234,8 @@ public struct RedisClientConfiguration: Sendable {
             endpoint = .unix(path: components.path)
             username = decoded(components.percentEncodedUser)
             password = decoded(components.percentEncodedPassword) ?? query["password"].flatMap { $0.isEmpty ? nil : $0 }
-        case "rediss":
-            throw RedisError(.unsupported, "rediss:// (TLS) is not supported: Debian's hiredis 0.14 has no TLS; use a TLS proxy such as stunnel or a private network")
         default:
-            throw RedisError(.invalidURL, "unknown scheme '\(scheme)': expected redis://, redis+cluster:// or unix://")
+            throw RedisError(.invalidURL, "unknown scheme '\(scheme.prefix(32))': expected redis://, rediss://, redis+cluster://, rediss+cluster:// or unix://")
         }
         if let db = query["db"] {
             guard let value = Int(db), value >= 0 else { throw RedisError(.invalidURL, "db '\(db)' is not a non-negative integer") }
@@ -200,6 +245,27 @@ public struct RedisClientConfiguration: Sendable {
             throw RedisError(.invalidURL, "a user name needs a password: redis://user:password@host")
         }
         try applyScriptOptions(query)
+        try applyTLSOptions(query, enabled: scheme == "rediss")
+    }
+
+    /// The URL query options of TLS (`tls_ca_file`, `tls_cert_file`, `tls_key_file`,
+    /// `tls_server_name`); they need a TLS scheme, so a plain-TCP URL never silently ignores them.
+    mutating func applyTLSOptions(_ query: [String: String], enabled: Bool) throws {
+        func option(_ name: String) -> String? { query[name].flatMap { $0.isEmpty ? nil : $0 } }
+        let names = ["tls_ca_file", "tls_cert_file", "tls_key_file", "tls_server_name"]
+        guard enabled else {
+            if let given = names.first(where: { query[$0] != nil }) {
+                throw RedisError(.invalidURL, "\(given) needs TLS: use rediss:// (or rediss+cluster://)")
+            }
+            return
+        }
+        let tls = RedisTLSConfiguration(caFile: option("tls_ca_file"), certificateFile: option("tls_cert_file"),
+                                        privateKeyFile: option("tls_key_file"), serverName: option("tls_server_name"))
+        if (tls.certificateFile == nil) != (tls.privateKeyFile == nil) {
+            throw RedisError(.invalidURL, "a client certificate needs both tls_cert_file and tls_key_file")
+        }
+        if let name = tls.serverName { try Self.validateHost(name) }
+        self.tls = tls
     }
 
     /// The URL query options about scripts: `script_calls=functions|eval` and the function
@@ -246,7 +312,7 @@ extension RedisClientConfiguration {
     }
 
     /// Parses what follows `redis+cluster://`: `[[user]:password@]host[:port],host[:port]…[/0]`.
-    private mutating func parseClusterURL(_ rest: String) throws {
+    private mutating func parseClusterURL(_ rest: String, tls: Bool) throws {
         var rest = Substring(rest)
         var options: [String: String] = [:]
         if let query = rest.firstIndex(of: "?") {
@@ -301,5 +367,6 @@ extension RedisClientConfiguration {
         endpoint = first
         database = 0
         try applyScriptOptions(options)
+        try applyTLSOptions(options, enabled: tls)
     }
 }

@@ -1,353 +1,597 @@
 import CHiredis
 import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import NIOTLS
+import Synchronization
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
+/// What a ``ConnectionPool`` needs of one connection, whichever transport carries it.
+protocol PooledConnection: AnyObject, Sendable {
+    /// Sends one encoded command and waits for its reply.
+    func send(_ bytes: [UInt8]) async throws -> RedisValue
+    /// Sends `count` encoded commands back to back and waits for all replies.
+    func sendPipeline(_ bytes: [UInt8], count: Int) async -> [Result<RedisValue, RedisError>]
+    /// Stops accepting commands; the queued ones finish, then the connection closes.
+    func shutdown()
+    /// Returns once ``shutdown()`` has closed the connection.
+    func closed() async
+}
 
-/// One hiredis connection, owned by its own thread.
+/// One Redis connection: a SwiftNIO channel on one event loop, with hiredis's reader as the
+/// codec (``RedisReplyDecoder``) and, for `rediss://`, swift-nio-ssl's TLS handler in front.
 ///
-/// Async callers append encoded commands to a queue and suspend. The connection's thread takes
-/// everything queued at once, writes it with `redisAppendFormattedCommand` (one `write` for the
-/// whole batch), reads the replies in order with `redisGetReply`, and resumes each caller. So
-/// commands that arrive while a batch is in flight are pipelined together in the next batch,
-/// and no blocking hiredis call ever runs on Swift's cooperative thread pool.
-final class RedisConnection: @unchecked Sendable {
-    enum Completion {
-        case single(UnsafeContinuation<RedisValue, any Error>)
-        case multiple(count: Int, UnsafeContinuation<[Result<RedisValue, RedisError>], Never>)
+/// Every piece of state lives on the connection's event loop. A command is encoded on the
+/// caller's thread; on the loop it is appended to the connection's outgoing buffer, and one
+/// flush per loop turn writes everything appended since the last one — automatic pipelining:
+/// commands that arrive while Redis works on earlier ones go out together. Replies come back in
+/// order and resume their callers from the loop. A caller already running on the connection's
+/// loop (an event-loop task executor) writes and is answered there, with no thread hop.
+///
+/// A command in flight when the connection dies, or whose reply is later than
+/// ``RedisClientConfiguration/commandTimeout``, fails with ``RedisError/Code/connectionClosed`` or
+/// ``RedisError/Code/timeout`` and is never re-sent: it may have run. Commands queued while no
+/// connection is up wait for the next connect (with back-off after failures) and fail only if
+/// it fails. A cancelled caller gets `CancellationError` at once; its reply, when it arrives, is
+/// read and dropped, so the connection stays in step.
+final class RedisConnection: PooledConnection, @unchecked Sendable {
+    /// The loop that owns the channel and every field below that is not `let`.
+    let eventLoop: any EventLoop
+    private let configuration: RedisClientConfiguration
+    private let tls: TLSContextSource?
+    private let logger: Logger
+    private let ids = Atomic<UInt64>(1)
+
+    // MARK: Event-loop state
+
+    private enum State {
+        /// No channel; the next command connects.
+        case idle
+        /// Waiting for the back-off delay after a failed connect.
+        case waitingToReconnect
+        /// Connecting, TLS handshake, then AUTH / SELECT.
+        case connecting(generation: Int)
+        /// Ready for commands.
+        case connected(any Channel)
+        /// Shut down and closed.
+        case closed
     }
 
-    struct Pending {
+    private enum Completion {
+        case single(UnsafeContinuation<RedisValue, any Error>)
+        case pipeline(PipelineReplies)
+        /// AUTH / SELECT of a new connection.
+        case handshake(what: String)
+        /// The caller was cancelled: the reply is read and dropped.
+        case dropped
+    }
+
+    private struct Request {
+        let id: UInt64
         let bytes: [UInt8]
         let completion: Completion
+        let replies: Int
     }
 
-    private let configuration: RedisClientConfiguration
-    private let logger: Logger
-    private let lock = ConditionLock()
+    private struct Waiter {
+        let id: UInt64
+        let sentAt: NIODeadline
+        var completion: Completion
+    }
 
-    // Guarded by `lock`.
-    private var queue: [Pending] = []
+    private var state: State = .idle
+    /// Commands waiting for a connection (never written).
+    private var unsent: CircularBuffer<Request> = []
+    /// Commands written (or appended to ``outbox``), in the order their replies will come.
+    private var inFlight: CircularBuffer<Waiter> = []
+    /// Bytes appended since the last flush.
+    private var outbox: ByteBuffer?
+    private var flushScheduled = false
     private var isShuttingDown = false
-    private var thread: pthread_t?
-    /// The kernel id of the connection's thread (0 until it runs), so tests can see it is joined.
-    private(set) var kernelThreadID: Int32 {
-        get { lock.withLock { _kernelThreadID } }
-        set { lock.withLock { _kernelThreadID = newValue } }
-    }
-    private var _kernelThreadID: Int32 = 0
-
-    // Owned by the connection's thread.
-    private var context: UnsafeMutablePointer<redisContext>?
+    private var timeoutCheck: Scheduled<Void>?
+    private var connectDeadline: Scheduled<Void>?
+    private var generation = 0
     private var reconnectDelay: Duration
-    private var nextConnectAttempt: ContinuousClock.Instant?
+    private var nextConnectAttempt: NIODeadline?
+    private var closedWaiters: [UnsafeContinuation<Void, Never>] = []
 
-    init(configuration: RedisClientConfiguration, index: Int, logger: Logger) {
+    init(configuration: RedisClientConfiguration, eventLoop: any EventLoop, tls: TLSContextSource?, index: Int, logger: Logger) {
         self.configuration = configuration
+        self.eventLoop = eventLoop
+        self.tls = tls
         self.reconnectDelay = configuration.initialReconnectDelay
         var logger = logger
         logger[metadataKey: "redis.connection"] = "\(index)"
         self.logger = logger
-        let thread = startThread { [self] in
-            chiredis_set_current_thread_name("redis-conn-\(index % 10_000)")
-            kernelThreadID = chiredis_current_thread_id()
-            runLoop()
-        }
-        lock.withLock { self.thread = thread }
     }
 
-    /// Sends one encoded command and waits for its reply.
+    // MARK: Callers
+
     func send(_ bytes: [UInt8]) async throws -> RedisValue {
-        try await withUnsafeThrowingContinuation { continuation in
-            if !enqueue(Pending(bytes: bytes, completion: .single(continuation))) {
-                continuation.resume(throwing: RedisError(.shutdown, "the Redis client was shut down"))
+        let id = ids.wrappingAdd(1, ordering: .relaxed).oldValue
+        return try await withTaskCancellationHandler {
+            try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<RedisValue, any Error>) in
+                if Task.isCancelled {
+                    continuation.resume(throwing: CancellationError())
+                    return
+                }
+                let request = Request(id: id, bytes: bytes, completion: .single(continuation), replies: 1)
+                if eventLoop.inEventLoop {
+                    submit(request)
+                } else {
+                    eventLoop.execute { self.submit(request) }
+                }
             }
+        } onCancel: {
+            eventLoop.execute { self.cancel(id) }
         }
     }
 
-    /// Sends `count` encoded commands back to back on this connection and waits for all replies.
     func sendPipeline(_ bytes: [UInt8], count: Int) async -> [Result<RedisValue, RedisError>] {
-        await withUnsafeContinuation { continuation in
-            if !enqueue(Pending(bytes: bytes, completion: .multiple(count: count, continuation))) {
-                continuation.resume(returning: Array(repeating: .failure(RedisError(.shutdown, "the Redis client was shut down")), count: count))
+        guard count > 0 else { return [] }
+        let id = ids.wrappingAdd(1, ordering: .relaxed).oldValue
+        return await withUnsafeContinuation { continuation in
+            let request = Request(id: id, bytes: bytes, completion: .pipeline(PipelineReplies(count: count, continuation: continuation)), replies: count)
+            if eventLoop.inEventLoop {
+                submit(request)
+            } else {
+                eventLoop.execute { self.submit(request) }
             }
         }
     }
 
-    private func enqueue(_ pending: Pending) -> Bool {
-        lock.lock()
-        if isShuttingDown {
-            lock.unlock()
-            return false
+    func shutdown() {
+        eventLoop.execute { self.beginShutdown() }
+    }
+
+    func closed() async {
+        await withUnsafeContinuation { continuation in
+            eventLoop.execute {
+                if self.channelClosed { continuation.resume() } else { self.closedWaiters.append(continuation) }
+            }
         }
-        queue.append(pending)
-        let wasEmpty = queue.count == 1
-        lock.unlock()
-        if wasEmpty { lock.signal() }
+    }
+
+    // MARK: On the loop: sending
+
+    private func submit(_ request: Request) {
+        if isShuttingDown {
+            Self.fail(request.completion, with: RedisError(.shutdown, "the Redis client was shut down"))
+            return
+        }
+        switch state {
+        case .connected(let channel):
+            append(request.bytes, waiter: Waiter(id: request.id, sentAt: .now(), completion: request.completion), channel: channel)
+        case .idle:
+            unsent.append(request)
+            startConnect()
+        case .waitingToReconnect, .connecting:
+            unsent.append(request)
+        case .closed:
+            Self.fail(request.completion, with: RedisError(.shutdown, "the Redis client was shut down"))
+        }
+    }
+
+    private func append(_ bytes: [UInt8], waiter: Waiter, channel: any Channel) {
+        if outbox == nil { outbox = channel.allocator.buffer(capacity: max(bytes.count, 256)) }
+        outbox!.writeBytes(bytes)
+        inFlight.append(waiter)
+        if timeoutCheck == nil { armTimeoutCheck(at: waiter.sentAt + TimeAmount(configuration.commandTimeout)) }
+        if !flushScheduled {
+            flushScheduled = true
+            // After every task already queued on the loop, so their commands share this write.
+            eventLoop.execute { self.flush() }
+        }
+    }
+
+    private func flush() {
+        flushScheduled = false
+        guard let bytes = outbox else { return }
+        outbox = nil
+        guard case .connected(let channel) = state else { return }
+        channel.writeAndFlush(bytes, promise: nil)
+    }
+
+    private func cancel(_ id: UInt64) {
+        if let index = unsent.firstIndex(where: { $0.id == id }) {
+            let request = unsent.remove(at: index)
+            Self.fail(request.completion, with: CancellationError())
+            return
+        }
+        if let index = inFlight.firstIndex(where: { $0.id == id }), case .single(let continuation) = inFlight[index].completion {
+            // Written: the reply will come and is dropped then, keeping the replies in step.
+            inFlight[index].completion = .dropped
+            continuation.resume(throwing: CancellationError())
+        }
+    }
+
+    // MARK: On the loop: replies
+
+    /// One reply from `channel`'s decoder.
+    fileprivate func received(_ value: RedisValue, on channel: any Channel) {
+        guard isCurrent(channel) else { return }
+        guard !inFlight.isEmpty else {
+            channelFailed(channel, RedisError(.protocolError, "Redis sent a reply nobody asked for"))
+            return
+        }
+        switch inFlight[inFlight.startIndex].completion {
+        case .single(let continuation):
+            inFlight.removeFirst()
+            if case .error(let message) = value {
+                continuation.resume(throwing: RedisError(.server, message))
+            } else {
+                continuation.resume(returning: value)
+            }
+        case .pipeline(let replies):
+            if replies.add(value) { inFlight.removeFirst() }
+        case .dropped:
+            inFlight.removeFirst()
+        case .handshake(let what):
+            inFlight.removeFirst()
+            if case .error(let message) = value {
+                connectFailed(RedisError(.connectionFailed, "\(what) with Redis at \(configuration.endpoint) failed: \(message)"))
+                return
+            }
+            if inFlight.isEmpty { becameReady(channel) }
+        }
+        if inFlight.isEmpty && isShuttingDown && unsent.isEmpty { close() }
+    }
+
+    private func isCurrent(_ channel: any Channel) -> Bool {
+        switch state {
+        case .connected(let current): current === channel
+        case .connecting: connectingChannel === channel
+        default: false
+        }
+    }
+
+    // MARK: On the loop: connecting
+
+    /// The channel of a connect in progress (before it is ready).
+    private var connectingChannel: (any Channel)?
+
+    private func startConnect() {
+        if let next = nextConnectAttempt, next > .now() {
+            state = .waitingToReconnect
+            eventLoop.scheduleTask(deadline: next) { self.connect() }
+            return
+        }
+        connect()
+    }
+
+    private func connect() {
+        generation += 1
+        let generation = generation
+        state = .connecting(generation: generation)
+        if case .tcp(_, let port) = configuration.endpoint, !RedisEndpoint.ports.contains(port) {
+            connectFailed(RedisError(.connectionFailed, "cannot connect to Redis at \(configuration.endpoint): port \(port) is out of range (1–65535)"))
+            return
+        }
+        let connectTimeout = TimeAmount(max(configuration.connectTimeout, .milliseconds(1)))
+        connectDeadline = eventLoop.scheduleTask(in: connectTimeout) {
+            guard case .connecting(let current) = self.state, current == generation else { return }
+            self.connectFailed(RedisError(.timeout, "cannot connect to Redis at \(self.configuration.endpoint): no answer within \(self.configuration.connectTimeout)"))
+        }
+        let tls: TLSClientContext?
+        do {
+            tls = try self.tls?.context()
+        } catch {
+            connectFailed(error as? RedisError ?? RedisError(.tlsFailed, "\(error)"))
+            return
+        }
+        let endpoint = configuration.endpoint
+        let bootstrap = ClientBootstrap(group: eventLoop)
+            .connectTimeout(connectTimeout)
+            .channelInitializer { channel in
+                // On this loop: known before the TLS handshake can fail, so its error is a connect error.
+                if case .connecting(let current) = self.state, current == generation { self.connectingChannel = channel }
+                return channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        let handler = try tls.makeHandler(for: endpoint)
+                        try channel.pipeline.syncOperations.addHandler(handler)
+                    }
+                    try channel.pipeline.syncOperations.addHandler(RedisReplyDecoder(connection: self))
+                }
+            }
+        let future: EventLoopFuture<any Channel>
+        switch endpoint {
+        case .tcp(let host, let port):
+            future = bootstrap.channelOption(.socketOption(.so_keepalive), value: 1).connect(host: host, port: port)
+        case .unix(let path):
+            future = bootstrap.connect(unixDomainSocketPath: path)
+        }
+        future.whenComplete { result in
+            guard case .connecting(let current) = self.state, current == generation else {
+                // Timed out (or shut down) meanwhile: this channel is not wanted.
+                if case .success(let channel) = result { channel.close(promise: nil) }
+                return
+            }
+            switch result {
+            case .success(let channel):
+                self.connectingChannel = channel
+                if tls == nil { self.handshake(channel) }
+                // With TLS, the decoder calls `tlsHandshakeCompleted` once the handshake is done.
+            case .failure(let error):
+                self.connectFailed(Self.connectError(error, endpoint: endpoint))
+            }
+        }
+    }
+
+    fileprivate func tlsHandshakeCompleted(on channel: any Channel) {
+        guard connectingChannel === channel, case .connecting = state else { return }
+        handshake(channel)
+    }
+
+    /// AUTH and SELECT, pipelined; the connection is ready when both answered OK.
+    private func handshake(_ channel: any Channel) {
+        var steps: [([any RedisArgument], String)] = []
+        if let password = configuration.password {
+            var auth: [any RedisArgument] = ["AUTH"]
+            if let username = configuration.username { auth.append(username) }
+            auth.append(password)
+            steps.append((auth, "authentication"))
+        }
+        if configuration.database != 0 { steps.append((["SELECT", configuration.database], "SELECT \(configuration.database)")) }
+        guard !steps.isEmpty else {
+            becameReady(channel)
+            return
+        }
+        var buffer = channel.allocator.buffer(capacity: 128)
+        for (arguments, what) in steps {
+            buffer.writeBytes(RedisCommand.encode(arguments))
+            inFlight.append(Waiter(id: 0, sentAt: .now(), completion: .handshake(what: what)))
+        }
+        channel.writeAndFlush(buffer, promise: nil)
+    }
+
+    private func becameReady(_ channel: any Channel) {
+        connectDeadline?.cancel()
+        connectDeadline = nil
+        connectingChannel = nil
+        if nextConnectAttempt != nil { logger.info("Reconnected to Redis", metadata: ["endpoint": "\(configuration.endpoint)"]) }
+        nextConnectAttempt = nil
+        reconnectDelay = configuration.initialReconnectDelay
+        state = .connected(channel)
+        while let request = unsent.popFirst() {
+            append(request.bytes, waiter: Waiter(id: request.id, sentAt: .now(), completion: request.completion), channel: channel)
+        }
+        if isShuttingDown && inFlight.isEmpty { close() }
+    }
+
+    /// A connect, TLS handshake or AUTH / SELECT failed: the queued commands fail with it (none
+    /// was written), and the next command waits for the back-off delay.
+    private func connectFailed(_ error: RedisError) {
+        connectDeadline?.cancel()
+        connectDeadline = nil
+        // Forgotten before it is closed: its close must not count as a second failure.
+        let channel = connectingChannel
+        connectingChannel = nil
+        state = .idle
+        channel?.close(promise: nil)
+        logger.warning("Cannot connect to Redis", metadata: ["endpoint": "\(configuration.endpoint)", "error": "\(error.message)"])
+        nextConnectAttempt = .now() + TimeAmount(reconnectDelay)
+        reconnectDelay = min(reconnectDelay * 2, configuration.maximumReconnectDelay)
+        failInFlight(with: error)
+        while let request = unsent.popFirst() { Self.fail(request.completion, with: error) }
+        if isShuttingDown { close() }
+    }
+
+    // MARK: On the loop: failures and timeouts
+
+    /// `channel` closed or failed. While connecting it is a failed connect; once connected,
+    /// every command in flight fails (none is re-sent) and commands queued since reconnect.
+    fileprivate func channelFailed(_ channel: any Channel, _ error: any Error) {
+        if connectingChannel === channel, case .connecting = state {
+            connectFailed(Self.connectError(error, endpoint: configuration.endpoint))
+            return
+        }
+        guard case .connected(let current) = state, current === channel else { return }
+        let redisError = error as? RedisError
+            ?? RedisError(.connectionClosed, "the connection to Redis at \(configuration.endpoint) was lost: \(Self.describe(error))", underlying: error)
+        if inFlight.isEmpty {
+            logger.info("Redis connection closed while idle; the next command reconnects", metadata: ["endpoint": "\(configuration.endpoint)"])
+        } else {
+            logger.warning("Redis connection lost", metadata: ["endpoint": "\(configuration.endpoint)", "error": "\(redisError.message)"])
+        }
+        state = .idle
+        outbox = nil
+        channel.close(promise: nil)
+        failInFlight(with: redisError)
+        if isShuttingDown {
+            close()
+        } else if !unsent.isEmpty {
+            startConnect()
+        }
+    }
+
+    fileprivate func channelInactive(_ channel: any Channel) {
+        channelFailed(channel, RedisError(.connectionClosed, "Redis closed the connection at \(configuration.endpoint)"))
+    }
+
+    private func failInFlight(with error: RedisError) {
+        timeoutCheck?.cancel()
+        timeoutCheck = nil
+        while let waiter = inFlight.popFirst() { Self.fail(waiter.completion, with: error) }
+    }
+
+    private func armTimeoutCheck(at deadline: NIODeadline) {
+        timeoutCheck = eventLoop.scheduleTask(deadline: deadline) { self.checkTimeout() }
+    }
+
+    /// The oldest command in flight waited longer than the command timeout: the connection is
+    /// dropped (Redis is stuck or the network is), and everything in flight fails with `timeout`.
+    private func checkTimeout() {
+        timeoutCheck = nil
+        guard let oldest = inFlight.first, case .connected(let channel) = state else { return }
+        let deadline = oldest.sentAt + TimeAmount(configuration.commandTimeout)
+        if deadline > .now() {
+            armTimeoutCheck(at: deadline)
+            return
+        }
+        channelFailed(channel, RedisError(.timeout, "Redis did not answer in time (command timeout \(configuration.commandTimeout))"))
+    }
+
+    private static func fail(_ completion: Completion, with error: any Error) {
+        switch completion {
+        case .single(let continuation): continuation.resume(throwing: error)
+        case .pipeline(let replies): replies.failRest(with: error as? RedisError ?? RedisError(.connectionClosed, "\(error)"))
+        case .handshake, .dropped: break
+        }
+    }
+
+    // MARK: On the loop: shutting down
+
+    private func beginShutdown() {
+        isShuttingDown = true
+        switch state {
+        case .idle, .waitingToReconnect:
+            if unsent.isEmpty { close() }
+        case .connected:
+            if inFlight.isEmpty && unsent.isEmpty { close() }
+        case .connecting, .closed:
+            break
+        }
+    }
+
+    private func close() {
+        timeoutCheck?.cancel()
+        timeoutCheck = nil
+        let channel: (any Channel)? = if case .connected(let channel) = state { channel } else { nil }
+        state = .closed
+        guard let channel else {
+            resumeClosedWaiters()
+            return
+        }
+        channel.close().whenComplete { _ in self.resumeClosedWaiters() }
+    }
+
+    private var channelClosed = false
+
+    private func resumeClosedWaiters() {
+        channelClosed = true
+        let waiters = closedWaiters
+        closedWaiters = []
+        for waiter in waiters { waiter.resume() }
+    }
+
+    // MARK: Errors
+
+    private static func connectError(_ error: any Error, endpoint: RedisEndpoint) -> RedisError {
+        if let redisError = error as? RedisError { return redisError }
+        if TLSClientContext.isTLSError(error) {
+            return RedisError(.tlsFailed, "TLS with Redis at \(endpoint) failed: \(TLSClientContext.describe(error))", underlying: error)
+        }
+        if let channelError = error as? ChannelError, case .connectTimeout = channelError {
+            return RedisError(.timeout, "cannot connect to Redis at \(endpoint): timed out", underlying: error)
+        }
+        return RedisError(.connectionFailed, "cannot connect to Redis at \(endpoint): \(describe(error))", underlying: error)
+    }
+
+    private static func describe(_ error: any Error) -> String {
+        if let io = error as? IOError { return io.description }
+        return String(describing: error)
+    }
+}
+
+/// The replies of one pipeline, collected in order until the last one resumes the caller.
+/// Used only on the connection's event loop.
+final class PipelineReplies: @unchecked Sendable {
+    private var results: [Result<RedisValue, RedisError>]
+    private let count: Int
+    private let continuation: UnsafeContinuation<[Result<RedisValue, RedisError>], Never>
+
+    init(count: Int, continuation: UnsafeContinuation<[Result<RedisValue, RedisError>], Never>) {
+        self.count = count
+        self.continuation = continuation
+        self.results = []
+        results.reserveCapacity(count)
+    }
+
+    /// Adds one reply; `true` when it was the last.
+    func add(_ value: RedisValue) -> Bool {
+        if case .error(let message) = value {
+            results.append(.failure(RedisError(.server, message)))
+        } else {
+            results.append(.success(value))
+        }
+        guard results.count == count else { return false }
+        continuation.resume(returning: results)
         return true
     }
 
-    /// Stops accepting commands, lets queued ones finish, closes the socket and joins the thread.
-    func shutdown() {
-        let thread: pthread_t? = lock.withLock {
-            isShuttingDown = true
-            defer { self.thread = nil }
-            return self.thread
-        }
-        lock.signal()
-        if let thread { pthread_join(thread, nil) }
+    /// Fails the replies not yet received and resumes the caller.
+    func failRest(with error: RedisError) {
+        while results.count < count { results.append(.failure(error)) }
+        continuation.resume(returning: results)
+    }
+}
+
+/// The channel handler: feeds received bytes to a hiredis reader (`redisReaderFeed`) and hands
+/// every complete reply (`redisReaderGetReply`) to the connection, in order.
+final class RedisReplyDecoder: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+
+    private let connection: RedisConnection
+    private let reader: UnsafeMutablePointer<redisReader>
+
+    fileprivate init(connection: RedisConnection) {
+        self.connection = connection
+        // Only fails when out of memory, where nothing else would work either.
+        self.reader = redisReaderCreate()!
     }
 
-    // MARK: - The connection's thread
-
-    private func runLoop() {
-        var batch: [Pending] = []
-        while true {
-            lock.lock()
-            while queue.isEmpty && !isShuttingDown { lock.wait() }
-            if queue.isEmpty {
-                lock.unlock()
-                break
-            }
-            swap(&batch, &queue)
-            lock.unlock()
-            process(batch)
-            batch.removeAll(keepingCapacity: true)
-        }
-        disconnect()
+    deinit {
+        redisReaderFree(reader)
     }
 
-    private func process(_ batch: [Pending]) {
-        let ctx: UnsafeMutablePointer<redisContext>
-        switch connectIfNeeded() {
-        case .success(let connected): ctx = connected
-        case .failure(let error):
-            fail(batch[...], with: error)
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        let fed = buffer.withUnsafeReadableBytes { bytes in
+            redisReaderFeed(reader, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count)
+        }
+        guard fed == REDIS_OK else {
+            connection.channelFailed(context.channel, RedisError(.protocolError, "protocol error: hiredis could not buffer the reply"))
             return
         }
-        for pending in batch {
-            let appended = pending.bytes.withUnsafeBufferPointer { buffer in
-                buffer.withMemoryRebound(to: CChar.self) { chars in
-                    redisAppendFormattedCommand(ctx, chars.baseAddress, chars.count)
+        while true {
+            var raw: UnsafeMutableRawPointer?
+            guard redisReaderGetReply(reader, &raw) == REDIS_OK else {
+                let text = withUnsafePointer(to: &reader.pointee.errstr) {
+                    $0.withMemoryRebound(to: CChar.self, capacity: 128) { String(cString: $0) }
                 }
-            }
-            if appended != REDIS_OK {
-                // Out of memory in hiredis' output buffer: nothing can be trusted on this context.
-                let error = RedisError(.connectionClosed, "hiredis could not buffer the command")
-                disconnect()
-                fail(batch[...], with: error)
+                connection.channelFailed(context.channel, RedisError(.protocolError, "protocol error: \(text)"))
                 return
             }
-        }
-        for index in batch.indices {
-            switch batch[index].completion {
-            case .single(let continuation):
-                switch readReply(ctx) {
-                case .success(.error(let message)):
-                    continuation.resume(throwing: RedisError(.server, message))
-                case .success(let value):
-                    continuation.resume(returning: value)
-                case .failure(let error):
-                    continuation.resume(throwing: error)
-                    fail(batch[(index + 1)...], with: error)
-                    return
-                }
-            case .multiple(let count, let continuation):
-                var results: [Result<RedisValue, RedisError>] = []
-                results.reserveCapacity(count)
-                var connectionError: RedisError?
-                for _ in 0..<count {
-                    if let connectionError {
-                        results.append(.failure(connectionError))
-                        continue
-                    }
-                    switch readReply(ctx) {
-                    case .success(.error(let message)): results.append(.failure(RedisError(.server, message)))
-                    case .success(let value): results.append(.success(value))
-                    case .failure(let error):
-                        connectionError = error
-                        results.append(.failure(error))
-                    }
-                }
-                continuation.resume(returning: results)
-                if let connectionError {
-                    fail(batch[(index + 1)...], with: connectionError)
-                    return
-                }
-            }
+            guard let raw else { return }
+            let value = ThreadedRedisConnection.value(of: raw.assumingMemoryBound(to: redisReply.self))
+            freeReplyObject(raw)
+            connection.received(value, on: context.channel)
         }
     }
 
-    private func fail(_ pendings: ArraySlice<Pending>, with error: RedisError) {
-        for pending in pendings {
-            switch pending.completion {
-            case .single(let continuation): continuation.resume(throwing: error)
-            case .multiple(let count, let continuation):
-                continuation.resume(returning: Array(repeating: .failure(error), count: count))
-            }
-        }
+    func channelInactive(context: ChannelHandlerContext) {
+        connection.channelInactive(context.channel)
+        context.fireChannelInactive()
     }
 
-    /// Reads one reply. A failure here is a connection-level failure: the context is freed and
-    /// every command still in flight on it fails (none is re-sent).
-    private func readReply(_ ctx: UnsafeMutablePointer<redisContext>) -> Result<RedisValue, RedisError> {
-        var raw: UnsafeMutableRawPointer?
-        if redisGetReply(ctx, &raw) != REDIS_OK || raw == nil {
-            let savedErrno = errno
-            let error = Self.contextError(ctx, errno: savedErrno, whileConnecting: false)
-            logger.warning("Redis connection lost", metadata: ["error": "\(error.message)"])
-            disconnect()
-            return .failure(error)
-        }
-        let reply = raw!.assumingMemoryBound(to: redisReply.self)
-        defer { freeReplyObject(raw) }
-        return .success(Self.value(of: reply))
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        connection.channelFailed(context.channel, error)
+        context.close(promise: nil)
     }
 
-    private static func value(of reply: UnsafeMutablePointer<redisReply>) -> RedisValue {
-        let r = reply.pointee
-        switch r.type {
-        case REDIS_REPLY_STRING:
-            return .bulkString(r.len == 0 ? [] : Array(UnsafeRawBufferPointer(start: r.str, count: r.len)))
-        case REDIS_REPLY_STATUS:
-            return .simpleString(String(decoding: UnsafeRawBufferPointer(start: r.str, count: r.len), as: UTF8.self))
-        case REDIS_REPLY_ERROR:
-            return .error(String(decoding: UnsafeRawBufferPointer(start: r.str, count: r.len), as: UTF8.self))
-        case REDIS_REPLY_INTEGER:
-            return .integer(Int(r.integer))
-        case REDIS_REPLY_ARRAY:
-            var elements: [RedisValue] = []
-            elements.reserveCapacity(r.elements)
-            for index in 0..<r.elements { elements.append(value(of: r.element[index]!)) }
-            return .array(elements)
-        default:
-            return .null
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .handshakeCompleted = event as? TLSUserEvent {
+            connection.tlsHandshakeCompleted(on: context.channel)
         }
+        context.fireUserInboundEventTriggered(event)
     }
+}
 
-    private static func contextError(_ ctx: UnsafeMutablePointer<redisContext>, errno savedErrno: Int32, whileConnecting: Bool) -> RedisError {
-        let text = withUnsafePointer(to: &ctx.pointee.errstr) {
-            $0.withMemoryRebound(to: CChar.self, capacity: 128) { String(cString: $0) }
-        }
-        let timedOut = savedErrno == EAGAIN || savedErrno == EWOULDBLOCK || savedErrno == ETIMEDOUT
-            || text.contains("temporarily unavailable") || text.contains("timed out")
-        if timedOut { return RedisError(.timeout, "Redis did not answer in time (\(text))") }
-        switch ctx.pointee.err {
-        case REDIS_ERR_EOF: return RedisError(.connectionClosed, "Redis closed the connection: \(text)")
-        case REDIS_ERR_PROTOCOL: return RedisError(.protocolError, "protocol error: \(text)")
-        default: return RedisError(whileConnecting ? .connectionFailed : .connectionClosed, text)
-        }
-    }
-
-    // MARK: Connecting
-
-    private func connectIfNeeded() -> Result<UnsafeMutablePointer<redisContext>, RedisError> {
-        if let ctx = context {
-            if !Self.peerHasClosed(ctx) { return .success(ctx) }
-            // Closed while idle (CLIENT KILL, server restart, idle timeout): nothing of this batch
-            // was written yet, so reconnecting before writing loses nothing.
-            logger.info("Redis connection closed while idle; reconnecting")
-            disconnect()
-        }
-        if let next = nextConnectAttempt {
-            let wait = next - ContinuousClock.now
-            if wait > .zero { Self.sleep(wait) }
-        }
-        do {
-            let ctx = try connect()
-            context = ctx
-            if nextConnectAttempt != nil { logger.info("Reconnected to Redis", metadata: ["endpoint": "\(configuration.endpoint)"]) }
-            nextConnectAttempt = nil
-            reconnectDelay = configuration.initialReconnectDelay
-            return .success(ctx)
-        } catch {
-            let redisError = error as? RedisError ?? RedisError(.connectionFailed, "\(error)")
-            logger.warning("Cannot connect to Redis", metadata: ["endpoint": "\(configuration.endpoint)", "error": "\(redisError.message)"])
-            nextConnectAttempt = .now + reconnectDelay
-            reconnectDelay = min(reconnectDelay * 2, configuration.maximumReconnectDelay)
-            return .failure(redisError)
-        }
-    }
-
-    private func connect() throws -> UnsafeMutablePointer<redisContext> {
-        if case .tcp(_, let port) = configuration.endpoint, !RedisEndpoint.ports.contains(port) {
-            throw RedisError(.connectionFailed, "cannot connect to Redis at \(configuration.endpoint): port \(port) is out of range (1–65535)")
-        }
-        let connectTimeout = Self.timeval(configuration.connectTimeout)
-        let made: UnsafeMutablePointer<redisContext>? = switch configuration.endpoint {
-        case .tcp(let host, let port): redisConnectWithTimeout(host, Int32(port), connectTimeout)
-        case .unix(let path): redisConnectUnixWithTimeout(path, connectTimeout)
-        }
-        guard let ctx = made else { throw RedisError(.connectionFailed, "cannot allocate a hiredis context") }
-        if ctx.pointee.err != 0 {
-            let error = Self.contextError(ctx, errno: errno, whileConnecting: true)
-            redisFree(ctx)
-            throw RedisError(error.code == .timeout ? .timeout : .connectionFailed,
-                             "cannot connect to Redis at \(configuration.endpoint): \(error.message)")
-        }
-        redisSetTimeout(ctx, connectTimeout)
-        if case .tcp = configuration.endpoint { _ = redisEnableKeepAlive(ctx) }
-        do {
-            if let password = configuration.password {
-                var auth: [any RedisArgument] = ["AUTH"]
-                if let username = configuration.username { auth.append(username) }
-                auth.append(password)
-                try handshake(ctx, auth, what: "authentication")
-            }
-            if configuration.database != 0 {
-                try handshake(ctx, ["SELECT", configuration.database], what: "SELECT \(configuration.database)")
-            }
-        } catch {
-            redisFree(ctx)
-            throw error
-        }
-        redisSetTimeout(ctx, Self.timeval(configuration.commandTimeout))
-        return ctx
-    }
-
-    private func handshake(_ ctx: UnsafeMutablePointer<redisContext>, _ arguments: [any RedisArgument], what: String) throws {
-        let bytes = RedisCommand.encode(arguments)
-        bytes.withUnsafeBufferPointer { buffer in
-            buffer.withMemoryRebound(to: CChar.self) { _ = redisAppendFormattedCommand(ctx, $0.baseAddress, $0.count) }
-        }
-        var raw: UnsafeMutableRawPointer?
-        if redisGetReply(ctx, &raw) != REDIS_OK || raw == nil {
-            let error = Self.contextError(ctx, errno: errno, whileConnecting: true)
-            throw RedisError(error.code == .timeout ? .timeout : .connectionFailed,
-                             "\(what) with Redis at \(configuration.endpoint) failed: \(error.message)")
-        }
-        defer { freeReplyObject(raw) }
-        if case .error(let message) = Self.value(of: raw!.assumingMemoryBound(to: redisReply.self)) {
-            throw RedisError(.connectionFailed, "\(what) with Redis at \(configuration.endpoint) failed: \(message)")
-        }
-    }
-
-    private func disconnect() {
-        if let ctx = context {
-            redisFree(ctx)
-            context = nil
-        }
-    }
-
-    /// Whether the server closed an idle connection (readable with nothing in flight means EOF).
-    private static func peerHasClosed(_ ctx: UnsafeMutablePointer<redisContext>) -> Bool {
-        var descriptor = pollfd(fd: ctx.pointee.fd, events: Int16(POLLIN), revents: 0)
-        return poll(&descriptor, 1, 0) > 0
-    }
-
-    /// A socket timeout of at least 1 ms: for `SO_RCVTIMEO`/`SO_SNDTIMEO` zero means no timeout,
-    /// and a negative one is refused (leaving none), so either would wait forever.
-    private static func timeval(_ duration: Duration) -> timeval {
-        let (seconds, attoseconds) = max(duration, .milliseconds(1)).components
-        return CHiredis.timeval(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
-    }
-
-    private static func sleep(_ duration: Duration) {
+extension TimeAmount {
+    /// A Swift `Duration` as NIO's nanoseconds (rounded down, at most `Int64.max`).
+    init(_ duration: Duration) {
         let (seconds, attoseconds) = duration.components
-        var request = timespec(tv_sec: Int(seconds), tv_nsec: Int(attoseconds / 1_000_000_000))
-        nanosleep(&request, nil)
+        let (product, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        self = .nanoseconds(overflow ? .max : product &+ attoseconds / 1_000_000_000)
     }
 }

@@ -6,6 +6,7 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
             case connectionFailed, timeout, server, protocolError, connectionClosed
             case invalidURL, unsupported, invalidArgument, shutdown
             case crossSlot, tooManyRedirects, clusterUnavailable
+            case tlsFailed
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -38,6 +39,9 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
         /// Cluster mode: no node could tell the topology, or no reachable primary serves the
         /// command's slot within ``RedisClientConfiguration/clusterRetryTimeout``.
         public static let clusterUnavailable = Code(.clusterUnavailable)
+        /// TLS could not be set up: a CA or certificate file that cannot be read, or a handshake
+        /// that failed (unknown CA, expired certificate, a host name the certificate does not name).
+        public static let tlsFailed = Code(.tlsFailed)
 
         public var description: String { base.rawValue }
     }
