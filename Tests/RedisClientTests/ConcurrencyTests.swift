@@ -47,4 +47,35 @@ struct ConcurrencyTests {
         #expect(Set(replies) == Set(1...6400), "every INCR result appears exactly once")
         #expect(try await client.send("GET", p + "n").int == 6400)
     }
+
+    /// A caller cancelled while its command is in flight (a `BLPOP` that blocks its connection)
+    /// gets `CancellationError` before the command is answered; the reply that comes later is read
+    /// and dropped, so the next command on the same (only) connection gets its own reply.
+    @Test func aCancelledCallerReturnsAtOnceAndTheConnectionStaysInStep() async throws {
+        let client = try TestRedis.client(connections: 1)
+        let observer = try TestRedis.client(connections: 1)
+        defer { client.shutdown(); observer.shutdown() }
+        for round in 0..<5 {
+            let key = TestRedis.prefix() + "list\(round)"
+            let waiting = Task { try await client.send("BLPOP", key, 30) }
+            // Wait until Redis is blocked in this BLPOP (hang guard 10 s).
+            for _ in 0..<400 {
+                let clients = try await observer.send("CLIENT", "LIST").string ?? ""
+                if clients.contains("cmd=blpop") { break }
+                try await Task.sleep(for: .milliseconds(25))
+            }
+            waiting.cancel()
+            let outcome = await waiting.result
+            #expect(throws: CancellationError.self) { try outcome.get() }
+            // Only now is the BLPOP answered: its reply arrives after the caller left.
+            try await observer.send("RPUSH", key, "taken-by-the-cancelled-BLPOP")
+            #expect(try await client.send("ECHO", "mine-\(round)").string == "mine-\(round)")
+            #expect(try await observer.send("LLEN", key).int == 0, "the cancelled BLPOP did run and took the element")
+        }
+        // Cancelled before it started: never sent.
+        let early = Task { try await client.send("INCR", TestRedis.prefix() + "never") }
+        early.cancel()
+        _ = await early.result
+        #expect(try await client.send("PING") == .simpleString("PONG"))
+    }
 }

@@ -115,12 +115,7 @@ final class RedisConnection: PooledConnection, @unchecked Sendable {
                     continuation.resume(throwing: CancellationError())
                     return
                 }
-                let request = Request(id: id, bytes: bytes, completion: .single(continuation), replies: 1)
-                if eventLoop.inEventLoop {
-                    submit(request)
-                } else {
-                    eventLoop.execute { self.submit(request) }
-                }
+                hand(Request(id: id, bytes: bytes, completion: .single(continuation), replies: 1))
             }
         } onCancel: {
             eventLoop.execute { self.cancel(id) }
@@ -131,12 +126,7 @@ final class RedisConnection: PooledConnection, @unchecked Sendable {
         guard count > 0 else { return [] }
         let id = ids.wrappingAdd(1, ordering: .relaxed).oldValue
         return await withUnsafeContinuation { continuation in
-            let request = Request(id: id, bytes: bytes, completion: .pipeline(PipelineReplies(count: count, continuation: continuation)), replies: count)
-            if eventLoop.inEventLoop {
-                submit(request)
-            } else {
-                eventLoop.execute { self.submit(request) }
-            }
+            hand(Request(id: id, bytes: bytes, completion: .pipeline(PipelineReplies(count: count, continuation: continuation)), replies: count))
         }
     }
 
@@ -150,6 +140,35 @@ final class RedisConnection: PooledConnection, @unchecked Sendable {
                 if self.channelClosed { continuation.resume() } else { self.closedWaiters.append(continuation) }
             }
         }
+    }
+
+    /// Requests handed over from other threads, drained by one loop task per batch: under load
+    /// many commands arrive while the loop is busy, and they cost one wake-up, not one each.
+    private let incoming = Mutex<[Request]>([])
+
+    /// Passes `request` to the loop: directly when already on it.
+    private func hand(_ request: Request) {
+        if eventLoop.inEventLoop {
+            submit(request)
+            return
+        }
+        let first = incoming.withLock { queue in
+            queue.append(request)
+            return queue.count == 1
+        }
+        if first { eventLoop.execute { self.drainIncoming() } }
+    }
+
+    private func drainIncoming() {
+        var batch = incoming.withLock { queue in
+            var taken: [Request] = []
+            swap(&taken, &queue)
+            return taken
+        }
+        for request in batch { submit(request) }
+        batch.removeAll()
+        // Everything handed over so far goes out in one write now.
+        flush()
     }
 
     // MARK: On the loop: sending

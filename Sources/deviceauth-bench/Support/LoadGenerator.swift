@@ -1,3 +1,5 @@
+import NIOCore
+import NIOPosix
 /// Latency percentiles of a set of samples.
 struct LatencySummary: Sendable {
     /// The number of samples.
@@ -57,14 +59,15 @@ enum LoadGenerator {
         concurrency: Int,
         warmup: Duration,
         duration: Duration,
+        executors: [any TaskExecutor] = [],
         operation: @escaping @Sendable () async throws -> Void
     ) async throws -> LoadResult {
         let clock = ContinuousClock()
         let windowStart = clock.now + warmup
         let windowEnd = windowStart + duration
         let samples = try await withThrowingTaskGroup(of: [Int64].self) { group in
-            for _ in 0..<concurrency {
-                group.addTask {
+            for index in 0..<concurrency {
+                group.addTask(executorPreference: executors.isEmpty ? nil : executors[index % executors.count]) {
                     var latencies: [Int64] = []
                     latencies.reserveCapacity(16_384)
                     while true {
@@ -96,5 +99,26 @@ extension Duration {
     /// The duration in whole nanoseconds.
     var nanoseconds: Int64 {
         components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000
+    }
+}
+
+/// A task executor that runs jobs on one NIO event loop: a task that prefers it runs on the loop,
+/// so a ``RedisClient`` connection on the same loop writes its commands and resumes it without
+/// a thread hop.
+final class EventLoopTaskExecutor: TaskExecutor, @unchecked Sendable {
+    let eventLoop: any EventLoop
+
+    init(_ eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        eventLoop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+    }
+
+    /// One executor per loop of NIO's shared group (where the client's connections live by default).
+    static var forSharedGroup: [EventLoopTaskExecutor] {
+        MultiThreadedEventLoopGroup.singleton.makeIterator().map { EventLoopTaskExecutor($0) }
     }
 }

@@ -31,6 +31,12 @@ struct RedisTarget: Sendable {
         if configuration.database != 0 { arguments += ["--dbnum", "\(configuration.database)"] }
         if let username = configuration.username { arguments += ["--user", username] }
         if let password = configuration.password { arguments += ["-a", password] }
+        if let tls = configuration.tls {
+            arguments += ["--tls"]
+            if let caFile = tls.caFile { arguments += ["--cacert", caFile] }
+            if let certificate = tls.certificateFile, let key = tls.privateKeyFile { arguments += ["--cert", certificate, "--key", key] }
+            if let name = tls.serverName { arguments += ["--sni", name] }
+        }
         self.redisBenchmarkArguments = arguments
     }
 }
@@ -52,6 +58,9 @@ struct RedisOptions: ParsableArguments {
         valueName: "path"))
     var redisBenchmarkPath: String?
 
+    @Flag(help: "Start the private redis-server with TLS only (a CA and certificate made with openssl) and connect with rediss:// (redis-benchmark --tls).")
+    var tls = false
+
     func validate() throws {
         if let redisURL {
             do { _ = try RedisClientConfiguration(url: redisURL) }
@@ -70,12 +79,13 @@ struct RedisOptions: ParsableArguments {
             return try await body(RedisTarget(configuration: configuration, redisBenchmarkPath: benchmarkPath,
                                               summary: "redis \(configuration.endpoint)"))
         }
-        let server = try await RedisServerProcess.start(executable: ChildProcess.locate("redis-server", explicit: redisServerPath))
-        Console.progress("started private redis-server on 127.0.0.1:\(server.port)")
-        let configuration = RedisClientConfiguration(endpoint: .tcp(host: "127.0.0.1", port: server.port),
+        let server = try await RedisServerProcess.start(executable: ChildProcess.locate("redis-server", explicit: redisServerPath), tls: tls)
+        Console.progress("started private redis-server on 127.0.0.1:\(server.port)\(tls ? " (TLS only)" : "")")
+        var configuration = RedisClientConfiguration(endpoint: .tcp(host: "127.0.0.1", port: server.port),
                                                      connectionCount: connectionCount)
+        if tls { configuration.tls = RedisTLSConfiguration(caFile: server.caFile) }
         let target = RedisTarget(configuration: configuration, redisBenchmarkPath: benchmarkPath,
-                                 summary: "private redis-server 127.0.0.1:\(server.port)")
+                                 summary: "private redis-server 127.0.0.1:\(server.port)\(tls ? " over TLS" : "")")
         do {
             let result = try await body(target)
             await server.stop()

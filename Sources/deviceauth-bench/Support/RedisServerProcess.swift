@@ -15,8 +15,10 @@ import Darwin
 final class RedisServerProcess: Sendable {
     /// The loopback TCP port it listens on.
     let port: Int
-    /// Its temporary working directory (holds `redis.log`); removed by ``stop()``.
+    /// Its temporary working directory (holds `redis.log`, and with TLS `ca.crt`); removed by ``stop()``.
     let directory: URL
+    /// With TLS: the CA file that verifies the server's certificate.
+    var caFile: String { directory.appendingPathComponent("ca.crt").path }
     private let process: Process
 
     private init(port: Int, directory: URL, process: Process) {
@@ -29,7 +31,7 @@ final class RedisServerProcess: Sendable {
     ///
     /// A port that another process grabs between choosing and binding it is retried with a new one.
     /// - Throws: ``ChildProcess/Failure`` when the server exits or does not answer within 10 s.
-    static func start(executable: String) async throws -> RedisServerProcess {
+    static func start(executable: String, tls: Bool = false) async throws -> RedisServerProcess {
         var lastFailure: (any Error)?
         for _ in 0..<3 {
             let directory = FileManager.default.temporaryDirectory
@@ -38,8 +40,9 @@ final class RedisServerProcess: Sendable {
             let port = try freeLoopbackPort()
             let process = Process()
             process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = [
-                "--bind", "127.0.0.1", "--port", "\(port)", "--dir", directory.path,
+            let listen = tls ? ["--port", "0", "--tls-port", "\(port)"] + (try await TLSFiles.make(in: directory)).serverArguments : ["--port", "\(port)"]
+            process.arguments = ["--bind", "127.0.0.1"] + listen + [
+                "--dir", directory.path,
                 "--save", "", "--appendonly", "no", "--daemonize", "no",
                 "--logfile", directory.appendingPathComponent("redis.log").path,
             ]
@@ -88,6 +91,34 @@ final class RedisServerProcess: Sendable {
     private func logTail() -> String {
         let log = (try? String(contentsOf: directory.appendingPathComponent("redis.log"), encoding: .utf8)) ?? ""
         return log.split(separator: "\n").suffix(3).joined(separator: " | ")
+    }
+}
+
+/// A CA and a server certificate for 127.0.0.1 made with `openssl` (EC P-256, 30 days), for a
+/// private TLS `redis-server`.
+struct TLSFiles {
+    let directory: URL
+
+    var serverArguments: [String] {
+        ["--tls-cert-file", directory.appendingPathComponent("server.crt").path, "--tls-key-file", directory.appendingPathComponent("server.key").path,
+         "--tls-ca-cert-file", directory.appendingPathComponent("ca.crt").path, "--tls-auth-clients", "no"]
+    }
+
+    static func make(in directory: URL) async throws -> TLSFiles {
+        let openssl = try ChildProcess.locate("openssl", explicit: nil)
+        func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        try "subjectAltName=IP:127.0.0.1,DNS:localhost\n".write(toFile: path("server.ext"), atomically: true, encoding: .utf8)
+        for arguments in [
+            ["req", "-x509"] + ec + ["-keyout", path("ca.key"), "-out", path("ca.crt"), "-days", "30", "-subj", "/CN=deviceauth-bench CA"],
+            ["req"] + ec + ["-keyout", path("server.key"), "-out", path("server.csr"), "-subj", "/CN=127.0.0.1"],
+            ["x509", "-req", "-in", path("server.csr"), "-CA", path("ca.crt"), "-CAkey", path("ca.key"), "-CAcreateserial",
+             "-out", path("server.crt"), "-days", "30", "-extfile", path("server.ext")],
+        ] {
+            let result = try await ChildProcess.run(openssl, arguments)
+            guard result.status == 0 else { throw ChildProcess.Failure(description: "openssl \(arguments[0]) failed: \(result.standardError)") }
+        }
+        return TLSFiles(directory: directory)
     }
 }
 
