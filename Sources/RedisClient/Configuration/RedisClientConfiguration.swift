@@ -85,6 +85,17 @@ public struct RedisClientConfiguration: Sendable {
     /// only the product's functions (`+fcall`), never Lua of its own choosing.
     public var functionLoader: RedisCredentials?
 
+    // MARK: Redis Sentinel
+
+    /// Sentinel mode when set: the sentinels to ask for the primary of a named master (URL
+    /// `redis+sentinel://host:port,host:port/master-name`). ``username``, ``password`` and
+    /// ``database`` are then those of the data nodes; ``endpoint`` is the first sentinel until a
+    /// ``SentinelResolver`` has found the primary. `nil`: not Sentinel mode.
+    public var sentinel: RedisSentinelConfiguration?
+    /// Sentinel mode: how often ``SentinelResolver/run()`` asks the sentinels whether the primary
+    /// changed (a failover), so that connections follow it without waiting for an error.
+    public var sentinelCheckInterval: Duration
+
     /// Creates a configuration.
     /// - Parameters:
     ///   - endpoint: where the server listens.
@@ -103,6 +114,8 @@ public struct RedisClientConfiguration: Sendable {
     ///     `CLUSTERDOWN` or a failover (5 s).
     ///   - scriptCalls: scripts as functions (`FCALL`, default) or `EVALSHA`.
     ///   - functionLoader: the user that loads missing function libraries (`nil`: this user).
+    ///   - sentinel: Sentinel mode when set: the sentinels and the master's name.
+    ///   - sentinelCheckInterval: how often Sentinel mode asks the sentinels for the primary (1 s).
     public init(
         endpoint: RedisEndpoint = .tcp(host: "127.0.0.1", port: 6379),
         username: String? = nil,
@@ -118,7 +131,9 @@ public struct RedisClientConfiguration: Sendable {
         clusterMaximumRedirects: Int = 5,
         clusterRetryTimeout: Duration = .seconds(5),
         scriptCalls: RedisScriptCalls = .functions,
-        functionLoader: RedisCredentials? = nil
+        functionLoader: RedisCredentials? = nil,
+        sentinel: RedisSentinelConfiguration? = nil,
+        sentinelCheckInterval: Duration = .seconds(1)
     ) {
         self.endpoint = endpoint
         self.username = username
@@ -135,7 +150,10 @@ public struct RedisClientConfiguration: Sendable {
         self.clusterRetryTimeout = clusterRetryTimeout
         self.scriptCalls = scriptCalls
         self.functionLoader = functionLoader
+        self.sentinel = sentinel
+        self.sentinelCheckInterval = sentinelCheckInterval
         if let first = clusterSeeds.first { self.endpoint = first }
+        if clusterSeeds.isEmpty, let first = sentinel?.sentinels.first { self.endpoint = first }
     }
 
     /// Whether the client runs in Redis Cluster mode (``clusterSeeds`` is not empty).
@@ -146,7 +164,10 @@ public struct RedisClientConfiguration: Sendable {
     /// Accepted forms: `redis://[[user]:password@]host[:port][/db]`,
     /// `unix:///path/to/socket[?db=N][&password=…]`, and for a Redis Cluster
     /// `redis+cluster://[[user]:password@]host[:port][,host[:port]…]` (seed nodes, any one
-    /// reachable is enough; database 0 only, as Redis Cluster has no other). `rediss://` is
+    /// reachable is enough; database 0 only, as Redis Cluster has no other), and for Redis
+    /// Sentinel `redis+sentinel://[[user]:password@]host[:port][,host[:port]…]/master-name[?db=N]`
+    /// (the sentinels, port 26379 by default; the user and password are the data nodes'; see
+    /// ``sentinel`` for the `sentinel_username` / `sentinel_password[_file]` options). `rediss://` is
     /// refused with ``RedisError/Code/unsupported`` because Debian's hiredis 0.14 has no TLS.
     ///
     /// Every form takes the query options `script_calls=functions|eval` (``scriptCalls``) and
@@ -154,6 +175,10 @@ public struct RedisClientConfiguration: Sendable {
     /// - Throws: ``RedisError`` with ``RedisError/Code/invalidURL`` for a malformed URL.
     public init(url: String) throws {
         self.init()
+        if let rest = try Self.sentinelURLRemainder(url) {
+            try parseSentinelURL(rest)
+            return
+        }
         if url.lowercased().hasPrefix("redis+cluster://") {
             try parseClusterURL(String(url.dropFirst("redis+cluster://".count)))
             return

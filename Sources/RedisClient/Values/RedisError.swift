@@ -6,6 +6,7 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
             case connectionFailed, timeout, server, protocolError, connectionClosed
             case invalidURL, unsupported, invalidArgument, shutdown
             case crossSlot, tooManyRedirects, clusterUnavailable
+            case primaryUnavailable
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -38,6 +39,10 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
         /// Cluster mode: no node could tell the topology, or no reachable primary serves the
         /// command's slot within ``RedisClientConfiguration/clusterRetryTimeout``.
         public static let clusterUnavailable = Code(.clusterUnavailable)
+        /// Sentinel mode: no sentinel named a primary for the master that answered `ROLE` with
+        /// `master` within ``RedisClientConfiguration/clusterRetryTimeout``; the message names the
+        /// master and what each sentinel said.
+        public static let primaryUnavailable = Code(.primaryUnavailable)
 
         public var description: String { base.rawValue }
     }
