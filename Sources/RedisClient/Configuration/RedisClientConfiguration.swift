@@ -215,7 +215,7 @@ public struct RedisClientConfiguration: Sendable {
         case "rediss":
             throw RedisError(.unsupported, "rediss:// (TLS) is not supported: Debian's hiredis 0.14 has no TLS; use a TLS proxy such as stunnel or a private network")
         default:
-            throw RedisError(.invalidURL, "unknown scheme '\(scheme)': expected redis://, redis+cluster:// or unix://")
+            throw RedisError(.invalidURL, "unknown scheme '\(scheme)': expected redis://, redis+cluster://, redis+sentinel:// or unix://")
         }
         if let db = query["db"] {
             guard let value = Int(db), value >= 0 else { throw RedisError(.invalidURL, "db '\(db)' is not a non-negative integer") }
