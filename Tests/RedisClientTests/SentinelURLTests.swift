@@ -147,4 +147,85 @@ struct SentinelURLTests {
             #expect(!"\(error)".contains("Hunter2"))
         }
     }
+
+    /// 20 000 URLs assembled from plausible and hostile fragments: each is a typed
+    /// `.invalidURL` / `.unsupported`, or a sane Sentinel configuration (hosts that are names or
+    /// addresses, ports 1–65535, a printable master name) that written back as a URL parses to
+    /// the same configuration.
+    @Test func fuzzedSentinelURLs() throws {
+        var rng = SplitMix64(seed: 26379)
+        func pick(_ options: [String]) -> String { options[Int(rng.next() % UInt64(options.count))] }
+        var parsed = 0
+        var refused = 0
+        var reasons: [String: Int] = [:]
+        for _ in 0..<20_000 {
+            let scheme = pick(["redis+sentinel://", "redis+sentinel://", "redis+sentinel://", "REDIS+SENTINEL://", "redis+sentinel:", "rediss+sentinel://", "redis+cluster+sentinel://", "redis+sentinel+x://"])
+            let userinfo = pick(["", "user:pw@", ":pw@", "user@", "u%40x:p%3Ass@", "%ZZ:x@", ":@", "a:b:c@", "üser:pässword@"])
+            var hosts: [String] = []
+            for _ in 0..<[1, 1, 1, 1, 1, 2, 2, 2, 3, 3][Int(rng.next() % 10)] {
+                                // Mostly valid, so that multi-sentinel URLs parse often enough to check the round trip.
+                hosts.append(pick(["127.0.0.1", "10.0.0.2", "localhost", "[::1]", "s.example.com", "127.0.0.1", "[::1]", "s-2.example",
+                                   "", "::1", "[", "host name", "%41", "a%2Fb"])
+                             + pick(["", ":26379", ":65535", ":1", ":26380", "", ":26379",
+                                     ":0", ":65536", ":-1", ":abc", ":", ":+1", ":99999999999999999999"]))
+            }
+            let path = pick(["/m", "/mymaster", "/m", "/a.b", "", "/", "/mymaster", "/m/1", "/%zz", "/m%0d%0a", "/m%20x", "/m-1.b_c", "//m"])
+            let query = pick(["", "?db=2", "?db=-3", "?db=x", "?sentinel_password=sp", "?sentinel_username=su&sentinel_password=sp",
+                              "?sentinel_username=su", "?db=1&db=2", "?", "#frag", "?script_calls=eval", "?sentinel_password_file=/nonexistent"])
+            var url = scheme + userinfo + hosts.joined(separator: ",") + path + query
+            if rng.next() % 10 == 0 {
+                var characters = Array(url)
+                characters[Int(rng.next() % UInt64(characters.count))] = Character(pick(["%", " ", "\u{0}", "é", "@", "/", "?", "[", ",", ":"]))
+                url = String(characters)
+            }
+            let configuration: RedisClientConfiguration
+            do {
+                configuration = try RedisClientConfiguration(url: url)
+            } catch let error as RedisError {
+                #expect(error.code == .invalidURL || error.code == .unsupported, "\(url.debugDescription): \(error)")
+                refused += 1
+                reasons[String(error.message.prefix(24)), default: 0] += 1
+                continue
+            }
+            // Mutations can turn the scheme into another one (redis:, unix:); only Sentinel is checked here.
+            guard let sentinel = configuration.sentinel else { continue }
+            parsed += 1
+            #expect(!sentinel.sentinels.isEmpty && configuration.database >= 0 && (configuration.username == nil || configuration.password != nil))
+            #expect(sentinel.masterName.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F } && !sentinel.masterName.isEmpty, "\(url.debugDescription)")
+            var hostList: [String] = []
+            for endpoint in sentinel.sentinels {
+                guard case .tcp(let host, let port) = endpoint else { Issue.record("\(url.debugDescription): \(endpoint)"); continue }
+                #expect(!host.isEmpty && RedisEndpoint.ports.contains(port), "\(url.debugDescription)")
+                #expect(host.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || ".-_:".unicodeScalars.contains($0)) },
+                        "\(url.debugDescription): host \(host.debugDescription)")
+                hostList.append(host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)")
+            }
+            var allowed = CharacterSet.alphanumerics
+            allowed.insert(charactersIn: "-._~")
+            func escape(_ text: String) -> String { text.addingPercentEncoding(withAllowedCharacters: allowed)! }
+            let credentials = configuration.password.map { (configuration.username.map(escape) ?? "") + ":" + escape($0) + "@" } ?? ""
+            var canonical = "redis+sentinel://\(credentials)\(hostList.joined(separator: ","))/\(escape(sentinel.masterName))?db=\(configuration.database)"
+            if let sentinelCredentials = sentinel.credentials {
+                canonical += "&sentinel_password=\(escape(sentinelCredentials.password))"
+                if let user = sentinelCredentials.username { canonical += "&sentinel_username=\(escape(user))" }
+            }
+            let again = try RedisClientConfiguration(url: canonical)
+            #expect(again.sentinel == sentinel && again.username == configuration.username && again.password == configuration.password
+                        && again.database == configuration.database, "\(url.debugDescription) → \(canonical.debugDescription)")
+        }
+        #expect(parsed > 200 && refused > 1_000, "both outcomes reached: \(parsed) parsed, \(refused) refused: \(reasons.sorted { $0.value > $1.value }.prefix(8))")
+    }
+}
+
+/// A small seeded generator (SplitMix64), so a failing fuzz case can be reproduced.
+struct SplitMix64 {
+    private var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
 }
