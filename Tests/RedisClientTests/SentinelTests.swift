@@ -131,6 +131,9 @@ struct SentinelTests {
         #expect(switches.count == 1)
         #expect(switches.first?.old == old && switches.first?.new == promoted)
         #expect(follower.cachedPrimary == promoted)
+        // A late error from a connection to the old primary does not undo the switch.
+        follower.invalidate(old)
+        #expect(follower.cachedPrimary == promoted)
         // The asker never ran `run()`: its switch was found by `primary()`; no handler was set.
 
         // The promoted node takes writes.
@@ -280,5 +283,36 @@ struct SentinelFailureTests {
             guard let error = error as? RedisError else { return false }
             return error.code == .protocolError && !error.message.contains("evil") && !error.message.contains("FLUSHALL")
         }
+    }
+}
+
+@Suite("Redis Sentinel: cancellation")
+struct SentinelCancellationTests {
+    /// Sentinels that never answer and a retry timeout of 10 minutes: a cancelled caller of
+    /// `primary()` gets `CancellationError` at once (a shutdown after 30 s is the hang guard),
+    /// while another caller keeps waiting until the resolver is shut down.
+    @Test(.timeLimit(.minutes(1)))
+    func aCancelledCallerLeavesAtOnce() async throws {
+        let silent = try SilentListener()
+        let resolver = try SentinelResolver(configuration: RedisClientConfiguration(
+            connectTimeout: .milliseconds(200), clusterRetryTimeout: .seconds(600),
+            sentinel: RedisSentinelConfiguration(sentinels: [loopback(silent.port)], masterName: "m")))
+        // Hang guard: were cancellation ignored, the shutdown after 30 s would end the wait with
+        // `.shutdown`, and the expectation below would fail instead of the run hanging.
+        let guardTask = Task {
+            try await Task.sleep(for: .seconds(30))
+            resolver.shutdown()
+        }
+        defer { guardTask.cancel() }
+        let cancelled = Task { try await resolver.primary() }
+        let other = Task { try await resolver.primary() }
+        try await Task.sleep(for: .milliseconds(300))
+        cancelled.cancel()
+        await #expect(throws: CancellationError.self) { try await cancelled.value }
+        // The other caller is still waiting; shutting down releases it with a typed error.
+        resolver.shutdown()
+        let error = await expectRedisError { _ = try await other.value }
+        #expect(error?.code == .shutdown)
+        withExtendedLifetime(silent) {}
     }
 }

@@ -42,7 +42,11 @@ public final class SentinelResolver: Sendable, Service {
         /// The last verified primary, kept through ``invalidate(_:)``: the "old" of a switch.
         var lastKnown: RedisEndpoint?
         /// The resolution in progress; concurrent ``primary()`` calls wait for the same one.
-        var resolution: Task<Result<RedisEndpoint, RedisError>, Never>?
+        var resolution: Task<Void, Never>?
+        /// The callers of ``primary()`` waiting for ``resolution``, by ticket, so that a cancelled
+        /// caller can leave at once while the resolution goes on for the others.
+        var waiters: [Int: CheckedContinuation<RedisEndpoint, any Error>] = [:]
+        var nextTicket = 0
         /// One client per sentinel (same index as the configuration's list), made on first use.
         var sentinelClients: [RedisClient?]
         /// The sentinel that answered last: asked first next time, so a dead sentinel early in the
@@ -116,28 +120,60 @@ public final class SentinelResolver: Sendable, Service {
     /// - Throws: ``RedisError/Code/primaryUnavailable`` when no sentinel named a verified primary
     ///   within ``RedisClientConfiguration/clusterRetryTimeout`` (the message names the master and
     ///   what each sentinel said in the last round); ``RedisError/Code/shutdown`` after
-    ///   ``shutdown()``.
+    ///   ``shutdown()``; `CancellationError` at once when the calling task is cancelled.
     public func primary() async throws -> RedisEndpoint {
         enum Next {
             case cached(RedisEndpoint)
-            case wait(Task<Result<RedisEndpoint, RedisError>, Never>)
+            case wait(ticket: Int)
         }
         let next: Next = try state.withLock { state in
             guard !state.isShutDown else { throw RedisError(.shutdown, "the Sentinel resolver was shut down") }
             if let current = state.current { return .cached(current) }
-            if let running = state.resolution { return .wait(running) }
-            let task = Task {
-                let result = await self.resolve()
-                self.state.withLock { $0.resolution = nil }
-                return result
-            }
-            state.resolution = task
-            return .wait(task)
+            state.nextTicket += 1
+            return .wait(ticket: state.nextTicket)
         }
+        let ticket: Int
         switch next {
         case .cached(let endpoint): return endpoint
-        case .wait(let task): return try await task.value.get()
+        case .wait(let waiting): ticket = waiting
         }
+        // A cancelled caller gets CancellationError at once; the resolution it may have started
+        // runs on (bounded by the retry timeout) for the other callers and the cache.
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<RedisEndpoint, any Error>) in
+                enum Registration {
+                    case waiting
+                    case done(Result<RedisEndpoint, any Error>)
+                }
+                let registration: Registration = state.withLock { state in
+                    if state.isShutDown { return .done(.failure(RedisError(.shutdown, "the Sentinel resolver was shut down"))) }
+                    if let current = state.current { return .done(.success(current)) }
+                    // Checked under the lock that the cancellation handler takes too: either the
+                    // handler finds this waiter, or this sees the cancellation.
+                    if Task.isCancelled { return .done(.failure(CancellationError())) }
+                    state.waiters[ticket] = continuation
+                    if state.resolution == nil {
+                        state.resolution = Task { await self.resolveForWaiters() }
+                    }
+                    return .waiting
+                }
+                if case .done(let result) = registration { continuation.resume(with: result) }
+            }
+        } onCancel: {
+            let waiter = state.withLock { $0.waiters.removeValue(forKey: ticket) }
+            waiter?.resume(throwing: CancellationError())
+        }
+    }
+
+    /// Runs one resolution and hands its result to every caller waiting at its end.
+    private func resolveForWaiters() async {
+        let result = await resolve()
+        let waiters = state.withLock { state in
+            state.resolution = nil
+            defer { state.waiters = [:] }
+            return Array(state.waiters.values)
+        }
+        for waiter in waiters { waiter.resume(with: result.mapError { $0 as any Error }) }
     }
 
     /// Drops the cached primary if it is `endpoint` (a later ``primary()`` asks the sentinels
@@ -388,15 +424,17 @@ public final class SentinelResolver: Sendable, Service {
     /// Stops ``run()`` and any resolution in progress and closes the sentinel connections.
     /// Later ``primary()`` calls throw ``RedisError/Code/shutdown``.
     public func shutdown() {
-        let (clients, resolution): ([RedisClient], Task<Result<RedisEndpoint, RedisError>, Never>?) = state.withLock { state in
+        let (clients, resolution, waiters) = state.withLock { state in
             state.isShutDown = true
             defer {
                 state.sentinelClients = Array(repeating: nil, count: state.sentinelClients.count)
                 state.resolution = nil
+                state.waiters = [:]
             }
-            return (state.sentinelClients.compactMap { $0 }, state.resolution)
+            return (state.sentinelClients.compactMap { $0 }, state.resolution, Array(state.waiters.values))
         }
         resolution?.cancel()
+        for waiter in waiters { waiter.resume(throwing: RedisError(.shutdown, "the Sentinel resolver was shut down")) }
         for client in clients { client.shutdown() }
     }
 }
