@@ -55,7 +55,8 @@ public struct RedisClientConfiguration: Sendable {
     public var clusterMaximumRedirects: Int
     /// Cluster mode: how long a command keeps being retried while it was certainly not run —
     /// `TRYAGAIN`, `CLUSTERDOWN`, a refused connection (a failover in progress), an uncovered slot.
-    /// A command in flight when its connection dies is never retried.
+    /// A command in flight when its connection dies is never retried. Sentinel mode: how long
+    /// ``SentinelResolver/primary()`` keeps asking before ``RedisError/Code/primaryUnavailable``.
     public var clusterRetryTimeout: Duration
     /// ACL user name (Redis 6+); `nil` authenticates as `default` when a password is set.
     public var username: String?
@@ -90,7 +91,10 @@ public struct RedisClientConfiguration: Sendable {
     /// Sentinel mode when set: the sentinels to ask for the primary of a named master (URL
     /// `redis+sentinel://host:port,host:port/master-name`). ``username``, ``password`` and
     /// ``database`` are then those of the data nodes; ``endpoint`` is the first sentinel until a
-    /// ``SentinelResolver`` has found the primary. `nil`: not Sentinel mode.
+    /// ``SentinelResolver`` has found the primary. The sentinels' own credentials come from the
+    /// URL options `sentinel_username` with `sentinel_password` or, better,
+    /// `sentinel_password_file=/path` (read once, surrounding whitespace dropped). `nil`: not
+    /// Sentinel mode.
     public var sentinel: RedisSentinelConfiguration?
     /// Sentinel mode: how often ``SentinelResolver/run()`` asks the sentinels whether the primary
     /// changed (a failover), so that connections follow it without waiting for an error.
