@@ -67,6 +67,11 @@ struct SentinelTests {
             #expect(error?.message.contains("ROLE says slave of 127.0.0.1:\(topology.primaryPort)") == true)
         }
         try await resolver.verifyPrimary(loopback(topology.primaryPort))
+        // A write to a replica (a demoted primary) is refused with READONLY, which invalidates.
+        let replica = topology.dataClient(port: topology.replicaPorts[0])
+        defer { replica.shutdown() }
+        let readOnly = await expectRedisError { try await replica.send("SET", "sentinel:readonly", "v") }
+        #expect(readOnly.map(SentinelResolver.invalidatesPrimary) == true)
 
         // A stale sentinel: it monitors a master named `m` at an address that is a replica (of a
         // primary of its own, outside this topology). Listed first, it is asked first; its answer
@@ -190,6 +195,20 @@ struct SentinelTests {
         #expect(refused?.message.contains("authentication with Redis at 127.0.0.1:\(topology.primaryPort) failed") == true)
         #expect(!(refused?.message.contains("bad-data-pw-71x") ?? true))
         #expect(!(refused?.message.contains(topology.dataPassword!) ?? true))
+
+        // A data user without `+role` (as deploy/redis.conf's user has today) cannot verify the
+        // primary: the error says so instead of a primary being taken unverified.
+        let admin = topology.dataClient(port: topology.primaryPort)
+        defer { admin.shutdown() }
+        try await admin.send("ACL", "SETUSER", "app-no-role", "on", ">app-pw", "~*", "+@all", "-role")
+        var noRole = topology.configuration(retryTimeout: .milliseconds(300))
+        noRole.username = "app-no-role"
+        noRole.password = "app-pw"
+        let withoutRole = try SentinelResolver(configuration: noRole)
+        defer { withoutRole.shutdown() }
+        let denied = await expectRedisError { _ = try await withoutRole.primary() }
+        #expect(denied?.code == .primaryUnavailable)
+        #expect(denied?.message.contains("NOPERM") == true)
     }
 }
 
@@ -232,6 +251,16 @@ struct SentinelFailureTests {
         let error = await expectRedisError { _ = try await resolver.primary() }
         #expect(error?.code == .shutdown)
         try await resolver.run()   // returns at once
+    }
+
+    @Test func whichErrorsInvalidateThePrimary() {
+        #expect(SentinelResolver.invalidatesPrimary(RedisError(.connectionFailed, "cannot connect: Connection refused")))
+        #expect(SentinelResolver.invalidatesPrimary(RedisError(.connectionClosed, "Redis closed the connection")))
+        #expect(SentinelResolver.invalidatesPrimary(RedisError(.server, "READONLY You can't write against a read only replica.")))
+        #expect(!SentinelResolver.invalidatesPrimary(RedisError(.server, "ERR wrong number of arguments")))
+        #expect(!SentinelResolver.invalidatesPrimary(RedisError(.server, "NOSCRIPT No matching script")))
+        #expect(!SentinelResolver.invalidatesPrimary(RedisError(.timeout, "Redis did not answer in time")))
+        #expect(!SentinelResolver.invalidatesPrimary(RedisError(.shutdown, "shut down")))
     }
 
     @Test func parsesTheMasterAddressReply() throws {

@@ -188,6 +188,19 @@ public final class SentinelResolver: Sendable, Service {
         if dropped { logger.debug("Redis Sentinel: primary invalidated", metadata: ["redis.primary": "\(endpoint)"]) }
     }
 
+    /// Whether `error`, from a command or connect to the cached primary, means it may no longer be
+    /// the primary, so the pool should call ``invalidate(_:)`` with that endpoint: a refused or
+    /// failed connect (`.connectionFailed`), a connection lost (`.connectionClosed`), or a
+    /// `READONLY` reply (a demoted primary; the command did not run). A timeout is not one of
+    /// them: a slow primary is still the primary, and the sentinels decide when it is not.
+    static func invalidatesPrimary(_ error: RedisError) -> Bool {
+        switch error.code {
+        case .connectionFailed, .connectionClosed: true
+        case .server: error.serverErrorPrefix == "READONLY"
+        default: false
+        }
+    }
+
     /// Asks `endpoint` for `ROLE` (with the data nodes' credentials) and returns only when it
     /// answers `master`.
     /// - Throws: ``RedisError/Code/primaryUnavailable`` when the node answers another role (a
