@@ -1,7 +1,7 @@
 # The two commands a new user needs: `make run` and `make test`. Both install what is missing.
 SHELL := /bin/bash
 SWIFT ?= swift
-APT_PACKAGES := redis-server redis-tools libhiredis-dev pkg-config python3 python3-pip curl openssl faketime time
+APT_PACKAGES := redis-server redis-sentinel redis-tools libhiredis-dev pkg-config python3 python3-pip curl openssl faketime time
 # Only the end-to-end tests need these (a real OAuth client and a real browser).
 E2E_APT_PACKAGES := chromium chromium-driver wrk
 E2E_PIP_PACKAGES := oauthlib requests selenium

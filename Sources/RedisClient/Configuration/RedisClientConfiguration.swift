@@ -92,7 +92,8 @@ public struct RedisClientConfiguration: Sendable {
     public var clusterMaximumRedirects: Int
     /// Cluster mode: how long a command keeps being retried while it was certainly not run —
     /// `TRYAGAIN`, `CLUSTERDOWN`, a refused connection (a failover in progress), an uncovered slot.
-    /// A command in flight when its connection dies is never retried.
+    /// A command in flight when its connection dies is never retried. Sentinel mode: how long
+    /// ``SentinelResolver/primary()`` keeps asking before ``RedisError/Code/primaryUnavailable``.
     public var clusterRetryTimeout: Duration
     /// ACL user name (Redis 6+); `nil` authenticates as `default` when a password is set.
     public var username: String?
@@ -129,6 +130,20 @@ public struct RedisClientConfiguration: Sendable {
     /// The transport (``RedisTransport/nio`` unless a benchmark compares).
     public var transport: RedisTransport = .nio
 
+    // MARK: Redis Sentinel
+
+    /// Sentinel mode when set: the sentinels to ask for the primary of a named master (URL
+    /// `redis+sentinel://host:port,host:port/master-name`). ``username``, ``password`` and
+    /// ``database`` are then those of the data nodes; ``endpoint`` is the first sentinel until a
+    /// ``SentinelResolver`` has found the primary. The sentinels' own credentials come from the
+    /// URL options `sentinel_username` with `sentinel_password` or, better,
+    /// `sentinel_password_file=/path` (read once, surrounding whitespace dropped). `nil`: not
+    /// Sentinel mode.
+    public var sentinel: RedisSentinelConfiguration?
+    /// Sentinel mode: how often ``SentinelResolver/run()`` asks the sentinels whether the primary
+    /// changed (a failover), so that connections follow it without waiting for an error.
+    public var sentinelCheckInterval: Duration
+
     /// Creates a configuration.
     /// - Parameters:
     ///   - endpoint: where the server listens.
@@ -147,6 +162,8 @@ public struct RedisClientConfiguration: Sendable {
     ///     `CLUSTERDOWN` or a failover (5 s).
     ///   - scriptCalls: scripts as functions (`FCALL`, default) or `EVALSHA`.
     ///   - functionLoader: the user that loads missing function libraries (`nil`: this user).
+    ///   - sentinel: Sentinel mode when set: the sentinels and the master's name.
+    ///   - sentinelCheckInterval: how often Sentinel mode asks the sentinels for the primary (1 s).
     public init(
         endpoint: RedisEndpoint = .tcp(host: "127.0.0.1", port: 6379),
         username: String? = nil,
@@ -162,7 +179,9 @@ public struct RedisClientConfiguration: Sendable {
         clusterMaximumRedirects: Int = 5,
         clusterRetryTimeout: Duration = .seconds(5),
         scriptCalls: RedisScriptCalls = .functions,
-        functionLoader: RedisCredentials? = nil
+        functionLoader: RedisCredentials? = nil,
+        sentinel: RedisSentinelConfiguration? = nil,
+        sentinelCheckInterval: Duration = .seconds(1)
     ) {
         self.endpoint = endpoint
         self.username = username
@@ -179,7 +198,10 @@ public struct RedisClientConfiguration: Sendable {
         self.clusterRetryTimeout = clusterRetryTimeout
         self.scriptCalls = scriptCalls
         self.functionLoader = functionLoader
+        self.sentinel = sentinel
+        self.sentinelCheckInterval = sentinelCheckInterval
         if let first = clusterSeeds.first { self.endpoint = first }
+        if clusterSeeds.isEmpty, let first = sentinel?.sentinels.first { self.endpoint = first }
     }
 
     /// Whether the client runs in Redis Cluster mode (``clusterSeeds`` is not empty).
@@ -188,10 +210,13 @@ public struct RedisClientConfiguration: Sendable {
     /// Creates a configuration from a URL.
     ///
     /// Accepted forms: `redis://[[user]:password@]host[:port][/db]`, with TLS
-    /// `rediss://…` (same form), `unix:///path/to/socket[?db=N][&password=…]`, and for a Redis
+    /// `rediss://…` (same form), `unix:///path/to/socket[?db=N][&password=…]`, for a Redis
     /// Cluster `redis+cluster://[[user]:password@]host[:port][,host[:port]…]` (seed nodes, any one
     /// reachable is enough; database 0 only, as Redis Cluster has no other), with TLS
-    /// `rediss+cluster://…` (also spelled `redis+cluster+tls://`).
+    /// `rediss+cluster://…` (also spelled `redis+cluster+tls://`), and for Redis Sentinel
+    /// `redis+sentinel://[[user]:password@]host[:port][,host[:port]…]/master-name[?db=N]`
+    /// (the sentinels, port 26379 by default; the user and password are the data nodes'; see
+    /// ``sentinel`` for the `sentinel_username` / `sentinel_password[_file]` options).
     ///
     /// TLS takes the query options `tls_ca_file`, `tls_cert_file`, `tls_key_file` and
     /// `tls_server_name` (``RedisTLSConfiguration``). Every form takes `script_calls=functions|eval`
@@ -200,6 +225,10 @@ public struct RedisClientConfiguration: Sendable {
     /// - Throws: ``RedisError`` with ``RedisError/Code/invalidURL`` for a malformed URL.
     public init(url: String) throws {
         self.init()
+        if let rest = try Self.sentinelURLRemainder(url) {
+            try parseSentinelURL(rest)
+            return
+        }
         for (prefix, tls) in [("redis+cluster://", false), ("rediss+cluster://", true), ("redis+cluster+tls://", true)]
         where url.lowercased().hasPrefix(prefix) {
             try parseClusterURL(String(url.dropFirst(prefix.count)), tls: tls)
@@ -235,7 +264,7 @@ public struct RedisClientConfiguration: Sendable {
             username = decoded(components.percentEncodedUser)
             password = decoded(components.percentEncodedPassword) ?? query["password"].flatMap { $0.isEmpty ? nil : $0 }
         default:
-            throw RedisError(.invalidURL, "unknown scheme '\(scheme.prefix(32))': expected redis://, rediss://, redis+cluster://, rediss+cluster:// or unix://")
+            throw RedisError(.invalidURL, "unknown scheme '\(scheme.prefix(32))': expected redis://, rediss://, redis+cluster://, rediss+cluster://, redis+sentinel:// or unix://")
         }
         if let db = query["db"] {
             guard let value = Int(db), value >= 0 else { throw RedisError(.invalidURL, "db '\(db)' is not a non-negative integer") }

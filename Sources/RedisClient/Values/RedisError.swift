@@ -7,6 +7,7 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
             case invalidURL, unsupported, invalidArgument, shutdown
             case crossSlot, tooManyRedirects, clusterUnavailable
             case tlsFailed
+            case primaryUnavailable
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -42,6 +43,10 @@ public struct RedisError: Error, Sendable, CustomStringConvertible {
         /// TLS could not be set up: a CA or certificate file that cannot be read, or a handshake
         /// that failed (unknown CA, expired certificate, a host name the certificate does not name).
         public static let tlsFailed = Code(.tlsFailed)
+        /// Sentinel mode: no sentinel named a primary for the master that answered `ROLE` with
+        /// `master` within ``RedisClientConfiguration/clusterRetryTimeout``; the message names the
+        /// master and what each sentinel said.
+        public static let primaryUnavailable = Code(.primaryUnavailable)
 
         public var description: String { base.rawValue }
     }

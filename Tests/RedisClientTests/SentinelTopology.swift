@@ -1,0 +1,242 @@
+import Foundation
+import RedisClient
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A real Redis Sentinel deployment on loopback for tests: one `redis-server` primary, two
+/// replicas (`--replicaof`) and three `redis-sentinel` processes (quorum 2, down-after 1 s,
+/// failover timeout 5 s), on free ports, in a temporary directory.
+///
+/// ``start(dataPassword:sentinelPassword:)`` returns once every sentinel knows the primary, both
+/// replicas (linked) and the two other sentinels. ``stop()`` kills everything by pid (SIGKILL);
+/// call it in a `defer`. A watchdog shell also kills every process of the topology when the test
+/// process goes away (a crash, a `fatalError`), so no `redis-server` outlives the test run.
+final class SentinelTopology: @unchecked Sendable {
+    static let masterName = "m"
+    static let sentinelExecutable = "/usr/bin/redis-sentinel"
+    static let serverExecutable = "/usr/bin/redis-server"
+
+    /// Whether Debian's `redis-sentinel` is installed (the tests are skipped without it).
+    static var isAvailable: Bool { FileManager.default.isExecutableFile(atPath: sentinelExecutable) }
+    /// `make test` sets DEVICEAUTH_REQUIRE_E2E=1: then a missing `redis-sentinel` is a failure.
+    static var isRequired: Bool { ProcessInfo.processInfo.environment["DEVICEAUTH_REQUIRE_E2E"] == "1" }
+    static let skipMessage = "redis-sentinel is not installed (apt-get install redis-sentinel, or `make deps`); DEVICEAUTH_REQUIRE_E2E=1 makes this a failure"
+
+    let directory: URL
+    /// The data nodes: the first primary, then the two replicas.
+    let dataPorts: [Int]
+    let sentinelPorts: [Int]
+    let dataPassword: String?
+    let sentinelPassword: String?
+    var primaryPort: Int { dataPorts[0] }
+    var replicaPorts: [Int] { Array(dataPorts.dropFirst()) }
+    var sentinels: [RedisEndpoint] { sentinelPorts.map { .tcp(host: "127.0.0.1", port: $0) } }
+
+    private let lock = NSLock()
+    /// Running processes by port (guarded by `lock`).
+    private var processes: [Int: Process] = [:]
+    private var watchdog: Process?
+
+    private init(directory: URL, dataPorts: [Int], sentinelPorts: [Int], dataPassword: String?, sentinelPassword: String?) {
+        self.directory = directory
+        self.dataPorts = dataPorts
+        self.sentinelPorts = sentinelPorts
+        self.dataPassword = dataPassword
+        self.sentinelPassword = sentinelPassword
+    }
+
+    /// Starts the topology and waits (30 s at most) until the sentinels know all of it.
+    static func start(dataPassword: String? = nil, sentinelPassword: String? = nil) async throws -> SentinelTopology {
+        guard isAvailable else {
+            throw RedisError(.unsupported, "DEVICEAUTH_REQUIRE_E2E=1 but \(sentinelExecutable) is missing: apt-get install redis-sentinel")
+        }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("deviceauth-sentinel-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        var ports = Set<Int>()
+        while ports.count < 6 { ports.insert(try freeLoopbackPort()) }
+        let sorted = Array(ports)
+        let topology = SentinelTopology(directory: directory, dataPorts: Array(sorted[0..<3]), sentinelPorts: Array(sorted[3..<6]),
+                                        dataPassword: dataPassword, sentinelPassword: sentinelPassword)
+        do {
+            try topology.startWatchdog()
+            try topology.startServer(port: topology.primaryPort, replicaOf: nil)
+            for port in topology.replicaPorts { try topology.startServer(port: port, replicaOf: topology.primaryPort) }
+            for port in topology.sentinelPorts { try topology.startSentinel(port: port, monitoring: topology.primaryPort, quorum: 2) }
+            try await topology.waitUntilSettled()
+        } catch {
+            topology.stop()
+            throw error
+        }
+        return topology
+    }
+
+    // MARK: Processes
+
+    /// A shell that waits for this test process to exit and then kills every process of the
+    /// topology by the pid files they wrote (each process removes nothing itself: SIGKILL).
+    private func startWatchdog() throws {
+        let script = """
+        while kill -0 \(getpid()) 2>/dev/null; do sleep 1; done
+        for f in '\(directory.path)'/*.pid; do [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null; done
+        rm -rf '\(directory.path)'
+        """
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", script]
+        try process.run()
+        watchdog = process
+    }
+
+    func startServer(port: Int, replicaOf primary: Int?) throws {
+        var arguments = ["--bind", "127.0.0.1", "--port", "\(port)", "--dir", directory.path,
+                         "--save", "", "--appendonly", "no", "--enable-debug-command", "local",
+                         // A replica syncs at once (Redis 7 waits 5 s for more replicas by default).
+                         "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0",
+                         "--pidfile", pidFile(port).path,
+                         "--logfile", directory.appendingPathComponent("redis-\(port).log").path]
+        if let dataPassword { arguments += ["--requirepass", dataPassword, "--masterauth", dataPassword] }
+        if let primary { arguments += ["--replicaof", "127.0.0.1", "\(primary)"] }
+        try launch(Self.serverExecutable, arguments, port: port)
+    }
+
+    /// Starts a sentinel with a config file of its own (a sentinel rewrites its file).
+    func startSentinel(port: Int, monitoring primary: Int, quorum: Int) throws {
+        var lines = [
+            "port \(port)",
+            "bind 127.0.0.1",
+            "daemonize no",
+            "dir \(directory.path)",
+            "pidfile \(pidFile(port).path)",
+            "logfile \(directory.appendingPathComponent("sentinel-\(port).log").path)",
+            "sentinel resolve-hostnames no",
+            "sentinel monitor \(Self.masterName) 127.0.0.1 \(primary) \(quorum)",
+            "sentinel down-after-milliseconds \(Self.masterName) 1000",
+            "sentinel failover-timeout \(Self.masterName) 5000",
+            "sentinel parallel-syncs \(Self.masterName) 1",
+        ]
+        if let dataPassword { lines.append("sentinel auth-pass \(Self.masterName) \(dataPassword)") }
+        // With requirepass a sentinel also authenticates with it to the other sentinels.
+        if let sentinelPassword { lines.append("requirepass \(sentinelPassword)") }
+        let file = directory.appendingPathComponent("sentinel-\(port).conf")
+        try Data((lines.joined(separator: "\n") + "\n").utf8).write(to: file)
+        try launch(Self.sentinelExecutable, [file.path], port: port)
+    }
+
+    private func pidFile(_ port: Int) -> URL { directory.appendingPathComponent("\(port).pid") }
+
+    private func launch(_ executable: String, _ arguments: [String], port: Int) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        lock.withLock { processes[port] = process }
+        for _ in 0..<400 {
+            if canConnect(port: port) { return }
+            guard process.isRunning else { break }
+            usleep(25_000)
+        }
+        throw RedisError(.connectionFailed, "\(executable) did not start on port \(port); see \(directory.path)")
+    }
+
+    /// Kills the process on `port` (SIGKILL: a crash, not a shutdown) and waits for it to exit.
+    func kill(port: Int) {
+        guard let process = lock.withLock({ processes.removeValue(forKey: port) }) else { return }
+        if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        try? FileManager.default.removeItem(at: pidFile(port))
+    }
+
+    /// Kills every process of the topology and removes its directory.
+    func stop() {
+        for port in lock.withLock({ Array(processes.keys) }) { kill(port: port) }
+        if let watchdog, watchdog.isRunning {
+            Glibc.kill(watchdog.processIdentifier, SIGKILL)
+            watchdog.waitUntilExit()
+        }
+        watchdog = nil
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    deinit { stop() }
+
+    // MARK: Asking
+
+    /// A client of the data node on `port` (with the data password).
+    func dataClient(port: Int) -> RedisClient {
+        RedisClient(configuration: RedisClientConfiguration(endpoint: .tcp(host: "127.0.0.1", port: port), password: dataPassword,
+                                                            connectTimeout: .seconds(2), commandTimeout: .seconds(5), connectionCount: 1))
+    }
+
+    /// A client of the sentinel on `port` (with the sentinel password).
+    func sentinelClient(port: Int) -> RedisClient {
+        RedisClient(configuration: RedisClientConfiguration(endpoint: .tcp(host: "127.0.0.1", port: port), password: sentinelPassword,
+                                                            connectTimeout: .seconds(2), commandTimeout: .seconds(5), connectionCount: 1))
+    }
+
+    /// The first element of `ROLE` on the data node on `port` (`master`, `slave`).
+    func role(port: Int) async throws -> String? {
+        let client = dataClient(port: port)
+        defer { client.shutdown() }
+        return try await client.send("ROLE").array?.first?.string
+    }
+
+    /// A resolver configuration for this topology (data and sentinel passwords included).
+    func configuration(sentinels: [RedisEndpoint]? = nil, retryTimeout: Duration = .seconds(5), checkInterval: Duration = .seconds(1),
+                       sentinelCredentials: RedisCredentials?? = .none, dataPassword: String?? = .none) -> RedisClientConfiguration {
+        let credentials = sentinelCredentials ?? sentinelPassword.map { RedisCredentials(username: nil, password: $0) }
+        return RedisClientConfiguration(
+            password: dataPassword ?? self.dataPassword,
+            clusterRetryTimeout: retryTimeout,
+            sentinel: RedisSentinelConfiguration(sentinels: sentinels ?? self.sentinels, masterName: Self.masterName, credentials: credentials),
+            sentinelCheckInterval: checkInterval)
+    }
+
+    /// Waits until every sentinel names the primary, sees both replicas linked and the two other
+    /// sentinels, so a failover can happen (hello messages go out every 2 s).
+    private func waitUntilSettled() async throws {
+        let clients = sentinelPorts.map { sentinelClient(port: $0) }
+        defer { clients.forEach { $0.shutdown() } }
+        try await waitFor("the sentinels to know the primary, 2 replicas and each other", timeout: .seconds(30)) {
+            for client in clients {
+                guard let address = try? await client.send("SENTINEL", "GET-MASTER-ADDR-BY-NAME", Self.masterName).array,
+                      address.count == 2, address[1].int == self.primaryPort else { return false }
+                guard let replicas = try? await client.send("SENTINEL", "REPLICAS", Self.masterName).array else { return false }
+                let linked = replicas.filter { entry in
+                    let fields = Self.fields(entry)
+                    return fields["flags"] == "slave" && fields["master-link-status"] == "ok"
+                }
+                guard linked.count == 2 else { return false }
+                guard let others = try? await client.send("SENTINEL", "SENTINELS", Self.masterName).array, others.count == 2 else { return false }
+            }
+            return true
+        }
+    }
+
+    /// A flat `[key, value, key, value…]` reply of `SENTINEL REPLICAS` as a dictionary.
+    static func fields(_ entry: RedisValue) -> [String: String] {
+        guard let items = entry.array else { return [:] }
+        var result: [String: String] = [:]
+        var index = 0
+        while index + 1 < items.count {
+            if let key = items[index].string, let value = items[index + 1].string { result[key] = value }
+            index += 2
+        }
+        return result
+    }
+}
+
+/// Polls `condition` until it holds; `timeout` is only a hang guard (no test asserts a duration).
+func waitFor(_ what: String, timeout: Duration = .seconds(30), every interval: Duration = .milliseconds(100),
+             _ condition: () async throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: interval)
+    }
+    throw RedisError(.timeout, "gave up after \(timeout) waiting for \(what)")
+}
