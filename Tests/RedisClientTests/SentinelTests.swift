@@ -452,3 +452,69 @@ struct SentinelCancellationTests {
         withExtendedLifetime(silent) {}
     }
 }
+
+/// `RedisClient` itself in Sentinel mode (`redis+sentinel://`): every connect asks the resolver,
+/// a lost primary is invalidated, commands that certainly did not run (a refused connect,
+/// `READONLY`) are sent again, and `run()` follows the switch.
+@Suite(.serialized) struct SentinelClientTests {
+    @Test(.timeLimit(.minutes(2)))
+    func twoClientsFollowAKilledPrimaryWithoutHelp() async throws {
+        guard SentinelTopology.isAvailable else {
+            if SentinelTopology.isRequired { Issue.record(Comment(rawValue: SentinelTopology.skipMessage)) }
+            return
+        }
+        let topology = try await SentinelTopology.start()
+        defer { topology.stop() }
+        var configuration = topology.configuration(retryTimeout: .seconds(30), checkInterval: .milliseconds(200))
+        configuration.connectTimeout = .seconds(1)
+        configuration.commandTimeout = .seconds(2)
+        let clients = (0..<2).map { _ in RedisClient(configuration: configuration) }
+        defer { clients.forEach { $0.shutdown() } }
+        let key = "sentinel:client:\(UUID().uuidString.prefix(8))"
+        final class Tally: Sendable {
+            let acknowledged = Mutex(0)
+            let afterKill = Mutex(0)
+            let errors = Mutex<[String: Int]>([:])
+            let killed = Mutex(false)
+            let stop = Mutex(false)
+        }
+        let tally = Tally()
+        // The clients as services: `run()` runs the resolver's check loop until cancelled.
+        let services = clients.map { client in Task { try await client.run() } }
+        defer { services.forEach { $0.cancel() } }
+        let recovered: Duration = try await withThrowingTaskGroup(of: Void.self) { group in
+            for client in clients {
+                for _ in 0..<20 {
+                    group.addTask {
+                        while !tally.stop.withLock({ $0 }) {
+                            do {
+                                _ = try await client.send("INCR", key)
+                                tally.acknowledged.withLock { $0 += 1 }
+                                if tally.killed.withLock({ $0 }) { tally.afterKill.withLock { $0 += 1 } }
+                            } catch let error as RedisError {
+                                tally.errors.withLock { $0["\(error.code)\(error.serverErrorPrefix.map { " \($0)" } ?? "")", default: 0] += 1 }
+                            }
+                        }
+                    }
+                }
+            }
+            try await waitFor("writes through both clients") { tally.acknowledged.withLock { $0 } >= 400 }
+            let killedAt = ContinuousClock.now
+            tally.killed.withLock { $0 = true }
+            topology.kill(port: topology.primaryPort)
+            try await waitFor("writes on the promoted replica", timeout: .seconds(60)) { tally.afterKill.withLock { $0 } >= 400 }
+            let recovered = ContinuousClock.now - killedAt
+            tally.stop.withLock { $0 = true }
+            try await group.waitForAll()
+            return recovered
+        }
+        let errors = tally.errors.withLock { $0 }
+        print("SENTINEL client: \(tally.acknowledged.withLock { $0 }) INCR acknowledged, 400 after the SIGKILL within \(recovered); errors seen by callers: \(errors.sorted { $0.key < $1.key })")
+        // Refused connects and READONLY are retried inside the client: callers see only the
+        // commands that were in flight on the dying connections (they may have run), and
+        let explained: Set<String> = ["connectionClosed", "timeout"]
+        #expect(Set(errors.keys).isSubset(of: explained), "unexpected errors: \(Set(errors.keys).subtracting(explained))")
+        let primary = try await clients[0].primaries()
+        #expect(primary != [.tcp(host: "127.0.0.1", port: topology.primaryPort)])
+    }
+}

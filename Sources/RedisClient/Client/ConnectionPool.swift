@@ -37,6 +37,11 @@ final class ConnectionPool: Sendable {
         return connections[Int(UInt(bitPattern: index) % UInt(connections.count))]
     }
 
+    /// Sentinel mode: drops the connections to `old`, the primary before a failover.
+    func primaryMoved(from old: RedisEndpoint) {
+        for connection in connections { (connection as? RedisConnection)?.primaryMoved(from: old) }
+    }
+
     /// How many connections the pool holds.
     var count: Int { connections.count }
 

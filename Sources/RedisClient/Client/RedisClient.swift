@@ -41,12 +41,50 @@ public final class RedisClient: Sendable {
     /// Creates a client; connections are made (and a cluster's topology learned) on first use.
     public init(configuration: RedisClientConfiguration, logger: Logger = Logger(label: "redis-client")) {
         self.configuration = configuration
+        var configuration = configuration
+        var resolver: SentinelResolver?
+        var setupError: RedisError?
+        if configuration.isSentinel && !configuration.isCluster {
+            do {
+                resolver = try SentinelResolver(configuration: configuration, logger: logger)
+                configuration.primaryResolver = resolver
+            } catch {
+                setupError = error as? RedisError ?? RedisError(.invalidArgument, "\(error)")
+            }
+        }
+        self.resolver = resolver
+        self.setupError = setupError
         if configuration.isCluster {
             self.pool = nil
             self.cluster = ClusterRouter(configuration: configuration, logger: logger)
         } else {
-            self.pool = ConnectionPool(configuration: configuration, logger: logger)
+            let pool = ConnectionPool(configuration: configuration, logger: logger)
+            self.pool = pool
             self.cluster = nil
+            resolver?.setSwitchHandler { [weak pool] old, _ in pool?.primaryMoved(from: old) }
+        }
+    }
+
+    /// Sentinel mode: finds and follows the primary.
+    private let resolver: SentinelResolver?
+    /// A Sentinel configuration the resolver refused; every command fails with it.
+    private let setupError: RedisError?
+
+    /// Sentinel mode: sends `command` again while it certainly did not run — a refused connect
+    /// (the old primary is down, the new one not yet named) or `READONLY` (it reached a demoted
+    /// primary) — with back-off, up to ``RedisClientConfiguration/clusterRetryTimeout``. A
+    /// command that was in flight when its connection died is never sent again.
+    private func sendFollowingPrimary(_ command: RedisCommand, pool: ConnectionPool) async throws -> RedisValue {
+        let deadline = ContinuousClock.now + configuration.clusterRetryTimeout
+        var delay = Duration.milliseconds(20)
+        while true {
+            do {
+                return try await pool.connection().send(command.encoded)
+            } catch let error as RedisError where error.code == .connectionFailed || error.serverErrorPrefix == "READONLY" {
+                guard ContinuousClock.now + delay < deadline else { throw error }
+                try await Task.sleep(for: delay)
+                delay = min(delay * 2, .milliseconds(500))
+            }
         }
     }
 
@@ -74,7 +112,9 @@ public final class RedisClient: Sendable {
             guard let cluster else { throw RedisError(.shutdown, "the Redis client has no connections") }
             return try await cluster.send(command)
         }
+        if let setupError { throw setupError }
         do {
+            if resolver != nil { return try await sendFollowingPrimary(command, pool: pool) }
             return try await pool.connection().send(command.encoded)
         } catch let error as RedisError where error.isMissingScript {
             return try await pool.recoverMissingScript(command, error: error)
@@ -160,14 +200,16 @@ public final class RedisClient: Sendable {
             guard let cluster else { return [] }
             return await cluster.sendToEachPrimary(command).map { (node: $0.0, result: $0.1) }
         }
-        do { return [(pool.endpoint, .success(try await pool.connection().send(command.encoded)))] }
-        catch { return [(pool.endpoint, .failure(error as? RedisError ?? RedisError(.server, "\(error)")))] }
+        let node = resolver?.cachedPrimary ?? pool.endpoint
+        do { return [(node, .success(try await send(command)))] }
+        catch { return [(resolver?.cachedPrimary ?? node, .failure(error as? RedisError ?? RedisError(.server, "\(error)")))] }
     }
 
     /// Cluster mode: the primaries as last learned (learning the topology first when needed).
     /// Single-node mode: the one server.
     /// - Throws: ``RedisError/Code/clusterUnavailable`` when no node tells the topology.
     public func primaries() async throws -> [RedisEndpoint] {
+        if let resolver { return [try await resolver.primary()] }
         guard let cluster else { return [configuration.endpoint] }
         return try await cluster.primaries()
     }
@@ -193,6 +235,7 @@ public final class RedisClient: Sendable {
     public func shutdown() {
         pool?.shutdown()
         cluster?.shutdown()
+        resolver?.shutdown()
     }
 
     /// Returns once every connection has closed after ``shutdown()``.
@@ -206,6 +249,11 @@ extension RedisClient: Service {
     /// Waits for graceful shutdown of the service group, then shuts the client down and returns
     /// once its connections are closed.
     public func run() async throws {
+        if let resolver {
+            // Sentinel mode: ask the sentinels every check interval, to follow a failover before
+            // an error shows it (the resolver's loop ends on graceful shutdown too).
+            try? await resolver.run()
+        }
         try? await gracefulShutdown()
         shutdown()
         await closed()

@@ -129,6 +129,8 @@ public struct RedisClientConfiguration: Sendable {
     public var eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     /// The transport (``RedisTransport/nio`` unless a benchmark compares).
     public var transport: RedisTransport = .nio
+    /// Sentinel mode, set by ``RedisClient``: where every connect asks for the primary.
+    var primaryResolver: SentinelResolver?
 
     // MARK: Redis Sentinel
 

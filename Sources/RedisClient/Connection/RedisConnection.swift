@@ -80,6 +80,9 @@ final class RedisConnection: PooledConnection, @unchecked Sendable {
     }
 
     private var state: State = .idle
+    /// Where this connection connects: the configured endpoint, or in Sentinel mode the primary
+    /// the resolver named at the last connect.
+    private var endpoint: RedisEndpoint
     /// Commands waiting for a connection (never written).
     private var unsent: CircularBuffer<Request> = []
     /// Commands written (or appended to ``outbox``), in the order their replies will come.
@@ -100,6 +103,7 @@ final class RedisConnection: PooledConnection, @unchecked Sendable {
         self.eventLoop = eventLoop
         self.tls = tls
         self.reconnectDelay = configuration.initialReconnectDelay
+        self.endpoint = configuration.endpoint
         var logger = logger
         logger[metadataKey: "redis.connection"] = "\(index)"
         self.logger = logger
@@ -238,6 +242,11 @@ final class RedisConnection: PooledConnection, @unchecked Sendable {
             inFlight.removeFirst()
             if case .error(let message) = value {
                 continuation.resume(throwing: RedisError(.server, message))
+                if configuration.primaryResolver != nil && message.hasPrefix("READONLY") {
+                    // Sentinel mode: this node was demoted; reconnect to the primary.
+                    channelFailed(channel, RedisError(.server, message))
+                    return
+                }
             } else {
                 continuation.resume(returning: value)
             }
@@ -248,7 +257,7 @@ final class RedisConnection: PooledConnection, @unchecked Sendable {
         case .handshake(let what):
             inFlight.removeFirst()
             if case .error(let message) = value {
-                connectFailed(RedisError(.connectionFailed, "\(what) with Redis at \(configuration.endpoint) failed: \(message)"))
+                connectFailed(RedisError(.connectionFailed, "\(what) with Redis at \(endpoint) failed: \(message)"))
                 return
             }
             if inFlight.isEmpty { becameReady(channel) }
@@ -282,14 +291,55 @@ final class RedisConnection: PooledConnection, @unchecked Sendable {
         generation += 1
         let generation = generation
         state = .connecting(generation: generation)
-        if case .tcp(_, let port) = configuration.endpoint, !RedisEndpoint.ports.contains(port) {
-            connectFailed(RedisError(.connectionFailed, "cannot connect to Redis at \(configuration.endpoint): port \(port) is out of range (1–65535)"))
+        guard let resolver = configuration.primaryResolver else {
+            open(generation)
+            return
+        }
+        // Sentinel mode: ask for the primary (usually cached) before every connect.
+        Task {
+            do {
+                let primary = try await resolver.primary()
+                eventLoop.execute {
+                    guard case .connecting(let current) = self.state, current == generation else { return }
+                    self.endpoint = primary
+                    self.open(generation)
+                }
+            } catch {
+                let redisError = error as? RedisError ?? RedisError(.primaryUnavailable, "\(error)")
+                eventLoop.execute {
+                    guard case .connecting(let current) = self.state, current == generation else { return }
+                    self.connectFailed(redisError)
+                }
+            }
+        }
+    }
+
+    /// Sentinel mode: tells the resolver that `error` on this connection's primary may mean it
+    /// is no longer the primary (a refused connect, a lost connection, `READONLY`).
+    private func reportToResolver(_ error: RedisError) {
+        guard let resolver = configuration.primaryResolver, SentinelResolver.invalidatesPrimary(error) else { return }
+        resolver.invalidate(endpoint)
+    }
+
+    /// Sentinel mode: the primary moved away from `old`; a connection to it is dropped (commands
+    /// in flight fail with `connectionClosed`, never re-sent) and the next command connects to
+    /// the new one.
+    func primaryMoved(from old: RedisEndpoint) {
+        eventLoop.execute {
+            guard case .connected(let channel) = self.state, self.endpoint == old else { return }
+            self.channelFailed(channel, RedisError(.connectionClosed, "the Redis primary moved away from \(old) (Sentinel failover)"))
+        }
+    }
+
+    private func open(_ generation: Int) {
+        if case .tcp(_, let port) = endpoint, !RedisEndpoint.ports.contains(port) {
+            connectFailed(RedisError(.connectionFailed, "cannot connect to Redis at \(endpoint): port \(port) is out of range (1–65535)"))
             return
         }
         let connectTimeout = TimeAmount(max(configuration.connectTimeout, .milliseconds(1)))
         connectDeadline = eventLoop.scheduleTask(in: connectTimeout) {
             guard case .connecting(let current) = self.state, current == generation else { return }
-            self.connectFailed(RedisError(.timeout, "cannot connect to Redis at \(self.configuration.endpoint): no answer within \(self.configuration.connectTimeout)"))
+            self.connectFailed(RedisError(.timeout, "cannot connect to Redis at \(self.endpoint): no answer within \(self.configuration.connectTimeout)"))
         }
         let tls: TLSClientContext?
         do {
@@ -298,7 +348,7 @@ final class RedisConnection: PooledConnection, @unchecked Sendable {
             connectFailed(error as? RedisError ?? RedisError(.tlsFailed, "\(error)"))
             return
         }
-        let endpoint = configuration.endpoint
+        let endpoint = self.endpoint
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout)
             .channelInitializer { channel in
@@ -367,7 +417,7 @@ final class RedisConnection: PooledConnection, @unchecked Sendable {
         connectDeadline?.cancel()
         connectDeadline = nil
         connectingChannel = nil
-        if nextConnectAttempt != nil { logger.info("Reconnected to Redis", metadata: ["endpoint": "\(configuration.endpoint)"]) }
+        if nextConnectAttempt != nil { logger.info("Reconnected to Redis", metadata: ["endpoint": "\(endpoint)"]) }
         nextConnectAttempt = nil
         reconnectDelay = configuration.initialReconnectDelay
         state = .connected(channel)
@@ -387,7 +437,8 @@ final class RedisConnection: PooledConnection, @unchecked Sendable {
         connectingChannel = nil
         state = .idle
         channel?.close(promise: nil)
-        logger.warning("Cannot connect to Redis", metadata: ["endpoint": "\(configuration.endpoint)", "error": "\(error.message)"])
+        logger.warning("Cannot connect to Redis", metadata: ["endpoint": "\(endpoint)", "error": "\(error.message)"])
+        reportToResolver(error)
         nextConnectAttempt = .now() + TimeAmount(reconnectDelay)
         reconnectDelay = min(reconnectDelay * 2, configuration.maximumReconnectDelay)
         failInFlight(with: error)
@@ -401,20 +452,21 @@ final class RedisConnection: PooledConnection, @unchecked Sendable {
     /// every command in flight fails (none is re-sent) and commands queued since reconnect.
     fileprivate func channelFailed(_ channel: any Channel, _ error: any Error) {
         if connectingChannel === channel, case .connecting = state {
-            connectFailed(Self.connectError(error, endpoint: configuration.endpoint))
+            connectFailed(Self.connectError(error, endpoint: endpoint))
             return
         }
         guard case .connected(let current) = state, current === channel else { return }
         let redisError = error as? RedisError
-            ?? RedisError(.connectionClosed, "the connection to Redis at \(configuration.endpoint) was lost: \(Self.describe(error))", underlying: error)
+            ?? RedisError(.connectionClosed, "the connection to Redis at \(endpoint) was lost: \(Self.describe(error))", underlying: error)
         if inFlight.isEmpty {
-            logger.info("Redis connection closed while idle; the next command reconnects", metadata: ["endpoint": "\(configuration.endpoint)"])
+            logger.info("Redis connection closed while idle; the next command reconnects", metadata: ["endpoint": "\(endpoint)"])
         } else {
-            logger.warning("Redis connection lost", metadata: ["endpoint": "\(configuration.endpoint)", "error": "\(redisError.message)"])
+            logger.warning("Redis connection lost", metadata: ["endpoint": "\(endpoint)", "error": "\(redisError.message)"])
         }
         state = .idle
         outbox = nil
         channel.close(promise: nil)
+        reportToResolver(redisError)
         failInFlight(with: redisError)
         if isShuttingDown {
             close()
@@ -424,7 +476,7 @@ final class RedisConnection: PooledConnection, @unchecked Sendable {
     }
 
     fileprivate func channelInactive(_ channel: any Channel) {
-        channelFailed(channel, RedisError(.connectionClosed, "Redis closed the connection at \(configuration.endpoint)"))
+        channelFailed(channel, RedisError(.connectionClosed, "Redis closed the connection at \(endpoint)"))
     }
 
     private func failInFlight(with error: RedisError) {

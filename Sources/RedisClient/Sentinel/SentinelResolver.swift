@@ -210,6 +210,7 @@ public final class SentinelResolver: Sendable, Service {
         node.endpoint = endpoint
         node.clusterSeeds = []
         node.sentinel = nil
+        node.primaryResolver = nil
         node.database = 0
         node.connectionCount = 1
         node.connectTimeout = queryTimeout
