@@ -16,21 +16,20 @@ struct RecoveryTests {
         defer { blocker.shutdown() }
 
         try await client.send("SET", "counter", 0)
-        // Whether Redis has woken up: the timeout must come before that (an order, not a duration,
-        // so a loaded machine cannot fail it; the 3 s sleep against the 300 ms timeout is margin).
-        let awake = Mutex(false)
-        let sleeping = Task {
-            _ = try await blocker.send("DEBUG", "SLEEP", "3")
-            awake.withLock { $0 = true }
-        }
-        try await Task.sleep(for: .milliseconds(100))
+        // Writes of every client are held for 3 s (`CLIENT PAUSE … WRITE`, in effect once it
+        // answered; reads still answer), so the INCR below cannot be answered before its 300 ms
+        // timeout however loaded the machine is. (A `DEBUG SLEEP` sent from another connection
+        // 100 ms earlier could reach Redis after the INCR under load: this test failed so once.)
+        try await blocker.send("CLIENT", "PAUSE", "3000", "WRITE")
         let error = await expectRedisError { try await client.send("INCR", "counter") }
         #expect(error?.code == .timeout)
-        #expect(awake.withLock { $0 } == false, "the timeout (300 ms) ended the command while Redis still slept")
-        try await sleeping.value
-        // The connection recovers, and the timed-out INCR was never re-sent: it ran exactly once.
-        #expect(try await client.send("GET", "counter").int == 1)
+        #expect(try await blocker.send("GET", "counter").int == 0, "the timeout ended the command while writes were still held")
+        try await blocker.send("CLIENT", "UNPAUSE")
+        // The connection recovers, and the timed-out INCR was never re-sent: it ran at most once
+        // (Redis drops a held command whose client has gone).
         #expect(try await client.send("PING") == .simpleString("PONG"))
+        for _ in 0..<5 { _ = try await client.send("PING") }
+        #expect([0, 1].contains(try await client.send("GET", "counter").int ?? -1))
     }
 
     // Both CLIENT KILL tests use a private server: killing connections on the shared one would

@@ -275,6 +275,9 @@ final class RedisConnection: PooledConnection, @unchecked Sendable {
 
     // MARK: On the loop: connecting
 
+    /// The TLS context of the connect in progress or the current channel.
+    private var currentTLS: TLSClientContext?
+
     /// The channel of a connect in progress (before it is ready).
     private var connectingChannel: (any Channel)?
 
@@ -349,6 +352,7 @@ final class RedisConnection: PooledConnection, @unchecked Sendable {
             return
         }
         let endpoint = self.endpoint
+        currentTLS = tls
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout)
             .channelInitializer { channel in
@@ -381,7 +385,7 @@ final class RedisConnection: PooledConnection, @unchecked Sendable {
                 if tls == nil { self.handshake(channel) }
                 // With TLS, the decoder calls `tlsHandshakeCompleted` once the handshake is done.
             case .failure(let error):
-                self.connectFailed(Self.connectError(error, endpoint: endpoint))
+                self.connectFailed(Self.connectError(error, endpoint: endpoint, tls: tls))
             }
         }
     }
@@ -452,7 +456,7 @@ final class RedisConnection: PooledConnection, @unchecked Sendable {
     /// every command in flight fails (none is re-sent) and commands queued since reconnect.
     fileprivate func channelFailed(_ channel: any Channel, _ error: any Error) {
         if connectingChannel === channel, case .connecting = state {
-            connectFailed(Self.connectError(error, endpoint: endpoint))
+            connectFailed(Self.connectError(error, endpoint: endpoint, tls: currentTLS))
             return
         }
         guard case .connected(let current) = state, current === channel else { return }
@@ -547,10 +551,11 @@ final class RedisConnection: PooledConnection, @unchecked Sendable {
 
     // MARK: Errors
 
-    private static func connectError(_ error: any Error, endpoint: RedisEndpoint) -> RedisError {
+    private static func connectError(_ error: any Error, endpoint: RedisEndpoint, tls: TLSClientContext? = nil) -> RedisError {
         if let redisError = error as? RedisError { return redisError }
         if TLSClientContext.isTLSError(error) {
-            return RedisError(.tlsFailed, "TLS with Redis at \(endpoint) failed: \(TLSClientContext.describe(error))", underlying: error)
+            let name = tls?.verifiedName(for: endpoint)
+            return RedisError(.tlsFailed, "TLS with Redis at \(endpoint) failed: \(TLSClientContext.describe(error, expecting: name))", underlying: error)
         }
         if let channelError = error as? ChannelError, case .connectTimeout = channelError {
             return RedisError(.timeout, "cannot connect to Redis at \(endpoint): timed out", underlying: error)

@@ -53,6 +53,13 @@ final class TLSClientContext: Sendable {
     /// A client handler for one connection to `endpoint`. The name sent (SNI) and verified is
     /// ``RedisTLSConfiguration/serverName``, else the endpoint's host; an IP address is not sent
     /// as SNI and is verified against the certificate's IP addresses.
+    /// The name a connection to `endpoint` verifies: ``RedisTLSConfiguration/serverName``, else the host (or IP).
+    func verifiedName(for endpoint: RedisEndpoint) -> String? {
+        if let name = configuration.serverName { return name }
+        if case .tcp(let host, _) = endpoint { return host }
+        return nil
+    }
+
     func makeHandler(for endpoint: RedisEndpoint) throws -> NIOSSLClientHandler {
         var name = configuration.serverName
         if name == nil, case .tcp(let host, _) = endpoint, !Self.isIPAddress(host) { name = host }
@@ -73,12 +80,12 @@ final class TLSClientContext: Sendable {
 
     /// What went wrong, in words an operator can act on ("certificate has expired", "unable to get
     /// local issuer certificate", the host name that did not match).
-    static func describe(_ error: any Error) -> String {
+    static func describe(_ error: any Error, expecting name: String? = nil) -> String {
         switch error {
         case NIOSSLError.handshakeFailed(let inner):
             return "handshake failed: \(reason(inner))"
         case let extra as NIOSSLExtraError where extra == .failedToValidateHostname:
-            return "the server's certificate is not valid for this host name (\(extra))"
+            return "the server's certificate is not valid for this host name\(name.map { ": it does not name \($0)" } ?? "") (\(extra))"
         default:
             return String(describing: error)
         }
