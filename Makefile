@@ -41,6 +41,7 @@ test: build e2e-deps
 	Tests/Support/with-redis.sh python3 Tests/MultiProcess/clock_skew_nodes.py .build/debug
 	@echo "--- benchmark smoke runs (debug build, short; figures are meaningless, the code paths are not)"
 	.build/debug/deviceauth-bench client --duration 0.5 --warmup 0.2 --concurrency 16
+	.build/debug/deviceauth-bench client --duration 0.5 --warmup 0.2 --concurrency 16 --tls
 	.build/debug/deviceauth-bench store --duration 0.5 --warmup 0.2 --concurrency 16
 	.build/debug/deviceauth-bench http --duration 1 --rounds 1
 	python3 Tests/Bench/flow_bench.py --build .build/debug --duration 2 --concurrency 20 --memory-devices 100 --store-duration 0.5
@@ -101,6 +102,8 @@ test-cluster: build
 bench: build-release
 	@command -v wrk >/dev/null || (export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq wrk >/dev/null)
 	.build/release/deviceauth-bench client
+	.build/release/deviceauth-bench client --callers event-loop --transports nio
+	.build/release/deviceauth-bench client --tls
 	.build/release/deviceauth-bench store
 	.build/release/deviceauth-bench http --duration 10 --rounds 3
 	python3 Tests/Bench/flow_bench.py --build .build/release

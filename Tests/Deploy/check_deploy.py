@@ -524,6 +524,8 @@ class Deploy:
         found = {}
         def add(name, sub, where):
             name = name.lower()
+            if name == "sentinel":
+                return  # sent to the redis-sentinel processes (their own ACL), never to a data node
             key = f"{name}|{sub.lower()}" if sub and name in CONTAINER_COMMANDS else name
             found.setdefault(key, []).append(where)
         dirs = ["RedisClient", "DeviceAuthorization", "DeviceAuthorizationHTTP", "deviceauth-server"]
@@ -668,7 +670,7 @@ def dryrun_arguments(command, key):
         "fcall": ["f" + "0" * 40, "1", key], "fcall_ro": ["f" + "0" * 40, "1", key], "info": ["memory"],
         "get": [key], "set": [key, "v", "NX", "PX", "1000"], "exists": [key], "incr": [key],
         "pttl": [key], "pexpire": [key, "1000"], "pexpireat": [key, "1000"],
-        "hmget": [key, "s"], "hset": [key, "s", "p"], "hincrby": [key, "rp", "1"], "asking": [],
+        "hmget": [key, "s"], "hset": [key, "s", "p"], "hincrby": [key, "rp", "1"], "asking": [], "role": [],
     }
     if name == "config" and sub == "get":
         return ["CONFIG", "GET", "maxmemory-policy"]
