@@ -26,6 +26,8 @@ final class TestCertificates: @unchecked Sendable {
         try issue("stranger", by: "other-ca", names: "DNS:localhost,IP:127.0.0.1")
         try issue("expired", by: "ca", names: "DNS:localhost,IP:127.0.0.1", at: "2020-01-01 00:00:00", days: 30)
         try issue("client", by: "ca", names: "DNS:deviceauth-client", extendedUsage: "clientAuth")
+        // A cluster node is a TLS client of the other nodes' buses too.
+        try issue("node", by: "ca", names: "DNS:localhost,IP:127.0.0.1", extendedUsage: "serverAuth,clientAuth")
     }
 
     deinit { try? FileManager.default.removeItem(at: directory) }
@@ -187,6 +189,50 @@ final class TestCertificates: @unchecked Sendable {
         #expect(cluster.tls?.caFile == "/ca.pem" && cluster.clusterSeeds.count == 2)
         #expect(try RedisClientConfiguration(url: "redis+cluster+tls://127.0.0.1:7000").tls != nil)
         #expect(try RedisClientConfiguration(url: "redis+cluster://127.0.0.1:7000").tls == nil)
+    }
+
+    /// Three primaries with `tls-cluster yes` (the bus and `CLUSTER SLOTS` speak TLS ports), made
+    /// with `redis-cli --tls --cluster create`; `rediss+cluster://` routes across all three.
+    @Test("a TLS-only Redis Cluster: commands and scripts are routed over TLS to every primary", .timeLimit(.minutes(2)))
+    func tlsCluster() async throws {
+        var nodes: [PrivateRedisServer] = []
+        defer { for node in nodes { node.stop() } }
+        for _ in 0..<3 {
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("deviceauth-tls-cluster-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            // CLUSTER MEET reaches a node's bus on its port + 10000.
+            nodes.append(try PrivateRedisServer(
+                port: try freeClusterNodePort(),
+                arguments: ["--cluster-enabled", "yes", "--cluster-config-file", directory.appendingPathComponent("nodes.conf").path,
+                            "--tls-cluster", "yes", "--tls-replication", "yes"],
+                tlsArguments: certificates.serverArguments("node")))
+        }
+        let create = Process()
+        // `timeout`: a cluster whose nodes cannot meet would make redis-cli wait for ever.
+        create.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
+        create.arguments = ["60", "/usr/bin/redis-cli", "--tls", "--cacert", certificates.path("ca.crt"), "--cluster", "create"]
+            + nodes.map { "127.0.0.1:\($0.port)" } + ["--cluster-replicas", "0", "--cluster-yes"]
+        create.standardOutput = FileHandle.nullDevice
+        create.standardError = FileHandle.nullDevice
+        try create.run()
+        create.waitUntilExit()
+        try #require(create.terminationStatus == 0, "redis-cli --cluster create")
+        var configuration = try RedisClientConfiguration(
+            url: "rediss+cluster://" + nodes.map { "127.0.0.1:\($0.port)" }.joined(separator: ",") + "?tls_ca_file=\(certificates.path("ca.crt"))")
+        configuration.clusterRetryTimeout = .seconds(20)
+        let client = RedisClient(configuration: configuration)
+        defer { client.shutdown() }
+        // The cluster state becomes ok a moment after create: CLUSTERDOWN is retried by the client.
+        for index in 0..<300 { try await client.send("SET", "tls:cluster:\(index)", "\(index)") }
+        for index in stride(from: 0, to: 300, by: 7) { #expect(try await client.send("GET", "tls:cluster:\(index)").string == "\(index)") }
+        let script = RedisScript("return redis.call('INCR', KEYS[1])")
+        for index in 0..<30 { #expect(try await client.eval(script, keys: ["tls:cluster:n\(index)"]).int == 1) }
+        let primaries = try await client.primaries()
+        #expect(Set(primaries) == Set(nodes.map { RedisEndpoint.tcp(host: "127.0.0.1", port: $0.port) }))
+        // Every primary holds some of the keys: the commands really were spread over TLS.
+        for (node, result) in await client.sendToEachPrimary(RedisCommand("DBSIZE")) {
+            #expect((try? result.get().int).map { $0 > 0 } == true, "\(node)")
+        }
     }
 
     /// The server is killed and restarted with a new certificate (new key, same CA) while 8

@@ -39,8 +39,8 @@ final class PrivateRedisServer: @unchecked Sendable {
     /// TLS only (`--port 0 --tls-port <port>` and these certificate options), when set.
     var tlsArguments: [String]?
 
-    init(arguments: [String] = [], tlsArguments: [String]? = nil) throws {
-        port = try freeLoopbackPort()
+    init(port: Int? = nil, arguments: [String] = [], tlsArguments: [String]? = nil) throws {
+        self.port = try port ?? freeLoopbackPort()
         self.arguments = arguments
         self.tlsArguments = tlsArguments
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("deviceauth-private-redis-\(UUID().uuidString)")
@@ -98,6 +98,24 @@ func loopbackAddress(port: UInt16) -> sockaddr_in {
     address.sin_port = port.bigEndian
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
     return address
+}
+
+/// A free loopback port P in 20000–45000 whose cluster-bus port P + 10000 is free too.
+func freeClusterNodePort() throws -> Int {
+    for _ in 0..<200 {
+        let port = Int.random(in: 20_000...45_000)
+        if canBind(port: port) && canBind(port: port + 10_000) { return port }
+    }
+    throw RedisError(.connectionFailed, "no free loopback port pair for a cluster node")
+}
+
+/// Whether 127.0.0.1:`port` can be bound now (nothing listens on or holds it).
+func canBind(port: Int) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var address = loopbackAddress(port: UInt16(port))
+    return withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
 }
 
 func canConnect(port: Int) -> Bool {
