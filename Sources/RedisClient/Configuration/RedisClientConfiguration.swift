@@ -299,6 +299,16 @@ public struct RedisClientConfiguration: Sendable {
         self.tls = tls
     }
 
+    /// The password in the file at `path` (a `…_password_file` URL option), read now; surrounding
+    /// whitespace is dropped, so a trailing newline is not part of it.
+    static func readPasswordFile(_ path: String, option: String) throws -> String {
+        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8),
+              case let password = text.trimmingCharacters(in: .whitespacesAndNewlines), !password.isEmpty else {
+            throw RedisError(.invalidURL, "\(option) \(path) cannot be read or is empty")
+        }
+        return password
+    }
+
     /// The URL query options about scripts: `script_calls=functions|eval` and the function
     /// loader's `function_loader_user` with `function_loader_password` or, better,
     /// `function_loader_password_file` (a path, read now; surrounding whitespace is dropped), so
@@ -316,11 +326,7 @@ public struct RedisClientConfiguration: Sendable {
             guard loaderPassword == nil else {
                 throw RedisError(.invalidURL, "give function_loader_password or function_loader_password_file, not both")
             }
-            guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8),
-                  case let password = text.trimmingCharacters(in: .whitespacesAndNewlines), !password.isEmpty else {
-                throw RedisError(.invalidURL, "function_loader_password_file \(path) cannot be read or is empty")
-            }
-            loaderPassword = password
+            loaderPassword = try Self.readPasswordFile(path, option: "function_loader_password_file")
         }
         if let loaderPassword {
             functionLoader = RedisCredentials(username: loaderUser, password: loaderPassword)

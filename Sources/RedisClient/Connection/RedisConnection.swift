@@ -169,10 +169,12 @@ final class RedisConnection: PooledConnection, @unchecked Sendable {
             swap(&taken, &queue)
             return taken
         }
+        // Everything handed over so far goes out in one write, now: no flush task of its own.
+        let flushWasScheduled = flushScheduled
+        flushScheduled = true
         for request in batch { submit(request) }
         batch.removeAll()
-        // Everything handed over so far goes out in one write now.
-        flush()
+        if !flushWasScheduled { flush() }
     }
 
     // MARK: On the loop: sending

@@ -199,14 +199,4 @@ extension RedisClientConfiguration {
         }
         return .tcp(host: bareHost, port: port)
     }
-
-    /// A password read from a file (surrounding whitespace dropped), so that the URL never
-    /// carries it; as `function_loader_password_file` does.
-    private static func readPasswordFile(_ path: String, option: String) throws -> String {
-        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8),
-              case let password = text.trimmingCharacters(in: .whitespacesAndNewlines), !password.isEmpty else {
-            throw RedisError(.invalidURL, "\(option) \(path) cannot be read or is empty")
-        }
-        return password
-    }
 }
