@@ -122,7 +122,8 @@ public struct RedisClientConfiguration: Sendable {
     /// user loads it. Keeping `+function|load` on a separate user lets the application's user run
     /// only the product's functions (`+fcall`), never Lua of its own choosing.
     public var functionLoader: RedisCredentials?
-    /// TLS for every connection (`rediss://`, `rediss+cluster://`); `nil` is plain TCP.
+    /// TLS for every connection (`rediss://`, `rediss+cluster://`, `rediss+sentinel://`: in
+    /// Sentinel mode to the sentinels and the data nodes alike); `nil` is plain TCP.
     public var tls: RedisTLSConfiguration?
     /// The event loops the connections live on; by default NIO's shared singleton group, which
     /// is also Hummingbird's default, so an API node's commands and requests share its loops.
@@ -218,7 +219,8 @@ public struct RedisClientConfiguration: Sendable {
     /// `rediss+cluster://…` (also spelled `redis+cluster+tls://`), and for Redis Sentinel
     /// `redis+sentinel://[[user]:password@]host[:port][,host[:port]…]/master-name[?db=N]`
     /// (the sentinels, port 26379 by default; the user and password are the data nodes'; see
-    /// ``sentinel`` for the `sentinel_username` / `sentinel_password[_file]` options).
+    /// ``sentinel`` for the `sentinel_username` / `sentinel_password[_file]` options), with TLS to
+    /// the sentinels and the data nodes `rediss+sentinel://…` (also spelled `redis+sentinel+tls://`).
     ///
     /// TLS takes the query options `tls_ca_file`, `tls_cert_file`, `tls_key_file` and
     /// `tls_server_name` (``RedisTLSConfiguration``). Every form takes `script_calls=functions|eval`
@@ -227,8 +229,8 @@ public struct RedisClientConfiguration: Sendable {
     /// - Throws: ``RedisError`` with ``RedisError/Code/invalidURL`` for a malformed URL.
     public init(url: String) throws {
         self.init()
-        if let rest = try Self.sentinelURLRemainder(url) {
-            try parseSentinelURL(rest)
+        if let sentinelURL = try Self.sentinelURLRemainder(url) {
+            try parseSentinelURL(sentinelURL.remainder, tls: sentinelURL.tls)
             return
         }
         for (prefix, tls) in [("redis+cluster://", false), ("rediss+cluster://", true), ("redis+cluster+tls://", true)]
@@ -286,7 +288,7 @@ public struct RedisClientConfiguration: Sendable {
         let names = ["tls_ca_file", "tls_cert_file", "tls_key_file", "tls_server_name"]
         guard enabled else {
             if let given = names.first(where: { query[$0] != nil }) {
-                throw RedisError(.invalidURL, "\(given) needs TLS: use rediss:// (or rediss+cluster://)")
+                throw RedisError(.invalidURL, "\(given) needs TLS: use rediss:// (or rediss+cluster://, rediss+sentinel://)")
             }
             return
         }
