@@ -64,15 +64,6 @@ public struct RedisTLSConfiguration: Sendable, Hashable {
     }
 }
 
-/// Which code carries a ``RedisClient``'s connections.
-public enum RedisTransport: String, Sendable, Hashable {
-    /// SwiftNIO channels on ``RedisClientConfiguration/eventLoopGroup`` (the default; TLS).
-    case nio
-    /// One blocking hiredis context per connection on a thread of its own: the transport before
-    /// SwiftNIO, kept so benchmarks can compare both in one run. No TLS.
-    case threads
-}
-
 /// How a ``RedisClient`` connects: endpoint, credentials, database, timeouts and pool size.
 ///
 /// Single node: set ``endpoint`` (or use `redis://` / `unix://`). Redis Cluster: set
@@ -107,8 +98,9 @@ public struct RedisClientConfiguration: Sendable {
     /// Longest wait for one read or write of a command; past it the connection is dropped and
     /// the commands in flight fail with ``RedisError/Code/timeout``. Below 1 ms it counts as 1 ms.
     public var commandTimeout: Duration
-    /// Number of connections (each with its own thread). Two or more keep Redis busy while one
-    /// connection reads replies. A value below 1 means one connection.
+    /// Number of connections, spread over ``eventLoopGroup``'s loops in turn; a caller running on
+    /// one of those loops uses the connection on its own loop (no thread hop), so one per loop is
+    /// the useful minimum. A value below 1 means one connection.
     public var connectionCount: Int
     /// First delay before reconnecting after a failed connect; doubles up to ``maximumReconnectDelay``.
     public var initialReconnectDelay: Duration
@@ -128,8 +120,6 @@ public struct RedisClientConfiguration: Sendable {
     /// The event loops the connections live on; by default NIO's shared singleton group, which
     /// is also Hummingbird's default, so an API node's commands and requests share its loops.
     public var eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
-    /// The transport (``RedisTransport/nio`` unless a benchmark compares).
-    public var transport: RedisTransport = .nio
     /// Sentinel mode, set by ``RedisClient``: where every connect asks for the primary.
     var primaryResolver: SentinelResolver?
 

@@ -6,18 +6,6 @@ import NIOSSL
 import NIOTLS
 import Synchronization
 
-/// What a ``ConnectionPool`` needs of one connection, whichever transport carries it.
-protocol PooledConnection: AnyObject, Sendable {
-    /// Sends one encoded command and waits for its reply.
-    func send(_ bytes: [UInt8]) async throws -> RedisValue
-    /// Sends `count` encoded commands back to back and waits for all replies.
-    func sendPipeline(_ bytes: [UInt8], count: Int) async -> [Result<RedisValue, RedisError>]
-    /// Stops accepting commands; the queued ones finish, then the connection closes.
-    func shutdown()
-    /// Returns once ``shutdown()`` has closed the connection.
-    func closed() async
-}
-
 /// One Redis connection: a SwiftNIO channel on one event loop, with hiredis's reader as the
 /// codec (``RedisReplyDecoder``) and, for `rediss://`, swift-nio-ssl's TLS handler in front.
 ///
@@ -34,7 +22,7 @@ protocol PooledConnection: AnyObject, Sendable {
 /// connection is up wait for the next connect (with back-off after failures) and fail only if
 /// it fails. A cancelled caller gets `CancellationError` at once; its reply, when it arrives, is
 /// read and dropped, so the connection stays in step.
-final class RedisConnection: PooledConnection, @unchecked Sendable {
+final class RedisConnection: @unchecked Sendable {
     /// The loop that owns the channel and every field below that is not `let`.
     let eventLoop: any EventLoop
     private let configuration: RedisClientConfiguration
@@ -641,9 +629,31 @@ final class RedisReplyDecoder: ChannelInboundHandler, RemovableChannelHandler {
                 return
             }
             guard let raw else { return }
-            let value = ThreadedRedisConnection.value(of: raw.assumingMemoryBound(to: redisReply.self))
+            let value = Self.value(of: raw.assumingMemoryBound(to: redisReply.self))
             freeReplyObject(raw)
             connection.received(value, on: context.channel)
+        }
+    }
+
+    /// A hiredis reply tree as a ``RedisValue`` (copied: the reply is freed right after).
+    static func value(of reply: UnsafeMutablePointer<redisReply>) -> RedisValue {
+        let r = reply.pointee
+        switch r.type {
+        case REDIS_REPLY_STRING:
+            return .bulkString(r.len == 0 ? [] : Array(UnsafeRawBufferPointer(start: r.str, count: r.len)))
+        case REDIS_REPLY_STATUS:
+            return .simpleString(String(decoding: UnsafeRawBufferPointer(start: r.str, count: r.len), as: UTF8.self))
+        case REDIS_REPLY_ERROR:
+            return .error(String(decoding: UnsafeRawBufferPointer(start: r.str, count: r.len), as: UTF8.self))
+        case REDIS_REPLY_INTEGER:
+            return .integer(Int(r.integer))
+        case REDIS_REPLY_ARRAY:
+            var elements: [RedisValue] = []
+            elements.reserveCapacity(r.elements)
+            for index in 0..<r.elements { elements.append(value(of: r.element[index]!)) }
+            return .array(elements)
+        default:
+            return .null
         }
     }
 
