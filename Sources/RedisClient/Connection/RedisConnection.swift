@@ -134,9 +134,21 @@ final class RedisConnection: @unchecked Sendable {
         }
     }
 
-    /// Requests handed over from other threads, drained by one loop task per batch: under load
-    /// many commands arrive while the loop is busy, and they cost one wake-up, not one each.
-    private let incoming = Mutex<[Request]>([])
+    /// Requests handed over from other threads, and whether the loop will come for them by itself.
+    private struct Handover {
+        var queue: [Request] = []
+        /// A drain task is queued on the loop.
+        var drainScheduled = false
+        /// The loop has commands in flight on a live channel: their replies will come, and the
+        /// loop drains the queue after every read, so a caller need not wake it. Set and cleared
+        /// only on the loop (``updateHandover()``), true only while commands are in flight.
+        var loopWillDrain = false
+    }
+
+    /// Requests handed over from other threads. Under load they wait here while the replies of
+    /// the commands in flight come back, then go out together in one write (as they did on the
+    /// thread-per-connection transport): one wake-up and one write per batch, not one each.
+    private let incoming = Mutex(Handover())
 
     /// Passes `request` to the loop: directly when already on it.
     private func hand(_ request: Request) {
@@ -144,25 +156,63 @@ final class RedisConnection: @unchecked Sendable {
             submit(request)
             return
         }
-        let first = incoming.withLock { queue in
-            queue.append(request)
-            return queue.count == 1
+        let wake = incoming.withLock { handover in
+            handover.queue.append(request)
+            guard !handover.loopWillDrain && !handover.drainScheduled else { return false }
+            handover.drainScheduled = true
+            return true
         }
-        if first { eventLoop.execute { self.drainIncoming() } }
+        if wake { eventLoop.execute { self.drainIncoming() } }
     }
 
+    /// On the loop: writes everything handed over so far in one write, now.
     private func drainIncoming() {
-        var batch = incoming.withLock { queue in
+        var batch = incoming.withLock { handover in
+            handover.drainScheduled = false
             var taken: [Request] = []
-            swap(&taken, &queue)
+            swap(&taken, &handover.queue)
             return taken
         }
-        // Everything handed over so far goes out in one write, now: no flush task of its own.
-        let flushWasScheduled = flushScheduled
-        flushScheduled = true
-        for request in batch { submit(request) }
-        batch.removeAll()
-        if !flushWasScheduled { flush() }
+        if !batch.isEmpty {
+            let flushWasScheduled = flushScheduled
+            flushScheduled = true
+            for request in batch { submit(request) }
+            batch.removeAll()
+            if !flushWasScheduled { flush() }
+        }
+        updateHandover()
+    }
+
+    /// On the loop, after the commands in flight or the state changed: callers may leave their
+    /// commands for the loop only while replies are still to come on a live channel; otherwise
+    /// whatever they left is taken now (and written, queued for a connect, or failed).
+    private func updateHandover() {
+        let canWait = repliesPending
+        var leftover = incoming.withLock { handover in
+            handover.loopWillDrain = canWait
+            guard !canWait else { return [Request]() }
+            var taken: [Request] = []
+            swap(&taken, &handover.queue)
+            return taken
+        }
+        guard !leftover.isEmpty else { return }
+        for request in leftover { submit(request) }
+        leftover.removeAll()
+        // Written now: their replies will bring the loop back for whatever comes next. (Queued
+        // for a connect instead: callers keep waking the loop, as they must.)
+        if repliesPending { incoming.withLock { $0.loopWillDrain = true } }
+    }
+
+    /// Commands are in flight on a live channel, so a read will follow.
+    private var repliesPending: Bool {
+        guard case .connected = state else { return false }
+        return !inFlight.isEmpty
+    }
+
+    /// The decoder finished a read: commands handed over meanwhile go out now.
+    fileprivate func readComplete(on channel: any Channel) {
+        guard case .connected(let current) = state, current === channel else { return }
+        drainIncoming()
     }
 
     // MARK: On the loop: sending
@@ -206,6 +256,8 @@ final class RedisConnection: @unchecked Sendable {
     }
 
     private func cancel(_ id: UInt64) {
+        // A command still in the hand-over queue is taken first, so it is found below.
+        drainIncoming()
         if let index = unsent.firstIndex(where: { $0.id == id }) {
             let request = unsent.remove(at: index)
             Self.fail(request.completion, with: CancellationError())
@@ -252,7 +304,11 @@ final class RedisConnection: @unchecked Sendable {
             }
             if inFlight.isEmpty { becameReady(channel) }
         }
-        if inFlight.isEmpty && isShuttingDown && unsent.isEmpty { close() }
+        if inFlight.isEmpty {
+            if isShuttingDown && unsent.isEmpty { close() }
+            // Nothing left in flight: callers must wake the loop again.
+            updateHandover()
+        }
     }
 
     private func isCurrent(_ channel: any Channel) -> Bool {
@@ -467,6 +523,8 @@ final class RedisConnection: @unchecked Sendable {
         } else if !unsent.isEmpty {
             startConnect()
         }
+        // No replies will come on this channel: take what callers left for the loop.
+        updateHandover()
     }
 
     fileprivate func channelInactive(_ channel: any Channel) {
@@ -655,6 +713,11 @@ final class RedisReplyDecoder: ChannelInboundHandler, RemovableChannelHandler {
         default:
             return .null
         }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        connection.readComplete(on: context.channel)
+        context.fireChannelReadComplete()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
