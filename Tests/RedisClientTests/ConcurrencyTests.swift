@@ -78,4 +78,49 @@ struct ConcurrencyTests {
         _ = await early.result
         #expect(try await client.send("PING") == .simpleString("PONG"))
     }
+
+    /// Commands handed over while the connection has replies to come wait for the loop's next
+    /// read (no wake-up each). A caller cancelled while its command waits there behind a
+    /// blocking `BLPOP` still leaves at once, the commands behind it are answered once the
+    /// `BLPOP` is, each with its own reply, and the connection stays in step.
+    @Test func commandsQueuedBehindABlockedConnectionLeaveWhenCancelledAndAreAnsweredInOrder() async throws {
+        let client = try TestRedis.client(connections: 1)
+        let observer = try TestRedis.client(connections: 1)
+        defer { client.shutdown(); observer.shutdown() }
+        let key = TestRedis.prefix() + "queued"
+        // Connected first, so the BLPOP goes out from the hand-over and the loop then knows it
+        // has a reply to come (before a connect, the first commands are queued for it instead).
+        #expect(try await client.send("PING") == .simpleString("PONG"))
+        let blocking = Task { try await client.send("BLPOP", key, 30) }
+        for _ in 0..<400 {
+            let clients = try await observer.send("CLIENT", "LIST").string ?? ""
+            if clients.contains("cmd=blpop") { break }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        // 20 callers on Swift's pool behind the BLPOP; every other one is cancelled.
+        let started = SharedCounter()
+        let queued = (0..<20).map { index in
+            Task {
+                started.add()
+                return try await client.send("ECHO", "queued-\(index)")
+            }
+        }
+        // Cancelled once they are waiting in the queue (not before they start: that is the
+        // test above); the pause only makes that likely, the outcome is checked either way.
+        while started.value < 20 { await Task.yield() }
+        try await Task.sleep(for: .milliseconds(200))
+        for index in stride(from: 1, to: 20, by: 2) { queued[index].cancel() }
+        for index in stride(from: 1, to: 20, by: 2) {
+            let outcome = await queued[index].result
+            #expect(throws: CancellationError.self) { try outcome.get() }
+        }
+        // The BLPOP is still blocked: the cancelled callers did not wait for it.
+        #expect((try await observer.send("CLIENT", "LIST").string ?? "").contains("cmd=blpop"))
+        try await observer.send("RPUSH", key, "released")
+        #expect(try await blocking.value.array?.last?.string == "released")
+        for index in stride(from: 0, to: 20, by: 2) {
+            #expect(try await queued[index].value.string == "queued-\(index)")
+        }
+        #expect(try await client.send("ECHO", "after").string == "after")
+    }
 }
