@@ -5,6 +5,7 @@ import Hummingbird
 import Logging
 import Metrics
 import NIOCore
+import NIOPosix
 import Prometheus
 import RedisClient
 import ServiceLifecycle
@@ -151,8 +152,12 @@ public enum DeviceAuthorizationServer {
         let metrics = DeviceAuthorizationMetrics()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics.registry))
 
+        // One set of event loops for HTTP and Redis: a command issued on a request's loop is
+        // written and answered on that loop's connection, with no thread hop.
+        let eventLoopGroup = MultiThreadedEventLoopGroup.singleton
         var redisConfiguration = try RedisClientConfiguration(url: redisURL)
         redisConfiguration.connectionCount = options.redisConnections
+        redisConfiguration.eventLoopGroup = eventLoopGroup
         let redis = RedisClient(configuration: redisConfiguration, logger: logger)
         var storeConfiguration = DeviceCodeStoreConfiguration(keyPrefix: file.keyPrefix ?? "da", secret: secret)
         if let seconds = file.codeLifetimeSeconds { storeConfiguration.lifetime = .seconds(seconds) }
@@ -232,6 +237,7 @@ public enum DeviceAuthorizationServer {
             onServerRunning: { _ in
                 logger.notice("deviceauth-server listening", metadata: ["address": "\(options.host):\(options.port)", "verification_uri": "\(publicBaseURL)/device"])
             },
+            eventLoopGroupProvider: .shared(eventLoopGroup),
             logger: logger
         )
         app.beforeServerStarts {
