@@ -39,6 +39,8 @@ test: build e2e-deps
 	$(CLUSTER_TESTS)
 	@echo "--- three deviceauth-server processes, two of them under libfaketime 10 minutes ahead and behind"
 	Tests/Support/with-redis.sh python3 Tests/MultiProcess/clock_skew_nodes.py .build/debug
+	@echo "--- a deviceauth-server process on a TLS-only Redis with mutual TLS (rediss:// by flag and by the file's redis_url)"
+	python3 Tests/MultiProcess/tls_node.py .build/debug
 	@echo "--- benchmark smoke runs (debug build, short; figures are meaningless, the code paths are not)"
 	.build/debug/deviceauth-bench client --duration 0.5 --warmup 0.2 --concurrency 16
 	.build/debug/deviceauth-bench client --duration 0.5 --warmup 0.2 --concurrency 16 --tls

@@ -55,7 +55,8 @@ class Node:
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        command = [SERVER, "--host", "127.0.0.1", "--port", str(self.port), "--redis-url", redis_url,
+        # redis_url None: the node takes the configuration file's redis_url.
+        command = [SERVER, "--host", "127.0.0.1", "--port", str(self.port), *(("--redis-url", redis_url) if redis_url else ()),
                    "--config", config, "--signing-key", key, "--log-level", "warning", *extra]
         env = dict(os.environ)
         if offset is not None:
