@@ -94,7 +94,13 @@ final class TLSClientContext: Sendable {
     private static func reason(_ error: BoringSSLError) -> String {
         switch error {
         case .sslError(let stack), .unknownError(let stack):
-            let text = stack.map(\.description).joined(separator: "; ")
+            // Each entry ends with the BoringSSL source file and line it came from (a path on
+            // the build machine): noise to an operator, so it is cut.
+            let text = stack.map { entry in
+                let description = entry.description
+                guard let at = description.range(of: " at /", options: .backwards) else { return description }
+                return String(description[..<at.lowerBound])
+            }.joined(separator: "; ")
             if text.contains("CERTIFICATE_VERIFY_FAILED") { return "certificate verify failed (\(text))" }
             return text
         default:
