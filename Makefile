@@ -56,8 +56,9 @@ test: build e2e-deps
 
 # deploy/ against the server (Tests/Deploy/check_deploy.py): YAML, env names, ports, probe routes,
 # nginx -t, redis.conf's ACL on a real redis-server and, with a debug build, an API node as that user.
+# The Sentinel override (docker-compose.sentinel.yml, sentinel.conf) runs on redis-server and redis-sentinel.
 test-deploy:
-	@missing=""; for p in nginx python3-yaml redis-server redis-tools openssl; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in nginx python3-yaml redis-server redis-sentinel redis-tools openssl; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
