@@ -122,6 +122,7 @@ clean:
 
 # Faults under load (Tests/Faults/run.sh): Redis SIGKILLed and restarted with AOF everysec / always
 # (and a SHUTDOWN restart), SCRIPT FLUSH + CLIENT KILL + DEBUG SLEEP, 2 of 4 API nodes killed
-# (SIGKILL, SIGTERM), Redis at maxmemory. Each on its own loopback cluster from the debug build; ~2.5 min.
+# (SIGKILL, SIGTERM), Redis at maxmemory, the primary of a Sentinel topology SIGKILLed (sentinel-failover).
+# Each on its own loopback cluster from the debug build; ~3 min.
 test-faults: build
 	Tests/Faults/run.sh
