@@ -14,7 +14,7 @@
 # REDIS_START (a script that starts Redis again with the same arguments, in the foreground) and
 # NODE_PIDS (comma-separated, in NODE_URLS order). A Redis restarted that way is stopped on exit too.
 # --sentinel: a primary (on --redis-port; --redis-arg applies to it and the replicas), two replicas
-# and three redis-sentinel processes (master name deviceauth, quorum 2, down-after 1 s, failover
+# and three redis-sentinel processes (master name deviceauth, quorum 2, down-after 2 s, failover
 # timeout 5 s); the nodes get REDIS_URL=redis+sentinel://…/deviceauth. It also exports
 # SENTINEL_PORTS, SENTINEL_MASTER, REDIS_PORTS and REDIS_PIDFILES (first primary first, comma-
 # separated; REDIS_PORT, REDIS_PIDFILE and REDIS_START are the first primary's). All stop on exit.
@@ -80,6 +80,7 @@ data_ports=()
 data_pids=()
 sentinel_ports=()
 sentinel_pids=()
+sentinel_dir=""
 status=0
 
 cleanup() {
@@ -116,6 +117,7 @@ cleanup() {
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
+  if [ -n "$sentinel_dir" ]; then cp "$sentinel_dir"/*.conf "$workdir"/ 2>/dev/null || true; rm -rf "$sentinel_dir"; fi
   # Keep the logs only when something failed (not on a clean run or a Ctrl-C / SIGTERM).
   case "$status" in
     0|130|143) rm -rf "$workdir" ;;
@@ -160,10 +162,19 @@ else
     data_pids+=($!)
     wait_for_ping "$port" redis-server
   done
-  # Three sentinels, each with a config file of its own (a sentinel rewrites its file).
+  # Three sentinels, each with a config file of its own (a sentinel rewrites its file). Down-after
+  # 2 s, not 1: a sentinel pings an instance only once min(down-after, 1 s) passed since its last
+  # answer, so with 1 s a just promoted primary can count as down before its first ping is
+  # answered. Seen once in ten runs: all three sentinels took the new primary for down 1.0 s after
+  # the switch and failed over again, and what the first new primary had acknowledged was lost. The files
+  # live on tmpfs when there is one (copied to the workdir on exit): a sentinel fsyncs its file at
+  # every epoch and vote of a failover, and when a busy disk holds that fsync for 2 s the sentinel
+  # takes it for a clock jump and enters TILT mode, which stops failovers for 30 s.
+  if [ -d /dev/shm ] && [ -w /dev/shm ]; then sentinel_dir="$(mktemp -d /dev/shm/deviceauth-sentinel.XXXXXX)"; fi
+  conf_dir="${sentinel_dir:-$workdir}"
   for _ in 1 2 3; do pick_port; sentinel_ports+=("$picked_port"); done
   for port in "${sentinel_ports[@]}"; do
-    cat >"$workdir/sentinel-$port.conf" <<EOF
+    cat >"$conf_dir/sentinel-$port.conf" <<EOF
 port $port
 bind 127.0.0.1
 daemonize no
@@ -172,11 +183,11 @@ pidfile $workdir/sentinel-$port.pid
 logfile $workdir/sentinel-$port.log
 sentinel resolve-hostnames no
 sentinel monitor $sentinel_master 127.0.0.1 $redis_port 2
-sentinel down-after-milliseconds $sentinel_master 1000
+sentinel down-after-milliseconds $sentinel_master 2000
 sentinel failover-timeout $sentinel_master 5000
 sentinel parallel-syncs $sentinel_master 1
 EOF
-    redis-sentinel "$workdir/sentinel-$port.conf" &
+    redis-sentinel "$conf_dir/sentinel-$port.conf" &
     sentinel_pids+=($!)
     wait_for_ping "$port" redis-sentinel
   done
