@@ -103,9 +103,10 @@ test-cluster: build
 bench: build-release
 	@command -v wrk >/dev/null || (export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq wrk >/dev/null)
 	.build/release/deviceauth-bench client
-	.build/release/deviceauth-bench client --callers event-loop --transports nio
+	.build/release/deviceauth-bench client --callers event-loop
 	.build/release/deviceauth-bench client --tls
 	.build/release/deviceauth-bench store
+	.build/release/deviceauth-bench store --callers event-loop
 	.build/release/deviceauth-bench http --duration 10 --rounds 3
 	python3 Tests/Bench/flow_bench.py --build .build/release
 	Tests/Support/with-redis-cluster.sh .build/release/deviceauth-bench cluster

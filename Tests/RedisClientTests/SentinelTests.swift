@@ -457,15 +457,41 @@ struct SentinelCancellationTests {
 /// a lost primary is invalidated, commands that certainly did not run (a refused connect,
 /// `READONLY`) are sent again, and `run()` follows the switch.
 @Suite(.serialized) struct SentinelClientTests {
-    @Test(.timeLimit(.minutes(2)))
-    func twoClientsFollowAKilledPrimaryWithoutHelp() async throws {
+    /// Plain TCP, and TLS everywhere (`rediss+sentinel://`: the sentinels and the data nodes
+    /// listen only on TLS ports and replicate over TLS).
+    @Test(.timeLimit(.minutes(2)), arguments: [false, true])
+    func twoClientsFollowAKilledPrimaryWithoutHelp(tls: Bool) async throws {
         guard SentinelTopology.isAvailable else {
             if SentinelTopology.isRequired { Issue.record(Comment(rawValue: SentinelTopology.skipMessage)) }
             return
         }
-        let topology = try await SentinelTopology.start()
+        let certificates = tls ? try TestCertificates() : nil
+        let topology = try await SentinelTopology.start(tls: certificates)
         defer { topology.stop() }
         var configuration = topology.configuration(retryTimeout: .seconds(30), checkInterval: .milliseconds(200))
+        if let certificates {
+            // The URL a deployment writes, with the test CA; the same sentinels and master.
+            let sentinels = topology.sentinelPorts.map { "127.0.0.1:\($0)" }.joined(separator: ",")
+            let url = "rediss+sentinel://\(sentinels)/\(SentinelTopology.masterName)?tls_ca_file=\(certificates.path("ca.crt"))"
+            var parsed = try RedisClientConfiguration(url: url)
+            #expect(parsed.sentinel == configuration.sentinel && parsed.tls == configuration.tls)
+            parsed.clusterRetryTimeout = configuration.clusterRetryTimeout
+            parsed.sentinelCheckInterval = configuration.sentinelCheckInterval
+            configuration = parsed
+            // Sentinels whose certificate does not chain to the CA given are never asked.
+            var untrusting = configuration
+            untrusting.tls = RedisTLSConfiguration(caFile: certificates.path("other-ca.crt"))
+            untrusting.clusterRetryTimeout = .milliseconds(500)
+            let resolver = try SentinelResolver(configuration: untrusting)
+            defer { resolver.shutdown() }
+            await #expect {
+                _ = try await resolver.primary()
+            } throws: { error in
+                guard let error = error as? RedisError else { return false }
+                print("SENTINEL TLS with a foreign CA: \(error)")
+                return error.code == .primaryUnavailable && error.message.contains("certificate")
+            }
+        }
         configuration.connectTimeout = .seconds(1)
         configuration.commandTimeout = .seconds(2)
         let clients = (0..<2).map { _ in RedisClient(configuration: configuration) }
@@ -509,7 +535,7 @@ struct SentinelCancellationTests {
             return recovered
         }
         let errors = tally.errors.withLock { $0 }
-        print("SENTINEL client: \(tally.acknowledged.withLock { $0 }) INCR acknowledged, 400 after the SIGKILL within \(recovered); errors seen by callers: \(errors.sorted { $0.key < $1.key })")
+        print("SENTINEL client\(tls ? " over TLS" : ""): \(tally.acknowledged.withLock { $0 }) INCR acknowledged, 400 after the SIGKILL within \(recovered); errors seen by callers: \(errors.sorted { $0.key < $1.key })")
         // Refused connects and READONLY are retried inside the client: callers see only the
         // commands that were in flight on the dying connections (they may have run), and
         let explained: Set<String> = ["connectionClosed", "timeout"]

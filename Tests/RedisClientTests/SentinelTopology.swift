@@ -31,6 +31,10 @@ final class SentinelTopology: @unchecked Sendable {
     let sentinelPorts: [Int]
     let dataPassword: String?
     let sentinelPassword: String?
+    /// TLS everywhere when set: the data nodes and sentinels listen only on TLS ports, replicate
+    /// and talk to each other over TLS (`tls-replication yes`), serving the test CA's `node`
+    /// certificate (`localhost`, `127.0.0.1`; server and client use).
+    let certificates: TestCertificates?
     var primaryPort: Int { dataPorts[0] }
     var replicaPorts: [Int] { Array(dataPorts.dropFirst()) }
     var sentinels: [RedisEndpoint] { sentinelPorts.map { .tcp(host: "127.0.0.1", port: $0) } }
@@ -40,16 +44,19 @@ final class SentinelTopology: @unchecked Sendable {
     private var processes: [Int: Process] = [:]
     private var watchdog: Process?
 
-    private init(directory: URL, dataPorts: [Int], sentinelPorts: [Int], dataPassword: String?, sentinelPassword: String?) {
+    private init(directory: URL, dataPorts: [Int], sentinelPorts: [Int], dataPassword: String?, sentinelPassword: String?,
+                 certificates: TestCertificates?) {
         self.directory = directory
         self.dataPorts = dataPorts
         self.sentinelPorts = sentinelPorts
         self.dataPassword = dataPassword
         self.sentinelPassword = sentinelPassword
+        self.certificates = certificates
     }
 
     /// Starts the topology and waits (30 s at most) until the sentinels know all of it.
-    static func start(dataPassword: String? = nil, sentinelPassword: String? = nil) async throws -> SentinelTopology {
+    static func start(dataPassword: String? = nil, sentinelPassword: String? = nil,
+                      tls certificates: TestCertificates? = nil) async throws -> SentinelTopology {
         guard isAvailable else {
             throw RedisError(.unsupported, "DEVICEAUTH_REQUIRE_E2E=1 but \(sentinelExecutable) is missing: apt-get install redis-sentinel")
         }
@@ -59,7 +66,7 @@ final class SentinelTopology: @unchecked Sendable {
         while ports.count < 6 { ports.insert(try freeLoopbackPort()) }
         let sorted = Array(ports)
         let topology = SentinelTopology(directory: directory, dataPorts: Array(sorted[0..<3]), sentinelPorts: Array(sorted[3..<6]),
-                                        dataPassword: dataPassword, sentinelPassword: sentinelPassword)
+                                        dataPassword: dataPassword, sentinelPassword: sentinelPassword, certificates: certificates)
         do {
             try topology.startWatchdog()
             try topology.startServer(port: topology.primaryPort, replicaOf: nil)
@@ -91,7 +98,7 @@ final class SentinelTopology: @unchecked Sendable {
     }
 
     func startServer(port: Int, replicaOf primary: Int?) throws {
-        var arguments = ["--bind", "127.0.0.1", "--port", "\(port)", "--dir", directory.path,
+        var arguments = ["--bind", "127.0.0.1", "--dir", directory.path,
                          "--save", "", "--appendonly", "no", "--enable-debug-command", "local",
                          // A replica syncs at once (Redis 7 waits 5 s for more replicas by default).
                          "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0",
@@ -99,13 +106,17 @@ final class SentinelTopology: @unchecked Sendable {
                          "--logfile", directory.appendingPathComponent("redis-\(port).log").path]
         if let dataPassword { arguments += ["--requirepass", dataPassword, "--masterauth", dataPassword] }
         if let primary { arguments += ["--replicaof", "127.0.0.1", "\(primary)"] }
+        if let certificates {
+            arguments += ["--port", "0", "--tls-port", "\(port)", "--tls-replication", "yes"] + certificates.serverArguments("node")
+        } else {
+            arguments += ["--port", "\(port)"]
+        }
         try launch(Self.serverExecutable, arguments, port: port)
     }
 
     /// Starts a sentinel with a config file of its own (a sentinel rewrites its file).
     func startSentinel(port: Int, monitoring primary: Int, quorum: Int) throws {
         var lines = [
-            "port \(port)",
             "bind 127.0.0.1",
             "daemonize no",
             "dir \(directory.path)",
@@ -120,6 +131,15 @@ final class SentinelTopology: @unchecked Sendable {
         if let dataPassword { lines.append("sentinel auth-pass \(Self.masterName) \(dataPassword)") }
         // With requirepass a sentinel also authenticates with it to the other sentinels.
         if let sentinelPassword { lines.append("requirepass \(sentinelPassword)") }
+        if let certificates {
+            // TLS only: the sentinel's own port, and (tls-replication) its connections to the
+            // data nodes and to the other sentinels, whose announced port is their TLS port.
+            lines += ["port 0", "tls-port \(port)", "tls-replication yes", "tls-auth-clients no",
+                      "tls-cert-file \(certificates.path("node.crt"))", "tls-key-file \(certificates.path("node.key"))",
+                      "tls-ca-cert-file \(certificates.path("ca.crt"))"]
+        } else {
+            lines.append("port \(port)")
+        }
         let file = directory.appendingPathComponent("sentinel-\(port).conf")
         try Data((lines.joined(separator: "\n") + "\n").utf8).write(to: file)
         try launch(Self.sentinelExecutable, [file.path], port: port)
@@ -168,14 +188,23 @@ final class SentinelTopology: @unchecked Sendable {
 
     /// A client of the data node on `port` (with the data password).
     func dataClient(port: Int) -> RedisClient {
-        RedisClient(configuration: RedisClientConfiguration(endpoint: .tcp(host: "127.0.0.1", port: port), password: dataPassword,
-                                                            connectTimeout: .seconds(2), commandTimeout: .seconds(5), connectionCount: 1))
+        var configuration = RedisClientConfiguration(endpoint: .tcp(host: "127.0.0.1", port: port), password: dataPassword,
+                                                     connectTimeout: .seconds(2), commandTimeout: .seconds(5), connectionCount: 1)
+        configuration.tls = tlsConfiguration
+        return RedisClient(configuration: configuration)
+    }
+
+    /// The client side of ``certificates``: verify against the test CA.
+    var tlsConfiguration: RedisTLSConfiguration? {
+        certificates.map { RedisTLSConfiguration(caFile: $0.path("ca.crt")) }
     }
 
     /// A client of the sentinel on `port` (with the sentinel password).
     func sentinelClient(port: Int) -> RedisClient {
-        RedisClient(configuration: RedisClientConfiguration(endpoint: .tcp(host: "127.0.0.1", port: port), password: sentinelPassword,
-                                                            connectTimeout: .seconds(2), commandTimeout: .seconds(5), connectionCount: 1))
+        var configuration = RedisClientConfiguration(endpoint: .tcp(host: "127.0.0.1", port: port), password: sentinelPassword,
+                                                     connectTimeout: .seconds(2), commandTimeout: .seconds(5), connectionCount: 1)
+        configuration.tls = tlsConfiguration
+        return RedisClient(configuration: configuration)
     }
 
     /// The first element of `ROLE` on the data node on `port` (`master`, `slave`).
@@ -189,11 +218,13 @@ final class SentinelTopology: @unchecked Sendable {
     func configuration(sentinels: [RedisEndpoint]? = nil, retryTimeout: Duration = .seconds(5), checkInterval: Duration = .seconds(1),
                        sentinelCredentials: RedisCredentials?? = .none, dataPassword: String?? = .none) -> RedisClientConfiguration {
         let credentials = sentinelCredentials ?? sentinelPassword.map { RedisCredentials(username: nil, password: $0) }
-        return RedisClientConfiguration(
+        var configuration = RedisClientConfiguration(
             password: dataPassword ?? self.dataPassword,
             clusterRetryTimeout: retryTimeout,
             sentinel: RedisSentinelConfiguration(sentinels: sentinels ?? self.sentinels, masterName: Self.masterName, credentials: credentials),
             sentinelCheckInterval: checkInterval)
+        configuration.tls = tlsConfiguration
+        return configuration
     }
 
     /// Waits until every sentinel names the primary, sees both replicas linked and the two other

@@ -123,12 +123,32 @@ struct SentinelURLTests {
         }
     }
 
-    @Test(arguments: ["rediss+sentinel://127.0.0.1/m", "redis+sentinel+tls://127.0.0.1/m"])
-    func refusesSentinelOverTLS(url: String) {
+    @Test(arguments: ["rediss+sentinel://", "redis+sentinel+tls://", "REDISS+SENTINEL://"])
+    func sentinelOverTLSTakesTheTLSOptions(scheme: String) throws {
+        let configuration = try RedisClientConfiguration(
+            url: "\(scheme)10.0.0.1:26380,10.0.0.2/mymaster?db=2&tls_ca_file=/etc/ca.pem&tls_cert_file=/c.pem&tls_key_file=/k.pem&tls_server_name=redis.internal")
+        #expect(configuration.sentinel?.sentinels == [.tcp(host: "10.0.0.1", port: 26380), .tcp(host: "10.0.0.2", port: 26379)])
+        #expect(configuration.sentinel?.masterName == "mymaster")
+        #expect(configuration.database == 2)
+        #expect(configuration.tls == RedisTLSConfiguration(caFile: "/etc/ca.pem", certificateFile: "/c.pem", privateKeyFile: "/k.pem",
+                                                           serverName: "redis.internal"))
+        // Without options TLS is still on, verified against the system's CAs.
+        #expect(try RedisClientConfiguration(url: "\(scheme)10.0.0.1/m").tls == RedisTLSConfiguration())
+    }
+
+    @Test(arguments: [
+        ("redis+sentinel://127.0.0.1/m?tls_ca_file=/etc/ca.pem", "needs TLS"),
+        ("rediss+sentinel://127.0.0.1/m?tls_cert_file=/c.pem", "both tls_cert_file and tls_key_file"),
+        ("rediss+sentinel://127.0.0.1/m?tls_server_name=bad%20name", "host"),
+        ("rediss+sentinel+cluster://127.0.0.1/m", "cannot be combined"),
+        ("redis+sentinels://127.0.0.1/m", "unknown scheme"),
+    ])
+    func refusesBadSentinelTLSURLs(url: String, expected: String) {
         #expect {
             _ = try RedisClientConfiguration(url: url)
         } throws: { error in
-            (error as? RedisError)?.code == .unsupported
+            guard let error = error as? RedisError else { return false }
+            return error.code == .invalidURL && error.message.contains(expected)
         }
     }
 
@@ -204,14 +224,14 @@ struct SentinelURLTests {
             allowed.insert(charactersIn: "-._~")
             func escape(_ text: String) -> String { text.addingPercentEncoding(withAllowedCharacters: allowed)! }
             let credentials = configuration.password.map { (configuration.username.map(escape) ?? "") + ":" + escape($0) + "@" } ?? ""
-            var canonical = "redis+sentinel://\(credentials)\(hostList.joined(separator: ","))/\(escape(sentinel.masterName))?db=\(configuration.database)"
+            var canonical = "\(configuration.tls == nil ? "redis" : "rediss")+sentinel://\(credentials)\(hostList.joined(separator: ","))/\(escape(sentinel.masterName))?db=\(configuration.database)"
             if let sentinelCredentials = sentinel.credentials {
                 canonical += "&sentinel_password=\(escape(sentinelCredentials.password))"
                 if let user = sentinelCredentials.username { canonical += "&sentinel_username=\(escape(user))" }
             }
             let again = try RedisClientConfiguration(url: canonical)
             #expect(again.sentinel == sentinel && again.username == configuration.username && again.password == configuration.password
-                        && again.database == configuration.database, "\(url.debugDescription) → \(canonical.debugDescription)")
+                        && again.database == configuration.database && again.tls == configuration.tls, "\(url.debugDescription) → \(canonical.debugDescription)")
         }
         #expect(parsed > 200 && refused > 1_000, "both outcomes reached: \(parsed) parsed, \(refused) refused: \(reasons.sorted { $0.value > $1.value }.prefix(8))")
     }

@@ -8,8 +8,8 @@ import Synchronization
 /// pool; in cluster mode there is one per primary.
 final class ConnectionPool: Sendable {
     let endpoint: RedisEndpoint
-    private let connections: [any PooledConnection]
-    /// The NIO connections' loops, in the order of `connections` (empty for the thread transport).
+    private let connections: [RedisConnection]
+    /// The connections' loops, in the order of `connections`.
     private let eventLoops: [any EventLoop]
     /// Loads missing function libraries on this pool's node.
     let functions: FunctionLibraryLoader
@@ -26,12 +26,12 @@ final class ConnectionPool: Sendable {
             ConnectionFactory.make(configuration: configuration, index: firstIndex + $0, logger: logger)
         }
         self.connections = connections
-        self.eventLoops = connections.compactMap { ($0 as? RedisConnection)?.eventLoop }
+        self.eventLoops = connections.map(\.eventLoop)
     }
 
     /// The connection on the calling thread's event loop, else the next one round-robin.
     @inline(__always)
-    func connection() -> any PooledConnection {
+    func connection() -> RedisConnection {
         for index in eventLoops.indices where eventLoops[index].inEventLoop { return connections[index] }
         let index = next.wrappingAdd(1, ordering: .relaxed).oldValue
         return connections[Int(UInt(bitPattern: index) % UInt(connections.count))]
@@ -39,7 +39,7 @@ final class ConnectionPool: Sendable {
 
     /// Sentinel mode: drops the connections to `old`, the primary before a failover.
     func primaryMoved(from old: RedisEndpoint) {
-        for connection in connections { (connection as? RedisConnection)?.primaryMoved(from: old) }
+        for connection in connections { connection.primaryMoved(from: old) }
     }
 
     /// How many connections the pool holds.
@@ -88,20 +88,15 @@ final class ConnectionPool: Sendable {
     }
 }
 
-/// Makes the connections of the configured transport, sharing one TLS context per TLS setting.
+/// Makes connections on the configuration's event loops, sharing one TLS context per TLS setting.
 enum ConnectionFactory {
-    static func make(configuration: RedisClientConfiguration, index: Int, logger: Logger) -> any PooledConnection {
-        switch configuration.transport {
-        case .threads:
-            return ThreadedRedisConnection(configuration: configuration, index: index, logger: logger)
-        case .nio:
-            let tls = configuration.tls.map { TLSContextSource.shared(for: $0) }
-            return RedisConnection(configuration: configuration, eventLoop: configuration.eventLoopGroup.next(), tls: tls, index: index, logger: logger)
-        }
+    static func make(configuration: RedisClientConfiguration, index: Int, logger: Logger) -> RedisConnection {
+        let tls = configuration.tls.map { TLSContextSource.shared(for: $0) }
+        return RedisConnection(configuration: configuration, eventLoop: configuration.eventLoopGroup.next(), tls: tls, index: index, logger: logger)
     }
 
     /// A connection for one short exchange (a topology probe, a function load); shut down after use.
-    static func oneOff(configuration: RedisClientConfiguration, logger: Logger) -> any PooledConnection {
+    static func oneOff(configuration: RedisClientConfiguration, logger: Logger) -> RedisConnection {
         var single = configuration
         single.connectionCount = 1
         return make(configuration: single, index: 9_999, logger: logger)

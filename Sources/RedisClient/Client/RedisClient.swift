@@ -179,7 +179,7 @@ public final class RedisClient: Sendable {
             guard let cluster else { return commands.map { _ in .failure(RedisError(.shutdown, "the Redis client has no connections")) } }
             return await cluster.pipeline(commands)
         }
-        func connection() -> any PooledConnection { pool.connection() }
+        func connection() -> RedisConnection { pool.connection() }
         var bytes: [UInt8] = []
         bytes.reserveCapacity(commands.reduce(0) { $0 + $1.encoded.count })
         for command in commands { bytes.append(contentsOf: command.encoded) }

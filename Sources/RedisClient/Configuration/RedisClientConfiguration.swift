@@ -64,15 +64,6 @@ public struct RedisTLSConfiguration: Sendable, Hashable {
     }
 }
 
-/// Which code carries a ``RedisClient``'s connections.
-public enum RedisTransport: String, Sendable, Hashable {
-    /// SwiftNIO channels on ``RedisClientConfiguration/eventLoopGroup`` (the default; TLS).
-    case nio
-    /// One blocking hiredis context per connection on a thread of its own: the transport before
-    /// SwiftNIO, kept so benchmarks can compare both in one run. No TLS.
-    case threads
-}
-
 /// How a ``RedisClient`` connects: endpoint, credentials, database, timeouts and pool size.
 ///
 /// Single node: set ``endpoint`` (or use `redis://` / `unix://`). Redis Cluster: set
@@ -107,8 +98,9 @@ public struct RedisClientConfiguration: Sendable {
     /// Longest wait for one read or write of a command; past it the connection is dropped and
     /// the commands in flight fail with ``RedisError/Code/timeout``. Below 1 ms it counts as 1 ms.
     public var commandTimeout: Duration
-    /// Number of connections (each with its own thread). Two or more keep Redis busy while one
-    /// connection reads replies. A value below 1 means one connection.
+    /// Number of connections, spread over ``eventLoopGroup``'s loops in turn; a caller running on
+    /// one of those loops uses the connection on its own loop (no thread hop), so one per loop is
+    /// the useful minimum. A value below 1 means one connection.
     public var connectionCount: Int
     /// First delay before reconnecting after a failed connect; doubles up to ``maximumReconnectDelay``.
     public var initialReconnectDelay: Duration
@@ -122,13 +114,12 @@ public struct RedisClientConfiguration: Sendable {
     /// user loads it. Keeping `+function|load` on a separate user lets the application's user run
     /// only the product's functions (`+fcall`), never Lua of its own choosing.
     public var functionLoader: RedisCredentials?
-    /// TLS for every connection (`rediss://`, `rediss+cluster://`); `nil` is plain TCP.
+    /// TLS for every connection (`rediss://`, `rediss+cluster://`, `rediss+sentinel://`: in
+    /// Sentinel mode to the sentinels and the data nodes alike); `nil` is plain TCP.
     public var tls: RedisTLSConfiguration?
     /// The event loops the connections live on; by default NIO's shared singleton group, which
     /// is also Hummingbird's default, so an API node's commands and requests share its loops.
     public var eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
-    /// The transport (``RedisTransport/nio`` unless a benchmark compares).
-    public var transport: RedisTransport = .nio
     /// Sentinel mode, set by ``RedisClient``: where every connect asks for the primary.
     var primaryResolver: SentinelResolver?
 
@@ -218,7 +209,8 @@ public struct RedisClientConfiguration: Sendable {
     /// `rediss+cluster://…` (also spelled `redis+cluster+tls://`), and for Redis Sentinel
     /// `redis+sentinel://[[user]:password@]host[:port][,host[:port]…]/master-name[?db=N]`
     /// (the sentinels, port 26379 by default; the user and password are the data nodes'; see
-    /// ``sentinel`` for the `sentinel_username` / `sentinel_password[_file]` options).
+    /// ``sentinel`` for the `sentinel_username` / `sentinel_password[_file]` options), with TLS to
+    /// the sentinels and the data nodes `rediss+sentinel://…` (also spelled `redis+sentinel+tls://`).
     ///
     /// TLS takes the query options `tls_ca_file`, `tls_cert_file`, `tls_key_file` and
     /// `tls_server_name` (``RedisTLSConfiguration``). Every form takes `script_calls=functions|eval`
@@ -227,8 +219,8 @@ public struct RedisClientConfiguration: Sendable {
     /// - Throws: ``RedisError`` with ``RedisError/Code/invalidURL`` for a malformed URL.
     public init(url: String) throws {
         self.init()
-        if let rest = try Self.sentinelURLRemainder(url) {
-            try parseSentinelURL(rest)
+        if let sentinelURL = try Self.sentinelURLRemainder(url) {
+            try parseSentinelURL(sentinelURL.remainder, tls: sentinelURL.tls)
             return
         }
         for (prefix, tls) in [("redis+cluster://", false), ("rediss+cluster://", true), ("redis+cluster+tls://", true)]
@@ -286,7 +278,7 @@ public struct RedisClientConfiguration: Sendable {
         let names = ["tls_ca_file", "tls_cert_file", "tls_key_file", "tls_server_name"]
         guard enabled else {
             if let given = names.first(where: { query[$0] != nil }) {
-                throw RedisError(.invalidURL, "\(given) needs TLS: use rediss:// (or rediss+cluster://)")
+                throw RedisError(.invalidURL, "\(given) needs TLS: use rediss:// (or rediss+cluster://, rediss+sentinel://)")
             }
             return
         }

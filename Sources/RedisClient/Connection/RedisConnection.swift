@@ -6,18 +6,6 @@ import NIOSSL
 import NIOTLS
 import Synchronization
 
-/// What a ``ConnectionPool`` needs of one connection, whichever transport carries it.
-protocol PooledConnection: AnyObject, Sendable {
-    /// Sends one encoded command and waits for its reply.
-    func send(_ bytes: [UInt8]) async throws -> RedisValue
-    /// Sends `count` encoded commands back to back and waits for all replies.
-    func sendPipeline(_ bytes: [UInt8], count: Int) async -> [Result<RedisValue, RedisError>]
-    /// Stops accepting commands; the queued ones finish, then the connection closes.
-    func shutdown()
-    /// Returns once ``shutdown()`` has closed the connection.
-    func closed() async
-}
-
 /// One Redis connection: a SwiftNIO channel on one event loop, with hiredis's reader as the
 /// codec (``RedisReplyDecoder``) and, for `rediss://`, swift-nio-ssl's TLS handler in front.
 ///
@@ -34,7 +22,7 @@ protocol PooledConnection: AnyObject, Sendable {
 /// connection is up wait for the next connect (with back-off after failures) and fail only if
 /// it fails. A cancelled caller gets `CancellationError` at once; its reply, when it arrives, is
 /// read and dropped, so the connection stays in step.
-final class RedisConnection: PooledConnection, @unchecked Sendable {
+final class RedisConnection: @unchecked Sendable {
     /// The loop that owns the channel and every field below that is not `let`.
     let eventLoop: any EventLoop
     private let configuration: RedisClientConfiguration
@@ -146,9 +134,21 @@ final class RedisConnection: PooledConnection, @unchecked Sendable {
         }
     }
 
-    /// Requests handed over from other threads, drained by one loop task per batch: under load
-    /// many commands arrive while the loop is busy, and they cost one wake-up, not one each.
-    private let incoming = Mutex<[Request]>([])
+    /// Requests handed over from other threads, and whether the loop will come for them by itself.
+    private struct Handover {
+        var queue: [Request] = []
+        /// A drain task is queued on the loop.
+        var drainScheduled = false
+        /// The loop has commands in flight on a live channel: their replies will come, and the
+        /// loop drains the queue after every read, so a caller need not wake it. Set and cleared
+        /// only on the loop (``updateHandover()``), true only while commands are in flight.
+        var loopWillDrain = false
+    }
+
+    /// Requests handed over from other threads. Under load they wait here while the replies of
+    /// the commands in flight come back, then go out together in one write (as they did on the
+    /// thread-per-connection transport): one wake-up and one write per batch, not one each.
+    private let incoming = Mutex(Handover())
 
     /// Passes `request` to the loop: directly when already on it.
     private func hand(_ request: Request) {
@@ -156,25 +156,63 @@ final class RedisConnection: PooledConnection, @unchecked Sendable {
             submit(request)
             return
         }
-        let first = incoming.withLock { queue in
-            queue.append(request)
-            return queue.count == 1
+        let wake = incoming.withLock { handover in
+            handover.queue.append(request)
+            guard !handover.loopWillDrain && !handover.drainScheduled else { return false }
+            handover.drainScheduled = true
+            return true
         }
-        if first { eventLoop.execute { self.drainIncoming() } }
+        if wake { eventLoop.execute { self.drainIncoming() } }
     }
 
+    /// On the loop: writes everything handed over so far in one write, now.
     private func drainIncoming() {
-        var batch = incoming.withLock { queue in
+        var batch = incoming.withLock { handover in
+            handover.drainScheduled = false
             var taken: [Request] = []
-            swap(&taken, &queue)
+            swap(&taken, &handover.queue)
             return taken
         }
-        // Everything handed over so far goes out in one write, now: no flush task of its own.
-        let flushWasScheduled = flushScheduled
-        flushScheduled = true
-        for request in batch { submit(request) }
-        batch.removeAll()
-        if !flushWasScheduled { flush() }
+        if !batch.isEmpty {
+            let flushWasScheduled = flushScheduled
+            flushScheduled = true
+            for request in batch { submit(request) }
+            batch.removeAll()
+            if !flushWasScheduled { flush() }
+        }
+        updateHandover()
+    }
+
+    /// On the loop, after the commands in flight or the state changed: callers may leave their
+    /// commands for the loop only while replies are still to come on a live channel; otherwise
+    /// whatever they left is taken now (and written, queued for a connect, or failed).
+    private func updateHandover() {
+        let canWait = repliesPending
+        var leftover = incoming.withLock { handover in
+            handover.loopWillDrain = canWait
+            guard !canWait else { return [Request]() }
+            var taken: [Request] = []
+            swap(&taken, &handover.queue)
+            return taken
+        }
+        guard !leftover.isEmpty else { return }
+        for request in leftover { submit(request) }
+        leftover.removeAll()
+        // Written now: their replies will bring the loop back for whatever comes next. (Queued
+        // for a connect instead: callers keep waking the loop, as they must.)
+        if repliesPending { incoming.withLock { $0.loopWillDrain = true } }
+    }
+
+    /// Commands are in flight on a live channel, so a read will follow.
+    private var repliesPending: Bool {
+        guard case .connected = state else { return false }
+        return !inFlight.isEmpty
+    }
+
+    /// The decoder finished a read: commands handed over meanwhile go out now.
+    fileprivate func readComplete(on channel: any Channel) {
+        guard case .connected(let current) = state, current === channel else { return }
+        drainIncoming()
     }
 
     // MARK: On the loop: sending
@@ -218,6 +256,8 @@ final class RedisConnection: PooledConnection, @unchecked Sendable {
     }
 
     private func cancel(_ id: UInt64) {
+        // A command still in the hand-over queue is taken first, so it is found below.
+        drainIncoming()
         if let index = unsent.firstIndex(where: { $0.id == id }) {
             let request = unsent.remove(at: index)
             Self.fail(request.completion, with: CancellationError())
@@ -264,7 +304,11 @@ final class RedisConnection: PooledConnection, @unchecked Sendable {
             }
             if inFlight.isEmpty { becameReady(channel) }
         }
-        if inFlight.isEmpty && isShuttingDown && unsent.isEmpty { close() }
+        if inFlight.isEmpty {
+            if isShuttingDown && unsent.isEmpty { close() }
+            // Nothing left in flight: callers must wake the loop again.
+            updateHandover()
+        }
     }
 
     private func isCurrent(_ channel: any Channel) -> Bool {
@@ -479,6 +523,8 @@ final class RedisConnection: PooledConnection, @unchecked Sendable {
         } else if !unsent.isEmpty {
             startConnect()
         }
+        // No replies will come on this channel: take what callers left for the loop.
+        updateHandover()
     }
 
     fileprivate func channelInactive(_ channel: any Channel) {
@@ -641,10 +687,37 @@ final class RedisReplyDecoder: ChannelInboundHandler, RemovableChannelHandler {
                 return
             }
             guard let raw else { return }
-            let value = ThreadedRedisConnection.value(of: raw.assumingMemoryBound(to: redisReply.self))
+            let value = Self.value(of: raw.assumingMemoryBound(to: redisReply.self))
             freeReplyObject(raw)
             connection.received(value, on: context.channel)
         }
+    }
+
+    /// A hiredis reply tree as a ``RedisValue`` (copied: the reply is freed right after).
+    static func value(of reply: UnsafeMutablePointer<redisReply>) -> RedisValue {
+        let r = reply.pointee
+        switch r.type {
+        case REDIS_REPLY_STRING:
+            return .bulkString(r.len == 0 ? [] : Array(UnsafeRawBufferPointer(start: r.str, count: r.len)))
+        case REDIS_REPLY_STATUS:
+            return .simpleString(String(decoding: UnsafeRawBufferPointer(start: r.str, count: r.len), as: UTF8.self))
+        case REDIS_REPLY_ERROR:
+            return .error(String(decoding: UnsafeRawBufferPointer(start: r.str, count: r.len), as: UTF8.self))
+        case REDIS_REPLY_INTEGER:
+            return .integer(Int(r.integer))
+        case REDIS_REPLY_ARRAY:
+            var elements: [RedisValue] = []
+            elements.reserveCapacity(r.elements)
+            for index in 0..<r.elements { elements.append(value(of: r.element[index]!)) }
+            return .array(elements)
+        default:
+            return .null
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        connection.readComplete(on: context.channel)
+        context.fireChannelReadComplete()
     }
 
     func channelInactive(context: ChannelHandlerContext) {

@@ -21,7 +21,7 @@ final class FunctionLibraryLoader: Sendable {
     /// short-lived connection when one is configured, else on `connection`.
     /// - Throws: ``RedisError``; a user without `+function|load` gets a ``RedisError/Code/server``
     ///   error that says which setting to change.
-    func load(_ script: RedisScript, using connection: @escaping @Sendable () -> any PooledConnection) async throws {
+    func load(_ script: RedisScript, using connection: @escaping @Sendable () -> RedisConnection) async throws {
         let task: Task<Void, any Error> = inFlight.withLock { tasks in
             if let running = tasks[script.sha1] { return running }
             let task = Task { [self] in
@@ -34,7 +34,7 @@ final class FunctionLibraryLoader: Sendable {
         try await task.value
     }
 
-    private func loadNow(_ script: RedisScript, using connection: () -> any PooledConnection) async throws {
+    private func loadNow(_ script: RedisScript, using connection: () -> RedisConnection) async throws {
         let command = RedisCommand("FUNCTION", "LOAD", "REPLACE", script.library).encoded
         do {
             if let loader = configuration.functionLoader {

@@ -44,10 +44,11 @@ extension RedisClientConfiguration {
     /// The longest master name accepted from a URL (Sentinel keeps names in its config file).
     static let maximumMasterNameLength = 256
 
-    /// What follows `redis+sentinel://` in `url`, or `nil` when `url` is not a Sentinel URL.
-    /// Schemes that combine Sentinel with Cluster, or with TLS (not supported by this build),
-    /// are refused here so that they get a specific message rather than "unknown scheme".
-    static func sentinelURLRemainder(_ url: String) throws -> Substring? {
+    /// What follows the scheme of a Sentinel URL in `url`, and whether it asks for TLS
+    /// (`rediss+sentinel://`, also spelled `redis+sentinel+tls://`), or `nil` when `url` is not a
+    /// Sentinel URL. Schemes that combine Sentinel with Cluster are refused here so that they get a
+    /// specific message rather than "unknown scheme".
+    static func sentinelURLRemainder(_ url: String) throws -> (remainder: Substring, tls: Bool)? {
         guard let separator = url.range(of: "://") else { return nil }
         let scheme = url[..<separator.lowerBound].lowercased()
         let parts = scheme.split(separator: "+", omittingEmptySubsequences: false)
@@ -55,18 +56,20 @@ extension RedisClientConfiguration {
         if parts.contains("cluster") {
             throw RedisError(.invalidURL, "Redis Sentinel and Redis Cluster cannot be combined: use redis+sentinel:// or redis+cluster://, not '\(scheme.prefix(32))://'")
         }
-        if parts.first == "rediss" || parts.contains("tls") {
-            throw RedisError(.unsupported, "TLS to sentinels and data nodes ('\(scheme.prefix(32))://') is not supported: Debian's hiredis 0.14 has no TLS")
+        let tls: Bool
+        switch scheme {
+        case "redis+sentinel": tls = false
+        case "rediss+sentinel", "redis+sentinel+tls": tls = true
+        default:
+            throw RedisError(.invalidURL, "unknown scheme '\(scheme.prefix(32))': a Sentinel URL is redis+sentinel:// (or rediss+sentinel:// for TLS) host:port[,host:port…]/master-name")
         }
-        guard scheme == "redis+sentinel" else {
-            throw RedisError(.invalidURL, "unknown scheme '\(scheme.prefix(32))': a Sentinel URL is redis+sentinel://host:port[,host:port…]/master-name")
-        }
-        return url[separator.upperBound...]
+        return (url[separator.upperBound...], tls)
     }
 
     /// Parses what follows `redis+sentinel://`:
     /// `[[user]:password@]host[:port][,host[:port]…]/master-name[?db=N&sentinel_username=…&…]`.
-    mutating func parseSentinelURL(_ remainder: Substring) throws {
+    /// With `tls`, the TLS options (`tls_ca_file`, …) apply to the sentinels and the data nodes alike.
+    mutating func parseSentinelURL(_ remainder: Substring, tls: Bool) throws {
         var rest = remainder
         var options: [String: String] = [:]
         if let question = rest.firstIndex(of: "?") {
@@ -155,6 +158,7 @@ extension RedisClientConfiguration {
         endpoint = sentinels[0]
         clusterSeeds = []
         try applyScriptOptions(options)
+        try applyTLSOptions(options, enabled: tls)
     }
 
     /// One `host[:port]` or `[ipv6][:port]` of a Sentinel URL (port 26379 when none is given).

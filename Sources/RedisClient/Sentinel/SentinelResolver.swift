@@ -331,8 +331,9 @@ public final class SentinelResolver: Sendable, Service {
             guard !state.isShutDown else { throw RedisError(.shutdown, "the Sentinel resolver was shut down") }
             if let client = state.sentinelClients[index] { return client }
             let credentials = sentinel.credentials
-            // Sentinels have no databases and run no scripts: only the address and credentials.
-            let client = RedisClient(configuration: RedisClientConfiguration(
+            // Sentinels have no databases and run no scripts: only the address, the credentials
+            // and TLS (rediss+sentinel:// speaks TLS to the sentinels as to the data nodes).
+            var sentinelConfiguration = RedisClientConfiguration(
                 endpoint: sentinel.sentinels[index],
                 username: credentials?.username,
                 password: credentials?.password,
@@ -340,7 +341,10 @@ public final class SentinelResolver: Sendable, Service {
                 commandTimeout: queryTimeout,
                 connectionCount: 1,
                 initialReconnectDelay: .milliseconds(10),
-                maximumReconnectDelay: .milliseconds(100)), logger: clientLogger)
+                maximumReconnectDelay: .milliseconds(100))
+            sentinelConfiguration.tls = configuration.tls
+            sentinelConfiguration.eventLoopGroup = configuration.eventLoopGroup
+            let client = RedisClient(configuration: sentinelConfiguration, logger: clientLogger)
             state.sentinelClients[index] = client
             return client
         }

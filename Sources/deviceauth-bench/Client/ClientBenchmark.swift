@@ -31,46 +31,30 @@ struct ClientBenchmark: AsyncParsableCommand {
                 let command = DevicePollScript.baselineCommand(client)
                 let form = client.configuration.scriptCalls == .functions ? "fcall" : "evalsha"
                 try await DevicePollScript.prepare(client)
-                // The thread transport has no TLS (Debian's hiredis 0.14).
                 let tls = target.configuration.tls != nil
-                let transports = try measurement.transportList.filter { !tls || $0 == .nio }
-                // One client per transport, same server and settings (the first is `client`'s twin).
-                let clients = transports.map { transport in
-                    var configuration = target.configuration
-                    configuration.transport = transport
-                    return (transport, RedisClient(configuration: configuration))
-                }
-                defer { for (_, other) in clients { other.shutdown() } }
                 for tasks in measurement.concurrency.values {
-                    var results: [(RedisTransport, LoadResult)] = []
-                    for (transport, ours) in clients {
-                        let onLoops = measurement.callers == "event-loop" && transport == .nio
-                        Console.progress("c=\(tasks): RedisClient (\(transport.rawValue)\(onLoops ? ", callers on the event loops" : "")), \(measurement.connections) connection(s), \(measurement.duration)s after \(measurement.warmup)s warm-up")
-                        results.append((transport, try await LoadGenerator.run(concurrency: tasks, warmup: warmupPeriod, duration: window,
-                                                                               executors: onLoops ? EventLoopTaskExecutor.forSharedGroup : []) {
-                            _ = try await ours.eval(script, keys: [key])
-                        }))
+                    Console.progress("c=\(tasks): RedisClient (callers: \(measurement.callers)), \(measurement.connections) connection(s), \(measurement.duration)s after \(measurement.warmup)s warm-up")
+                    let ours = try await LoadGenerator.run(concurrency: tasks, warmup: warmupPeriod, duration: window,
+                                                           executors: measurement.callerExecutors) {
+                        _ = try await client.eval(script, keys: [key])
                     }
                     Console.progress("c=\(tasks): redis-benchmark -c \(tasks)")
                     let baseline = try await target.redisBenchmark.run(command: command, clients: tasks, duration: window)
                     let pipelined: RedisBenchmarkTool.Result? = if tasks == Self.pipelinedComparisonConcurrency {
                         try await target.redisBenchmark.run(command: command, clients: tasks, pipeline: measurement.pipelineDepth, duration: window)
                     } else { nil }
-                    for (transport, ours) in results {
-                        // The NIO transport keeps the historical names; the thread transport is marked.
-                        let name = "client.\(form)\(tls ? ".tls" : "")\(transport == .nio ? "" : ".threads").c\(tasks)"
-                        let settings = "transport=\(transport.rawValue) callers=\(transport == .nio ? measurement.callers : "pool") tasks=\(tasks) connections=\(measurement.connections) window=\(measurement.duration)s warmup=\(measurement.warmup)s ops=\(ours.operations)"
-                        BenchComparison(
-                            name: name, ours: ours.operationsPerSecond, baseline: baseline.requestsPerSecond, unit: "ops/s",
-                            detail: "ours: \(ours.latency.summary) \(settings) | baseline: \(baseline.summary) | \(target.summary)"
-                        ).print()
-                        guard let pipelined else { continue }
-                        BenchComparison(
-                            name: "\(name).vs-pipelined-P\(measurement.pipelineDepth)",
-                            ours: ours.operationsPerSecond, baseline: pipelined.requestsPerSecond, unit: "ops/s",
-                            detail: "ours: \(ours.latency.summary) \(settings) | baseline: \(pipelined.summary) | \(target.summary)"
-                        ).print()
-                    }
+                    let name = "client.\(form)\(tls ? ".tls" : "").c\(tasks)"
+                    let settings = "callers=\(measurement.callers) tasks=\(tasks) connections=\(measurement.connections) window=\(measurement.duration)s warmup=\(measurement.warmup)s ops=\(ours.operations)"
+                    BenchComparison(
+                        name: name, ours: ours.operationsPerSecond, baseline: baseline.requestsPerSecond, unit: "ops/s",
+                        detail: "ours: \(ours.latency.summary) \(settings) | baseline: \(baseline.summary) | \(target.summary)"
+                    ).print()
+                    guard let pipelined else { continue }
+                    BenchComparison(
+                        name: "\(name).vs-pipelined-P\(measurement.pipelineDepth)",
+                        ours: ours.operationsPerSecond, baseline: pipelined.requestsPerSecond, unit: "ops/s",
+                        detail: "ours: \(ours.latency.summary) \(settings) | baseline: \(pipelined.summary) | \(target.summary)"
+                    ).print()
                 }
                 try await DevicePollScript.cleanUp(client)
             }

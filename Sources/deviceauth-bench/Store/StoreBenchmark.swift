@@ -73,39 +73,19 @@ struct StoreBenchmark: AsyncParsableCommand {
                 let fresh = try await GrantMemory.measure(client, indexKeys: indexKeys, prefix: prefix)
 
                 let cursor = RoundRobin(count: spread.count)
-                // The thread transport's store on the same server, measured beside the NIO one.
-                var threadsConfiguration = target.configuration
-                threadsConfiguration.transport = .threads
-                let threadsClient: RedisClient? = try measurement.transportList.contains(.threads) && target.configuration.tls == nil
-                    ? RedisClient(configuration: threadsConfiguration) : nil
-                defer { threadsClient?.shutdown() }
-                let threadsStore = threadsClient.map { DeviceCodeStore(client: $0, configuration: store.configuration) }
+                let executors = measurement.callerExecutors
                 for tasks in measurement.concurrency.values {
-                    Console.progress("c=\(tasks): store.poll on 1 grant, \(measurement.connections) connection(s), \(measurement.duration)s after \(measurement.warmup)s warm-up")
-                    let ours = try await LoadGenerator.run(concurrency: tasks, warmup: warmupPeriod, duration: window) {
+                    Console.progress("c=\(tasks): store.poll on 1 grant (callers: \(measurement.callers)), \(measurement.connections) connection(s), \(measurement.duration)s after \(measurement.warmup)s warm-up")
+                    let ours = try await LoadGenerator.run(concurrency: tasks, warmup: warmupPeriod, duration: window, executors: executors) {
                         try await Self.pollPending(store, single.deviceCode)
                     }
                     Console.progress("c=\(tasks): store.poll over \(spread.count) grants")
-                    let oursSpread = try await LoadGenerator.run(concurrency: tasks, warmup: warmupPeriod, duration: window) {
+                    let oursSpread = try await LoadGenerator.run(concurrency: tasks, warmup: warmupPeriod, duration: window, executors: executors) {
                         try await Self.pollPending(store, spread[cursor.next()].deviceCode)
-                    }
-                    var threads: LoadResult?
-                    if let threadsStore {
-                        Console.progress("c=\(tasks): store.poll on 1 grant, thread transport")
-                        threads = try await LoadGenerator.run(concurrency: tasks, warmup: warmupPeriod, duration: window) {
-                            try await Self.pollPending(threadsStore, single.deviceCode)
-                        }
                     }
                     Console.progress("c=\(tasks): redis-benchmark -c \(tasks)")
                     let baseline = try await target.redisBenchmark.run(command: command, clients: tasks, duration: window)
-                    if let threads {
-                        BenchComparison(
-                            name: "store.poll.threads.c\(tasks)",
-                            ours: threads.operationsPerSecond, baseline: baseline.requestsPerSecond, unit: "ops/s",
-                            detail: "thread transport, 1 grant: \(threads.latency.summary) ops=\(threads.operations) | baseline: \(baseline.summary) FCALL poll 1 key | \(target.summary)"
-                        ).print()
-                    }
-                    let settings = "tasks=\(tasks) measurement.connections=\(measurement.connections) window=\(measurement.duration)s measurement.warmup=\(measurement.warmup)s"
+                    let settings = "callers=\(measurement.callers) tasks=\(tasks) connections=\(measurement.connections) window=\(measurement.duration)s warmup=\(measurement.warmup)s"
                     let oursDetail = "ours(1 grant): \(ours.latency.summary) ops=\(ours.operations)"
                         + " | ours(\(spread.count) grants): \(Console.fixed(oursSpread.operationsPerSecond, 0)) ops/s \(oursSpread.latency.summary)"
                     BenchComparison(

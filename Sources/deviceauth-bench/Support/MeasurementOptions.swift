@@ -21,28 +21,16 @@ struct MeasurementOptions: ParsableArguments {
             help: "The -P depth of the extra pipelined redis-benchmark baseline run at concurrency 64.")
     var pipelineDepth: Int = 16
 
-    @Option(help: ArgumentHelp("RedisClient transports to measure side by side, comma-separated: nio (SwiftNIO, the default) and threads (a hiredis thread per connection, the transport before it).",
-                               valueName: "list"))
-    var transports = "nio,threads"
-
-    @Option(help: ArgumentHelp("Where our caller tasks run: pool (Swift's global executor, like a Hummingbird handler) or event-loop (a task executor on NIO's loops, so a command is written and answered on its connection's loop; nio only).",
+    @Option(help: ArgumentHelp("Where our caller tasks run: pool (Swift's global executor, like a Hummingbird handler) or event-loop (a task executor on NIO's loops, so a command is written and answered on its connection's loop).",
                                valueName: "pool|event-loop"))
     var callers = "pool"
 
-    /// The transports of `--transports`, in order.
-    var transportList: [RedisTransport] {
-        get throws {
-            try transports.split(separator: ",").map { name in
-                guard let transport = RedisTransport(rawValue: String(name)) else {
-                    throw ValidationError("--transports: '\(name)' is not nio or threads")
-                }
-                return transport
-            }
-        }
+    /// The task executors of `--callers` for ``LoadGenerator`` (none: Swift's global executor).
+    var callerExecutors: [EventLoopTaskExecutor] {
+        callers == "event-loop" ? EventLoopTaskExecutor.forSharedGroup : []
     }
 
     func validate() throws {
-        _ = try transportList
         guard ["pool", "event-loop"].contains(callers) else { throw ValidationError("--callers must be pool or event-loop") }
         guard duration > 0 else { throw ValidationError("--duration must be positive") }
         guard warmup >= 0 else { throw ValidationError("--warmup must not be negative") }
