@@ -166,10 +166,10 @@ else
   # 2 s, not 1: a sentinel pings an instance only once min(down-after, 1 s) passed since its last
   # answer, so with 1 s a just promoted primary can count as down before its first ping is
   # answered. Seen once in ten runs: all three sentinels took the new primary for down 1.0 s after
-  # the switch and failed over again, and what the first new primary had acknowledged was lost. The files
-  # live on tmpfs when there is one (copied to the workdir on exit): a sentinel fsyncs its file at
-  # every epoch and vote of a failover, and when a busy disk holds that fsync for 2 s the sentinel
-  # takes it for a clock jump and enters TILT mode, which stops failovers for 30 s.
+  # the switch and failed over again, and what the first new primary had acknowledged was lost.
+  # The config files live on tmpfs when there is one (copied to the workdir on exit): a sentinel
+  # fsyncs its file at every epoch and vote of a failover, and when a busy disk holds that fsync
+  # for 2 s the sentinel takes it for a clock jump and enters TILT mode (no failover for 30 s).
   if [ -d /dev/shm ] && [ -w /dev/shm ]; then sentinel_dir="$(mktemp -d /dev/shm/deviceauth-sentinel.XXXXXX)"; fi
   conf_dir="${sentinel_dir:-$workdir}"
   for _ in 1 2 3; do pick_port; sentinel_ports+=("$picked_port"); done
