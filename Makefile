@@ -58,8 +58,9 @@ test: build e2e-deps
 
 # deploy/ against the server (Tests/Deploy/check_deploy.py): YAML, env names, ports, probe routes,
 # nginx -t, redis.conf's ACL on a real redis-server and, with a debug build, an API node as that user.
+# The Sentinel override (docker-compose.sentinel.yml, sentinel.conf) runs on redis-server and redis-sentinel.
 test-deploy:
-	@missing=""; for p in nginx python3-yaml redis-server redis-tools openssl; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in nginx python3-yaml redis-server redis-sentinel redis-tools openssl; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
@@ -124,6 +125,7 @@ clean:
 
 # Faults under load (Tests/Faults/run.sh): Redis SIGKILLed and restarted with AOF everysec / always
 # (and a SHUTDOWN restart), SCRIPT FLUSH + CLIENT KILL + DEBUG SLEEP, 2 of 4 API nodes killed
-# (SIGKILL, SIGTERM), Redis at maxmemory. Each on its own loopback cluster from the debug build; ~2.5 min.
+# (SIGKILL, SIGTERM), Redis at maxmemory, the primary of a Sentinel topology SIGKILLed (sentinel-failover).
+# Each on its own loopback cluster from the debug build; ~3 min.
 test-faults: build
 	Tests/Faults/run.sh

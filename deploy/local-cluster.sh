@@ -3,7 +3,8 @@
 # answers /readyz, prints their URLs, and stops everything on exit, Ctrl-C or SIGTERM.
 #
 #   deploy/local-cluster.sh [--nodes K] [--build DIR] [--config FILE] [--base-port P] [--redis-port P]
-#                           [--signing-key PEM] [--log-level LEVEL] [--redis-arg ARG]… [-- COMMAND ARGS…]
+#                           [--signing-key PEM] [--log-level LEVEL] [--redis-arg ARG]… [--sentinel]
+#                           [-- COMMAND ARGS…]
 #
 # Without a command it keeps the cluster up until interrupted. With one, it runs the command with
 # NODE_URLS (comma-separated) and REDIS_URL exported, tears the cluster down and exits with the
@@ -12,6 +13,11 @@
 # For fault tests the command also gets CLUSTER_DIR (Redis's dir, logs), REDIS_PORT, REDIS_PIDFILE,
 # REDIS_START (a script that starts Redis again with the same arguments, in the foreground) and
 # NODE_PIDS (comma-separated, in NODE_URLS order). A Redis restarted that way is stopped on exit too.
+# --sentinel: a primary (on --redis-port; --redis-arg applies to it and the replicas), two replicas
+# and three redis-sentinel processes (master name deviceauth, quorum 2, down-after 2 s, failover
+# timeout 5 s); the nodes get REDIS_URL=redis+sentinel://…/deviceauth. It also exports
+# SENTINEL_PORTS, SENTINEL_MASTER, REDIS_PORTS and REDIS_PIDFILES (first primary first, comma-
+# separated; REDIS_PORT, REDIS_PIDFILE and REDIS_START are the first primary's). All stop on exit.
 set -euo pipefail
 
 nodes=3
@@ -24,8 +30,10 @@ log_level=warning
 command=()
 
 redis_args=()
+sentinel=""
+sentinel_master=deviceauth
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --nodes) nodes="$2"; shift 2 ;;
@@ -36,6 +44,7 @@ while [ $# -gt 0 ]; do
     --signing-key) signing_key="$2"; shift 2 ;;
     --log-level) log_level="$2"; shift 2 ;;
     --redis-arg) redis_args+=("$2"); shift 2 ;;
+    --sentinel) sentinel=1; shift ;;
     -h|--help) usage; exit 0 ;;
     --) shift; command=("$@"); break ;;
     *) echo "local-cluster: unknown argument $1" >&2; usage >&2; exit 2 ;;
@@ -45,6 +54,7 @@ done
 server="$build/deviceauth-server"
 [ -x "$server" ] || { echo "local-cluster: $server not found; build it first (swift build --product deviceauth-server)" >&2; exit 2; }
 command -v redis-server >/dev/null || { echo "local-cluster: redis-server not installed (apt-get install redis-server)" >&2; exit 2; }
+[ -z "$sentinel" ] || command -v redis-sentinel >/dev/null || { echo "local-cluster: redis-sentinel not installed (apt-get install redis-sentinel)" >&2; exit 2; }
 [ -f "$config" ] || { echo "local-cluster: config $config not found" >&2; exit 2; }
 [[ "$nodes" =~ ^[1-9][0-9]*$ ]] || { echo "local-cluster: --nodes must be a positive number" >&2; exit 2; }
 
@@ -65,6 +75,12 @@ taken=()
 workdir="$(mktemp -d "${TMPDIR:-/tmp}/deviceauth-cluster.XXXXXX")"
 redis_pid=""
 node_pids=()
+# Sentinel mode: the data nodes' and the sentinels' ports and pids (the first primary's is not redis_pid).
+data_ports=()
+data_pids=()
+sentinel_ports=()
+sentinel_pids=()
+sentinel_dir=""
 status=0
 
 cleanup() {
@@ -89,6 +105,19 @@ cleanup() {
     done
     wait "$redis_pid" 2>/dev/null || true
   fi
+  # Sentinel mode: the sentinels first (so they start no failover while the data nodes stop), then
+  # every data node, also one a fault test restarted (its pid is in its pidfile).
+  local pid port name
+  for pid in "${sentinel_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for port in "${data_ports[@]}"; do timeout 5 redis-cli -h 127.0.0.1 -p "$port" shutdown nosave >/dev/null 2>&1 || true; done
+  for pid in "${sentinel_pids[@]}" "${data_pids[@]}" $(cat "$workdir"/redis-*.pid "$workdir"/sentinel-*.pid 2>/dev/null || true); do
+    name="$(cat "/proc/$pid/comm" 2>/dev/null || true)"
+    [[ " ${sentinel_pids[*]} ${data_pids[*]} " == *" $pid "* ]] || [ "$name" = "redis-server" ] || [ "$name" = "redis-sentinel" ] || continue
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  if [ -n "$sentinel_dir" ]; then cp "$sentinel_dir"/*.conf "$workdir"/ 2>/dev/null || true; rm -rf "$sentinel_dir"; fi
   # Keep the logs only when something failed (not on a clean run or a Ctrl-C / SIGTERM).
   case "$status" in
     0|130|143) rm -rf "$workdir" ;;
@@ -102,16 +131,91 @@ trap 'status=130; exit 130' INT
 trap 'status=143; exit 143' TERM
 
 [ -n "$redis_port" ] || { pick_port; redis_port="$picked_port"; }
-redis_command=(redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --dir "$workdir"
-  --maxmemory-policy noeviction --logfile "$workdir/redis.log" --pidfile "$workdir/redis.pid" --daemonize no "${redis_args[@]}")
-# The same command line, for tests that restart Redis.
-{ echo '#!/usr/bin/env bash'; printf 'exec'; printf ' %q' "${redis_command[@]}"; echo; } >"$workdir/redis-start.sh"
-chmod +x "$workdir/redis-start.sh"
-"${redis_command[@]}" &
-redis_pid=$!
-for _ in $(seq 1 100); do redis-cli -h 127.0.0.1 -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
-redis-cli -h 127.0.0.1 -p "$redis_port" ping >/dev/null 2>&1 || { echo "local-cluster: redis did not start" >&2; status=1; exit 1; }
-export REDIS_URL="redis://127.0.0.1:$redis_port"
+wait_for_ping() { # $1 = port, $2 = what runs there
+  for _ in $(seq 1 100); do redis-cli -h 127.0.0.1 -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "local-cluster: $2 on port $1 did not start; see $workdir" >&2; status=1; exit 1
+}
+if [ -z "$sentinel" ]; then
+  redis_command=(redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --dir "$workdir"
+    --maxmemory-policy noeviction --logfile "$workdir/redis.log" --pidfile "$workdir/redis.pid" --daemonize no "${redis_args[@]}")
+  # The same command line, for tests that restart Redis.
+  { echo '#!/usr/bin/env bash'; printf 'exec'; printf ' %q' "${redis_command[@]}"; echo; } >"$workdir/redis-start.sh"
+  chmod +x "$workdir/redis-start.sh"
+  "${redis_command[@]}" &
+  redis_pid=$!
+  for _ in $(seq 1 100); do redis-cli -h 127.0.0.1 -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  redis-cli -h 127.0.0.1 -p "$redis_port" ping >/dev/null 2>&1 || { echo "local-cluster: redis did not start" >&2; status=1; exit 1; }
+  export REDIS_URL="redis://127.0.0.1:$redis_port"
+else
+  # A primary and two replicas, each with its own pidfile, log and start script (redis-start-PORT.sh).
+  data_ports=("$redis_port")
+  for _ in 1 2; do pick_port; data_ports+=("$picked_port"); done
+  for port in "${data_ports[@]}"; do
+    # A replica syncs at once (Redis 7 waits 5 s for more replicas by default).
+    data_command=(redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --dir "$workdir"
+      --maxmemory-policy noeviction --logfile "$workdir/redis-$port.log" --pidfile "$workdir/redis-$port.pid" --daemonize no
+      --repl-diskless-sync yes --repl-diskless-sync-delay 0 "${redis_args[@]}")
+    [ "$port" = "$redis_port" ] || data_command+=(--replicaof 127.0.0.1 "$redis_port")
+    { echo '#!/usr/bin/env bash'; printf 'exec'; printf ' %q' "${data_command[@]}"; echo; } >"$workdir/redis-start-$port.sh"
+    chmod +x "$workdir/redis-start-$port.sh"
+    "${data_command[@]}" &
+    data_pids+=($!)
+    wait_for_ping "$port" redis-server
+  done
+  # Three sentinels, each with a config file of its own (a sentinel rewrites its file). Down-after
+  # 2 s, not 1: a sentinel pings an instance only once min(down-after, 1 s) passed since its last
+  # answer, so with 1 s a just promoted primary can count as down before its first ping is
+  # answered. Seen once in ten runs: all three sentinels took the new primary for down 1.0 s after
+  # the switch and failed over again, and what the first new primary had acknowledged was lost.
+  # The config files live on tmpfs when there is one (copied to the workdir on exit): a sentinel
+  # fsyncs its file at every epoch and vote of a failover, and when a busy disk holds that fsync
+  # for 2 s the sentinel takes it for a clock jump and enters TILT mode (no failover for 30 s).
+  if [ -d /dev/shm ] && [ -w /dev/shm ]; then sentinel_dir="$(mktemp -d /dev/shm/deviceauth-sentinel.XXXXXX)"; fi
+  conf_dir="${sentinel_dir:-$workdir}"
+  for _ in 1 2 3; do pick_port; sentinel_ports+=("$picked_port"); done
+  for port in "${sentinel_ports[@]}"; do
+    cat >"$conf_dir/sentinel-$port.conf" <<EOF
+port $port
+bind 127.0.0.1
+daemonize no
+dir $workdir
+pidfile $workdir/sentinel-$port.pid
+logfile $workdir/sentinel-$port.log
+sentinel resolve-hostnames no
+sentinel monitor $sentinel_master 127.0.0.1 $redis_port 2
+sentinel down-after-milliseconds $sentinel_master 2000
+sentinel failover-timeout $sentinel_master 5000
+sentinel parallel-syncs $sentinel_master 1
+EOF
+    redis-sentinel "$conf_dir/sentinel-$port.conf" &
+    sentinel_pids+=($!)
+    wait_for_ping "$port" redis-sentinel
+  done
+  # Settled: every sentinel names the primary and sees both replicas linked and the two other
+  # sentinels (hello messages go out every 2 s), so a failover can happen.
+  settled() {
+    local port linked
+    for port in "${sentinel_ports[@]}"; do
+      [ "$(redis-cli -h 127.0.0.1 -p "$port" sentinel get-master-addr-by-name "$sentinel_master" 2>/dev/null | tail -n 1)" = "$redis_port" ] || return 1
+      # --raw prints SENTINEL REPLICAS as name, value, name, value… lines.
+      linked="$(redis-cli -h 127.0.0.1 -p "$port" --raw sentinel replicas "$sentinel_master" 2>/dev/null | awk '
+        prev == "flags" && $0 == "slave" { slave++ } prev == "master-link-status" && $0 == "ok" { ok++ } { prev = $0 }
+        END { print (slave < ok ? slave : ok) + 0 }')"
+      [ "$linked" = 2 ] || return 1
+      [ "$(redis-cli -h 127.0.0.1 -p "$port" --raw sentinel sentinels "$sentinel_master" 2>/dev/null | grep -c '^runid$')" = 2 ] || return 1
+    done
+  }
+  for _ in $(seq 1 300); do settled && break; sleep 0.1; done
+  settled || { echo "local-cluster: the sentinels did not settle (primary, 2 linked replicas, 3 sentinels) in 30 s; see $workdir/sentinel-*.log" >&2; status=1; exit 1; }
+  sentinel_list="$(printf '127.0.0.1:%s,' "${sentinel_ports[@]}")"
+  export REDIS_URL="redis+sentinel://${sentinel_list%,}/$sentinel_master"
+  SENTINEL_PORTS="$(IFS=,; echo "${sentinel_ports[*]}")"
+  SENTINEL_MASTER="$sentinel_master"
+  REDIS_PORTS="$(IFS=,; echo "${data_ports[*]}")"
+  REDIS_PIDFILES="$(printf "$workdir/redis-%s.pid," "${data_ports[@]}")"
+  REDIS_PIDFILES="${REDIS_PIDFILES%,}"
+  export SENTINEL_PORTS SENTINEL_MASTER REDIS_PORTS REDIS_PIDFILES
+fi
 
 if [ -z "$signing_key" ]; then
   signing_key="$workdir/signing-key.pem"
@@ -160,6 +264,7 @@ CLUSTER_DIR="$workdir"
 REDIS_PORT="$redis_port"
 REDIS_PIDFILE="$workdir/redis.pid"
 REDIS_START="$workdir/redis-start.sh"
+[ -z "$sentinel" ] || { REDIS_PIDFILE="$workdir/redis-$redis_port.pid"; REDIS_START="$workdir/redis-start-$redis_port.sh"; }
 export NODE_URLS NODE_PIDS CLUSTER_DIR REDIS_PORT REDIS_PIDFILE REDIS_START
 echo "local-cluster: redis $REDIS_URL, $nodes node(s) ready: $NODE_URLS (logs in $workdir)" >&2
 

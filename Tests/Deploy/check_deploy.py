@@ -15,6 +15,11 @@ What can be checked without Docker or Kubernetes:
   compose service names (api-1, …) only resolve inside the compose network;
 - deploy/nginx.conf running in front of a stub node: /metrics however spelled (/metrics/, /metrics//,
   //metrics, %6D…) is answered 404 by nginx and never reaches a node;
+- deploy/docker-compose.sentinel.yml and deploy/sentinel.conf: the override's redis+sentinel:// URL
+  names the sentinel services, sentinel.conf's port and master name and only URL options the Redis
+  client reads, its password files are mounted secrets; replicas start with --replicaof the monitored
+  primary; live, the rendered data-node and sentinel files run on redis-server / redis-sentinel
+  (replication, CKQUORUM, an API node through the URL, SENTINEL FAILOVER followed by the node);
 - deploy/redis.conf: noeviction, AOF everysec, and an ACL user allowed exactly the commands the
   product sends (read from the Swift sources and the Lua scripts), on its key prefix only — checked
   on the text and on a real redis-server started with a copy of the file (ACL DRYRUN), and, when the
@@ -37,6 +42,8 @@ import sys
 import tempfile
 import time
 import unittest
+import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -80,6 +87,8 @@ class Deploy:
         self.nginx = read(d / "nginx.conf")
         self.redis_conf = read(d / "redis.conf")
         self.compose = yaml.safe_load(read(d / "docker-compose.yml"))
+        self.compose_sentinel = yaml.safe_load(read(d / "docker-compose.sentinel.yml"))
+        self.sentinel_conf = read(d / "sentinel.conf")
         self.k8s = {}
         self.k8s_files = {}
         self.kustomization = None
@@ -513,6 +522,101 @@ class Deploy:
                         problems.append(f"{where}: nginx's address {nginx_ip} is not in trusted_proxies")
         return problems
 
+    # ---------------------------------------------------------------- Sentinel (docker-compose.sentinel.yml)
+
+    def sentinel_url_options(self):
+        """Query options the Redis URL parser reads (RedisClient/Configuration, RedisClient/Sentinel)."""
+        names = set()
+        for path in sorted((self.root / "Sources/RedisClient").rglob("*.swift")):
+            names |= set(re.findall(r'\b(?:query|options)\["([a-z_]+)"\]', code_lines(read(path))))
+        return names
+
+    def sentinel_settings(self):
+        """sentinel.conf's port, master name, monitored host and port, quorum."""
+        port = re.search(r"(?m)^port (\d+)", self.sentinel_conf)
+        monitor = re.search(r"(?m)^sentinel monitor (\S+) (\S+) (\d+) (\d+)", self.sentinel_conf)
+        return {"port": int(port.group(1)) if port else None,
+                "master": monitor.group(1) if monitor else None, "host": monitor.group(2) if monitor else None,
+                "data_port": int(monitor.group(3)) if monitor else None, "quorum": int(monitor.group(4)) if monitor else None}
+
+    def check_sentinel(self):
+        problems = []
+        where = "docker-compose.sentinel.yml"
+        base, override = self.compose.get("services", {}), self.compose_sentinel.get("services", {})
+        settings = self.sentinel_settings()
+        if None in settings.values():
+            return [f"deploy/sentinel.conf: needs a port and one 'sentinel monitor NAME HOST PORT QUORUM' line ({settings})"]
+        sentinels = sorted(name for name, svc in override.items() if "exec redis-sentinel " in " ".join(map(str, svc.get("command", []))))
+        data = sorted(name for name, svc in override.items() if "exec redis-server " in " ".join(map(str, svc.get("command", []))))
+        if len(sentinels) < 3 or len(sentinels) % 2 == 0:
+            problems.append(f"{where}: {len(sentinels)} sentinels; run an odd number, at least 3")
+        if not (len(sentinels) // 2 < settings["quorum"] <= len(sentinels)):
+            problems.append(f"deploy/sentinel.conf: quorum {settings['quorum']} for {len(sentinels)} sentinels (use a majority)")
+        if settings["host"] not in data or len(data) < 2:
+            problems.append(f"deploy/sentinel.conf: monitors {settings['host']}, but the data nodes are {data} (a primary and replicas)")
+        redis_port = re.search(r"(?m)^port (\d+)", self.redis_conf)
+        if not redis_port or int(redis_port.group(1)) != settings["data_port"]:
+            problems.append(f"deploy/sentinel.conf: monitors port {settings['data_port']}, redis.conf listens on {redis_port and redis_port.group(1)}")
+        for name in data:
+            command = " ".join(map(str, override[name].get("command", [])))
+            if "/etc/deviceauth/redis.conf" not in command or "redis-config" not in [c["source"] for c in override[name].get("configs", [])]:
+                problems.append(f"{where} {name}: does not start from deploy/redis.conf")
+            for needed in ("masteruser ", "masterauth ", "replica-announce-ip ", "user default off"):
+                if needed not in command:
+                    problems.append(f"{where} {name}: the rendered configuration lacks '{needed.strip()}'")
+            if name != settings["host"] and f"--replicaof {settings['host']} {settings['data_port']}" not in " ".join(
+                    map(str, (override[name].get("environment") or {}).values())):
+                problems.append(f"{where} {name}: a replica must start with --replicaof {settings['host']} {settings['data_port']}")
+        for name in sentinels:
+            targets = [c["target"] for c in override[name].get("configs", [])]
+            if "sentinel-config" not in [c["source"] for c in override[name].get("configs", [])] or not any(t in " ".join(override[name]["command"]) for t in targets):
+                problems.append(f"{where} {name}: does not render deploy/sentinel.conf")
+        configs = {**(self.compose.get("configs") or {}), **(self.compose_sentinel.get("configs") or {})}
+        if not str((configs.get("sentinel-config") or {}).get("file", "")).endswith("sentinel.conf"):
+            problems.append(f"{where}: configs.sentinel-config is not ./sentinel.conf")
+        secrets = {**(self.compose.get("secrets") or {}), **(self.compose_sentinel.get("secrets") or {})}
+        for name, svc in override.items():
+            for ref in svc.get("secrets", []):
+                source = ref if isinstance(ref, str) else ref["source"]
+                if source not in secrets:
+                    problems.append(f"{where} {name}: secret {source} is not defined")
+        api = sorted(name for name, svc in override.items() if "DEVICEAUTH_REDIS_URL" in (svc.get("environment") or {}))
+        if api != sorted(self.api_services()):
+            problems.append(f"{where}: overrides the Redis URL of {api}, but the API nodes of docker-compose.yml are {sorted(self.api_services())}")
+        options = self.sentinel_url_options()
+        for name in api:
+            env = override[name]["environment"]
+            for variable in env:
+                if variable.startswith("DEVICEAUTH_") and variable not in self.server_env:
+                    problems.append(f"{where} {name}: {variable} is not read by deviceauth-server")
+            url = str(env["DEVICEAUTH_REDIS_URL"])
+            match = re.match(rf"redis\+sentinel://{ACL_USER}:[^@]+@([^/?]+)/([^/?]+)(?:\?(.*))?$", url)
+            if not match:
+                problems.append(f"{where} {name}: DEVICEAUTH_REDIS_URL should be redis+sentinel://{ACL_USER}:…@sentinels/master: {url}")
+                continue
+            hosts, master, query = match.group(1).split(","), match.group(2), dict(p.split("=", 1) for p in (match.group(3) or "").split("&") if p)
+            if sorted(h.split(":")[0] for h in hosts) != sentinels:
+                problems.append(f"{where} {name}: the URL lists {hosts}, the sentinels are {sentinels}")
+            for host in hosts:
+                if ":" in host and int(host.split(":")[1]) != settings["port"]:
+                    problems.append(f"{where} {name}: sentinel {host}, but sentinel.conf listens on {settings['port']}")
+            if master != settings["master"]:
+                problems.append(f"{where} {name}: master name {master!r}, sentinel.conf monitors {settings['master']!r}")
+            for option in sorted(set(query) - options):
+                problems.append(f"{where} {name}: URL option {option!r} is not read by the Redis client (it knows {sorted(options)})")
+            mounted = [s if isinstance(s, str) else s.get("target", s["source"])
+                       for s in (base.get(name, {}).get("secrets", []) + override[name].get("secrets", []))]
+            for option in ("sentinel_password_file", "function_loader_password_file"):
+                path = query.get(option)
+                if not path:
+                    problems.append(f"{where} {name}: the URL lacks {option}")
+                elif not any(path in (f"/run/secrets/{s}", s) for s in mounted):
+                    problems.append(f"{where} {name}: {option}={path} is not a mounted secret ({mounted})")
+            if query.get("function_loader_user") != LOADER_USER:
+                problems.append(f"{where} {name}: the URL should name the function loader {LOADER_USER}")
+        return problems
+
+
     # ---------------------------------------------------------------- Redis ACL
 
     def acl_rule(self, user=ACL_USER):
@@ -607,7 +711,8 @@ class Deploy:
 class RedisWithConf:
     """redis-server started from a copy of deploy/redis.conf on a free loopback port in a temp dir."""
 
-    def __init__(self, conf_text, password="acl-check-password", substitute=True):
+    def __init__(self, conf_text, password="acl-check-password", substitute=True, extra=()):
+        """`extra`: more redis-server arguments (the file in `dir` is the one CONFIG REWRITE rewrites)."""
         self.dir = Path(tempfile.mkdtemp(prefix="deviceauth-deploy-check."))
         self.port = free_port()
         self.password = password
@@ -620,7 +725,7 @@ class RedisWithConf:
         self.process = subprocess.Popen(
             ["redis-server", str(self.dir / "redis.conf"), "--dir", str(self.dir), "--daemonize", "no",
              "--logfile", str(self.dir / "redis.log"), "--appendonly", "no", "--save", "",
-             "--user", "deploycheck", "on", ">deploycheck", "~*", "&*", "+@all"],
+             "--user", "deploycheck", "on", ">deploycheck", "~*", "&*", "+@all", *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(100):
             if self.process.poll() is not None:
@@ -715,6 +820,9 @@ class StaticChecks(unittest.TestCase):
 
     def test_redis_conf_and_acl_text(self):
         self.assertEqual(deploy().check_redis_conf(), [])
+
+    def test_sentinel_override(self):
+        self.assertEqual(deploy().check_sentinel(), [])
 
 
 class NginxCheck(unittest.TestCase):
@@ -954,6 +1062,180 @@ class ComposeRedisCommand(unittest.TestCase):
             redis.stop()
 
 
+class SentinelLive(unittest.TestCase):
+    """docker-compose.sentinel.yml's data nodes and sentinels on loopback: the compose commands render
+    deploy/redis.conf and deploy/sentinel.conf (as in the containers, secrets from files), then a
+    primary and two replicas run on redis-server and three sentinels on redis-sentinel from the
+    rendered files. They must replicate as deviceauth-replication, the sentinels must see the
+    primary, both replicas and each other as deviceauth-sentinel (CKQUORUM), an API node must serve
+    through the override's redis+sentinel:// URL, and SENTINEL FAILOVER must promote a replica
+    (the sentinel user may SLAVEOF and CONFIG REWRITE) that the node then writes to."""
+
+    SECRETS = {"redis-loader-password": "0123456789abcdef0123456789abcdef", "redis-replication-password": "1111222233334444aaaabbbbccccdddd",
+               "redis-sentinel-auth-password": "5555666677778888eeeeffff00001111", "redis-sentinel-password": "9999000011112222333344445555aaaa"}
+    PASSWORD = "abcdefabcdef0123456789abcdefabcd"
+
+    def render(self, service, tmp, output, env):
+        """Runs the render part of a compose service's command (everything before its exec) in `tmp`."""
+        script = deploy().compose_sentinel["services"][service]["command"][2].replace("$$", "$")
+        render, sep, _ = script.rpartition("&& exec ")
+        self.assertTrue(sep, f"{service}: no exec in {script}")
+        for name in self.SECRETS:
+            render = render.replace(f"/run/secrets/{name}", f"{tmp}/{name}")
+        render = (render.replace("/etc/deviceauth/redis.conf", f"{REPO}/deploy/redis.conf").replace("/tmp/redis.conf", str(output))
+                  .replace("/etc/deviceauth/sentinel.conf", f"{REPO}/deploy/sentinel.conf").replace("/data/sentinel.conf", str(output)))
+        subprocess.run(["sh", "-c", render], env=dict(os.environ, REDIS_PASSWORD=self.PASSWORD, **env), check=True, timeout=10)
+        text = read(output)
+        for secret in [self.PASSWORD, self.SECRETS["redis-loader-password"], self.SECRETS["redis-sentinel-auth-password"]]:
+            if "sentinel" not in service:
+                self.assertNotIn(secret, text, f"{service}: a plaintext password in the rendered redis.conf")
+        self.assertEqual(os.stat(output).st_mode & 0o077, 0, f"{service}: the rendered file is readable by others")
+        return text
+
+    def sentinel_cli(self, port, *args):
+        out = subprocess.run(["redis-cli", "-p", str(port), "--no-auth-warning", "-a", self.SECRETS["redis-sentinel-password"], "--raw", *args],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip()
+
+    def test_compose_sentinel_topology_replicates_and_fails_over(self):
+        if not shutil.which("redis-sentinel"):
+            self.fail("redis-sentinel is not installed (apt-get install redis-sentinel)")
+        compose = deploy().compose_sentinel["services"]
+        settings = deploy().sentinel_settings()
+        master = settings["master"]
+        # On tmpfs when there is one: a sentinel fsyncs its file at each epoch and vote, and an fsync held
+        # 2 s by a busy disk looks like a clock jump to it (TILT mode: no failover for 30 s).
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+        tmp = Path(tempfile.mkdtemp(prefix="deviceauth-deploy-sentinel.", dir=shm))
+        processes, data = [], []
+        try:
+            for name, value in self.SECRETS.items():
+                (tmp / name).write_text(value + "\n")
+            # The data nodes: primary first (the host sentinel.conf monitors), then the replicas.
+            names = [settings["host"]] + sorted(n for n, s in compose.items() if "exec redis-server " in " ".join(s.get("command", [])) and n != settings["host"])
+            for name in names:
+                env = {k: str(v) for k, v in (compose[name].get("environment") or {}).items() if k in ("ANNOUNCE_HOSTNAME",)}
+                env["ANNOUNCE_HOSTNAME"] = "127.0.0.1"   # the service names resolve only inside the compose network
+                rendered = self.render(name, tmp, tmp / f"{name}.conf", env)
+                replica_of = str((compose[name].get("environment") or {}).get("REPLICA_OF", "")).split()
+                if replica_of:
+                    self.assertEqual(replica_of[:3], ["--replicaof", settings["host"], str(settings["data_port"])])
+                    replica_of = ["--replicaof", "127.0.0.1", str(data[0].port)]
+                data.append(RedisWithConf(rendered, substitute=False, extra=replica_of))
+            primary, replicas = data[0], data[1:]
+            # The sentinels, from the rendered sentinel.conf on free ports, monitoring the primary.
+            sentinel_ports = []
+            sentinel_names = sorted(n for n, s in compose.items() if "exec redis-sentinel " in " ".join(s.get("command", [])))
+            for name in sentinel_names:
+                port = free_port()
+                conf = tmp / f"{name}.conf"
+                text = self.render(name, tmp, conf, {})
+                self.assertNotIn("change-me", "\n".join(l for l in text.splitlines() if not l.startswith("#")), f"{name}: a placeholder left")
+                text = re.sub(r"(?m)^port \d+", f"port {port}", text)
+                text = re.sub(rf"(?m)^sentinel monitor {master} \S+ \d+", f"sentinel monitor {master} 127.0.0.1 {primary.port}", text)
+                conf.write_text(text + f"bind 127.0.0.1\ndir {tmp}\nlogfile {tmp}/{name}.log\n")
+                processes.append(subprocess.Popen(["redis-sentinel", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp))
+                sentinel_ports.append(port)
+
+            def settled():
+                for port in sentinel_ports:
+                    if self.sentinel_cli(port, "sentinel", "ckquorum", master).split(" ")[0] != "OK":
+                        return False
+                    lines = self.sentinel_cli(port, "sentinel", "replicas", master).splitlines()
+                    linked = sum(1 for i in range(len(lines) - 1) if lines[i] == "master-link-status" and lines[i + 1] == "ok")
+                    if linked != len(replicas) or self.sentinel_cli(port, "sentinel", "sentinels", master).splitlines().count("runid") != len(sentinel_ports) - 1:
+                        return False
+                return True
+            deadline = time.time() + 40   # hang guard: sentinels say hello every 2 s
+            while time.time() < deadline and not settled():
+                time.sleep(0.2)
+            logs = "".join(read(p)[-800:] for p in tmp.glob("sentinel-*.log"))
+            self.assertTrue(settled(), f"the sentinels did not see the primary, {len(replicas)} linked replicas and each other:\n{logs}")
+            for replica in replicas:
+                self.assertIn("master_link_status:up", replica.cli("INFO", "replication"), "a replica did not sync as deviceauth-replication")
+
+            build = Path(os.environ.get("DEPLOY_CHECK_BUILD_DIR", REPO / ".build/debug"))
+            server = build / "deviceauth-server"
+            if not server.exists():
+                message = f"{server} missing (run make build); the API node was not run through the Sentinel URL"
+                if os.environ.get("DEPLOY_CHECK_REQUIRE_LIVE") == "1":
+                    self.fail(message)
+                self.skipTest(message)
+            # The API node with the override's URL: sentinel-N:26379 → the loopback sentinels, files → tmp.
+            url = str(compose[sorted(deploy().api_services())[0]]["environment"]["DEVICEAUTH_REDIS_URL"])
+            url = url.replace("${REDIS_PASSWORD:?set REDIS_PASSWORD in deploy/.env}", self.PASSWORD)
+            hosts = re.match(r"redis\+sentinel://[^@]+@([^/]+)/", url).group(1)
+            url = url.replace(hosts, ",".join(f"127.0.0.1:{port}" for port in sentinel_ports))
+            for name in self.SECRETS:
+                url = url.replace(f"/run/secrets/{name}", f"{tmp}/{name}")
+            self.assertNotIn("${", url)
+            config = json.loads(read(REPO / "deploy/loadtest-config.json"))
+            config.pop("key_prefix", None)
+            config.pop("secret", None)
+            (tmp / "config.json").write_text(json.dumps(config))
+            key = tmp / "signing-key.pem"
+            subprocess.run(f"openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt -out {key}",
+                           shell=True, check=True, capture_output=True)
+            node_port = free_port()
+            log = open(tmp / "node.log", "w")
+            node = subprocess.Popen([str(server), "--host", "127.0.0.1", "--port", str(node_port), "--redis-url", url,
+                                     "--config", str(tmp / "config.json"), "--signing-key", str(key), "--log-level", "notice"],
+                                    stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, DEVICEAUTH_SECRET="deploy-check-secret-of-at-least-32-bytes!!"))
+            processes.append(node)
+
+            def answer(path, form=None):
+                try:
+                    data_bytes = urllib.parse.urlencode(form).encode() if form else None
+                    with urllib.request.urlopen(f"http://127.0.0.1:{node_port}{path}", data=data_bytes, timeout=5) as response:
+                        return response.status
+                except urllib.error.HTTPError as error:
+                    return error.code
+                except OSError:
+                    return 0
+
+            def wait_for(predicate, seconds):
+                deadline = time.time() + seconds   # hang guard only
+                while time.time() < deadline and not predicate():
+                    time.sleep(0.2)
+                return predicate()
+            self.assertTrue(wait_for(lambda: answer("/readyz") == 200, 30), f"the node is not ready through the Sentinel URL: {read(tmp / 'node.log')[-2000:]}")
+            self.assertEqual(answer("/oauth/device_authorization", {"client_id": "loadtest"}), 200)
+            before = int(primary.cli("DBSIZE"))
+            self.assertGreater(before, 0, "the node did not write to the primary")
+
+            # A failover ordered by a sentinel: it needs SLAVEOF, CONFIG REWRITE… from the sentinel user.
+            self.assertEqual(self.sentinel_cli(sentinel_ports[0], "sentinel", "failover", master), "OK")
+            ports = {str(r.port): r for r in replicas}
+            self.assertTrue(wait_for(lambda: all(self.sentinel_cli(p, "sentinel", "get-master-addr-by-name", master).splitlines()[-1:] != [str(primary.port)]
+                                                 for p in sentinel_ports), 40), "the sentinels did not switch to a replica")
+            new = ports.get(self.sentinel_cli(sentinel_ports[0], "sentinel", "get-master-addr-by-name", master).splitlines()[-1])
+            self.assertIsNotNone(new, "the sentinels name a primary that is not one of the replicas")
+            self.assertTrue(wait_for(lambda: new.cli("ROLE").splitlines()[:1] == ["master"], 20), "the promoted replica is not a primary")
+            self.assertTrue(wait_for(lambda: primary.cli("ROLE").splitlines()[:1] == ["slave"], 30),
+                            "the old primary was not turned into a replica (the sentinel user needs SLAVEOF and CONFIG REWRITE)")
+            self.assertIn("replicaof 127.0.0.1", read(primary.dir / "redis.conf"), "CONFIG REWRITE did not record the new role")
+            # The node follows: new grants are written to the promoted replica.
+            written = int(new.cli("DBSIZE"))
+            self.assertTrue(wait_for(lambda: answer("/oauth/device_authorization", {"client_id": "loadtest"}) == 200, 30),
+                            f"the node does not issue codes after the failover: {read(tmp / 'node.log')[-2000:]}")
+            self.assertGreater(int(new.cli("DBSIZE")), written, "the node did not write to the promoted replica")
+            self.assertNotRegex(read(tmp / "node.log"), r"NOPERM|no permissions", "the node logged an ACL problem")
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            for redis in data:
+                redis.stop()
+            if "log" in locals():
+                log.close()
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 class MutationTests(unittest.TestCase):
     """Break one thing in a copy of the tree and expect the checks to notice: they can fail."""
 
@@ -977,7 +1259,7 @@ class MutationTests(unittest.TestCase):
 
     def test_unmodified_copy_passes(self):
         d = Deploy(self.tmp)
-        self.assertEqual(d.check_env_names() + d.check_ports() + d.check_names() + d.check_configs() + d.check_redis_conf(), [])
+        self.assertEqual(d.check_env_names() + d.check_ports() + d.check_names() + d.check_configs() + d.check_redis_conf() + d.check_sentinel(), [])
 
     def test_misspelt_env_var(self):
         self.mutate("deploy/k8s/deployment.yaml", "name: DEVICEAUTH_SIGNING_KEY", "name: DEVICEAUTH_SIGNINGKEY")
@@ -1027,6 +1309,23 @@ class MutationTests(unittest.TestCase):
     def test_acl_too_wide(self):
         self.mutate("deploy/redis.conf", "-@all +auth", "+@all +auth")
         self.assertTrue(any("grants +@all" in p for p in self.problems("check_redis_conf")))
+
+    def test_sentinel_url_names_another_master(self):
+        self.mutate("deploy/docker-compose.sentinel.yml", ":26379/deviceauth?", ":26379/mymaster?")
+        self.assertTrue(any("master name 'mymaster'" in p for p in self.problems("check_sentinel")))
+
+    def test_sentinel_listens_elsewhere(self):
+        self.mutate("deploy/sentinel.conf", "port 26379", "port 26380")
+        self.assertTrue(any("sentinel.conf listens on 26380" in p for p in self.problems("check_sentinel")))
+
+    def test_sentinel_url_option_the_client_does_not_read(self):
+        self.mutate("deploy/docker-compose.sentinel.yml", "&sentinel_password_file=", "&sentinel_pass_file=")
+        problems = self.problems("check_sentinel")
+        self.assertTrue(any("'sentinel_pass_file' is not read" in p for p in problems), problems)
+
+    def test_sentinel_replica_without_replicaof(self):
+        self.mutate("deploy/docker-compose.sentinel.yml", 'REPLICA_OF: "--replicaof redis 6379"', 'REPLICA_OF: ""')
+        self.assertTrue(any("must start with --replicaof" in p for p in self.problems("check_sentinel")))
 
     def test_nginx_syntax_error_fails_nginx_t(self):
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"

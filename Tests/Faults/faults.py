@@ -3,7 +3,8 @@
 
     deploy/local-cluster.sh … -- python3 Tests/Faults/faults.py SCENARIO [--fsync everysec|always]
 
-Scenarios: redis-restart, redis-disruptions, node-kill, maxmemory. Each starts the load-test harness
+Scenarios: redis-restart, redis-disruptions, node-kill, maxmemory, sentinel-failover (under
+local-cluster.sh --sentinel). Each starts the load-test harness
 (FAULTS_LOADTEST, default .build/debug/deviceauth-loadtest) against the cluster, injects its fault
 while devices are in flight, checks with curl what a client sees during the fault, waits for the
 harness and reads its JSON report. It prints one line `PASS <scenario>: figures…` or
@@ -202,8 +203,11 @@ def decide(node, user_code, user, approve=True):
         "grant_id": hidden("grant_id", page.body), "action": "approve" if approve else "deny"})
 
 
-def full_flow(node_a, node_b, user="after-recovery"):
-    """Issue on one node, approve and redeem on another: True if the device gets one token naming the user."""
+def full_flow(node_a, node_b, user="after-recovery", redeemed=None):
+    """Issue on one node, approve and redeem on another: None if the device gets one token naming the user,
+    else what went wrong. With a list as `redeemed`, the redeemed device code is appended to it and not
+    polled again here: a second poll counts as a replay on the nodes, which a harness still running
+    compares with its own replays."""
     issued = issue(node_a)
     if issued.status != 200:
         return f"device_authorization {issued!r}"
@@ -215,6 +219,9 @@ def full_flow(node_a, node_b, user="after-recovery"):
     token = poll(node_a, codes["device_code"])
     if token.status != 200 or "access_token" not in (token.json or {}):
         return f"token {token!r}"
+    if redeemed is not None:
+        redeemed.append(codes["device_code"])
+        return None
     again = poll(node_b, codes["device_code"])
     if (again.json or {}).get("error") != "invalid_grant":
         return f"second poll was not invalid_grant: {again!r}"
@@ -662,7 +669,159 @@ def maxmemory(args):
     FIGURES["grants_scanned_at_end"] = f"{records_end} records, {indexes_end} indexes, {len(problems_end)} problems"
 
 
-SCENARIOS = {"redis-restart": redis_restart, "redis-disruptions": redis_disruptions, "node-kill": node_kill, "maxmemory": maxmemory}
+# ---------------------------------------------------------------------------------------------
+# Sentinel failover (deploy/local-cluster.sh --sentinel)
+
+SENTINEL_PORTS = [port for port in os.environ.get("SENTINEL_PORTS", "").split(",") if port]
+SENTINEL_MASTER = os.environ.get("SENTINEL_MASTER", "")
+REDIS_PORTS = [port for port in os.environ.get("REDIS_PORTS", "").split(",") if port]
+# Generous: a sentinel failover on loopback (down-after 1 s) takes a few seconds, under a busy CPU more.
+RECOVERY_BOUND_S = 30
+
+
+def cli(port, *args, timeout=5):
+    try:
+        result = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return ""
+    return result.stdout.strip()
+
+
+def sentinel_primary():
+    """The primary's port as the first sentinel that answers names it (None if none answers)."""
+    for port in SENTINEL_PORTS:
+        answer = cli(port, "sentinel", "get-master-addr-by-name", SENTINEL_MASTER, timeout=2).splitlines()
+        if len(answer) == 2 and answer[1].isdigit():
+            return answer[1]
+    return None
+
+
+def role(port):
+    return (cli(port, "role", timeout=2).splitlines() or [""])[0]
+
+
+def grant_records(port):
+    """The device records (KEY_PREFIX:{tag}:d:…) on the data node on `port`."""
+    keys = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), "--scan", "--pattern", KEY_PREFIX + ":{*}:d:*"],
+                          capture_output=True, text=True, timeout=30).stdout.split()
+    return set(keys)
+
+
+def sentinel_failover(args):
+    """Three sentinels, a primary and two replicas: the primary SIGKILLed under load; the nodes follow
+    the sentinels to the promoted replica. Lost approvals (asynchronous replication) are counted, not failed."""
+    global REDIS_PORT
+    check(len(SENTINEL_PORTS) == 3 and SENTINEL_MASTER and len(REDIS_PORTS) == 3, "sentinel-failover runs under local-cluster.sh --sentinel")
+    old = sentinel_primary()
+    check(old == REDIS_PORT and role(old) == "master", f"the sentinels name {old} as primary, not {REDIS_PORT} (ROLE {role(old)!r})")
+    harness, report_path, command = start_harness("sentinel-failover", "--fault-tolerant", "--expect-lost-approvals", duration=18)
+    FIGURES["command"] = " ".join(command)
+    time.sleep(2)
+    # A code issued before the kill and known to be on both replicas (WAIT): it must survive the failover.
+    before = issue(NODES[0])
+    check(before.status == 200, f"device_authorization before the kill: {before!r}")
+    replicated = cli(old, "wait", "2", "2000")
+    check(replicated == "2", f"WAIT 2 on the primary answered {replicated!r}: the replicas are not in sync")
+    time.sleep(3)
+    check(harness.poll() is None, "the harness ended before the kill: the fault would not be under load")
+
+    pid = int(open(os.path.join(CLUSTER_DIR, f"redis-{old}.pid")).read().strip())
+    log(f"SIGKILL primary redis-server {pid} on port {old}")
+    os.kill(pid, signal.SIGKILL)
+    killed_at = time.time()
+    wait_until(lambda: not alive(pid), 5)
+
+    # Measured side by side: the sentinels' switch and the nodes' readiness (a thread), the first
+    # complete flow (here).
+    import threading
+    seen = {"new": None, "switch_s": None, "ready_s": None, "red_seen": False}
+
+    def watch():
+        deadline = killed_at + RECOVERY_BOUND_S
+        while time.time() < deadline:
+            if seen["new"] is None:
+                port = sentinel_primary()
+                if port and port != old:
+                    seen["new"], seen["switch_s"] = port, time.time() - killed_at
+                    log(f"a sentinel names {port} as primary, {seen['switch_s']:.2f} s after the kill")
+            statuses = [curl(node + "/readyz", timeout=3).status for node in NODES]
+            seen["red_seen"] |= any(status != 200 for status in statuses)
+            if seen["new"] is not None and all(status == 200 for status in statuses):
+                seen["ready_s"] = time.time() - killed_at
+                return
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    flow_s, attempts, last_problem, redeemed = None, 0, None, []
+    while time.time() < killed_at + RECOVERY_BOUND_S:
+        attempts += 1
+        last_problem = full_flow(NODES[attempts % len(NODES)], NODES[(attempts + 1) % len(NODES)], user=f"after-failover-{attempts}",
+                                 redeemed=redeemed)
+        if last_problem is None:
+            flow_s = time.time() - killed_at
+            break
+        log(f"flow attempt {attempts} after the kill: {last_problem}")
+        time.sleep(0.2)
+    watcher.join(timeout=RECOVERY_BOUND_S + 10)
+    new = seen["new"]
+    FIGURES["old_primary"], FIGURES["new_primary"] = old, new
+    FIGURES["sentinel_switch_s"] = round(seen["switch_s"], 2) if seen["switch_s"] is not None else None
+    FIGURES["readyz_green_s"] = round(seen["ready_s"], 2) if seen["ready_s"] is not None else None
+    FIGURES["readyz_red_seen"] = seen["red_seen"]
+    FIGURES["first_flow_s"] = round(flow_s, 2) if flow_s is not None else None
+    FIGURES["flow_attempts"] = attempts
+    check(new is not None, f"no sentinel named a new primary within {RECOVERY_BOUND_S} s of the kill")
+    check(seen["ready_s"] is not None, f"/readyz was not green on every node within {RECOVERY_BOUND_S} s of the kill")
+    check(flow_s is not None, f"no complete flow within {RECOVERY_BOUND_S} s of the kill ({attempts} attempts; last: {last_problem})")
+    if new:
+        check(role(new) == "master", f"the promoted {new} answers ROLE {role(new)!r}")
+    if before.status == 200:
+        answer = poll(NODES[1], before.json["device_code"])
+        check((answer.json or {}).get("error") in ("authorization_pending", "slow_down"),
+              f"a code replicated before the kill (WAIT 2) is not pending after the failover: {answer!r}")
+    check(harness.poll() is None, "the harness ended before the flows after the failover: the recovery was not under load")
+    if flow_s is None and harness.poll() is None:
+        # No recovery: its devices would wait out their lifetimes; stop it so the verdict comes well
+        # before run.sh's 150 s timeout.
+        harness.send_signal(signal.SIGINT)
+
+    # A healthy harness ends about 40 s after it started (18 s of new devices, 20 s code lifetime).
+    report = finish_harness(harness, report_path, timeout=60)
+    faults = summarize(report)
+    FIGURES["flows_completed"] = sum(report.get("completed_per_second", []))
+    FIGURES["tokens_issued"] = sum(row["count"] for row in report.get("rows", []) if row["endpoint"] == "POST /oauth/token" and row["outcome"] == "200 token")
+    check(nodes_alive(range(len(NODE_PIDS))) == list(range(len(NODE_PIDS))), "an API node died")
+    check(FIGURES["transport_errors"] == 0, f"{FIGURES['transport_errors']} transport errors: nodes must stay up through a failover")
+    FIGURES["redemptions_forgotten"] = faults.get("redemptions_forgotten", 0)
+    # The code redeemed by the first flow after the kill, polled again now that the harness is done.
+    for device_code in redeemed:
+        again = poll(NODES[0], device_code)
+        check((again.json or {}).get("error") == "invalid_grant", f"the code redeemed after the failover, polled again: {again!r}")
+
+    final = sentinel_primary()
+    check(final == new, f"the sentinels failed over again, from {new} to {final}: what {new} acknowledged in between is lost")
+    if new:
+        # The nodes write to the promoted replica: with the harness done, codes issued through every
+        # node appear there, and the other replica follows it.
+        records = grant_records(new)
+        issued = [issue(node) for node in NODES for _ in range(2)]
+        check(all(answer.status == 200 for answer in issued), f"device_authorization after the failover: {[a for a in issued if a.status != 200][:2]}")
+        added = len(grant_records(new) - records)
+        FIGURES["records_written_to_new_primary"] = f"{added}/{len(issued)}"
+        check(added == len(issued), f"{len(issued)} codes issued after the failover, {added} new records on the promoted {new}")
+        REDIS_PORT = new   # scan_grants asks REDIS_PORT
+        total, indexes, problems = scan_grants()
+        FIGURES["grants_on_new_primary"] = f"{total} records, {indexes} indexes, {len(problems)} problems"
+        check(not problems, f"half-written grants on the promoted replica: {problems[:3]}")
+        other = [port for port in REDIS_PORTS if port not in (old, new)]
+        follows = wait_until(lambda: all(f"master_port:{new}" in cli(port, "info", "replication") for port in other), 15, step=0.2)
+        FIGURES["other_replica_follows_new_primary"] = follows
+    FIGURES["failovers"] = faults.get("failovers", 0)
+
+
+SCENARIOS = {"redis-restart": redis_restart, "redis-disruptions": redis_disruptions, "node-kill": node_kill, "maxmemory": maxmemory,
+             "sentinel-failover": sentinel_failover}
 
 
 def main():

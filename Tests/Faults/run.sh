@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Faults under load (issue #7): Redis restarts (AOF everysec / always), FUNCTION FLUSH + SCRIPT FLUSH + CLIENT KILL +
-# DEBUG SLEEP, API nodes killed (SIGKILL) and stopped (SIGTERM), Redis at maxmemory. Each scenario
+# DEBUG SLEEP, API nodes killed (SIGKILL) and stopped (SIGTERM), Redis at maxmemory, a Sentinel failover. Each scenario
 # starts its own Redis + API nodes on loopback (deploy/local-cluster.sh, debug build), runs the
 # load-test harness against them while Tests/Faults/faults.py injects the fault, prints one
 # PASS/FAIL line with figures, and stops everything afterwards (also on failure or Ctrl-C).
 #
 #   Tests/Faults/run.sh [SCENARIO…]      scenarios: restart-everysec restart-always disruptions node-kill maxmemory
+#                                        sentinel-failover (local-cluster.sh --sentinel: the primary SIGKILLed, the
+#                                        sentinels promote a replica; reports the time to recover and lost approvals)
 #                                        and, not run by default, powerloss-everysec: an OS crash simulated by cutting
 #                                        the AOF back to its size 1 s before a SIGKILL (what everysec may not have fsynced).
 #                                        It counts lost approvals and FAILS when a redeemed code is redeemed again, which
@@ -23,7 +25,7 @@ for tool in redis-server redis-cli curl python3; do
 done
 
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(restart-everysec restart-always disruptions node-kill maxmemory)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(restart-everysec restart-always disruptions node-kill maxmemory sentinel-failover)
 
 workdir="$(mktemp -d "${TMPDIR:-/tmp}/deviceauth-faults.XXXXXX")"
 current=""
@@ -65,7 +67,11 @@ export FAULTS_CONFIG="$config" FAULTS_LOADTEST="$build/deviceauth-loadtest"
 run() {
   local name="$1" nodes="$2"; shift 2
   local redis_args=() args=()
-  while [ $# -gt 0 ] && [ "$1" != "--" ]; do redis_args+=(--redis-arg "$1"); shift; done
+  # Before --: redis-server arguments, except --sentinel (local-cluster.sh's Sentinel topology).
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+    if [ "$1" = "--sentinel" ]; then redis_args+=(--sentinel); else redis_args+=(--redis-arg "$1"); fi
+    shift
+  done
   shift
   args=("$@")
   echo "--- faults: $name" >&2
@@ -93,6 +99,7 @@ for scenario in "${scenarios[@]}"; do
     disruptions) run "$scenario" 3 --enable-debug-command local -- redis-disruptions || failed+=("$scenario") ;;
     node-kill) run "$scenario" 4 -- node-kill || failed+=("$scenario") ;;
     maxmemory) run "$scenario" 2 -- maxmemory || failed+=("$scenario") ;;
+    sentinel-failover) run "$scenario" 3 --sentinel -- sentinel-failover || failed+=("$scenario") ;;
     *) echo "faults: unknown scenario $scenario" >&2; failed+=("$scenario") ;;
   esac
 done
