@@ -55,15 +55,11 @@ struct ConcurrencyTests {
         let client = try TestRedis.client(connections: 1)
         let observer = try TestRedis.client(connections: 1)
         defer { client.shutdown(); observer.shutdown() }
+        let name = try await Self.name(client)
         for round in 0..<5 {
             let key = TestRedis.prefix() + "list\(round)"
             let waiting = Task { try await client.send("BLPOP", key, 30) }
-            // Wait until Redis is blocked in this BLPOP (hang guard 10 s).
-            for _ in 0..<400 {
-                let clients = try await observer.send("CLIENT", "LIST").string ?? ""
-                if clients.contains("cmd=blpop") { break }
-                try await Task.sleep(for: .milliseconds(25))
-            }
+            try await Self.waitUntilBlocked(name, observer: observer)
             waiting.cancel()
             let outcome = await waiting.result
             #expect(throws: CancellationError.self) { try outcome.get() }
@@ -88,15 +84,11 @@ struct ConcurrencyTests {
         let observer = try TestRedis.client(connections: 1)
         defer { client.shutdown(); observer.shutdown() }
         let key = TestRedis.prefix() + "queued"
-        // Connected first, so the BLPOP goes out from the hand-over and the loop then knows it
-        // has a reply to come (before a connect, the first commands are queued for it instead).
-        #expect(try await client.send("PING") == .simpleString("PONG"))
+        // Connected first (by naming it), so the BLPOP goes out from the hand-over and the loop
+        // then knows it has a reply to come (before a connect, commands are queued for it instead).
+        let name = try await Self.name(client)
         let blocking = Task { try await client.send("BLPOP", key, 30) }
-        for _ in 0..<400 {
-            let clients = try await observer.send("CLIENT", "LIST").string ?? ""
-            if clients.contains("cmd=blpop") { break }
-            try await Task.sleep(for: .milliseconds(25))
-        }
+        try await Self.waitUntilBlocked(name, observer: observer)
         // 20 callers on Swift's pool behind the BLPOP; every other one is cancelled.
         let started = SharedCounter()
         let queued = (0..<20).map { index in
@@ -115,12 +107,38 @@ struct ConcurrencyTests {
             #expect(throws: CancellationError.self) { try outcome.get() }
         }
         // The BLPOP is still blocked: the cancelled callers did not wait for it.
-        #expect((try await observer.send("CLIENT", "LIST").string ?? "").contains("cmd=blpop"))
+        #expect(try await Self.isBlocked(name, observer: observer))
         try await observer.send("RPUSH", key, "released")
         #expect(try await blocking.value.array?.last?.string == "released")
         for index in stride(from: 0, to: 20, by: 2) {
             #expect(try await queued[index].value.string == "queued-\(index)")
         }
         #expect(try await client.send("ECHO", "after").string == "after")
+    }
+
+    /// Gives `client`'s (only) connection a unique name, so another test's blocked client on the
+    /// same Redis (suites run in parallel) is never taken for this one.
+    private static func name(_ client: RedisClient) async throws -> String {
+        let name = "blpop-\(UUID().uuidString.prefix(8))"
+        try await client.send("CLIENT", "SETNAME", name)
+        return name
+    }
+
+    /// Whether the connection named `name` is blocked in a `BLPOP` (`CLIENT LIST`: flags b).
+    private static func isBlocked(_ name: String, observer: RedisClient) async throws -> Bool {
+        let list = try await observer.send("CLIENT", "LIST").string ?? ""
+        return list.split(separator: "\n").contains { line in
+            let fields = line.split(separator: " ")
+            return fields.contains("name=\(name)") && fields.contains("cmd=blpop") && fields.contains { $0.hasPrefix("flags=") && $0.contains("b") }
+        }
+    }
+
+    /// Waits until Redis is blocked in the named connection's BLPOP (hang guard 10 s).
+    private static func waitUntilBlocked(_ name: String, observer: RedisClient) async throws {
+        for _ in 0..<400 {
+            if try await isBlocked(name, observer: observer) { return }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        Issue.record("\(name) never blocked in BLPOP")
     }
 }
