@@ -21,7 +21,7 @@ struct OperationsTests {
             #expect(body["device_authorization_endpoint"] as? String == "https://auth.test/oauth/device_authorization")
             #expect(body["token_endpoint"] as? String == "https://auth.test/oauth/token")
             #expect(body["jwks_uri"] as? String == "https://auth.test/.well-known/jwks.json")
-            #expect(body["grant_types_supported"] as? [String] == [DeviceAuthorizationRoutes.deviceCodeGrantType])
+            #expect(body["grant_types_supported"] as? [String] == [DeviceAuthorizationRoutes.deviceCodeGrantType, DeviceAuthorizationRoutes.refreshTokenGrantType])
         }
     }
 
