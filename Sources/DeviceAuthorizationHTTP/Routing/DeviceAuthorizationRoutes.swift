@@ -10,7 +10,9 @@ import RedisClient
 /// | route | purpose |
 /// |---|---|
 /// | `POST /oauth/device_authorization` | RFC 8628 §3.1–3.2 |
-/// | `POST /oauth/token` | RFC 8628 §3.4–3.5 (device-code grant) |
+/// | `POST /oauth/token` | RFC 8628 §3.4–3.5 (device-code grant), RFC 6749 §6 (refresh-token grant) |
+/// | `POST /oauth/revoke` | RFC 7009 token revocation |
+/// | `POST /oauth/introspect` | RFC 7662 token introspection (confidential clients) |
 /// | `GET /device`, `POST /device`, `POST /device/login` | the verification page |
 /// | `GET /.well-known/oauth-authorization-server` | RFC 8414 metadata |
 /// | `GET /.well-known/jwks.json` | the token signing key |
@@ -90,6 +92,8 @@ public struct DeviceAuthorizationRoutes: Sendable {
         router.add(middleware: StrictRoutingMiddleware(routes: self))
         router.post("/oauth/device_authorization") { request, context in await self.deviceAuthorization(request, context) }
         router.post("/oauth/token") { request, context in await self.token(request, context) }
+        router.post("/oauth/revoke") { request, context in await self.revoke(request, context) }
+        router.post("/oauth/introspect") { request, context in await self.introspect(request, context) }
         router.get("/.well-known/oauth-authorization-server") { _, _ in self.serverMetadata() }
         router.get("/.well-known/jwks.json") { _, _ in await self.jwks() }
         router.get("/healthz") { _, _ in JSONResponse.make(object: ["status": "ok"]) }
@@ -118,6 +122,7 @@ public struct DeviceAuthorizationRoutes: Sendable {
     /// including ones no router knows, such as `QUERY` — gets 405 with `Allow`.
     static let documentedMethods: [String: (methods: [HTTPRequest.Method], html: Bool)] = [
         "/oauth/device_authorization": ([.post], false), "/oauth/token": ([.post], false),
+        "/oauth/revoke": ([.post], false), "/oauth/introspect": ([.post], false),
         "/device": ([.get, .post], true), "/device/login": ([.post], true),
         "/.well-known/oauth-authorization-server": ([.get], false), "/.well-known/jwks.json": ([.get], false),
         "/healthz": ([.get], false), "/readyz": ([.get], false), "/metrics": ([.get], false), "/openapi.json": ([.get], false),
@@ -314,6 +319,10 @@ public struct DeviceAuthorizationRoutes: Sendable {
             "grant_types_supported": [Self.deviceCodeGrantType, Self.refreshTokenGrantType],
             "response_types_supported": [String](),
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "revocation_endpoint": base + "/oauth/revoke",
+            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "introspection_endpoint": base + "/oauth/introspect",
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         ])
     }
 
