@@ -204,12 +204,15 @@ public final class RefreshTokenStore: Sendable {
         verifiedFamilyID(of: token).map { keys.familyKey($0) }
     }
 
-    /// The rotation script's Redis function name and its arguments for `token`, so benchmarks can
-    /// run the same rotation with `redis-benchmark` (`FCALL <name> 2 <keys…> <arguments…>`).
-    public func rotationCall(token: String, clientID: String) -> (function: String, keys: [String], arguments: [String])? {
+    /// A standing rotation of `token`'s family for benchmarks: the rotation script (its Redis
+    /// function name and SHA-1), keys and arguments, with the new token id equal to the presented
+    /// one, so `redis-benchmark` can send the same call again and again and every call runs the
+    /// whole rotation (client, expiry, token and scope checks; the writes; the TTL) as a refresh does.
+    public func standingRotation(token: String, clientID: String, accessTokenID: String = "bench-jti") -> (function: String, sha1: String, keys: [String], arguments: [String])? {
         guard let familyID = verifiedFamilyID(of: token) else { return nil }
-        return (RefreshScripts.rotate.functionName, [keys.familyKey(familyID), keys.familyDenylistKey(familyID)],
-                [keys.refreshTokenID(token), clientID, "", keys.refreshTokenID(makeToken(familyID: familyID)), "", "0", "16"])
+        let id = keys.refreshTokenID(token)
+        return (RefreshScripts.rotate.functionName, RefreshScripts.rotate.sha1, [keys.familyKey(familyID), keys.familyDenylistKey(familyID)],
+                [id, clientID, "", id, accessTokenID, "\(Int(Date().timeIntervalSince1970) + 86_400)", "\(max(1, configuration.maxAccessTokensPerFamily))"])
     }
 
     // MARK: - Tokens
