@@ -97,6 +97,32 @@ struct RefreshStoreTests {
         #expect(try await refresh.refresh(token: issued.token, clientID: "evil") == .invalidGrant(.forged))
     }
 
+    @Test("at maxmemory a new family is refused (nothing written) while refreshes, revocations and denylisting still work (private Redis)")
+    func maxMemory() async throws {
+        let server = try PrivateRedis(arguments: ["--maxmemory-policy", "noeviction"])
+        let f = try StoreFixture(server: server)
+        defer { f.shutdown() }
+        let refresh = Self.refreshStore(f)
+        let live = try await refresh.createFamily(clientID: "tv", userID: "alice", scopes: ["a"])
+        let doomed = try await refresh.createFamily(clientID: "tv", userID: "bob", scopes: ["a"])
+        try await ProductScripts.load(on: f.client)
+        _ = try await f.client.send("SET", "\(f.prefix):ballast", String(repeating: "x", count: 4 << 20))
+        let used = try #require(StoreFixtureInfo.usedMemory(try await f.client.send("INFO", "memory").string ?? ""))
+        _ = try await f.client.send("CONFIG", "SET", "maxmemory", "\(used / 2)")
+        let before = try await f.dump().map(\.key)
+        #expect(await MaxMemoryTests.isOOM { _ = try await refresh.createFamily(clientID: "tv", userID: "carol", scopes: []) })
+        #expect(try await f.dump().map(\.key).sorted() == before.sorted(), "nothing was created")
+        guard case .rotated = try await refresh.refresh(token: live.token, clientID: "tv",
+                                                        accessToken: AccessTokenReference(tokenID: "j1", expiresAt: Date().addingTimeInterval(600))) else {
+            Issue.record("a refresh at maxmemory did not rotate"); return
+        }
+        #expect(try await refresh.revoke(refreshToken: doomed.token, clientID: "tv") == .revoked)
+        try await refresh.revokeAccessToken(tokenID: "lonely", familyID: nil, expiresAt: Date().addingTimeInterval(60))
+        #expect(try await refresh.isAccessTokenRevoked(tokenID: "lonely", familyID: nil))
+        #expect(try await refresh.refresh(token: live.token, clientID: "tv") == .invalidGrant(.reused), "reuse revokes at maxmemory too")
+        #expect(try await refresh.isAccessTokenRevoked(tokenID: "j1", familyID: live.familyID))
+    }
+
     @Test("bytes per family: MEMORY USAGE of one record and the used_memory delta over 10,000 families (private Redis)")
     func bytesPerFamily() async throws {
         let server = try PrivateRedis()

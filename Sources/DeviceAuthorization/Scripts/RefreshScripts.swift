@@ -134,8 +134,12 @@ enum RefreshScripts {
 
     /// KEYS: a denylist (a family's, or one access token's own). ARGV: jti, exp (s).
     /// Denylists one access token until 60 s after its expiry. Returns 1.
+    ///
+    /// `allow-oom`, like ``rotate`` and ``revoke`` (which write the family's denylist): a
+    /// revocation must not fail at `maxmemory`; each is bounded (one field per token its client
+    /// holds, expiring with the token).
     static let denylist = RedisScript("""
-        #!lua
+        #!lua flags=allow-oom
         local mx = tonumber(redis.call('HMGET', KEYS[1], 'mx')[1]) or 0
         local e = tonumber(ARGV[2]) * 1000
         if e > mx then mx = e end
