@@ -33,6 +33,17 @@ let testClients: [RegisteredClient] = [
                      deviceAuthorizationLimit: RateLimit(2, per: .seconds(60))),
     RegisteredClient(clientID: "aud-cli", displayName: "Client with its own audience", allowedScopes: ["profile"], pollingInterval: 0,
                      audience: "https://api.example.test"),
+    RegisteredClient(clientID: "rt", displayName: "Refreshing CLI", allowedScopes: ["profile", "email", "offline_access"], defaultScopes: ["profile"],
+                     pollingInterval: 0, refreshTokens: true),
+    RegisteredClient(clientID: "rt-other", displayName: "Other refreshing CLI", allowedScopes: ["profile", "email"], pollingInterval: 0, refreshTokens: true),
+    RegisteredClient(clientID: "offline", displayName: "Offline-access CLI", allowedScopes: ["profile", "offline_access"], defaultScopes: ["profile"],
+                     pollingInterval: 0),
+    RegisteredClient(clientID: "rt-svc", displayName: "Refreshing service", allowedScopes: ["profile"], secret: confidentialSecret, pollingInterval: 0,
+                     refreshTokens: true),
+    RegisteredClient(clientID: "rt-idle", displayName: "Short idle refresh", allowedScopes: ["profile"], pollingInterval: 0, refreshTokens: true,
+                     refreshIdleLifetime: .milliseconds(1500)),
+    RegisteredClient(clientID: "rt-abs", displayName: "Short absolute refresh", allowedScopes: ["profile"], pollingInterval: 0, refreshTokens: true,
+                     refreshAbsoluteLifetime: .seconds(3)),
 ]
 
 /// Routes on the shared test Redis (REDIS_URL) with their own key prefix.

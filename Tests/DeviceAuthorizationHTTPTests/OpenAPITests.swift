@@ -21,12 +21,13 @@ struct OpenAPITests {
             #expect((document["openapi"] as? String)?.hasPrefix("3.") == true)
             let paths = try #require(document["paths"] as? [String: [String: Any]])
             let expected: [String: Set<String>] = [
-                "/oauth/device_authorization": ["post"], "/oauth/token": ["post"], "/device": ["get", "post"], "/device/login": ["post"],
+                "/oauth/device_authorization": ["post"], "/oauth/token": ["post"], "/oauth/revoke": ["post"], "/oauth/introspect": ["post"],
+                "/device": ["get", "post"], "/device/login": ["post"],
                 "/.well-known/oauth-authorization-server": ["get"], "/.well-known/jwks.json": ["get"],
                 "/healthz": ["get"], "/readyz": ["get"], "/metrics": ["get"], "/openapi.json": ["get"],
             ]
             #expect(Dictionary(uniqueKeysWithValues: paths.map { ($0.key, Set($0.value.keys)) }) == expected)
-            for path in ["/oauth/device_authorization", "/oauth/token"] {
+            for path in ["/oauth/device_authorization", "/oauth/token", "/oauth/revoke", "/oauth/introspect"] {
                 let responses = try #require((paths[path]?["post"] as? [String: Any])?["responses"] as? [String: Any])
                 #expect(Set(responses.keys) == ["200", "400", "401", "413", "429", "500", "503"], "\(path)")
             }

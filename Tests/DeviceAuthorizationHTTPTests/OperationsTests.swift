@@ -21,7 +21,10 @@ struct OperationsTests {
             #expect(body["device_authorization_endpoint"] as? String == "https://auth.test/oauth/device_authorization")
             #expect(body["token_endpoint"] as? String == "https://auth.test/oauth/token")
             #expect(body["jwks_uri"] as? String == "https://auth.test/.well-known/jwks.json")
-            #expect(body["grant_types_supported"] as? [String] == [DeviceAuthorizationRoutes.deviceCodeGrantType])
+            #expect(body["grant_types_supported"] as? [String] == [DeviceAuthorizationRoutes.deviceCodeGrantType, DeviceAuthorizationRoutes.refreshTokenGrantType])
+            #expect(body["revocation_endpoint"] as? String == "https://auth.test/oauth/revoke")
+            #expect(body["introspection_endpoint"] as? String == "https://auth.test/oauth/introspect")
+            #expect(body["introspection_endpoint_auth_methods_supported"] as? [String] == ["client_secret_basic", "client_secret_post"])
         }
     }
 

@@ -83,6 +83,16 @@ struct RedisACLTests {
             let token = try await client.poll(deviceCode: issued.deviceCode, clientID: "fast")
             #expect(token.status == .ok, "\(token.text)")
             expectOAuthError(try await client.poll(deviceCode: issued.deviceCode, clientID: "fast"), "invalid_grant")
+            // Refresh tokens: create, rotate, reuse (revokes the family) run as the user too.
+            // (Issued on the store: this fixture allows two device authorizations per address.)
+            let refreshGrant = try await fixture.store.issue(clientID: "rt", scopes: ["profile"], interval: 0)
+            try await fixture.store.approve(userCode: refreshGrant.userCode, userID: "alice")
+            let redeemed = try await client.poll(deviceCode: refreshGrant.deviceCode, clientID: "rt")
+            let refreshable = try #require(redeemed.json["refresh_token"] as? String, "\(redeemed.text)")
+            let rotated = try await client.refresh(refreshable, clientID: "rt")
+            #expect(rotated.status == .ok, "\(rotated.text)")
+            expectOAuthError(try await client.refresh(refreshable, clientID: "rt"), "invalid_grant")
+            expectOAuthError(try await client.refresh(try #require(rotated.json["refresh_token"] as? String), clientID: "rt"), "invalid_grant")
         }
         // The reference model's methods run as the user too.
         let grant = try await fixture.store.issue(clientID: "tv", scopes: [])

@@ -15,8 +15,10 @@ struct ServerSetupTests {
     func configurationFile() throws {
         let json = """
         {"public_base_url": "https://auth.example.com", "trusted_proxies": ["10.20.0.0/16"], "user_header": "X-Forwarded-User",
+         "refresh_token_idle_seconds": 3600, "refresh_token_absolute_seconds": 86400,
          "clients": [
-           {"client_id": "tv", "display_name": "Living-room TV", "scopes": ["profile"], "code_lifetime_seconds": 300, "interval_seconds": 7},
+           {"client_id": "tv", "display_name": "Living-room TV", "scopes": ["profile"], "code_lifetime_seconds": 300, "interval_seconds": 7,
+            "refresh_tokens": true, "refresh_token_idle_seconds": 600, "refresh_token_absolute_seconds": 7200},
            {"client_id": "svc", "scopes": ["profile"], "secret_sha256": "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"}
          ]}
         """
@@ -29,6 +31,9 @@ struct ServerSetupTests {
         #expect(clients[0].displayName == "Living-room TV")
         #expect(clients[0].codeLifetime == .seconds(300))
         #expect(clients[0].pollingInterval == 7)
+        #expect(clients[0].refreshTokens && clients[0].refreshIdleLifetime == .seconds(600) && clients[0].refreshAbsoluteLifetime == .seconds(7200))
+        #expect(!clients[1].refreshTokens && clients[1].refreshIdleLifetime == nil)
+        #expect(file.refreshTokenIdleSeconds == 3600 && file.refreshTokenAbsoluteSeconds == 86400)
         #expect(!clients[0].isConfidential)
         #expect(clients[1].isConfidential)
         #expect(clients[1].verifySecret("secret"))   // sha256("secret")
@@ -45,7 +50,8 @@ struct ServerSetupTests {
                       ("token_lifetime_seconds", 31_536_001), ("max_failures_per_caller", 0),
                       ("max_form_parameters", 7), ("max_form_parameters", 1_001), ("metrics_port", 0), ("metrics_port", 65_536),
                       ("header_read_timeout_seconds", 0), ("idle_timeout_seconds", 3_601), ("max_connections", 0),
-                      ("max_failures_per_user", 0), ("max_interval_seconds", 4), ("max_interval_seconds", 3_601)])
+                      ("max_failures_per_user", 0), ("max_interval_seconds", 4), ("max_interval_seconds", 3_601),
+                      ("refresh_token_idle_seconds", 0), ("refresh_token_idle_seconds", 315_360_001), ("refresh_token_absolute_seconds", -1)])
     func outOfRangeSettingsAreRefused(name: String, value: Int) throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("deviceauth-config-\(UUID().uuidString).json").path
         defer { try? FileManager.default.removeItem(atPath: path) }
@@ -60,6 +66,12 @@ struct ServerSetupTests {
             let client = ServerConfigurationFile.Client(clientID: "tv", scopes: ["profile"],
                                                         codeLifetimeSeconds: name == "code_lifetime_seconds" ? value : nil,
                                                         intervalSeconds: name == "interval_seconds" ? value : nil)
+            let clientError = #expect(throws: DeviceAuthorizationHTTPError.self) { try client.registeredClient() }
+            #expect(clientError?.message.hasPrefix("client tv: \(name) must be from") == true)
+        }
+        if name.hasPrefix("refresh_token_") {
+            var client = ServerConfigurationFile.Client(clientID: "tv", scopes: ["profile"])
+            if name == "refresh_token_idle_seconds" { client.refreshTokenIdleSeconds = value } else { client.refreshTokenAbsoluteSeconds = value }
             let clientError = #expect(throws: DeviceAuthorizationHTTPError.self) { try client.registeredClient() }
             #expect(clientError?.message.hasPrefix("client tv: \(name) must be from") == true)
         }
@@ -97,6 +109,7 @@ private func bounds(_ name: String) -> ClosedRange<Int> {
     case "max_connections": ServerConfigurationFile.Ranges.maxConnections
     case "max_failures_per_user": ServerConfigurationFile.Ranges.maxFailuresPerUser
     case "max_interval_seconds": ServerConfigurationFile.Ranges.maxIntervalSeconds
+    case "refresh_token_idle_seconds", "refresh_token_absolute_seconds": ServerConfigurationFile.Ranges.refreshTokenSeconds
     default: ServerConfigurationFile.Ranges.maxFailuresPerCaller
     }
 }

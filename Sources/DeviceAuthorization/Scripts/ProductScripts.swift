@@ -5,7 +5,7 @@ import RedisClient
 /// first request, and no request pays for a load. (A script missing later — a flushed or new node —
 /// is still loaded on first use.)
 public enum ProductScripts {
-    /// The store's and the rate limiter's scripts.
+    /// The store's, the rate limiter's and the refresh tokens' scripts.
     public static var all: [RedisScript] {
         [
             StoreScripts.issue, StoreScripts.poll, StoreScripts.decide, StoreScripts.read,
@@ -13,7 +13,7 @@ public enum ProductScripts {
             StoreScripts.chargeFailures, StoreScripts.releaseFailures,
             RequestRateLimiter.acquireScript, RequestRateLimiter.checkScript, RequestRateLimiter.recordScript,
             RequestRateLimiter.releaseScript,
-        ]
+        ] + RefreshScripts.all
     }
 
     /// The name of the poll script's Redis function, so benchmarks can `FCALL` the same script

@@ -30,6 +30,14 @@ public struct DeviceCodeStoreConfiguration: Sendable {
     public var globalWindow: Duration
     /// How many fresh user codes `issue` tries when a code is already taken.
     public var userCodeAttempts: Int
+    /// A refresh token unused this long dies (the family record's TTL; ``RefreshTokenStore``).
+    public var refreshIdleLifetime: Duration
+    /// A refresh family dies this long after its device grant was redeemed, however often it
+    /// was refreshed.
+    public var refreshAbsoluteLifetime: Duration
+    /// How many of a family's newest access tokens it remembers, to denylist them when the
+    /// family is revoked (bounds the record's size).
+    public var maxAccessTokensPerFamily: Int
 
     /// Creates a configuration.
     /// - Parameters:
@@ -47,6 +55,9 @@ public struct DeviceCodeStoreConfiguration: Sendable {
     ///   - maxFailuresGlobal: failed lookups of everyone per window (1000).
     ///   - globalWindow: global window (1 min).
     ///   - userCodeAttempts: retries on user-code collisions (8).
+    ///   - refreshIdleLifetime: idle lifetime of refresh tokens (14 days).
+    ///   - refreshAbsoluteLifetime: absolute lifetime of a refresh family (90 days).
+    ///   - maxAccessTokensPerFamily: access tokens a family remembers for revocation (16).
     public init(
         keyPrefix: String = "da",
         secret: [UInt8],
@@ -61,8 +72,14 @@ public struct DeviceCodeStoreConfiguration: Sendable {
         userWindow: Duration = .seconds(900),
         maxFailuresGlobal: Int = 1000,
         globalWindow: Duration = .seconds(60),
-        userCodeAttempts: Int = 8
+        userCodeAttempts: Int = 8,
+        refreshIdleLifetime: Duration = .seconds(14 * 86_400),
+        refreshAbsoluteLifetime: Duration = .seconds(90 * 86_400),
+        maxAccessTokensPerFamily: Int = 16
     ) {
+        self.refreshIdleLifetime = refreshIdleLifetime
+        self.refreshAbsoluteLifetime = refreshAbsoluteLifetime
+        self.maxAccessTokensPerFamily = maxAccessTokensPerFamily
         self.keyPrefix = keyPrefix
         self.secret = secret
         self.lifetime = lifetime

@@ -10,6 +10,9 @@ import Crypto
 /// | `<prefix>:{bf}:a:<hmac>` | hash | failed user-code lookups of one caller bucket: `w` window start, `c` count (window TTL) |
 /// | `<prefix>:{bf}:p:<hmac>` | hash | the same, of one signed-in person |
 /// | `<prefix>:{bf}:t` | hash | the same, of everyone |
+/// | `<prefix>:{r<family>}:f` | hash | a refresh-token family (see `RefreshScripts`); TTL = idle expiry, capped at the absolute one |
+/// | `<prefix>:{r<family>}:x` | hash | denylisted access tokens of the family: `j:<jti>` → `exp` (s), `mx` latest expiry (ms) |
+/// | `<prefix>:{x<tag>}:x:<hmac>` | hash | the same for one access token without a family; `<tag>`/`<hmac>` from HMAC(secret, jti) |
 ///
 /// (The counters were strings under `{bf}:c:` and `{bf}:g` before the charge-before-answer
 /// scheme; the new names keep a rolling upgrade from hitting `WRONGTYPE` on old keys.)
@@ -45,8 +48,13 @@ struct KeySchema: Sendable {
     /// out a token, so the fields a poll trusts cannot be set or changed by a Redis writer
     /// without the secret. Bound to the record id, so it cannot be copied to another record.
     func approvalMAC(id: String, userID: String, clientID: String, scopes: String) -> String {
+        fieldsMAC(["m", id, userID, clientID, scopes])
+    }
+
+    /// 128 bits of HMAC(secret) over `parts`, hex; the first part names the kind of MAC.
+    private func fieldsMAC(_ parts: [String]) -> String {
         var hmac = HMAC<SHA256>(key: secret)
-        for (index, part) in ["m", id, userID, clientID, scopes].enumerated() {
+        for (index, part) in parts.enumerated() {
             // Length-prefixed, so no two field tuples give the same input.
             if index > 0 { hmac.update(data: Array("|\(part.utf8.count):".utf8)) }
             hmac.update(data: Array(part.utf8))
@@ -82,6 +90,45 @@ struct KeySchema: Sendable {
     }
 
     var globalFailuresKey: String { "\(prefix):{bf}:t" }
+
+    // MARK: Refresh tokens
+
+    /// The family's record: every key of one family carries `{r<family>}`, so a rotation (family
+    /// record and its denylist) is one slot in a Redis Cluster.
+    func familyKey(_ familyID: some StringProtocol) -> String { "\(prefix):{r\(familyID)}:f" }
+
+    /// The denylist of the family's access tokens (outlives the family record until they expire).
+    func familyDenylistKey(_ familyID: some StringProtocol) -> String { "\(prefix):{r\(familyID)}:x" }
+
+    /// The denylist entry of an access token that belongs to no family; its own slot (tag from
+    /// the keyed hash of the `jti`), so revocations spread over the cluster.
+    func accessTokenDenylistKey(tokenID: String) -> String {
+        let mac = Array(HMAC<SHA256>.authenticationCode(for: Array(("j:" + tokenID).utf8), using: secret))
+        return "\(prefix):{x\(hexString(mac[0..<2]))}:x:\(hexString(mac[2..<14]))"
+    }
+
+    /// What Redis holds of a refresh token: 96 bits of HMAC(secret, token), hex. The token itself
+    /// is never stored, and someone who reads Redis without the secret cannot tell which token a
+    /// family's current id belongs to.
+    func refreshTokenID(_ token: String) -> String {
+        let mac = HMAC<SHA256>.authenticationCode(for: Array(("r:" + token).utf8), using: secret)
+        return hexString(Array(mac)[0..<Self.deviceIDBytes])
+    }
+
+    /// The MAC a refresh token carries over its family id and random part (128 bits): the node
+    /// checks it before it asks Redis, so only tokens this deployment issued can reach the
+    /// reuse detection (a made-up token with a known family id cannot revoke a family).
+    func refreshTokenMAC(familyID: some StringProtocol, random: some StringProtocol) -> [UInt8] {
+        var hmac = HMAC<SHA256>(key: secret)
+        hmac.update(data: Array("rt|\(familyID)|\(random)".utf8))
+        return Array(Array(hmac.finalize())[0..<16])
+    }
+
+    /// The MAC of a family record (field `m`) over its id, client, user and scopes, so the fields
+    /// a refresh trusts cannot be set or changed by a Redis writer without the secret.
+    func familyMAC(familyID: String, clientID: String, userID: String, scopes: String) -> String {
+        fieldsMAC(["f", familyID, clientID, userID, scopes])
+    }
 
     /// Grant ids are `<tag><id>`: enough to find the record again, and safe to log.
     func grantID(tag: some StringProtocol, id: String) -> String { "\(tag)\(id)" }

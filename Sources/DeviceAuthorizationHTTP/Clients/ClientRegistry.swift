@@ -23,6 +23,13 @@ public struct RegisteredClient: Sendable, Hashable {
     public var deviceAuthorizationLimit: RateLimit?
     /// The `aud` of this client's access tokens (`nil`: the token issuer's default audience).
     public var audience: String?
+    /// Whether every redeemed grant of this client also gets a refresh token. Without it, a grant
+    /// gets one only when its scopes include `offline_access` (which the client must be allowed).
+    public var refreshTokens: Bool
+    /// Idle lifetime of this client's refresh tokens (`nil`: the store's default, 14 days).
+    public var refreshIdleLifetime: Duration?
+    /// Absolute lifetime of this client's refresh families (`nil`: the store's default, 90 days).
+    public var refreshAbsoluteLifetime: Duration?
 
     /// Creates a client.
     /// - Parameters:
@@ -35,9 +42,15 @@ public struct RegisteredClient: Sendable, Hashable {
     ///   - pollingInterval: per-client polling interval in seconds.
     ///   - deviceAuthorizationLimit: per-client limit of device authorization requests.
     ///   - audience: the `aud` of this client's tokens (`nil`: the issuer's default).
+    ///   - refreshTokens: refresh tokens for every grant (else only with `offline_access`).
+    ///   - refreshIdleLifetime: idle lifetime of its refresh tokens (`nil`: the store's).
+    ///   - refreshAbsoluteLifetime: absolute lifetime of its refresh families (`nil`: the store's).
     public init(clientID: String, displayName: String? = nil, allowedScopes: [String] = [], defaultScopes: [String]? = nil,
                 secret: String? = nil, codeLifetime: Duration? = nil, pollingInterval: Int? = nil, deviceAuthorizationLimit: RateLimit? = nil,
-                audience: String? = nil) {
+                audience: String? = nil, refreshTokens: Bool = false, refreshIdleLifetime: Duration? = nil, refreshAbsoluteLifetime: Duration? = nil) {
+        self.refreshTokens = refreshTokens
+        self.refreshIdleLifetime = refreshIdleLifetime
+        self.refreshAbsoluteLifetime = refreshAbsoluteLifetime
         self.clientID = clientID
         self.displayName = displayName ?? clientID
         self.allowedScopes = allowedScopes
@@ -47,6 +60,14 @@ public struct RegisteredClient: Sendable, Hashable {
         self.pollingInterval = pollingInterval
         self.deviceAuthorizationLimit = deviceAuthorizationLimit
         self.audience = audience
+    }
+
+    /// The scope that asks for a refresh token (OpenID Connect's `offline_access`).
+    public static let offlineAccessScope = "offline_access"
+
+    /// Whether a grant of `scopes` gets a refresh token.
+    public func issuesRefreshToken(scopes: [String]) -> Bool {
+        refreshTokens || scopes.contains(Self.offlineAccessScope)
     }
 
     /// Whether the client is confidential (has a secret and must authenticate).

@@ -27,6 +27,12 @@ public struct DeviceAuthorizationMetrics: Sendable {
         "deviceauth_polls_slow_down_total",
         "deviceauth_polls_expired_total",
         "deviceauth_user_code_lockouts_total",
+        "deviceauth_refresh_families_total",
+        "deviceauth_refresh_requests_total",
+        "deviceauth_refresh_rotations_total",
+        "deviceauth_refresh_failures_total",
+        "deviceauth_refresh_reuse_detected_total",
+        "deviceauth_revocations_total",
     ]
 
     /// Name of the request latency histogram (labels `endpoint`, `method`, `status`).

@@ -10,7 +10,7 @@ enum OpenAPIDocument {
  "info": {
   "title": "deviceauth: RFC 8628 device authorization server",
   "version": "1.0.0",
-  "description": "OAuth 2.0 Device Authorization Grant (RFC 8628) with a verification page. Errors of the OAuth endpoints are RFC 6749 \u00a75.2 JSON bodies with `Cache-Control: no-store`; the verification page answers with HTML. Over a rate limit the answer is HTTP 429 with `Retry-After` and the error `temporarily_unavailable`. Confidential clients authenticate with HTTP Basic (`client_secret_basic`) or `client_secret` in the form; public clients send `client_id` only. Every parameter may appear at most once and a body may carry at most 64 parameters by default (400 `invalid_request`, \"too many parameters\"); request bodies are limited to 16 KiB by default (413). A path that is not exactly one of these is 404."
+  "description": "OAuth 2.0 Device Authorization Grant (RFC 8628) with a verification page, refresh tokens with rotation (RFC 6749 \u00a76, RFC 9700), revocation (RFC 7009) and introspection (RFC 7662). Errors of the OAuth endpoints are RFC 6749 \u00a75.2 JSON bodies with `Cache-Control: no-store`; the verification page answers with HTML. Over a rate limit the answer is HTTP 429 with `Retry-After` and the error `temporarily_unavailable`. Confidential clients authenticate with HTTP Basic (`client_secret_basic`) or `client_secret` in the form; public clients send `client_id` only. Every parameter may appear at most once and a body may carry at most 64 parameters by default (400 `invalid_request`, \"too many parameters\"); request bodies are limited to 16 KiB by default (413). A path that is not exactly one of these is 404."
  },
  "paths": {
   "/oauth/device_authorization": {
@@ -78,8 +78,8 @@ enum OpenAPIDocument {
   "/oauth/token": {
    "post": {
     "operationId": "token",
-    "summary": "Device access token request (RFC 8628 \u00a73.4\u20133.5)",
-    "description": "While the person has not decided: 400 `authorization_pending`, or `slow_down` (with the new `interval`) when polling too fast. Then the token once (200), `access_denied`, `expired_token`, or `invalid_grant` (unknown, wrong client, already redeemed). Too many unknown device codes from one address: 429.",
+    "summary": "Token request: device code (RFC 8628 \u00a73.4\u20133.5) or refresh token (RFC 6749 \u00a76)",
+    "description": "While the person has not decided: 400 `authorization_pending`, or `slow_down` (with the new `interval`) when polling too fast. Then the token once (200), `access_denied`, `expired_token`, or `invalid_grant` (unknown, wrong client, already redeemed). Too many unknown device codes from one address: 429. With `grant_type=refresh_token` (client-authenticated as for the device code): the presented refresh token is consumed and a new pair issued, once; `invalid_grant` for an unknown, expired, revoked or other client's token, and for a token that was already rotated, which also revokes its whole family (RFC 9700 \u00a74.14); `invalid_scope` when `scope` asks for more than was granted. A redemption or refresh returns a `refresh_token` when the client has refresh tokens enabled or the grant has `offline_access`.",
     "requestBody": {
      "required": true,
      "content": {
@@ -106,6 +106,146 @@ enum OpenAPIDocument {
      },
      "401": {
       "description": "`invalid_client`: unknown client, or client authentication failed (RFC 6749 \u00a75.2).",
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/OAuthError"
+        }
+       }
+      },
+      "headers": {
+       "WWW-Authenticate": {
+        "description": "HTTP Basic challenge (RFC 6749 \u00a75.2)",
+        "schema": {
+         "type": "string"
+        },
+        "required": true
+       }
+      }
+     },
+     "413": {
+      "$ref": "#/components/responses/TooLarge"
+     },
+     "429": {
+      "$ref": "#/components/responses/RateLimited"
+     },
+     "500": {
+      "$ref": "#/components/responses/ServerError"
+     },
+     "503": {
+      "$ref": "#/components/responses/Unavailable"
+     }
+    }
+   }
+  },
+  "/oauth/revoke": {
+   "post": {
+    "operationId": "revoke",
+    "summary": "Token revocation (RFC 7009)",
+    "description": "For the client the token was issued to. A refresh token (live or already rotated) revokes its whole family, and the family's recent access tokens are denylisted until they expire; an access token is denylisted until its `exp`. `token_type_hint` is accepted and not needed. Unknown, expired and malformed tokens get 200 too (RFC 7009 \u00a72.2).",
+    "requestBody": {
+     "required": true,
+     "content": {
+      "application/x-www-form-urlencoded": {
+       "schema": {
+        "$ref": "#/components/schemas/TokenManagementRequest"
+       }
+      }
+     }
+    },
+    "responses": {
+     "200": {
+      "description": "Revoked, or nothing to revoke (RFC 7009 \u00a72.2).",
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Empty"
+        }
+       }
+      }
+     },
+     "400": {
+      "description": "`invalid_request` (missing `token`, malformed body), `unauthorized_client` (revocation: the token was issued to another client) (RFC 6749 \u00a75.2).",
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/OAuthError"
+        }
+       }
+      }
+     },
+     "401": {
+      "description": "`invalid_client`: unknown client, or client authentication failed (RFC 6749 \u00a75.2).",
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/OAuthError"
+        }
+       }
+      },
+      "headers": {
+       "WWW-Authenticate": {
+        "description": "HTTP Basic challenge (RFC 6749 \u00a75.2)",
+        "schema": {
+         "type": "string"
+        },
+        "required": true
+       }
+      }
+     },
+     "413": {
+      "$ref": "#/components/responses/TooLarge"
+     },
+     "429": {
+      "$ref": "#/components/responses/RateLimited"
+     },
+     "500": {
+      "$ref": "#/components/responses/ServerError"
+     },
+     "503": {
+      "$ref": "#/components/responses/Unavailable"
+     }
+    }
+   }
+  },
+  "/oauth/introspect": {
+   "post": {
+    "operationId": "introspect",
+    "summary": "Token introspection (RFC 7662)",
+    "description": "For confidential clients (resource servers registered with a secret); public clients get 401 `invalid_client`. `{\"active\": false}` for expired, revoked, denylisted, rotated, foreign or unknown tokens; otherwise the token's `scope`, `client_id`, `sub`, `exp`, `iat`, `token_type`, and for access tokens `jti`, `iss`, `aud`.",
+    "requestBody": {
+     "required": true,
+     "content": {
+      "application/x-www-form-urlencoded": {
+       "schema": {
+        "$ref": "#/components/schemas/TokenManagementRequest"
+       }
+      }
+     }
+    },
+    "responses": {
+     "200": {
+      "description": "The token's state (RFC 7662 \u00a72.2).",
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/IntrospectionResponse"
+        }
+       }
+      }
+     },
+     "400": {
+      "description": "`invalid_request` (missing `token`, malformed body), `unauthorized_client` (revocation: the token was issued to another client) (RFC 6749 \u00a75.2).",
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/OAuthError"
+        }
+       }
+      }
+     },
+     "401": {
+      "description": "`invalid_client`: unknown client, a public client, or client authentication failed (RFC 6749 \u00a75.2).",
       "content": {
        "application/json": {
         "schema": {
@@ -774,15 +914,14 @@ enum OpenAPIDocument {
    "TokenRequest": {
     "type": "object",
     "required": [
-     "grant_type",
-     "device_code",
-     "client_id"
+     "grant_type"
     ],
     "properties": {
      "grant_type": {
       "type": "string",
       "enum": [
-       "urn:ietf:params:oauth:grant-type:device_code"
+       "urn:ietf:params:oauth:grant-type:device_code",
+       "refresh_token"
       ]
      },
      "device_code": {
@@ -795,8 +934,16 @@ enum OpenAPIDocument {
      },
      "client_secret": {
       "type": "string"
+     },
+     "refresh_token": {
+      "type": "string",
+      "minLength": 1
+     },
+     "scope": {
+      "type": "string"
      }
-    }
+    },
+    "description": "`device_code` is required with the device-code grant, `refresh_token` with `refresh_token`; `client_id` unless the client authenticates with HTTP Basic."
    },
    "TokenResponse": {
     "type": "object",
@@ -821,6 +968,9 @@ enum OpenAPIDocument {
       "minimum": 1
      },
      "scope": {
+      "type": "string"
+     },
+     "refresh_token": {
       "type": "string"
      }
     }
@@ -948,6 +1098,24 @@ enum OpenAPIDocument {
       "items": {
        "type": "string"
       }
+     },
+     "revocation_endpoint": {
+      "type": "string"
+     },
+     "introspection_endpoint": {
+      "type": "string"
+     },
+     "revocation_endpoint_auth_methods_supported": {
+      "type": "array",
+      "items": {
+       "type": "string"
+      }
+     },
+     "introspection_endpoint_auth_methods_supported": {
+      "type": "array",
+      "items": {
+       "type": "string"
+      }
      }
     }
    },
@@ -1000,6 +1168,82 @@ enum OpenAPIDocument {
       "type": "string"
      }
     }
+   },
+   "TokenManagementRequest": {
+    "type": "object",
+    "required": [
+     "token"
+    ],
+    "properties": {
+     "token": {
+      "type": "string",
+      "minLength": 1
+     },
+     "token_type_hint": {
+      "type": "string"
+     },
+     "client_id": {
+      "type": "string",
+      "minLength": 1
+     },
+     "client_secret": {
+      "type": "string"
+     }
+    }
+   },
+   "IntrospectionResponse": {
+    "type": "object",
+    "required": [
+     "active"
+    ],
+    "additionalProperties": false,
+    "properties": {
+     "active": {
+      "type": "boolean"
+     },
+     "scope": {
+      "type": "string"
+     },
+     "client_id": {
+      "type": "string"
+     },
+     "sub": {
+      "type": "string"
+     },
+     "exp": {
+      "type": "integer"
+     },
+     "iat": {
+      "type": "integer"
+     },
+     "token_type": {
+      "type": "string",
+      "enum": [
+       "Bearer",
+       "refresh_token"
+      ]
+     },
+     "jti": {
+      "type": "string"
+     },
+     "iss": {
+      "type": "string"
+     },
+     "aud": {
+      "type": "array",
+      "items": {
+       "type": "string"
+      }
+     },
+     "sid": {
+      "type": "string"
+     }
+    }
+   },
+   "Empty": {
+    "type": "object",
+    "additionalProperties": false,
+    "properties": {}
    }
   }
  }

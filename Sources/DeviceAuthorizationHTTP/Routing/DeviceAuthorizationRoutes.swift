@@ -10,7 +10,9 @@ import RedisClient
 /// | route | purpose |
 /// |---|---|
 /// | `POST /oauth/device_authorization` | RFC 8628 §3.1–3.2 |
-/// | `POST /oauth/token` | RFC 8628 §3.4–3.5 (device-code grant) |
+/// | `POST /oauth/token` | RFC 8628 §3.4–3.5 (device-code grant), RFC 6749 §6 (refresh-token grant) |
+/// | `POST /oauth/revoke` | RFC 7009 token revocation |
+/// | `POST /oauth/introspect` | RFC 7662 token introspection (confidential clients) |
 /// | `GET /device`, `POST /device`, `POST /device/login` | the verification page |
 /// | `GET /.well-known/oauth-authorization-server` | RFC 8414 metadata |
 /// | `GET /.well-known/jwks.json` | the token signing key |
@@ -26,6 +28,11 @@ import RedisClient
 public struct DeviceAuthorizationRoutes: Sendable {
     /// The RFC 8628 grant type.
     public static let deviceCodeGrantType = "urn:ietf:params:oauth:grant-type:device_code"
+    /// The RFC 6749 §6 grant type.
+    public static let refreshTokenGrantType = "refresh_token"
+
+    /// The refresh-token families, on the store's Redis, prefix and secret.
+    public let refreshTokens: RefreshTokenStore
 
     let store: DeviceCodeStore
     let redis: RedisClient
@@ -56,6 +63,7 @@ public struct DeviceAuthorizationRoutes: Sendable {
                 configuration: DeviceAuthorizationHTTPConfiguration, logger: Logger = Logger(label: "deviceauth.http")) throws {
         self.store = store
         self.redis = redis
+        self.refreshTokens = RefreshTokenStore(client: redis, configuration: store.configuration)
         self.clients = clients
         self.users = users
         self.tokens = tokens
@@ -84,6 +92,8 @@ public struct DeviceAuthorizationRoutes: Sendable {
         router.add(middleware: StrictRoutingMiddleware(routes: self))
         router.post("/oauth/device_authorization") { request, context in await self.deviceAuthorization(request, context) }
         router.post("/oauth/token") { request, context in await self.token(request, context) }
+        router.post("/oauth/revoke") { request, context in await self.revoke(request, context) }
+        router.post("/oauth/introspect") { request, context in await self.introspect(request, context) }
         router.get("/.well-known/oauth-authorization-server") { _, _ in self.serverMetadata() }
         router.get("/.well-known/jwks.json") { _, _ in await self.jwks() }
         router.get("/healthz") { _, _ in JSONResponse.make(object: ["status": "ok"]) }
@@ -112,6 +122,7 @@ public struct DeviceAuthorizationRoutes: Sendable {
     /// including ones no router knows, such as `QUERY` — gets 405 with `Allow`.
     static let documentedMethods: [String: (methods: [HTTPRequest.Method], html: Bool)] = [
         "/oauth/device_authorization": ([.post], false), "/oauth/token": ([.post], false),
+        "/oauth/revoke": ([.post], false), "/oauth/introspect": ([.post], false),
         "/device": ([.get, .post], true), "/device/login": ([.post], true),
         "/.well-known/oauth-authorization-server": ([.get], false), "/.well-known/jwks.json": ([.get], false),
         "/healthz": ([.get], false), "/readyz": ([.get], false), "/metrics": ([.get], false), "/openapi.json": ([.get], false),
@@ -182,11 +193,14 @@ public struct DeviceAuthorizationRoutes: Sendable {
         do {
             let form = try await readForm(request)
             guard let grantType = form["grant_type"] else { throw OAuthError.invalidRequest("missing parameter 'grant_type'") }
-            guard grantType == Self.deviceCodeGrantType else {
-                throw OAuthError("unsupported_grant_type", "this endpoint supports only \(Self.deviceCodeGrantType)")
+            guard grantType == Self.deviceCodeGrantType || grantType == Self.refreshTokenGrantType else {
+                throw OAuthError("unsupported_grant_type", "this endpoint supports \(Self.deviceCodeGrantType) and \(Self.refreshTokenGrantType)")
             }
             let client = try await clientAuthenticator.authenticate(request: request, form: form) {
                 RequestOrigin(request: request, peerAddress: context.peerIPAddress, trustedProxies: configuration.trustedProxies)
+            }
+            if grantType == Self.refreshTokenGrantType {
+                return try await refresh(form: form, client: client, context)
             }
             guard let deviceCode = form["device_code"] else { throw OAuthError.invalidRequest("missing parameter 'device_code'") }
             // Unknown codes are counted after the fact, so an honest poll costs one round trip.
@@ -220,24 +234,79 @@ public struct DeviceAuthorizationRoutes: Sendable {
                 }
                 throw OAuthError("invalid_grant", reason == .alreadyRedeemed ? "the device code was already used" : "the device code is not valid for this client")
             case .authorized(let userID, let scopes, let grantID):
-                let token: IssuedToken
-                do {
-                    token = try await tokens.issueToken(for: TokenRequest(userID: userID, clientID: client.clientID, scopes: scopes, grantID: grantID,
-                                                                          audience: client.audience))
-                } catch {
-                    context.logger.error("token issuer failed after redemption", metadata: ["grant_id": "\(grantID)", "error": "\(type(of: error))"])
-                    throw OAuthError.serverError
+                var family: IssuedRefreshToken?
+                let planned = plannedAccessToken()
+                if client.issuesRefreshToken(scopes: scopes) {
+                    // Before the access token, so the family knows its jti: revoking the family
+                    // then denylists this first token too.
+                    family = try await refreshTokens.createFamily(clientID: client.clientID, userID: userID, scopes: scopes,
+                                                                  idleLifetime: client.refreshIdleLifetime, absoluteLifetime: client.refreshAbsoluteLifetime,
+                                                                  accessToken: planned)
                 }
-                // The jti ties a token seen later (a resource server's log, a leak) to its grant.
-                context.logger.info("issued access token", metadata: ["grant_id": "\(grantID)", "client_id": "\(client.clientID)",
-                                                                      "jti": "\(token.tokenID ?? "-")"])
-                var body: [String: Any] = ["access_token": token.accessToken, "token_type": token.tokenType, "expires_in": token.expiresIn]
-                if !token.scopes.isEmpty { body["scope"] = token.scopes.joined(separator: " ") }
-                return JSONResponse.make(object: body)
+                return try await tokenResponse(TokenRequest(userID: userID, clientID: client.clientID, scopes: scopes, grantID: grantID,
+                                                            audience: client.audience, tokenID: planned.tokenID, familyID: family?.familyID),
+                                               refreshToken: family?.token, context)
             }
         } catch {
             return oauthErrorResponse(error, context)
         }
+    }
+
+    /// `grant_type=refresh_token` (RFC 6749 §6) for an authenticated client: one rotation script.
+    func refresh(form: FormBody, client: RegisteredClient, _ context: DeviceAuthorizationRequestContext) async throws -> Response {
+        guard let presented = form["refresh_token"], !presented.isEmpty else { throw OAuthError.invalidRequest("missing parameter 'refresh_token'") }
+        var requested: [String]?
+        if let scope = form["scope"] {
+            requested = try Self.parseScopes(scope)
+            // A scope the client may no longer ask for is refused even if the family has it.
+            if let denied = requested?.first(where: { !client.allowedScopes.contains($0) }) {
+                throw OAuthError("invalid_scope", "scope '\(String(denied.prefix(64)))' is not allowed for this client")
+            }
+        }
+        let planned = plannedAccessToken()
+        // An oversized token cannot be one of ours: answered like an unknown one without asking Redis.
+        let outcome: RefreshOutcome = presented.utf8.count <= 256
+            ? try await refreshTokens.refresh(token: presented, clientID: client.clientID, scopes: requested, accessToken: planned)
+            : .invalidGrant(.unknown)
+        switch outcome {
+        case .rotated(let rotated):
+            let scopes = rotated.scopes.filter { client.allowedScopes.contains($0) }
+            return try await tokenResponse(TokenRequest(userID: rotated.userID, clientID: client.clientID, scopes: scopes, grantID: rotated.familyID,
+                                                        audience: client.audience, tokenID: planned.tokenID, familyID: rotated.familyID),
+                                           refreshToken: rotated.token, context)
+        case .invalidScope:
+            throw OAuthError("invalid_scope", "a refresh may ask for some of the granted scopes, never for more")
+        case .invalidGrant(let reason):
+            if reason != .unknown {
+                context.logger.notice("invalid_grant", metadata: ["reason": "\(reason.rawValue)", "client_id": "\(client.clientID)"])
+            }
+            throw OAuthError("invalid_grant", reason == .reused ? "the refresh token was already used; the grant is revoked"
+                                                                 : "the refresh token is not valid for this client")
+        }
+    }
+
+    /// A fresh `jti` and the latest `exp` a token minted now can have.
+    func plannedAccessToken() -> AccessTokenReference {
+        AccessTokenReference(tokenID: UUID().uuidString.lowercased(),
+                             expiresAt: Date().addingTimeInterval(TimeInterval(tokens.maximumTokenLifetime.components.seconds) + 1))
+    }
+
+    /// Mints the access token and renders the RFC 6749 §5.1 answer.
+    func tokenResponse(_ tokenRequest: TokenRequest, refreshToken: String?, _ context: DeviceAuthorizationRequestContext) async throws -> Response {
+        let token: IssuedToken
+        do {
+            token = try await tokens.issueToken(for: tokenRequest)
+        } catch {
+            context.logger.error("token issuer failed after redemption", metadata: ["grant_id": "\(tokenRequest.grantID)", "error": "\(type(of: error))"])
+            throw OAuthError.serverError
+        }
+        // The jti ties a token seen later (a resource server's log, a leak) to its grant.
+        context.logger.info("issued access token", metadata: ["grant_id": "\(tokenRequest.grantID)", "client_id": "\(tokenRequest.clientID)",
+                                                              "jti": "\(token.tokenID ?? "-")", "refresh": "\(refreshToken != nil)"])
+        var body: [String: Any] = ["access_token": token.accessToken, "token_type": token.tokenType, "expires_in": token.expiresIn]
+        if !token.scopes.isEmpty { body["scope"] = token.scopes.joined(separator: " ") }
+        if let refreshToken { body["refresh_token"] = refreshToken }
+        return JSONResponse.make(object: body)
     }
 
     func serverMetadata() -> Response {
@@ -247,9 +316,13 @@ public struct DeviceAuthorizationRoutes: Sendable {
             "device_authorization_endpoint": base + "/oauth/device_authorization",
             "token_endpoint": base + "/oauth/token",
             "jwks_uri": base + "/.well-known/jwks.json",
-            "grant_types_supported": [Self.deviceCodeGrantType],
+            "grant_types_supported": [Self.deviceCodeGrantType, Self.refreshTokenGrantType],
             "response_types_supported": [String](),
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "revocation_endpoint": base + "/oauth/revoke",
+            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "introspection_endpoint": base + "/oauth/introspect",
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         ])
     }
 
@@ -319,6 +392,18 @@ public struct DeviceAuthorizationRoutes: Sendable {
         } catch {
             throw OAuthError.from(error)
         }
+    }
+
+    /// The scope tokens of a `scope` parameter, deduplicated, each checked against RFC 6749 §3.3.
+    static func parseScopes(_ text: String) throws(OAuthError) -> [String] {
+        var scopes: [String] = []
+        for token in text.split(separator: " ", omittingEmptySubsequences: true).map(String.init) {
+            guard token.utf8.allSatisfy({ $0 == 0x21 || (0x23...0x5B).contains($0) || (0x5D...0x7E).contains($0) }) else {
+                throw OAuthError("invalid_scope", "the scope parameter is malformed")
+            }
+            if !scopes.contains(token) { scopes.append(token) }
+        }
+        return scopes
     }
 
     /// The scopes to grant: the requested ones (deduplicated, each allowed), or the client's defaults.

@@ -161,6 +161,8 @@ public enum DeviceAuthorizationServer {
         let redis = RedisClient(configuration: redisConfiguration, logger: logger)
         var storeConfiguration = DeviceCodeStoreConfiguration(keyPrefix: file.keyPrefix ?? "da", secret: secret)
         if let seconds = file.codeLifetimeSeconds { storeConfiguration.lifetime = .seconds(seconds) }
+        if let seconds = file.refreshTokenIdleSeconds { storeConfiguration.refreshIdleLifetime = .seconds(seconds) }
+        if let seconds = file.refreshTokenAbsoluteSeconds { storeConfiguration.refreshAbsoluteLifetime = .seconds(seconds) }
         if let seconds = file.intervalSeconds { storeConfiguration.interval = seconds }
         if let limit = file.maxFailuresPerCaller { storeConfiguration.maxFailuresPerCaller = limit }
         if let limit = file.maxFailuresPerUser { storeConfiguration.maxFailuresPerUser = limit }

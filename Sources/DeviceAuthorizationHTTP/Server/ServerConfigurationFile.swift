@@ -43,11 +43,20 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         public var deviceAuthorizationsPerMinute: Int?
         /// The `aud` of this client's access tokens (default: the server's `audience`).
         public var audience: String?
+        /// Refresh tokens for every grant of this client (default false: only for grants with the
+        /// `offline_access` scope, which must then be among `scopes`).
+        public var refreshTokens: Bool?
+        /// Idle lifetime of this client's refresh tokens, in seconds (default: the server's).
+        public var refreshTokenIdleSeconds: Int?
+        /// Absolute lifetime of this client's refresh families, in seconds (default: the server's).
+        public var refreshTokenAbsoluteSeconds: Int?
 
         enum CodingKeys: String, CodingKey {
             case clientID = "client_id", displayName = "display_name", scopes, defaultScopes = "default_scopes", secret, secretFile = "secret_file"
             case secretSHA256 = "secret_sha256", codeLifetimeSeconds = "code_lifetime_seconds", intervalSeconds = "interval_seconds"
             case deviceAuthorizationsPerMinute = "device_authorizations_per_minute", audience
+            case refreshTokens = "refresh_tokens", refreshTokenIdleSeconds = "refresh_token_idle_seconds"
+            case refreshTokenAbsoluteSeconds = "refresh_token_absolute_seconds"
         }
 
         /// Creates a client entry.
@@ -95,6 +104,11 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
             }
             try Ranges.check(codeLifetimeSeconds, "client \(clientID): code_lifetime_seconds", Ranges.codeLifetimeSeconds)
             try Ranges.check(intervalSeconds, "client \(clientID): interval_seconds", Ranges.intervalSeconds)
+            try Ranges.check(refreshTokenIdleSeconds, "client \(clientID): refresh_token_idle_seconds", Ranges.refreshTokenSeconds)
+            try Ranges.check(refreshTokenAbsoluteSeconds, "client \(clientID): refresh_token_absolute_seconds", Ranges.refreshTokenSeconds)
+            client.refreshTokens = refreshTokens ?? false
+            client.refreshIdleLifetime = refreshTokenIdleSeconds.map { .seconds($0) }
+            client.refreshAbsoluteLifetime = refreshTokenAbsoluteSeconds.map { .seconds($0) }
             if let perMinute = deviceAuthorizationsPerMinute {
                 guard perMinute >= 0 else { throw DeviceAuthorizationHTTPError(.invalidConfiguration, "client \(clientID): device_authorizations_per_minute must not be negative") }
                 // 0 lifts the limit for this client (a huge one, so the server-wide default does not apply).
@@ -139,6 +153,12 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
     public var codeLifetimeSeconds: Int?
     /// Default polling interval in seconds (5).
     public var intervalSeconds: Int?
+    /// Idle lifetime of refresh tokens in seconds (1 209 600 = 14 days): unused this long, a
+    /// refresh token dies.
+    public var refreshTokenIdleSeconds: Int?
+    /// Absolute lifetime of a refresh family in seconds (7 776 000 = 90 days): however often it
+    /// is refreshed, the person must approve again after it.
+    public var refreshTokenAbsoluteSeconds: Int?
     /// Failed code entries allowed per client IP (IPv6: per /64 and per /48) per 15 minutes (10).
     public var maxFailuresPerCaller: Int?
     /// Failed code entries allowed per signed-in person per 15 minutes (20).
@@ -219,6 +239,7 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         case allowWideTrustedProxies = "allow_wide_trusted_proxies"
         case headerReadTimeoutSeconds = "header_read_timeout_seconds", idleTimeoutSeconds = "idle_timeout_seconds", maxConnections = "max_connections"
         case audience, maxFormParameters = "max_form_parameters", metricsPort = "metrics_port", metricsHost = "metrics_host"
+        case refreshTokenIdleSeconds = "refresh_token_idle_seconds", refreshTokenAbsoluteSeconds = "refresh_token_absolute_seconds"
     }
 
     /// An empty configuration.
@@ -251,6 +272,9 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         public static let idleTimeoutSeconds = 1...3_600
         /// `max_connections`: at least one, at most a million.
         public static let maxConnections = 1...1_000_000
+        /// `refresh_token_idle_seconds` and `refresh_token_absolute_seconds`, top level and per
+        /// client: a second to ten years.
+        public static let refreshTokenSeconds = 1...315_360_000
         /// `metrics_port`: a TCP port.
         public static let port = 1...65_535
 
@@ -276,6 +300,8 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         try Ranges.check(headerReadTimeoutSeconds, "header_read_timeout_seconds", Ranges.headerReadTimeoutSeconds)
         try Ranges.check(idleTimeoutSeconds, "idle_timeout_seconds", Ranges.idleTimeoutSeconds)
         try Ranges.check(maxConnections, "max_connections", Ranges.maxConnections)
+        try Ranges.check(refreshTokenIdleSeconds, "refresh_token_idle_seconds", Ranges.refreshTokenSeconds)
+        try Ranges.check(refreshTokenAbsoluteSeconds, "refresh_token_absolute_seconds", Ranges.refreshTokenSeconds)
         try validateTrust()
     }
 

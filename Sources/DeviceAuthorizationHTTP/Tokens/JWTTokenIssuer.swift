@@ -32,10 +32,27 @@ public struct JWTTokenIssuer: TokenIssuer {
         public var jti: IDClaim
         /// `aud`: the resource server(s) the token is for.
         public var aud: AudienceClaim?
+        /// `sid`: the refresh family the token was issued with (absent without one), so a
+        /// revocation of the family reaches its access tokens.
+        public var sid: String?
 
         enum CodingKeys: String, CodingKey {
-            case iss, sub, scope, iat, exp, jti, aud
+            case iss, sub, scope, iat, exp, jti, aud, sid
             case clientID = "client_id"
+        }
+
+        /// Creates claims.
+        public init(iss: IssuerClaim, sub: SubjectClaim, clientID: String, scope: String, iat: IssuedAtClaim, exp: ExpirationClaim, jti: IDClaim,
+                    aud: AudienceClaim?, sid: String? = nil) {
+            self.iss = iss
+            self.sub = sub
+            self.clientID = clientID
+            self.scope = scope
+            self.iat = iat
+            self.exp = exp
+            self.jti = jti
+            self.aud = aud
+            self.sid = sid
         }
 
         /// Checks the expiry.
@@ -95,13 +112,25 @@ public struct JWTTokenIssuer: TokenIssuer {
             scope: request.scopes.joined(separator: " "),
             iat: IssuedAtClaim(value: now),
             exp: ExpirationClaim(value: now.addingTimeInterval(TimeInterval(seconds))),
-            jti: IDClaim(value: UUID().uuidString.lowercased()),
-            aud: AudienceClaim(value: [request.audience ?? audience])
+            jti: IDClaim(value: request.tokenID ?? UUID().uuidString.lowercased()),
+            aud: AudienceClaim(value: [request.audience ?? audience]),
+            sid: request.familyID
         )
         var header = JWTHeader()
         header.typ = "at+jwt"
         let token = try await keys.sign(claims, kid: JWKIdentifier(string: keyID), header: header)
         return IssuedToken(accessToken: token, expiresIn: seconds, scopes: request.scopes, tokenID: claims.jti.value)
+    }
+
+    /// The configured token lifetime.
+    public var maximumTokenLifetime: Duration { lifetime }
+
+    /// The claims of an unexpired token signed by this issuer's key with this issuer's `iss`.
+    public func verifyToken(_ token: String) async -> VerifiedAccessToken? {
+        guard token.utf8.count <= 8192, let claims = try? await keys.verify(token, as: Claims.self), claims.iss.value == issuer else { return nil }
+        return VerifiedAccessToken(tokenID: claims.jti.value, userID: claims.sub.value, clientID: claims.clientID,
+                                   scopes: claims.scope.split(separator: " ").map(String.init), issuedAt: claims.iat.value,
+                                   expiresAt: claims.exp.value, audience: claims.aud?.value ?? [], issuer: claims.iss.value, familyID: claims.sid)
     }
 
     /// The public key as a JWKS (`kty` EC, `crv` P-256, `alg` ES256, `use` sig).

@@ -46,6 +46,11 @@ struct ClusterStoreTests {
     @Test func forgedApproval() async throws { try await StoreFixture.onCluster { try await ForgedRecordTests().aPendingRecordSetToApprovedWithoutTheSecretGivesNoToken() } }
     @Test func forgedFields() async throws { try await StoreFixture.onCluster { try await ForgedRecordTests().changedScopesUserOrClientOnAnApprovedRecordGiveNoToken() } }
 
+    // Refresh tokens: one slot per family ({r<family>}), rotation once across nodes, forged records.
+    @Test func refreshRotationOnce() async throws { try await StoreFixture.onCluster { try await RefreshStoreTests().rotationExactlyOnceAcrossNodes() } }
+    @Test func refreshOneSlotNothingPlaintext() async throws { try await StoreFixture.onCluster { try await RefreshStoreTests().oneSlotNothingPlaintext() } }
+    @Test func refreshForgedFamily() async throws { try await StoreFixture.onCluster { try await RefreshStoreTests().forgedFamily() } }
+
     // Operations: the eviction-policy check looks at every primary.
     @Test func evictionPolicyCheck() async throws { try await StoreFixture.onCluster { try await RedisConfigurationTests().warnsWhenTheEvictionPolicyCanDropDeviceCodes() } }
 
