@@ -49,4 +49,54 @@ struct DeviceResult: Sendable {
     var finalProbeAnswer: String?
     /// Probe polls re-sent after a `503` or lost answer (each may have counted a replay on the server).
     var probeRetries = 0
+
+    /// The refresh token that came with the token (scenario `refresh`). Kept in memory only: never reported.
+    var refreshToken: String?
+    /// What the device's refresh token did (scenario `refresh`, once it had its token).
+    var refresh: RefreshRecord?
+}
+
+/// One device's refresh-token story: rotations, racing pairs, a revocation or a replay, and every answer.
+///
+/// Answers are written as `rotated` (200 with a new pair), the RFC 6749 error code (`invalid_grant`, …),
+/// or `no answer` (a `503` or a lost answer under `--fault-tolerant`: the story stops there, since the
+/// refresh may have run).
+struct RefreshRecord: Sendable, Codable, Equatable {
+    /// Two refreshes of one token sent at once to two nodes, and what came after.
+    struct RacingPair: Sendable, Codable, Equatable {
+        /// The answer to each of the two.
+        var answers: [String]
+        /// The answer to the refresh with the newest token right after the pair (the winner's token,
+        /// or the raced one if none won): the loser re-presented a rotated token, so it must be refused.
+        var after: String?
+
+        var winners: Int { answers.filter { $0 == RefreshRecord.rotated }.count }
+    }
+
+    static let rotated = "rotated"
+    static let noAnswer = "no answer"
+
+    /// Whether the first token answer carried a `refresh_token`.
+    var issued = false
+    /// Refreshes of the newest token, one at a time, that gave a new pair.
+    var rotations = 0
+    /// Refreshes of the newest token of a live family that were refused (`"rotation 2: invalid_grant …"`): a lost family.
+    var unexpectedRefusals: [String] = []
+    /// Rotations whose answer was not a new pair naming the user (no `refresh_token`, the same one again, another `sub`).
+    var malformed: [String] = []
+    var races: [RacingPair] = []
+    /// `POST /oauth/revoke` of the newest token: its HTTP status (`nil`: not revoked; `0`: no answer).
+    var revocationStatus: Int?
+    /// The answer to the refresh with the revoked token.
+    var afterRevocation: String?
+    /// The answer to presenting the previous, already rotated token again (one at a time).
+    var replay: String?
+    /// The answer to the refresh with the newest token right after that replay.
+    var afterReplay: String?
+    /// Refreshes (or revocations) whose answer never came (fault runs); the story stopped there.
+    var withoutAnswer = 0
+    /// Refused refreshes by RFC 6749 error code, every step counted.
+    var refusals: [String: Int] = [:]
+    /// Every step in order, for the report (`rotated`, `race rotated+invalid_grant`, `after race: invalid_grant`, …).
+    var events: [String] = []
 }

@@ -27,6 +27,24 @@ struct SimulationSettings: Sendable {
     /// Rapid polls a misbehaving device makes after its first, accepted poll.
     var misbehavingPolls: Int = 3
     var faults = FaultPolicy()
+    var refresh = RefreshSettings()
+}
+
+/// What a `refresh` device does with its refresh token.
+struct RefreshSettings: Sendable {
+    /// Rotations after the token, each with the newest refresh token, on random nodes.
+    var rotations = 3
+    /// Chance (percent) that a rotation is sent twice at once to two nodes, as a racing client would.
+    /// Reuse detection then revokes the family, so that is the device's last rotation.
+    var racePercent = 20
+    /// Chance (percent) that a device whose family is still live at the end revokes its newest token
+    /// (`POST /oauth/revoke`) and refreshes once more.
+    var revokePercent = 30
+    /// Chance (percent) that a device whose family is still live and that did not revoke presents its
+    /// previous, already rotated token again, then refreshes with the newest.
+    var replayPercent = 20
+    /// Pause before each refresh, in milliseconds (a device using its access token a while).
+    var pause: ClosedRange<Int> = 50...300
 }
 
 /// Runs one device through RFC 8628 (§3.1–3.5) against random nodes, with its user on the verification page.
@@ -41,7 +59,10 @@ struct SimulationSettings: Sendable {
 /// - `GET /device` (the code form) and `POST /device` with `action=lookup` (the confirmation page; a
 ///   lookup that finds its code gives its guess charge back) are re-sent; approve / deny is not: after a lost
 ///   answer the person reloads the page and decides again only if it still shows the request pending
-///   (the decision is a compare-and-set, so at most one of the two submissions can apply).
+///   (the decision is a compare-and-set, so at most one of the two submissions can apply);
+/// - a refresh (`grant_type=refresh_token`) is never re-sent once it may have reached a server: if it
+///   did rotate, the second send would be a reuse and revoke the family. The device's refresh story
+///   ends there (counted as without answer). A revocation is idempotent and is re-sent.
 struct DeviceSimulation: Sendable {
     let client: NodeClient
     let settings: SimulationSettings
@@ -78,11 +99,11 @@ struct DeviceSimulation: Sendable {
             await misbehave(deviceCode: deviceCode, clientID: clientID, result: &result, rng: &rng)
         case .abandon:
             await pollPolitely(deviceCode: deviceCode, clientID: clientID, interval: interval, expiresIn: expiresIn, result: &result, rng: &rng)
-        case .approve, .deny:
+        case .approve, .deny, .refresh:
             let user = "user-\(index)"
             result.user = user
             let userSeed = rng.next()
-            async let decision = decide(approve: scenario == .approve, userCode: userCode, user: user, seed: userSeed)
+            async let decision = decide(approve: scenario != .deny, userCode: userCode, user: user, seed: userSeed)
             await pollPolitely(deviceCode: deviceCode, clientID: clientID, interval: interval, expiresIn: expiresIn, result: &result, rng: &rng)
             let outcome = await decision
             result.decisionAccepted = outcome.accepted
@@ -95,6 +116,9 @@ struct DeviceSimulation: Sendable {
                 result.deviceCode = deviceCode
                 await probe(deviceCode: deviceCode, clientID: clientID, result: &result, rng: &rng)
             }
+            if scenario == .refresh, !result.tokens.isEmpty {
+                await refreshes(clientID: clientID, result: &result, rng: &rng)
+            }
         }
         return result
     }
@@ -102,7 +126,7 @@ struct DeviceSimulation: Sendable {
     // MARK: - Sending under faults
 
     /// Counters of one request series, kept apart from `DeviceResult` because the user runs concurrently with the device.
-    private struct Tally {
+    private struct Tally: Sendable {
         var unavailable = 0
         var failovers = 0
         var resent = 0
@@ -114,12 +138,12 @@ struct DeviceSimulation: Sendable {
     /// re-sent to another node only when `resendLostAnswer`. A `503` must be RFC-shaped (`Retry-After`, and
     /// `temporarily_unavailable` on OAuth endpoints); anything else is recorded as a problem.
     private func send(endpoint: String, method: HTTPMethod, path: String, headers: [(String, String)] = [], form: [(String, String)]? = nil,
-                      retryUnavailable: Bool, resendLostAnswer: Bool, tally: inout Tally, rng: inout SplitMix64,
+                      retryUnavailable: Bool, resendLostAnswer: Bool, tally: inout Tally, rng: inout SplitMix64, node firstNode: String? = nil,
                       classify: (SimpleResponse) -> String) async -> SendOutcome {
         var avoided: String?
         var outcome = SendOutcome.failed(.notSent("no attempt"))
         for attempt in 1...max(1, policy.maxAttempts) {
-            let node = client.pickNode(&rng, avoiding: avoided)
+            let node = attempt == 1 ? firstNode ?? client.pickNode(&rng, avoiding: avoided) : client.pickNode(&rng, avoiding: avoided)
             outcome = await client.sendDetailed(endpoint: endpoint, method: method, url: node + path, headers: headers, form: form, classify: classify)
             guard attempt < policy.maxAttempts else { break }
             switch outcome {
@@ -178,7 +202,7 @@ struct DeviceSimulation: Sendable {
     private enum PollAnswer {
         case pending
         case slowDown(Int)
-        case token(String)
+        case token(String, refreshToken: String?)
         case error(String, description: String?)
         /// RFC-shaped 503: poll again after this many seconds. The poll may have run in Redis.
         case unavailable(Int)
@@ -204,7 +228,7 @@ struct DeviceSimulation: Sendable {
         }
         if response.status == 503 && policy.retryUnavailable { return .unavailable(retryAfter(response)) }
         guard let json = response.json else { return .failed("token request: \(response.status), not JSON") }
-        if response.status == 200, let token = json["access_token"] as? String { return .token(token) }
+        if response.status == 200, let token = json["access_token"] as? String { return .token(token, refreshToken: json["refresh_token"] as? String) }
         switch json["error"] as? String {
         case "authorization_pending": return .pending
         case "slow_down": return .slowDown((json["interval"] as? Int) ?? -1)
@@ -234,9 +258,10 @@ struct DeviceSimulation: Sendable {
                 if unansweredSinceLastAnswer { result.slowDownAfterUnansweredPoll = true }
                 interval = newInterval > 0 ? newInterval : interval + 5
                 wait = interval
-            case .token(let token):
+            case .token(let token, let refreshToken):
                 result.tokens.append(token)
                 result.tokenSubjects.append(JWT.subject(of: token) ?? "<unreadable token>")
+                result.refreshToken = refreshToken
                 return
             case .error(let error, let description):
                 result.finalError = error
@@ -278,7 +303,7 @@ struct DeviceSimulation: Sendable {
             case .slowDown(let newInterval):
                 result.slowDownIntervals.append(newInterval)
                 answered += 1
-            case .token(let token):
+            case .token(let token, _):
                 result.tokens.append(token)
                 return
             case .error(let error, let description):
@@ -332,6 +357,222 @@ struct DeviceSimulation: Sendable {
         result.finalProbeAnswer = result.probeAnswer
         if result.probeTokens > probeBefore.1 { result.finalProbeAnswer = "token" }
         result.probeAnswer = probeBefore.0
+    }
+
+    // MARK: - Refresh tokens
+
+    /// The answer to one refresh (RFC 6749 §6).
+    private enum RefreshAnswer: Sendable {
+        case rotated(accessToken: String, refreshToken: String)
+        /// A 4xx with an RFC 6749 error.
+        case refused(String, description: String?)
+        /// A 200 that is not a new pair.
+        case malformed(String)
+        /// An RFC-shaped `503` or a lost answer (fault runs): the refresh may have run.
+        case noAnswer
+        /// A transport error, a 5xx or a body that is no OAuth answer (recorded in `failures`).
+        case failed(String)
+
+        var label: String {
+            switch self {
+            case .rotated: RefreshRecord.rotated
+            case .refused(let error, _): error
+            case .malformed: "malformed 200"
+            case .noAnswer: RefreshRecord.noAnswer
+            case .failed: "failed"
+            }
+        }
+
+        var isUnanswered: Bool {
+            switch self {
+            case .noAnswer, .failed: true
+            default: false
+            }
+        }
+    }
+
+    /// One refresh, never re-sent once it may have reached a server: a second send of a token that did
+    /// rotate is a reuse and would revoke the family (only a connection that could not be made goes to
+    /// another node). Takes its own generator and tally, so two can race.
+    private func refreshRequest(_ token: String, clientID: String, endpoint: String, node: String? = nil,
+                                seed: UInt64) async -> (answer: RefreshAnswer, tally: Tally) {
+        var rng = SplitMix64(seed: seed)
+        var tally = Tally()
+        let outcome = await send(endpoint: endpoint, method: .POST, path: "/oauth/token",
+                                 form: [("grant_type", "refresh_token"), ("refresh_token", token), ("client_id", clientID)],
+                                 retryUnavailable: false, resendLostAnswer: false, tally: &tally, rng: &rng, node: node) { response in
+            response.status == 200 ? "200 rotated" : "\(response.status) \(response.json?["error"] as? String ?? "?")"
+        }
+        return (refreshAnswer(outcome, presented: token), tally)
+    }
+
+    private func refreshAnswer(_ outcome: SendOutcome, presented: String) -> RefreshAnswer {
+        let response: SimpleResponse
+        switch outcome {
+        case .response(let answered): response = answered
+        case .failed(let failure):
+            if policy.failover, case .ambiguous = failure { return .noAnswer }
+            return .failed("refresh: transport error (\(failure.message.prefix(120)))")
+        }
+        if response.status == 503 && policy.retryUnavailable { return .noAnswer }
+        if response.status >= 500 { return .failed("refresh: \(response.status) \(response.body.prefix(120))") }
+        guard let json = response.json else { return .failed("refresh: \(response.status), not JSON") }
+        if response.status == 200 {
+            guard let access = json["access_token"] as? String, let refresh = json["refresh_token"] as? String else {
+                return .malformed("200 without access_token and refresh_token")
+            }
+            return refresh == presented ? .malformed("200 with the presented refresh token again") : .rotated(accessToken: access, refreshToken: refresh)
+        }
+        guard let error = json["error"] as? String else { return .failed("refresh: \(response.status) without error") }
+        return .refused(error, description: json["error_description"] as? String)
+    }
+
+    private func absorb(_ tally: Tally, _ answer: RefreshAnswer?, into result: inout DeviceResult) {
+        result.unavailable += tally.unavailable
+        result.failovers += tally.failovers
+        result.failures += tally.problems
+        if case .failed(let message) = answer { result.failures.append(message) }
+        if case .noAnswer = answer { result.refresh?.withoutAnswer += 1 }
+        if case .refused(let error, _) = answer { result.refresh?.refusals[error, default: 0] += 1 }
+    }
+
+    /// A new access token must name the approving user: records it when it does not.
+    private static func checkSubject(_ accessToken: String, step: String, result: inout DeviceResult) {
+        let subject = JWT.subject(of: accessToken)
+        if subject != result.user { result.refresh?.malformed.append("\(step): access token sub \(subject ?? "unreadable") ≠ \(result.user ?? "nil")") }
+    }
+
+    private func pause(_ rng: inout SplitMix64) async {
+        let range = settings.refresh.pause
+        try? await Task.sleep(for: .milliseconds(range.lowerBound + Int(rng.next() % UInt64(range.count))))
+    }
+
+    /// The device keeps using its refresh token: rotations with the newest token on random nodes, some
+    /// sent twice at once to two nodes (after which reuse detection must have killed the family), and
+    /// for a live family at the end a revocation or a replay of the rotated token, each followed by
+    /// a refresh that must be refused. Stops where an answer was lost: the family's state is then unknown.
+    private func refreshes(clientID: String, result: inout DeviceResult, rng: inout SplitMix64) async {
+        let plan = settings.refresh
+        let recorder = client.recorder
+        result.refresh = RefreshRecord()
+        guard var newest = result.refreshToken else {
+            result.refresh?.events.append("no refresh_token with the token")
+            return
+        }
+        result.refresh?.issued = true
+        var previous: String?
+        var step = 0
+        while step < plan.rotations {
+            step += 1
+            await pause(&rng)
+            if Int(rng.next() % 100) < plan.racePercent {
+                let first = client.pickNode(&rng)
+                let second = client.pickNode(&rng, avoiding: first)
+                let seeds = (rng.next(), rng.next())
+                let raced = newest
+                async let one = refreshRequest(raced, clientID: clientID, endpoint: "POST /oauth/token refresh (race)", node: first, seed: seeds.0)
+                async let other = refreshRequest(raced, clientID: clientID, endpoint: "POST /oauth/token refresh (race)", node: second, seed: seeds.1)
+                let answers = await [one, other]
+                var pair = RefreshRecord.RacingPair(answers: answers.map(\.answer.label))
+                for (answer, tally) in answers {
+                    absorb(tally, answer, into: &result)
+                    switch answer {
+                    case .rotated(let access, let token):
+                        newest = token
+                        Self.checkSubject(access, step: "race at rotation \(step)", result: &result)
+                    case .malformed(let why):
+                        result.refresh?.malformed.append("race at rotation \(step): \(why)")
+                    default: break
+                    }
+                }
+                recorder.countRefresh(rotations: pair.winners, races: 1)
+                result.refresh?.events.append("race " + pair.answers.joined(separator: "+"))
+                guard !answers.contains(where: { $0.answer.isUnanswered }) else {
+                    result.refresh?.races.append(pair)
+                    return
+                }
+                // Whichever won, the other presented a rotated token: the family must be revoked, the newest token with it.
+                await pause(&rng)
+                let after = await refreshRequest(newest, clientID: clientID, endpoint: "POST /oauth/token refresh (dead family)", seed: rng.next())
+                absorb(after.tally, after.answer, into: &result)
+                if case .rotated = after.answer { recorder.countRefresh(rotations: 1) }
+                pair.after = after.answer.label
+                result.refresh?.races.append(pair)
+                result.refresh?.events.append("after race: \(after.answer.label)")
+                return
+            }
+            let (answer, tally) = await refreshRequest(newest, clientID: clientID, endpoint: "POST /oauth/token refresh", seed: rng.next())
+            absorb(tally, answer, into: &result)
+            result.refresh?.events.append(answer.label)
+            switch answer {
+            case .rotated(let access, let token):
+                result.refresh?.rotations += 1
+                recorder.countRefresh(rotations: 1)
+                Self.checkSubject(access, step: "rotation \(step)", result: &result)
+                previous = newest
+                newest = token
+            case .refused(let error, let description):
+                result.refresh?.unexpectedRefusals.append("rotation \(step): \(error) \(description ?? "")")
+                return
+            case .malformed(let why):
+                result.refresh?.malformed.append("rotation \(step): \(why)")
+                return
+            case .noAnswer, .failed:
+                return
+            }
+        }
+        // The family is live: a share of devices ends it by revocation, another by presenting its rotated token again.
+        let draw = Int(rng.next() % 100)
+        if draw < plan.revokePercent {
+            await pause(&rng)
+            var tally = Tally()
+            // Revocation is idempotent (RFC 7009 §2.2 answers 200 for a token already revoked), so it may be re-sent.
+            let outcome = await send(endpoint: "POST /oauth/revoke", method: .POST, path: "/oauth/revoke",
+                                     form: [("token", newest), ("token_type_hint", "refresh_token"), ("client_id", clientID)],
+                                     retryUnavailable: policy.retryUnavailable, resendLostAnswer: true, tally: &tally, rng: &rng) { "\($0.status)" }
+            absorb(tally, nil, into: &result)
+            switch outcome {
+            case .response(let response) where response.status == 503 && policy.retryUnavailable:
+                result.refresh?.revocationStatus = 0
+                result.refresh?.withoutAnswer += 1
+                result.refresh?.events.append("revocation: no answer")
+                return
+            case .response(let response):
+                result.refresh?.revocationStatus = response.status
+                result.refresh?.events.append("revocation: \(response.status)")
+                if response.status >= 500 { result.failures.append("revocation: \(response.status) \(response.body.prefix(120))") }
+                guard response.status == 200 else { return }
+            case .failed(let failure):
+                result.refresh?.revocationStatus = 0
+                result.refresh?.events.append("revocation: no answer")
+                if policy.failover, case .ambiguous = failure {
+                    result.refresh?.withoutAnswer += 1
+                } else {
+                    result.failures.append("revocation: transport error (\(failure.message.prefix(120)))")
+                }
+                return
+            }
+            recorder.countRefresh(revocations: 1)
+            await pause(&rng)
+            let after = await refreshRequest(newest, clientID: clientID, endpoint: "POST /oauth/token refresh (revoked)", seed: rng.next())
+            absorb(after.tally, after.answer, into: &result)
+            if case .rotated = after.answer { recorder.countRefresh(rotations: 1) }
+            result.refresh?.afterRevocation = after.answer.label
+            result.refresh?.events.append("after revocation: \(after.answer.label)")
+        } else if draw < plan.revokePercent + plan.replayPercent, let previous {
+            await pause(&rng)
+            let replay = await refreshRequest(previous, clientID: clientID, endpoint: "POST /oauth/token refresh (replay)", seed: rng.next())
+            absorb(replay.tally, replay.answer, into: &result)
+            if case .rotated = replay.answer { recorder.countRefresh(rotations: 1) }
+            result.refresh?.replay = replay.answer.label
+            result.refresh?.events.append("replay: \(replay.answer.label)")
+            guard !replay.answer.isUnanswered else { return }
+            let after = await refreshRequest(newest, clientID: clientID, endpoint: "POST /oauth/token refresh (dead family)", seed: rng.next())
+            absorb(after.tally, after.answer, into: &result)
+            if case .rotated = after.answer { recorder.countRefresh(rotations: 1) }
+            result.refresh?.afterReplay = after.answer.label
+            result.refresh?.events.append("after replay: \(after.answer.label)")
+        }
     }
 
     // MARK: - User side

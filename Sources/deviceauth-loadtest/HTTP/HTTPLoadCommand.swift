@@ -22,6 +22,13 @@ struct HTTPLoadCommand: AsyncParsableCommand {
         request is still pending. Every redeemed code is polled again right after its token and after the run: \
         a second token always fails. --expect-lost-approvals counts writes acknowledged just before a fault \
         and then missing instead of failing on them.
+
+        Refresh devices (--mix …,refresh=N; client --refresh-client, which must have refresh tokens) are approved, \
+        then rotate their refresh token --refreshes times on random nodes, each time with the newest one; a \
+        rotation is sent twice at once to two nodes with --refresh-race-percent, after which reuse detection must \
+        have revoked the family. A device whose family is live at the end revokes it (--refresh-revoke-percent) \
+        or presents its previous, rotated token again (--refresh-replay-percent), and refreshes once more: that \
+        must be refused with invalid_grant. No family may ever have two live refresh tokens.
         """
     )
 
@@ -63,6 +70,24 @@ struct HTTPLoadCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("misbehave-client"), help: "client_id for misbehaving devices.")
     var misbehaveClient = "loadtest-misbehave"
+
+    @Option(name: .customLong("refresh-client"), help: "client_id for refresh devices (it must have refresh tokens).")
+    var refreshClient = "loadtest-refresh"
+
+    @Option(help: "Rotations of its refresh token each refresh device makes.")
+    var refreshes = 3
+
+    @Option(name: .customLong("refresh-race-percent"), help: "Chance (percent) that a rotation is sent twice at once to two nodes (the family then dies).")
+    var refreshRacePercent = 20
+
+    @Option(name: .customLong("refresh-revoke-percent"), help: "Share (percent) of refresh devices with a live family that revoke it at the end, then refresh once more.")
+    var refreshRevokePercent = 30
+
+    @Option(name: .customLong("refresh-replay-percent"), help: "Share (percent) of refresh devices with a live family that present their rotated token again at the end.")
+    var refreshReplayPercent = 20
+
+    @Option(name: .customLong("refresh-pause-ms"), help: "Pause before each refresh: N or MIN-MAX milliseconds.")
+    var refreshPause = "50-300"
 
     @Option(name: .customLong("request-timeout"), help: "Per-request timeout in seconds.")
     var requestTimeout = 30
@@ -109,8 +134,16 @@ struct HTTPLoadCommand: AsyncParsableCommand {
         if let duration, duration <= 0 { throw ValidationError("--duration must be positive") }
         guard concurrency > 0 else { throw ValidationError("--concurrency must be positive") }
         if let connectionsPerNode, connectionsPerNode <= 0 { throw ValidationError("--connections-per-node must be positive") }
-        guard let scenarioMix = ScenarioMix(parsing: mix) else { throw ValidationError("--mix: e.g. approve=60,deny=15,abandon=10,misbehave=15") }
+        guard let scenarioMix = ScenarioMix(parsing: mix) else { throw ValidationError("--mix: e.g. approve=60,deny=15,abandon=10,misbehave=15,refresh=10") }
         let think = try Self.parseRange(thinkTime)
+        guard refreshes >= 0 else { throw ValidationError("--refreshes must not be negative") }
+        for (name, percent) in [("--refresh-race-percent", refreshRacePercent), ("--refresh-revoke-percent", refreshRevokePercent),
+                                ("--refresh-replay-percent", refreshReplayPercent)] where !(0...100).contains(percent) {
+            throw ValidationError("\(name) must be 0…100")
+        }
+        guard refreshRevokePercent + refreshReplayPercent <= 100 else { throw ValidationError("--refresh-revoke-percent + --refresh-replay-percent must not exceed 100") }
+        let refreshSettings = RefreshSettings(rotations: refreshes, racePercent: refreshRacePercent, revokePercent: refreshRevokePercent,
+                                              replayPercent: refreshReplayPercent, pause: try Self.parseRange(refreshPause, option: "--refresh-pause-ms"))
         let seed = seed ?? UInt64.random(in: 0...UInt64.max)
 
         var httpConfiguration = HTTPClient.Configuration()
@@ -124,7 +157,7 @@ struct HTTPLoadCommand: AsyncParsableCommand {
 
         let outcome: (report: RunReport, failed: Bool)
         do {
-            outcome = try await runLoad(http: http, nodes: nodeList, mix: scenarioMix, think: think, seed: seed)
+            outcome = try await runLoad(http: http, nodes: nodeList, mix: scenarioMix, think: think, refresh: refreshSettings, seed: seed)
         } catch {
             try? await http.shutdown()
             throw error
@@ -136,9 +169,13 @@ struct HTTPLoadCommand: AsyncParsableCommand {
         if outcome.failed { throw ExitCode.failure }
     }
 
-    private func runLoad(http: HTTPClient, nodes: [String], mix: ScenarioMix, think: ClosedRange<Int>, seed: UInt64) async throws -> (report: RunReport, failed: Bool) {
+    private func runLoad(http: HTTPClient, nodes: [String], mix: ScenarioMix, think: ClosedRange<Int>, refresh: RefreshSettings,
+                         seed: UInt64) async throws -> (report: RunReport, failed: Bool) {
         let scraper = MetricsScraper(http: http, nodes: nodes)
         let replayedBefore = await scraper.perNode("deviceauth_grants_replayed_total")
+        let refreshing = mix.weights.contains { $0.0 == .refresh && $0.1 > 0 }
+        var reusesBefore: [String: Double] = [:]
+        if refreshing { reusesBefore = await scraper.perNode(Self.reuseCounter) }
         let recorder = Recorder()
         let policy = FaultPolicy(retryUnavailable: retryUnavailable || faultTolerant, failover: failover || faultTolerant,
                                  replayProbe: replayProbe || faultTolerant)
@@ -146,8 +183,8 @@ struct HTTPLoadCommand: AsyncParsableCommand {
                                              lossWindow: .milliseconds(max(0, lossWindowMs)))
         let client = NodeClient(http: http, nodes: nodes, recorder: recorder, timeout: .seconds(Int64(requestTimeout)), faults: expectations.log)
         let settings = SimulationSettings(clients: [.approve: self.client, .deny: self.client,
-                                                    .abandon: abandonClient, .misbehave: misbehaveClient],
-                                          userHeader: userHeader, thinkTime: think, faults: policy)
+                                                    .abandon: abandonClient, .misbehave: misbehaveClient, .refresh: refreshClient],
+                                          userHeader: userHeader, thinkTime: think, faults: policy, refresh: refresh)
         let simulation = DeviceSimulation(client: client, settings: settings)
         var rng = SplitMix64(seed: seed)
         let planned = devices.map { mix.assign(count: $0, rng: &rng) }
@@ -214,8 +251,21 @@ struct HTTPLoadCommand: AsyncParsableCommand {
             before = answered.reduce(0) { $0 + replayedBefore[$1]! }
             after = answered.reduce(0) { $0 + replayedAfter[$1]! }
         }
-        var (invariants, faultSummary) = Invariants.check(results.sorted { $0.index < $1.index }, replayedBefore: before, replayedAfter: after,
-                                                          faults: expectations)
+        // Reuse detections: only when every node answered both times (a node's counter dies with it).
+        var reusesCounted: Double?
+        if refreshing {
+            let reusesAfter = await scraper.perNode(Self.reuseCounter)
+            if reusesBefore.count == nodes.count, reusesAfter.count == nodes.count {
+                reusesCounted = reusesAfter.values.reduce(0, +) - reusesBefore.values.reduce(0, +)
+            }
+        }
+        let sorted = results.sorted { $0.index < $1.index }
+        var (invariants, faultSummary) = Invariants.check(sorted, replayedBefore: before, replayedAfter: after,
+                                                          faults: expectations, reusesCounted: reusesCounted)
+        if refreshing, reusesCounted == nil {
+            invariants.append(InvariantResult(name: "reuse detections (\(Self.reuseCounter), all nodes)", passed: policy.failover,
+                                              detail: "could not read /metrics from every node" + (policy.failover ? " (nodes were stopped)" : "")))
+        }
         if policy.failover, replayedAfter.count < nodes.count {
             let down = nodes.filter { replayedAfter[$0] == nil }
             invariants.append(InvariantResult(name: "note: nodes that did not answer /metrics at the end", passed: true,
@@ -227,6 +277,13 @@ struct HTTPLoadCommand: AsyncParsableCommand {
             "nodes": "\(nodes.count)", "devices": "\(results.count)", "concurrency": "\(concurrency)",
             "duration": duration.map { "\($0) s" } ?? "-", "mix": "\(mix)", "think_time_ms": "\(think.lowerBound)-\(think.upperBound)", "seed": "\(seed)",
         ], elapsed: elapsed, recorder: recorder, invariants: invariants, scenarioCounts: scenarioCounts)
+        if refreshing {
+            report.settings["refresh"] = "\(refresh.rotations) rotations, race \(refresh.racePercent)%, revoke \(refresh.revokePercent)%, "
+                + "replay \(refresh.replayPercent)%, pause \(refresh.pause.lowerBound)-\(refresh.pause.upperBound) ms, client \(refreshClient)"
+        }
+        if sorted.contains(where: { $0.refresh != nil }) {
+            report.refresh = RefreshSummary(sorted, reuseDetections: reusesCounted)
+        }
         if policy.isActive || policy.replayProbe || expectLostApprovals {
             faultSummary.maxLatencyMs = report.rows.map(\.maxMs).max() ?? 0
             report.faults = faultSummary
@@ -239,12 +296,14 @@ struct HTTPLoadCommand: AsyncParsableCommand {
         FileHandle.standardOutput.write(Data(text.utf8))
     }
 
-    static func parseRange(_ text: String) throws -> ClosedRange<Int> {
+    static let reuseCounter = "deviceauth_refresh_reuse_detected_total"
+
+    static func parseRange(_ text: String, option: String = "--think-time-ms") throws -> ClosedRange<Int> {
         let parts = text.split(separator: "-").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
         switch parts.count {
         case 1 where parts[0] >= 0: return parts[0]...parts[0]
         case 2 where parts[0] >= 0 && parts[0] <= parts[1]: return parts[0]...parts[1]
-        default: throw ValidationError("--think-time-ms: N or MIN-MAX")
+        default: throw ValidationError("\(option): N or MIN-MAX")
         }
     }
 }

@@ -8,9 +8,12 @@ enum Scenario: String, CaseIterable, Sendable, Codable {
     case abandon
     /// The device polls faster than told; it must get `slow_down`, the interval growing 5 s each time.
     case misbehave
+    /// Approved like `approve` (for a client with refresh tokens); then the device keeps refreshing
+    /// (RFC 6749 §6), sometimes twice at once with one token, and may revoke its token (RFC 7009).
+    case refresh
 }
 
-/// The share of each scenario, e.g. `approve=60,deny=15,abandon=10,misbehave=15`.
+/// The share of each scenario, e.g. `approve=60,deny=15,abandon=10,misbehave=15` or `approve=50,refresh=20,…`.
 struct ScenarioMix: Sendable, CustomStringConvertible {
     var weights: [(Scenario, Int)]
 

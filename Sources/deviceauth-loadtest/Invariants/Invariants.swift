@@ -60,15 +60,18 @@ enum Invariants {
         case none, approval, denial, issue, tokenInFlight
     }
 
+    /// - Parameter reusesCounted: how much `deviceauth_refresh_reuse_detected_total` grew on all nodes during the
+    ///   run (`nil`: not measured, no check).
     static func check(_ results: [DeviceResult], replayedBefore: Double?, replayedAfter: Double?,
-                      faults: FaultExpectations = FaultExpectations()) -> (checks: [InvariantResult], summary: FaultSummary) {
+                      faults: FaultExpectations = FaultExpectations(), reusesCounted: Double? = nil) -> (checks: [InvariantResult], summary: FaultSummary) {
         func make(_ name: String, _ devices: [DeviceResult], _ violation: (DeviceResult) -> String?) -> InvariantResult {
             let violations = devices.compactMap { device in violation(device).map { "device \(device.index): \($0)" } }
             let detail = violations.isEmpty ? "\(devices.count) devices" : "\(violations.count) of \(devices.count) devices; " + violations.prefix(3).joined(separator: "; ")
             return InvariantResult(name: name, passed: violations.isEmpty, detail: detail)
         }
         let policy = faults.policy
-        let approved = results.filter { $0.scenario == .approve }
+        // A refresh device is an approved device first.
+        let approved = results.filter { $0.scenario == .approve || $0.scenario == .refresh }
         let denied = results.filter { $0.scenario == .deny }
         let abandoned = results.filter { $0.scenario == .abandon }
         let misbehaving = results.filter { $0.scenario == .misbehave }
@@ -98,17 +101,18 @@ enum Invariants {
         }
         func loss(_ device: DeviceResult) -> Loss {
             guard device.tokens.isEmpty else { return .none }
-            if device.scenario == .approve, device.decisionAccepted, device.finalError == "invalid_grant",
+            let approving = device.scenario == .approve || device.scenario == .refresh
+            if approving, device.decisionAccepted, device.finalError == "invalid_grant",
                (device.finalErrorDescription ?? "").contains("already"), device.pollsWithoutAnswer > 0 {
                 return .tokenInFlight
             }
             if unknownCode(device), lostByFault(device.issuedAt) { return .issue }
-            if device.scenario == .approve || device.scenario == .deny, device.decisionAccepted,
+            if approving || device.scenario == .deny, device.decisionAccepted,
                device.finalError == "expired_token" || unknownCode(device), lostByFault(device.decisionAt) {
-                return device.scenario == .approve ? .approval : .denial
+                return approving ? .approval : .denial
             }
             // The user could not find a code that the device was given (GET /device 404), the code then unknown.
-            if device.scenario == .approve || device.scenario == .deny, !device.decisionAccepted, unknownCode(device), lostByFault(device.issuedAt) {
+            if approving || device.scenario == .deny, !device.decisionAccepted, unknownCode(device), lostByFault(device.issuedAt) {
                 return .issue
             }
             return .none
@@ -222,10 +226,172 @@ enum Invariants {
             checks.append(InvariantResult(name: "no code redeemed twice (deviceauth_grants_replayed_total, all nodes)", passed: false,
                                           detail: "could not read /metrics from every node"))
         }
+        checks += refreshChecks(results.filter { $0.refresh != nil }, policy: policy, reusesCounted: reusesCounted, make: make)
         if faults.expectLostApprovals {
             checks.append(InvariantResult(name: "acknowledged writes lost by a fault (counted, not failed)", passed: true,
                                           detail: "approvals \(summary.lostApprovals), denials \(summary.lostDenials), issued codes \(summary.lostIssues)"))
         }
         return (checks, summary)
+    }
+
+    /// An answer that tells something: the device saw it (not `no answer` after a fault, not a failure already reported).
+    private static func answered(_ label: String?) -> Bool {
+        guard let label else { return false }
+        return label != RefreshRecord.noAnswer && label != "failed"
+    }
+
+    /// Issue 19's invariant "no family ever has two live refresh tokens", and what revocation promises,
+    /// over the devices that used their refresh token. Empty when there are none.
+    static func refreshChecks(_ devices: [DeviceResult], policy: FaultPolicy, reusesCounted: Double?,
+                              make: (String, [DeviceResult], (DeviceResult) -> String?) -> InvariantResult) -> [InvariantResult] {
+        guard !devices.isEmpty else { return [] }
+        let invalidGrant = "invalid_grant"
+        var checks: [InvariantResult] = []
+        checks.append(make("refresh devices got a refresh token; the newest token of a live family always rotated to a new pair naming the user", devices) { device in
+            guard let record = device.refresh else { return nil }
+            if !record.issued { return "no refresh_token with the token" }
+            if let refused = record.unexpectedRefusals.first { return "refused: \(refused)" }
+            if let malformed = record.malformed.first { return malformed }
+            if let pair = record.races.first(where: { $0.winners == 0 && $0.answers.allSatisfy { answered($0) } }) {
+                return "neither of a racing pair rotated: \(pair.answers.joined(separator: "+"))"
+            }
+            return nil
+        })
+        checks.append(make("no family ever has two live refresh tokens: of a racing pair at most one rotated; a rotated token presented again "
+                           + "was refused (invalid_grant) and its family died with it (the newest token refused too)", devices) { device in
+            guard let record = device.refresh else { return nil }
+            for pair in record.races {
+                if pair.winners > 1 { return "both of a racing pair rotated: two live refresh tokens" }
+                if pair.winners == 1, let loser = pair.answers.first(where: { $0 != RefreshRecord.rotated }), answered(loser), loser != invalidGrant {
+                    return "the loser of a racing pair answered \(loser), not invalid_grant"
+                }
+                if pair.after == RefreshRecord.rotated { return "the newest token rotated after a racing pair: the family survived a reuse" }
+                if answered(pair.after), pair.after != invalidGrant { return "the newest token after a racing pair answered \(pair.after!), not invalid_grant" }
+            }
+            if record.replay == RefreshRecord.rotated { return "a rotated refresh token rotated again" }
+            if answered(record.replay), record.replay != invalidGrant { return "a rotated refresh token presented again answered \(record.replay!), not invalid_grant" }
+            if record.afterReplay == RefreshRecord.rotated { return "the newest token rotated after its family's reuse" }
+            if answered(record.afterReplay), record.afterReplay != invalidGrant {
+                return "the newest token after a reuse answered \(record.afterReplay!), not invalid_grant"
+            }
+            return nil
+        })
+        let revoking = devices.filter { $0.refresh?.revocationStatus != nil }
+        checks.append(make("revocation (POST /oauth/revoke) answered 200 and the next refresh was refused with invalid_grant", revoking) { device in
+            guard let record = device.refresh, let status = record.revocationStatus else { return nil }
+            if status != 0 && status != 200 { return "revocation answered \(status)" }
+            if record.afterRevocation == RefreshRecord.rotated { return "a revoked refresh token rotated" }
+            if answered(record.afterRevocation), record.afterRevocation != invalidGrant {
+                return "the refresh after revocation answered \(record.afterRevocation!), not invalid_grant"
+            }
+            return nil
+        })
+        if let reusesCounted {
+            let expected = RefreshSummary.expectedReuses(devices)
+            if policy.isActive {
+                // A refresh whose answer was lost may have rotated, so a later one may be a reuse the harness did not mean.
+                checks.append(InvariantResult(name: "note: reuse detections (deviceauth_refresh_reuse_detected_total, all nodes)", passed: true,
+                                              detail: "counted \(Int(reusesCounted)), the harness re-presented \(expected) rotated tokens (not compared under faults)"))
+            } else {
+                checks.append(InvariantResult(name: "every rotated refresh token the harness presented again was detected as reuse, and nothing else was "
+                                              + "(deviceauth_refresh_reuse_detected_total, all nodes)",
+                                              passed: reusesCounted == Double(expected),
+                                              detail: "counted \(Int(reusesCounted)), the harness re-presented \(expected) (racing-pair losers and replays)"))
+            }
+        }
+        return checks
+    }
+}
+
+/// Refresh-token figures of a run (`--json` key `refresh`): totals, and every refresh device's steps.
+struct RefreshSummary: Sendable, Codable {
+    struct Device: Sendable, Codable {
+        var index: Int
+        var events: [String]
+    }
+
+    /// Devices of scenario `refresh` that got their token.
+    var devices = 0
+    var refreshTokensIssued = 0
+    /// Every refresh that gave a new pair (one at a time, race winners, and any that should not have).
+    var rotations = 0
+    var racingPairs = 0
+    var racingPairsOneWinner = 0
+    /// Must be 0: two live refresh tokens in one family.
+    var racingPairsTwoWinners = 0
+    var racingPairsNoWinner = 0
+    /// Racing pairs after which the newest token was refused (reuse detection revoked the family).
+    var familiesDeadAfterRace = 0
+    /// `POST /oauth/revoke` answered 200.
+    var revocations = 0
+    var refusedAfterRevocation = 0
+    /// Rotated tokens presented again one at a time, refused, and families dead after them.
+    var replays = 0
+    var replaysRefused = 0
+    var familiesDeadAfterReplay = 0
+    /// Refused refreshes by RFC 6749 error code.
+    var refusals: [String: Int] = [:]
+    /// Refreshes or revocations whose answer never came (fault runs).
+    var withoutAnswer = 0
+    /// Rotated tokens the harness presented again on purpose (the losers of racing pairs with a winner, refused replays).
+    var expectedReuseDetections = 0
+    /// The growth of `deviceauth_refresh_reuse_detected_total` on all nodes (`nil`: not read).
+    var reuseDetections: Int?
+    var log: [Device] = []
+
+    init(_ results: [DeviceResult], reuseDetections: Double?) {
+        let devices = results.filter { $0.refresh != nil }
+        self.devices = devices.count
+        for device in devices {
+            guard let record = device.refresh else { continue }
+            if record.issued { refreshTokensIssued += 1 }
+            rotations += record.rotations
+            for pair in record.races {
+                racingPairs += 1
+                rotations += pair.winners
+                switch pair.winners {
+                case 0: racingPairsNoWinner += 1
+                case 1: racingPairsOneWinner += 1
+                default: racingPairsTwoWinners += 1
+                }
+                if pair.after == "invalid_grant" { familiesDeadAfterRace += 1 }
+                if pair.after == RefreshRecord.rotated { rotations += 1 }
+            }
+            if record.revocationStatus == 200 { revocations += 1 }
+            if record.afterRevocation == "invalid_grant" { refusedAfterRevocation += 1 }
+            if record.afterRevocation == RefreshRecord.rotated { rotations += 1 }
+            if record.replay != nil { replays += 1 }
+            if record.replay == "invalid_grant" { replaysRefused += 1 }
+            if record.replay == RefreshRecord.rotated { rotations += 1 }
+            if record.afterReplay == "invalid_grant" { familiesDeadAfterReplay += 1 }
+            if record.afterReplay == RefreshRecord.rotated { rotations += 1 }
+            for (error, count) in record.refusals { refusals[error, default: 0] += count }
+            withoutAnswer += record.withoutAnswer
+            log.append(Device(index: device.index, events: record.events))
+        }
+        expectedReuseDetections = Self.expectedReuses(devices)
+        self.reuseDetections = reuseDetections.map { Int($0) }
+    }
+
+    /// One line for the terminal and the HTML report.
+    static func describe(_ summary: RefreshSummary) -> String {
+        let refusals = summary.refusals.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+        return "\(summary.devices) devices, \(summary.refreshTokensIssued) refresh tokens issued, \(summary.rotations) rotations; "
+            + "\(summary.racingPairs) racing pairs (\(summary.racingPairsOneWinner) with one winner, \(summary.racingPairsTwoWinners) with two, "
+            + "\(summary.racingPairsNoWinner) with none), family dead after \(summary.familiesDeadAfterRace); "
+            + "\(summary.revocations) revocations, refresh refused after \(summary.refusedAfterRevocation); "
+            + "\(summary.replays) replays of a rotated token (\(summary.replaysRefused) refused, family dead after \(summary.familiesDeadAfterReplay)); "
+            + "refusals: \(refusals.isEmpty ? "none" : refusals); reuse detections counted \(summary.reuseDetections.map(String.init) ?? "-"), "
+            + "expected \(summary.expectedReuseDetections)" + (summary.withoutAnswer > 0 ? "; \(summary.withoutAnswer) without answer" : "")
+    }
+
+    /// Reuses the harness caused on purpose: each loser of a racing pair with one winner, and each replay, refused with
+    /// `invalid_grant`, presented a rotated token of a live family (the refresh after it finds the family gone: no reuse).
+    static func expectedReuses(_ devices: [DeviceResult]) -> Int {
+        devices.reduce(0) { total, device in
+            guard let record = device.refresh else { return total }
+            let losers = record.races.filter { $0.winners == 1 && $0.answers.contains("invalid_grant") }.count
+            return total + losers + (record.replay == "invalid_grant" ? 1 : 0)
+        }
     }
 }

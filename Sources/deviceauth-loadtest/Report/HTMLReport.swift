@@ -29,6 +29,15 @@ enum HTMLReport {
             }
             html += "</ul>"
         }
+        if let refresh = report.refresh {
+            html += "<h2>Refresh tokens</h2><p>\(escape(RefreshSummary.describe(refresh)))</p>"
+            let notable = refresh.log.filter { $0.events.count > 1 }.prefix(20)
+            if !notable.isEmpty {
+                html += "<table><tr><th>device</th><th>steps (first 20 devices with more than one; all in the JSON report)</th></tr>"
+                for device in notable { html += "<tr><td class=n>\(device.index)</td><td>\(escape(device.events.joined(separator: " → ")))</td></tr>" }
+                html += "</table>"
+            }
+        }
         html += "<h2>Requests by endpoint and outcome</h2><table><tr><th>endpoint</th><th>outcome</th><th>count</th><th>rate/s</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>p99.9 ms</th><th>max ms</th></tr>"
         for row in report.rows {
             html += "<tr><td>\(escape(row.endpoint))</td><td>\(escape(row.outcome))</td><td class=n>\(row.count)</td><td class=n>\(TableReport.fmt(row.rate, 1))</td>"

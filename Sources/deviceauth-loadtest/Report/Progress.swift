@@ -36,9 +36,15 @@ final class Progress: Sendable {
             let done = "\(counters.flowsDone)" + (total.map { "/\($0)" } ?? "")
             let line = "[" + String(format: "%6.1f", elapsedSeconds) + "s] devices \(done) done, \(started - counters.flowsDone) in flight, "
                 + String(format: "%.0f", rate) + " req/s, \(counters.requests) requests, \(counters.errors) errors"
+                + refreshPart(recorder.refreshCounters)
             write(isTerminal ? "\r\u{1B}[2K" + line : line + "\n")
         }
         if isTerminal { write("\n") }
+    }
+
+    private func refreshPart(_ counters: Recorder.RefreshCounters) -> String {
+        counters == Recorder.RefreshCounters() ? ""
+            : ", refresh: \(counters.rotations) rotations, \(counters.races) racing pairs, \(counters.revocations) revocations"
     }
 
     private func write(_ text: String) {

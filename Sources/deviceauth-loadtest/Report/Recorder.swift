@@ -25,6 +25,14 @@ final class Recorder: Sendable {
         var requests = 0
         var errors = 0
         var flowsDone = 0
+        var refresh = RefreshCounters()
+    }
+
+    /// Refresh-token steps so far, for the progress line.
+    struct RefreshCounters: Sendable, Equatable {
+        var rotations = 0
+        var races = 0
+        var revocations = 0
     }
 
     let start: ContinuousClock.Instant
@@ -61,6 +69,19 @@ final class Recorder: Sendable {
             state.flowsPerSecond[index] += 1
             state.flowsDone += 1
         }
+    }
+
+    /// Counts refresh-token steps (rotations include race winners).
+    func countRefresh(rotations: Int = 0, races: Int = 0, revocations: Int = 0) {
+        state.withLock { state in
+            state.refresh.rotations += rotations
+            state.refresh.races += races
+            state.refresh.revocations += revocations
+        }
+    }
+
+    var refreshCounters: RefreshCounters {
+        state.withLock { $0.refresh }
     }
 
     var counters: (requests: Int, errors: Int, flowsDone: Int) {

@@ -40,6 +40,8 @@ struct RunReport: Sendable, Codable {
     var invariants: [InvariantResult]
     /// Fault figures, for runs with --retry-unavailable, --failover, --replay-probe or --expect-lost-approvals.
     var faults: FaultSummary?
+    /// Refresh-token figures and every refresh device's steps, for runs with `refresh` devices.
+    var refresh: RefreshSummary?
 
     var passed: Bool { invariants.allSatisfy(\.passed) }
 
@@ -118,6 +120,10 @@ enum TableReport {
                          + "\(faults.resubmittedDecisions) re-submitted decisions; lost after acknowledgement: approvals \(faults.lostApprovals), "
                          + "denials \(faults.lostDenials), codes \(faults.lostIssues); tokens lost in flight \(faults.tokensLostInFlight); "
                          + "redemptions forgotten \(faults.redemptionsForgotten); replay probes \(faults.replayProbes) (second tokens \(faults.probeTokens)); max latency \(fmt(faults.maxLatencyMs, 1)) ms")
+        }
+        if let refresh = report.refresh {
+            lines.append("")
+            lines.append("refresh: " + RefreshSummary.describe(refresh))
         }
         if !report.invariants.isEmpty {
             lines.append("")
