@@ -57,10 +57,7 @@ public enum DeviceCodeFormat {
 
     /// A fresh device code for `tag`.
     static func generate(tag: String) -> String {
-        var generator = SystemRandomNumberGenerator()
-        var bytes = [UInt8](repeating: 0, count: 32)
-        for index in bytes.indices { bytes[index] = UInt8.random(in: 0...255, using: &generator) }
-        return tag + "." + base64URL(bytes)
+        tag + "." + base64URL(randomBytes(32))
     }
 
     /// The routing tag of a device code, or `nil` when the code is malformed.
@@ -108,4 +105,10 @@ func hexString<S: Sequence>(_ bytes: S) -> String where S.Element == UInt8 {
         output.append(digits[Int(byte & 15)])
     }
     return String(decoding: output, as: UTF8.self)
+}
+
+/// `count` bytes from the system's cryptographic generator (device codes, refresh tokens, ids).
+func randomBytes(_ count: Int) -> [UInt8] {
+    var generator = SystemRandomNumberGenerator()
+    return (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) }
 }

@@ -67,7 +67,7 @@ public final class RefreshTokenStore: Sendable {
         let scopeText = scopes.joined(separator: " ")
         let access = Self.accessArguments(accessToken)
         for _ in 0..<4 {
-            let familyID = hexString(Self.randomBytes(8))
+            let familyID = hexString(randomBytes(8))
             let token = makeToken(familyID: familyID)
             let mac = keys.familyMAC(familyID: familyID, clientID: clientID, userID: userID, scopes: scopeText)
             let expires = try await client.eval(
@@ -219,7 +219,7 @@ public final class RefreshTokenStore: Sendable {
 
     /// `<family>.<random>.<mac>`: 16 hex, 43 and 22 base64url characters.
     func makeToken(familyID: String) -> String {
-        let random = DeviceCodeFormat.base64URL(Self.randomBytes(32))
+        let random = DeviceCodeFormat.base64URL(randomBytes(32))
         return familyID + "." + random + "." + DeviceCodeFormat.base64URL(keys.refreshTokenMAC(familyID: familyID, random: random))
     }
 
@@ -249,11 +249,6 @@ public final class RefreshTokenStore: Sendable {
     private static func accessArguments(_ reference: AccessTokenReference?) -> (id: String, exp: Int) {
         guard let reference, isValidTokenID(reference.tokenID) else { return ("", 0) }
         return (reference.tokenID, Int(reference.expiresAt.timeIntervalSince1970.rounded(.up)))
-    }
-
-    static func randomBytes(_ count: Int) -> [UInt8] {
-        var generator = SystemRandomNumberGenerator()
-        return (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) }
     }
 }
 
