@@ -427,6 +427,16 @@ struct DeviceSimulation: Sendable {
         return .refused(error, description: json["error_description"] as? String)
     }
 
+    /// One refresh whose answer only needs recording (after a race, a revocation or a replay):
+    /// sent, absorbed into `result`, and counted when it rotated.
+    private func probeRefresh(_ token: String, clientID: String, endpoint: String, into result: inout DeviceResult,
+                              rng: inout SplitMix64) async -> RefreshAnswer {
+        let (answer, tally) = await refreshRequest(token, clientID: clientID, endpoint: endpoint, seed: rng.next())
+        absorb(tally, answer, into: &result)
+        if case .rotated = answer { client.recorder.countRefresh(rotations: 1) }
+        return answer
+    }
+
     private func absorb(_ tally: Tally, _ answer: RefreshAnswer?, into result: inout DeviceResult) {
         result.unavailable += tally.unavailable
         result.failovers += tally.failovers
@@ -493,12 +503,10 @@ struct DeviceSimulation: Sendable {
                 }
                 // Whichever won, the other presented a rotated token: the family must be revoked, the newest token with it.
                 await pause(&rng)
-                let after = await refreshRequest(newest, clientID: clientID, endpoint: "POST /oauth/token refresh (dead family)", seed: rng.next())
-                absorb(after.tally, after.answer, into: &result)
-                if case .rotated = after.answer { recorder.countRefresh(rotations: 1) }
-                pair.after = after.answer.label
+                let after = await probeRefresh(newest, clientID: clientID, endpoint: "POST /oauth/token refresh (dead family)", into: &result, rng: &rng)
+                pair.after = after.label
                 result.refresh?.races.append(pair)
-                result.refresh?.events.append("after race: \(after.answer.label)")
+                result.refresh?.events.append("after race: \(after.label)")
                 return
             }
             let (answer, tally) = await refreshRequest(newest, clientID: clientID, endpoint: "POST /oauth/token refresh", seed: rng.next())
@@ -554,24 +562,18 @@ struct DeviceSimulation: Sendable {
             }
             recorder.countRefresh(revocations: 1)
             await pause(&rng)
-            let after = await refreshRequest(newest, clientID: clientID, endpoint: "POST /oauth/token refresh (revoked)", seed: rng.next())
-            absorb(after.tally, after.answer, into: &result)
-            if case .rotated = after.answer { recorder.countRefresh(rotations: 1) }
-            result.refresh?.afterRevocation = after.answer.label
-            result.refresh?.events.append("after revocation: \(after.answer.label)")
+            let after = await probeRefresh(newest, clientID: clientID, endpoint: "POST /oauth/token refresh (revoked)", into: &result, rng: &rng)
+            result.refresh?.afterRevocation = after.label
+            result.refresh?.events.append("after revocation: \(after.label)")
         } else if draw < plan.revokePercent + plan.replayPercent, let previous {
             await pause(&rng)
-            let replay = await refreshRequest(previous, clientID: clientID, endpoint: "POST /oauth/token refresh (replay)", seed: rng.next())
-            absorb(replay.tally, replay.answer, into: &result)
-            if case .rotated = replay.answer { recorder.countRefresh(rotations: 1) }
-            result.refresh?.replay = replay.answer.label
-            result.refresh?.events.append("replay: \(replay.answer.label)")
-            guard !replay.answer.isUnanswered else { return }
-            let after = await refreshRequest(newest, clientID: clientID, endpoint: "POST /oauth/token refresh (dead family)", seed: rng.next())
-            absorb(after.tally, after.answer, into: &result)
-            if case .rotated = after.answer { recorder.countRefresh(rotations: 1) }
-            result.refresh?.afterReplay = after.answer.label
-            result.refresh?.events.append("after replay: \(after.answer.label)")
+            let replay = await probeRefresh(previous, clientID: clientID, endpoint: "POST /oauth/token refresh (replay)", into: &result, rng: &rng)
+            result.refresh?.replay = replay.label
+            result.refresh?.events.append("replay: \(replay.label)")
+            guard !replay.isUnanswered else { return }
+            let after = await probeRefresh(newest, clientID: clientID, endpoint: "POST /oauth/token refresh (dead family)", into: &result, rng: &rng)
+            result.refresh?.afterReplay = after.label
+            result.refresh?.events.append("after replay: \(after.label)")
         }
     }
 
