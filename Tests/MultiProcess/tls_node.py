@@ -122,13 +122,15 @@ def never_ready(node, reason):
             time.sleep(0.2)
     else:
         raise AssertionError(f"{node.name} never listened")
-    time.sleep(2)  # a few connect attempts (with back-off) into the log
+    # Wait for the log to name the failure (connect attempts back off; a hang guard, not a timing check).
+    deadline = time.monotonic() + 30
+    while reason not in open(node.log.name, errors="replace").read() and time.monotonic() < deadline:
+        time.sleep(0.2)
     status, _, _ = flows.request(node.url + "/readyz")
     assert status == 503, f"{node.name}: /readyz {status}, expected 503"
     status, _, body = flows.request(node.url + "/oauth/token", {
         "grant_type": "urn:ietf:params:oauth:grant-type:device_code", "device_code": "x" * 43, "client_id": "skew-cli"})
     assert status == 503 and json.loads(body).get("error") == "temporarily_unavailable", (node.name, status, body)
-    node.log.flush()
     log = open(node.log.name, errors="replace").read()
     assert reason in log, f"{node.name}: the log does not name the TLS failure ({reason!r}): {log[-2000:]}"
     assert PASSWORD not in log, f"{node.name}: the Redis password is in the log"
