@@ -247,8 +247,9 @@ final class TestCertificates: @unchecked Sendable {
                             _ = try await client.send("INCR", "tls:rotation")
                             acknowledged.add()
                             done += 1
-                        } catch let error as RedisError where error.code == .connectionFailed {
-                            // Not written (no connection): send it again after a pause.
+                        } catch let error as RedisError where error.code == .connectionFailed || error.code == .tlsFailed {
+                            // Not written (no connection; or a handshake the stopping server cut
+                            // off, "EOF during handshake"): send it again after a pause.
                             try await Task.sleep(for: .milliseconds(20))
                         } catch let error as RedisError where error.code == .connectionClosed || error.code == .timeout {
                             // In flight at the kill: it may have run; the caller moves on.
