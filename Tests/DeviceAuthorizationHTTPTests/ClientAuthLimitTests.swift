@@ -15,8 +15,8 @@ struct ClientAuthLimitTests {
 
     static func limits(perClient: Int?, perIP: Int?) -> RateLimitSettings {
         RateLimitSettings(deviceAuthorizationsPerIP: nil, deviceAuthorizationsPerClient: nil, unknownDeviceCodesPerIP: nil,
-                          failedClientAuthenticationsPerClient: perClient.map { RateLimit($0, per: .seconds(60)) },
-                          failedClientAuthenticationsPerIP: perIP.map { RateLimit($0, per: .seconds(60)) })
+                          failedClientAuthenticationsPerClient: perClient.map { RateLimit($0, per: .seconds(3600)) },
+                          failedClientAuthenticationsPerIP: perIP.map { RateLimit($0, per: .seconds(3600)) })
     }
 
     static func authorize(_ client: some TestClientProtocol, secret: String, basic: Bool) async throws -> TestResponse {

@@ -93,8 +93,8 @@ struct ClusterHTTPTests {
     @Test("rate limits on the cluster: per-client device authorizations and unknown device codes per IP")
     func rateLimits() async throws {
         let fixture = try await HTTPFixture(trustedProxies: ["127.0.0.1"], redisURL: try Self.clusterURL(),
-                                            rateLimits: RateLimitSettings(deviceAuthorizationsPerIP: nil, deviceAuthorizationsPerClient: RateLimit(100, per: .seconds(60)),
-                                                                          unknownDeviceCodesPerIP: RateLimit(3, per: .seconds(60))))
+                                            rateLimits: RateLimitSettings(deviceAuthorizationsPerIP: nil, deviceAuthorizationsPerClient: RateLimit(100, per: .seconds(3600)),
+                                                                          unknownDeviceCodesPerIP: RateLimit(3, per: .seconds(3600))))
         defer { fixture.shutdown() }
         try await fixture.app.test(.live) { client async throws -> Void in
             // "limited" allows two device authorizations a minute; counted in the cluster, not per node.

@@ -30,7 +30,7 @@ let testClients: [RegisteredClient] = [
     RegisteredClient(clientID: "short", displayName: "Short-lived", allowedScopes: ["profile"], codeLifetime: .seconds(1), pollingInterval: 0),
     RegisteredClient(clientID: "fast", displayName: "Fast poller", allowedScopes: ["profile", "email"], pollingInterval: 0),
     RegisteredClient(clientID: "limited", displayName: "Client with its own rate limit", allowedScopes: ["profile"],
-                     deviceAuthorizationLimit: RateLimit(2, per: .seconds(60))),
+                     deviceAuthorizationLimit: RateLimit(2, per: .seconds(3600))),
     RegisteredClient(clientID: "aud-cli", displayName: "Client with its own audience", allowedScopes: ["profile"], pollingInterval: 0,
                      audience: "https://api.example.test"),
     RegisteredClient(clientID: "rt", displayName: "Refreshing CLI", allowedScopes: ["profile", "email", "offline_access"], defaultScopes: ["profile"],

@@ -16,7 +16,7 @@ struct RateLimitTests {
     static func from(_ ip: String) -> HTTPFields { [.xForwardedForTest: ip] }
 
     /// Expects the 429 answer: RFC 6749 body `temporarily_unavailable`, `Retry-After` within the window.
-    static func expectLimited(_ response: TestResponse, window: Int = 60, sourceLocation: SourceLocation = #_sourceLocation) {
+    static func expectLimited(_ response: TestResponse, window: Int = 3600, sourceLocation: SourceLocation = #_sourceLocation) {
         expectOAuthError(response, "temporarily_unavailable", status: .tooManyRequests, sourceLocation: sourceLocation)
         let retryAfter = response.headers[.retryAfter].flatMap(Int.init)
         #expect(retryAfter.map { (1...2 * window).contains($0) } == true, "Retry-After: \(response.headers[.retryAfter] ?? "none")",
@@ -26,7 +26,7 @@ struct RateLimitTests {
     @Test("device authorization per IP: the 4th request of an IP is refused, another IP is not; a flood stores nothing")
     func deviceAuthorizationPerIP() async throws {
         let fixture = try await HTTPFixture(trustedProxies: ["127.0.0.1"],
-                                            rateLimits: RateLimitSettings(deviceAuthorizationsPerIP: RateLimit(3, per: .seconds(60)),
+                                            rateLimits: RateLimitSettings(deviceAuthorizationsPerIP: RateLimit(3, per: .seconds(3600)),
                                                                           deviceAuthorizationsPerClient: nil))
         defer { fixture.shutdown() }
         try await fixture.app.test(.live) { client in
@@ -51,7 +51,7 @@ struct RateLimitTests {
     func deviceAuthorizationPerClient() async throws {
         let fixture = try await HTTPFixture(trustedProxies: ["127.0.0.1"],
                                             rateLimits: RateLimitSettings(deviceAuthorizationsPerIP: nil,
-                                                                          deviceAuthorizationsPerClient: RateLimit(5, per: .seconds(60))))
+                                                                          deviceAuthorizationsPerClient: RateLimit(5, per: .seconds(3600))))
         defer { fixture.shutdown() }
         try await fixture.app.test(.live) { client in
             for index in 0..<5 { _ = try await client.issue(clientID: "fast", headers: Self.from("198.51.100.\(index)")) }
@@ -93,7 +93,7 @@ struct RateLimitTests {
     func unknownDeviceCodesPerIP() async throws {
         let fixture = try await HTTPFixture(trustedProxies: ["127.0.0.1"],
                                             rateLimits: RateLimitSettings(deviceAuthorizationsPerIP: nil, deviceAuthorizationsPerClient: nil,
-                                                                          unknownDeviceCodesPerIP: RateLimit(4, per: .seconds(60))))
+                                                                          unknownDeviceCodesPerIP: RateLimit(4, per: .seconds(3600))))
         defer { fixture.shutdown() }
         try await fixture.app.test(.live) { client in
             let live = try await client.issue(clientID: "fast").deviceCode
@@ -119,7 +119,7 @@ struct RateLimitTests {
     @Test("unknown device codes per IP across two nodes: the count is shared; the 5th is refused on the other node, and then a live code there too")
     func unknownDeviceCodesAcrossNodes() async throws {
         let prefix = HTTPFixture.uniquePrefix()
-        let limits = RateLimitSettings(deviceAuthorizationsPerIP: nil, deviceAuthorizationsPerClient: nil, unknownDeviceCodesPerIP: RateLimit(4, per: .seconds(60)))
+        let limits = RateLimitSettings(deviceAuthorizationsPerIP: nil, deviceAuthorizationsPerClient: nil, unknownDeviceCodesPerIP: RateLimit(4, per: .seconds(3600)))
         let nodeA = try await HTTPFixture(trustedProxies: ["127.0.0.1"], keyPrefix: prefix, rateLimits: limits)
         let nodeB = try await HTTPFixture(trustedProxies: ["127.0.0.1"], keyPrefix: prefix, rateLimits: limits)
         defer { nodeA.shutdown(); nodeB.shutdown() }

@@ -62,7 +62,7 @@ struct RedisACLTests {
             try await ProductScripts.load(on: appOnly)
         }
         let fixture = try await HTTPFixture(trustedProxies: ["127.0.0.1"], redisURL: url, keyPrefix: prefix,
-                                            rateLimits: RateLimitSettings(deviceAuthorizationsPerIP: RateLimit(2, per: .seconds(60))))
+                                            rateLimits: RateLimitSettings(deviceAuthorizationsPerIP: RateLimit(2, per: .seconds(3600))))
         defer { fixture.shutdown() }
         // The start-up check reads the policy from INFO (other tests may change the policy itself meanwhile).
         #expect(await !fixture.store.checkRedisConfiguration().contains { $0.hasPrefix("Could not read") }, "the maxmemory-policy check works without CONFIG GET")

@@ -30,7 +30,7 @@ struct TrustConfigurationTests {
         for (spellings, bare) in [(["203.0.113.9:1111", "203.0.113.9:2222"], "203.0.113.9"),
                                   (["[2001:db8:5::1]:443", "[2001:DB8:5::1]:80"], "2001:db8:5::1")] {
             let fixture = try await HTTPFixture(trustedProxies: ["127.0.0.1", "::1"],
-                                                rateLimits: RateLimitSettings(unknownDeviceCodesPerIP: RateLimit(2, per: .seconds(60))))
+                                                rateLimits: RateLimitSettings(unknownDeviceCodesPerIP: RateLimit(2, per: .seconds(3600))))
             defer { fixture.shutdown() }
             try await fixture.app.test(.live) { client in
                 for spelling in spellings {
@@ -94,7 +94,7 @@ struct TrustConfigurationTests {
     func proxySecretRequired() async throws {
         let proxies = try TrustedProxies(["127.0.0.1", "::1"], secretHeader: "X-Deviceauth-Proxy-Secret", secret: Array(Self.proxySecret.utf8))
         let fixture = try await HTTPFixture(users: try TrustedHeaderAuthenticator(headerName: "X-Forwarded-User"),
-                                            rateLimits: RateLimitSettings(unknownDeviceCodesPerIP: RateLimit(1, per: .seconds(60))),
+                                            rateLimits: RateLimitSettings(unknownDeviceCodesPerIP: RateLimit(1, per: .seconds(3600))),
                                             configureHTTP: { $0.trustedProxies = proxies })
         defer { fixture.shutdown() }
         try await fixture.app.test(.live) { client in

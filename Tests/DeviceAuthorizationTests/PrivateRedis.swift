@@ -11,7 +11,7 @@ final class PrivateRedis: @unchecked Sendable {
     let port: Int
     let directory: URL
     private let process: Process
-    init(arguments: [String] = []) throws {
+    init(arguments: [String] = []) async throws {
         port = try Self.freePort()
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("deviceauth-store-redis-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -20,9 +20,12 @@ final class PrivateRedis: @unchecked Sendable {
         process.arguments = ["--bind", "127.0.0.1", "--port", "\(port)", "--dir", directory.path, "--save", "", "--appendonly", "no",
                              "--logfile", directory.appendingPathComponent("redis.log").path] + arguments
         try process.run()
+        // Suspends between attempts: a blocked thread of Swift's cooperative pool (one per core)
+        // would hold up every other test in the process.
         for _ in 0..<400 {
             if Self.canConnect(port: port) { return }
-            usleep(25_000)
+            guard process.isRunning else { break }
+            try await Task.sleep(for: .milliseconds(25))
         }
         stop()
         throw RedisError(.connectionFailed, "private redis-server did not start on port \(port)")

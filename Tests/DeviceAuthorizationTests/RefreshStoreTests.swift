@@ -99,7 +99,7 @@ struct RefreshStoreTests {
 
     @Test("at maxmemory a new family is refused (nothing written) while refreshes, revocations and denylisting still work (private Redis)")
     func maxMemory() async throws {
-        let server = try PrivateRedis(arguments: ["--maxmemory-policy", "noeviction"])
+        let server = try await PrivateRedis(arguments: ["--maxmemory-policy", "noeviction"])
         let f = try StoreFixture(server: server)
         defer { f.shutdown() }
         let refresh = Self.refreshStore(f)
@@ -125,7 +125,7 @@ struct RefreshStoreTests {
 
     @Test("bytes per family: MEMORY USAGE of one record and the used_memory delta over 10,000 families (private Redis)")
     func bytesPerFamily() async throws {
-        let server = try PrivateRedis()
+        let server = try await PrivateRedis()
         let f = try StoreFixture(connections: 4, url: server.url)
         defer { f.shutdown() }
         let refresh = Self.refreshStore(f)

@@ -85,7 +85,7 @@ struct RequestRateLimiterTests {
         defer { other.shutdown() }
         let nodeA = Self.limiter(f)
         let nodeB = Self.limiter(f, client: other)
-        let bucket = RateLimitBucket(name: "s", subject: "client-a", limit: RateLimit(4, per: .seconds(60)))
+        let bucket = RateLimitBucket(name: "s", subject: "client-a", limit: RateLimit(4, per: .seconds(3600)))
         #expect(try await nodeA.acquire([bucket]) == .allowed)
         #expect(try await nodeB.acquire([bucket]) == .allowed)
         #expect(try await nodeA.acquire([bucket]) == .allowed)
@@ -173,7 +173,7 @@ struct RequestRateLimiterTests {
         // Bounded: with room for two, a third refused subject is not remembered.
         var refused: [RateLimitBucket] = []
         for subject in ["192.0.2.10", "192.0.2.11", "192.0.2.12"] {
-            let b = RateLimitBucket(name: "m", subject: subject, limit: RateLimit(1, per: .seconds(60)))
+            let b = RateLimitBucket(name: "m", subject: subject, limit: RateLimit(1, per: .seconds(3600)))
             #expect(try await nodeA.acquire([b]) == .allowed)
             #expect(try await nodeA.acquire([b]) != .allowed)
             refused.append(b)
@@ -189,7 +189,7 @@ struct RequestRateLimiterTests {
         let other = try Self.secondNodeClient()
         defer { other.shutdown() }
         let limiters = [Self.limiter(f), Self.limiter(f, client: other)]
-        let bucket = RateLimitBucket(name: "c", subject: "flood", limit: RateLimit(37, per: .seconds(60)))
+        let bucket = RateLimitBucket(name: "c", subject: "flood", limit: RateLimit(37, per: .seconds(3600)))
         let allowed = try await withThrowingTaskGroup(of: Bool.self) { group in
             for index in 0..<400 { group.addTask { try await limiters[index % 2].acquire([bucket]).isAllowed } }
             return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }

@@ -179,7 +179,7 @@ struct MaxMemoryTests {
     }
 
     @Test func keyCreatingScriptsAreRefusedAndPollsAndDecisionsStillWork() async throws {
-        let server = try PrivateRedis(arguments: ["--maxmemory-policy", "noeviction"])
+        let server = try await PrivateRedis(arguments: ["--maxmemory-policy", "noeviction"])
         let f = try StoreFixture(server: server)
         defer { f.shutdown() }
         let issued = try await f.store.issue(clientID: "tv", scopes: [])
@@ -212,7 +212,7 @@ enum StoreFixtureInfo {
 struct ConfigurationCheckWithoutConfigTests {
     @Test func theEvictionPolicyIsReadFromINFOByAUserWithoutConfig() async throws {
         for (policy, warned) in [("allkeys-lru", true), ("noeviction", false)] {
-            let server = try PrivateRedis(arguments: ["--maxmemory-policy", policy])
+            let server = try await PrivateRedis(arguments: ["--maxmemory-policy", policy])
             let admin = try RedisClient(url: server.url)
             defer { admin.shutdown() }
             _ = try await admin.send("ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", "-config")

@@ -16,7 +16,7 @@ import Testing
     }
 
     @Test func scriptsRunAsFunctionsAndAreLoadedAgainAfterFunctionFlush() async throws {
-        let server = try PrivateRedisServer()
+        let server = try await PrivateRedisServer()
         let client = try RedisClient(url: server.url)
         defer { client.shutdown() }
         #expect(client.configuration.scriptCalls == .functions)
@@ -37,7 +37,7 @@ import Testing
     }
 
     @Test func concurrentCallsAfterAFlushEachRunOnce() async throws {
-        let server = try PrivateRedisServer()
+        let server = try await PrivateRedisServer()
         let client = try RedisClient(url: server.url)
         defer { client.shutdown() }
         let script = counterScript()
@@ -52,7 +52,7 @@ import Testing
     }
 
     @Test func flagsOfTheShebangBecomeFunctionFlags() async throws {
-        let server = try PrivateRedisServer()
+        let server = try await PrivateRedisServer()
         let client = try RedisClient(url: server.url)
         defer { client.shutdown() }
         let readOnly = RedisScript("#!lua flags=no-writes\nreturn redis.call('GET', KEYS[1])")
@@ -69,7 +69,7 @@ import Testing
     }
 
     @Test func loadFunctionsPreloadsEveryLibrary() async throws {
-        let server = try PrivateRedisServer()
+        let server = try await PrivateRedisServer()
         let client = try RedisClient(url: server.url)
         defer { client.shutdown() }
         let scripts = [counterScript(), counterScript(), counterScript()]
@@ -81,7 +81,7 @@ import Testing
     /// The ACL the product ships: the application's user may FCALL but not EVAL, EVALSHA,
     /// SCRIPT LOAD or FUNCTION LOAD; a separate loader user may only load.
     @Test func anApplicationUserThatMayNotLoadUsesTheLoaderUser() async throws {
-        let server = try PrivateRedisServer()
+        let server = try await PrivateRedisServer()
         let admin = try RedisClient(url: server.url)
         defer { admin.shutdown() }
         try await admin.send("ACL", "SETUSER", "app", "on", ">app-secret", "~*", "resetchannels", "-@all", "+fcall", "+fcall_ro", "+incrby", "+get", "+ping")

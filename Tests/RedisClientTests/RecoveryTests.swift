@@ -6,7 +6,7 @@ import Testing
 @Suite("Recovery: timeouts, killed connections, restarts, flushed scripts")
 struct RecoveryTests {
     @Test func commandTimeoutFailsTheCommandOnceAndTheClientRecovers() async throws {
-        let server = try PrivateRedisServer()
+        let server = try await PrivateRedisServer()
         var configuration = try RedisClientConfiguration(url: server.url)
         configuration.connectionCount = 1
         configuration.commandTimeout = .milliseconds(300)
@@ -35,7 +35,7 @@ struct RecoveryTests {
     // Both CLIENT KILL tests use a private server: killing connections on the shared one would
     // break the tests running in parallel.
     @Test func clientKillThenLaterCommandsSucceed() async throws {
-        let server = try PrivateRedisServer()
+        let server = try await PrivateRedisServer()
         let client = try RedisClient(url: server.url)
         defer { client.shutdown() }
         let admin = try RedisClient(url: server.url)
@@ -55,7 +55,7 @@ struct RecoveryTests {
     }
 
     @Test func clientKillUnderLoadFailsOnlyInFlightCommandsWithAClearError() async throws {
-        let server = try PrivateRedisServer()
+        let server = try await PrivateRedisServer()
         let client = try RedisClient(url: server.url)
         defer { client.shutdown() }
         let admin = try RedisClient(url: server.url)
@@ -100,7 +100,7 @@ struct RecoveryTests {
     }
 
     @Test func serverRestartThenLaterCommandsSucceed() async throws {
-        let server = try PrivateRedisServer()
+        let server = try await PrivateRedisServer()
         var configuration = try RedisClientConfiguration(url: server.url)
         configuration.connectionCount = 2
         configuration.connectTimeout = .milliseconds(500)
@@ -110,7 +110,7 @@ struct RecoveryTests {
         server.stop()
         let down = await expectRedisError { try await client.send("PING") }
         #expect(down?.code == .connectionFailed || down?.code == .connectionClosed)
-        try server.start()
+        try await server.start()
         var recovered = false
         let deadline = ContinuousClock.now + .seconds(5)
         while ContinuousClock.now < deadline {
@@ -126,7 +126,7 @@ struct RecoveryTests {
     }
 
     @Test func scriptFlushIsRecoveredTransparentlyAlsoInPipelines() async throws {
-        let server = try PrivateRedisServer()
+        let server = try await PrivateRedisServer()
         var configuration = try RedisClientConfiguration(url: server.url)
         configuration.scriptCalls = .eval
         let client = RedisClient(configuration: configuration)

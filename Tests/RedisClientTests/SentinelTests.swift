@@ -79,10 +79,10 @@ struct SentinelTests {
         let stalePrimaryPort = try freeLoopbackPort()
         var staleReplicaPort = try freeLoopbackPort()
         while staleReplicaPort == stalePrimaryPort { staleReplicaPort = try freeLoopbackPort() }
-        try topology.startServer(port: stalePrimaryPort, replicaOf: nil)
-        try topology.startServer(port: staleReplicaPort, replicaOf: stalePrimaryPort)
+        try await topology.startServer(port: stalePrimaryPort, replicaOf: nil)
+        try await topology.startServer(port: staleReplicaPort, replicaOf: stalePrimaryPort)
         let staleSentinelPort = try freeLoopbackPort()
-        try topology.startSentinel(port: staleSentinelPort, monitoring: staleReplicaPort, quorum: 2)
+        try await topology.startSentinel(port: staleSentinelPort, monitoring: staleReplicaPort, quorum: 2)
         try await waitFor("the stale replica to say slave") { (try? await topology.role(port: staleReplicaPort)) == "slave" }
 
         let staleFirst = try SentinelResolver(configuration: topology.configuration(sentinels: [loopback(staleSentinelPort)] + topology.sentinels))
@@ -465,7 +465,7 @@ struct SentinelCancellationTests {
             if SentinelTopology.isRequired { Issue.record(Comment(rawValue: SentinelTopology.skipMessage)) }
             return
         }
-        let certificates = tls ? try TestCertificates() : nil
+        let certificates = tls ? try await TestCertificates() : nil
         let topology = try await SentinelTopology.start(tls: certificates)
         defer { topology.stop() }
         var configuration = topology.configuration(retryTimeout: .seconds(30), checkInterval: .milliseconds(200))

@@ -73,9 +73,9 @@ final class SentinelTopology: @unchecked Sendable {
                                         dataPassword: dataPassword, sentinelPassword: sentinelPassword, certificates: certificates)
         do {
             try topology.startWatchdog()
-            try topology.startServer(port: topology.primaryPort, replicaOf: nil)
-            for port in topology.replicaPorts { try topology.startServer(port: port, replicaOf: topology.primaryPort) }
-            for port in topology.sentinelPorts { try topology.startSentinel(port: port, monitoring: topology.primaryPort, quorum: 2) }
+            try await topology.startServer(port: topology.primaryPort, replicaOf: nil)
+            for port in topology.replicaPorts { try await topology.startServer(port: port, replicaOf: topology.primaryPort) }
+            for port in topology.sentinelPorts { try await topology.startSentinel(port: port, monitoring: topology.primaryPort, quorum: 2) }
             try await topology.waitUntilSettled()
         } catch {
             topology.stop()
@@ -101,7 +101,7 @@ final class SentinelTopology: @unchecked Sendable {
         watchdog = process
     }
 
-    func startServer(port: Int, replicaOf primary: Int?) throws {
+    func startServer(port: Int, replicaOf primary: Int?) async throws {
         var arguments = ["--bind", "127.0.0.1", "--dir", directory.path,
                          "--save", "", "--appendonly", "no", "--enable-debug-command", "local",
                          // A replica syncs at once (Redis 7 waits 5 s for more replicas by default).
@@ -115,11 +115,11 @@ final class SentinelTopology: @unchecked Sendable {
         } else {
             arguments += ["--port", "\(port)"]
         }
-        try launch(Self.serverExecutable, arguments, port: port)
+        try await launch(Self.serverExecutable, arguments, port: port)
     }
 
     /// Starts a sentinel with a config file of its own (a sentinel rewrites its file).
-    func startSentinel(port: Int, monitoring primary: Int, quorum: Int) throws {
+    func startSentinel(port: Int, monitoring primary: Int, quorum: Int) async throws {
         var lines = [
             "bind 127.0.0.1",
             "daemonize no",
@@ -148,12 +148,12 @@ final class SentinelTopology: @unchecked Sendable {
         }
         let file = directory.appendingPathComponent("sentinel-\(port).conf")
         try Data((lines.joined(separator: "\n") + "\n").utf8).write(to: file)
-        try launch(Self.sentinelExecutable, [file.path], port: port)
+        try await launch(Self.sentinelExecutable, [file.path], port: port)
     }
 
     private func pidFile(_ port: Int) -> URL { directory.appendingPathComponent("\(port).pid") }
 
-    private func launch(_ executable: String, _ arguments: [String], port: Int) throws {
+    private func launch(_ executable: String, _ arguments: [String], port: Int) async throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
@@ -161,12 +161,9 @@ final class SentinelTopology: @unchecked Sendable {
         process.standardError = FileHandle.nullDevice
         try process.run()
         lock.withLock { processes[port] = process }
-        for _ in 0..<400 {
-            if canConnect(port: port) { return }
-            guard process.isRunning else { break }
-            usleep(25_000)
+        guard try await waitUntilListening(port: port, process: process, attempts: 400) else {
+            throw RedisError(.connectionFailed, "\(executable) did not start on port \(port); see \(directory.path)")
         }
-        throw RedisError(.connectionFailed, "\(executable) did not start on port \(port); see \(directory.path)")
     }
 
     /// Kills the process on `port` (SIGKILL: a crash, not a shutdown) and waits for it to exit.

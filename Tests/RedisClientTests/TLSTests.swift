@@ -14,20 +14,20 @@ import Glibc
 final class TestCertificates: @unchecked Sendable {
     let directory: URL
 
-    init() throws {
+    init() async throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("deviceauth-tls-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         // CAs valid from 2019 for 20 years, so the certificate issued in 2020 has a valid issuer.
-        try makeCA("ca")
-        try makeCA("other-ca")
-        try issue("server", by: "ca", names: "DNS:localhost,IP:127.0.0.1")
-        try issue("server2", by: "ca", names: "DNS:localhost,IP:127.0.0.1")
-        try issue("wronghost", by: "ca", names: "DNS:other.example")
-        try issue("stranger", by: "other-ca", names: "DNS:localhost,IP:127.0.0.1")
-        try issue("expired", by: "ca", names: "DNS:localhost,IP:127.0.0.1", at: "2020-01-01 00:00:00", days: 30)
-        try issue("client", by: "ca", names: "DNS:deviceauth-client", extendedUsage: "clientAuth")
+        try await makeCA("ca")
+        try await makeCA("other-ca")
+        try await issue("server", by: "ca", names: "DNS:localhost,IP:127.0.0.1")
+        try await issue("server2", by: "ca", names: "DNS:localhost,IP:127.0.0.1")
+        try await issue("wronghost", by: "ca", names: "DNS:other.example")
+        try await issue("stranger", by: "other-ca", names: "DNS:localhost,IP:127.0.0.1")
+        try await issue("expired", by: "ca", names: "DNS:localhost,IP:127.0.0.1", at: "2020-01-01 00:00:00", days: 30)
+        try await issue("client", by: "ca", names: "DNS:deviceauth-client", extendedUsage: "clientAuth")
         // A cluster node is a TLS client of the other nodes' buses too.
-        try issue("node", by: "ca", names: "DNS:localhost,IP:127.0.0.1", extendedUsage: "serverAuth,clientAuth")
+        try await issue("node", by: "ca", names: "DNS:localhost,IP:127.0.0.1", extendedUsage: "serverAuth,clientAuth")
     }
 
     deinit { try? FileManager.default.removeItem(at: directory) }
@@ -40,22 +40,22 @@ final class TestCertificates: @unchecked Sendable {
          "--tls-ca-cert-file", path("ca.crt"), "--tls-auth-clients", authClients]
     }
 
-    private func makeCA(_ name: String) throws {
-        try run(faketime: "2019-06-01 00:00:00", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+    private func makeCA(_ name: String) async throws {
+        try await run(faketime: "2019-06-01 00:00:00", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
                                                   "-keyout", path("\(name).key"), "-out", path("\(name).crt"), "-days", "7300",
                                                   "-subj", "/CN=deviceauth test \(name)"])
     }
 
-    private func issue(_ name: String, by ca: String, names: String, at time: String? = nil, days: Int = 30, extendedUsage: String = "serverAuth") throws {
-        try run(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+    private func issue(_ name: String, by ca: String, names: String, at time: String? = nil, days: Int = 30, extendedUsage: String = "serverAuth") async throws {
+        try await run(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
                  "-keyout", path("\(name).key"), "-out", path("\(name).csr"), "-subj", "/CN=\(name)"])
         let extensions = path("\(name).ext")
         try "subjectAltName=\(names)\nextendedKeyUsage=\(extendedUsage)\n".write(toFile: extensions, atomically: true, encoding: .utf8)
-        try run(faketime: time, ["x509", "-req", "-in", path("\(name).csr"), "-CA", path("\(ca).crt"), "-CAkey", path("\(ca).key"),
+        try await run(faketime: time, ["x509", "-req", "-in", path("\(name).csr"), "-CA", path("\(ca).crt"), "-CAkey", path("\(ca).key"),
                                  "-CAcreateserial", "-out", path("\(name).crt"), "-days", "\(days)", "-extfile", extensions])
     }
 
-    private func run(faketime: String? = nil, _ arguments: [String]) throws {
+    private func run(faketime: String? = nil, _ arguments: [String]) async throws {
         let process = Process()
         if let faketime {
             process.executableURL = URL(fileURLWithPath: "/usr/bin/faketime")
@@ -66,10 +66,9 @@ final class TestCertificates: @unchecked Sendable {
         }
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw RedisError(.invalidArgument, "openssl \(arguments.prefix(2).joined(separator: " ")) failed with \(process.terminationStatus)")
+        let status = try await runToExit(process)
+        guard status == 0 else {
+            throw RedisError(.invalidArgument, "openssl \(arguments.prefix(2).joined(separator: " ")) failed with \(status)")
         }
     }
 }
@@ -78,8 +77,8 @@ final class TestCertificates: @unchecked Sendable {
 @Suite(.serialized) struct TLSTests {
     let certificates: TestCertificates
 
-    init() throws {
-        certificates = try TestCertificates()
+    init() async throws {
+        certificates = try await TestCertificates()
     }
 
     private func client(_ server: PrivateRedisServer, host: String = "127.0.0.1", options: String = "", connections: Int = 2) throws -> RedisClient {
@@ -91,7 +90,7 @@ final class TestCertificates: @unchecked Sendable {
 
     @Test("commands, scripts and pipelines over TLS, verified against the test's CA, by IP and by name")
     func worksOverTLS() async throws {
-        let server = try PrivateRedisServer(tlsArguments: certificates.serverArguments("server"))
+        let server = try await PrivateRedisServer(tlsArguments: certificates.serverArguments("server"))
         defer { server.stop() }
         for host in ["127.0.0.1", "localhost"] {
             let client = try client(server, host: host)
@@ -122,7 +121,7 @@ final class TestCertificates: @unchecked Sendable {
     /// A certificate from another CA, and an expired one (issued under `faketime` in 2020).
     @Test("a server certificate from another CA, or expired, is refused with tlsFailed", arguments: ["stranger", "expired"])
     func untrustedCertificate(name: String) async throws {
-        let server = try PrivateRedisServer(tlsArguments: certificates.serverArguments(name))
+        let server = try await PrivateRedisServer(tlsArguments: certificates.serverArguments(name))
         defer { server.stop() }
         let client = try client(server)
         defer { client.shutdown() }
@@ -133,7 +132,7 @@ final class TestCertificates: @unchecked Sendable {
 
     @Test("a certificate for another host name is refused, by IP and with tls_server_name")
     func wrongHostName() async throws {
-        let server = try PrivateRedisServer(tlsArguments: certificates.serverArguments("wronghost"))
+        let server = try await PrivateRedisServer(tlsArguments: certificates.serverArguments("wronghost"))
         defer { server.stop() }
         for options in ["", "&tls_server_name=localhost"] {
             let client = try client(server, options: options)
@@ -151,7 +150,7 @@ final class TestCertificates: @unchecked Sendable {
 
     @Test("mutual TLS: a server that demands a client certificate accepts ours and refuses none")
     func mutualTLS() async throws {
-        let server = try PrivateRedisServer(tlsArguments: certificates.serverArguments("server", authClients: "yes"))
+        let server = try await PrivateRedisServer(tlsArguments: certificates.serverArguments("server", authClients: "yes"))
         defer { server.stop() }
         let withCertificate = try client(server, options: "&tls_cert_file=\(certificates.path("client.crt"))&tls_key_file=\(certificates.path("client.key"))")
         defer { withCertificate.shutdown() }
@@ -191,7 +190,7 @@ final class TestCertificates: @unchecked Sendable {
             let directory = FileManager.default.temporaryDirectory.appendingPathComponent("deviceauth-tls-cluster-\(UUID().uuidString)")
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             // CLUSTER MEET reaches a node's bus on its port + 10000.
-            nodes.append(try PrivateRedisServer(
+            nodes.append(try await PrivateRedisServer(
                 port: try freeClusterNodePort(),
                 arguments: ["--cluster-enabled", "yes", "--cluster-config-file", directory.appendingPathComponent("nodes.conf").path,
                             "--tls-cluster", "yes", "--tls-replication", "yes"],
@@ -204,9 +203,7 @@ final class TestCertificates: @unchecked Sendable {
             + nodes.map { "127.0.0.1:\($0.port)" } + ["--cluster-replicas", "0", "--cluster-yes"]
         create.standardOutput = FileHandle.nullDevice
         create.standardError = FileHandle.nullDevice
-        try create.run()
-        create.waitUntilExit()
-        try #require(create.terminationStatus == 0, "redis-cli --cluster create")
+        try #require(try await runToExit(create) == 0, "redis-cli --cluster create")
         var configuration = try RedisClientConfiguration(
             url: "rediss+cluster://" + nodes.map { "127.0.0.1:\($0.port)" }.joined(separator: ",") + "?tls_ca_file=\(certificates.path("ca.crt"))")
         configuration.clusterRetryTimeout = .seconds(20)
@@ -231,7 +228,7 @@ final class TestCertificates: @unchecked Sendable {
     /// only increments the callers cannot account for are the ones in flight at the kill.
     @Test("a restart with a new certificate from the same CA under load loses nothing")
     func certificateRotationUnderLoad() async throws {
-        let server = try PrivateRedisServer(arguments: ["--appendonly", "yes", "--appendfsync", "always"],
+        let server = try await PrivateRedisServer(arguments: ["--appendonly", "yes", "--appendfsync", "always"],
                                             tlsArguments: certificates.serverArguments("server"))
         defer { server.stop() }
         let client = try client(server, connections: 2)
@@ -263,7 +260,7 @@ final class TestCertificates: @unchecked Sendable {
                 while acknowledged.value < 600 { try await Task.sleep(for: .milliseconds(5)) }
                 server.stop()
                 server.tlsArguments = certificates.serverArguments("server2")
-                try server.start()
+                try await server.start()
             }
             try await group.waitForAll()
         }

@@ -39,18 +39,18 @@ final class PrivateRedisServer: @unchecked Sendable {
     /// TLS only (`--port 0 --tls-port <port>` and these certificate options), when set.
     var tlsArguments: [String]?
 
-    init(port: Int? = nil, arguments: [String] = [], tlsArguments: [String]? = nil) throws {
+    init(port: Int? = nil, arguments: [String] = [], tlsArguments: [String]? = nil) async throws {
         self.port = try port ?? freeLoopbackPort()
         self.arguments = arguments
         self.tlsArguments = tlsArguments
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("deviceauth-private-redis-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        try start()
+        try await start()
     }
 
     var url: String { "redis://127.0.0.1:\(port)" }
 
-    func start() throws {
+    func start() async throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
         let listen = tlsArguments.map { ["--port", "0", "--tls-port", "\(port)"] + $0 } ?? ["--port", "\(port)"]
@@ -59,11 +59,9 @@ final class PrivateRedisServer: @unchecked Sendable {
                              "--logfile", directory.appendingPathComponent("redis.log").path] + arguments
         try process.run()
         self.process = process
-        for _ in 0..<200 {
-            if canConnect(port: port) { return }
-            usleep(25_000)
+        guard try await waitUntilListening(port: port, process: process, attempts: 200) else {
+            throw RedisError(.connectionFailed, "private redis-server did not start on port \(port)")
         }
-        throw RedisError(.connectionFailed, "private redis-server did not start on port \(port)")
     }
 
     func stop() {
@@ -79,6 +77,30 @@ final class PrivateRedisServer: @unchecked Sendable {
         stop()
         try? FileManager.default.removeItem(at: directory)
     }
+}
+
+// Tests run on Swift's cooperative pool, which has one thread per core (two in CI). A test that
+// blocks one (`usleep`, `Process.waitUntilExit`) while another does the same stalls every test
+// in the process, the HTTP servers under test included, until their clients time out. So waits
+// for processes and ports suspend instead.
+
+/// Runs `process` and suspends until it exits; its exit status.
+func runToExit(_ process: Process) async throws -> Int32 {
+    try await withCheckedThrowingContinuation { continuation in
+        process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
+        do { try process.run() } catch { continuation.resume(throwing: error) }
+    }
+}
+
+/// Polls `port` every 25 ms until it accepts a connection (`true`), `process` exits or
+/// `attempts` run out (`false`), suspending in between.
+func waitUntilListening(port: Int, process: Process, attempts: Int) async throws -> Bool {
+    for _ in 0..<attempts {
+        if canConnect(port: port) { return true }
+        guard process.isRunning else { return false }
+        try await Task.sleep(for: .milliseconds(25))
+    }
+    return false
 }
 
 func freeLoopbackPort() throws -> Int {
