@@ -1,15 +1,17 @@
 # The two commands a new user needs: `make run` and `make test`. Both install what is missing.
 SHELL := /bin/bash
 SWIFT ?= swift
-APT_PACKAGES := redis-server redis-sentinel redis-tools libhiredis-dev pkg-config python3 python3-pip curl openssl faketime time
+# `make run` needs only these: the server links hiredis and starts an embedded redis-server.
+RUN_APT_PACKAGES := redis-server libhiredis-dev pkg-config
+APT_PACKAGES := $(RUN_APT_PACKAGES) redis-sentinel redis-tools python3 python3-pip curl openssl faketime time
 # Only the end-to-end tests need these (a real OAuth client and a real browser).
 E2E_APT_PACKAGES := chromium chromium-driver wrk
 E2E_PIP_PACKAGES := oauthlib requests selenium
 
-.PHONY: run test test-cluster deps e2e-deps build build-release bench loadtest clean
+.PHONY: run test test-cluster deps run-deps e2e-deps build build-release bench loadtest clean
 
-deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+deps run-deps:
+	@missing=""; for p in $(if $(filter run-deps,$@),$(RUN_APT_PACKAGES),$(APT_PACKAGES)); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
@@ -31,7 +33,10 @@ build: deps
 build-release: deps
 	$(SWIFT) build -c release
 
-run: build-release
+# Only the server and what it links: the benchmark and load-test executables (and
+# AsyncHTTPClient, hdrhistogram) are not built for it.
+run: run-deps
+	$(SWIFT) build -c release --product deviceauth-server
 	.build/release/deviceauth-server
 
 test: build e2e-deps
