@@ -109,7 +109,7 @@ test-cluster: build
 	$(CLUSTER_TESTS)
 
 bench: build-release
-	@command -v wrk >/dev/null || (export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq wrk >/dev/null)
+	@for p in wrk nginx; do dpkg -s $$p >/dev/null 2>&1 || (export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq $$p >/dev/null); done
 	.build/release/deviceauth-bench client
 	.build/release/deviceauth-bench client --callers event-loop
 	.build/release/deviceauth-bench client --tls

@@ -12,7 +12,8 @@ import ServiceLifecycle
 /// with a trivial Hummingbird route answering a fixed 400 JSON body on the same machine (the
 /// ceiling of the HTTP layer). Both servers run in this process; the wrk runs alternate between
 /// them (`--rounds` each) and the medians are compared, so a machine whose speed drifts during
-/// the run affects both sides alike.
+/// the run affects both sides alike. A third side, `nginx` answering the same bytes (see
+/// ``NginxProcess``), is the physical ceiling of this machine for that answer.
 struct HTTPBenchmark: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "http",
@@ -39,6 +40,9 @@ struct HTTPBenchmark: AsyncParsableCommand {
     @Option(help: "Path of wrk (default: found on PATH).")
     var wrk: String?
 
+    @Option(help: "Path of nginx for the ceiling side (default: found on PATH or /usr/sbin/nginx; without one that side is skipped).")
+    var nginx: String?
+
     static let clientID = "bench-http"
 
     func run() async throws {
@@ -58,22 +62,37 @@ struct HTTPBenchmark: AsyncParsableCommand {
                     tokens: try await JWTTokenIssuer(issuer: "http://127.0.0.1", privateKeyPEM: nil),
                     configuration: DeviceAuthorizationHTTPConfiguration(secret: Array(0..<32)))
                 let rounds = max(1, self.rounds)
-                let (oursRuns, ceilingRuns) = try await Self.serve(routes.makeRouter()) { oursPort in
+                let (oursRuns, ceilingRuns, nginxRuns) = try await Self.serve(routes.makeRouter()) { oursPort in
                     // Check the route really answers authorization_pending before measuring.
                     let check = try await ChildProcess.run("/usr/bin/curl", ["-s", "-d", body, "http://127.0.0.1:\(oursPort)/oauth/token"])
                     guard check.standardOutput.contains("authorization_pending") else {
                         throw ChildProcess.Failure(description: "token endpoint answered \(check.standardOutput)")
                     }
-                    return try await Self.serve(Self.trivialRouter()) { trivialPort in
-                        var ours: [WrkResult] = []
-                        var ceiling: [WrkResult] = []
-                        for round in 1...rounds {
-                            Console.progress("round \(round)/\(rounds), token endpoint: wrk -t\(threads) -c\(connections) -d\(duration)s")
-                            ours.append(try await measured(client) { try await runWrk(wrkPath, script: script, port: oursPort) })
-                            Console.progress("round \(round)/\(rounds), trivial route: wrk -t\(threads) -c\(connections) -d\(duration)s")
-                            ceiling.append(try await measured(client) { try await runWrk(wrkPath, script: script, port: trivialPort) })
+                    // The baselines answer with exactly this body.
+                    let pendingBody = check.standardOutput
+                    let nginx = try await startNginx(body: pendingBody)
+                    do {
+                        let runs = try await Self.serve(Self.trivialRouter(body: pendingBody)) { trivialPort in
+                            var ours: [WrkResult] = []
+                            var ceiling: [WrkResult] = []
+                            var edge: [WrkResult] = []
+                            for round in 1...rounds {
+                                Console.progress("round \(round)/\(rounds), token endpoint: wrk -t\(threads) -c\(connections) -d\(duration)s")
+                                ours.append(try await measured(client) { try await runWrk(wrkPath, script: script, port: oursPort) })
+                                Console.progress("round \(round)/\(rounds), trivial route: wrk -t\(threads) -c\(connections) -d\(duration)s")
+                                ceiling.append(try await measured(client) { try await runWrk(wrkPath, script: script, port: trivialPort) })
+                                if let nginx {
+                                    Console.progress("round \(round)/\(rounds), nginx: wrk -t\(threads) -c\(connections) -d\(duration)s")
+                                    edge.append(try await measured(client, cpu: nginx.cpuSeconds) { try await runWrk(wrkPath, script: script, port: nginx.port) })
+                                }
+                            }
+                            return (ours, ceiling, edge)
                         }
-                        return (ours, ceiling)
+                        await nginx?.stop()
+                        return runs
+                    } catch {
+                        await nginx?.stop()
+                        throw error
                     }
                 }
 
@@ -89,17 +108,43 @@ struct HTTPBenchmark: AsyncParsableCommand {
                     baseline: WrkResult.median(ceilingRuns, by: \.nodeMicrosecondsPerRequest).nodeMicrosecondsPerRequest, unit: "us/request",
                     detail: "node CPU per request (lower is better), medians; token endpoint runs: \(oursRuns.map { String(format: "%.1f", $0.nodeMicrosecondsPerRequest) }.joined(separator: ",")) | trivial route runs: \(ceilingRuns.map { String(format: "%.1f", $0.nodeMicrosecondsPerRequest) }.joined(separator: ",")) | voluntary context switches per request: token \(String(format: "%.2f", WrkResult.median(oursRuns, by: \.contextSwitchesPerRequest).contextSwitchesPerRequest)), trivial \(String(format: "%.2f", WrkResult.median(ceilingRuns, by: \.contextSwitchesPerRequest).contextSwitchesPerRequest)) | Redis CPU per poll: \(String(format: "%.1f", WrkResult.median(oursRuns, by: \.redisMicrosecondsPerRequest).redisMicrosecondsPerRequest)) us"
                 ).print()
+                if !nginxRuns.isEmpty {
+                    let edge = WrkResult.median(nginxRuns), edgeCPU = WrkResult.median(nginxRuns, by: \.nodeMicrosecondsPerRequest).nodeMicrosecondsPerRequest
+                    BenchComparison(
+                        name: "http.token.pending.vs_nginx", ours: ours.requestsPerSecond, baseline: edge.requestsPerSecond, unit: "req/s",
+                        detail: "the machine's ceiling for this answer: nginx (\(Self.nginxWorkers) workers, no logging) returning the same 400 JSON; medians of \(rounds) runs: \(edge.runs) req/s, p50=\(edge.p50) p99=\(edge.p99), nginx CPU per request \(String(format: "%.1f", edgeCPU)) us (runs: \(nginxRuns.map { String(format: "%.1f", $0.nodeMicrosecondsPerRequest) }.joined(separator: ","))); the trivial Hummingbird route reached \(String(format: "%.2f", ceiling.requestsPerSecond / max(1, edge.requestsPerSecond)))x of it"
+                    ).print()
+                }
             }
         }
     }
 
-    /// Runs one wrk measurement and adds the CPU this process and Redis spent during it, per request.
-    private func measured(_ client: RedisClient, _ run: () async throws -> WrkResult) async throws -> WrkResult {
-        let nodeBefore = ProcessUsage.now(), redisBefore = try await Self.redisCPUSeconds(client)
+    /// nginx answering `body` for the ceiling side, or `nil` (with a message) when none is installed.
+    private func startNginx(body: String) async throws -> NginxProcess? {
+        let path: String
+        if let nginx {
+            path = try ChildProcess.locate("nginx", explicit: nginx)
+        } else if let found = (try? ChildProcess.locate("nginx")) ?? (FileManager.default.isExecutableFile(atPath: "/usr/sbin/nginx") ? "/usr/sbin/nginx" : nil) {
+            path = found
+        } else {
+            Console.progress("nginx not found (Debian: apt-get install nginx): the ceiling side is skipped")
+            return nil
+        }
+        return try await NginxProcess.start(executable: path, body: body, workers: Self.nginxWorkers)
+    }
+
+    /// One nginx worker per core, as nginx's `worker_processes auto` would choose.
+    static var nginxWorkers: Int { ProcessInfo.processInfo.activeProcessorCount }
+
+    /// Runs one wrk measurement and adds the CPU the server (this process, or `cpu` for another
+    /// one) and Redis spent during it, per request.
+    private func measured(_ client: RedisClient, cpu: (() -> Double)? = nil, _ run: () async throws -> WrkResult) async throws -> WrkResult {
+        let serverCPU = cpu ?? { ProcessUsage.now().cpuSeconds }
+        let nodeBefore = ProcessUsage.now(), serverBefore = serverCPU(), redisBefore = try await Self.redisCPUSeconds(client)
         var result = try await run()
-        let nodeAfter = ProcessUsage.now(), redisAfter = try await Self.redisCPUSeconds(client)
+        let nodeAfter = ProcessUsage.now(), serverAfter = serverCPU(), redisAfter = try await Self.redisCPUSeconds(client)
         let requests = max(1, result.requests)
-        result.nodeMicrosecondsPerRequest = (nodeAfter.cpuSeconds - nodeBefore.cpuSeconds) * 1e6 / requests
+        result.nodeMicrosecondsPerRequest = (serverAfter - serverBefore) * 1e6 / requests
         result.contextSwitchesPerRequest = Double(nodeAfter.voluntaryContextSwitches - nodeBefore.voluntaryContextSwitches) / requests
         result.redisMicrosecondsPerRequest = (redisAfter - redisBefore) * 1e6 / requests
         return result
@@ -116,12 +161,13 @@ struct HTTPBenchmark: AsyncParsableCommand {
         return total
     }
 
-    /// The ceiling: a route that answers the same-sized 400 JSON without doing anything.
-    static func trivialRouter() -> Router<BasicRequestContext> {
+    /// The ceiling: a route that answers the token endpoint's 400 JSON `body` without doing anything.
+    static func trivialRouter(body: String) -> Router<BasicRequestContext> {
         let trivial = Router()
+        let bytes = ByteBuffer(string: body)
         trivial.post("/oauth/token") { _, _ -> Response in
             Response(status: .badRequest, headers: [.contentType: "application/json", .cacheControl: "no-store"],
-                     body: .init(byteBuffer: ByteBuffer(string: #"{"error":"authorization_pending"}"#)))
+                     body: .init(byteBuffer: bytes))
         }
         return trivial
     }
