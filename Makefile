@@ -109,7 +109,8 @@ test-cluster: build
 	$(CLUSTER_TESTS)
 
 bench: build-release
-	@for p in wrk nginx; do dpkg -s $$p >/dev/null 2>&1 || (export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq $$p >/dev/null); done
+	@missing=""; for p in wrk nginx; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; fi
 	.build/release/deviceauth-bench client
 	.build/release/deviceauth-bench client --callers event-loop
 	.build/release/deviceauth-bench client --tls
