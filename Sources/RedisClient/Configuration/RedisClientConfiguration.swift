@@ -367,24 +367,7 @@ extension RedisClientConfiguration {
         }
         var seeds: [RedisEndpoint] = []
         for item in hostList.split(separator: ",", omittingEmptySubsequences: true) {
-            var host = Substring(item)
-            var port = 6379
-            if host.hasPrefix("["), let close = host.firstIndex(of: "]") {
-                let after = host[host.index(after: close)...]
-                host = host[host.index(after: host.startIndex)..<close]
-                if after.hasPrefix(":") {
-                    guard let parsed = Int(after.dropFirst()) else { throw RedisError(.invalidURL, "bad port in '\(item)'") }
-                    port = parsed
-                }
-            } else if let colon = host.lastIndex(of: ":") {
-                guard let parsed = Int(host[host.index(after: colon)...]) else { throw RedisError(.invalidURL, "bad port in '\(item)'") }
-                port = parsed
-                host = host[..<colon]
-            }
-            guard !host.isEmpty else { throw RedisError(.invalidURL, "empty host in redis+cluster URL") }
-            try Self.validateHost(String(host))
-            guard RedisEndpoint.ports.contains(port) else { throw RedisError(.invalidURL, "port \(port) is out of range") }
-            seeds.append(.tcp(host: String(host), port: port))
+            seeds.append(try Self.addressEndpoint(item, defaultPort: 6379, what: "cluster seed", scheme: "redis+cluster"))
         }
         guard let first = seeds.first else {
             throw RedisError(.invalidURL, "redis+cluster URL has no seed node: redis+cluster://host:port[,host:port…]")

@@ -163,43 +163,52 @@ extension RedisClientConfiguration {
 
     /// One `host[:port]` or `[ipv6][:port]` of a Sentinel URL (port 26379 when none is given).
     private static func sentinelEndpoint(_ item: Substring) throws -> RedisEndpoint {
+        try addressEndpoint(item, defaultPort: RedisSentinelConfiguration.defaultPort, what: "sentinel address", scheme: "redis+sentinel")
+    }
+
+    /// One `host[:port]` or `[ipv6][:port]` of a URL's host list (`defaultPort` when none is
+    /// given), strictly: an IPv6 address only in brackets, a port of digits only (`Int` alone
+    /// would take `+5`) within 1–65535, a host ``validateHost(_:)`` accepts. `what` and `scheme`
+    /// name the list in errors.
+    static func addressEndpoint(_ item: Substring, defaultPort: Int, what: String, scheme: String) throws -> RedisEndpoint {
         var host = item
         var portText: Substring?
         if host.hasPrefix("[") {
             guard let close = host.firstIndex(of: "]") else {
-                throw RedisError(.invalidURL, "unclosed '[' in sentinel address '\(item.prefix(64))'")
+                throw RedisError(.invalidURL, "unclosed '[' in \(what) '\(item.prefix(64))'")
             }
             let after = host[host.index(after: close)...]
             host = host[host.index(after: host.startIndex)..<close]
             if !after.isEmpty {
                 guard after.hasPrefix(":") else {
-                    throw RedisError(.invalidURL, "bad sentinel address '\(item.prefix(64))': expected [ipv6]:port")
+                    throw RedisError(.invalidURL, "bad \(what) '\(item.prefix(64))': expected [ipv6]:port")
                 }
                 portText = after.dropFirst()
             }
         } else if let colon = host.firstIndex(of: ":") {
+            // A second colon: an IPv6 address without brackets, whose last group would be taken for the port.
+            guard host[host.index(after: colon)...].firstIndex(of: ":") == nil else {
+                throw RedisError(.invalidURL, "write an IPv6 \(what) in brackets: [\(item.prefix(64))]:\(defaultPort)")
+            }
             portText = host[host.index(after: colon)...]
             host = host[..<colon]
         }
         guard !host.isEmpty else {
-            throw RedisError(.invalidURL, "empty host in redis+sentinel URL (in '\(item.prefix(64))')")
+            throw RedisError(.invalidURL, "empty host in \(scheme) URL (in '\(item.prefix(64))')")
         }
         let bareHost = String(host)
-        if !item.hasPrefix("[") && bareHost.contains(":") {
-            throw RedisError(.invalidURL, "write an IPv6 sentinel address in brackets: [\(bareHost.prefix(64))]:26379")
-        }
         try validateHost(bareHost)
-        var port = RedisSentinelConfiguration.defaultPort
+        var port = defaultPort
         if let portText {
             // Int("+5") and Int("-1") parse; a port is digits only.
             guard !portText.isEmpty, portText.utf8.count <= 5, portText.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
                   let parsed = Int(portText) else {
-                throw RedisError(.invalidURL, "bad port '\(portText.prefix(16))' in sentinel address '\(item.prefix(64))'")
+                throw RedisError(.invalidURL, "bad port '\(portText.prefix(16))' in \(what) '\(item.prefix(64))'")
             }
             port = parsed
         }
         guard RedisEndpoint.ports.contains(port) else {
-            throw RedisError(.invalidURL, "port \(port) is out of range (1–65535) in sentinel address '\(item.prefix(64))'")
+            throw RedisError(.invalidURL, "port \(port) is out of range (1–65535) in \(what) '\(item.prefix(64))'")
         }
         return .tcp(host: bareHost, port: port)
     }
