@@ -130,6 +130,21 @@ final class TestCertificates: @unchecked Sendable {
         #expect(error?.message.contains("certificate verify failed") == true, "\(error?.message ?? "")")
     }
 
+    /// A server that closes the connection during the handshake (stopping, restarting) is a
+    /// connection failure, retried like a refused connect, not a TLS failure naming certificates.
+    @Test("a TLS handshake the server cuts off is connectionFailed, not tlsFailed")
+    func handshakeCutOff() async throws {
+        let listener = try ClosingListener()
+        var configuration = try RedisClientConfiguration(url: "rediss://127.0.0.1:\(listener.port)?tls_ca_file=\(certificates.path("ca.crt"))")
+        configuration.connectionCount = 1
+        configuration.connectTimeout = .seconds(5)
+        let client = RedisClient(configuration: configuration)
+        defer { client.shutdown() }
+        let error = await expectRedisError { try await client.send("PING") }
+        #expect(error?.code == .connectionFailed, "\(error.map { "\($0.code): \($0.message)" } ?? "")")
+        #expect(error?.message.contains("closed the connection during the TLS handshake") == true, "\(error?.message ?? "")")
+    }
+
     @Test("a certificate for another host name is refused, by IP and with tls_server_name")
     func wrongHostName() async throws {
         let server = try await PrivateRedisServer(tlsArguments: certificates.serverArguments("wronghost"))

@@ -153,17 +153,57 @@ final class SilentListener {
     let port: Int
 
     init() throws {
+        (fd, port) = try Self.bound()
+    }
+
+    /// A listening loopback socket on a free port.
+    static func bound() throws -> (fd: Int32, port: Int) {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        self.fd = fd
         var address = loopbackAddress(port: 0)
         let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard bound == 0, listen(fd, 16) == 0 else { throw RedisError(.connectionFailed, "listen failed") }
+        guard bound == 0, listen(fd, 16) == 0 else {
+            close(fd)
+            throw RedisError(.connectionFailed, "listen failed")
+        }
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        port = Int(UInt16(bigEndian: address.sin_port))
+        return (fd, Int(UInt16(bigEndian: address.sin_port)))
     }
 
     deinit { close(fd) }
+}
+
+/// A loopback listener that accepts each connection, reads what the client sends first (a TLS
+/// ClientHello) and closes it with a FIN, on a thread of its own (never one of Swift's pool):
+/// what a server that is stopping does to a TLS handshake. (Closing with the hello unread would
+/// send a reset instead.)
+final class ClosingListener: @unchecked Sendable {
+    let fd: Int32
+    let port: Int
+
+    init() throws {
+        let listener = try SilentListener.bound()
+        fd = listener.fd
+        port = listener.port
+        let fd = self.fd
+        Thread {
+            while true {
+                let connection = accept(fd, nil, nil)
+                if connection < 0 { return }
+                var timeout = timeval(tv_sec: 2, tv_usec: 0)
+                setsockopt(connection, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+                var buffer = [UInt8](repeating: 0, count: 16_384)
+                _ = recv(connection, &buffer, buffer.count, 0)
+                close(connection)
+            }
+        }.start()
+    }
+
+    /// Ends the accepting thread (accept fails once the socket is shut down) and closes the socket.
+    deinit {
+        shutdown(fd, Int32(SHUT_RDWR))
+        close(fd)
+    }
 }
 
 /// Expects `body` to throw a ``RedisError`` and returns it.

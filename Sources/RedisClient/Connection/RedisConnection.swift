@@ -601,6 +601,12 @@ final class RedisConnection: @unchecked Sendable {
 
     private static func connectError(_ error: any Error, endpoint: RedisEndpoint, tls: TLSClientContext? = nil) -> RedisError {
         if let redisError = error as? RedisError { return redisError }
+        // The peer closed the connection during the handshake (a server stopping or restarting,
+        // a proxy dropping it): nothing about certificates or settings, so a connection failure,
+        // retried like a refused connect, not a TLS failure an operator must fix.
+        if TLSClientContext.isClosedDuringHandshake(error) {
+            return RedisError(.connectionFailed, "cannot connect to Redis at \(endpoint): the server closed the connection during the TLS handshake", underlying: error)
+        }
         if TLSClientContext.isTLSError(error) {
             let name = tls?.verifiedName(for: endpoint)
             return RedisError(.tlsFailed, "TLS with Redis at \(endpoint) failed: \(TLSClientContext.describe(error, expecting: name))", underlying: error)

@@ -78,6 +78,16 @@ final class TLSClientContext: Sendable {
         error is NIOSSLError || error is NIOSSLExtraError || error is BoringSSLError
     }
 
+    /// Whether `error` says only that the peer closed the connection before the handshake ended
+    /// (EOF, or a close without `close_notify`), as opposed to a refused certificate or setting.
+    static func isClosedDuringHandshake(_ error: any Error) -> Bool {
+        switch error as? NIOSSLError {
+        case .handshakeFailed(.sslError(let stack)): stack.contains(.eofDuringHandshake)
+        case .uncleanShutdown: true
+        default: false
+        }
+    }
+
     /// What went wrong, in words an operator can act on ("certificate has expired", "unable to get
     /// local issuer certificate", the host name that did not match).
     static func describe(_ error: any Error, expecting name: String? = nil) -> String {
