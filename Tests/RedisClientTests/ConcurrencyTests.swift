@@ -52,13 +52,13 @@ struct ConcurrencyTests {
     /// gets `CancellationError` before the command is answered; the reply that comes later is read
     /// and dropped, so the next command on the same (only) connection gets its own reply.
     @Test func aCancelledCallerReturnsAtOnceAndTheConnectionStaysInStep() async throws {
-        let client = try TestRedis.client(connections: 1)
+        let client = try TestRedis.client(connections: 1, commandTimeout: Self.blockingTimeout)
         let observer = try TestRedis.client(connections: 1)
         defer { client.shutdown(); observer.shutdown() }
         let name = try await Self.name(client)
         for round in 0..<5 {
             let key = TestRedis.prefix() + "list\(round)"
-            let waiting = Task { try await client.send("BLPOP", key, 30) }
+            let waiting = Task { try await client.send("BLPOP", key, 90) }
             try await Self.waitUntilBlocked(name, observer: observer)
             waiting.cancel()
             let outcome = await waiting.result
@@ -80,14 +80,14 @@ struct ConcurrencyTests {
     /// blocking `BLPOP` still leaves at once, the commands behind it are answered once the
     /// `BLPOP` is, each with its own reply, and the connection stays in step.
     @Test func commandsQueuedBehindABlockedConnectionLeaveWhenCancelledAndAreAnsweredInOrder() async throws {
-        let client = try TestRedis.client(connections: 1)
+        let client = try TestRedis.client(connections: 1, commandTimeout: Self.blockingTimeout)
         let observer = try TestRedis.client(connections: 1)
         defer { client.shutdown(); observer.shutdown() }
         let key = TestRedis.prefix() + "queued"
         // Connected first (by naming it), so the BLPOP goes out from the hand-over and the loop
         // then knows it has a reply to come (before a connect, commands are queued for it instead).
         let name = try await Self.name(client)
-        let blocking = Task { try await client.send("BLPOP", key, 30) }
+        let blocking = Task { try await client.send("BLPOP", key, 90) }
         try await Self.waitUntilBlocked(name, observer: observer)
         // 20 callers on Swift's pool behind the BLPOP; every other one is cancelled.
         let started = SharedCounter()
@@ -116,6 +116,11 @@ struct ConcurrencyTests {
         #expect(try await client.send("ECHO", "after").string == "after")
     }
 
+    /// The command timeout of the clients whose connection a `BLPOP` (90 s, a hang guard) blocks:
+    /// with the default 5 s a loaded machine could take longer than that between sending the
+    /// `BLPOP` and releasing it, and the timeout would close the connection under the test.
+    static let blockingTimeout: Duration = .seconds(120)
+
     /// Gives `client`'s (only) connection a unique name, so another test's blocked client on the
     /// same Redis (suites run in parallel) is never taken for this one.
     private static func name(_ client: RedisClient) async throws -> String {
@@ -133,9 +138,10 @@ struct ConcurrencyTests {
         }
     }
 
-    /// Waits until Redis is blocked in the named connection's BLPOP (hang guard 10 s).
+    /// Waits until Redis is blocked in the named connection's BLPOP (hang guard 60 s of clock time).
     private static func waitUntilBlocked(_ name: String, observer: RedisClient) async throws {
-        for _ in 0..<400 {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline {
             if try await isBlocked(name, observer: observer) { return }
             try await Task.sleep(for: .milliseconds(25))
         }
