@@ -60,19 +60,16 @@ final class NginxProcess: Sendable {
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         let nginx = NginxProcess(port: port, directory: directory, process: process)
-        try process.run()
-        let deadline = ContinuousClock.now + .seconds(10)
-        while ContinuousClock.now < deadline {
-            guard process.isRunning else {
-                let log = (try? String(contentsOf: directory.appendingPathComponent("error.log"), encoding: .utf8)) ?? ""
-                await nginx.stop()
-                throw ChildProcess.Failure(description: "nginx exited with status \(process.terminationStatus): \(log.suffix(300))")
+        do {
+            try process.run()
+            try await ChildProcess.waitUntilListening(process, name: "nginx", port: port, timeout: .seconds(10)) {
+                String(((try? String(contentsOf: directory.appendingPathComponent("error.log"), encoding: .utf8)) ?? "").suffix(300))
             }
-            if canConnect(port: port) { return nginx }
-            try await Task.sleep(for: .milliseconds(20))
+        } catch {
+            await nginx.stop()
+            throw error
         }
-        await nginx.stop()
-        throw ChildProcess.Failure(description: "nginx did not listen on 127.0.0.1:\(port) within 10 s")
+        return nginx
     }
 
     /// User + system CPU seconds of the master and its workers so far.
@@ -106,17 +103,9 @@ final class NginxProcess: Sendable {
         return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
-    /// SIGTERM (nginx's fast stop: the master ends its workers), then SIGKILL after 5 s; removes the directory.
+    /// SIGTERM (nginx's fast stop: the master ends its workers), SIGKILL after 5 s; removes the directory.
     func stop() async {
-        if process.isRunning {
-            kill(process.processIdentifier, SIGTERM)
-            let deadline = ContinuousClock.now + .seconds(5)
-            while process.isRunning && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(10)) }
-            if process.isRunning {
-                kill(process.processIdentifier, SIGKILL)
-                while process.isRunning { try? await Task.sleep(for: .milliseconds(10)) }
-            }
-        }
+        await ChildProcess.terminate(process, grace: .seconds(5))
         try? FileManager.default.removeItem(at: directory)
     }
 }

@@ -38,6 +38,33 @@ enum ChildProcess {
         throw Failure(description: "\(name) was not found on PATH; install it (Debian: redis-server, redis-tools) or pass its path")
     }
 
+    /// Waits until `process` (a server named `name`) accepts connections on loopback `port`.
+    /// - Throws: ``Failure`` (with `log()`, such as the tail of its log) when it exits first or
+    ///   does not listen within `timeout`.
+    static func waitUntilListening(_ process: Process, name: String, port: Int, timeout: Duration, log: () -> String) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            guard process.isRunning else {
+                throw Failure(description: "\(name) exited with status \(process.terminationStatus) on port \(port): \(log())")
+            }
+            if canConnect(port: port) { return }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw Failure(description: "\(name) did not listen on 127.0.0.1:\(port) within \(timeout): \(log())")
+    }
+
+    /// Sends SIGTERM and waits for `process` to exit, with SIGKILL after `grace`.
+    static func terminate(_ process: Process, grace: Duration) async {
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, SIGTERM)
+        let deadline = ContinuousClock.now + grace
+        while process.isRunning && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(10)) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            while process.isRunning { try? await Task.sleep(for: .milliseconds(10)) }
+        }
+    }
+
     /// Runs `executable` with `arguments` to completion without blocking a cooperative thread,
     /// collecting its output through temporary files (so a chatty child can never fill a pipe).
     static func run(_ executable: String, _ arguments: [String]) async throws -> Output {

@@ -62,30 +62,12 @@ final class RedisServerProcess: Sendable {
 
     /// Sends SIGTERM, waits for the process to exit (SIGKILL after 10 s) and removes its directory.
     func stop() async {
-        if process.isRunning {
-            process.terminate()
-            let deadline = ContinuousClock.now + .seconds(10)
-            while process.isRunning && ContinuousClock.now < deadline {
-                try? await Task.sleep(for: .milliseconds(10))
-            }
-            if process.isRunning {
-                kill(process.processIdentifier, SIGKILL)
-                while process.isRunning { try? await Task.sleep(for: .milliseconds(10)) }
-            }
-        }
+        await ChildProcess.terminate(process, grace: .seconds(10))
         try? FileManager.default.removeItem(at: directory)
     }
 
     private func waitUntilListening(timeout: Duration) async throws {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            guard process.isRunning else {
-                throw ChildProcess.Failure(description: "redis-server exited with status \(process.terminationStatus) on port \(port): \(logTail())")
-            }
-            if canConnect(port: port) { return }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        throw ChildProcess.Failure(description: "redis-server did not listen on 127.0.0.1:\(port) within \(timeout): \(logTail())")
+        try await ChildProcess.waitUntilListening(process, name: "redis-server", port: port, timeout: timeout, log: logTail)
     }
 
     private func logTail() -> String {
