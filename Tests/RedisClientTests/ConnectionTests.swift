@@ -73,12 +73,7 @@ struct ConnectionTests {
         ("redis+cluster://a%0d%0aPING:7000", "not a host name"),
     ])
     func refusesMalformedClusterSeeds(url: String, reason: String) {
-        #expect {
-            _ = try RedisClientConfiguration(url: url)
-        } throws: { error in
-            guard let error = error as? RedisError else { return false }
-            return error.code == .invalidURL && error.message.contains(reason)
-        }
+        expectInvalidURL(url, saying: reason)
     }
 
     @Test func authenticatesAsACLUser() async throws {

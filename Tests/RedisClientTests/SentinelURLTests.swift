@@ -116,12 +116,7 @@ struct SentinelURLTests {
         ("redis+sentinel:", "unknown scheme"),
     ])
     func refusesMalformedSentinelURLs(url: String, expected: String) {
-        #expect {
-            _ = try RedisClientConfiguration(url: url)
-        } throws: { error in
-            guard let error = error as? RedisError else { return false }
-            return error.code == .invalidURL && error.message.contains(expected)
-        }
+        expectInvalidURL(url, saying: expected)
     }
 
     @Test(arguments: ["rediss+sentinel://", "redis+sentinel+tls://", "REDISS+SENTINEL://"])

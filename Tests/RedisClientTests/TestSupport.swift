@@ -190,7 +190,7 @@ final class ClosingListener: @unchecked Sendable {
             while true {
                 let connection = accept(fd, nil, nil)
                 if connection < 0 { return }
-                var timeout = timeval(tv_sec: 2, tv_usec: 0)
+                var timeout = timeval(tv_sec: 30, tv_usec: 0)  // a hang guard: recv returns with the hello
                 setsockopt(connection, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
                 var buffer = [UInt8](repeating: 0, count: 16_384)
                 _ = recv(connection, &buffer, buffer.count, 0)
@@ -203,6 +203,16 @@ final class ClosingListener: @unchecked Sendable {
     deinit {
         shutdown(fd, Int32(SHUT_RDWR))
         close(fd)
+    }
+}
+
+/// Expects `url` to be refused with ``RedisError/Code/invalidURL`` and a message containing `reason`.
+func expectInvalidURL(_ url: String, saying reason: String, sourceLocation: SourceLocation = #_sourceLocation) {
+    #expect(sourceLocation: sourceLocation) {
+        _ = try RedisClientConfiguration(url: url)
+    } throws: { error in
+        guard let error = error as? RedisError else { return false }
+        return error.code == .invalidURL && error.message.contains(reason)
     }
 }
 
