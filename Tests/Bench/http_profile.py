@@ -74,9 +74,14 @@ def main():
         bench = subprocess.Popen([args.bench, "http", "--duration", str(args.duration), "--rounds", "1"], stdout=log, stderr=subprocess.STDOUT)
     cpu_us = {}
     try:
-        for name, label in PHASES:
+        for index, (name, label) in enumerate(PHASES):
             wait_for(log_path, f"round 1/1, {label}", 120)
             time.sleep(1)
+            # A busy machine can make perf finish a phase late; a recording that would start in
+            # the next phase measures the wrong server, so say so instead.
+            following = PHASES[index + 1][1] if index + 1 < len(PHASES) else "nginx"
+            if f"round 1/1, {following}" in open(log_path, errors="replace").read():
+                sys.exit(f"http_profile: the {label} phase was over before perf could record it; use a longer --duration")
             data = os.path.join(work, f"{name}.data")
             subprocess.run(["perf", "record", "-F", "2000", "-g", "-p", str(bench.pid), "-o", data, "--", "sleep", str(record_seconds)],
                            capture_output=True, check=True)
