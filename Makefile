@@ -8,7 +8,7 @@ APT_PACKAGES := $(RUN_APT_PACKAGES) redis-sentinel redis-tools python3 python3-p
 E2E_APT_PACKAGES := chromium chromium-driver wrk
 E2E_PIP_PACKAGES := oauthlib requests selenium
 
-.PHONY: run test test-cluster deps run-deps e2e-deps build build-release bench loadtest clean
+.PHONY: run test test-cluster deps run-deps e2e-deps build build-release bench loadtest loadtest-closed clean
 
 # $(call apt_install,PACKAGES): installs those of the Debian packages that are missing (one
 # `apt-get update` only when something is).
@@ -116,11 +116,22 @@ bench: build-release
 	.build/release/deviceauth-bench http --duration 10 --rounds 3
 	python3 Tests/Bench/flow_bench.py --build .build/release
 	Tests/Support/with-redis-cluster.sh .build/release/deviceauth-bench cluster
+	Tests/Bench/open-memory.sh .build/release
+	Tests/Bench/harness-vs-locust.sh .build/release
+	Tests/Bench/open-find-max.sh .build/release
 
+# Open model (issue 18): devices arrive 0→60/s over 3 minutes, poll at the server's interval (5 s), people
+# decide after a log-normal delay (median 20 s); three release nodes; both reports.
 loadtest: build-release
 	deploy/local-cluster.sh --nodes 3 --build .build/release -- \
-	  .build/release/deviceauth-loadtest http --devices 3000 --concurrency 300 --duration 120 \
+	  .build/release/deviceauth-loadtest http --model open --ramp 0-60 --duration 180 \
 	  --json .build/loadtest-report.json --html .build/loadtest-report.html
+
+# The closed model of before: 300 devices in flight, 3000 in all.
+loadtest-closed: build-release
+	deploy/local-cluster.sh --nodes 3 --build .build/release -- \
+	  .build/release/deviceauth-loadtest http --devices 3000 --concurrency 300 --duration 120 \
+	  --json .build/loadtest-closed-report.json --html .build/loadtest-closed-report.html
 
 clean:
 	rm -rf .build

@@ -116,7 +116,56 @@ struct HTTPLoadCommand: AsyncParsableCommand {
     @Option(name: .customLong("loss-window-ms"), help: "With --expect-lost-approvals: a lost write must have been acknowledged at most this long before a fault the harness saw.")
     var lossWindowMs = 3000
 
+    // MARK: Open model (issue 18)
+
+    @Option(help: "closed: --concurrency devices in flight (the default); open: devices arrive at a rate, each waiting as a record in a due-time heap.")
+    var model = "closed"
+
+    @Option(name: .customLong("arrival-rate"), help: "Open model: new devices per second for --duration (e.g. 50 or 50/s).")
+    var arrivalRate: String?
+
+    @Option(help: "Open model: arrival rate ramped linearly from A to B devices per second over --duration (A-B).")
+    var ramp: String?
+
+    @Option(help: "Open model: arrival steps, \"rate:seconds,rate:seconds\".")
+    var steps: String?
+
+    @Option(name: .customLong("approval-delay"), help: "Open model: seconds until the person decides: lognormal[:MEDIAN[:SIGMA[:MIN-MAX]]], MIN-MAX (uniform) or N.")
+    var approvalDelay = "lognormal:20:0.75:5-120"
+
+    @Option(name: .customLong("open-client"), help: "Open model: client_id of approve and deny devices (its interval and lifetime are the server's).")
+    var openClient = "loadtest-open"
+
+    @Option(name: .customLong("open-abandon-client"), help: "Open model: client_id of abandoned devices (they poll until expired_token).")
+    var openAbandonClient = "loadtest-open-abandon"
+
+    @Option(help: "Open model: worker event loops, each owning a share of the waiting devices (default: the number of cores).")
+    var workers: Int?
+
+    @Option(name: .customLong("source-addresses"), help: "Open model: loopback source addresses connections bind to in turn (127.0.0.1 … 127.0.0.N).")
+    var sourceAddresses = 1
+
+    @Option(help: "Open model: seconds after the last arrival that waiting devices may take to finish (the rest are reported as still waiting).")
+    var drain: Double = 180
+
+    @Option(name: .customLong("timeline-seconds"), help: "Open model: the timeline's period in seconds.")
+    var timelineSeconds = 1
+
+    @Flag(name: .customLong("find-max"), help: "Open model: raise the arrival rate step by step until --max-p99-ms or --max-error-rate breaks; report the knee.")
+    var findMax = false
+
+    @Option(name: .customLong("find-max-steps"), help: "With --find-max: START:STEP:SECONDS:MAX arrivals per second.")
+    var findMaxSteps = "20:20:15:2000"
+
+    @Option(name: .customLong("max-p99-ms"), help: "Open model: p99 objective for token polls (ms, from the intended send time); exit status 3 if broken.")
+    var maxP99Ms: Double?
+
+    @Option(name: .customLong("max-error-rate"), help: "Open model: largest share of requests that may fail (5xx, transport); exit status 3 if broken.")
+    var maxErrorRate: Double?
+
     func run() async throws {
+        if model == "open" { return try await runOpen() }
+        guard model == "closed" else { throw ValidationError("--model closed or open") }
         let nodeList = (nodes ?? ProcessInfo.processInfo.environment["NODE_URLS"] ?? "")
             .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             .map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
@@ -289,6 +338,64 @@ struct HTTPLoadCommand: AsyncParsableCommand {
             report.faults = faultSummary
         }
         return (report, invariants.contains { !$0.passed })
+    }
+
+    private func runOpen() async throws {
+        let nodeList = (nodes ?? ProcessInfo.processInfo.environment["NODE_URLS"] ?? "")
+            .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            .map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
+        guard !nodeList.isEmpty else { throw ValidationError("give --nodes URL[,URL…] or NODE_URLS") }
+        var endpoints: [(host: String, port: Int)] = []
+        for node in nodeList {
+            guard let url = URL(string: node), url.scheme == "http", let host = url.host else {
+                throw ValidationError("open model: not an http URL (the lean client speaks plain HTTP/1.1): \(node)")
+            }
+            if !allowRemote && !["127.0.0.1", "localhost", "::1", "[::1]"].contains(host) && !host.hasPrefix("127.") {
+                throw ValidationError("\(node) is not a loopback address; pass --allow-remote to load-test it")
+            }
+            endpoints.append((host == "localhost" ? "127.0.0.1" : host, url.port ?? 80))
+        }
+        guard let scenarioMix = ScenarioMix(parsing: mix), !scenarioMix.weights.contains(where: { $0.0 == .refresh && $0.1 > 0 }) else {
+            throw ValidationError("--mix: approve, deny, abandon and misbehave weights (refresh is closed-model only)")
+        }
+        guard let delay = DecisionDelay(parsing: approvalDelay) else { throw ValidationError("--approval-delay: lognormal[:MEDIAN[:SIGMA[:MIN-MAX]]], MIN-MAX or N") }
+        var objectives = OpenObjectives(findMax: findMax, maxP99Ms: maxP99Ms, maxErrorRate: maxErrorRate)
+        let schedule: ArrivalSchedule
+        if findMax {
+            let parts = findMaxSteps.split(separator: ":").compactMap { Double($0) }
+            guard parts.count == 4, parts[0] > 0, parts[1] > 0, parts[2] > 0, parts[3] >= parts[0] else {
+                throw ValidationError("--find-max-steps START:STEP:SECONDS:MAX")
+            }
+            guard maxP99Ms != nil || maxErrorRate != nil else { throw ValidationError("--find-max needs --max-p99-ms and/or --max-error-rate") }
+            if objectives.maxErrorRate == nil { objectives.maxErrorRate = 0.01 }
+            schedule = .steps(FindMax.schedule(start: parts[0], step: parts[1], seconds: parts[2], maximum: parts[3]))
+        } else if let steps {
+            guard let parsed = ArrivalSchedule.parseSteps(steps) else { throw ValidationError("--steps \"rate:seconds,rate:seconds\"") }
+            schedule = .steps(parsed)
+        } else if let ramp {
+            guard let (from, to) = ArrivalSchedule.parseRamp(ramp), let duration, duration > 0 else { throw ValidationError("--ramp A-B with --duration") }
+            schedule = .ramp(from: from, to: to, seconds: Double(duration))
+        } else {
+            guard let arrivalRate, let rate = ArrivalSchedule.parseRate(arrivalRate), let duration, duration > 0 else {
+                throw ValidationError("open model: give --arrival-rate N with --duration, --ramp A-B with --duration, --steps or --find-max")
+            }
+            schedule = .constant(rate: rate, seconds: Double(duration))
+        }
+        let workerCount = workers ?? ProcessInfo.processInfo.activeProcessorCount
+        guard workerCount > 0, (1...250).contains(sourceAddresses), timelineSeconds > 0, drain >= 0 else {
+            throw ValidationError("--workers > 0, --source-addresses 1…250, --timeline-seconds > 0, --drain ≥ 0")
+        }
+        let settings = OpenSettings(nodes: endpoints, schedule: schedule, mix: scenarioMix, delay: delay,
+                                    clients: [.approve: openClient, .deny: openClient, .abandon: openAbandonClient, .misbehave: misbehaveClient],
+                                    userHeader: userHeader, seed: seed ?? UInt64.random(in: 0...UInt64.max),
+                                    connectionsPerNode: connectionsPerNode ?? 16 * workerCount,
+                                    sourceAddresses: (1...sourceAddresses).map { "127.0.0.\($0)" },
+                                    timeout: .seconds(Int64(requestTimeout)), drainSeconds: drain, timelineSeconds: timelineSeconds, workers: workerCount)
+        let outcome = try await OpenModelRun(settings: settings, nodeURLs: nodeList, objectives: objectives).run()
+        print(TableReport.render(outcome.report))
+        if let json { try JSONReport.write(outcome.report, to: json); print("JSON report: \(json)") }
+        if let html { try HTMLReport.write(outcome.report, to: html); print("HTML report: \(html)") }
+        if outcome.status != 0 { throw ExitCode(outcome.status) }
     }
 
     /// Writes straight to stdout, so the line comes before the progress lines on stderr.

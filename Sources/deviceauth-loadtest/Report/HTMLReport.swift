@@ -45,8 +45,53 @@ enum HTMLReport {
             html += "</tr>"
         }
         html += "</table><h2>Latency distribution (all outcomes per endpoint)</h2>" + latencyChart(report)
-        html += "<h2>Throughput over time</h2>" + throughputChart(report) + "</body></html>\n"
+        html += "<h2>Throughput over time</h2>" + throughputChart(report)
+        if let open = report.open { html += openSection(open) }
+        html += "</body></html>\n"
         return html
+    }
+
+    /// The open model: lag, find-max, thresholds, and per-second latency, waiting devices, arrivals, polls and outcomes.
+    static func openSection(_ open: OpenReport) -> String {
+        var html = "<h2>Open model</h2><p>\(open.describe().dropFirst().map(escape).joined(separator: "<br>"))</p>"
+        let seconds = open.timeline.map { Double($0.second) }
+        for endpoint in OpenEndpoint.allCases.map(\.name) where open.timeline.contains(where: { $0.endpoints[endpoint] != nil }) {
+            let points = open.timeline.map { $0.endpoints[endpoint] }
+            html += "<h3>\(escape(endpoint)): latency over time (from intended send time)</h3>"
+            html += seriesChart(x: seconds, series: [("p50", points.map { $0?.p50Ms ?? 0 }), ("p99", points.map { $0?.p99Ms ?? 0 }),
+                                                     ("p99.9", points.map { $0?.p999Ms ?? 0 })], unit: "ms")
+        }
+        html += "<h3>Waiting devices</h3>" + seriesChart(x: seconds, series: [("waiting", open.timeline.map { Double($0.waiting) })], unit: "")
+        html += "<h3>Arrivals, polls and requests per period</h3>"
+        html += seriesChart(x: seconds, series: [("arrivals", open.timeline.map { Double($0.arrivals) }), ("polls", open.timeline.map { Double($0.polls) }),
+                                                 ("requests", open.timeline.map { Double($0.requests) }), ("errors", open.timeline.map { Double($0.errors) })], unit: "")
+        html += "<h3>Outcomes per period</h3>"
+        html += seriesChart(x: seconds, series: [("approved", open.timeline.map { Double($0.approved) }), ("denied", open.timeline.map { Double($0.denied) }),
+                                                 ("expired", open.timeline.map { Double($0.expired) }), ("failed", open.timeline.map { Double($0.failed) })], unit: "")
+        return html
+    }
+
+    /// Several series over seconds, as polylines.
+    static func seriesChart(x xs: [Double], series: [(String, [Double])], unit: String) -> String {
+        let width = 760.0, height = 260.0, left = 60.0, right = 160.0, top = 15.0, bottom = 40.0
+        let maxX = max(1, xs.max() ?? 1)
+        let maxY = max(1e-9, series.flatMap(\.1).max() ?? 1)
+        func x(_ value: Double) -> Double { left + value / maxX * (width - left - right) }
+        func y(_ value: Double) -> Double { top + (1 - value / maxY) * (height - top - bottom) }
+        var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" viewBox=\"0 0 \(Int(width)) \(Int(height))\">"
+        svg += axes(width: width, height: height, left: left, right: right, top: top, bottom: bottom, maxY: maxY, unit: unit)
+        for step in 0...4 {
+            let value = maxX * Double(step) / 4
+            svg += "<text x=\"\(x(value))\" y=\"\(height - bottom + 15)\" text-anchor=\"middle\">\(Int(value))s</text>"
+        }
+        for (index, (label, values)) in series.enumerated() {
+            let color = palette[index % palette.count]
+            let points = zip(xs, values).map { "\(String(format: "%.1f", x($0))),\(String(format: "%.1f", y($1)))" }.joined(separator: " ")
+            svg += "<polyline fill=\"none\" stroke=\"\(color)\" stroke-width=\"2\" points=\"\(points)\"/>"
+            svg += "<rect x=\"\(width - right + 10)\" y=\"\(top + Double(index) * 18)\" width=\"12\" height=\"12\" fill=\"\(color)\"/>"
+            svg += "<text x=\"\(width - right + 26)\" y=\"\(top + Double(index) * 18 + 10)\">\(escape(label))</text>"
+        }
+        return svg + "<text x=\"\(left)\" y=\"\(height - 5)\">seconds since start</text></svg>"
     }
 
     /// Latency against percentile, the x axis stretched towards the tail (log of 1/(1−p)) as HdrHistogram plots do.

@@ -43,11 +43,22 @@ struct RunReport: Sendable, Codable {
     /// Refresh-token figures and every refresh device's steps, for runs with `refresh` devices.
     var refresh: RefreshSummary?
 
+    /// The open model's timeline, scheduling lag, find-max and thresholds (`--model open`).
+    var open: OpenReport?
+
     var passed: Bool { invariants.allSatisfy(\.passed) }
 
     init(mode: String, target: String, settings: [String: String], elapsed: Duration, recorder: Recorder,
          invariants: [InvariantResult], scenarioCounts: [String: Int] = [:], completedPerSecond: [Int]? = nil) {
         let snapshot = recorder.snapshot()
+        self.init(mode: mode, target: target, settings: settings, elapsed: elapsed, histograms: snapshot.histograms,
+                  requestsPerSecond: snapshot.requestsPerSecond, completedPerSecond: completedPerSecond ?? snapshot.flowsPerSecond,
+                  invariants: invariants, scenarioCounts: scenarioCounts)
+    }
+
+    init(mode: String, target: String, settings: [String: String], elapsed: Duration, histograms: [MetricKey: Histogram<UInt64>],
+         requestsPerSecond: [Int], completedPerSecond: [Int], invariants: [InvariantResult], scenarioCounts: [String: Int] = [:]) {
+        let snapshot = (histograms: histograms, requestsPerSecond: requestsPerSecond, flowsPerSecond: completedPerSecond)
         let seconds = max(0.001, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
         func ms(_ micros: UInt64) -> Double { Double(micros) / 1000 }
         self.mode = mode
@@ -70,7 +81,7 @@ struct RunReport: Sendable, Codable {
             Self.distributionPercentiles.map { Point(percentile: $0, latencyMs: ms($0 >= 100 ? histogram.max : histogram.valueAtPercentile($0))) }
         }
         self.requestsPerSecond = snapshot.requestsPerSecond
-        self.completedPerSecond = completedPerSecond ?? snapshot.flowsPerSecond
+        self.completedPerSecond = snapshot.flowsPerSecond
         self.scenarioCounts = scenarioCounts
         self.invariants = invariants
     }
@@ -125,6 +136,7 @@ enum TableReport {
             lines.append("")
             lines.append("refresh: " + RefreshSummary.describe(refresh))
         }
+        if let open = report.open { lines += open.describe() }
         if !report.invariants.isEmpty {
             lines.append("")
             lines.append("invariants:")
