@@ -35,7 +35,8 @@ struct LeanRequest: Sendable {
 
 /// Reads one HTTP/1.1 response per request on a keep-alive connection and hands it to the request's callback,
 /// on the channel's event loop. One request at a time per connection (no pipelining).
-final class LeanHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
+// Confined to its channel's event loop (NIO calls it there, the pool only from there), hence unchecked.
+final class LeanHTTPHandler: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundOut = HTTPClientRequestPart
 
@@ -136,7 +137,8 @@ final class LeanHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 /// Connections are opened on demand up to `maxConnections`, each bound to one of the loopback source
 /// addresses in turn (127.0.0.1, 127.0.0.2, …), so many connections need not share one address's
 /// ephemeral ports. Requests beyond the pool wait in a FIFO and keep their intended send time.
-final class LeanPool {
+// Confined to `eventLoop` (every method asserts or is called from it), hence unchecked.
+final class LeanPool: @unchecked Sendable {
     let eventLoop: any EventLoop
     let host: String
     let port: Int
