@@ -162,6 +162,8 @@ final class OpenWorker: @unchecked Sendable {
     private var free: [UInt32] = []
     private var heap = DueHeap()
     private var nextArrival: Int
+    /// When arrival `nextArrival` is due (seconds), nil after the schedule's last.
+    private var nextArrivalDue: Double?
     private var rng: SplitMix64
     private var counters = OpenCounters()
     private var histograms: [MetricKey: Histogram<UInt64>] = [:]
@@ -180,6 +182,7 @@ final class OpenWorker: @unchecked Sendable {
         self.settings = settings
         self.start = start
         self.nextArrival = index
+        self.nextArrivalDue = settings.schedule.arrivalTime(of: index)
         self.rng = SplitMix64(seed: settings.seed &+ UInt64(index) &* 0x5851_F42D_4C95_7F2D)
     }
 
@@ -217,13 +220,15 @@ final class OpenWorker: @unchecked Sendable {
     private func tick() {
         let now = now()
         let seconds = Double(now) / 1e9
-        let arrivalsOver = seconds >= settings.schedule.seconds || stopAt != nil
-        if !arrivalsOver {
-            while let due = settings.schedule.arrivalTime(of: nextArrival), due <= seconds {
+        // Every arrival of the schedule is made, late ones included (a late tick must not drop the last devices).
+        if stopAt == nil {
+            while let due = nextArrivalDue, due <= seconds {
                 arrive(id: nextArrival, intended: Int64(due * 1e9))
                 nextArrival += settings.workers
+                nextArrivalDue = settings.schedule.arrivalTime(of: nextArrival)
             }
         }
+        let arrivalsOver = stopAt != nil || nextArrivalDue == nil
         let stopped = stopAt.map { now >= $0 } ?? false
         let drainOver = seconds >= settings.schedule.seconds + settings.drainSeconds
         if stopped || (arrivalsOver && (live == 0 || drainOver)) {
