@@ -245,7 +245,12 @@ final class OpenWorker: @unchecked Sendable {
         }
         let period = bucket(now)
         timeline[period].waiting = max(timeline[period].waiting, live)
-        tickTask = loop.scheduleTask(in: .milliseconds(1)) { [self] in tick() }
+        // Sleep until the next due action or arrival (at most 50 ms, for the stop checks), not a fixed 1 ms tick:
+        // an idle worker must not spend its CPU waking up.
+        var wake = now + 50_000_000
+        if let due = heap.next?.due { wake = min(wake, due) }
+        if stopAt == nil, let arrival = nextArrivalDue { wake = min(wake, Int64(arrival * 1e9)) }
+        tickTask = loop.scheduleTask(deadline: start + .nanoseconds(max(wake, now + 100_000))) { [self] in tick() }
     }
 
     private func finish() {
