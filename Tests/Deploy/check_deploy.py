@@ -184,9 +184,10 @@ class Deploy:
     def config_documents(self):
         """(where, parsed JSON) of every server configuration shipped in deploy/."""
         result = []
-        for name, cfg in (self.compose.get("configs") or {}).items():
-            if "content" in cfg:
-                result.append((f"docker-compose.yml configs.{name}", cfg["content"]))
+        for file, compose in (("docker-compose.yml", self.compose), ("docker-compose.sentinel.yml", self.compose_sentinel)):
+            for name, cfg in (compose.get("configs") or {}).items():
+                if "content" in cfg:
+                    result.append((f"{file} configs.{name}", cfg["content"]))
         for (kind, name), doc in self.k8s.items():
             if kind == "ConfigMap":
                 for key, value in (doc.get("data") or {}).items():
@@ -630,6 +631,11 @@ class Deploy:
             name = name.lower()
             if name == "sentinel":
                 return  # sent to the redis-sentinel processes (their own ACL), never to a data node
+            if name == "waitaof":
+                # Only with "durability": {"append_only_file": true}, on Redis >= 7.2 / Valkey >= 8, whose
+                # ACL then needs +waitaof (redis.conf says so); the Redis 7.0 this file is checked on has no
+                # such command, and an ACL naming it would not load.
+                return
             key = f"{name}|{sub.lower()}" if sub and name in CONTAINER_COMMANDS else name
             found.setdefault(key, []).append(where)
         dirs = ["RedisClient", "DeviceAuthorization", "DeviceAuthorizationHTTP", "deviceauth-server"]
@@ -775,7 +781,7 @@ def dryrun_arguments(command, key):
         "fcall": ["f" + "0" * 40, "1", key], "fcall_ro": ["f" + "0" * 40, "1", key], "info": ["memory"],
         "get": [key], "set": [key, "v", "NX", "PX", "1000"], "exists": [key], "incr": [key],
         "pttl": [key], "pexpire": [key, "1000"], "pexpireat": [key, "1000"],
-        "hmget": [key, "s"], "hset": [key, "s", "p"], "hincrby": [key, "rp", "1"], "asking": [], "role": [],
+        "hmget": [key, "s"], "hset": [key, "s", "p"], "hincrby": [key, "rp", "1"], "asking": [], "role": [], "wait": ["1", "500"],
     }
     if name == "config" and sub == "get":
         return ["CONFIG", "GET", "maxmemory-policy"]

@@ -82,6 +82,28 @@ struct ServerSetupTests {
         }
     }
 
+    @Test("configuration file: \"durability\" becomes the store's WAIT/WAITAOF setting; a replica count or timeout out of range stops the server at load")
+    func durabilitySetting() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("deviceauth-config-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        func load(_ durability: String) throws -> ServerConfigurationFile {
+            try #"{"durability": \#(durability), "clients": [{"client_id": "tv", "scopes": ["profile"]}]}"#.write(toFile: path, atomically: true, encoding: .utf8)
+            return try ServerConfigurationFile.load(path: path)
+        }
+        let setting = try #require(try load(#"{"replicas": 2, "timeout_ms": 250, "append_only_file": true}"#).durability?.setting())
+        #expect(setting.replicas == 2 && setting.timeout == .milliseconds(250) && setting.appendOnlyFile)
+        let defaults = try #require(try load(#"{"replicas": 1}"#).durability?.setting())
+        #expect(defaults.timeout == .milliseconds(500) && !defaults.appendOnlyFile)
+        for (json, message) in [(#"{"replicas": 0}"#, "durability.replicas must be from 1 to 64, not 0"),
+                                (#"{"replicas": 65}"#, "durability.replicas must be from 1 to 64, not 65"),
+                                (#"{"replicas": 1, "timeout_ms": 0}"#, "durability.timeout_ms must be from 1 to 60000, not 0"),
+                                (#"{"replicas": 1, "timeout_ms": 60001}"#, "durability.timeout_ms must be from 1 to 60000, not 60001")] {
+            let error = #expect(throws: DeviceAuthorizationHTTPError.self) { try load(json) }
+            #expect(error?.message == message)
+        }
+        #expect(throws: (any Error).self) { try load(#"{"timeout_ms": 5}"#) }
+    }
+
     @Test("embedded Redis starts on a Unix socket, answers, and really stops")
     func embeddedRedis() async throws {
         let redis = try EmbeddedRedis(logger: Logger(label: "test"))

@@ -5,6 +5,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
+import RedisClient
 import Testing
 
 @Suite("Verification page /device")
@@ -94,6 +95,33 @@ struct VerificationPageTests {
             let denied = try await browser.decide(client, "deny", on: page)
             #expect(denied.text.contains("Request denied"))
             expectOAuthError(try await client.poll(deviceCode: issued.deviceCode, clientID: "fast"), "access_denied")
+        }
+    }
+
+    @Test("durability asked of a Redis without replicas: the approval page says 503 'Not confirmed yet', the device still gets its token once")
+    func unconfirmedApproval() async throws {
+        // The shared test Redis has no replica, so `WAIT 1` answers 0 after its timeout, every time.
+        let fixture = try await HTTPFixture(configureStore: { $0.durability = try? RedisDurability(replicas: 1, timeout: .milliseconds(20)) })
+        defer { fixture.shutdown() }
+        try await fixture.app.test(.router) { client in
+            let issued = try await client.issue(clientID: "fast")
+            let browser = Browser()
+            try await browser.logIn(client)
+            let page = try await browser.lookup(client, issued.userCode)
+            #expect(page.status == .ok)
+            let approved = try await browser.decide(client, "approve", on: page)
+            #expect(approved.status == .serviceUnavailable)
+            #expect(approved.text.contains("Not confirmed yet"))
+            #expect(!approved.text.contains("Device connected"))
+            #expect(approved.headers[.retryAfter] == "5")
+            // It was made on the primary: the device gets its token (the redemption's own shortfall
+            // is counted, not refused), and only once.
+            let token = try await client.poll(deviceCode: issued.deviceCode, clientID: "fast")
+            #expect(token.status == .ok)
+            expectOAuthError(try await client.poll(deviceCode: issued.deviceCode, clientID: "fast"), "invalid_grant")
+            // Entering the code again shows it as used, not a second confirmation page.
+            let again = try await browser.lookup(client, issued.userCode)
+            #expect(!again.text.contains("value=\"approve\""))
         }
     }
 

@@ -33,6 +33,12 @@ final class PrivateRedis: @unchecked Sendable {
 
     var url: String { "redis://127.0.0.1:\(port)/0" }
 
+    /// Sends `signal` to the server (`SIGSTOP`/`SIGCONT` to stall and resume it).
+    func send(signal: Int32) {
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, signal)
+    }
+
     func stop() {
         guard process.isRunning else { return }
         kill(process.processIdentifier, SIGKILL)

@@ -3,7 +3,7 @@ public struct DeviceAuthorizationError: Error, Sendable, CustomStringConvertible
     /// What went wrong.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String, Hashable, Sendable {
-            case notFound, expired, alreadyDecided, tooManyAttempts, invalidUserCode, invalidArgument, userCodeSpaceExhausted, grantChanged
+            case notFound, expired, alreadyDecided, tooManyAttempts, invalidUserCode, invalidArgument, userCodeSpaceExhausted, grantChanged, notDurable
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -26,6 +26,11 @@ public struct DeviceAuthorizationError: Error, Sendable, CustomStringConvertible
         /// ``DeviceCodeStore/approve(userCode:userID:grantID:)`` or ``DeviceCodeStore/deny(userCode:grantID:)``);
         /// nothing was decided.
         public static let grantChanged = Code(.grantChanged)
+        /// The decision was made on the Redis primary, but fewer copies than
+        /// ``DeviceCodeStoreConfiguration/durability`` asks for confirmed it in time: a failover
+        /// now could lose it. Show the person that it is not confirmed (if the device does not
+        /// continue, they enter the code again and see either "already decided" or the request).
+        public static let notDurable = Code(.notDurable)
 
         public var description: String { base.rawValue }
     }

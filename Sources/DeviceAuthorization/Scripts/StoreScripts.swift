@@ -82,6 +82,17 @@ enum StoreScripts {
         return {'pending'}
         """)
 
+    /// KEYS: device record. A write behind a redemption, on the connection that sends the `WAIT`
+    /// (the poll itself is sent without one, so pending polls never wait): the wait then covers
+    /// the redemption too, which is earlier in the replication stream. Rewrites `s` of a redeemed
+    /// record as it is (`HSET` is propagated even when nothing changes); 0 when not redeemed.
+    static let confirmRedemption = RedisScript("""
+        #!lua flags=allow-oom
+        if redis.call('HMGET', KEYS[1], 's')[1] ~= 'r' then return 0 end
+        redis.call('HSET', KEYS[1], 's', 'r')
+        return 1
+        """)
+
     /// KEYS: device record, and optionally the user-code index that led to it. ARGV: record id
     /// (checked against the index when given), new status `a` or `d`, user id, and for `a` the
     /// approval MAC and the client id and scopes the node computed it over: `{'changed'}` unless

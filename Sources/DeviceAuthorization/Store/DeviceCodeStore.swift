@@ -258,8 +258,38 @@ public final class DeviceCodeStore: Sendable {
             }
             arguments += approvalArguments(id: id, userID: userID, clientID: clientID, scopes: fields[1].string ?? "")
         }
-        let reply = try await client.eval(StoreScripts.decide, keys: [recordKey, indexKey], arguments: arguments)
+        try await runDecision(keys: [recordKey, indexKey], arguments: arguments, grantID: keys.grantID(tag: tag, id: id))
+    }
+
+    /// The decide script, with the configured durability: the decision's own refusal first, then
+    /// a shortfall of acknowledgements (``DeviceAuthorizationError/Code/notDurable``).
+    private func runDecision(keys scriptKeys: [String], arguments: [any RedisArgument], grantID: String) async throws {
+        guard let durability = configuration.durability else {
+            try Self.checkDecision(try await client.eval(StoreScripts.decide, keys: scriptKeys, arguments: arguments))
+            return
+        }
+        let (reply, acknowledgement) = try await client.eval(StoreScripts.decide, keys: scriptKeys, arguments: arguments, durability: durability)
         try Self.checkDecision(reply)
+        if let shortfall = shortfall(acknowledgement, operation: "decide", grantID: grantID) {
+            throw DeviceAuthorizationError(.notDurable, "the decision is not confirmed by enough Redis copies yet (\(shortfall))")
+        }
+    }
+
+    /// `nil` when the acknowledgement satisfies the configured durability; else a description
+    /// (safe to show and log), after counting and logging the shortfall.
+    private func shortfall(_ acknowledgement: Result<RedisAcknowledgement, RedisError>, operation: String, grantID: String) -> String? {
+        let description: String
+        switch acknowledgement {
+        case .success(let ack) where ack.isSatisfied: return nil
+        case .success(let ack):
+            description = "\(ack.replicas) of \(ack.required.replicas) replicas" + (ack.localAppendOnlyFile == false ? ", not fsynced on the primary" : "")
+        case .failure(let error):
+            description = "the wait failed: \(error.code)"
+        }
+        metrics.durabilityShortfalls(operation).increment()
+        logger.warning("Write not confirmed by enough Redis copies; a failover now could lose it",
+                       metadata: ["grant_id": "\(grantID)", "operation": "\(operation)", "acknowledged": "\(description)"])
+        return description
     }
 
     /// The decide script's extra arguments for an approval: MAC, client id, scopes.
@@ -326,6 +356,9 @@ public final class DeviceCodeStore: Sendable {
                 return .invalidGrant(.forged)
             }
             metrics.redeemed.increment()
+            if let durability = configuration.durability {
+                try await confirmRedemption(recordKey: keys.deviceKey(tag: tag, id: id), grantID: keys.grantID(tag: tag, id: id), durability: durability)
+            }
             return .authorized(userID: userID, scopes: scopes.split(separator: " ").map(String.init), grantID: keys.grantID(tag: tag, id: id))
         case "replay":
             metrics.replays.increment()
@@ -337,6 +370,19 @@ public final class DeviceCodeStore: Sendable {
         default:
             return .invalidGrant(.unknown)
         }
+    }
+
+    /// Waits until the redemption has the configured copies. A shortfall (or a failed wait) is
+    /// counted and logged but the token is still issued: see
+    /// ``DeviceCodeStoreConfiguration/durability``.
+    private func confirmRedemption(recordKey: String, grantID: String, durability: RedisDurability) async throws {
+        let acknowledgement: Result<RedisAcknowledgement, RedisError>
+        do {
+            acknowledgement = try await client.eval(StoreScripts.confirmRedemption, keys: [recordKey], durability: durability).acknowledgement
+        } catch let error as RedisError {
+            acknowledgement = .failure(error)
+        }
+        _ = shortfall(acknowledgement, operation: "redeem", grantID: grantID)
     }
 
     // MARK: - The reference model's methods, each atomic
@@ -390,8 +436,7 @@ public final class DeviceCodeStore: Sendable {
         if status == "a" {
             arguments += approvalArguments(id: id, userID: userID, clientID: code.clientID, scopes: code.scopes.joined(separator: " "))
         }
-        let reply = try await client.eval(StoreScripts.decide, keys: [try deviceKey(of: code)], arguments: arguments)
-        try Self.checkDecision(reply)
+        try await runDecision(keys: [try deviceKey(of: code)], arguments: arguments, grantID: code.grantID)
     }
 
     // MARK: - Reading records
@@ -492,4 +537,9 @@ struct StoreMetrics: Sendable {
     let expiredPolls = Counter(label: "deviceauth_polls_expired_total")
     let lockouts = Counter(label: "deviceauth_user_code_lockouts_total")
     let userCodeCollisions = Counter(label: "deviceauth_user_code_collisions_total")
+    /// Decisions (`decide`) and redemptions (`redeem`) that fewer copies confirmed than
+    /// ``DeviceCodeStoreConfiguration/durability`` asks for.
+    func durabilityShortfalls(_ operation: String) -> Counter {
+        Counter(label: "deviceauth_durability_shortfalls_total", dimensions: [("operation", operation)])
+    }
 }

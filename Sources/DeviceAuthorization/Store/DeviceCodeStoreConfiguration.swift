@@ -1,3 +1,5 @@
+import RedisClient
+
 /// Settings of a ``DeviceCodeStore``. Every API node sharing one Redis must use the same
 /// ``keyPrefix`` and ``secret``.
 public struct DeviceCodeStoreConfiguration: Sendable {
@@ -38,6 +40,19 @@ public struct DeviceCodeStoreConfiguration: Sendable {
     /// How many of a family's newest access tokens it remembers, to denylist them when the
     /// family is revoked (bounds the record's size).
     public var maxAccessTokensPerFamily: Int
+    /// Copies of every approval, denial and redemption that must confirm it before it counts
+    /// (`WAIT`, or `WAITAOF`), or `nil` (the default; right for a single Redis without replicas).
+    ///
+    /// - An approval or denial that is not confirmed in time throws
+    ///   ``DeviceAuthorizationError/Code/notDurable``: it was made on the primary and stays if
+    ///   the primary does, but the person is told it is not confirmed.
+    /// - A redemption that is not confirmed still returns its token (withholding it would lose
+    ///   the login for certain, to guard against a failover that may not come); it is counted in
+    ///   `deviceauth_durability_shortfalls_total` and logged with the grant id, so its tokens can
+    ///   be revoked if a failover follows.
+    /// Confirmed writes survive the primary's loss as long as a replica that has them is promoted
+    /// (Sentinel and Cluster promote the most up-to-date replica); this is not strong consistency.
+    public var durability: RedisDurability?
 
     /// Creates a configuration.
     /// - Parameters:
@@ -58,6 +73,7 @@ public struct DeviceCodeStoreConfiguration: Sendable {
     ///   - refreshIdleLifetime: idle lifetime of refresh tokens (14 days).
     ///   - refreshAbsoluteLifetime: absolute lifetime of a refresh family (90 days).
     ///   - maxAccessTokensPerFamily: access tokens a family remembers for revocation (16).
+    ///   - durability: acknowledgements decisions and redemptions wait for (`nil`: none).
     public init(
         keyPrefix: String = "da",
         secret: [UInt8],
@@ -75,8 +91,10 @@ public struct DeviceCodeStoreConfiguration: Sendable {
         userCodeAttempts: Int = 8,
         refreshIdleLifetime: Duration = .seconds(14 * 86_400),
         refreshAbsoluteLifetime: Duration = .seconds(90 * 86_400),
-        maxAccessTokensPerFamily: Int = 16
+        maxAccessTokensPerFamily: Int = 16,
+        durability: RedisDurability? = nil
     ) {
+        self.durability = durability
         self.refreshIdleLifetime = refreshIdleLifetime
         self.refreshAbsoluteLifetime = refreshAbsoluteLifetime
         self.maxAccessTokensPerFamily = maxAccessTokensPerFamily

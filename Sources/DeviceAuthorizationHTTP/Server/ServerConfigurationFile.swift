@@ -1,4 +1,5 @@
 import DeviceAuthorization
+import RedisClient
 import Foundation
 
 /// The JSON configuration file of `deviceauth-server` (`--config FILE`). Every member is optional.
@@ -167,6 +168,33 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
     public var maxIntervalSeconds: Int?
     /// Request rate limits per minute; 0 turns one off (see ``RateLimitSettings``).
     public var rateLimits: RateLimitsPerMinute?
+    /// Replica acknowledgements every approval, denial and redemption waits for (none when absent;
+    /// see ``DeviceCodeStoreConfiguration/durability``).
+    public var durability: Durability?
+
+    /// `"durability"`: `WAIT replicas timeout_ms` after each decision and redemption, or with
+    /// `append_only_file` `WAITAOF 1 replicas timeout_ms` (Redis ≥ 7.2 / Valkey ≥ 8 with
+    /// `appendonly yes`).
+    public struct Durability: Codable, Sendable, Equatable {
+        /// Replicas that must acknowledge (1…64).
+        public var replicas: Int
+        /// Milliseconds to wait for them (1…60 000; default 500).
+        public var timeoutMs: Int?
+        /// Also require the write fsynced to the append-only files (default false).
+        public var appendOnlyFile: Bool?
+
+        enum CodingKeys: String, CodingKey {
+            case replicas, timeoutMs = "timeout_ms", appendOnlyFile = "append_only_file"
+        }
+
+        /// The store setting these numbers describe.
+        /// - Throws: ``DeviceAuthorizationHTTPError`` for a number out of range.
+        public func setting() throws -> RedisDurability {
+            try Ranges.check(replicas, "durability.replicas", Ranges.durabilityReplicas)
+            try Ranges.check(timeoutMs, "durability.timeout_ms", Ranges.durabilityTimeoutMs)
+            return try RedisDurability(replicas: replicas, timeout: .milliseconds(timeoutMs ?? 500), appendOnlyFile: appendOnlyFile ?? false)
+        }
+    }
     /// Most parameters in one form body (64); more get 400 `invalid_request`.
     public var maxFormParameters: Int?
     /// A header every trusted proxy must send with ``proxySecretFile``'s secret before its
@@ -233,7 +261,7 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         case redisURL = "redis_url", issuer, publicBaseURL = "public_base_url", secret, secretFile = "secret_file", signingKeyFile = "signing_key_file"
         case tokenLifetimeSeconds = "token_lifetime_seconds", trustedProxies = "trusted_proxies", userHeader = "user_header"
         case users, clients, secureCookies = "secure_cookies", keyPrefix = "key_prefix", codeLifetimeSeconds = "code_lifetime_seconds"
-        case intervalSeconds = "interval_seconds", maxFailuresPerCaller = "max_failures_per_caller", rateLimits = "rate_limits"
+        case intervalSeconds = "interval_seconds", maxFailuresPerCaller = "max_failures_per_caller", rateLimits = "rate_limits", durability
         case maxFailuresPerUser = "max_failures_per_user", maxIntervalSeconds = "max_interval_seconds"
         case proxySecretHeader = "proxy_secret_header", proxySecretFile = "proxy_secret_file"
         case allowWideTrustedProxies = "allow_wide_trusted_proxies"
@@ -275,6 +303,10 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         /// `refresh_token_idle_seconds` and `refresh_token_absolute_seconds`, top level and per
         /// client: a second to ten years.
         public static let refreshTokenSeconds = 1...315_360_000
+        /// `durability.replicas`: at least one (none: leave `durability` out).
+        public static let durabilityReplicas = 1...64
+        /// `durability.timeout_ms`: a millisecond to a minute (0 would make `WAIT` block forever).
+        public static let durabilityTimeoutMs = 1...60_000
         /// `metrics_port`: a TCP port.
         public static let port = 1...65_535
 
@@ -295,6 +327,7 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         try Ranges.check(maxFailuresPerCaller, "max_failures_per_caller", Ranges.maxFailuresPerCaller)
         try Ranges.check(maxFailuresPerUser, "max_failures_per_user", Ranges.maxFailuresPerUser)
         try Ranges.check(maxIntervalSeconds, "max_interval_seconds", Ranges.maxIntervalSeconds)
+        _ = try durability?.setting()
         try Ranges.check(maxFormParameters, "max_form_parameters", Ranges.maxFormParameters)
         try Ranges.check(metricsPort, "metrics_port", Ranges.port)
         try Ranges.check(headerReadTimeoutSeconds, "header_read_timeout_seconds", Ranges.headerReadTimeoutSeconds)

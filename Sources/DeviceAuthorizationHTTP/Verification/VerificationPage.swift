@@ -291,6 +291,11 @@ extension DeviceAuthorizationRoutes {
             return alreadyUsedPage(cookies: cookies)
         case .grantChanged:
             return grantChangedPage(cookies: cookies)
+        case .notDurable:
+            // Made on the primary but not confirmed by enough replicas: it probably stands, but a
+            // failover could undo it, so the person is not told it is done.
+            return messagePage(title: "Not confirmed yet", message: "Your decision was recorded but could not be confirmed yet. Look at your device: if it does not continue within a minute, enter the code again.",
+                               status: .serviceUnavailable, cookies: cookies, showBack: true, headers: [.retryAfter: "5"], user: user)
         case .tooManyAttempts:
             let seconds = max(1, Int((error.retryAfter ?? .seconds(60)).components.seconds))
             let minutes = max(1, (seconds + 59) / 60)

@@ -52,10 +52,11 @@ final class ConnectionPool: Sendable {
 
     /// Recovers a script call that Redis answered with `NOSCRIPT` / `Function not found` (so it
     /// did not run): sends the `EVAL` form, or loads the library and sends the call again.
-    func recoverMissingScript(_ command: RedisCommand, error: RedisError) async throws -> RedisValue {
+    /// `trailer` is sent right behind the recovered command, on its connection.
+    func recoverMissingScript(_ command: RedisCommand, error: RedisError, trailer: [UInt8]?) async throws -> (RedisValue, Result<RedisValue, RedisError>?) {
         switch command.missingScriptRecovery {
         case .resend(let fallback)?:
-            return try await connection().send(fallback.encoded)
+            return try await connection().send(fallback.encoded, trailer: trailer)
         case .loadLibrary(let script)?:
             // A `FUNCTION FLUSH` between the load and the call (an operator, a failover to an
             // empty replica) makes the call miss again; it still did not run, so load and call
@@ -63,7 +64,7 @@ final class ConnectionPool: Sendable {
             for attempt in 1...Self.functionLoadAttempts {
                 try await loadLibrary(of: script)
                 do {
-                    return try await connection().send(command.encoded)
+                    return try await connection().send(command.encoded, trailer: trailer)
                 } catch let again as RedisError where again.isMissingScript && attempt < Self.functionLoadAttempts {
                     continue
                 }

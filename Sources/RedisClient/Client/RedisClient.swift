@@ -74,12 +74,12 @@ public final class RedisClient: Sendable {
     /// (the old primary is down, the new one not yet named) or `READONLY` (it reached a demoted
     /// primary) — with back-off, up to ``RedisClientConfiguration/clusterRetryTimeout``. A
     /// command that was in flight when its connection died is never sent again.
-    private func sendFollowingPrimary(_ command: RedisCommand, pool: ConnectionPool) async throws -> RedisValue {
+    private func sendFollowingPrimary(_ command: RedisCommand, trailer: [UInt8]?, pool: ConnectionPool) async throws -> (RedisValue, Result<RedisValue, RedisError>?) {
         let deadline = ContinuousClock.now + configuration.clusterRetryTimeout
         var delay = Duration.milliseconds(20)
         while true {
             do {
-                return try await pool.connection().send(command.encoded)
+                return try await pool.connection().send(command.encoded, trailer: trailer)
             } catch let error as RedisError where error.code == .connectionFailed || error.serverErrorPrefix == "READONLY" {
                 guard ContinuousClock.now + delay < deadline else { throw error }
                 try await Task.sleep(for: delay)
@@ -107,17 +107,52 @@ public final class RedisClient: Sendable {
     ///   and ``RedisError/Code/clusterUnavailable``.
     @discardableResult
     public func send(_ command: RedisCommand) async throws -> RedisValue {
+        try await send(command, trailer: nil).0
+    }
+
+    /// Sends one write and waits, on the same connection, until the copies `durability` asks
+    /// for have it (`WAIT`, or `WAITAOF`; in cluster mode on the primary that ran the write).
+    /// - Returns: the write's reply, and what was acknowledged; a failed wait (an older server
+    ///   without `WAITAOF`, `appendonly no`, a dropped connection) is the acknowledgement's
+    ///   error. The write itself ran in both cases: only its reply's error is thrown.
+    /// - Throws: as ``send(_:)``, for the write; ``RedisError/Code/invalidArgument`` (nothing
+    ///   sent) when the wait is not shorter than ``RedisClientConfiguration/commandTimeout``
+    ///   (the connection would be given up while Redis still waits).
+    public func send(_ command: RedisCommand, durability: RedisDurability) async throws -> (reply: RedisValue, acknowledgement: Result<RedisAcknowledgement, RedisError>) {
+        guard durability.timeout < configuration.commandTimeout else {
+            throw RedisError(.invalidArgument, "the durability timeout (\(durability.timeout)) must be shorter than the command timeout (\(configuration.commandTimeout))")
+        }
+        let (reply, trailer) = try await send(command, trailer: durability.command.encoded)
+        let acknowledgement: Result<RedisAcknowledgement, RedisError> = switch trailer {
+        case .success(let value)?:
+            Result { try durability.acknowledgement(from: value) }.mapError { $0 as? RedisError ?? RedisError(.protocolError, "\($0)") }
+        case .failure(let error)?: .failure(error)
+        case nil: .failure(RedisError(.protocolError, "no acknowledgement was read"))
+        }
+        return (reply, acknowledgement)
+    }
+
+    /// Runs a script as ``eval(_:keys:arguments:)`` and waits for `durability` (see
+    /// ``send(_:durability:)``).
+    public func eval(_ script: RedisScript, keys: [any RedisArgument] = [], arguments: [any RedisArgument] = [],
+                     durability: RedisDurability) async throws -> (reply: RedisValue, acknowledgement: Result<RedisAcknowledgement, RedisError>) {
+        try await send(scriptCommand(script, keys: keys, arguments: arguments), durability: durability)
+    }
+
+    /// `command`, and `trailer` right behind it on the same connection, whichever path (and
+    /// retry, script recovery, redirect) the command takes.
+    private func send(_ command: RedisCommand, trailer: [UInt8]?) async throws -> (RedisValue, Result<RedisValue, RedisError>?) {
         guard let pool else {
             // Force-unwrap-free: exactly one of `pool` and `cluster` is set by the initializer.
             guard let cluster else { throw RedisError(.shutdown, "the Redis client has no connections") }
-            return try await cluster.send(command)
+            return try await cluster.send(command, trailer: trailer)
         }
         if let setupError { throw setupError }
         do {
-            if resolver != nil { return try await sendFollowingPrimary(command, pool: pool) }
-            return try await pool.connection().send(command.encoded)
+            if resolver != nil { return try await sendFollowingPrimary(command, trailer: trailer, pool: pool) }
+            return try await pool.connection().send(command.encoded, trailer: trailer)
         } catch let error as RedisError where error.isMissingScript {
-            return try await pool.recoverMissingScript(command, error: error)
+            return try await pool.recoverMissingScript(command, error: error, trailer: trailer)
         }
     }
 
@@ -187,7 +222,7 @@ public final class RedisClient: Sendable {
         for index in results.indices {
             guard case .failure(let error) = results[index], error.isMissingScript,
                   commands[index].missingScriptRecovery != nil else { continue }
-            do { results[index] = .success(try await pool.recoverMissingScript(commands[index], error: error)) }
+            do { results[index] = .success(try await pool.recoverMissingScript(commands[index], error: error, trailer: nil).0) }
             catch { results[index] = .failure(error as? RedisError ?? RedisError(.server, "\(error)")) }
         }
         return results

@@ -59,11 +59,17 @@ final class ClusterRouter: Sendable {
     }
 
     func send(_ command: RedisCommand) async throws -> RedisValue {
-        let slot = try CommandKeys.slot(of: command)
-        return try await send(command, slot: slot, bytes: command.encoded)
+        try await send(command, trailer: nil).0
     }
 
-    private func send(_ command: RedisCommand, slot: Int?, bytes initialBytes: [UInt8]) async throws -> RedisValue {
+    /// `command` on the primary of its slot, with `trailer` right behind it on the connection
+    /// that finally ran it (after redirects and retries).
+    func send(_ command: RedisCommand, trailer: [UInt8]?) async throws -> (RedisValue, Result<RedisValue, RedisError>?) {
+        let slot = try CommandKeys.slot(of: command)
+        return try await send(command, slot: slot, bytes: command.encoded, trailer: trailer)
+    }
+
+    private func send(_ command: RedisCommand, slot: Int?, bytes initialBytes: [UInt8], trailer: [UInt8]? = nil) async throws -> (RedisValue, Result<RedisValue, RedisError>?) {
         var bytes = initialBytes
         var missingScriptRecoveries = 0
         var lastPool: ConnectionPool?
@@ -74,13 +80,13 @@ final class ClusterRouter: Sendable {
         var backoff = Duration.milliseconds(10)
         let deadline = ContinuousClock.now + configuration.clusterRetryTimeout
         while true {
-            let result: Result<RedisValue, RedisError>
+            let result: Result<(RedisValue, Result<RedisValue, RedisError>?), RedisError>
             var asking = false
             if case .ask = target { asking = true }
             do {
                 let pool = try await self.pool(for: target, deadline: deadline)
                 lastPool = pool
-                result = await Self.attempt(bytes, on: pool, asking: asking)
+                result = await Self.attempt(bytes, trailer: trailer, on: pool, asking: asking)
             } catch let error as RedisError {
                 result = .failure(error)
             }
@@ -127,13 +133,13 @@ final class ClusterRouter: Sendable {
         }
     }
 
-    private static func attempt(_ bytes: [UInt8], on pool: ConnectionPool, asking: Bool) async -> Result<RedisValue, RedisError> {
+    private static func attempt(_ bytes: [UInt8], trailer: [UInt8]?, on pool: ConnectionPool, asking: Bool) async -> Result<(RedisValue, Result<RedisValue, RedisError>?), RedisError> {
         if asking {
-            let results = await pool.connection().sendPipeline(askingCommand + bytes, count: 2)
+            let results = await pool.connection().sendPipeline(askingCommand + bytes + (trailer ?? []), count: trailer == nil ? 2 : 3)
             if case .failure(let error) = results[0], error.code != .server { return .failure(error) }
-            return results[1]
+            return results[1].map { ($0, trailer == nil ? nil : results[2]) }
         }
-        do { return .success(try await pool.connection().send(bytes)) }
+        do { return .success(try await pool.connection().send(bytes, trailer: trailer)) }
         catch let error as RedisError { return .failure(error) }
         catch { return .failure(RedisError(.server, "\(error)", underlying: error)) }
     }
@@ -219,7 +225,7 @@ final class ClusterRouter: Sendable {
             }
         }
         for index in retry.sorted() {
-            do { results[index] = .success(try await send(commands[index], slot: slots[index], bytes: commands[index].encoded)) }
+            do { results[index] = .success(try await send(commands[index], slot: slots[index], bytes: commands[index].encoded).0) }
             catch { results[index] = .failure(error as? RedisError ?? RedisError(.server, "\(error)")) }
         }
         return results
@@ -364,7 +370,7 @@ final class ClusterRouter: Sendable {
         }
         var results: [(RedisEndpoint, Result<RedisValue, RedisError>)] = []
         for pool in pools {
-            results.append((pool.endpoint, await Self.attempt(command.encoded, on: pool, asking: false)))
+            results.append((pool.endpoint, await Self.attempt(command.encoded, trailer: nil, on: pool, asking: false).map(\.0)))
         }
         return results
     }

@@ -31,7 +31,8 @@ final class RedisServerProcess: Sendable {
     ///
     /// A port that another process grabs between choosing and binding it is retried with a new one.
     /// - Throws: ``ChildProcess/Failure`` when the server exits or does not answer within 10 s.
-    static func start(executable: String, tls: Bool = false) async throws -> RedisServerProcess {
+    /// `arguments` go after the defaults (for example `--replicaof 127.0.0.1 <port>`).
+    static func start(executable: String, tls: Bool = false, arguments: [String] = []) async throws -> RedisServerProcess {
         var lastFailure: (any Error)?
         for _ in 0..<3 {
             let directory = FileManager.default.temporaryDirectory
@@ -45,7 +46,7 @@ final class RedisServerProcess: Sendable {
                 "--dir", directory.path,
                 "--save", "", "--appendonly", "no", "--daemonize", "no",
                 "--logfile", directory.appendingPathComponent("redis.log").path,
-            ]
+            ] + arguments
             process.standardInput = FileHandle.nullDevice
             let server = RedisServerProcess(port: port, directory: directory, process: process)
             do {
