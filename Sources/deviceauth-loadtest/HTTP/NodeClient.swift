@@ -169,7 +169,19 @@ enum FormEncoding {
     }()
 
     static func escape(_ value: String) -> String {
-        (value.addingPercentEncoding(withAllowedCharacters: allowed) ?? value)
+        // Device codes, ids and tokens are plain ASCII: nothing to escape, and no trip through
+        // Foundation (which was a tenth of the open model's CPU per request).
+        if value.utf8.allSatisfy(isPlain) { return value }
+        return value.addingPercentEncoding(withAllowedCharacters: allowed) ?? value
+    }
+
+    /// ASCII letters, digits and `-._*`: bytes `escape` leaves alone (all are in `allowed`).
+    private static func isPlain(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+             UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "*"): true
+        default: false
+        }
     }
 
     static func encode(_ pairs: [(String, String)]) -> String {
