@@ -46,15 +46,16 @@ struct ClusterHTTPTests {
             let keys = try await JWTKeyCollection().add(jwksJSON: try await client.execute(uri: "/.well-known/jwks.json", method: .get).text)
             let claims = try await keys.verify(try #require(token.json["access_token"] as? String), as: JWTTokenIssuer.Claims.self)
             #expect(claims.sub.value == "alice")
-            expectOAuthError(try await client.poll(deviceCode: deviceCode, clientID: "fast"), "invalid_grant")
+            expectSameToken(try await client.poll(deviceCode: deviceCode, clientID: "fast"), as: token)
+            expectOAuthError(try await client.poll(deviceCode: deviceCode, clientID: "fast", headers: elsewhere), "invalid_grant")
             #expect(try await browser.lookup(client, "\(userCode)").status == .conflict, "already used")
         }
     }
 
-    @Test("40 devices approved and redeemed concurrently across the primaries: 40 tokens, then 40 replays refused")
+    @Test("40 devices approved and redeemed concurrently across the primaries: 40 tokens, each polled again gets its own token back, replays from elsewhere refused")
     func manyGrants() async throws {
         // The default 30 device authorizations a minute per address would stop a single test client.
-        let fixture = try await HTTPFixture(redisURL: try Self.clusterURL(),
+        let fixture = try await HTTPFixture(trustedProxies: ["127.0.0.1"], redisURL: try Self.clusterURL(),
                                             rateLimits: RateLimitSettings(deviceAuthorizationsPerIP: nil, deviceAuthorizationsPerClient: nil))
         defer { fixture.shutdown() }
         try await fixture.app.test(.live) { client async throws -> Void in
@@ -76,17 +77,19 @@ struct ClusterHTTPTests {
             #expect(perPrimary.reduce(0, +) == 40)
             #expect(perPrimary.allSatisfy { $0 > 0 }, "40 random hash tags land on every primary: \(perPrimary)")
             for (_, userCode) in issued { try await fixture.store.approve(userCode: userCode, userID: "bob") }
-            let statuses = try await withThrowingTaskGroup(of: [HTTPResponse.Status].self) { group in
+            let answers = try await withThrowingTaskGroup(of: [TestResponse].self) { group in
                 for (deviceCode, _) in issued {
                     group.addTask {
-                        [try await client.poll(deviceCode: deviceCode, clientID: "fast").status,
-                         try await client.poll(deviceCode: deviceCode, clientID: "fast").status]
+                        [try await client.poll(deviceCode: deviceCode, clientID: "fast"),
+                         try await client.poll(deviceCode: deviceCode, clientID: "fast"),
+                         try await client.poll(deviceCode: deviceCode, clientID: "fast", headers: elsewhere)]
                     }
                 }
-                return try await group.reduce(into: []) { $0.append(contentsOf: $1) }
+                return try await group.reduce(into: []) { $0.append($1) }
             }
-            #expect(statuses.filter { $0 == .ok }.count == 40, "one token per device")
-            #expect(statuses.filter { $0 == .badRequest }.count == 40, "each second poll is a refused replay")
+            #expect(answers.allSatisfy { $0[0].status == .ok && $0[1].text == $0[0].text }, "one token per device, the same when polled again")
+            #expect(Set(answers.map { $0[0].text }).count == 40)
+            #expect(answers.allSatisfy { $0[2].oauthError == "invalid_grant" }, "each poll from elsewhere is a refused replay")
         }
     }
 

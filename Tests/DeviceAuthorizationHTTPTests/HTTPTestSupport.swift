@@ -191,6 +191,18 @@ func expectOAuthError(_ response: TestResponse, _ code: String, status: HTTPResp
     #expect(response.headers[.contentType]?.hasPrefix("application/json") == true, sourceLocation: sourceLocation)
 }
 
+/// A poll of a redeemed code from the device's own address, within the retry window: the same
+/// token answer again (a device whose answer was lost), never a second token.
+func expectSameToken(_ response: TestResponse, as first: TestResponse, sourceLocation: SourceLocation = #_sourceLocation) {
+    #expect(response.status == .ok, "\(response.text)", sourceLocation: sourceLocation)
+    #expect(response.json["access_token"] is String, sourceLocation: sourceLocation)
+    #expect(response.text == first.text, "the same answer, byte for byte", sourceLocation: sourceLocation)
+    #expect(response.headers[.cacheControl] == "no-store", sourceLocation: sourceLocation)
+}
+
+/// An address other than the device's, through a trusted proxy (fixtures trusting 127.0.0.1).
+let elsewhere: HTTPFields = [.xForwardedForTest: "203.0.113.250"]
+
 func basicAuthorization(_ id: String, _ secret: String) -> String {
     "Basic " + Data("\(id):\(secret)".utf8).base64EncodedString()
 }

@@ -82,7 +82,9 @@ struct RedisACLTests {
             #expect(approved.status == .ok)
             let token = try await client.poll(deviceCode: issued.deviceCode, clientID: "fast")
             #expect(token.status == .ok, "\(token.text)")
-            expectOAuthError(try await client.poll(deviceCode: issued.deviceCode, clientID: "fast"), "invalid_grant")
+            // The kept answer, sent again, and a replay, as that user too.
+            expectSameToken(try await client.poll(deviceCode: issued.deviceCode, clientID: "fast"), as: token)
+            expectOAuthError(try await client.poll(deviceCode: issued.deviceCode, clientID: "other-cli"), "invalid_grant")
             // Refresh tokens: create, rotate, reuse (revokes the family) run as the user too.
             // (Issued on the store: this fixture allows two device authorizations per address.)
             let refreshGrant = try await fixture.store.issue(clientID: "rt", scopes: ["profile"], interval: 0)

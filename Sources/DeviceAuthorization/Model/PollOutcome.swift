@@ -40,3 +40,45 @@ public enum InvalidGrantReason: String, Sendable, Hashable {
     /// (`deviceauth_grants_forged_total`).
     case forged
 }
+
+/// An approved grant whose token answer the token endpoint is asked to mint
+/// (``DeviceCodeStore/poll(deviceCode:clientID:origin:answer:)``).
+public struct ApprovedGrant: Sendable, Hashable {
+    /// The approving user.
+    public var userID: String
+    /// The granted scopes.
+    public var scopes: [String]
+    /// The grant's id (safe to log).
+    public var grantID: String
+}
+
+/// What the token endpoint sends for a poll that may redeem.
+public enum TokenPollResult: Sendable, Hashable {
+    /// Not approved: answer with this outcome (never ``PollOutcome/authorized(userID:scopes:grantID:)``).
+    case outcome(PollOutcome)
+    /// Send this token answer.
+    case answer(TokenAnswer)
+}
+
+/// A token answer (the bytes of the RFC 6749 §5.1 body) and where it came from.
+public struct TokenAnswer: Sendable, Hashable {
+    /// Where the answer came from.
+    public enum Source: Sendable, Hashable {
+        /// Minted by this poll, which redeemed the grant.
+        case minted
+        /// Minted by an earlier poll of this device code from the same address, within the
+        /// retry window: that poll's answer was lost (or it is still on its way).
+        case redelivered
+        /// This poll minted an answer, but a concurrent poll from the same address redeemed
+        /// first: its answer is sent, and the one this poll minted must be discarded (its
+        /// refresh family revoked).
+        case concurrentRedemption
+    }
+
+    /// The answer's bytes.
+    public var body: [UInt8]
+    /// The grant's id (safe to log).
+    public var grantID: String
+    /// Where it came from.
+    public var source: Source
+}

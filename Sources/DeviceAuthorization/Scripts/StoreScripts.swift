@@ -6,7 +6,9 @@ import RedisClient
 /// Record fields: `s` status (`p` pending, `a` authorized, `d` denied, `r` redeemed), `c` client
 /// id, `sc` scopes, `e` expiry (ms), `l` last accepted poll (ms), `i` interval (s), `u` user id,
 /// `ca` created (ms), `dt` decided (ms), `rp` replayed polls, `o` the address the device asked from
-/// (at most 64 bytes, absent when unknown), `m` the approval's MAC (see `KeySchema.approvalMAC`).
+/// (at most 64 bytes, absent when unknown), `m` the approval's MAC (see `KeySchema.approvalMAC`);
+/// after a redemption with a retry window: `t` the token answer sealed under the node secret
+/// (`AnswerSeal`), `w` the window's end (ms), `ro` the redeeming poll's origin digest.
 ///
 /// Clock: Redis's `TIME` can jump backwards (NTP step, a restored VM). Every script that compares
 /// or stores times first raises `now` to the latest time the record (or counter) holds, with
@@ -45,27 +47,43 @@ enum StoreScripts {
         return expires
         """)
 
-    /// KEYS: device record. ARGV: client id, tolerance ms, interval cap s.
-    /// The token endpoint in one round trip: rate limit, poll time, outcome, single-use redemption.
-    /// `{'authorized', user, scopes, mac}`: the node checks the MAC before it issues a token (Lua
-    /// has no secret), so a forged approval still costs this one round trip and burns the record.
+    /// KEYS: device record. ARGV: client id, tolerance ms, interval cap s, retry window ms (`0`:
+    /// redeem in this script), origin digest of the poll.
+    /// The token endpoint in one round trip: rate limit, poll time, outcome, and (window `0`)
+    /// single-use redemption.
+    /// - Approved, window `0`: redeems and returns `{'authorized', user, scopes, mac}`. The node
+    ///   checks the MAC before it issues a token (Lua has no secret), so a forged approval still
+    ///   costs this one round trip and burns the record.
+    /// - Approved, window > 0: returns `{'approved', user, scopes, mac}` and changes nothing; the
+    ///   node mints the answer and redeems with ``redeem``, which stores it sealed.
+    /// - Redeemed: `{'redeliver', sealed answer}` while the retry window of the redeeming poll is
+    ///   open and this poll comes from the same origin (a device whose answer was lost, polling
+    ///   again); otherwise a replay, counted in `rp` (after the window the sealed answer is cleared).
     /// `slow_down` raises the interval by 5 s up to the cap (an interval already above it, as
     /// issued, is left alone).
     static let poll = RedisScript("""
         #!lua flags=allow-oom
-        local r = redis.call('HMGET', KEYS[1], 's', 'c', 'e', 'l', 'i', 'u', 'sc', 'm', 'ca', 'dt')
+        local r = redis.call('HMGET', KEYS[1], 's', 'c', 'e', 'l', 'i', 'u', 'sc', 'm', 'ca', 'dt', 'w', 'ro')
         local s = r[1]
         if not s then return {'unknown'} end
         if r[2] ~= ARGV[1] then return {'wrong_client'} end
+        \(now)
+        \(clampNow("r[4]", "r[9]", "r[10]"))
         if s == 'r' then
+          local w = tonumber(r[11])
+          if w and now < w and r[12] == ARGV[5] then
+            local t = redis.call('HMGET', KEYS[1], 't')[1]
+            if t and t ~= '' then return {'redeliver', t} end
+          end
+          -- Window over: the sealed answer is no longer needed (HSET: the ACL has no HDEL).
+          if w and w > 0 and now >= w then redis.call('HSET', KEYS[1], 't', '', 'w', 0) end
           redis.call('HINCRBY', KEYS[1], 'rp', 1)
           return {'replay'}
         end
         if s == 'd' then return {'denied'} end
-        \(now)
-        \(clampNow("r[4]", "r[9]", "r[10]"))
         if now >= tonumber(r[3]) then return {'expired'} end
         if s == 'a' then
+          if ARGV[4] ~= '0' then return {'approved', r[6] or '', r[7] or '', r[8] or ''} end
           redis.call('HSET', KEYS[1], 's', 'r', 'l', now)
           return {'authorized', r[6] or '', r[7] or '', r[8] or ''}
         end
@@ -80,6 +98,33 @@ enum StoreScripts {
         end
         redis.call('HSET', KEYS[1], 'l', now)
         return {'pending'}
+        """)
+
+    /// KEYS: device record. ARGV: client id, the approval MAC the node checked, sealed answer,
+    /// retry window ms, origin digest, grace ms.
+    /// Single-use redemption of an approved grant with its answer (the second step of a poll
+    /// with a retry window): approved → redeemed, storing the sealed answer (`t`), the window's
+    /// end (`w`) and the redeeming poll's origin digest (`ro`); the record then lives at least
+    /// until the window ends. `{'redeemed'}`; `{'taken', sealed}` when another poll of the same
+    /// origin redeemed first (its answer is the one to send, so one grant gives one token);
+    /// `{'replay'}` (counted) when a poll of another origin did; `{'gone'}` when the record is
+    /// no longer the approval that was checked.
+    static let redeem = RedisScript("""
+        #!lua flags=allow-oom
+        local r = redis.call('HMGET', KEYS[1], 's', 'c', 'm', 'e', 'l', 'ca', 'dt', 'ro', 't')
+        if not r[1] or r[2] ~= ARGV[1] then return {'gone'} end
+        if r[1] == 'r' then
+          if r[8] == ARGV[5] and r[9] and r[9] ~= '' then return {'taken', r[9]} end
+          redis.call('HINCRBY', KEYS[1], 'rp', 1)
+          return {'replay'}
+        end
+        if r[1] ~= 'a' or r[3] ~= ARGV[2] then return {'gone'} end
+        \(now)
+        \(clampNow("r[5]", "r[6]", "r[7]"))
+        local window = tonumber(ARGV[4])
+        redis.call('HSET', KEYS[1], 's', 'r', 'l', now, 't', ARGV[3], 'w', now + window, 'ro', ARGV[5])
+        if now + window > tonumber(r[4]) + tonumber(ARGV[6]) then redis.call('PEXPIREAT', KEYS[1], now + window) end
+        return {'redeemed'}
         """)
 
     /// KEYS: device record. A write behind a redemption, on the connection that sends the `WAIT`

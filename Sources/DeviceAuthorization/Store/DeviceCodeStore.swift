@@ -31,6 +31,7 @@ public final class DeviceCodeStore: Sendable {
     private let client: RedisClient
     /// Internal (not private) so tests can build the keys an attacker with Redis access would write.
     let keys: KeySchema
+    private let seal: AnswerSeal
     private let logger: Logger
     private let metrics = StoreMetrics()
 
@@ -39,6 +40,7 @@ public final class DeviceCodeStore: Sendable {
         self.client = client
         self.configuration = configuration
         self.keys = KeySchema(prefix: configuration.keyPrefix, secret: configuration.secret)
+        self.seal = AnswerSeal(secret: configuration.secret)
         self.logger = logger
     }
 
@@ -320,31 +322,125 @@ public final class DeviceCodeStore: Sendable {
 
     // MARK: - Token endpoint
 
-    /// Answers a device's poll in one round trip (RFC 8628 §3.4–3.5).
+    /// Answers a device's poll in one round trip (RFC 8628 §3.4–3.5), redeeming in the same step.
     ///
     /// While pending, a poll earlier than the interval (minus ``DeviceCodeStoreConfiguration/pollTolerance``)
     /// after the last *accepted* poll gets ``PollOutcome/slowDown(newInterval:)`` and the interval
     /// grows by 5 s for good. An approved grant is redeemed by the first poll, at once and exactly
     /// once; later polls get ``PollOutcome/invalidGrant(_:)`` with ``InvalidGrantReason/alreadyRedeemed``,
     /// which is counted and logged (with the grant id, never the code) so tokens can be revoked.
+    ///
+    /// A token endpoint should use ``poll(deviceCode:clientID:origin:answer:)`` instead: here an
+    /// answer lost on its way to the device is a lost login.
     public func poll(deviceCode: String, clientID: String) async throws -> PollOutcome {
-        guard let tag = DeviceCodeFormat.tag(of: deviceCode) else { return .invalidGrant(.unknown) }
+        switch try await pollStep(deviceCode: deviceCode, clientID: clientID, retryWindow: 0, originDigest: "") {
+        case .outcome(let outcome): outcome
+        case .approved, .redeliver: .invalidGrant(.unknown)   // only with a retry window
+        }
+    }
+
+    /// Answers a device's poll (RFC 8628 §3.4–3.5) so that no login is lost in flight: the token
+    /// endpoint's way to poll.
+    ///
+    /// Pending, denied, expired and unknown codes are answered in one round trip, as
+    /// ``poll(deviceCode:clientID:)``. For an approved grant the store calls `answer` to mint the
+    /// token answer, then redeems the grant in a second script that keeps the answer sealed under
+    /// the node secret (``AnswerSeal``; never in plaintext) for
+    /// ``DeviceCodeStoreConfiguration/redemptionRetryWindow``. A later poll of the same device
+    /// code and client **from the same `origin`** within that window gets the same answer again
+    /// (``TokenAnswer/Source/redelivered``): a device whose answer was lost (a command timeout, a
+    /// node that died mid-request) still completes its login, and no poller ever gets a second,
+    /// different token. Every other poll of a redeemed code is a replay (``InvalidGrantReason/alreadyRedeemed``,
+    /// counted in `deviceauth_grants_replayed_total`).
+    ///
+    /// If Redis fails between the two steps, the grant stays approved (the next poll mints again)
+    /// or is redeemed with its answer kept (the next poll gets it): either way the device's next
+    /// poll completes the login. Concurrent polls of one approved code may each mint; one
+    /// redeems, the others send its answer (``TokenAnswer/Source/concurrentRedemption``) or are
+    /// replays (another origin): a caller that minted and does not get ``TokenAnswer/Source/minted``
+    /// back must discard what it minted (revoke its refresh family).
+    /// - Parameters:
+    ///   - origin: the address the poll came from (as the rate limits see it); `nil` when unknown.
+    ///   - answer: mints the token answer (the response body) for the approved grant.
+    public func poll(deviceCode: String, clientID: String, origin: String?,
+                     answer: (ApprovedGrant) async throws -> [UInt8]) async throws -> TokenPollResult {
+        let window = max(0, configuration.redemptionRetryWindow.milliseconds)
+        let originDigest = keys.originDigest(origin)
+        switch try await pollStep(deviceCode: deviceCode, clientID: clientID, retryWindow: window, originDigest: originDigest) {
+        case .outcome(.authorized(let userID, let scopes, let grantID)):
+            // No retry window: the poll script has redeemed.
+            return .answer(TokenAnswer(body: try await answer(ApprovedGrant(userID: userID, scopes: scopes, grantID: grantID)),
+                                       grantID: grantID, source: .minted))
+        case .outcome(let outcome):
+            return .outcome(outcome)
+        case .redeliver(let sealed, let grantID, let clientID):
+            guard let body = openAnswer(sealed, grantID: grantID, clientID: clientID) else { return .outcome(.invalidGrant(.forged)) }
+            metrics.redelivered.increment()
+            logger.notice("Token answer sent again: a poll of a redeemed code from the redeeming poll's address, within the retry window",
+                          metadata: ["grant_id": "\(grantID)", "client_id": "\(clientID)"])
+            return .answer(TokenAnswer(body: body, grantID: grantID, source: .redelivered))
+        case .approved(let grant, let mac, let recordKey):
+            let body = try await answer(grant)
+            let arguments: [any RedisArgument] = [clientID, mac, try seal.seal(body, grantID: grant.grantID), window, originDigest,
+                                                  configuration.gracePeriod.milliseconds]
+            let reply: RedisValue
+            if let durability = configuration.durability {
+                let acknowledged = try await client.eval(StoreScripts.redeem, keys: [recordKey], arguments: arguments, durability: durability)
+                reply = acknowledged.reply
+                if reply.array?.first?.string == "redeemed" {
+                    _ = shortfall(acknowledged.acknowledgement, operation: "redeem", grantID: grant.grantID)
+                }
+            } else {
+                reply = try await client.eval(StoreScripts.redeem, keys: [recordKey], arguments: arguments)
+            }
+            let parts = reply.array ?? []
+            switch parts.first?.string {
+            case "redeemed":
+                metrics.redeemed.increment()
+                return .answer(TokenAnswer(body: body, grantID: grant.grantID, source: .minted))
+            case "taken":
+                guard parts.count > 1, let sealed = parts[1].bytes, let winner = openAnswer(sealed, grantID: grant.grantID, clientID: clientID) else {
+                    return .outcome(.invalidGrant(.forged))
+                }
+                metrics.redelivered.increment()
+                return .answer(TokenAnswer(body: winner, grantID: grant.grantID, source: .concurrentRedemption))
+            case "replay":
+                return .outcome(replayed(grantID: grant.grantID, clientID: clientID))
+            default:
+                return .outcome(.invalidGrant(.unknown))
+            }
+        }
+    }
+
+    /// One step of a poll: the poll script's answer, decoded.
+    private enum PollStep {
+        case outcome(PollOutcome)
+        /// Approved, not redeemed yet (retry window > 0): the approval's MAC checked.
+        case approved(ApprovedGrant, mac: String, recordKey: String)
+        /// Redeemed within the retry window, from the redeeming poll's origin.
+        case redeliver(sealed: [UInt8], grantID: String, clientID: String)
+    }
+
+    private func pollStep(deviceCode: String, clientID: String, retryWindow: Int, originDigest: String) async throws -> PollStep {
+        guard let tag = DeviceCodeFormat.tag(of: deviceCode) else { return .outcome(.invalidGrant(.unknown)) }
         let id = keys.deviceID(deviceCode)
-        let reply = try await client.eval(StoreScripts.poll, keys: [keys.deviceKey(tag: tag, id: id)],
-                                          arguments: [clientID, configuration.pollTolerance.milliseconds, configuration.maxInterval])
+        let recordKey = keys.deviceKey(tag: tag, id: id)
+        let grantID = keys.grantID(tag: tag, id: id)
+        let reply = try await client.eval(StoreScripts.poll, keys: [recordKey],
+                                          arguments: [clientID, configuration.pollTolerance.milliseconds, configuration.maxInterval, retryWindow, originDigest])
         let parts = reply.array ?? []
         switch parts.first?.string {
         case "pending":
-            return .authorizationPending
+            return .outcome(.authorizationPending)
         case "slow_down":
             metrics.slowDowns.increment()
-            return .slowDown(newInterval: parts.count > 1 ? parts[1].int ?? 0 : 0)
+            return .outcome(.slowDown(newInterval: parts.count > 1 ? parts[1].int ?? 0 : 0))
         case "denied":
-            return .accessDenied
+            return .outcome(.accessDenied)
         case "expired":
             metrics.expiredPolls.increment()
-            return .expiredToken
-        case "authorized":
+            return .outcome(.expiredToken)
+        case let kind? where kind == "authorized" || kind == "approved":
             let userID = parts.count > 1 ? parts[1].string ?? "" : ""
             let scopes = parts.count > 2 ? parts[2].string ?? "" : ""
             let mac = parts.count > 3 ? parts[3].string ?? "" : ""
@@ -352,24 +448,43 @@ public final class DeviceCodeStore: Sendable {
             guard !userID.isEmpty, KeySchema.macsEqual(mac, keys.approvalMAC(id: id, userID: userID, clientID: clientID, scopes: scopes)) else {
                 metrics.forged.increment()
                 logger.error("Forged approval in Redis: the record says approved but its MAC is missing or wrong; no token issued. Someone wrote to Redis without the node secret",
-                             metadata: ["grant_id": "\(keys.grantID(tag: tag, id: id))", "client_id": "\(clientID)"])
-                return .invalidGrant(.forged)
+                             metadata: ["grant_id": "\(grantID)", "client_id": "\(clientID)"])
+                return .outcome(.invalidGrant(.forged))
             }
+            let grant = ApprovedGrant(userID: userID, scopes: scopes.split(separator: " ").map(String.init), grantID: grantID)
+            if kind == "approved" { return .approved(grant, mac: mac, recordKey: recordKey) }
             metrics.redeemed.increment()
             if let durability = configuration.durability {
-                try await confirmRedemption(recordKey: keys.deviceKey(tag: tag, id: id), grantID: keys.grantID(tag: tag, id: id), durability: durability)
+                try await confirmRedemption(recordKey: recordKey, grantID: grantID, durability: durability)
             }
-            return .authorized(userID: userID, scopes: scopes.split(separator: " ").map(String.init), grantID: keys.grantID(tag: tag, id: id))
+            return .outcome(.authorized(userID: grant.userID, scopes: grant.scopes, grantID: grantID))
+        case "redeliver":
+            guard parts.count > 1, let sealed = parts[1].bytes else { return .outcome(.invalidGrant(.unknown)) }
+            return .redeliver(sealed: sealed, grantID: grantID, clientID: clientID)
         case "replay":
-            metrics.replays.increment()
-            logger.warning("Replayed device code: the grant was already redeemed; revoke its tokens",
-                           metadata: ["grant_id": "\(keys.grantID(tag: tag, id: id))", "client_id": "\(clientID)"])
-            return .invalidGrant(.alreadyRedeemed)
+            return .outcome(replayed(grantID: grantID, clientID: clientID))
         case "wrong_client":
-            return .invalidGrant(.wrongClient)
+            return .outcome(.invalidGrant(.wrongClient))
         default:
-            return .invalidGrant(.unknown)
+            return .outcome(.invalidGrant(.unknown))
         }
+    }
+
+    private func replayed(grantID: String, clientID: String) -> PollOutcome {
+        metrics.replays.increment()
+        logger.warning("Replayed device code: the grant was already redeemed; revoke its tokens",
+                       metadata: ["grant_id": "\(grantID)", "client_id": "\(clientID)"])
+        return .invalidGrant(.alreadyRedeemed)
+    }
+
+    /// A sealed answer from Redis, opened; `nil` (counted and logged as forged) when it does not
+    /// open under this secret for this grant.
+    private func openAnswer(_ sealed: [UInt8], grantID: String, clientID: String) -> [UInt8]? {
+        if let body = seal.open(sealed, grantID: grantID) { return body }
+        metrics.forged.increment()
+        logger.error("A kept token answer in Redis does not open under the node secret; not sent. Someone wrote to Redis without the secret, or the secret changed",
+                     metadata: ["grant_id": "\(grantID)", "client_id": "\(clientID)"])
+        return nil
     }
 
     /// Waits until the redemption has the configured copies. A shortfall (or a failed wait) is
@@ -532,6 +647,8 @@ struct StoreMetrics: Sendable {
     let denied = Counter(label: "deviceauth_grants_denied_total")
     let redeemed = Counter(label: "deviceauth_grants_redeemed_total")
     let replays = Counter(label: "deviceauth_grants_replayed_total")
+    /// Token answers sent again within the retry window (a poll whose first answer was lost).
+    let redelivered = Counter(label: "deviceauth_grants_redelivered_total")
     let forged = Counter(label: "deviceauth_grants_forged_total")
     let slowDowns = Counter(label: "deviceauth_polls_slow_down_total")
     let expiredPolls = Counter(label: "deviceauth_polls_expired_total")

@@ -53,6 +53,13 @@ public struct DeviceCodeStoreConfiguration: Sendable {
     /// Confirmed writes survive the primary's loss as long as a replica that has them is promoted
     /// (Sentinel and Cluster promote the most up-to-date replica); this is not strong consistency.
     public var durability: RedisDurability?
+    /// How long a redeemed grant's token answer is kept, sealed, for a device whose answer was
+    /// lost (a timeout, a node that died mid-request): a poll of the same device code and client
+    /// from the same address in this window gets the same answer again, counted in
+    /// `deviceauth_grants_redelivered_total`. Any other poll of a redeemed code is a replay.
+    /// Used by ``DeviceCodeStore/poll(deviceCode:clientID:origin:answer:)``; `.zero` turns it off
+    /// (the poll redeems in one step, and a lost answer is a lost login). At most 10 minutes.
+    public var redemptionRetryWindow: Duration
 
     /// Creates a configuration.
     /// - Parameters:
@@ -74,6 +81,7 @@ public struct DeviceCodeStoreConfiguration: Sendable {
     ///   - refreshAbsoluteLifetime: absolute lifetime of a refresh family (90 days).
     ///   - maxAccessTokensPerFamily: access tokens a family remembers for revocation (16).
     ///   - durability: acknowledgements decisions and redemptions wait for (`nil`: none).
+    ///   - redemptionRetryWindow: how long a lost token answer can be fetched again (60 s).
     public init(
         keyPrefix: String = "da",
         secret: [UInt8],
@@ -92,9 +100,11 @@ public struct DeviceCodeStoreConfiguration: Sendable {
         refreshIdleLifetime: Duration = .seconds(14 * 86_400),
         refreshAbsoluteLifetime: Duration = .seconds(90 * 86_400),
         maxAccessTokensPerFamily: Int = 16,
-        durability: RedisDurability? = nil
+        durability: RedisDurability? = nil,
+        redemptionRetryWindow: Duration = .seconds(60)
     ) {
         self.durability = durability
+        self.redemptionRetryWindow = redemptionRetryWindow
         self.refreshIdleLifetime = refreshIdleLifetime
         self.refreshAbsoluteLifetime = refreshAbsoluteLifetime
         self.maxAccessTokensPerFamily = maxAccessTokensPerFamily

@@ -62,6 +62,14 @@ struct KeySchema: Sendable {
         return hexString(Array(hmac.finalize())[0..<16])
     }
 
+    /// The digest of the address a poll came from (`ro`, compared by the poll script before it
+    /// hands a sealed answer out again): 64 bits of HMAC(secret, origin), hex; `""` when unknown.
+    func originDigest(_ origin: String?) -> String {
+        guard let origin, !origin.isEmpty else { return "" }
+        let mac = HMAC<SHA256>.authenticationCode(for: Array(("o:" + origin).utf8), using: secret)
+        return hexString(Array(mac)[0..<8])
+    }
+
     /// Compares two MACs in time independent of where they differ.
     static func macsEqual(_ a: String, _ b: String) -> Bool {
         let x = Array(a.utf8), y = Array(b.utf8)

@@ -88,9 +88,17 @@ public struct OAuthError: Error, Sendable, Equatable {
 /// JSON responses with `Cache-Control: no-store` (RFC 6749 §5.1).
 enum JSONResponse {
     static func make(status: HTTPResponse.Status = .ok, object: [String: Any]) -> Response {
-        let buffer = JSONWriter.flatObject(object).map { ByteBuffer(string: $0) }
-            ?? ByteBuffer(bytes: (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8))
-        return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: buffer))
+        make(status: status, bytes: encode(object))
+    }
+
+    /// A body already encoded (``encode(_:)``), for example a token answer sent again.
+    static func make(status: HTTPResponse.Status = .ok, bytes: [UInt8]) -> Response {
+        Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+
+    static func encode(_ object: [String: Any]) -> [UInt8] {
+        if let flat = JSONWriter.flatObject(object) { return Array(flat.utf8) }
+        return Array((try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8))
     }
 
     /// `Content-Type`, `Cache-Control: no-store`, `Pragma: no-cache` and `nosniff` (built once:

@@ -212,43 +212,85 @@ public struct DeviceAuthorizationRoutes: Sendable {
                 throw OAuthError.rateLimited("too many unknown device codes from this address", retryAfter: retryAfter)
             }
             // An oversized code cannot exist: answered like an unknown one without asking Redis.
-            let outcome = deviceCode.utf8.count <= 256 ? try await store.poll(deviceCode: deviceCode, clientID: client.clientID) : .invalidGrant(.unknown)
-            if case .invalidGrant(.unknown) = outcome, let unknownCodeBucket = unknownDeviceCodeBucket(request, context) {
-                let recorded = try await rateLimiter.record([unknownCodeBucket])
-                if !recorded.admitted, case .limited(_, let retryAfter) = recorded.next {
-                    throw OAuthError.rateLimited("too many unknown device codes from this address", retryAfter: retryAfter)
-                }
-            }
-            switch outcome {
-            case .authorizationPending:
-                return OAuthError.authorizationPendingResponse
-            case .slowDown(let newInterval):
-                throw OAuthError("slow_down", "polling too fast; wait at least \(newInterval) seconds between requests", extra: ["interval": newInterval])
-            case .accessDenied:
-                return OAuthError.accessDeniedResponse
-            case .expiredToken:
-                return OAuthError.expiredTokenResponse
-            case .invalidGrant(let reason):
-                if reason != .unknown {
-                    context.logger.notice("invalid_grant", metadata: ["reason": "\(reason.rawValue)", "client_id": "\(client.clientID)"])
-                }
-                throw OAuthError("invalid_grant", reason == .alreadyRedeemed ? "the device code was already used" : "the device code is not valid for this client")
-            case .authorized(let userID, let scopes, let grantID):
+            guard deviceCode.utf8.count <= 256 else { return try await answer(.invalidGrant(.unknown), client: client, request, context) }
+            let origin = RequestOrigin(request: request, peerAddress: context.peerIPAddress, trustedProxies: configuration.trustedProxies)
+            // What this poll minted, if it did: discarded unless this poll's answer is the one sent.
+            var minted: (family: IssuedRefreshToken?, tokenID: String?)?
+            let result = try await store.poll(deviceCode: deviceCode, clientID: client.clientID, origin: origin.clientIP) { grant in
                 var family: IssuedRefreshToken?
                 let planned = plannedAccessToken()
-                if client.issuesRefreshToken(scopes: scopes) {
+                if client.issuesRefreshToken(scopes: grant.scopes) {
                     // Before the access token, so the family knows its jti: revoking the family
                     // then denylists this first token too.
-                    family = try await refreshTokens.createFamily(clientID: client.clientID, userID: userID, scopes: scopes,
+                    family = try await refreshTokens.createFamily(clientID: client.clientID, userID: grant.userID, scopes: grant.scopes,
                                                                   idleLifetime: client.refreshIdleLifetime, absoluteLifetime: client.refreshAbsoluteLifetime,
                                                                   accessToken: planned)
                 }
-                return try await tokenResponse(TokenRequest(userID: userID, clientID: client.clientID, scopes: scopes, grantID: grantID,
-                                                            audience: client.audience, tokenID: planned.tokenID, familyID: family?.familyID),
-                                               refreshToken: family?.token, context)
+                minted = (family, nil)
+                let (body, tokenID) = try await tokenAnswer(TokenRequest(userID: grant.userID, clientID: client.clientID, scopes: grant.scopes, grantID: grant.grantID,
+                                                                         audience: client.audience, tokenID: planned.tokenID, familyID: family?.familyID),
+                                                            refreshToken: family?.token, context)
+                minted = (family, tokenID)
+                return body
+            }
+            switch result {
+            case .outcome(let outcome):
+                if let minted { await discard(minted.family, client: client, context) }
+                return try await answer(outcome, client: client, request, context)
+            case .answer(let tokenAnswer):
+                switch tokenAnswer.source {
+                case .minted:
+                    // The jti ties a token seen later (a resource server's log, a leak) to its grant.
+                    context.logger.info("issued access token", metadata: ["grant_id": "\(tokenAnswer.grantID)", "client_id": "\(client.clientID)",
+                                                                          "jti": "\(minted?.tokenID ?? "-")", "refresh": "\(minted?.family != nil)"])
+                case .redelivered, .concurrentRedemption:
+                    if let minted { await discard(minted.family, client: client, context) }
+                    context.logger.notice("token answer sent again", metadata: ["grant_id": "\(tokenAnswer.grantID)", "client_id": "\(client.clientID)"])
+                }
+                return JSONResponse.make(bytes: tokenAnswer.body)
             }
         } catch {
             return oauthErrorResponse(error, context)
+        }
+    }
+
+    /// The answer to a poll that gave no token; an unknown code is counted against its address.
+    func answer(_ outcome: PollOutcome, client: RegisteredClient, _ request: Request, _ context: DeviceAuthorizationRequestContext) async throws -> Response {
+        if case .invalidGrant(.unknown) = outcome, let unknownCodeBucket = unknownDeviceCodeBucket(request, context) {
+            let recorded = try await rateLimiter.record([unknownCodeBucket])
+            if !recorded.admitted, case .limited(_, let retryAfter) = recorded.next {
+                throw OAuthError.rateLimited("too many unknown device codes from this address", retryAfter: retryAfter)
+            }
+        }
+        switch outcome {
+        case .authorizationPending:
+            return OAuthError.authorizationPendingResponse
+        case .slowDown(let newInterval):
+            throw OAuthError("slow_down", "polling too fast; wait at least \(newInterval) seconds between requests", extra: ["interval": newInterval])
+        case .accessDenied:
+            return OAuthError.accessDeniedResponse
+        case .expiredToken:
+            return OAuthError.expiredTokenResponse
+        case .invalidGrant(let reason):
+            if reason != .unknown {
+                context.logger.notice("invalid_grant", metadata: ["reason": "\(reason.rawValue)", "client_id": "\(client.clientID)"])
+            }
+            throw OAuthError("invalid_grant", reason == .alreadyRedeemed ? "the device code was already used" : "the device code is not valid for this client")
+        case .authorized:
+            // The redeeming poll answers with a token; this outcome never reaches here.
+            throw OAuthError.serverError
+        }
+    }
+
+    /// A refresh family minted for an answer that was not sent (another poll's answer was): revoked,
+    /// so no usable refresh token exists that nobody holds.
+    func discard(_ family: IssuedRefreshToken?, client: RegisteredClient, _ context: DeviceAuthorizationRequestContext) async {
+        guard let family else { return }
+        do {
+            _ = try await refreshTokens.revoke(refreshToken: family.token, clientID: client.clientID)
+        } catch {
+            context.logger.warning("could not revoke the refresh family of an answer not sent; it expires unused",
+                                   metadata: ["family_id": "\(family.familyID)", "error": "\(type(of: error))"])
         }
     }
 
@@ -291,8 +333,8 @@ public struct DeviceAuthorizationRoutes: Sendable {
                              expiresAt: Date().addingTimeInterval(TimeInterval(tokens.maximumTokenLifetime.components.seconds) + 1))
     }
 
-    /// Mints the access token and renders the RFC 6749 §5.1 answer.
-    func tokenResponse(_ tokenRequest: TokenRequest, refreshToken: String?, _ context: DeviceAuthorizationRequestContext) async throws -> Response {
+    /// Mints the access token and renders the RFC 6749 §5.1 answer; also its `jti`.
+    func tokenAnswer(_ tokenRequest: TokenRequest, refreshToken: String?, _ context: DeviceAuthorizationRequestContext) async throws -> (body: [UInt8], tokenID: String?) {
         let token: IssuedToken
         do {
             token = try await tokens.issueToken(for: tokenRequest)
@@ -300,13 +342,19 @@ public struct DeviceAuthorizationRoutes: Sendable {
             context.logger.error("token issuer failed after redemption", metadata: ["grant_id": "\(tokenRequest.grantID)", "error": "\(type(of: error))"])
             throw OAuthError.serverError
         }
-        // The jti ties a token seen later (a resource server's log, a leak) to its grant.
-        context.logger.info("issued access token", metadata: ["grant_id": "\(tokenRequest.grantID)", "client_id": "\(tokenRequest.clientID)",
-                                                              "jti": "\(token.tokenID ?? "-")", "refresh": "\(refreshToken != nil)"])
         var body: [String: Any] = ["access_token": token.accessToken, "token_type": token.tokenType, "expires_in": token.expiresIn]
         if !token.scopes.isEmpty { body["scope"] = token.scopes.joined(separator: " ") }
         if let refreshToken { body["refresh_token"] = refreshToken }
-        return JSONResponse.make(object: body)
+        return (JSONResponse.encode(body), token.tokenID)
+    }
+
+    /// ``tokenAnswer(_:refreshToken:_:)`` as a response, logged with its `jti`.
+    func tokenResponse(_ tokenRequest: TokenRequest, refreshToken: String?, _ context: DeviceAuthorizationRequestContext) async throws -> Response {
+        let (body, tokenID) = try await tokenAnswer(tokenRequest, refreshToken: refreshToken, context)
+        // The jti ties a token seen later (a resource server's log, a leak) to its grant.
+        context.logger.info("issued access token", metadata: ["grant_id": "\(tokenRequest.grantID)", "client_id": "\(tokenRequest.clientID)",
+                                                              "jti": "\(tokenID ?? "-")", "refresh": "\(refreshToken != nil)"])
+        return JSONResponse.make(bytes: body)
     }
 
     func serverMetadata() -> Response {

@@ -43,6 +43,8 @@ struct DeviceResult: Sendable {
     /// The answer to polling once more after the token (`--replay-probe`): `invalid_grant` is right, a token is a double redemption.
     var probeAnswer: String?
     var probeTokens = 0
+    /// Probes answered with the device's own token again (the server's retry window for a lost answer).
+    var probeRedeliveries = 0
     /// The device code (kept for approved devices, for the probe after the run).
     var deviceCode: String?
     /// The answer to one more poll after the whole run (after every fault): `invalid_grant` is right.

@@ -320,13 +320,19 @@ struct DeviceSimulation: Sendable {
         }
     }
 
-    /// Polls once more after the token: a redeemed code must answer `invalid_grant`, never a second token.
+    /// Polls once more after the token: a redeemed code must answer `invalid_grant`, or (within the
+    /// server's retry window, from the same address) the same token again; never a second token.
     private func probe(deviceCode: String, clientID: String, result: inout DeviceResult, rng: inout SplitMix64) async {
         for _ in 0..<max(1, policy.maxAttempts) {
             switch await poll(deviceCode: deviceCode, clientID: clientID, result: &result, rng: &rng) {
-            case .token:
-                result.probeTokens += 1
-                result.probeAnswer = "token"
+            case .token(let token, _):
+                if token == result.tokens.last {
+                    result.probeRedeliveries += 1
+                    result.probeAnswer = "same token"
+                } else {
+                    result.probeTokens += 1
+                    result.probeAnswer = "token"
+                }
                 return
             case .error(let error, _):
                 result.probeAnswer = error

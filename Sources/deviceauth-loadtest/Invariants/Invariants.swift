@@ -46,6 +46,8 @@ struct FaultSummary: Sendable, Codable {
     /// Polls made after a token (`--replay-probe`: right after it and once after the run), and how many got a second token (must be 0).
     var replayProbes = 0
     var probeTokens = 0
+    /// Probes that got the device's own token again (within the server's retry window): not a replay.
+    var probeRedeliveries = 0
     /// Well-behaved devices told `slow_down` right after a poll without an answer (that poll had counted).
     var slowDownsAfterUnansweredPolls = 0
     /// Largest latency of any request, in milliseconds.
@@ -86,6 +88,7 @@ enum Invariants {
             if device.probeAnswer != nil { summary.replayProbes += 1 }
             if device.finalProbeAnswer != nil { summary.replayProbes += 1 }
             summary.probeTokens += device.probeTokens
+            summary.probeRedeliveries += device.probeRedeliveries
             probeRetries += device.probeRetries
         }
 
@@ -181,14 +184,15 @@ enum Invariants {
                                           detail: "strict: any loss fails the checks above"))
         }
         if policy.replayProbe {
-            checks.append(make("no code redeemed twice (a poll after the token got invalid_grant)", approved.filter { !$0.tokens.isEmpty }) { device in
+            checks.append(make("no code redeemed twice (a poll after the token got invalid_grant or the same token)", approved.filter { !$0.tokens.isEmpty }) { device in
                 if device.probeTokens > 0 {
                     return device.finalProbeAnswer == "token" ? "a second token for the same device code after the run (the redemption was lost)"
                                                               : "a second token for the same device code"
                 }
                 if device.tokens.count > 1 { return "\(device.tokens.count) tokens" }
                 let forgotten = ["authorization_pending", "slow_down", "expired_token"]
-                if device.probeAnswer != "invalid_grant" {
+                let refused = ["invalid_grant", "same token"]
+                if !refused.contains(device.probeAnswer ?? "") {
                     // A fault between the token and the probe lost approval and redemption: no second token, but state was lost.
                     if faults.expectLostApprovals, let answer = device.probeAnswer, forgotten.contains(answer) {
                         summary.redemptionsForgotten += 1
@@ -196,7 +200,7 @@ enum Invariants {
                     }
                     return "probe answered \(device.probeAnswer ?? "nothing")"
                 }
-                if let final = device.finalProbeAnswer, final != "invalid_grant" {
+                if let final = device.finalProbeAnswer, !refused.contains(final) {
                     // The grant forgot its redemption (and its approval): no second token, but state was lost.
                     if faults.expectLostApprovals && forgotten.contains(final) {
                         summary.redemptionsForgotten += 1
@@ -207,7 +211,7 @@ enum Invariants {
                 return nil
             })
         }
-        let expectedReplays = Double(summary.replayProbes - summary.probeTokens + summary.tokensLostInFlight + probeRetries)
+        let expectedReplays = Double(summary.replayProbes - summary.probeTokens - summary.probeRedeliveries + summary.tokensLostInFlight + probeRetries)
         if let replayedBefore, let replayedAfter {
             let delta = replayedAfter - replayedBefore
             if policy.replayProbe || policy.isActive {

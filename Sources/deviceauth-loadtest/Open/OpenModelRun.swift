@@ -171,7 +171,7 @@ struct OpenModelRun {
             let delta = replayedAfter.values.reduce(0, +) - replayedBefore.values.reduce(0, +)
             checks.append(InvariantResult(name: "no code redeemed twice (deviceauth_grants_replayed_total, all nodes): only the harness's probes",
                                           passed: Int(delta) == c.probesInvalidGrant,
-                                          detail: "counted \(Int(delta)), probes answered invalid_grant \(c.probesInvalidGrant)"))
+                                          detail: "counted \(Int(delta)), probes answered invalid_grant \(c.probesInvalidGrant), the same token again \(c.probesSameToken)"))
         } else {
             checks.append(InvariantResult(name: "no code redeemed twice (deviceauth_grants_replayed_total, all nodes)", passed: false,
                                           detail: "could not read /metrics from every node"))

@@ -51,6 +51,8 @@ struct OpenCounters: Sendable, Codable, Equatable {
     var approvedWithoutToken = 0
     var secondTokens = 0
     var probesInvalidGrant = 0
+    /// Probes answered with the device's own token again (the server's retry window): not a replay.
+    var probesSameToken = 0
     var probesOther = 0
     var deniedOK = 0
     var deniedWrong = 0
@@ -72,7 +74,7 @@ struct OpenCounters: Sendable, Codable, Equatable {
         approvedDecisions += other.approvedDecisions; deniedDecisions += other.deniedDecisions; decisionFailures += other.decisionFailures
         tokens += other.tokens; tokensWrongSubject += other.tokensWrongSubject; tokensUnexpected += other.tokensUnexpected
         approvedWithoutToken += other.approvedWithoutToken; secondTokens += other.secondTokens
-        probesInvalidGrant += other.probesInvalidGrant; probesOther += other.probesOther
+        probesInvalidGrant += other.probesInvalidGrant; probesSameToken += other.probesSameToken; probesOther += other.probesOther
         deniedOK += other.deniedOK; deniedWrong += other.deniedWrong; abandonedExpired += other.abandonedExpired
         abandonedWrong += other.abandonedWrong; expiredBeforeDecision += other.expiredBeforeDecision
         slowDownExact += other.slowDownExact; slowDownWrong += other.slowDownWrong; slowDownMissing += other.slowDownMissing
@@ -469,11 +471,15 @@ final class OpenWorker: @unchecked Sendable {
         let subject = LeanJSON.string("access_token", in: body).flatMap(JWT.subject(of:))
         if subject != "user-\(device.id)" { counters.tokensWrongSubject += 1 }
         timeline[bucket(completed)].approved += 1
-        // Exactly one token: the same code once more must be refused (invalid_grant), never a second token.
+        // Exactly one token: the same code once more must be refused (invalid_grant) or, within the
+        // server's retry window for lost answers, get the same token again; never a second token.
         let generation = device.generation
+        let first = LeanJSON.string("access_token", in: body)
         send(.probe, intended: completed, request: tokenRequest(device), classify: Self.errorLabel) { [self] response, _ in
             guard slots[Int(slot)].generation == generation else { return }
-            if let response, response.status == 200 { counters.secondTokens += 1 }
+            if let response, response.status == 200 {
+                if first != nil, LeanJSON.string("access_token", in: response.body) == first { counters.probesSameToken += 1 } else { counters.secondTokens += 1 }
+            }
             else if let response, LeanJSON.string("error", in: response.body) == "invalid_grant" { counters.probesInvalidGrant += 1 }
             else { counters.probesOther += 1 }
             release(slot)

@@ -130,7 +130,7 @@ enum TableReport {
                          + "\(faults.pollsWithoutAnswer) polls without answer, \(faults.resentIssues) re-sent device_authorization, "
                          + "\(faults.resubmittedDecisions) re-submitted decisions; lost after acknowledgement: approvals \(faults.lostApprovals), "
                          + "denials \(faults.lostDenials), codes \(faults.lostIssues); tokens lost in flight \(faults.tokensLostInFlight); "
-                         + "redemptions forgotten \(faults.redemptionsForgotten); replay probes \(faults.replayProbes) (second tokens \(faults.probeTokens)); max latency \(fmt(faults.maxLatencyMs, 1)) ms")
+                         + "redemptions forgotten \(faults.redemptionsForgotten); replay probes \(faults.replayProbes) (same token again \(faults.probeRedeliveries), second tokens \(faults.probeTokens)); max latency \(fmt(faults.maxLatencyMs, 1)) ms")
         }
         if let refresh = report.refresh {
             lines.append("")

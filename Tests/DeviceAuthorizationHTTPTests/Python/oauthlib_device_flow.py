@@ -91,8 +91,12 @@ def main(base, client_id, user, password):
     assert token["token_type"] == "Bearer" and token["access_token"], token
     assert client.access_token == token["access_token"]
 
-    # 5. A replay is refused.
-    assert token_error(client, poll()) == "invalid_grant"
+    # 5. Polled again, as a device whose answer was lost would: the same token, not a second one.
+    again = poll()
+    assert again.status_code == 200 and again.text == response.text, again.text
+    # Another client with the same code is refused.
+    other = requests.post(base + "/oauth/token", data={"grant_type": "urn:ietf:params:oauth:grant-type:device_code", "device_code": grant["device_code"], "client_id": "other-cli"}, timeout=10)
+    assert other.status_code == 400 and other.json()["error"] == "invalid_grant", other.text
     print("oauthlib device flow: ok")
 
 
