@@ -51,6 +51,7 @@ struct ServerSetupTests {
                       ("max_form_parameters", 7), ("max_form_parameters", 1_001), ("metrics_port", 0), ("metrics_port", 65_536),
                       ("header_read_timeout_seconds", 0), ("idle_timeout_seconds", 3_601), ("max_connections", 0),
                       ("max_failures_per_user", 0), ("max_interval_seconds", 4), ("max_interval_seconds", 3_601),
+                      ("redemption_retry_seconds", -1), ("redemption_retry_seconds", 601),
                       ("refresh_token_idle_seconds", 0), ("refresh_token_idle_seconds", 315_360_001), ("refresh_token_absolute_seconds", -1)])
     func outOfRangeSettingsAreRefused(name: String, value: Int) throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("deviceauth-config-\(UUID().uuidString).json").path
@@ -131,6 +132,7 @@ private func bounds(_ name: String) -> ClosedRange<Int> {
     case "max_connections": ServerConfigurationFile.Ranges.maxConnections
     case "max_failures_per_user": ServerConfigurationFile.Ranges.maxFailuresPerUser
     case "max_interval_seconds": ServerConfigurationFile.Ranges.maxIntervalSeconds
+    case "redemption_retry_seconds": ServerConfigurationFile.Ranges.redemptionRetrySeconds
     case "refresh_token_idle_seconds", "refresh_token_absolute_seconds": ServerConfigurationFile.Ranges.refreshTokenSeconds
     default: ServerConfigurationFile.Ranges.maxFailuresPerCaller
     }

@@ -293,6 +293,7 @@ def summarize(report):
     FIGURES["tokens_lost_in_flight"] = faults.get("tokens_lost_in_flight", 0)
     FIGURES["replay_probes"] = faults.get("replay_probes", 0)
     FIGURES["second_tokens"] = faults.get("probe_tokens", 0)
+    FIGURES["probes_same_token"] = faults.get("probe_redeliveries", 0)
     FIGURES["max_latency_ms"] = round(faults.get("max_latency_ms", max([row["max_ms"] for row in rows] or [0])), 1)
     FIGURES["http_500"] = sum(row["count"] for row in rows if row["outcome"].startswith("500"))
     FIGURES["transport_errors"] = sum(row["count"] for row in rows if row["outcome"].startswith("transport_error"))
@@ -465,6 +466,9 @@ def redis_disruptions(args):
     # Bounded latency: a request waits at most about twice the command timeout, not for the whole outage.
     check(FIGURES["max_latency_ms"] < LATENCY_BOUND_S * 1000, f"max latency {FIGURES['max_latency_ms']} ms (bound {LATENCY_BOUND_S} s)")
     check(FIGURES["lost_approvals"] + FIGURES["lost_denials"] + FIGURES["lost_codes"] == 0, "an acknowledged write was lost")
+    # No lost logins: a device whose token answer was lost (the redemption ran, its answer timed out)
+    # gets the same answer on its next poll.
+    check(FIGURES["tokens_lost_in_flight"] == 0, f"{FIGURES['tokens_lost_in_flight']} logins lost in flight")
     problem = full_flow(NODES[0], NODES[-1])
     check(problem is None, f"a complete flow after the disruptions failed: {problem}")
     FIGURES["flow_after_recovery"] = "ok" if problem is None else "failed"
@@ -544,6 +548,7 @@ def node_kill(args):
     FIGURES["resent_device_authorizations"] = faults.get("resent_issues", 0)
     FIGURES["resubmitted_decisions"] = faults.get("resubmitted_decisions", 0)
     check(FIGURES["lost_approvals"] + FIGURES["lost_denials"] + FIGURES["lost_codes"] == 0, "an acknowledged write was lost")
+    check(FIGURES["tokens_lost_in_flight"] == 0, f"{FIGURES['tokens_lost_in_flight']} logins lost in flight (a killed node's token answer)")
     problem = full_flow(NODES[2], NODES[3])
     check(problem is None, f"a complete flow on the surviving nodes failed: {problem}")
 

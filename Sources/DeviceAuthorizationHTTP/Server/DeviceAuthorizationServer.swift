@@ -167,6 +167,7 @@ public enum DeviceAuthorizationServer {
         if let limit = file.maxFailuresPerCaller { storeConfiguration.maxFailuresPerCaller = limit }
         if let limit = file.maxFailuresPerUser { storeConfiguration.maxFailuresPerUser = limit }
         if let seconds = file.maxIntervalSeconds { storeConfiguration.maxInterval = seconds }
+        if let seconds = file.redemptionRetrySeconds { storeConfiguration.redemptionRetryWindow = .seconds(seconds) }
         storeConfiguration.durability = try file.durability?.setting()
         let store = DeviceCodeStore(client: redis, configuration: storeConfiguration, logger: logger)
 

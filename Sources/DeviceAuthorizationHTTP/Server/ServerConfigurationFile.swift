@@ -166,6 +166,9 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
     public var maxFailuresPerUser: Int?
     /// The most `slow_down` can raise a device's polling interval to, in seconds (60).
     public var maxIntervalSeconds: Int?
+    /// How long a redeemed grant's token answer is kept (sealed) for a device whose answer was
+    /// lost, in seconds (60; 0 turns it off; see ``DeviceCodeStoreConfiguration/redemptionRetryWindow``).
+    public var redemptionRetrySeconds: Int?
     /// Request rate limits per minute; 0 turns one off (see ``RateLimitSettings``).
     public var rateLimits: RateLimitsPerMinute?
     /// Replica acknowledgements every approval, denial and redemption waits for (none when absent;
@@ -262,7 +265,7 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         case tokenLifetimeSeconds = "token_lifetime_seconds", trustedProxies = "trusted_proxies", userHeader = "user_header"
         case users, clients, secureCookies = "secure_cookies", keyPrefix = "key_prefix", codeLifetimeSeconds = "code_lifetime_seconds"
         case intervalSeconds = "interval_seconds", maxFailuresPerCaller = "max_failures_per_caller", rateLimits = "rate_limits", durability
-        case maxFailuresPerUser = "max_failures_per_user", maxIntervalSeconds = "max_interval_seconds"
+        case maxFailuresPerUser = "max_failures_per_user", maxIntervalSeconds = "max_interval_seconds", redemptionRetrySeconds = "redemption_retry_seconds"
         case proxySecretHeader = "proxy_secret_header", proxySecretFile = "proxy_secret_file"
         case allowWideTrustedProxies = "allow_wide_trusted_proxies"
         case headerReadTimeoutSeconds = "header_read_timeout_seconds", idleTimeoutSeconds = "idle_timeout_seconds", maxConnections = "max_connections"
@@ -291,6 +294,8 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         public static let maxFailuresPerUser = 1...1_000_000
         /// `max_interval_seconds`: from one `slow_down` step (5 s) to an hour.
         public static let maxIntervalSeconds = 5...3_600
+        /// `redemption_retry_seconds`: off, up to 10 minutes.
+        public static let redemptionRetrySeconds = 0...600
         /// `max_form_parameters`: enough for every form (the page's largest has five), at most
         /// 1000 (past that the cap no longer bounds anything a 16 KiB body could not do).
         public static let maxFormParameters = 8...1_000
@@ -327,6 +332,7 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         try Ranges.check(maxFailuresPerCaller, "max_failures_per_caller", Ranges.maxFailuresPerCaller)
         try Ranges.check(maxFailuresPerUser, "max_failures_per_user", Ranges.maxFailuresPerUser)
         try Ranges.check(maxIntervalSeconds, "max_interval_seconds", Ranges.maxIntervalSeconds)
+        try Ranges.check(redemptionRetrySeconds, "redemption_retry_seconds", Ranges.redemptionRetrySeconds)
         _ = try durability?.setting()
         try Ranges.check(maxFormParameters, "max_form_parameters", Ranges.maxFormParameters)
         try Ranges.check(metricsPort, "metrics_port", Ranges.port)
