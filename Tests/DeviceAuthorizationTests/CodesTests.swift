@@ -25,14 +25,22 @@ struct CodesTests {
         #expect(UserCode.normalize(input) == nil)
     }
 
-    @Test func deviceCodesCarryTheirTagAnd256RandomBits() {
-        let code = DeviceCodeFormat.generate(tag: "0a1f")
-        #expect(code.hasPrefix("0a1f."))
-        #expect(code.count == 48, "4 tag + 1 dot + 43 base64url characters = 256 bits")
-        #expect(DeviceCodeFormat.tag(of: code) == "0a1f")
-        #expect(DeviceCodeFormat.generate(tag: "0a1f") != code)
-        for malformed in ["", "0a1f", "zzzz." + String(code.dropFirst(5)), code + "x", "0A1F." + String(code.dropFirst(5)), String(code.dropLast()) + "!"] {
-            #expect(DeviceCodeFormat.tag(of: malformed) == nil)
+    @Test func deviceCodesCarryTheirRecordHiddenUnderTheSecretAnd256RandomBits() {
+        let keys = KeySchema(prefix: "t", secret: Array("a-test-secret-of-at-least-32-bytes!!".utf8))
+        let code = keys.makeDeviceCode(tag: "0a1f", id: "0123456789abcdef")
+        #expect(code.count == 56, "42 bytes (32 random, 10 of record coordinates), base64url")
+        #expect(keys.coordinates(ofDeviceCode: code).map { [$0.tag, $0.id] } == ["0a1f", "0123456789abcdef"])
+        let again = keys.makeDeviceCode(tag: "0a1f", id: "0123456789abcdef")
+        #expect(again != code && again.suffix(14) != code.suffix(14), "the coordinates are hidden under a fresh pad each time")
+        #expect(!code.contains("0a1f") && !code.contains("0123456789abcdef"))
+        // Another secret reads other coordinates: the record cannot be found without the secret.
+        let other = KeySchema(prefix: "t", secret: Array("another-secret-of-at-least-32-bytes!".utf8))
+        #expect(other.coordinates(ofDeviceCode: code).map { [$0.tag, $0.id] } != ["0a1f", "0123456789abcdef"])
+        #expect(keys.deviceDigest(code).count == 11 && keys.deviceDigest(code) != keys.deviceDigest(again))
+        let malformed: [String] = ["", "0a1f", code + "x", String(code.dropLast()), String(code.dropLast()) + "!", String(code.dropLast()) + "=",
+                                   "0a1f." + String(code.dropFirst(5))]
+        for text in malformed {
+            #expect(keys.coordinates(ofDeviceCode: text) == nil, "\(text)")
         }
     }
 }

@@ -74,21 +74,21 @@ struct FuzzTests {
 
     static func isWellFormedDeviceCode(_ code: String) -> Bool {
         let bytes = Array(code.utf8)
-        guard bytes.count == 48, bytes[4] == UInt8(ascii: ".") else { return false }
-        let hex = Set(Array("0123456789abcdef".utf8))
         let base64 = Set(Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8))
-        return bytes[0..<4].allSatisfy(hex.contains) && bytes[5...].allSatisfy(base64.contains)
+        return bytes.count == 56 && bytes.allSatisfy(base64.contains)
     }
 
-    @Test("DeviceCodeFormat: 30k generated and mutated codes; tag(of:) accepts exactly the format; base64url round-trips")
+    @Test("device codes: 30k generated and mutated codes; coordinates(ofDeviceCode:) accepts exactly the format and round-trips; base64url round-trips")
     func deviceCodes() async {
         var rng = SeededRandom(seed: 5_2)
+        let keys = KeySchema(prefix: "t", secret: Array("a-test-secret-of-at-least-32-bytes!!".utf8))
         let mutations: [String] = ["A", "=", "+", "/", ".", "é", "", "\u{0}", "AA", "F", "g"]
         for index in 0..<30_000 * Self.scale {
             if index % 1_000 == 0 { await Task.yield() }
             let tag = String(format: "%04x", rng.int(0...0xffff))
-            var code = DeviceCodeFormat.generate(tag: tag)
-            #expect(DeviceCodeFormat.tag(of: code).map(String.init) == tag)
+            let id = String(format: "%08x%08x", rng.int(0...0x7fff_ffff), rng.int(0...0x7fff_ffff))
+            var code = keys.makeDeviceCode(tag: tag, id: id)
+            #expect(keys.coordinates(ofDeviceCode: code).map { $0.tag + $0.id } == tag + id)
             // Mutate: replace, insert or delete at a random position.
             var characters = Array(code)
             let position = rng.int(0...characters.count - 1)
@@ -98,9 +98,9 @@ struct FuzzTests {
             default: characters.remove(at: position)
             }
             code = String(characters)
-            let parsed = DeviceCodeFormat.tag(of: code)
-            guard (parsed != nil) == Self.isWellFormedDeviceCode(code), parsed.map({ code.hasPrefix($0) }) ?? true else {
-                Issue.record("tag(of: \(code.debugDescription)) = \(parsed.debugDescription)")
+            let parsed = keys.coordinates(ofDeviceCode: code)
+            guard (parsed != nil) == Self.isWellFormedDeviceCode(code), parsed.map({ $0.tag.count == 4 && $0.id.count == 16 }) ?? true else {
+                Issue.record("coordinates(ofDeviceCode: \(code.debugDescription)) = \(String(describing: parsed))")
                 return
             }
         }
@@ -110,6 +110,7 @@ struct FuzzTests {
             var padded = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
             while padded.count % 4 != 0 { padded += "=" }
             #expect(Data(base64Encoded: padded).map(Array.init) == bytes)
+            #expect(DeviceCodeFormat.base64URLDecode(text.utf8) == bytes)
         }
     }
 

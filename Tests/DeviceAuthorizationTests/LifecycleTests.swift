@@ -12,8 +12,11 @@ struct LifecycleTests {
         #expect(issued.userCode.count == 9 && issued.userCode.dropFirst(4).first == "-")
         #expect(issued.expiresIn == 600 && issued.interval == 5)
         let keys = try await f.dump()
-        #expect(keys.count == 2, "one device record and one user-code index")
+        #expect(keys.count == 1, "one key per grant: its record (the user code leads to it by its keyed hash)")
         let record = try #require(keys.first { $0.key.contains(":d:") })
+        #expect(record.key == f.store.recordKey(forDeviceCode: issued.deviceCode))
+        let digest = record.content.firstIndex(of: "h").map { record.content[$0 + 1] }
+        #expect(digest == f.store.keys.deviceDigest(issued.deviceCode), "h: the device code's keyed digest, not the code")
         let ttl = try await f.client.send("PTTL", record.key).int ?? 0
         #expect(ttl > 890_000 && ttl <= 900_000, "lifetime 600 s + grace 300 s, got \(ttl) ms")
         let code = try #require(try await f.store.find(deviceCode: issued.deviceCode))
@@ -152,7 +155,7 @@ struct LifecycleTests {
             _ = try await f.store.issue(clientID: "tv", scopes: [], lifetime: nil, interval: nil, userCodes: { "BCDFGHJK" })
         }
         #expect(exhausted?.code == .userCodeSpaceExhausted)
-        #expect(try await f.dump().count == 4, "failed attempts leave nothing behind")
+        #expect(try await f.dump().count == 2, "two grants, one key each: failed attempts leave nothing behind")
     }
 
     @Test func referenceModelMethodsAreAtomicToo() async throws {

@@ -71,7 +71,8 @@ struct StoreAPITests {
         #expect(try await f.store.find(deviceCode: cut.deviceCode)?.requestOrigin == String(repeating: "a", count: 63))
         let exact = try await f.store.issue(clientID: "tv", scopes: [], origin: String(repeating: "é", count: 40))
         #expect(try await f.store.find(deviceCode: exact.deviceCode)?.requestOrigin == String(repeating: "é", count: 32))
-        let record = try #require(try await f.dump().first { $0.key.hasSuffix(String(exact.grantID.dropFirst(4))) })
+        let key = f.store.recordKey(forDeviceCode: exact.deviceCode)
+        let record = try #require(try await f.dump().first { $0.key == key })
         #expect(record.content.firstIndex(of: "o").map { record.content[$0 + 1].utf8.count } == 64)
     }
 
@@ -86,13 +87,14 @@ struct StoreAPITests {
             #expect(await decisionError { try await f.store.deny(userCode: shown.userCode, grantID: wrong) }?.code == .grantChanged)
         }
         #expect(try await f.store.poll(deviceCode: shown.deviceCode, clientID: "tv") == .authorizationPending, "nothing was decided")
-        // The user code's index re-pointed to another record (as when a code is reused after expiry).
-        let (tag, indexID) = f.store.keys.userCodeDigest(UserCode.normalize(shown.userCode)!)
-        let indexKey = f.store.keys.userCodeKey(tag: tag, id: indexID)
-        let shownID = String(shown.grantID.dropFirst(4))
-        _ = try await f.client.send("SET", indexKey, "000000000000000000000000", "KEEPTTL")
+        // The user code's record replaced by a later grant (as when a code is issued again after expiry):
+        // another device-code digest.
+        let key = try #require(f.store.recordKey(forDeviceCode: shown.deviceCode))
+        let digest = try #require(try await f.client.send("HMGET", key, "h").array?.first?.string)
+        _ = try await f.client.send("HSET", key, "h", "AAAAAAAAAAA")
         #expect(await decisionError { try await f.store.approve(userCode: shown.userCode, userID: "alice", grantID: shown.grantID) }?.code == .grantChanged)
-        _ = try await f.client.send("SET", indexKey, shownID, "KEEPTTL")
+        #expect(await decisionError { try await f.store.deny(userCode: shown.userCode, grantID: shown.grantID) }?.code == .grantChanged)
+        _ = try await f.client.send("HSET", key, "h", digest)
         try await f.store.approve(userCode: shown.userCode, userID: "alice", grantID: shown.grantID)
         guard case .authorized(let user, _, _) = try await f.store.poll(deviceCode: shown.deviceCode, clientID: "tv") else {
             Issue.record("the approval with the right grant id did not authorize"); return

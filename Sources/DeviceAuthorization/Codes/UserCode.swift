@@ -47,28 +47,51 @@ public enum UserCode {
     }
 }
 
-/// Device codes: 256 random bits, base64url, prefixed with the grant's routing tag.
+/// Device codes: 256 random bits and the grant's record coordinates, hidden, base64url.
 ///
-/// Format: `<tag>.<43 base64url characters>`. The tag (4 hex digits) is the Redis hash tag of
-/// both of the grant's keys, so a poll finds its record with no extra lookup ("self-routing"),
-/// and in a Redis Cluster every script's keys share one slot.
+/// Format: 56 base64url characters of `random (32 bytes) ‖ coordinates ⊕ pad (10 bytes)`, where
+/// the coordinates are the grant's routing tag (2 bytes) and record id (8 bytes), both from the
+/// keyed hash of its user code (``KeySchema/userCodeDigest(_:)``), and the pad is 80 bits of
+/// HMAC(secret, random). So a poll finds its one record with no lookup ("self-routing"; in a
+/// Redis Cluster the record's slot), and without the secret nobody can tell from a device code
+/// which record it polls (see ``KeySchema/coordinates(ofDeviceCode:)``).
 public enum DeviceCodeFormat {
-    static let tagLength = 4
+    static let length = 56
+    static let randomBytes = 32
+    static let coordinateBytes = 10
 
-    /// A fresh device code for `tag`.
-    static func generate(tag: String) -> String {
-        tag + "." + base64URL(randomBytes(32))
+    /// The decoded bytes of a well-formed device code, or `nil`.
+    static func bytes(of deviceCode: String) -> [UInt8]? {
+        guard deviceCode.utf8.count == length else { return nil }
+        return base64URLDecode(deviceCode.utf8)
     }
 
-    /// The routing tag of a device code, or `nil` when the code is malformed.
-    static func tag(of deviceCode: String) -> Substring? {
-        let utf8 = deviceCode.utf8
-        guard utf8.count == tagLength + 1 + 43 else { return nil }
-        let tag = deviceCode.prefix(tagLength)
-        guard tag.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }),
-              deviceCode.utf8.dropFirst(tagLength).first == UInt8(ascii: ".") else { return nil }
-        guard deviceCode.utf8.dropFirst(tagLength + 1).allSatisfy({ isBase64URL($0) }) else { return nil }
-        return tag
+    /// Bytes of unpadded base64url text, or `nil` when it is not base64url (or has a partial byte).
+    static func base64URLDecode(_ text: String.UTF8View) -> [UInt8]? {
+        var output: [UInt8] = []
+        output.reserveCapacity(text.count * 3 / 4)
+        var accumulator: UInt32 = 0
+        var bits = 0
+        for byte in text {
+            let value: UInt32
+            switch byte {
+            case 65...90: value = UInt32(byte - 65)
+            case 97...122: value = UInt32(byte - 97 + 26)
+            case 48...57: value = UInt32(byte - 48 + 52)
+            case 45: value = 62
+            case 95: value = 63
+            default: return nil
+            }
+            accumulator = accumulator << 6 | value
+            bits += 6
+            if bits >= 8 {
+                bits -= 8
+                output.append(UInt8(truncatingIfNeeded: accumulator >> UInt32(bits)))
+            }
+        }
+        // Leftover bits must be zero padding of a whole byte count (2 or 4 bits), never 6.
+        guard bits < 6, accumulator & ((1 << UInt32(bits)) - 1) == 0 else { return nil }
+        return output
     }
 
     private static func isBase64URL(_ byte: UInt8) -> Bool {

@@ -3,7 +3,8 @@ import RedisClient
 /// The Lua scripts that make every decision atomic across API nodes. Each reads the Redis
 /// server's clock (`TIME`), so nodes with skewed clocks agree.
 ///
-/// Record fields: `s` status (`p` pending, `a` authorized, `d` denied, `r` redeemed), `c` client
+/// Record fields: `h` the device code's digest (`KeySchema.deviceDigest`; every script that acts
+/// for a device code or a grant id checks it), `s` status (`p` pending, `a` authorized, `d` denied, `r` redeemed), `c` client
 /// id, `sc` scopes, `e` expiry (ms), `l` last accepted poll (ms), `i` interval (s), `u` user id,
 /// `ca` created (ms), `dt` decided (ms), `rp` replayed polls, `o` the address the device asked from
 /// (at most 64 bytes, absent when unknown), `m` the approval's MAC (see `KeySchema.approvalMAC`);
@@ -31,24 +32,23 @@ enum StoreScripts {
         fields.map { "do local v = tonumber(\($0)); if v and v > now then now = v end end" }.joined(separator: "\n")
     }
 
-    /// KEYS: user-code index, device record. ARGV: record id, lifetime ms, grace ms, interval s,
-    /// client id, scopes, origin (empty: not stored). Returns the expiry (ms), or 0 when the user
-    /// code is taken.
+    /// KEYS: the grant's record (its key comes from the user code). ARGV: device-code digest,
+    /// lifetime ms, grace ms, interval s, client id, scopes, origin (empty: not stored). Returns
+    /// the expiry (ms), or 0 when the user code is taken (its record exists, until expiry + grace).
     static let issue = RedisScript("""
         #!lua
+        if redis.call('HMGET', KEYS[1], 'c')[1] then return 0 end
         \(now)
-        local lifetime = tonumber(ARGV[2])
-        local grace = tonumber(ARGV[3])
-        local expires = now + lifetime
-        if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', lifetime + grace) then return 0 end
-        redis.call('HSET', KEYS[2], 's', 'p', 'c', ARGV[5], 'sc', ARGV[6], 'e', expires, 'i', ARGV[4], 'ca', now)
-        if ARGV[7] ~= '' then redis.call('HSET', KEYS[2], 'o', ARGV[7]) end
-        redis.call('PEXPIREAT', KEYS[2], expires + grace)
+        local expires = now + tonumber(ARGV[2])
+        redis.call('HSET', KEYS[1], 's', 'p', 'c', ARGV[5], 'sc', ARGV[6], 'e', expires, 'i', ARGV[4], 'ca', now, 'h', ARGV[1])
+        if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'o', ARGV[7]) end
+        redis.call('PEXPIREAT', KEYS[1], expires + tonumber(ARGV[3]))
         return expires
         """)
 
     /// KEYS: device record. ARGV: client id, tolerance ms, interval cap s, retry window ms (`0`:
-    /// redeem in this script), origin digest of the poll.
+    /// redeem in this script), origin digest of the poll, device-code digest (a record with
+    /// another `h` is not this code's: unknown).
     /// The token endpoint in one round trip: rate limit, poll time, outcome, and (window `0`)
     /// single-use redemption.
     /// - Approved, window `0`: redeems and returns `{'authorized', user, scopes, mac}`. The node
@@ -63,9 +63,9 @@ enum StoreScripts {
     /// issued, is left alone).
     static let poll = RedisScript("""
         #!lua flags=allow-oom
-        local r = redis.call('HMGET', KEYS[1], 's', 'c', 'e', 'l', 'i', 'u', 'sc', 'm', 'ca', 'dt', 'w', 'ro')
+        local r = redis.call('HMGET', KEYS[1], 's', 'c', 'e', 'l', 'i', 'u', 'sc', 'm', 'ca', 'dt', 'w', 'ro', 'h')
         local s = r[1]
-        if not s then return {'unknown'} end
+        if not s or r[13] ~= ARGV[6] then return {'unknown'} end
         if r[2] ~= ARGV[1] then return {'wrong_client'} end
         \(now)
         \(clampNow("r[4]", "r[9]", "r[10]"))
@@ -101,7 +101,7 @@ enum StoreScripts {
         """)
 
     /// KEYS: device record. ARGV: client id, the approval MAC the node checked, sealed answer,
-    /// retry window ms, origin digest, grace ms.
+    /// retry window ms, origin digest, grace ms, device-code digest.
     /// Single-use redemption of an approved grant with its answer (the second step of a poll
     /// with a retry window): approved → redeemed, storing the sealed answer (`t`), the window's
     /// end (`w`) and the redeeming poll's origin digest (`ro`); the record then lives at least
@@ -111,8 +111,8 @@ enum StoreScripts {
     /// no longer the approval that was checked.
     static let redeem = RedisScript("""
         #!lua flags=allow-oom
-        local r = redis.call('HMGET', KEYS[1], 's', 'c', 'm', 'e', 'l', 'ca', 'dt', 'ro', 't')
-        if not r[1] or r[2] ~= ARGV[1] then return {'gone'} end
+        local r = redis.call('HMGET', KEYS[1], 's', 'c', 'm', 'e', 'l', 'ca', 'dt', 'ro', 't', 'h')
+        if not r[1] or r[2] ~= ARGV[1] or r[10] ~= ARGV[7] then return {'gone'} end
         if r[1] == 'r' then
           if r[8] == ARGV[5] and r[9] and r[9] ~= '' then return {'taken', r[9]} end
           redis.call('HINCRBY', KEYS[1], 'rp', 1)
@@ -138,27 +138,17 @@ enum StoreScripts {
         return 1
         """)
 
-    /// KEYS: device record, and optionally the user-code index that led to it. ARGV: record id
-    /// (checked against the index when given), new status `a` or `d`, user id, and for `a` the
+    /// KEYS: device record. ARGV: the device-code digest of the grant the person was shown (`''`:
+    /// whichever grant the user code has now), new status `a` or `d`, user id, and for `a` the
     /// approval MAC and the client id and scopes the node computed it over: `{'changed'}` unless
     /// the record still holds exactly those (the MAC would not match them).
-    /// PENDING → AUTHORIZED / DENIED, nothing else. `{'changed'}` when the index now leads to
-    /// another record than ARGV[1] (the caller may have been shown another grant).
-    ///
-    /// Both keys are declared (the caller reads the index first) rather than the record key being
-    /// derived in Lua from the index value: in a Redis Cluster an undeclared key is invisible to
-    /// slot migration, so while the slot moves the script would fail ("non local key") or, on
-    /// the importing node, silently miss a record that has not arrived yet. Declared, the
-    /// cluster answers `ASK`/`TRYAGAIN` instead and the client retries.
+    /// PENDING → AUTHORIZED / DENIED, nothing else. `{'changed'}` when the record is another grant
+    /// than the one shown (its user code was issued again).
     static let decide = RedisScript("""
         #!lua flags=allow-oom
-        if KEYS[2] then
-          local current = redis.call('GET', KEYS[2])
-          if not current then return {'not_found'} end
-          if current ~= ARGV[1] then return {'changed'} end
-        end
-        local r = redis.call('HMGET', KEYS[1], 's', 'e', 'c', 'sc', 'ca', 'l')
+        local r = redis.call('HMGET', KEYS[1], 's', 'e', 'c', 'sc', 'ca', 'l', 'h')
         if not r[1] then return {'not_found'} end
+        if ARGV[1] ~= '' and r[7] ~= ARGV[1] then return {'changed'} end
         if r[1] ~= 'p' then return {'decided', r[1]} end
         \(now)
         \(clampNow("r[5]", "r[6]"))
@@ -172,25 +162,24 @@ enum StoreScripts {
         return {'ok'}
         """)
 
-    /// KEYS: device record, and optionally the user-code index that led to it (see ``decide``).
-    /// ARGV: record id. Returns {id, now, s, c, sc, e, l, i, u, ca, o} or an empty array.
+    /// KEYS: device record. ARGV: the device-code digest it must have (`''`: any). Returns
+    /// {h, now, s, c, sc, e, l, i, u, ca, o} or an empty array.
     static let read = RedisScript("""
         #!lua flags=no-writes
-        if KEYS[2] and redis.call('GET', KEYS[2]) ~= ARGV[1] then return {} end
-        local r = redis.call('HMGET', KEYS[1], 's', 'c', 'sc', 'e', 'l', 'i', 'u', 'ca', 'o', 'dt')
-        if not r[1] then return {} end
+        local r = redis.call('HMGET', KEYS[1], 's', 'c', 'sc', 'e', 'l', 'i', 'u', 'ca', 'o', 'dt', 'h')
+        if not r[1] or not r[11] or (ARGV[1] ~= '' and r[11] ~= ARGV[1]) then return {} end
         \(now)
         \(clampNow("r[5]", "r[8]", "r[10]"))
-        return {ARGV[1], tostring(now), r[1], r[2], r[3] or '', r[4], r[5] or '', r[6], r[7] or '', r[8] or '', r[9] or ''}
+        return {r[11], tostring(now), r[1], r[2], r[3] or '', r[4], r[5] or '', r[6], r[7] or '', r[8] or '', r[9] or ''}
         """)
 
-    /// KEYS: device record. ARGV: interval s, tolerance ms, interval cap s. The reference's
+    /// KEYS: device record. ARGV: interval s, tolerance ms, interval cap s, device-code digest. The reference's
     /// `checkRateLimit`: 1 (slow down; the stored interval grows by 5, up to the cap), 0 (in
     /// time), -1 (unknown).
     static let checkRateLimit = RedisScript("""
         #!lua flags=allow-oom
-        local r = redis.call('HMGET', KEYS[1], 's', 'l', 'i', 'ca')
-        if not r[1] then return -1 end
+        local r = redis.call('HMGET', KEYS[1], 's', 'l', 'i', 'ca', 'h')
+        if not r[1] or r[5] ~= ARGV[4] then return -1 end
         \(now)
         \(clampNow("r[2]", "r[4]"))
         local interval = math.max(tonumber(ARGV[1]), tonumber(r[3]))
@@ -202,11 +191,11 @@ enum StoreScripts {
         return 0
         """)
 
-    /// KEYS: device record. The reference's `updatePollTime`: 1, or 0 when unknown.
+    /// KEYS: device record. ARGV: device-code digest. The reference's `updatePollTime`: 1, or 0 when unknown.
     static let updatePollTime = RedisScript("""
         #!lua flags=allow-oom
-        local r = redis.call('HMGET', KEYS[1], 's', 'l', 'ca')
-        if not r[1] then return 0 end
+        local r = redis.call('HMGET', KEYS[1], 's', 'l', 'ca', 'h')
+        if not r[1] or r[4] ~= ARGV[1] then return 0 end
         \(now)
         \(clampNow("r[2]", "r[3]"))
         redis.call('HSET', KEYS[1], 'l', now)

@@ -6,8 +6,8 @@ import RedisClient
 /// Runs the RFC 8628 device-code lifecycle on Redis, atomically across any number of API nodes.
 ///
 /// Every decision is one Lua script using the Redis server's clock:
-/// - ``issue(clientID:scopes:lifetime:interval:origin:)`` writes the grant and its user-code index
-///   (`SET NX`, so two grants never share a user code);
+/// - ``issue(clientID:scopes:lifetime:interval:origin:)`` writes the grant's one record, at a key
+///   derived from its user code (only if none is there, so two grants never share a user code);
 /// - ``lookup(userCode:attempt:)`` finds a grant for the verification page, with exact brute-force
 ///   limits (each attempt is charged before it is answered);
 /// - ``approve(userCode:userID:grantID:)`` / ``deny(userCode:grantID:)`` compare-and-set from pending only;
@@ -90,13 +90,13 @@ public final class DeviceCodeStore: Sendable {
         }
         for _ in 0..<max(1, configuration.userCodeAttempts) {
             let userCode = userCodes()
-            let (tag, indexID) = keys.userCodeDigest(userCode)
-            let deviceCode = DeviceCodeFormat.generate(tag: tag)
-            let id = keys.deviceID(deviceCode)
+            let (tag, id) = keys.userCodeDigest(userCode)
+            let deviceCode = keys.makeDeviceCode(tag: tag, id: id)
+            let digest = keys.deviceDigest(deviceCode)
             let expires = try await client.eval(
                 StoreScripts.issue,
-                keys: [keys.userCodeKey(tag: tag, id: indexID), keys.deviceKey(tag: tag, id: id)],
-                arguments: [id, lifetime.milliseconds, configuration.gracePeriod.milliseconds, interval, clientID, scopes.joined(separator: " "), Self.truncatedOrigin(origin)]
+                keys: [keys.deviceKey(tag: tag, id: id)],
+                arguments: [digest, lifetime.milliseconds, configuration.gracePeriod.milliseconds, interval, clientID, scopes.joined(separator: " "), Self.truncatedOrigin(origin)]
             ).int ?? 0
             if expires == 0 {
                 metrics.userCodeCollisions.increment()
@@ -109,7 +109,7 @@ public final class DeviceCodeStore: Sendable {
                 expiresIn: Int(lifetime.milliseconds / 1000),
                 interval: interval,
                 expiresAt: Date(milliseconds: expires),
-                grantID: keys.grantID(tag: tag, id: id)
+                grantID: keys.grantID(tag: tag, id: id, digest: digest)
             )
         }
         throw DeviceAuthorizationError(.userCodeSpaceExhausted, "no free user code after \(configuration.userCodeAttempts) attempts")
@@ -152,14 +152,8 @@ public final class DeviceCodeStore: Sendable {
             throw DeviceAuthorizationError(.invalidUserCode, "a user code has 8 letters from BCDFGHJKLMNPQRSTVWXZ")
         }
         let charge = try await chargeAttempt(attempt)
-        let (tag, indexID) = keys.userCodeDigest(normalized)
-        let indexKey = keys.userCodeKey(tag: tag, id: indexID)
-        let found: DeviceCode? = if let id = try await recordID(indexKey: indexKey) {
-            try await read(id: id, tag: tag, indexKey: indexKey, userCode: normalized)
-        } else {
-            nil
-        }
-        guard let code = found else {
+        let (tag, id) = keys.userCodeDigest(normalized)
+        guard let code = try await read(tag: tag, id: id, digest: "", userCode: normalized) else {
             throw DeviceAuthorizationError(.notFound, "no pending request has this code")
         }
         try await client.eval(StoreScripts.releaseFailures, keys: charge.keys, arguments: charge.windows)
@@ -235,32 +229,31 @@ public final class DeviceCodeStore: Sendable {
         guard let normalized = UserCode.normalize(userCode) else {
             throw DeviceAuthorizationError(.invalidUserCode, "a user code has 8 letters from BCDFGHJKLMNPQRSTVWXZ")
         }
-        let (tag, indexID) = keys.userCodeDigest(normalized)
-        let indexKey = keys.userCodeKey(tag: tag, id: indexID)
-        let id: String
+        let (tag, id) = keys.userCodeDigest(normalized)
+        let recordKey = keys.deviceKey(tag: tag, id: id)
+        // The grant the person saw: its record must be the user code's, and the script checks
+        // that the record is still that grant (the device-code digest), not a later one.
+        var shownDigest = ""
         if let grantID {
-            // The grant the person saw: its tag must be the user code's, and the script checks
-            // that the index still leads to its record id.
-            guard grantID.hasPrefix(tag), keys.deviceKey(grantID: grantID) != nil else {
+            guard let shown = keys.grant(grantID), shown.key == recordKey else {
                 throw DeviceAuthorizationError(.grantChanged, "this code no longer leads to the request that was shown")
             }
-            id = String(grantID.dropFirst(tag.count))
-        } else {
-            guard let current = try await recordID(indexKey: indexKey) else {
-                throw DeviceAuthorizationError(.notFound, "no pending request has this code")
-            }
-            id = current
+            shownDigest = shown.digest
         }
-        let recordKey = keys.deviceKey(tag: tag, id: id)
-        var arguments: [any RedisArgument] = [id, status, userID]
+        var arguments: [any RedisArgument] = [shownDigest, status, userID]
+        var decidedID = grantID
         if status == "a" {
-            let fields = try await client.send("HMGET", recordKey, "c", "sc").array ?? []
-            guard fields.count == 2, let clientID = fields[0].string else {
+            let fields = try await client.send("HMGET", recordKey, "c", "sc", "h").array ?? []
+            guard fields.count == 3, let clientID = fields[0].string, let digest = fields[2].string else {
                 throw DeviceAuthorizationError(grantID == nil ? .notFound : .grantChanged, "no pending request has this code")
             }
-            arguments += approvalArguments(id: id, userID: userID, clientID: clientID, scopes: fields[1].string ?? "")
+            // Without a shown grant, the MAC is for the grant read here; the script checks it is still the one.
+            if grantID == nil { arguments[0] = digest }
+            let current = keys.grantID(tag: tag, id: id, digest: digest)
+            decidedID = current
+            arguments += approvalArguments(grantID: current, userID: userID, clientID: clientID, scopes: fields[1].string ?? "")
         }
-        try await runDecision(keys: [recordKey, indexKey], arguments: arguments, grantID: keys.grantID(tag: tag, id: id))
+        try await runDecision(keys: [recordKey], arguments: arguments, grantID: decidedID ?? keys.grantID(tag: tag, id: id, digest: ""))
     }
 
     /// The decide script, with the configured durability: the decision's own refusal first, then
@@ -295,14 +288,8 @@ public final class DeviceCodeStore: Sendable {
     }
 
     /// The decide script's extra arguments for an approval: MAC, client id, scopes.
-    private func approvalArguments(id: String, userID: String, clientID: String, scopes: String) -> [any RedisArgument] {
-        [keys.approvalMAC(id: id, userID: userID, clientID: clientID, scopes: scopes), clientID, scopes]
-    }
-
-    /// The record id a user-code index points to. Read before the script so the script can
-    /// declare both keys (see `StoreScripts.decide`); the script checks the index again.
-    private func recordID(indexKey: String) async throws -> String? {
-        try await client.send("GET", indexKey).string
+    private func approvalArguments(grantID: String, userID: String, clientID: String, scopes: String) -> [any RedisArgument] {
+        [keys.approvalMAC(grantID: grantID, userID: userID, clientID: clientID, scopes: scopes), clientID, scopes]
     }
 
     private static func checkDecision(_ reply: RedisValue) throws {
@@ -379,10 +366,10 @@ public final class DeviceCodeStore: Sendable {
             logger.notice("Token answer sent again: a poll of a redeemed code from the redeeming poll's address, within the retry window",
                           metadata: ["grant_id": "\(grantID)", "client_id": "\(clientID)"])
             return .answer(TokenAnswer(body: body, grantID: grantID, source: .redelivered))
-        case .approved(let grant, let mac, let recordKey):
+        case .approved(let grant, let mac, let recordKey, let digest):
             let body = try await answer(grant)
             let arguments: [any RedisArgument] = [clientID, mac, try seal.seal(body, grantID: grant.grantID), window, originDigest,
-                                                  configuration.gracePeriod.milliseconds]
+                                                  configuration.gracePeriod.milliseconds, digest]
             let reply: RedisValue
             if let durability = configuration.durability {
                 let acknowledged = try await client.eval(StoreScripts.redeem, keys: [recordKey], arguments: arguments, durability: durability)
@@ -416,18 +403,18 @@ public final class DeviceCodeStore: Sendable {
     private enum PollStep {
         case outcome(PollOutcome)
         /// Approved, not redeemed yet (retry window > 0): the approval's MAC checked.
-        case approved(ApprovedGrant, mac: String, recordKey: String)
+        case approved(ApprovedGrant, mac: String, recordKey: String, digest: String)
         /// Redeemed within the retry window, from the redeeming poll's origin.
         case redeliver(sealed: [UInt8], grantID: String, clientID: String)
     }
 
     private func pollStep(deviceCode: String, clientID: String, retryWindow: Int, originDigest: String) async throws -> PollStep {
-        guard let tag = DeviceCodeFormat.tag(of: deviceCode) else { return .outcome(.invalidGrant(.unknown)) }
-        let id = keys.deviceID(deviceCode)
+        guard let (tag, id) = keys.coordinates(ofDeviceCode: deviceCode) else { return .outcome(.invalidGrant(.unknown)) }
+        let digest = keys.deviceDigest(deviceCode)
         let recordKey = keys.deviceKey(tag: tag, id: id)
-        let grantID = keys.grantID(tag: tag, id: id)
+        let grantID = keys.grantID(tag: tag, id: id, digest: digest)
         let reply = try await client.eval(StoreScripts.poll, keys: [recordKey],
-                                          arguments: [clientID, configuration.pollTolerance.milliseconds, configuration.maxInterval, retryWindow, originDigest])
+                                          arguments: [clientID, configuration.pollTolerance.milliseconds, configuration.maxInterval, retryWindow, originDigest, digest])
         let parts = reply.array ?? []
         switch parts.first?.string {
         case "pending":
@@ -445,14 +432,14 @@ public final class DeviceCodeStore: Sendable {
             let scopes = parts.count > 2 ? parts[2].string ?? "" : ""
             let mac = parts.count > 3 ? parts[3].string ?? "" : ""
             // The script checked the stored client against `clientID`; the MAC covers it too.
-            guard !userID.isEmpty, KeySchema.macsEqual(mac, keys.approvalMAC(id: id, userID: userID, clientID: clientID, scopes: scopes)) else {
+            guard !userID.isEmpty, KeySchema.macsEqual(mac, keys.approvalMAC(grantID: grantID, userID: userID, clientID: clientID, scopes: scopes)) else {
                 metrics.forged.increment()
                 logger.error("Forged approval in Redis: the record says approved but its MAC is missing or wrong; no token issued. Someone wrote to Redis without the node secret",
                              metadata: ["grant_id": "\(grantID)", "client_id": "\(clientID)"])
                 return .outcome(.invalidGrant(.forged))
             }
             let grant = ApprovedGrant(userID: userID, scopes: scopes.split(separator: " ").map(String.init), grantID: grantID)
-            if kind == "approved" { return .approved(grant, mac: mac, recordKey: recordKey) }
+            if kind == "approved" { return .approved(grant, mac: mac, recordKey: recordKey, digest: digest) }
             metrics.redeemed.increment()
             if let durability = configuration.durability {
                 try await confirmRedemption(recordKey: recordKey, grantID: grantID, durability: durability)
@@ -504,9 +491,8 @@ public final class DeviceCodeStore: Sendable {
 
     /// The grant of a device code, or `nil` when unknown (reference: find by device code).
     public func find(deviceCode: String) async throws -> DeviceCode? {
-        guard let tag = DeviceCodeFormat.tag(of: deviceCode) else { return nil }
-        let id = keys.deviceID(deviceCode)
-        return try await read(id: id, tag: tag, indexKey: nil, userCode: nil)
+        guard let (tag, id) = keys.coordinates(ofDeviceCode: deviceCode) else { return nil }
+        return try await read(tag: tag, id: id, digest: keys.deviceDigest(deviceCode), userCode: nil)
     }
 
     /// Reference `authorize(userID:)`: pending → authorized, atomically.
@@ -524,41 +510,43 @@ public final class DeviceCodeStore: Sendable {
     /// Reference `checkRateLimit(intervalSeconds:)`: `true` when the device polled earlier than
     /// `intervalSeconds` after its last accepted poll; the stored interval then grows by 5 s.
     public func checkRateLimit(_ code: DeviceCode, intervalSeconds: Int) async throws -> Bool {
-        let reply = try await client.eval(StoreScripts.checkRateLimit, keys: [try deviceKey(of: code)],
-                                          arguments: [intervalSeconds, configuration.pollTolerance.milliseconds, configuration.maxInterval])
+        let grant = try record(of: code)
+        let reply = try await client.eval(StoreScripts.checkRateLimit, keys: [grant.key],
+                                          arguments: [intervalSeconds, configuration.pollTolerance.milliseconds, configuration.maxInterval, grant.digest])
         if reply.int == -1 { throw DeviceAuthorizationError(.notFound, "the grant no longer exists") }
         return reply.int == 1
     }
 
     /// Reference `updatePollTime()`: records an accepted poll now (Redis time).
     public func updatePollTime(_ code: DeviceCode) async throws {
-        let reply = try await client.eval(StoreScripts.updatePollTime, keys: [try deviceKey(of: code)])
+        let grant = try record(of: code)
+        let reply = try await client.eval(StoreScripts.updatePollTime, keys: [grant.key], arguments: [grant.digest])
         if reply.int != 1 { throw DeviceAuthorizationError(.notFound, "the grant no longer exists") }
     }
 
-    private func deviceKey(of code: DeviceCode) throws -> String {
-        guard let key = keys.deviceKey(grantID: code.grantID) else {
+    private func record(of code: DeviceCode) throws -> (key: String, digest: String) {
+        guard let grant = keys.grant(code.grantID) else {
             throw DeviceAuthorizationError(.invalidArgument, "malformed grant id")
         }
-        return key
+        return grant
     }
 
     /// The snapshot's client and scopes are what the approval MAC covers; the script refuses
     /// (`grantChanged`) if the record holds others.
     private func decide(grant code: DeviceCode, status: String, userID: String) async throws {
-        let id = String(code.grantID.dropFirst(4))
-        var arguments: [any RedisArgument] = [id, status, userID]
+        let grant = try record(of: code)
+        var arguments: [any RedisArgument] = [grant.digest, status, userID]
         if status == "a" {
-            arguments += approvalArguments(id: id, userID: userID, clientID: code.clientID, scopes: code.scopes.joined(separator: " "))
+            arguments += approvalArguments(grantID: code.grantID, userID: userID, clientID: code.clientID, scopes: code.scopes.joined(separator: " "))
         }
-        try await runDecision(keys: [try deviceKey(of: code)], arguments: arguments, grantID: code.grantID)
+        try await runDecision(keys: [grant.key], arguments: arguments, grantID: code.grantID)
     }
 
     // MARK: - Reading records
 
-    private func read(id: String, tag: some StringProtocol, indexKey: String?, userCode: String?) async throws -> DeviceCode? {
-        let recordKey = keys.deviceKey(tag: tag, id: id)
-        let fields = try await client.eval(StoreScripts.read, keys: indexKey.map { [recordKey, $0] } ?? [recordKey], arguments: [id]).array ?? []
+    /// The record at (`tag`, `id`) if its device-code digest is `digest` (`""`: any).
+    private func read(tag: String, id: String, digest: String, userCode: String?) async throws -> DeviceCode? {
+        let fields = try await client.eval(StoreScripts.read, keys: [keys.deviceKey(tag: tag, id: id)], arguments: [digest]).array ?? []
         guard fields.count == 11 else { return nil }
         let text = fields.map { $0.string ?? "" }
         let statusCode = text[2]
@@ -568,7 +556,7 @@ public final class DeviceCodeStore: Sendable {
         default: .pending
         }
         return DeviceCode(
-            grantID: keys.grantID(tag: tag, id: id),
+            grantID: keys.grantID(tag: tag, id: id, digest: text[0]),
             userCode: userCode.map(UserCode.display) ?? "",
             status: status,
             isRedeemed: statusCode == "r",
@@ -592,8 +580,8 @@ public final class DeviceCodeStore: Sendable {
     /// The Redis key of a device code's record (for operators and benchmarks), or `nil` when the
     /// code is malformed.
     public func recordKey(forDeviceCode deviceCode: String) -> String? {
-        guard let tag = DeviceCodeFormat.tag(of: deviceCode) else { return nil }
-        return keys.deviceKey(tag: tag, id: keys.deviceID(deviceCode))
+        guard let (tag, id) = keys.coordinates(ofDeviceCode: deviceCode) else { return nil }
+        return keys.deviceKey(tag: tag, id: id)
     }
 
     /// Checks the Redis settings this product relies on and logs a warning for each problem.

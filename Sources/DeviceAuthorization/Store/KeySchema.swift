@@ -5,8 +5,7 @@ import Crypto
 ///
 /// | key | type | holds |
 /// |---|---|---|
-/// | `<prefix>:{<tag>}:d:<id>` | hash | the grant; `<id>` = HMAC(secret, device code), first 96 bits, hex |
-/// | `<prefix>:{<tag>}:u:<hmac>` | string | `<id>` of the grant; `<hmac>` = HMAC(secret, user code), 64 bits hex |
+/// | `<prefix>:{<tag>}:d:<id>` | hash | the grant, its only key; `<tag>` and `<id>` = 16 and 64 bits of HMAC(secret, user code), hex |
 /// | `<prefix>:{bf}:a:<hmac>` | hash | failed user-code lookups of one caller bucket: `w` window start, `c` count (window TTL) |
 /// | `<prefix>:{bf}:p:<hmac>` | hash | the same, of one signed-in person |
 /// | `<prefix>:{bf}:t` | hash | the same, of everyone |
@@ -17,8 +16,10 @@ import Crypto
 /// (The counters were strings under `{bf}:c:` and `{bf}:g` before the charge-before-answer
 /// scheme; the new names keep a rolling upgrade from hitting `WRONGTYPE` on old keys.)
 ///
-/// `<tag>` is 4 hex digits of HMAC(secret, user code) and is also the first part of the device
-/// code, so a poll finds the record without a lookup.
+/// One key per grant: the user code leads to the record by its keyed hash (so a taken user code
+/// is a record that exists), and the device code carries the same coordinates, hidden under the
+/// secret (``DeviceCodeFormat``). The record's `h` (64 bits of HMAC(secret, device code),
+/// base64url) is what a poll must match, so only the one device code of that grant polls it.
 struct KeySchema: Sendable {
     let prefix: String
     private let secret: SymmetricKey
@@ -34,21 +35,48 @@ struct KeySchema: Sendable {
         return (hexString(mac[0..<2]), hexString(mac[2..<10]))
     }
 
-    /// Record id of a device code: keyed with the node secret, so someone who can read or write
-    /// Redis but lacks the secret cannot tell which record a device code polls (and so cannot
-    /// arm the record of a code they hold). 96 bits keep the keys small (bytes per pending
-    /// grant) and are still far beyond guessing.
-    func deviceID(_ deviceCode: String) -> String {
-        let mac = HMAC<SHA256>.authenticationCode(for: Array(("d:" + deviceCode).utf8), using: secret)
-        return hexString(Array(mac)[0..<Self.deviceIDBytes])
+    /// A fresh device code for the grant at (`tag`, `id`) (``DeviceCodeFormat``).
+    func makeDeviceCode(tag: String, id: String) -> String {
+        let random = randomBytes(DeviceCodeFormat.randomBytes)
+        let coordinates = hexBytes(tag + id)
+        let pad = coordinatePad(random)
+        return DeviceCodeFormat.base64URL(random + zip(coordinates, pad).map { $0 ^ $1 })
     }
 
-    /// The MAC of an approval (record field `m`): 128 bits of HMAC(secret, id | user | client |
-    /// scopes), hex. Written by the approving node, checked by the polling node before it hands
-    /// out a token, so the fields a poll trusts cannot be set or changed by a Redis writer
-    /// without the secret. Bound to the record id, so it cannot be copied to another record.
-    func approvalMAC(id: String, userID: String, clientID: String, scopes: String) -> String {
-        fieldsMAC(["m", id, userID, clientID, scopes])
+    /// The record coordinates a device code carries: `nil` when it is malformed. Without the
+    /// secret they cannot be read, so someone who can read or write Redis but lacks it cannot tell
+    /// which record a device code polls. A made-up code decodes to some coordinates; its digest
+    /// then matches no record's `h`.
+    func coordinates(ofDeviceCode deviceCode: String) -> (tag: String, id: String)? {
+        guard let bytes = DeviceCodeFormat.bytes(of: deviceCode),
+              bytes.count == DeviceCodeFormat.randomBytes + DeviceCodeFormat.coordinateBytes else { return nil }
+        let random = Array(bytes[0..<DeviceCodeFormat.randomBytes])
+        let hidden = bytes[DeviceCodeFormat.randomBytes...]
+        let plain = hexString(zip(hidden, coordinatePad(random)).map { $0 ^ $1 })
+        return (String(plain.prefix(4)), String(plain.dropFirst(4)))
+    }
+
+    private func coordinatePad(_ random: [UInt8]) -> [UInt8] {
+        var hmac = HMAC<SHA256>(key: secret)
+        hmac.update(data: Array("dp:".utf8))
+        hmac.update(data: random)
+        return Array(Array(hmac.finalize())[0..<DeviceCodeFormat.coordinateBytes])
+    }
+
+    /// What a record holds of its device code (`h`): 64 bits of HMAC(secret, device code),
+    /// base64url (11 characters: printable, so scripts and tools can pass it as an argument).
+    func deviceDigest(_ deviceCode: String) -> String {
+        let mac = HMAC<SHA256>.authenticationCode(for: Array(("d:" + deviceCode).utf8), using: secret)
+        return DeviceCodeFormat.base64URL(Array(Array(mac)[0..<8]))
+    }
+
+    /// The MAC of an approval (record field `m`): 128 bits of HMAC(secret, grant id | user |
+    /// client | scopes), hex. Written by the approving node, checked by the polling node before it
+    /// hands out a token, so the fields a poll trusts cannot be set or changed by a Redis writer
+    /// without the secret. Bound to the grant id (record coordinates and device-code digest), so
+    /// it cannot be copied to another record, nor to a later grant of the same user code.
+    func approvalMAC(grantID: String, userID: String, clientID: String, scopes: String) -> String {
+        fieldsMAC(["m", grantID, userID, clientID, scopes])
     }
 
     /// 128 bits of HMAC(secret) over `parts`, hex; the first part names the kind of MAC.
@@ -82,8 +110,7 @@ struct KeySchema: Sendable {
     static let deviceIDBytes = 12
 
     func devicePrefix(tag: some StringProtocol) -> String { "\(prefix):{\(tag)}:d:" }
-    func deviceKey(tag: some StringProtocol, id: String) -> String { devicePrefix(tag: tag) + id }
-    func userCodeKey(tag: String, id: String) -> String { "\(prefix):{\(tag)}:u:\(id)" }
+    func deviceKey(tag: some StringProtocol, id: some StringProtocol) -> String { devicePrefix(tag: tag) + id }
 
     /// Brute-force counter of one caller (the caller itself, e.g. an IP, is hashed too).
     func callerFailuresKey(_ caller: String) -> String {
@@ -138,11 +165,23 @@ struct KeySchema: Sendable {
         fieldsMAC(["f", familyID, clientID, userID, scopes])
     }
 
-    /// Grant ids are `<tag><id>`: enough to find the record again, and safe to log.
-    func grantID(tag: some StringProtocol, id: String) -> String { "\(tag)\(id)" }
+    /// Grant ids are `<tag><id><h>` (4 + 16 hex digits, 11 base64url characters): the record's
+    /// key and the digest of its device code, so the id names one grant even when its user code
+    /// is issued again later. Safe to log (no code can be worked out from it).
+    func grantID(tag: some StringProtocol, id: some StringProtocol, digest: String) -> String { "\(tag)\(id)\(digest)" }
 
-    func deviceKey(grantID: String) -> String? {
-        guard grantID.utf8.count == 4 + 2 * Self.deviceIDBytes, grantID.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }) else { return nil }
-        return deviceKey(tag: grantID.prefix(4), id: String(grantID.dropFirst(4)))
+    /// The record key and device-code digest of a grant id, or `nil` when it is malformed.
+    func grant(_ grantID: String) -> (key: String, digest: String)? {
+        let utf8 = Array(grantID.utf8)
+        guard utf8.count == 4 + 16 + 11, utf8[0..<20].allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }),
+              DeviceCodeFormat.base64URLDecode(String(decoding: utf8[20...], as: UTF8.self).utf8) != nil else { return nil }
+        return (deviceKey(tag: String(decoding: utf8[0..<4], as: UTF8.self), id: String(decoding: utf8[4..<20], as: UTF8.self)),
+                String(decoding: utf8[20...], as: UTF8.self))
     }
+}
+
+/// The bytes of an even-length lowercase hex string (only ever called on hex this file made).
+private func hexBytes(_ hex: String) -> [UInt8] {
+    let digits = Array(hex.utf8).map { $0 <= 57 ? $0 - 48 : $0 - 87 }
+    return stride(from: 0, to: digits.count - 1, by: 2).map { digits[$0] << 4 | digits[$0 + 1] }
 }

@@ -69,7 +69,11 @@ enum PendingGrants {
         guard loaded else {
             throw ChildProcess.Failure(description: "the poll script \(DeviceCodeStore.pollScriptSHA1) is not loaded on the server after a poll")
         }
-        let command = baselineCommand(for: grant, tolerance: store.configuration.pollTolerance, maxInterval: store.configuration.maxInterval, functions: functions)
+        guard let digest = try await client.send("HMGET", grant.deviceKey, "h").array?.first?.string else {
+            throw ChildProcess.Failure(description: "\(grant.deviceKey) has no device-code digest")
+        }
+        let command = baselineCommand(for: grant, digest: digest, tolerance: store.configuration.pollTolerance, maxInterval: store.configuration.maxInterval,
+                                      functions: functions)
         let reply = try await client.send(RedisCommand(arguments: command))
         guard reply.array?.first?.string == "pending" else {
             throw ChildProcess.Failure(description: "\(command.joined(separator: " ")) answered \(reply), expected [pending]")
@@ -79,10 +83,11 @@ enum PendingGrants {
 
     /// The baseline's command: the store's poll script as the client sends it (`FCALL` of its
     /// function, or `EVALSHA` by SHA-1) on `grant`'s record, with the same arguments the store
-    /// sends (client id, tolerance in milliseconds, interval cap in seconds).
-    static func baselineCommand(for grant: BenchGrant, tolerance: Duration, maxInterval: Int, functions: Bool) -> [String] {
+    /// sends (client id, tolerance in milliseconds, interval cap in seconds, no retry window, no
+    /// origin, the device code's digest as the record holds it).
+    static func baselineCommand(for grant: BenchGrant, digest: String, tolerance: Duration, maxInterval: Int, functions: Bool) -> [String] {
         [functions ? "FCALL" : "EVALSHA", functions ? ProductScripts.pollFunctionName : DeviceCodeStore.pollScriptSHA1,
-         "1", grant.deviceKey, clientID, "\(tolerance.wholeMilliseconds)", "\(maxInterval)"]
+         "1", grant.deviceKey, clientID, "\(tolerance.wholeMilliseconds)", "\(maxInterval)", "0", "", digest]
     }
 }
 
