@@ -43,4 +43,14 @@ struct CodesTests {
             #expect(keys.coordinates(ofDeviceCode: text) == nil, "\(text)")
         }
     }
+
+    @Test("the origin a grant keeps: IPv4 in 5 bytes, canonical IPv6 in 17, anything else as typed; every one reads back as it was", arguments: [
+        ("203.0.113.254", 5), ("127.0.0.1", 5), ("2001:db8::1", 17), ("::1", 17), ("2001:DB8::1", 11), ("2001:db8:0::1", 13),
+        ("203.0.113.7:80", 14), ("unknown", 7), ("", 0), ("\u{1}abcd", 6), ("\u{2}", 2), ("\u{0}x", 3), ("é", 2), ("01.2.3.4", 8),
+    ])
+    func originEncoding(origin: String, size: Int) {
+        let encoded = OriginEncoding.encode(origin)
+        #expect(encoded.count == size)
+        #expect(OriginEncoding.decode(encoded) == origin)
+    }
 }

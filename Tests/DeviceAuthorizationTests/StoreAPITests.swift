@@ -71,6 +71,13 @@ struct StoreAPITests {
         #expect(try await f.store.find(deviceCode: cut.deviceCode)?.requestOrigin == String(repeating: "a", count: 63))
         let exact = try await f.store.issue(clientID: "tv", scopes: [], origin: String(repeating: "é", count: 40))
         #expect(try await f.store.find(deviceCode: exact.deviceCode)?.requestOrigin == String(repeating: "é", count: 32))
+        for address in ["203.0.113.254", "2001:db8::7"] {
+            let issued = try await f.store.issue(clientID: "tv", scopes: [], origin: address)
+            #expect(try await f.store.find(deviceCode: issued.deviceCode)?.requestOrigin == address)
+            #expect(try await f.store.lookup(userCode: issued.userCode, caller: "x").requestOrigin == address)
+            let stored = try await f.client.send("HMGET", try #require(f.store.recordKey(forDeviceCode: issued.deviceCode)), "o").array?.first?.bytes
+            #expect(stored?.count == (address.contains(":") ? 17 : 5), "kept as the address's bytes")
+        }
         let key = f.store.recordKey(forDeviceCode: exact.deviceCode)
         let record = try #require(try await f.dump().first { $0.key == key })
         #expect(record.content.firstIndex(of: "o").map { record.content[$0 + 1].utf8.count } == 64)

@@ -96,7 +96,8 @@ public final class DeviceCodeStore: Sendable {
             let expires = try await client.eval(
                 StoreScripts.issue,
                 keys: [keys.deviceKey(tag: tag, id: id)],
-                arguments: [digest, lifetime.milliseconds, configuration.gracePeriod.milliseconds, interval, clientID, scopes.joined(separator: " "), Self.truncatedOrigin(origin)]
+                arguments: [digest, lifetime.milliseconds, configuration.gracePeriod.milliseconds, interval, clientID, scopes.joined(separator: " "),
+                            OriginEncoding.encode(Self.truncatedOrigin(origin))]
             ).int ?? 0
             if expires == 0 {
                 metrics.userCodeCollisions.increment()
@@ -568,7 +569,7 @@ public final class DeviceCodeStore: Sendable {
             interval: Int(text[7]) ?? configuration.interval,
             createdAt: Date(milliseconds: Int(text[9]) ?? 0),
             observedAt: Date(milliseconds: Int(text[1]) ?? 0),
-            requestOrigin: text[10].isEmpty ? nil : text[10]
+            requestOrigin: (fields[10].bytes).flatMap { $0.isEmpty ? nil : OriginEncoding.decode($0) }
         )
     }
 

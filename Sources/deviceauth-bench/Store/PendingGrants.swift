@@ -17,6 +17,8 @@ enum PendingGrants {
     static let scopes = ["openid", "profile"]
     /// Long enough that no grant expires during a run (a poll then answers `expired_token`).
     static let lifetime = Duration.seconds(3_600)
+    /// The address every grant was asked from, as the HTTP layer passes it (stored in the record).
+    static let origin = "203.0.113.254"
 
 
     /// Issues `count` grants with interval 0 (so a poll never gets `slow_down`), at most
@@ -30,7 +32,7 @@ enum PendingGrants {
             let issued = try await withThrowingTaskGroup(of: IssuedDeviceCode.self) { group in
                 for _ in 0..<batch {
                     group.addTask {
-                        try await store.issue(clientID: clientID, scopes: scopes, lifetime: lifetime, interval: 0)
+                        try await store.issue(clientID: clientID, scopes: scopes, lifetime: lifetime, interval: 0, origin: origin)
                     }
                 }
                 var batchResults: [IssuedDeviceCode] = []

@@ -116,7 +116,7 @@ struct StoreBenchmark: AsyncParsableCommand {
                     detail: "used_memory delta over \(grants) grants (\(memoryBefore)→\(memoryAfter))\(caveat); baseline = the 250 B target"
                         + " | MEMORY USAGE of the one key right after issue: \(fresh.summary)"
                         + " | after polling: \(Console.fixed(polled.recordBytes, 1))B"
-                        + " | scopes=\"\(PendingGrants.scopes.joined(separator: " "))\" client_id=\(PendingGrants.clientID) | \(target.summary)"
+                        + " | scopes=\"\(PendingGrants.scopes.joined(separator: " "))\" client_id=\(PendingGrants.clientID) origin=\(PendingGrants.origin) | \(target.summary)"
                 ).print()
 
                 if sharedServer {
