@@ -47,7 +47,7 @@ struct ClusterHTTPTests {
             let claims = try await keys.verify(try #require(token.json["access_token"] as? String), as: JWTTokenIssuer.Claims.self)
             #expect(claims.sub.value == "alice")
             expectSameToken(try await client.poll(deviceCode: deviceCode, clientID: "fast"), as: token)
-            expectOAuthError(try await client.poll(deviceCode: deviceCode, clientID: "fast", headers: elsewhere), "invalid_grant")
+            expectOAuthError(try await client.poll(deviceCode: deviceCode, clientID: "other-cli"), "invalid_grant")
             #expect(try await browser.lookup(client, "\(userCode)").status == .conflict, "already used")
         }
     }

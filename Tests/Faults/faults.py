@@ -554,7 +554,8 @@ def node_kill(args):
 
 
 def scan_grants():
-    """Every grant record and user-code index under the key prefix: (records, indexes, problems)."""
+    """Every grant record under the key prefix, and any user-code index key of the earlier two-key layout
+    (none should exist now): (records, indexes, problems)."""
     script = """
     local records, indexes, problems = 0, 0, {}
     local cursor = '0'
@@ -564,8 +565,8 @@ def scan_grants():
       for _, key in ipairs(page[2]) do
         if string.find(key, '}:d:', 1, true) then
           records = records + 1
-          local f = redis.call('HMGET', key, 's', 'c', 'e', 'i', 'ca')
-          for i = 1, 5 do if not f[i] then table.insert(problems, 'partial record ' .. key) break end end
+          local f = redis.call('HMGET', key, 's', 'c', 'e', 'i', 'ca', 'h')
+          for i = 1, 6 do if not f[i] then table.insert(problems, 'partial record ' .. key) break end end
           if redis.call('PTTL', key) < 0 then table.insert(problems, 'record without TTL ' .. key) end
         elseif string.find(key, '}:u:', 1, true) then
           indexes = indexes + 1

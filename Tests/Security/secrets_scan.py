@@ -157,7 +157,8 @@ def main():
     needles = {}
     for code in captured.device_codes:
         needles[code.encode()] = "device code"
-        needles[code.split(".", 1)[-1].encode()] = "device code (random part)"
+        # The first 42 characters are its 256 random bits alone (the rest hides the record's coordinates).
+        needles[code[:42].encode()] = "device code (random part)"
     for code in captured.user_codes:
         needles[code.encode()] = "user code (display)"
         needles[code.replace("-", "").encode()] = "user code (normalized)"
@@ -175,7 +176,7 @@ def main():
     # Canaries: one planted key and one planted log line holding a captured secret. The scan must
     # report exactly these two, or it could not have found a real leak either.
     canary_code = sorted(captured.device_codes)[0]
-    redis.call("HSET", "secrets-scan-canary", "v", "x" + canary_code.split(".", 1)[-1] + "x")
+    redis.call("HSET", "secrets-scan-canary", "v", "x" + canary_code[:42] + "x")
     canary_log = pathlib.Path(args.logs) / "canary.log"
     canary_log.write_text("a line with " + sorted(captured.user_codes)[0].replace("-", "") + " inside\n")
     cursor, keys = b"0", []
