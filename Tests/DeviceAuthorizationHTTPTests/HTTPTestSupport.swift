@@ -40,8 +40,9 @@ let testClients: [RegisteredClient] = [
                      pollingInterval: 0),
     RegisteredClient(clientID: "rt-svc", displayName: "Refreshing service", allowedScopes: ["profile"], secret: confidentialSecret, pollingInterval: 0,
                      refreshTokens: true),
+    // 5 s: a busy machine must not let the token die between the redemption and the rotation.
     RegisteredClient(clientID: "rt-idle", displayName: "Short idle refresh", allowedScopes: ["profile"], pollingInterval: 0, refreshTokens: true,
-                     refreshIdleLifetime: .milliseconds(1500)),
+                     refreshIdleLifetime: .seconds(5)),
     RegisteredClient(clientID: "rt-abs", displayName: "Short absolute refresh", allowedScopes: ["profile"], pollingInterval: 0, refreshTokens: true,
                      refreshAbsoluteLifetime: .seconds(3)),
 ]

@@ -213,17 +213,17 @@ struct RefreshTokenTests {
             let cappedTTL = try await node.redis.send("PTTL", try #require(node.routes.refreshTokens.familyKey(forToken: capped))).int ?? -9
             #expect(cappedTTL > 0 && cappedTTL <= 3000, "PTTL \(cappedTTL)")
 
-            // Idle 1.5 s: each rotation sets the TTL again; unused, the token is gone.
+            // Idle 5 s: each rotation sets the TTL again; unused, the token is gone.
             let idle = try await Self.redeem(client, node, clientID: "rt-idle")
             let key = try #require(node.routes.refreshTokens.familyKey(forToken: idle))
             let idleTTL = try await node.redis.send("PTTL", key).int ?? -9
-            #expect(idleTTL > 0 && idleTTL <= 1500, "PTTL \(idleTTL)")
+            #expect(idleTTL > 0 && idleTTL <= 5000, "PTTL \(idleTTL)")
             let rotated = try await client.refresh(idle, clientID: "rt-idle")
             let next = try #require(rotated.json["refresh_token"] as? String)
             #expect((try await node.redis.send("PTTL", key).int ?? -9) > 0)
-            // Wait for Redis to expire it (a hang guard of 10 s, not a timing assertion).
+            // Wait for Redis to expire it (a hang guard of 20 s, not a timing assertion).
             var gone = false
-            for _ in 0..<100 where !gone {
+            for _ in 0..<200 where !gone {
                 try await Task.sleep(for: .milliseconds(100))
                 gone = (try await node.redis.send("PTTL", key).int ?? 0) == -2
             }

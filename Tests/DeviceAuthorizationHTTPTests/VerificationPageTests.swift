@@ -98,10 +98,13 @@ struct VerificationPageTests {
         }
     }
 
-    @Test("durability asked of a Redis without replicas: the approval page says 503 'Not confirmed yet', the device still gets its token once")
+    @Test("durability asked of a Redis without replicas: the approval page says 503 'Not confirmed yet'; the token is held back (authorization_pending) until the hold ends, then sent once")
     func unconfirmedApproval() async throws {
         // The shared test Redis has no replica, so `WAIT 1` answers 0 after its timeout, every time.
-        let fixture = try await HTTPFixture(configureStore: { $0.durability = try? RedisDurability(replicas: 1, timeout: .milliseconds(20)) })
+        let fixture = try await HTTPFixture(configureStore: {
+            $0.durability = try? RedisDurability(replicas: 1, timeout: .milliseconds(20))
+            $0.unconfirmedRedemptionHold = .milliseconds(300)
+        })
         defer { fixture.shutdown() }
         try await fixture.app.test(.router) { client in
             let issued = try await client.issue(clientID: "fast")
@@ -114,9 +117,16 @@ struct VerificationPageTests {
             #expect(approved.text.contains("Not confirmed yet"))
             #expect(!approved.text.contains("Device connected"))
             #expect(approved.headers[.retryAfter] == "5")
-            // It was made on the primary: the device gets its token (the redemption's own shortfall
-            // is counted, not refused), and only once.
-            let token = try await client.poll(deviceCode: issued.deviceCode, clientID: "fast")
+            // It was made on the primary. The redemption is not confirmed either: the device is told
+            // to keep polling while the answer is held back, then gets it (a replica outage delays a
+            // login, never loses it), and the same answer again after that.
+            expectOAuthError(try await client.poll(deviceCode: issued.deviceCode, clientID: "fast"), "authorization_pending")
+            var token = try await client.poll(deviceCode: issued.deviceCode, clientID: "fast")
+            for _ in 0..<100 where token.status != .ok {   // a hang guard, not a timing assertion
+                #expect(token.oauthError == "authorization_pending")
+                try await Task.sleep(for: .milliseconds(100))
+                token = try await client.poll(deviceCode: issued.deviceCode, clientID: "fast")
+            }
             #expect(token.status == .ok)
             expectSameToken(try await client.poll(deviceCode: issued.deviceCode, clientID: "fast"), as: token)
             // Entering the code again shows it as used, not a second confirmation page.

@@ -27,20 +27,20 @@ struct CodesTests {
 
     @Test func deviceCodesCarryTheirRecordHiddenUnderTheSecretAnd256RandomBits() {
         let keys = KeySchema(prefix: "t", secret: Array("a-test-secret-of-at-least-32-bytes!!".utf8))
-        let code = keys.makeDeviceCode(tag: "0a1f", id: "0123456789abcdef")
+        let (code, digest) = keys.makeDeviceCode(tag: "0a1f", id: "0123456789abcdef")
         #expect(code.count == 56, "42 bytes (32 random, 10 of record coordinates), base64url")
-        #expect(keys.coordinates(ofDeviceCode: code).map { [$0.tag, $0.id] } == ["0a1f", "0123456789abcdef"])
-        let again = keys.makeDeviceCode(tag: "0a1f", id: "0123456789abcdef")
+        #expect(keys.decode(deviceCode: code).map { [$0.tag, $0.id, $0.digest] } == ["0a1f", "0123456789abcdef", digest])
+        let (again, againDigest) = keys.makeDeviceCode(tag: "0a1f", id: "0123456789abcdef")
         #expect(again != code && again.suffix(14) != code.suffix(14), "the coordinates are hidden under a fresh pad each time")
         #expect(!code.contains("0a1f") && !code.contains("0123456789abcdef"))
         // Another secret reads other coordinates: the record cannot be found without the secret.
         let other = KeySchema(prefix: "t", secret: Array("another-secret-of-at-least-32-bytes!".utf8))
-        #expect(other.coordinates(ofDeviceCode: code).map { [$0.tag, $0.id] } != ["0a1f", "0123456789abcdef"])
-        #expect(keys.deviceDigest(code).count == 11 && keys.deviceDigest(code) != keys.deviceDigest(again))
+        #expect(other.decode(deviceCode: code).map { [$0.tag, $0.id] } != ["0a1f", "0123456789abcdef"])
+        #expect(digest.count == 11 && digest != againDigest && other.decode(deviceCode: code)?.digest != digest)
         let malformed: [String] = ["", "0a1f", code + "x", String(code.dropLast()), String(code.dropLast()) + "!", String(code.dropLast()) + "=",
                                    "0a1f." + String(code.dropFirst(5))]
         for text in malformed {
-            #expect(keys.coordinates(ofDeviceCode: text) == nil, "\(text)")
+            #expect(keys.decode(deviceCode: text) == nil, "\(text)")
         }
     }
 

@@ -78,7 +78,7 @@ struct FuzzTests {
         return bytes.count == 56 && bytes.allSatisfy(base64.contains)
     }
 
-    @Test("device codes: 30k generated and mutated codes; coordinates(ofDeviceCode:) accepts exactly the format and round-trips; base64url round-trips")
+    @Test("device codes: 30k generated and mutated codes; decode(deviceCode:) accepts exactly the format and round-trips; base64url round-trips")
     func deviceCodes() async {
         var rng = SeededRandom(seed: 5_2)
         let keys = KeySchema(prefix: "t", secret: Array("a-test-secret-of-at-least-32-bytes!!".utf8))
@@ -87,8 +87,9 @@ struct FuzzTests {
             if index % 1_000 == 0 { await Task.yield() }
             let tag = String(format: "%04x", rng.int(0...0xffff))
             let id = String(format: "%08x%08x", rng.int(0...0x7fff_ffff), rng.int(0...0x7fff_ffff))
-            var code = keys.makeDeviceCode(tag: tag, id: id)
-            #expect(keys.coordinates(ofDeviceCode: code).map { $0.tag + $0.id } == tag + id)
+            let made = keys.makeDeviceCode(tag: tag, id: id)
+            var code = made.code
+            #expect(keys.decode(deviceCode: code).map { $0.tag + $0.id + $0.digest } == tag + id + made.digest)
             // Mutate: replace, insert or delete at a random position.
             var characters = Array(code)
             let position = rng.int(0...characters.count - 1)
@@ -98,9 +99,9 @@ struct FuzzTests {
             default: characters.remove(at: position)
             }
             code = String(characters)
-            let parsed = keys.coordinates(ofDeviceCode: code)
+            let parsed = keys.decode(deviceCode: code)
             guard (parsed != nil) == Self.isWellFormedDeviceCode(code), parsed.map({ $0.tag.count == 4 && $0.id.count == 16 }) ?? true else {
-                Issue.record("coordinates(ofDeviceCode: \(code.debugDescription)) = \(String(describing: parsed))")
+                Issue.record("decode(deviceCode: \(code.debugDescription)) = \(String(describing: parsed))")
                 return
             }
         }

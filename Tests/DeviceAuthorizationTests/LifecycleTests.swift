@@ -16,7 +16,7 @@ struct LifecycleTests {
         let record = try #require(keys.first { $0.key.contains(":d:") })
         #expect(record.key == f.store.recordKey(forDeviceCode: issued.deviceCode))
         let digest = record.content.firstIndex(of: "h").map { record.content[$0 + 1] }
-        #expect(digest == f.store.keys.deviceDigest(issued.deviceCode), "h: the device code's keyed digest, not the code")
+        #expect(digest == f.store.keys.decode(deviceCode: issued.deviceCode)?.digest, "h: the device code's keyed digest, not the code")
         let ttl = try await f.client.send("PTTL", record.key).int ?? 0
         #expect(ttl > 890_000 && ttl <= 900_000, "lifetime 600 s + grace 300 s, got \(ttl) ms")
         let code = try #require(try await f.store.find(deviceCode: issued.deviceCode))

@@ -54,7 +54,7 @@ public enum UserCode {
 /// keyed hash of its user code (``KeySchema/userCodeDigest(_:)``), and the pad is 80 bits of
 /// HMAC(secret, random). So a poll finds its one record with no lookup ("self-routing"; in a
 /// Redis Cluster the record's slot), and without the secret nobody can tell from a device code
-/// which record it polls (see ``KeySchema/coordinates(ofDeviceCode:)``).
+/// which record it polls (see `KeySchema.decode(deviceCode:)`).
 public enum DeviceCodeFormat {
     static let length = 56
     static let randomBytes = 32

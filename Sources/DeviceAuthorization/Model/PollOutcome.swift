@@ -58,6 +58,11 @@ public enum TokenPollResult: Sendable, Hashable {
     case outcome(PollOutcome)
     /// Send this token answer.
     case answer(TokenAnswer)
+    /// The grant was redeemed with the answer this poll minted, but fewer Redis copies confirmed
+    /// it than ``DeviceCodeStoreConfiguration/durability`` asks: answer `authorization_pending`
+    /// and keep what was minted (the answer waits, sealed, for the device's next poll; after a
+    /// failover that lost it, that poll mints again). Never discard the minted refresh family here.
+    case unconfirmed(grantID: String)
 }
 
 /// A token answer (the bytes of the RFC 6749 §5.1 body) and where it came from.

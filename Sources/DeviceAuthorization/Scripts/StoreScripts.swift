@@ -3,7 +3,7 @@ import RedisClient
 /// The Lua scripts that make every decision atomic across API nodes. Each reads the Redis
 /// server's clock (`TIME`), so nodes with skewed clocks agree.
 ///
-/// Record fields: `h` the device code's digest (`KeySchema.deviceDigest`; every script that acts
+/// Record fields: `h` the device code's digest (`KeySchema.decode(deviceCode:)`; every script that acts
 /// for a device code or a grant id checks it), `s` status (`p` pending, `a` authorized, `d` denied, `r` redeemed), `c` client
 /// id, `sc` scopes, `e` expiry (ms), `l` last accepted poll (ms), `i` interval (s), `u` user id,
 /// `ca` created (ms), `dt` decided (ms), `rp` replayed polls, `o` the address the device asked from
@@ -56,7 +56,7 @@ enum StoreScripts {
     ///   costs this one round trip and burns the record.
     /// - Approved, window > 0: returns `{'approved', user, scopes, mac}` and changes nothing; the
     ///   node mints the answer and redeems with ``redeem``, which stores it sealed.
-    /// - Redeemed: `{'redeliver', sealed answer}` while the retry window of the redeeming poll is
+    /// - Redeemed: `{'redeliver', sealed answer, ms since the redemption}` while the retry window of the redeeming poll is
     ///   open and this poll comes from the same origin (a device whose answer was lost, polling
     ///   again); otherwise a replay, counted in `rp` (after the window the sealed answer is cleared).
     /// `slow_down` raises the interval by 5 s up to the cap (an interval already above it, as
@@ -73,7 +73,7 @@ enum StoreScripts {
           local w = tonumber(r[11])
           if w and now < w and r[12] == ARGV[5] then
             local t = redis.call('HMGET', KEYS[1], 't')[1]
-            if t and t ~= '' then return {'redeliver', t} end
+            if t and t ~= '' then return {'redeliver', t, now - (tonumber(r[4]) or now)} end
           end
           -- Window over: the sealed answer is no longer needed (HSET: the ACL has no HDEL).
           if w and w > 0 and now >= w then redis.call('HSET', KEYS[1], 't', '', 'w', 0) end

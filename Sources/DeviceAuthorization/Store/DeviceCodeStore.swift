@@ -91,8 +91,7 @@ public final class DeviceCodeStore: Sendable {
         for _ in 0..<max(1, configuration.userCodeAttempts) {
             let userCode = userCodes()
             let (tag, id) = keys.userCodeDigest(userCode)
-            let deviceCode = keys.makeDeviceCode(tag: tag, id: id)
-            let digest = keys.deviceDigest(deviceCode)
+            let (deviceCode, digest) = keys.makeDeviceCode(tag: tag, id: id)
             let expires = try await client.eval(
                 StoreScripts.issue,
                 keys: [keys.deviceKey(tag: tag, id: id)],
@@ -361,8 +360,15 @@ public final class DeviceCodeStore: Sendable {
                                        grantID: grantID, source: .minted))
         case .outcome(let outcome):
             return .outcome(outcome)
-        case .redeliver(let sealed, let grantID, let clientID):
+        case .redeliver(let sealed, let grantID, let clientID, let recordKey, let age):
             guard let body = openAnswer(sealed, grantID: grantID, clientID: clientID) else { return .outcome(.invalidGrant(.forged)) }
+            // A kept answer leaves once the redemption is on enough copies, as a fresh one does, or
+            // once it has been held back long enough (a replica outage delays logins, never loses them).
+            if let durability = configuration.durability,
+               try await confirmRedemption(recordKey: recordKey, grantID: grantID, durability: durability) == false,
+               age < configuration.unconfirmedRedemptionHold {
+                return .unconfirmed(grantID: grantID)
+            }
             metrics.redelivered.increment()
             logger.notice("Token answer sent again: a poll of a redeemed code from the redeeming poll's address, within the retry window",
                           metadata: ["grant_id": "\(grantID)", "client_id": "\(clientID)"])
@@ -372,11 +378,12 @@ public final class DeviceCodeStore: Sendable {
             let arguments: [any RedisArgument] = [clientID, mac, try seal.seal(body, grantID: grant.grantID), window, originDigest,
                                                   configuration.gracePeriod.milliseconds, digest]
             let reply: RedisValue
+            var confirmed = true
             if let durability = configuration.durability {
                 let acknowledged = try await client.eval(StoreScripts.redeem, keys: [recordKey], arguments: arguments, durability: durability)
                 reply = acknowledged.reply
                 if reply.array?.first?.string == "redeemed" {
-                    _ = shortfall(acknowledged.acknowledgement, operation: "redeem", grantID: grant.grantID)
+                    confirmed = shortfall(acknowledged.acknowledgement, operation: "redeem", grantID: grant.grantID) == nil
                 }
             } else {
                 reply = try await client.eval(StoreScripts.redeem, keys: [recordKey], arguments: arguments)
@@ -385,6 +392,10 @@ public final class DeviceCodeStore: Sendable {
             switch parts.first?.string {
             case "redeemed":
                 metrics.redeemed.increment()
+                // Not on enough copies: the answer waits, sealed in the record, for the device's next
+                // poll. If the primary stays, that poll gets it; if a failover loses the redemption,
+                // that poll mints again. Either way the device gets one token, never two.
+                guard confirmed || configuration.unconfirmedRedemptionHold <= .zero else { return .unconfirmed(grantID: grant.grantID) }
                 return .answer(TokenAnswer(body: body, grantID: grant.grantID, source: .minted))
             case "taken":
                 guard parts.count > 1, let sealed = parts[1].bytes, let winner = openAnswer(sealed, grantID: grant.grantID, clientID: clientID) else {
@@ -406,12 +417,11 @@ public final class DeviceCodeStore: Sendable {
         /// Approved, not redeemed yet (retry window > 0): the approval's MAC checked.
         case approved(ApprovedGrant, mac: String, recordKey: String, digest: String)
         /// Redeemed within the retry window, from the redeeming poll's origin.
-        case redeliver(sealed: [UInt8], grantID: String, clientID: String)
+        case redeliver(sealed: [UInt8], grantID: String, clientID: String, recordKey: String, age: Duration)
     }
 
     private func pollStep(deviceCode: String, clientID: String, retryWindow: Int, originDigest: String) async throws -> PollStep {
-        guard let (tag, id) = keys.coordinates(ofDeviceCode: deviceCode) else { return .outcome(.invalidGrant(.unknown)) }
-        let digest = keys.deviceDigest(deviceCode)
+        guard let (tag, id, digest) = keys.decode(deviceCode: deviceCode) else { return .outcome(.invalidGrant(.unknown)) }
         let recordKey = keys.deviceKey(tag: tag, id: id)
         let grantID = keys.grantID(tag: tag, id: id, digest: digest)
         let reply = try await client.eval(StoreScripts.poll, keys: [recordKey],
@@ -448,7 +458,8 @@ public final class DeviceCodeStore: Sendable {
             return .outcome(.authorized(userID: grant.userID, scopes: grant.scopes, grantID: grantID))
         case "redeliver":
             guard parts.count > 1, let sealed = parts[1].bytes else { return .outcome(.invalidGrant(.unknown)) }
-            return .redeliver(sealed: sealed, grantID: grantID, clientID: clientID)
+            return .redeliver(sealed: sealed, grantID: grantID, clientID: clientID, recordKey: recordKey,
+                              age: .milliseconds(parts.count > 2 ? parts[2].int ?? 0 : 0))
         case "replay":
             return .outcome(replayed(grantID: grantID, clientID: clientID))
         case "wrong_client":
@@ -475,25 +486,26 @@ public final class DeviceCodeStore: Sendable {
         return nil
     }
 
-    /// Waits until the redemption has the configured copies. A shortfall (or a failed wait) is
-    /// counted and logged but the token is still issued: see
+    /// Waits until the redemption has the configured copies; whether it has them. A shortfall (or
+    /// a failed wait) is counted and logged; what the caller then answers is in
     /// ``DeviceCodeStoreConfiguration/durability``.
-    private func confirmRedemption(recordKey: String, grantID: String, durability: RedisDurability) async throws {
+    @discardableResult
+    private func confirmRedemption(recordKey: String, grantID: String, durability: RedisDurability) async throws -> Bool {
         let acknowledgement: Result<RedisAcknowledgement, RedisError>
         do {
             acknowledgement = try await client.eval(StoreScripts.confirmRedemption, keys: [recordKey], durability: durability).acknowledgement
         } catch let error as RedisError {
             acknowledgement = .failure(error)
         }
-        _ = shortfall(acknowledgement, operation: "redeem", grantID: grantID)
+        return shortfall(acknowledgement, operation: "redeem", grantID: grantID) == nil
     }
 
     // MARK: - The reference model's methods, each atomic
 
     /// The grant of a device code, or `nil` when unknown (reference: find by device code).
     public func find(deviceCode: String) async throws -> DeviceCode? {
-        guard let (tag, id) = keys.coordinates(ofDeviceCode: deviceCode) else { return nil }
-        return try await read(tag: tag, id: id, digest: keys.deviceDigest(deviceCode), userCode: nil)
+        guard let (tag, id, digest) = keys.decode(deviceCode: deviceCode) else { return nil }
+        return try await read(tag: tag, id: id, digest: digest, userCode: nil)
     }
 
     /// Reference `authorize(userID:)`: pending → authorized, atomically.
@@ -581,7 +593,7 @@ public final class DeviceCodeStore: Sendable {
     /// The Redis key of a device code's record (for operators and benchmarks), or `nil` when the
     /// code is malformed.
     public func recordKey(forDeviceCode deviceCode: String) -> String? {
-        guard let (tag, id) = keys.coordinates(ofDeviceCode: deviceCode) else { return nil }
+        guard let (tag, id, _) = keys.decode(deviceCode: deviceCode) else { return nil }
         return keys.deviceKey(tag: tag, id: id)
     }
 

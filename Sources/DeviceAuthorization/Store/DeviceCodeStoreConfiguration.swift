@@ -46,10 +46,16 @@ public struct DeviceCodeStoreConfiguration: Sendable {
     /// - An approval or denial that is not confirmed in time throws
     ///   ``DeviceAuthorizationError/Code/notDurable``: it was made on the primary and stays if
     ///   the primary does, but the person is told it is not confirmed.
-    /// - A redemption that is not confirmed still returns its token (withholding it would lose
-    ///   the login for certain, to guard against a failover that may not come); it is counted in
-    ///   `deviceauth_durability_shortfalls_total` and logged with the grant id, so its tokens can
-    ///   be revoked if a failover follows.
+    /// - A redemption that is not confirmed in time, through
+    ///   ``DeviceCodeStore/poll(deviceCode:clientID:origin:answer:)`` with a retry window, answers
+    ///   ``TokenPollResult/unconfirmed(grantID:)`` (`authorization_pending`): the minted answer
+    ///   waits, sealed, for the device's next poll, which gets it if the primary stayed, or mints
+    ///   again if a failover lost the redemption; one token either way. It is held back at most
+    ///   ``unconfirmedRedemptionHold`` after the redemption, then sent unconfirmed (so a replica
+    ///   outage delays logins but never loses them). Through
+    ///   ``DeviceCodeStore/poll(deviceCode:clientID:)`` (or with the window off) it still returns
+    ///   its token: withholding it would lose the login. Both are counted in
+    ///   `deviceauth_durability_shortfalls_total` and logged with the grant id.
     /// Confirmed writes survive the primary's loss as long as a replica that has them is promoted
     /// (Sentinel and Cluster promote the most up-to-date replica); this is not strong consistency.
     public var durability: RedisDurability?
@@ -60,6 +66,10 @@ public struct DeviceCodeStoreConfiguration: Sendable {
     /// Used by ``DeviceCodeStore/poll(deviceCode:clientID:origin:answer:)``; `.zero` turns it off
     /// (the poll redeems in one step, and a lost answer is a lost login). At most 10 minutes.
     public var redemptionRetryWindow: Duration
+    /// How long a redeemed answer that fewer Redis copies than ``durability`` asks confirmed is
+    /// held back (the device is told `authorization_pending`) before it is sent anyway; `.zero`:
+    /// never held (the token goes out at once, counted as a shortfall). 10 s by default.
+    public var unconfirmedRedemptionHold: Duration
 
     /// Creates a configuration.
     /// - Parameters:
@@ -82,6 +92,7 @@ public struct DeviceCodeStoreConfiguration: Sendable {
     ///   - maxAccessTokensPerFamily: access tokens a family remembers for revocation (16).
     ///   - durability: acknowledgements decisions and redemptions wait for (`nil`: none).
     ///   - redemptionRetryWindow: how long a lost token answer can be fetched again (60 s).
+    ///   - unconfirmedRedemptionHold: how long an unconfirmed redemption's answer is held back (10 s).
     public init(
         keyPrefix: String = "da",
         secret: [UInt8],
@@ -101,8 +112,10 @@ public struct DeviceCodeStoreConfiguration: Sendable {
         refreshAbsoluteLifetime: Duration = .seconds(90 * 86_400),
         maxAccessTokensPerFamily: Int = 16,
         durability: RedisDurability? = nil,
-        redemptionRetryWindow: Duration = .seconds(60)
+        redemptionRetryWindow: Duration = .seconds(60),
+        unconfirmedRedemptionHold: Duration = .seconds(10)
     ) {
+        self.unconfirmedRedemptionHold = unconfirmedRedemptionHold
         self.durability = durability
         self.redemptionRetryWindow = redemptionRetryWindow
         self.refreshIdleLifetime = refreshIdleLifetime

@@ -35,39 +35,37 @@ struct KeySchema: Sendable {
         return (hexString(mac[0..<2]), hexString(mac[2..<10]))
     }
 
-    /// A fresh device code for the grant at (`tag`, `id`) (``DeviceCodeFormat``).
-    func makeDeviceCode(tag: String, id: String) -> String {
+    /// A fresh device code for the grant at (`tag`, `id`) (``DeviceCodeFormat``), and its digest
+    /// (the record's `h`).
+    func makeDeviceCode(tag: String, id: String) -> (code: String, digest: String) {
         let random = randomBytes(DeviceCodeFormat.randomBytes)
-        let coordinates = hexBytes(tag + id)
-        let pad = coordinatePad(random)
-        return DeviceCodeFormat.base64URL(random + zip(coordinates, pad).map { $0 ^ $1 })
+        let (pad, digest) = padAndDigest(random)
+        return (DeviceCodeFormat.base64URL(random + zip(hexBytes(tag + id), pad).map { $0 ^ $1 }), digest)
     }
 
-    /// The record coordinates a device code carries: `nil` when it is malformed. Without the
-    /// secret they cannot be read, so someone who can read or write Redis but lacks it cannot tell
-    /// which record a device code polls. A made-up code decodes to some coordinates; its digest
-    /// then matches no record's `h`.
-    func coordinates(ofDeviceCode deviceCode: String) -> (tag: String, id: String)? {
+    /// The record coordinates a device code carries and its digest (one HMAC), or `nil` when it
+    /// is malformed. Without the secret the coordinates cannot be read, so someone who can read or
+    /// write Redis but lacks it cannot tell which record a device code polls. A made-up or altered
+    /// code decodes to some coordinates whose record (if any) holds another digest.
+    func decode(deviceCode: String) -> (tag: String, id: String, digest: String)? {
         guard let bytes = DeviceCodeFormat.bytes(of: deviceCode),
               bytes.count == DeviceCodeFormat.randomBytes + DeviceCodeFormat.coordinateBytes else { return nil }
-        let random = Array(bytes[0..<DeviceCodeFormat.randomBytes])
-        let hidden = bytes[DeviceCodeFormat.randomBytes...]
-        let plain = hexString(zip(hidden, coordinatePad(random)).map { $0 ^ $1 })
-        return (String(plain.prefix(4)), String(plain.dropFirst(4)))
+        let (pad, digest) = padAndDigest(Array(bytes[0..<DeviceCodeFormat.randomBytes]))
+        let plain = hexString(zip(bytes[DeviceCodeFormat.randomBytes...], pad).map { $0 ^ $1 })
+        return (String(plain.prefix(4)), String(plain.dropFirst(4)), digest)
     }
 
-    private func coordinatePad(_ random: [UInt8]) -> [UInt8] {
+    /// HMAC(secret, random part): its first 80 bits hide the coordinates, the next 64 (base64url,
+    /// 11 printable characters, so scripts and tools can pass it as an argument) are the digest a
+    /// record holds of its device code (`h`). The digest depends on the random part only; the
+    /// coordinates are bound to it by where the record is.
+    private func padAndDigest(_ random: [UInt8]) -> (pad: [UInt8], digest: String) {
         var hmac = HMAC<SHA256>(key: secret)
-        hmac.update(data: Array("dp:".utf8))
+        hmac.update(data: Array("dc:".utf8))
         hmac.update(data: random)
-        return Array(Array(hmac.finalize())[0..<DeviceCodeFormat.coordinateBytes])
-    }
-
-    /// What a record holds of its device code (`h`): 64 bits of HMAC(secret, device code),
-    /// base64url (11 characters: printable, so scripts and tools can pass it as an argument).
-    func deviceDigest(_ deviceCode: String) -> String {
-        let mac = HMAC<SHA256>.authenticationCode(for: Array(("d:" + deviceCode).utf8), using: secret)
-        return DeviceCodeFormat.base64URL(Array(Array(mac)[0..<8]))
+        let mac = Array(hmac.finalize())
+        return (Array(mac[0..<DeviceCodeFormat.coordinateBytes]),
+                DeviceCodeFormat.base64URL(Array(mac[DeviceCodeFormat.coordinateBytes..<DeviceCodeFormat.coordinateBytes + 8])))
     }
 
     /// The MAC of an approval (record field `m`): 128 bits of HMAC(secret, grant id | user |

@@ -237,6 +237,11 @@ public struct DeviceAuthorizationRoutes: Sendable {
             case .outcome(let outcome):
                 if let minted { await discard(minted.family, client: client, context) }
                 return try await answer(outcome, client: client, request, context)
+            case .unconfirmed(let grantID):
+                // Kept for the next poll (see TokenPollResult.unconfirmed): pending, nothing discarded.
+                context.logger.notice("token answer kept for the next poll: the redemption is not on enough Redis copies yet",
+                                      metadata: ["grant_id": "\(grantID)", "client_id": "\(client.clientID)"])
+                return OAuthError.authorizationPendingResponse
             case .answer(let tokenAnswer):
                 switch tokenAnswer.source {
                 case .minted:

@@ -9,7 +9,7 @@ import RedisClient
 /// Three operations, each `--concurrency` tasks for `--duration` seconds:
 /// - `durability.poll`: pending polls (they never wait; the line shows they pay nothing);
 /// - `durability.approve`: issue + approve (the approval waits for the replica);
-/// - `durability.redeem`: issue + approve + the redeeming poll (both wait).
+/// - `durability.redeem`: issue + approve + the redeeming poll as the token endpoint makes it (the approval and the sealing `redeem` script wait).
 struct DurabilityBenchmark: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "durability",
@@ -57,6 +57,9 @@ struct DurabilityBenchmark: AsyncParsableCommand {
         await primary.stop()
     }
 
+    /// What the redeeming poll mints: as many bytes as a JWT access token answer with a refresh token.
+    static let tokenAnswer = [UInt8](repeating: UInt8(ascii: "x"), count: 760)
+
     private func measure(primaryURL: String, replicaPort: Int) async throws {
         let client = try RedisClient(url: primaryURL)
         defer { client.shutdown() }
@@ -84,8 +87,13 @@ struct DurabilityBenchmark: AsyncParsableCommand {
             ("redeem", { store in
                 let issued = try await store.issue(clientID: PendingGrants.clientID, scopes: PendingGrants.scopes, interval: 0)
                 try await store.approve(userCode: issued.userCode, userID: "bench-person")
-                let outcome = try await store.poll(deviceCode: issued.deviceCode, clientID: PendingGrants.clientID)
-                guard case .authorized = outcome else { throw ChildProcess.Failure(description: "a redeeming poll answered \(outcome)") }
+                // As the token endpoint redeems: mint (a token answer's size), then the sealing `redeem` script.
+                let result = try await store.poll(deviceCode: issued.deviceCode, clientID: PendingGrants.clientID, origin: PendingGrants.origin) { _ in
+                    Self.tokenAnswer
+                }
+                guard case .answer(let answer) = result, answer.source == .minted else {
+                    throw ChildProcess.Failure(description: "a redeeming poll answered \(result)")
+                }
             }),
         ]
         for operation in operations {
