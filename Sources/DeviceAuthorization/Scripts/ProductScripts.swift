@@ -8,7 +8,7 @@ public enum ProductScripts {
     /// The store's, the rate limiter's and the refresh tokens' scripts.
     public static var all: [RedisScript] {
         [
-            StoreScripts.issue, StoreScripts.poll, StoreScripts.redeem, StoreScripts.confirmRedemption, StoreScripts.decide, StoreScripts.read,
+            StoreScripts.issue, StoreScripts.poll, StoreScripts.redeem, StoreScripts.countReplay, StoreScripts.confirmRedemption, StoreScripts.decide, StoreScripts.read,
             StoreScripts.checkRateLimit, StoreScripts.updatePollTime,
             StoreScripts.chargeFailures, StoreScripts.releaseFailures,
             RequestRateLimiter.acquireScript, RequestRateLimiter.checkScript, RequestRateLimiter.recordScript,

@@ -47,8 +47,8 @@ enum StoreScripts {
         """)
 
     /// KEYS: device record. ARGV: client id, tolerance ms, interval cap s, retry window ms (`0`:
-    /// redeem in this script), origin digest of the poll, device-code digest (a record with
-    /// another `h` is not this code's: unknown).
+    /// redeem in this script), device-code digest (a record with another `h` is not this code's:
+    /// unknown).
     /// The token endpoint in one round trip: rate limit, poll time, outcome, and (window `0`)
     /// single-use redemption.
     /// - Approved, window `0`: redeems and returns `{'authorized', user, scopes, mac}`. The node
@@ -56,24 +56,27 @@ enum StoreScripts {
     ///   costs this one round trip and burns the record.
     /// - Approved, window > 0: returns `{'approved', user, scopes, mac}` and changes nothing; the
     ///   node mints the answer and redeems with ``redeem``, which stores it sealed.
-    /// - Redeemed: `{'redeliver', sealed answer, ms since the redemption}` while the retry window of the redeeming poll is
-    ///   open and this poll comes from the same origin (a device whose answer was lost, polling
-    ///   again); otherwise a replay, counted in `rp` (after the window the sealed answer is cleared).
+    /// - Redeemed, retry window open: `{'redeemed', sealed answer, origin digest of the redeeming
+    ///   poll, ms since the redemption}`, counting nothing: the node sends the answer again if this
+    ///   poll comes from that origin (a device whose answer was lost, polling again), else counts a
+    ///   replay with ``countReplay``. (The node works out the poll's origin only then, so pending
+    ///   polls never pay for it.) Otherwise a replay, counted in `rp` (after the window the sealed
+    ///   answer is cleared).
     /// `slow_down` raises the interval by 5 s up to the cap (an interval already above it, as
     /// issued, is left alone).
     static let poll = RedisScript("""
         #!lua flags=allow-oom
         local r = redis.call('HMGET', KEYS[1], 's', 'c', 'e', 'l', 'i', 'u', 'sc', 'm', 'ca', 'dt', 'w', 'ro', 'h')
         local s = r[1]
-        if not s or r[13] ~= ARGV[6] then return {'unknown'} end
+        if not s or r[13] ~= ARGV[5] then return {'unknown'} end
         if r[2] ~= ARGV[1] then return {'wrong_client'} end
         \(now)
         \(clampNow("r[4]", "r[9]", "r[10]"))
         if s == 'r' then
           local w = tonumber(r[11])
-          if w and now < w and r[12] == ARGV[5] then
+          if w and now < w then
             local t = redis.call('HMGET', KEYS[1], 't')[1]
-            if t and t ~= '' then return {'redeliver', t, now - (tonumber(r[4]) or now)} end
+            if t and t ~= '' then return {'redeemed', t, r[12] or '', now - (tonumber(r[4]) or now)} end
           end
           -- Window over: the sealed answer is no longer needed (HSET: the ACL has no HDEL).
           if w and w > 0 and now >= w then redis.call('HSET', KEYS[1], 't', '', 'w', 0) end
@@ -98,6 +101,16 @@ enum StoreScripts {
         end
         redis.call('HSET', KEYS[1], 'l', now)
         return {'pending'}
+        """)
+
+    /// KEYS: device record. A poll of a redeemed code from another origin than the redeeming
+    /// poll's, within the retry window (see ``poll``): a replay, counted in `rp`. 0 when the
+    /// record is not redeemed (gone).
+    static let countReplay = RedisScript("""
+        #!lua flags=allow-oom
+        if redis.call('HMGET', KEYS[1], 's')[1] ~= 'r' then return 0 end
+        redis.call('HINCRBY', KEYS[1], 'rp', 1)
+        return 1
         """)
 
     /// KEYS: device record. ARGV: client id, the approval MAC the node checked, sealed answer,

@@ -320,9 +320,15 @@ public final class DeviceCodeStore: Sendable {
     /// A token endpoint should use ``poll(deviceCode:clientID:origin:answer:)`` instead: here an
     /// answer lost on its way to the device is a lost login.
     public func poll(deviceCode: String, clientID: String) async throws -> PollOutcome {
-        switch try await pollStep(deviceCode: deviceCode, clientID: clientID, retryWindow: 0, originDigest: "") {
-        case .outcome(let outcome): outcome
-        case .approved, .redeliver: .invalidGrant(.unknown)   // only with a retry window
+        switch try await pollStep(deviceCode: deviceCode, clientID: clientID, retryWindow: 0) {
+        case .outcome(let outcome):
+            return outcome
+        case .approved:
+            return .invalidGrant(.unknown)   // only with a retry window
+        case .redeemed(_, _, let grantID, let clientID, let recordKey, _):
+            // Redeemed by the token endpoint's poll, its retry window still open: a replay here.
+            _ = try await client.eval(StoreScripts.countReplay, keys: [recordKey])
+            return replayed(grantID: grantID, clientID: clientID)
         }
     }
 
@@ -348,19 +354,24 @@ public final class DeviceCodeStore: Sendable {
     /// back must discard what it minted (revoke its refresh family).
     /// - Parameters:
     ///   - origin: the address the poll came from (as the rate limits see it); `nil` when unknown.
+    ///     Evaluated only for an approved or redeemed code, so a pending poll never works it out.
     ///   - answer: mints the token answer (the response body) for the approved grant.
-    public func poll(deviceCode: String, clientID: String, origin: String?,
+    public func poll(deviceCode: String, clientID: String, origin: @autoclosure () -> String?,
                      answer: (ApprovedGrant) async throws -> [UInt8]) async throws -> TokenPollResult {
         let window = max(0, configuration.redemptionRetryWindow.milliseconds)
-        let originDigest = keys.originDigest(origin)
-        switch try await pollStep(deviceCode: deviceCode, clientID: clientID, retryWindow: window, originDigest: originDigest) {
+        switch try await pollStep(deviceCode: deviceCode, clientID: clientID, retryWindow: window) {
         case .outcome(.authorized(let userID, let scopes, let grantID)):
             // No retry window: the poll script has redeemed.
             return .answer(TokenAnswer(body: try await answer(ApprovedGrant(userID: userID, scopes: scopes, grantID: grantID)),
                                        grantID: grantID, source: .minted))
         case .outcome(let outcome):
             return .outcome(outcome)
-        case .redeliver(let sealed, let grantID, let clientID, let recordKey, let age):
+        case .redeemed(let sealed, let redeemingOrigin, let grantID, let clientID, let recordKey, let age):
+            guard KeySchema.macsEqual(keys.originDigest(origin()), redeemingOrigin) else {
+                // Another address than the redeeming poll's: a replay, as after the window.
+                _ = try await client.eval(StoreScripts.countReplay, keys: [recordKey])
+                return .outcome(replayed(grantID: grantID, clientID: clientID))
+            }
             guard let body = openAnswer(sealed, grantID: grantID, clientID: clientID) else { return .outcome(.invalidGrant(.forged)) }
             // A kept answer leaves once the redemption is on enough copies, as a fresh one does, or
             // once it has been held back long enough (a replica outage delays logins, never loses them).
@@ -374,6 +385,7 @@ public final class DeviceCodeStore: Sendable {
                           metadata: ["grant_id": "\(grantID)", "client_id": "\(clientID)"])
             return .answer(TokenAnswer(body: body, grantID: grantID, source: .redelivered))
         case .approved(let grant, let mac, let recordKey, let digest):
+            let originDigest = keys.originDigest(origin())
             let body = try await answer(grant)
             let arguments: [any RedisArgument] = [clientID, mac, try seal.seal(body, grantID: grant.grantID), window, originDigest,
                                                   configuration.gracePeriod.milliseconds, digest]
@@ -416,16 +428,16 @@ public final class DeviceCodeStore: Sendable {
         case outcome(PollOutcome)
         /// Approved, not redeemed yet (retry window > 0): the approval's MAC checked.
         case approved(ApprovedGrant, mac: String, recordKey: String, digest: String)
-        /// Redeemed within the retry window, from the redeeming poll's origin.
-        case redeliver(sealed: [UInt8], grantID: String, clientID: String, recordKey: String, age: Duration)
+        /// Redeemed within the retry window; `origin` is the redeeming poll's origin digest.
+        case redeemed(sealed: [UInt8], origin: String, grantID: String, clientID: String, recordKey: String, age: Duration)
     }
 
-    private func pollStep(deviceCode: String, clientID: String, retryWindow: Int, originDigest: String) async throws -> PollStep {
+    private func pollStep(deviceCode: String, clientID: String, retryWindow: Int) async throws -> PollStep {
         guard let (tag, id, digest) = keys.decode(deviceCode: deviceCode) else { return .outcome(.invalidGrant(.unknown)) }
         let recordKey = keys.deviceKey(tag: tag, id: id)
         let grantID = keys.grantID(tag: tag, id: id, digest: digest)
         let reply = try await client.eval(StoreScripts.poll, keys: [recordKey],
-                                          arguments: [clientID, configuration.pollTolerance.milliseconds, configuration.maxInterval, retryWindow, originDigest, digest])
+                                          arguments: [clientID, configuration.pollTolerance.milliseconds, configuration.maxInterval, retryWindow, digest])
         let parts = reply.array ?? []
         switch parts.first?.string {
         case "pending":
@@ -456,10 +468,10 @@ public final class DeviceCodeStore: Sendable {
                 try await confirmRedemption(recordKey: recordKey, grantID: grantID, durability: durability)
             }
             return .outcome(.authorized(userID: grant.userID, scopes: grant.scopes, grantID: grantID))
-        case "redeliver":
-            guard parts.count > 1, let sealed = parts[1].bytes else { return .outcome(.invalidGrant(.unknown)) }
-            return .redeliver(sealed: sealed, grantID: grantID, clientID: clientID, recordKey: recordKey,
-                              age: .milliseconds(parts.count > 2 ? parts[2].int ?? 0 : 0))
+        case "redeemed":
+            guard parts.count > 3, let sealed = parts[1].bytes, let origin = parts[2].string else { return .outcome(.invalidGrant(.unknown)) }
+            return .redeemed(sealed: sealed, origin: origin, grantID: grantID, clientID: clientID, recordKey: recordKey,
+                             age: .milliseconds(parts[3].int ?? 0))
         case "replay":
             return .outcome(replayed(grantID: grantID, clientID: clientID))
         case "wrong_client":

@@ -213,10 +213,12 @@ public struct DeviceAuthorizationRoutes: Sendable {
             }
             // An oversized code cannot exist: answered like an unknown one without asking Redis.
             guard deviceCode.utf8.count <= 256 else { return try await answer(.invalidGrant(.unknown), client: client, request, context) }
-            let origin = RequestOrigin(request: request, peerAddress: context.peerIPAddress, trustedProxies: configuration.trustedProxies)
             // What this poll minted, if it did: discarded unless this poll's answer is the one sent.
             var minted: (family: IssuedRefreshToken?, tokenID: String?)?
-            let result = try await store.poll(deviceCode: deviceCode, clientID: client.clientID, origin: origin.clientIP) { grant in
+            // The origin is worked out only for an approved or redeemed code (pending polls skip it).
+            let result = try await store.poll(deviceCode: deviceCode, clientID: client.clientID,
+                                              origin: RequestOrigin(request: request, peerAddress: context.peerIPAddress,
+                                                                    trustedProxies: configuration.trustedProxies).clientIP) { grant in
                 var family: IssuedRefreshToken?
                 let planned = plannedAccessToken()
                 if client.issuesRefreshToken(scopes: grant.scopes) {

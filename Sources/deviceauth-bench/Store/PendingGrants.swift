@@ -85,11 +85,11 @@ enum PendingGrants {
 
     /// The baseline's command: the store's poll script as the client sends it (`FCALL` of its
     /// function, or `EVALSHA` by SHA-1) on `grant`'s record, with the same arguments the store
-    /// sends (client id, tolerance in milliseconds, interval cap in seconds, no retry window, no
-    /// origin, the device code's digest as the record holds it).
+    /// sends (client id, tolerance in milliseconds, interval cap in seconds, no retry window, the
+    /// device code's digest as the record holds it).
     static func baselineCommand(for grant: BenchGrant, digest: String, tolerance: Duration, maxInterval: Int, functions: Bool) -> [String] {
         [functions ? "FCALL" : "EVALSHA", functions ? ProductScripts.pollFunctionName : DeviceCodeStore.pollScriptSHA1,
-         "1", grant.deviceKey, clientID, "\(tolerance.wholeMilliseconds)", "\(maxInterval)", "0", "", digest]
+         "1", grant.deviceKey, clientID, "\(tolerance.wholeMilliseconds)", "\(maxInterval)", "0", digest]
     }
 }
 
