@@ -793,8 +793,9 @@ def sentinel_failover(args):
         # before run.sh's 150 s timeout.
         harness.send_signal(signal.SIGINT)
 
-    # A healthy harness ends about 40 s after it started (18 s of new devices, 20 s code lifetime).
-    report = finish_harness(harness, report_path, timeout=60)
+    # A healthy harness ends about 40 s after it started (18 s of new devices, then their flows; a
+    # code that is never approved lives 20–40 s).
+    report = finish_harness(harness, report_path, timeout=80)
     faults = summarize(report)
     FIGURES["flows_completed"] = sum(report.get("completed_per_second", []))
     FIGURES["tokens_issued"] = sum(row["count"] for row in report.get("rows", []) if row["endpoint"] == "POST /oauth/token" and row["outcome"] == "200 token")

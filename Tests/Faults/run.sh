@@ -52,7 +52,9 @@ config="$workdir/faults-config.json"
 python3 - deploy/loadtest-config.json "$config" <<'PY'
 import json, sys
 config = json.load(open(sys.argv[1]))
-lifetimes = {"loadtest": (20, 1), "loadtest-abandon": (4, 1), "loadtest-misbehave": (20, 5)}
+# "loadtest" lives 40 s: a device issued just before the 12 s DEBUG SLEEP must still be alive when
+# its person, held up by the outage, approves (20 s let the outage expire a few such codes).
+lifetimes = {"loadtest": (40, 1), "loadtest-abandon": (4, 1), "loadtest-misbehave": (20, 5)}
 for client in config.get("clients", []):
     if client["client_id"] in lifetimes:
         client["code_lifetime_seconds"], client["interval_seconds"] = lifetimes[client["client_id"]]
@@ -77,7 +79,7 @@ run() {
   echo "--- faults: $name" >&2
   # setsid: the scenario is its own process group, so a hung one can be SIGKILLed whole.
   setsid timeout --signal=TERM --kill-after=20 150 deploy/local-cluster.sh --nodes "$nodes" --build "$build" --config "$config" \
-    --log-level warning "${redis_args[@]}" -- python3 Tests/Faults/faults.py "${args[@]}" >"$workdir/$name.out" &
+    --log-level "${FAULTS_LOG_LEVEL:-warning}" "${redis_args[@]}" -- python3 Tests/Faults/faults.py "${args[@]}" >"$workdir/$name.out" &
   current=$!
   local rc=0
   wait "$current" || rc=$?

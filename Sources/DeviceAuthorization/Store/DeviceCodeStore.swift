@@ -439,6 +439,7 @@ public final class DeviceCodeStore: Sendable {
         let reply = try await client.eval(StoreScripts.poll, keys: [recordKey],
                                           arguments: [clientID, configuration.pollTolerance.milliseconds, configuration.maxInterval, retryWindow, digest])
         let parts = reply.array ?? []
+        logger.trace("poll", metadata: ["grant_id": "\(grantID)", "answer": "\(parts.first?.string ?? "?")"])
         switch parts.first?.string {
         case "pending":
             return .outcome(.authorizationPending)
