@@ -579,10 +579,29 @@ class FailoverRun:
 
     # -- Markers: a device redeemed right before each kill, read back from Redis at the end ----------
 
-    def record_key(self, device_code):
-        tag = device_code.split(".", 1)[0]
-        digest = hmac.new(self.secret, ("d:" + device_code).encode(), hashlib.sha256).digest()
-        return f"{self.prefix}:{{{tag}}}:d:{digest[:12].hex()}", tag
+    def routing_tag(self, user_code):
+        """The grant's hash tag: 16 bits of HMAC-SHA256(secret, "u:" + normalized user code), hex."""
+        normalized = "".join(ch for ch in user_code.upper() if ch.isalpha())
+        return hmac.new(self.secret, ("u:" + normalized).encode(), hashlib.sha256).digest()[:2].hex()
+
+    def record_keys(self, codes):
+        """The grant's record key as each known key layout has it (KeySchema): the record id from the
+        device code (one record plus a user-code index), or from the user code (one key per grant)."""
+        tag = self.routing_tag(codes["user_code"])
+        normalized = "".join(ch for ch in codes["user_code"].upper() if ch.isalpha())
+        by_device = hmac.new(self.secret, ("d:" + codes["device_code"]).encode(), hashlib.sha256).digest()[:12].hex()
+        by_user = hmac.new(self.secret, ("u:" + normalized).encode(), hashlib.sha256).digest()[2:10].hex()
+        return [f"{self.prefix}:{{{tag}}}:d:{by_device}", f"{self.prefix}:{{{tag}}}:d:{by_user}"]
+
+    def find_record(self, marker):
+        """The marker's record key, the one of `record_keys` that exists on the primary serving it
+        (looked up while everything is healthy); None when neither does (a layout this script does
+        not know: the marker is then checked through the API only)."""
+        primary = self.serving(marker["slot"]) if self.scenario == "cluster" else self.serving(None)
+        for key in self.record_keys(marker["codes"]):
+            if primary and self.cli(primary, "exists", key) == "1":
+                return key
+        return None
 
     def prepare_marker(self, primary):
         """Issues the next marker's code, on the shard whose primary is `primary` (any code in Sentinel mode)."""
@@ -593,8 +612,7 @@ class FailoverRun:
                 continue
             codes = dict(issued.json, issued_at=time.time())
             if self.scenario == "cluster":
-                key, tag = self.record_key(codes["device_code"])
-                slot = key_slot(tag)
+                slot = key_slot(self.routing_tag(codes["user_code"]))
                 codes["slot"] = slot
                 codes["shard"] = shard_of_slot(slot)
                 if self.serving(slot) != primary:
@@ -624,6 +642,7 @@ class FailoverRun:
             self.note(f"marker {index + 1}: approval answered {decided!r}")
             return None
         marker["state"] = "approved"
+        marker["key"] = self.find_record(marker)
         self.markers.append(marker)
         return marker
 
@@ -635,6 +654,7 @@ class FailoverRun:
         token = self.f.poll(self.nodes[(index + 2) % len(self.nodes)], codes["device_code"])
         if token.status == 200 and "access_token" in (token.json or {}):
             marker["state"] = "redeemed"
+            marker["token"] = token.json["access_token"]
         else:
             marker["state"] = f"token poll answered {token.status} {(token.json or {}).get('error')}"
 
@@ -669,30 +689,37 @@ class FailoverRun:
     def check_markers(self):
         """After the harness: every redeemed marker's record must still say redeemed on the primary that
         serves it, and one more poll must be invalid_grant (never a second token)."""
-        counts = {"redeemed": 0, "kept": 0, "undone": 0, "second_tokens": 0, "unchecked": 0}
+        counts = {"redeemed": 0, "kept": 0, "undone": 0, "second_tokens": 0, "unchecked": 0, "api_only": 0}
         undone = []
         for marker in self.markers:
             if marker["state"] != "redeemed":
                 counts["unchecked"] += 1
                 continue
             counts["redeemed"] += 1
-            key, tag = self.record_key(marker["device_code"])
-            primary = self.serving(key_slot(tag)) if self.scenario == "cluster" else self.serving(None)
-            status = self.cli(primary, "hget", key, "s") if primary else ""
+            key = marker.get("key")
+            primary = self.serving(marker["slot"]) if self.scenario == "cluster" else self.serving(None)
+            status = (self.cli(primary, "hget", key, "s") if primary else "") if key else None
             again = self.f.poll(self.nodes[0], marker["device_code"])
-            second = again.status == 200 and "access_token" in (again.json or {})
+            # The same token again is a redelivery (a product with a retry window for lost answers
+            # resends the kept answer); another token is a second redemption.
+            second = again.status == 200 and (again.json or {}).get("access_token") not in (None, marker.get("token"))
             if second:
                 counts["second_tokens"] += 1
-            if status == "r" and not second:
+            if key is None:
+                counts["api_only"] += 1
+            if (status is None or status == "r") and not second:
                 counts["kept"] += 1
             else:
                 counts["undone"] += 1
-                undone.append(f"kill {marker['kill']}: record s={status or 'missing'}, poll again {again.status} {(again.json or {}).get('error', 'token' if second else '')}")
+                undone.append(f"kill {marker['kill']}: record s={status or 'missing'}, poll again {again.status} "
+                              f"{(again.json or {}).get('error', 'a second token' if second else 'the same token')}")
         self.figures["markers"] = f"{counts['kept']}/{counts['redeemed']} kept"
         self.figures["markers_undone"] = counts["undone"]
         self.figures["markers_second_tokens"] = counts["second_tokens"]
         if counts["unchecked"]:
             self.figures["markers_not_redeemed"] = counts["unchecked"]
+        if counts["api_only"]:
+            self.figures["markers_without_record_key"] = counts["api_only"]
         return counts, undone
 
     # -- The harness --------------------------------------------------------------------------
