@@ -3,8 +3,10 @@
 # answers /readyz, prints their URLs, and stops everything on exit, Ctrl-C or SIGTERM.
 #
 #   deploy/local-cluster.sh [--nodes K] [--build DIR] [--config FILE] [--base-port P] [--redis-port P]
-#                           [--signing-key PEM] [--log-level LEVEL] [--redis-arg ARG]… [--sentinel]
-#                           [-- COMMAND ARGS…]
+#                           [--signing-key PEM] [--log-level LEVEL] [--redis-arg ARG]…
+#                           [--sentinel [--sentinel-down-after MS] [--sentinel-failover-timeout MS]
+#                                       [--sentinel-debug PARAM=VALUE]…]
+#                           [--redis-cluster [--cluster-node-timeout MS]] [-- COMMAND ARGS…]
 #
 # Without a command it keeps the cluster up until interrupted. With one, it runs the command with
 # NODE_URLS (comma-separated) and REDIS_URL exported, tears the cluster down and exits with the
@@ -15,9 +17,20 @@
 # NODE_PIDS (comma-separated, in NODE_URLS order). A Redis restarted that way is stopped on exit too.
 # --sentinel: a primary (on --redis-port; --redis-arg applies to it and the replicas), two replicas
 # and three redis-sentinel processes (master name deviceauth, quorum 2, down-after 2 s, failover
-# timeout 5 s); the nodes get REDIS_URL=redis+sentinel://…/deviceauth. It also exports
+# timeout 5 s; --sentinel-down-after / --sentinel-failover-timeout change those, and each
+# --sentinel-debug PARAM=VALUE is a SENTINEL DEBUG setting, Redis >= 7.0: e.g. info-period=1000 and
+# publish-period=500 make a restarted data node a replica of the new primary within about 2 s
+# instead of 8-10); the nodes get REDIS_URL=redis+sentinel://…/deviceauth. It also exports
 # SENTINEL_PORTS, SENTINEL_MASTER, REDIS_PORTS and REDIS_PIDFILES (first primary first, comma-
-# separated; REDIS_PORT, REDIS_PIDFILE and REDIS_START are the first primary's). All stop on exit.
+# separated; REDIS_PORT, REDIS_PIDFILE and REDIS_START are the first primary's; every data node
+# has its own start script, CLUSTER_DIR/redis-start-PORT.sh). All stop on exit.
+# --redis-cluster: a Redis Cluster of 3 primaries and 3 replicas (cluster node timeout 1 s, or
+# --cluster-node-timeout; --redis-arg applies to every node), each node with its own folder
+# (CLUSTER_DIR/cluster-PORT, holding nodes.conf), pidfile CLUSTER_DIR/redis-PORT.pid and start script
+# CLUSTER_DIR/redis-start-PORT.sh (a node restarted with it rejoins as what the cluster makes it);
+# the nodes get REDIS_URL=redis+cluster://… (the three first primaries as seeds). It exports
+# REDIS_PORTS and REDIS_PIDFILES (the six nodes, the three first primaries first) and
+# REDIS_CLUSTER_PORTS (the same ports); REDIS_PORT, REDIS_PIDFILE and REDIS_START are the first node's.
 set -euo pipefail
 
 nodes=3
@@ -32,8 +45,13 @@ command=()
 redis_args=()
 sentinel=""
 sentinel_master=deviceauth
+sentinel_down_after=2000
+sentinel_failover_timeout=5000
+sentinel_debug=()
+redis_cluster=""
+cluster_node_timeout=1000
 
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --nodes) nodes="$2"; shift 2 ;;
@@ -45,6 +63,11 @@ while [ $# -gt 0 ]; do
     --log-level) log_level="$2"; shift 2 ;;
     --redis-arg) redis_args+=("$2"); shift 2 ;;
     --sentinel) sentinel=1; shift ;;
+    --sentinel-down-after) sentinel_down_after="$2"; shift 2 ;;
+    --sentinel-failover-timeout) sentinel_failover_timeout="$2"; shift 2 ;;
+    --sentinel-debug) sentinel_debug+=("$2"); shift 2 ;;
+    --redis-cluster) redis_cluster=1; shift ;;
+    --cluster-node-timeout) cluster_node_timeout="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     --) shift; command=("$@"); break ;;
     *) echo "local-cluster: unknown argument $1" >&2; usage >&2; exit 2 ;;
@@ -57,6 +80,13 @@ command -v redis-server >/dev/null || { echo "local-cluster: redis-server not in
 [ -z "$sentinel" ] || command -v redis-sentinel >/dev/null || { echo "local-cluster: redis-sentinel not installed (apt-get install redis-sentinel)" >&2; exit 2; }
 [ -f "$config" ] || { echo "local-cluster: config $config not found" >&2; exit 2; }
 [[ "$nodes" =~ ^[1-9][0-9]*$ ]] || { echo "local-cluster: --nodes must be a positive number" >&2; exit 2; }
+[ -z "$sentinel" ] || [ -z "$redis_cluster" ] || { echo "local-cluster: --sentinel and --redis-cluster exclude each other" >&2; exit 2; }
+for value in "$sentinel_down_after" "$sentinel_failover_timeout" "$cluster_node_timeout"; do
+  [[ "$value" =~ ^[1-9][0-9]*$ ]] || { echo "local-cluster: a millisecond option must be a positive number, not '$value'" >&2; exit 2; }
+done
+for value in "${sentinel_debug[@]}"; do
+  [[ "$value" =~ ^[a-z-]+=[0-9]+$ ]] || { echo "local-cluster: --sentinel-debug PARAM=VALUE (e.g. info-period=1000), not '$value'" >&2; exit 2; }
+done
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # Random free ports by default, so several clusters (or test runs) can share the machine. They come
@@ -135,7 +165,67 @@ wait_for_ping() { # $1 = port, $2 = what runs there
   for _ in $(seq 1 100); do redis-cli -h 127.0.0.1 -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.1; done
   echo "local-cluster: $2 on port $1 did not start; see $workdir" >&2; status=1; exit 1
 }
-if [ -z "$sentinel" ]; then
+if [ -n "$redis_cluster" ]; then
+  # Six nodes; each port's cluster bus (port + 10000) must be free too, and stay below the ephemeral
+  # range (32768-60999), so the ports come from 10000-22767.
+  command -v redis-cli >/dev/null || { echo "local-cluster: redis-cli not installed (apt-get install redis-tools)" >&2; exit 2; }
+  for _ in 1 2 3 4 5 6; do
+    found=""
+    for _ in $(seq 1 200); do
+      port=$((10000 + RANDOM % 12768))
+      if port_free "$port" && port_free "$((port + 10000))" && [[ " ${taken[*]:-} " != *" $port "* ]] \
+         && [[ " ${taken[*]:-} " != *" $((port + 10000)) "* ]]; then
+        taken+=("$port" "$((port + 10000))"); data_ports+=("$port"); found=1; break
+      fi
+    done
+    [ -n "$found" ] || { echo "local-cluster: no free port pair (port, port + 10000) found" >&2; status=1; exit 1; }
+  done
+  redis_port="${data_ports[0]}"
+  for port in "${data_ports[@]}"; do
+    mkdir -p "$workdir/cluster-$port"
+    data_command=(redis-server --bind 127.0.0.1 --port "$port" --dir "$workdir/cluster-$port"
+      --cluster-enabled yes --cluster-config-file "$workdir/cluster-$port/nodes.conf" --cluster-node-timeout "$cluster_node_timeout"
+      --save '' --appendonly no --maxmemory-policy noeviction --logfile "$workdir/redis-$port.log" --pidfile "$workdir/redis-$port.pid"
+      --daemonize no --repl-diskless-sync yes --repl-diskless-sync-delay 0 "${redis_args[@]}")
+    { echo '#!/usr/bin/env bash'; printf 'exec'; printf ' %q' "${data_command[@]}"; echo; } >"$workdir/redis-start-$port.sh"
+    chmod +x "$workdir/redis-start-$port.sh"
+    "${data_command[@]}" &
+    data_pids+=($!)
+  done
+  for port in "${data_ports[@]}"; do wait_for_ping "$port" "redis-server (cluster node)"; done
+  cluster_nodes=()
+  for port in "${data_ports[@]}"; do cluster_nodes+=("127.0.0.1:$port"); done
+  # redis-cli makes the first three primaries and gives each one of the last three as its replica.
+  redis-cli --cluster create "${cluster_nodes[@]}" --cluster-replicas 1 --cluster-yes >"$workdir/cluster-create.log" 2>&1 \
+    || { echo "local-cluster: redis-cli --cluster create failed; see $workdir/cluster-create.log" >&2; status=1; exit 1; }
+  # Settled: every node sees all slots covered by 6 known nodes, and each replica finished its first sync.
+  cluster_settled() {
+    local port info
+    for port in "${data_ports[@]}"; do
+      info="$(redis-cli -h 127.0.0.1 -p "$port" cluster info 2>/dev/null || true)"
+      [[ "$info" == *"cluster_state:ok"* && "$info" == *"cluster_slots_ok:16384"* && "$info" == *"cluster_known_nodes:6"* ]] || return 1
+      if [ "$(redis-cli -h 127.0.0.1 -p "$port" role 2>/dev/null | head -n 1)" = slave ]; then
+        redis-cli -h 127.0.0.1 -p "$port" info replication 2>/dev/null | grep -q '^master_link_status:up' || return 1
+      fi
+    done
+    [ "$(for port in "${data_ports[@]}"; do redis-cli -h 127.0.0.1 -p "$port" role 2>/dev/null | head -n 1; done | grep -c '^slave$')" = 3 ]
+  }
+  for _ in $(seq 1 300); do cluster_settled && break; sleep 0.1; done
+  cluster_settled || { echo "local-cluster: the Redis Cluster did not settle (all slots, 6 nodes, 3 synced replicas) in 30 s; see $workdir" >&2; status=1; exit 1; }
+  # The primaries first.
+  primaries=() replicas=()
+  for port in "${data_ports[@]}"; do
+    if [ "$(redis-cli -h 127.0.0.1 -p "$port" role | head -n 1)" = master ]; then primaries+=("$port"); else replicas+=("$port"); fi
+  done
+  data_ports=("${primaries[@]}" "${replicas[@]}")
+  redis_port="${data_ports[0]}"
+  export REDIS_URL="redis+cluster://127.0.0.1:${primaries[0]},127.0.0.1:${primaries[1]},127.0.0.1:${primaries[2]}"
+  REDIS_PORTS="$(IFS=,; echo "${data_ports[*]}")"
+  REDIS_CLUSTER_PORTS="$REDIS_PORTS"
+  REDIS_PIDFILES="$(printf "$workdir/redis-%s.pid," "${data_ports[@]}")"
+  REDIS_PIDFILES="${REDIS_PIDFILES%,}"
+  export REDIS_PORTS REDIS_CLUSTER_PORTS REDIS_PIDFILES
+elif [ -z "$sentinel" ]; then
   redis_command=(redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --dir "$workdir"
     --maxmemory-policy noeviction --logfile "$workdir/redis.log" --pidfile "$workdir/redis.pid" --daemonize no "${redis_args[@]}")
   # The same command line, for tests that restart Redis.
@@ -183,13 +273,17 @@ pidfile $workdir/sentinel-$port.pid
 logfile $workdir/sentinel-$port.log
 sentinel resolve-hostnames no
 sentinel monitor $sentinel_master 127.0.0.1 $redis_port 2
-sentinel down-after-milliseconds $sentinel_master 2000
-sentinel failover-timeout $sentinel_master 5000
+sentinel down-after-milliseconds $sentinel_master $sentinel_down_after
+sentinel failover-timeout $sentinel_master $sentinel_failover_timeout
 sentinel parallel-syncs $sentinel_master 1
 EOF
     redis-sentinel "$conf_dir/sentinel-$port.conf" &
     sentinel_pids+=($!)
     wait_for_ping "$port" redis-sentinel
+    for setting in "${sentinel_debug[@]}"; do
+      [ "$(redis-cli -h 127.0.0.1 -p "$port" sentinel debug "${setting%%=*}" "${setting#*=}" 2>&1)" = OK ] \
+        || { echo "local-cluster: SENTINEL DEBUG ${setting%%=*} ${setting#*=} refused by the sentinel on $port (Redis >= 7.0 needed)" >&2; status=1; exit 1; }
+    done
   done
   # Settled: every sentinel names the primary and sees both replicas linked and the two other
   # sentinels (hello messages go out every 2 s), so a failover can happen.
@@ -264,7 +358,7 @@ CLUSTER_DIR="$workdir"
 REDIS_PORT="$redis_port"
 REDIS_PIDFILE="$workdir/redis.pid"
 REDIS_START="$workdir/redis-start.sh"
-[ -z "$sentinel" ] || { REDIS_PIDFILE="$workdir/redis-$redis_port.pid"; REDIS_START="$workdir/redis-start-$redis_port.sh"; }
+[ -z "$sentinel$redis_cluster" ] || { REDIS_PIDFILE="$workdir/redis-$redis_port.pid"; REDIS_START="$workdir/redis-start-$redis_port.sh"; }
 export NODE_URLS NODE_PIDS CLUSTER_DIR REDIS_PORT REDIS_PIDFILE REDIS_START
 echo "local-cluster: redis $REDIS_URL, $nodes node(s) ready: $NODE_URLS (logs in $workdir)" >&2
 
