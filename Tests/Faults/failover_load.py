@@ -62,6 +62,9 @@ def log(message):
 # ---------------------------------------------------------------------------------------------
 # Configuration files (as Tests/Faults/run.sh derives them, plus durability)
 
+REPLICAS = 1   # durability.replicas of the durability-on runs (--replicas)
+
+
 def write_configs(workdir):
     """The load-test configuration with short lifetimes (a lost approval costs seconds, not a minute)
     and the request rate limits off (the harness is one address); one copy with durability, one without."""
@@ -78,7 +81,7 @@ def write_configs(workdir):
     for durability in ("on", "off"):
         derived = dict(config)
         if durability == "on":
-            derived["durability"] = {"replicas": 1, "timeout_ms": 500}
+            derived["durability"] = {"replicas": REPLICAS, "timeout_ms": 500}
         paths[durability] = os.path.join(workdir, f"config-durability-{durability}.json")
         with open(paths[durability], "w") as file:
             json.dump(derived, file, indent=2)
@@ -938,6 +941,7 @@ def main():
     parser.add_argument("--build", help="the folder of deviceauth-server and deviceauth-loadtest (default FAILOVER_BUILD_DIR or .build/debug)")
     parser.add_argument("--scenarios", default="sentinel,cluster")
     parser.add_argument("--durability", default="on,off", help="on, off or on,off (each scenario runs once per value)")
+    parser.add_argument("--replicas", type=int, default=1, help="durability.replicas of the durability-on runs (1; 2 = every replica of a Sentinel primary)")
     parser.add_argument("--kills", type=int, default=10, help="primary kills per run (at least 10 for issue #16)")
     parser.add_argument("--concurrency", type=int, default=40, help="harness devices in flight")
     parser.add_argument("--duration", type=int, default=0, help="harness --duration of a run's first harness run (default from --kills)")
@@ -952,6 +956,8 @@ def main():
     parser.add_argument("--logs", help=argparse.SUPPRESS)
     parser.add_argument("--inside", choices=["sentinel", "cluster"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global REPLICAS
+    REPLICAS = args.replicas
     if args.inside:
         return inner(args)
     return outer(args)
