@@ -81,6 +81,7 @@ command -v redis-server >/dev/null || { echo "local-cluster: redis-server not in
 [ -f "$config" ] || { echo "local-cluster: config $config not found" >&2; exit 2; }
 [[ "$nodes" =~ ^[1-9][0-9]*$ ]] || { echo "local-cluster: --nodes must be a positive number" >&2; exit 2; }
 [ -z "$sentinel" ] || [ -z "$redis_cluster" ] || { echo "local-cluster: --sentinel and --redis-cluster exclude each other" >&2; exit 2; }
+[ -z "$redis_cluster" ] || [ -z "$redis_port" ] || { echo "local-cluster: --redis-port does not apply to --redis-cluster (its six ports are picked free)" >&2; exit 2; }
 for value in "$sentinel_down_after" "$sentinel_failover_timeout" "$cluster_node_timeout"; do
   [[ "$value" =~ ^[1-9][0-9]*$ ]] || { echo "local-cluster: a millisecond option must be a positive number, not '$value'" >&2; exit 2; }
 done

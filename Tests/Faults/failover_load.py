@@ -171,7 +171,10 @@ def outer(args):
                     CURRENT["process"] = subprocess.Popen(command, stdout=out, env=env, cwd=ROOT)
                     rc = CURRENT["process"].wait()
                     CURRENT["process"] = None
-                text = open(out_path, errors="replace").read()
+                try:
+                    text = open(out_path, errors="replace").read()
+                except OSError as error:   # the work folder removed under the run
+                    text = f"(output unreadable: {error})"
                 verdicts = [line[len(VERDICT):] for line in text.splitlines() if line.startswith(VERDICT)]
                 if verdicts:
                     line = verdicts[-1]
