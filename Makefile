@@ -59,6 +59,8 @@ test: build e2e-deps
 	@echo "--- load-test smoke run (Redis + 3 API nodes, 300 devices, debug build)"
 	Tests/Support/loadtest-smoke.sh
 	Tests/Faults/run.sh
+	@echo "--- failover under load, small: 2 primary kills on Sentinel (two replicas) and on the 3+3 Cluster, durability on (make test-failover: 10 each, with and without)"
+	python3 Tests/Faults/failover_load.py --build .build/debug --durability on --kills 2
 	$(MAKE) --no-print-directory test-security
 	DEPLOY_CHECK_REQUIRE_LIVE=1 $(MAKE) --no-print-directory test-deploy
 	$(MAKE) --no-print-directory test-valkey
@@ -128,6 +130,7 @@ loadtest: build-release
 	deploy/local-cluster.sh --nodes 3 --build .build/release -- \
 	  .build/release/deviceauth-loadtest http --model open --ramp 0-60 --duration 180 \
 	  --json .build/loadtest-report.json --html .build/loadtest-report.html
+	$(MAKE) --no-print-directory test-failover FAILOVER_BUILD_DIR=.build/release
 
 # The closed model of before: 300 devices in flight, 3000 in all.
 loadtest-closed: build-release

@@ -98,7 +98,7 @@ struct VerificationPageTests {
         }
     }
 
-    @Test("durability asked of a Redis without replicas: the approval page says 503 'Not confirmed yet'; the token is held back (authorization_pending) until the hold ends, then sent once")
+    @Test("durability asked of a Redis without replicas: the approval page says 503 'Not confirmed yet'; the token is held back (503 temporarily_unavailable, Retry-After) until the hold ends, then sent once")
     func unconfirmedApproval() async throws {
         // The shared test Redis has no replica, so `WAIT 1` answers 0 after its timeout, every time.
         let fixture = try await HTTPFixture(configureStore: {
@@ -118,12 +118,14 @@ struct VerificationPageTests {
             #expect(!approved.text.contains("Device connected"))
             #expect(approved.headers[.retryAfter] == "5")
             // It was made on the primary. The redemption is not confirmed either: the device is told
-            // to keep polling while the answer is held back, then gets it (a replica outage delays a
-            // login, never loses it), and the same answer again after that.
-            expectOAuthError(try await client.poll(deviceCode: issued.deviceCode, clientID: "fast"), "authorization_pending")
+            // to retry while the answer is held back, then gets it (a replica outage delays a login,
+            // never loses it), and the same answer again after that.
+            let held = try await client.poll(deviceCode: issued.deviceCode, clientID: "fast")
+            expectOAuthError(held, "temporarily_unavailable", status: .serviceUnavailable)
+            #expect(held.headers[.retryAfter] == "2")
             var token = try await client.poll(deviceCode: issued.deviceCode, clientID: "fast")
             for _ in 0..<100 where token.status != .ok {   // a hang guard, not a timing assertion
-                #expect(token.oauthError == "authorization_pending")
+                #expect(token.oauthError == "temporarily_unavailable")
                 try await Task.sleep(for: .milliseconds(100))
                 token = try await client.poll(deviceCode: issued.deviceCode, clientID: "fast")
             }

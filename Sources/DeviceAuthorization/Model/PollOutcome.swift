@@ -59,8 +59,8 @@ public enum TokenPollResult: Sendable, Hashable {
     /// Send this token answer.
     case answer(TokenAnswer)
     /// The grant was redeemed with the answer this poll minted, but fewer Redis copies confirmed
-    /// it than ``DeviceCodeStoreConfiguration/durability`` asks: answer `authorization_pending`
-    /// and keep what was minted (the answer waits, sealed, for the device's next poll; after a
+    /// it than ``DeviceCodeStoreConfiguration/durability`` asks: tell the device to poll again
+    /// shortly (the token endpoint answers 503 `temporarily_unavailable`, `Retry-After: 2`) and keep what was minted (the answer waits, sealed, for the device's next poll; after a
     /// failover that lost it, that poll mints again). Never discard the minted refresh family here.
     case unconfirmed(grantID: String)
 }

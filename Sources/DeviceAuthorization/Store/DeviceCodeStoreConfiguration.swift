@@ -48,7 +48,7 @@ public struct DeviceCodeStoreConfiguration: Sendable {
     ///   the primary does, but the person is told it is not confirmed.
     /// - A redemption that is not confirmed in time, through
     ///   ``DeviceCodeStore/poll(deviceCode:clientID:origin:answer:)`` with a retry window, answers
-    ///   ``TokenPollResult/unconfirmed(grantID:)`` (`authorization_pending`): the minted answer
+    ///   ``TokenPollResult/unconfirmed(grantID:)`` (the token endpoint: 503, retry): the minted answer
     ///   waits, sealed, for the device's next poll, which gets it if the primary stayed, or mints
     ///   again if a failover lost the redemption; one token either way. It is held back at most
     ///   ``unconfirmedRedemptionHold`` after the redemption, then sent unconfirmed (so a replica
@@ -67,7 +67,7 @@ public struct DeviceCodeStoreConfiguration: Sendable {
     /// (the poll redeems in one step, and a lost answer is a lost login). At most 10 minutes.
     public var redemptionRetryWindow: Duration
     /// How long a redeemed answer that fewer Redis copies than ``durability`` asks confirmed is
-    /// held back (the device is told `authorization_pending`) before it is sent anyway; `.zero`:
+    /// held back (the device is told to retry: 503 `temporarily_unavailable`) before it is sent anyway; `.zero`:
     /// never held (the token goes out at once, counted as a shortfall). 10 s by default.
     public var unconfirmedRedemptionHold: Duration
 

@@ -45,6 +45,11 @@ public struct OAuthError: Error, Sendable, Equatable {
     static let temporarilyUnavailable = OAuthError("temporarily_unavailable", "the authorization server is temporarily unavailable; retry later",
                                                    status: .serviceUnavailable, headers: ["Retry-After": "5"])
 
+    /// `temporarily_unavailable` (503, `Retry-After: 2`) for a poll whose token answer is kept but not
+    /// yet on enough Redis copies (`TokenPollResult.unconfirmed`): poll again shortly.
+    static let notConfirmedYet = OAuthError("temporarily_unavailable", "the token is not confirmed by enough Redis copies yet; poll again",
+                                            status: .serviceUnavailable, headers: ["Retry-After": "2"])
+
     /// `temporarily_unavailable` with HTTP 429 and `Retry-After` (whole seconds, rounded up), for
     /// a request over a rate limit. RFC 6749 §4.1.2.1 defines the code for a server "unable to
     /// handle the request due to a temporary overloading"; clients that know only RFC errors then

@@ -240,10 +240,10 @@ public struct DeviceAuthorizationRoutes: Sendable {
                 if let minted { await discard(minted.family, client: client, context) }
                 return try await answer(outcome, client: client, request, context)
             case .unconfirmed(let grantID):
-                // Kept for the next poll (see TokenPollResult.unconfirmed): pending, nothing discarded.
+                // Kept for the next poll (see TokenPollResult.unconfirmed): 503, retry; nothing discarded.
                 context.logger.notice("token answer kept for the next poll: the redemption is not on enough Redis copies yet",
                                       metadata: ["grant_id": "\(grantID)", "client_id": "\(client.clientID)"])
-                return OAuthError.authorizationPendingResponse
+                throw OAuthError.notConfirmedYet
             case .answer(let tokenAnswer):
                 switch tokenAnswer.source {
                 case .minted:
