@@ -233,41 +233,48 @@ public final class DeviceCodeStore: Sendable {
         let recordKey = keys.deviceKey(tag: tag, id: id)
         // The grant the person saw: its record must be the user code's, and the script checks
         // that the record is still that grant (the device-code digest), not a later one.
-        var shownDigest = ""
+        var expectedDigest = ""   // "": whichever grant the user code leads to now
         if let grantID {
             guard let shown = keys.grant(grantID), shown.key == recordKey else {
                 throw DeviceAuthorizationError(.grantChanged, "this code no longer leads to the request that was shown")
             }
-            shownDigest = shown.digest
+            expectedDigest = shown.digest
         }
-        var arguments: [any RedisArgument] = [shownDigest, status, userID]
-        var decidedID = grantID
+        var decidedID = grantID ?? keys.grantID(tag: tag, id: id, digest: "")
+        var approval: [any RedisArgument] = []
         if status == "a" {
             let fields = try await client.send("HMGET", recordKey, "c", "sc", "h").array ?? []
             guard fields.count == 3, let clientID = fields[0].string, let digest = fields[2].string else {
                 throw DeviceAuthorizationError(grantID == nil ? .notFound : .grantChanged, "no pending request has this code")
             }
-            // Without a shown grant, the MAC is for the grant read here; the script checks it is still the one.
-            if grantID == nil { arguments[0] = digest }
-            let current = keys.grantID(tag: tag, id: id, digest: digest)
-            decidedID = current
-            arguments += approvalArguments(grantID: current, userID: userID, clientID: clientID, scopes: fields[1].string ?? "")
+            // The MAC is for the grant read here; the script checks the record still is that grant
+            // (and, with a shown grant, that it is the one shown).
+            if expectedDigest.isEmpty { expectedDigest = digest }
+            decidedID = keys.grantID(tag: tag, id: id, digest: digest)
+            approval = approvalArguments(grantID: decidedID, userID: userID, clientID: clientID, scopes: fields[1].string ?? "")
         }
-        try await runDecision(keys: [recordKey], arguments: arguments, grantID: decidedID ?? keys.grantID(tag: tag, id: id, digest: ""))
+        try await runDecision(keys: [recordKey], arguments: [expectedDigest, status, userID] + approval, grantID: decidedID)
     }
 
     /// The decide script, with the configured durability: the decision's own refusal first, then
     /// a shortfall of acknowledgements (``DeviceAuthorizationError/Code/notDurable``).
     private func runDecision(keys scriptKeys: [String], arguments: [any RedisArgument], grantID: String) async throws {
-        guard let durability = configuration.durability else {
-            try Self.checkDecision(try await client.eval(StoreScripts.decide, keys: scriptKeys, arguments: arguments))
-            return
-        }
-        let (reply, acknowledgement) = try await client.eval(StoreScripts.decide, keys: scriptKeys, arguments: arguments, durability: durability)
+        let (reply, acknowledgement) = try await evalDurably(StoreScripts.decide, keys: scriptKeys, arguments: arguments)
         try Self.checkDecision(reply)
-        if let shortfall = shortfall(acknowledgement, operation: "decide", grantID: grantID) {
+        if let acknowledgement, let shortfall = shortfall(acknowledgement, operation: "decide", grantID: grantID) {
             throw DeviceAuthorizationError(.notDurable, "the decision is not confirmed by enough Redis copies yet (\(shortfall))")
         }
+    }
+
+    /// `script` with the configured durability's wait (`WAIT` / `WAITAOF`) behind it on the same
+    /// connection; the acknowledgement is `nil` when no durability is configured (no wait sent).
+    private func evalDurably(_ script: RedisScript, keys scriptKeys: [String], arguments: [any RedisArgument] = []) async throws
+        -> (reply: RedisValue, acknowledgement: Result<RedisAcknowledgement, RedisError>?) {
+        guard let durability = configuration.durability else {
+            return (try await client.eval(script, keys: scriptKeys, arguments: arguments), nil)
+        }
+        let (reply, acknowledgement) = try await client.eval(script, keys: scriptKeys, arguments: arguments, durability: durability)
+        return (reply, acknowledgement)
     }
 
     /// `nil` when the acknowledgement satisfies the configured durability; else a description
@@ -375,9 +382,7 @@ public final class DeviceCodeStore: Sendable {
             guard let body = openAnswer(sealed, grantID: grantID, clientID: clientID) else { return .outcome(.invalidGrant(.forged)) }
             // A kept answer leaves once the redemption is on enough copies, as a fresh one does, or
             // once it has been held back long enough (a replica outage delays logins, never loses them).
-            if let durability = configuration.durability,
-               try await confirmRedemption(recordKey: recordKey, grantID: grantID, durability: durability) == false,
-               age < configuration.unconfirmedRedemptionHold {
+            if try await !confirmRedemption(recordKey: recordKey, grantID: grantID), age < configuration.unconfirmedRedemptionHold {
                 return .unconfirmed(grantID: grantID)
             }
             metrics.redelivered.increment()
@@ -389,21 +394,12 @@ public final class DeviceCodeStore: Sendable {
             let body = try await answer(grant)
             let arguments: [any RedisArgument] = [clientID, mac, try seal.seal(body, grantID: grant.grantID), window, originDigest,
                                                   configuration.gracePeriod.milliseconds, digest]
-            let reply: RedisValue
-            var confirmed = true
-            if let durability = configuration.durability {
-                let acknowledged = try await client.eval(StoreScripts.redeem, keys: [recordKey], arguments: arguments, durability: durability)
-                reply = acknowledged.reply
-                if reply.array?.first?.string == "redeemed" {
-                    confirmed = shortfall(acknowledged.acknowledgement, operation: "redeem", grantID: grant.grantID) == nil
-                }
-            } else {
-                reply = try await client.eval(StoreScripts.redeem, keys: [recordKey], arguments: arguments)
-            }
+            let (reply, acknowledgement) = try await evalDurably(StoreScripts.redeem, keys: [recordKey], arguments: arguments)
             let parts = reply.array ?? []
             switch parts.first?.string {
             case "redeemed":
                 metrics.redeemed.increment()
+                let confirmed = acknowledgement.map { shortfall($0, operation: "redeem", grantID: grant.grantID) == nil } ?? true
                 // Not on enough copies: the answer waits, sealed in the record, for the device's next
                 // poll. If the primary stays, that poll gets it; if a failover loses the redemption,
                 // that poll mints again. Either way the device gets one token, never two.
@@ -465,9 +461,7 @@ public final class DeviceCodeStore: Sendable {
             let grant = ApprovedGrant(userID: userID, scopes: scopes.split(separator: " ").map(String.init), grantID: grantID)
             if kind == "approved" { return .approved(grant, mac: mac, recordKey: recordKey, digest: digest) }
             metrics.redeemed.increment()
-            if let durability = configuration.durability {
-                try await confirmRedemption(recordKey: recordKey, grantID: grantID, durability: durability)
-            }
+            try await confirmRedemption(recordKey: recordKey, grantID: grantID)
             return .outcome(.authorized(userID: grant.userID, scopes: grant.scopes, grantID: grantID))
         case "redeemed":
             guard parts.count > 3, let sealed = parts[1].bytes, let origin = parts[2].string else { return .outcome(.invalidGrant(.unknown)) }
@@ -499,18 +493,19 @@ public final class DeviceCodeStore: Sendable {
         return nil
     }
 
-    /// Waits until the redemption has the configured copies; whether it has them. A shortfall (or
-    /// a failed wait) is counted and logged; what the caller then answers is in
-    /// ``DeviceCodeStoreConfiguration/durability``.
+    /// Waits until the redemption has the configured copies; whether it has them (`true`, and
+    /// nothing sent, without durability). A shortfall (or a failed wait) is counted and logged;
+    /// what the caller then answers is in ``DeviceCodeStoreConfiguration/durability``.
     @discardableResult
-    private func confirmRedemption(recordKey: String, grantID: String, durability: RedisDurability) async throws -> Bool {
-        let acknowledgement: Result<RedisAcknowledgement, RedisError>
+    private func confirmRedemption(recordKey: String, grantID: String) async throws -> Bool {
+        guard configuration.durability != nil else { return true }
+        let acknowledgement: Result<RedisAcknowledgement, RedisError>?
         do {
-            acknowledgement = try await client.eval(StoreScripts.confirmRedemption, keys: [recordKey], durability: durability).acknowledgement
+            acknowledgement = try await evalDurably(StoreScripts.confirmRedemption, keys: [recordKey]).acknowledgement
         } catch let error as RedisError {
             acknowledgement = .failure(error)
         }
-        return shortfall(acknowledgement, operation: "redeem", grantID: grantID) == nil
+        return acknowledgement.map { shortfall($0, operation: "redeem", grantID: grantID) == nil } ?? true
     }
 
     // MARK: - The reference model's methods, each atomic

@@ -228,7 +228,6 @@ public struct DeviceAuthorizationRoutes: Sendable {
                                                                   idleLifetime: client.refreshIdleLifetime, absoluteLifetime: client.refreshAbsoluteLifetime,
                                                                   accessToken: planned)
                 }
-                minted = (family, nil)
                 let (body, tokenID) = try await tokenAnswer(TokenRequest(userID: grant.userID, clientID: client.clientID, scopes: grant.scopes, grantID: grant.grantID,
                                                                          audience: client.audience, tokenID: planned.tokenID, familyID: family?.familyID),
                                                             refreshToken: family?.token, context)

@@ -54,7 +54,6 @@ struct StoreBenchmark: AsyncParsableCommand {
         try await redis.withTarget(connectionCount: measurement.connections) { target in
             try await target.withClient { client in
                 let store = DeviceCodeStore(client: client, configuration: DeviceCodeStoreConfiguration(secret: Self.secret))
-                let prefix = store.configuration.keyPrefix
 
                 // The single grant every task polls in the comparison runs. Issuing and polling it
                 // first also loads both scripts, so the memory delta below holds only grants.
