@@ -60,7 +60,7 @@ def log(message):
 
 
 # ---------------------------------------------------------------------------------------------
-# Configuration files (as Tests/Faults/run.sh derives them, plus durability)
+# Configuration files (Tests/Faults/fault_config.py, as Tests/Faults/run.sh derives them, plus durability)
 
 REPLICAS = 1   # durability.replicas of the durability-on runs (--replicas)
 
@@ -68,15 +68,10 @@ REPLICAS = 1   # durability.replicas of the durability-on runs (--replicas)
 def write_configs(workdir):
     """The load-test configuration with short lifetimes (a lost approval costs seconds, not a minute)
     and the request rate limits off (the harness is one address); one copy with durability, one without."""
-    config = json.load(open(os.path.join(ROOT, "deploy", "loadtest-config.json")))
-    lifetimes = {"loadtest": (20, 1), "loadtest-abandon": (4, 1), "loadtest-misbehave": (20, 5)}
-    for client in config.get("clients", []):
-        if client["client_id"] in lifetimes:
-            client["code_lifetime_seconds"], client["interval_seconds"] = lifetimes[client["client_id"]]
-    limits = config.setdefault("rate_limits", {})
-    for name in ("device_authorizations_per_ip", "device_authorizations_per_client", "unknown_device_codes_per_ip"):
-        limits.setdefault(name, 0)
-    config.pop("durability", None)
+    sys.path.insert(0, HERE)
+    sys.dont_write_bytecode = True   # no __pycache__ next to the tests
+    import fault_config  # noqa: E402  (the derivation Tests/Faults/run.sh uses too)
+    config = fault_config.derive(os.path.join(ROOT, "deploy", "loadtest-config.json"))
     paths = {}
     for durability in ("on", "off"):
         derived = dict(config)
@@ -749,7 +744,7 @@ class FailoverRun:
         harness, self.harness = self.harness, None
         if harness is None:
             return
-        # After --duration, devices in flight finish: at most a code lifetime (20 s) and the final probes.
+        # After --duration, devices in flight finish: at most a code lifetime (40 s) and the final probes.
         limit = max(10, min(harness["ends"] + 90, self.deadline + 30) - time.time())
         try:
             rc = harness["process"].wait(timeout=limit)
@@ -863,23 +858,15 @@ class FailoverRun:
         fig = self.figures
         fig["harness_runs"] = len(self.segments)
         fig["devices"] = sum(int(report.get("settings", {}).get("devices", 0)) for report in reports)
-        fig["requests"] = sum(row["count"] for row in rows)
         fig["approvals_confirmed"] = rows_count("POST /device", "200 approve")
         fig["denials_confirmed"] = rows_count("POST /device", "200 deny")
         fig["decision_503s"] = rows_count("POST /device", "503")
         fig["resubmitted_decisions"] = total.get("resubmitted_decisions", 0)
         fig["tokens"] = rows_count("POST /oauth/token", "200")
-        fig["lost_approvals"] = total.get("lost_approvals", 0)
-        fig["lost_denials"] = total.get("lost_denials", 0)
-        fig["lost_codes"] = total.get("lost_issues", 0)
-        fig["tokens_lost_in_flight"] = total.get("tokens_lost_in_flight", 0)
+        fig.update(self.f.harness_figures(total, rows))
         fig["redemptions_forgotten"] = total.get("redemptions_forgotten", 0)
-        fig["second_tokens"] = total.get("probe_tokens", 0)
-        fig["replay_probes"] = total.get("replay_probes", 0)
         fig["lost_logins"] = fig["lost_approvals"] + fig["tokens_lost_in_flight"]
         fig["503_answers"] = total.get("unavailable_answers", 0)
-        fig["http_500"] = sum(row["count"] for row in rows if row["outcome"].startswith("500"))
-        fig["transport_errors"] = sum(row["count"] for row in rows if row["outcome"].startswith("transport_error"))
         fig["max_latency_ms"] = round(max([row["max_ms"] for row in rows] or [0]), 1)
         fig["shortfalls_decide"] = self.metric_sum("deviceauth_durability_shortfalls_total", 'operation="decide"')
         fig["shortfalls_redeem"] = self.metric_sum("deviceauth_durability_shortfalls_total", 'operation="redeem"')

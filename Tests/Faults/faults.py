@@ -281,22 +281,30 @@ def finish_harness(process, report_path, timeout=150):
     return report
 
 
+def harness_figures(faults, rows):
+    """What every fault test reads from the harness's report (its `faults` summary and its rows):
+    requests, losses, replay probes, second tokens, 500s and transport errors."""
+    return {
+        "requests": sum(row["count"] for row in rows),
+        "lost_approvals": faults.get("lost_approvals", 0),
+        "lost_denials": faults.get("lost_denials", 0),
+        "lost_codes": faults.get("lost_issues", 0),
+        "tokens_lost_in_flight": faults.get("tokens_lost_in_flight", 0),
+        "replay_probes": faults.get("replay_probes", 0),
+        "second_tokens": faults.get("probe_tokens", 0),
+        "probes_same_token": faults.get("probe_redeliveries", 0),
+        "http_500": sum(row["count"] for row in rows if row["outcome"].startswith("500")),
+        "transport_errors": sum(row["count"] for row in rows if row["outcome"].startswith("transport_error")),
+    }
+
+
 def summarize(report):
     faults = report.get("faults") or {}
     rows = report.get("rows", [])
     FIGURES["devices"] = report.get("settings", {}).get("devices")
-    FIGURES["requests"] = sum(row["count"] for row in rows)
     FIGURES["503_retried"] = faults.get("unavailable_answers", 0)
-    FIGURES["lost_approvals"] = faults.get("lost_approvals", 0)
-    FIGURES["lost_denials"] = faults.get("lost_denials", 0)
-    FIGURES["lost_codes"] = faults.get("lost_issues", 0)
-    FIGURES["tokens_lost_in_flight"] = faults.get("tokens_lost_in_flight", 0)
-    FIGURES["replay_probes"] = faults.get("replay_probes", 0)
-    FIGURES["second_tokens"] = faults.get("probe_tokens", 0)
-    FIGURES["probes_same_token"] = faults.get("probe_redeliveries", 0)
+    FIGURES.update(harness_figures(faults, rows))
     FIGURES["max_latency_ms"] = round(faults.get("max_latency_ms", max([row["max_ms"] for row in rows] or [0])), 1)
-    FIGURES["http_500"] = sum(row["count"] for row in rows if row["outcome"].startswith("500"))
-    FIGURES["transport_errors"] = sum(row["count"] for row in rows if row["outcome"].startswith("transport_error"))
     check(FIGURES["http_500"] == 0, f"{FIGURES['http_500']} answers were 500")
     check(FIGURES["second_tokens"] == 0, "a redeemed device code got a second token")
     check(FIGURES["replay_probes"] > 0, "no replay probe ran (no device got a token?)")

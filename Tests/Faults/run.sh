@@ -49,21 +49,7 @@ trap 'exit 143' TERM
 
 # The load-test configuration with short lifetimes, so a lost approval costs seconds, not a minute.
 config="$workdir/faults-config.json"
-python3 - deploy/loadtest-config.json "$config" <<'PY'
-import json, sys
-config = json.load(open(sys.argv[1]))
-# "loadtest" lives 40 s: a device issued just before the 12 s DEBUG SLEEP must still be alive when
-# its person, held up by the outage, approves (20 s let the outage expire a few such codes).
-lifetimes = {"loadtest": (40, 1), "loadtest-abandon": (4, 1), "loadtest-misbehave": (20, 5)}
-for client in config.get("clients", []):
-    if client["client_id"] in lifetimes:
-        client["code_lifetime_seconds"], client["interval_seconds"] = lifetimes[client["client_id"]]
-# The harness is one address making hundreds of requests a second: request rate limits off (0).
-limits = config.setdefault("rate_limits", {})
-for name in ("device_authorizations_per_ip", "device_authorizations_per_client", "unknown_device_codes_per_ip"):
-    limits.setdefault(name, 0)
-json.dump(config, open(sys.argv[2], "w"), indent=2)
-PY
+python3 Tests/Faults/fault_config.py deploy/loadtest-config.json "$config"
 export FAULTS_CONFIG="$config" FAULTS_LOADTEST="$build/deviceauth-loadtest"
 
 run() {
