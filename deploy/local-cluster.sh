@@ -12,6 +12,7 @@
 # NODE_URLS (comma-separated) and REDIS_URL exported, tears the cluster down and exits with the
 # command's status. Logs go to a temporary folder that is printed (and kept when something fails).
 # --redis-arg passes one more argument to redis-server (repeatable: --redis-arg --appendonly --redis-arg yes).
+# --redis-server PATH: the server binary (or a wrapper that execs one) for the single Redis (default redis-server).
 # For fault tests the command also gets CLUSTER_DIR (Redis's dir, logs), REDIS_PORT, REDIS_PIDFILE,
 # REDIS_START (a script that starts Redis again with the same arguments, in the foreground) and
 # NODE_PIDS (comma-separated, in NODE_URLS order). A Redis restarted that way is stopped on exit too.
@@ -43,6 +44,7 @@ log_level=warning
 command=()
 
 redis_args=()
+redis_server=redis-server
 sentinel=""
 sentinel_master=deviceauth
 sentinel_down_after=2000
@@ -62,6 +64,7 @@ while [ $# -gt 0 ]; do
     --signing-key) signing_key="$2"; shift 2 ;;
     --log-level) log_level="$2"; shift 2 ;;
     --redis-arg) redis_args+=("$2"); shift 2 ;;
+    --redis-server) redis_server="$2"; shift 2 ;;
     --sentinel) sentinel=1; shift ;;
     --sentinel-down-after) sentinel_down_after="$2"; shift 2 ;;
     --sentinel-failover-timeout) sentinel_failover_timeout="$2"; shift 2 ;;
@@ -130,7 +133,7 @@ cleanup() {
     current="$(cat "$workdir/redis.pid" 2>/dev/null || true)"
     timeout 5 redis-cli -h 127.0.0.1 -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true
     for pid in "$redis_pid" $current; do
-      [ "$pid" = "$redis_pid" ] || [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "redis-server" ] || continue
+      [ "$pid" = "$redis_pid" ] || [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" =~ ^(redis|valkey)-server$ ]] || continue
       for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
       kill -KILL "$pid" 2>/dev/null || true
     done
@@ -227,7 +230,7 @@ if [ -n "$redis_cluster" ]; then
   REDIS_PIDFILES="${REDIS_PIDFILES%,}"
   export REDIS_PORTS REDIS_CLUSTER_PORTS REDIS_PIDFILES
 elif [ -z "$sentinel" ]; then
-  redis_command=(redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --dir "$workdir"
+  redis_command=("$redis_server" --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --dir "$workdir"
     --maxmemory-policy noeviction --logfile "$workdir/redis.log" --pidfile "$workdir/redis.pid" --daemonize no "${redis_args[@]}")
   # The same command line, for tests that restart Redis.
   { echo '#!/usr/bin/env bash'; printf 'exec'; printf ' %q' "${redis_command[@]}"; echo; } >"$workdir/redis-start.sh"

@@ -95,8 +95,12 @@ struct ServerSetupTests {
         #expect(setting.replicas == 2 && setting.timeout == .milliseconds(250) && setting.appendOnlyFile)
         let defaults = try #require(try load(#"{"replicas": 1}"#).durability?.setting())
         #expect(defaults.timeout == .milliseconds(500) && !defaults.appendOnlyFile)
+        // A single Redis with AOF: its own fsync only (WAITAOF 1 0); without append_only_file 0 is refused below.
+        let local = try #require(try load(#"{"replicas": 0, "append_only_file": true}"#).durability?.setting())
+        #expect(local.replicas == 0 && local.appendOnlyFile)
         for (json, message) in [(#"{"replicas": 0}"#, "durability.replicas must be from 1 to 64, not 0"),
                                 (#"{"replicas": 65}"#, "durability.replicas must be from 1 to 64, not 65"),
+                                (#"{"replicas": -1, "append_only_file": true}"#, "durability.replicas must be from 0 to 64, not -1"),
                                 (#"{"replicas": 1, "timeout_ms": 0}"#, "durability.timeout_ms must be from 1 to 60000, not 0"),
                                 (#"{"replicas": 1, "timeout_ms": 60001}"#, "durability.timeout_ms must be from 1 to 60000, not 60001")] {
             let error = #expect(throws: DeviceAuthorizationHTTPError.self) { try load(json) }

@@ -3,7 +3,7 @@
 short code lifetimes (a lost approval costs seconds, not a minute) and the request rate limits off
 (the harness is one address making hundreds of requests a second).
 
-    python3 Tests/Faults/fault_config.py deploy/loadtest-config.json OUT.json   (Tests/Faults/run.sh)
+    python3 Tests/Faults/fault_config.py deploy/loadtest-config.json OUT.json [DURABILITY-JSON]   (Tests/Faults/run.sh)
     import fault_config; fault_config.derive(path)                               (failover_load.py)
 """
 import json
@@ -30,5 +30,9 @@ def derive(source_path):
 
 
 if __name__ == "__main__":
+    # A third argument, a JSON object, is the "durability" setting (run.sh's powerloss-waitaof).
+    derived = derive(sys.argv[1])
+    if len(sys.argv) > 3:
+        derived["durability"] = json.loads(sys.argv[3])
     with open(sys.argv[2], "w") as out:
-        json.dump(derive(sys.argv[1]), out, indent=2)
+        json.dump(derived, out, indent=2)

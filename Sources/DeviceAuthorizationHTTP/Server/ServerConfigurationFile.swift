@@ -179,7 +179,7 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
     /// `append_only_file` `WAITAOF 1 replicas timeout_ms` (Redis ≥ 7.2 / Valkey ≥ 8 with
     /// `appendonly yes`).
     public struct Durability: Codable, Sendable, Equatable {
-        /// Replicas that must acknowledge (1…64).
+        /// Replicas that must acknowledge (1…64; 0 with `append_only_file`: the primary's own fsync only).
         public var replicas: Int
         /// Milliseconds to wait for them (1…60 000; default 500).
         public var timeoutMs: Int?
@@ -193,7 +193,7 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         /// The store setting these numbers describe.
         /// - Throws: ``DeviceAuthorizationHTTPError`` for a number out of range.
         public func setting() throws -> RedisDurability {
-            try Ranges.check(replicas, "durability.replicas", Ranges.durabilityReplicas)
+            try Ranges.check(replicas, "durability.replicas", appendOnlyFile == true ? 0...Ranges.durabilityReplicas.upperBound : Ranges.durabilityReplicas)
             try Ranges.check(timeoutMs, "durability.timeout_ms", Ranges.durabilityTimeoutMs)
             return try RedisDurability(replicas: replicas, timeout: .milliseconds(timeoutMs ?? 500), appendOnlyFile: appendOnlyFile ?? false)
         }
@@ -308,7 +308,8 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         /// `refresh_token_idle_seconds` and `refresh_token_absolute_seconds`, top level and per
         /// client: a second to ten years.
         public static let refreshTokenSeconds = 1...315_360_000
-        /// `durability.replicas`: at least one (none: leave `durability` out).
+        /// `durability.replicas`: at least one (none: leave `durability` out), or 0 with
+        /// `append_only_file` (`WAITAOF 1 0`: a single Redis's own fsync).
         public static let durabilityReplicas = 1...64
         /// `durability.timeout_ms`: a millisecond to a minute (0 would make `WAIT` block forever).
         public static let durabilityTimeoutMs = 1...60_000
