@@ -13,9 +13,11 @@
 #                                        SIGKILL. It counts lost approvals and FAILS when a redeemed code is redeemed again,
 #                                        which everysec allows after a power loss (see BENCHMARKS.md, "Faults under load");
 #                                        powerloss-waitaof: the same on Valkey with the nodes on WAITAOF 1 0. OPEN (#16):
-#                                        it FAILS today, 7 approvals and 2 denials that WAITAOF confirmed were cut away
-#                                        (84 KB dropped in one run); whether the tracker misses an fsync path of Valkey's
-#                                        or the acknowledgement runs ahead of the fsync is not known yet.
+#                                        it FAILS today: decisions and redemptions the product had confirmed with WAITAOF
+#                                        are cut away (3 runs: 7 approvals + 2 denials lost; 4 second tokens; 34-85 KB
+#                                        dropped). The same tracker and cut keep every SET/EVAL + WAITAOF 1 0 a bare client
+#                                        saw confirmed (0 missing of 52-182 in 6 runs), so the gap is in how the product
+#                                        or the harness counts a confirmation; not found yet.
 #
 # FAULTS_BUILD_DIR overrides .build/debug. Exits non-zero if any scenario fails. Builds nothing.
 set -euo pipefail
