@@ -34,20 +34,22 @@ static off_t length(int fd) {
     return fstat(fd, &st) == 0 ? st.st_size : -1;
 }
 
-int fsync(int fd) {
-    static int (*real)(int);
-    if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+// The length before the call, the real call, then the record if it succeeded.
+static int tracked(int (*real)(int), int fd) {
     off_t size = length(fd);
     int rc = real(fd);
     if (rc == 0) record(fd, size);
     return rc;
 }
 
+int fsync(int fd) {
+    static int (*real)(int);
+    if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+    return tracked(real, fd);
+}
+
 int fdatasync(int fd) {
     static int (*real)(int);
     if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
-    off_t size = length(fd);
-    int rc = real(fd);
-    if (rc == 0) record(fd, size);
-    return rc;
+    return tracked(real, fd);
 }

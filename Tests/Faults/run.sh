@@ -94,16 +94,16 @@ run() {
 # AOF file's length at every fsync; after the SIGKILL faults.py cuts the files back to those lengths.
 # powerloss-waitaof needs a server with WAITAOF (Valkey ≥ 8, Redis ≥ 7.2): $FAULTS_VALKEY_SERVER
 # (make test passes .build-valkey's valkey-server); the nodes then run with durability WAITAOF 1 0.
+export FSYNC_TRACKER_LOG="$workdir/fsync.log"   # written by the shim, read by faults.py
 tracked_server() {
   local binary="$1" wrapper="$workdir/tracked-$(basename "$1")"
   [ -f "$workdir/fsync_tracker.so" ] || cc -shared -fPIC -O2 -o "$workdir/fsync_tracker.so" Tests/Faults/fsync_tracker.c -ldl
   printf '#!/usr/bin/env bash\nFSYNC_TRACKER_LOG=%q LD_PRELOAD=%q exec %q "$@"\n' \
-    "$workdir/fsync.log" "$workdir/fsync_tracker.so" "$(command -v "$binary")" >"$wrapper"
+    "$FSYNC_TRACKER_LOG" "$workdir/fsync_tracker.so" "$(command -v "$binary")" >"$wrapper"
   chmod +x "$wrapper"
-  rm -f "$workdir/fsync.log"
+  rm -f "$FSYNC_TRACKER_LOG"
   echo "$wrapper"
 }
-export FSYNC_TRACKER_LOG="$workdir/fsync.log"
 
 failed=()
 for scenario in "${scenarios[@]}"; do
