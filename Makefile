@@ -3,7 +3,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 # `make run` needs only these: the server links hiredis and starts an embedded redis-server.
 RUN_APT_PACKAGES := redis-server libhiredis-dev pkg-config
-APT_PACKAGES := $(RUN_APT_PACKAGES) redis-sentinel redis-tools python3 python3-pip curl openssl faketime time
+APT_PACKAGES := $(RUN_APT_PACKAGES) redis-sentinel redis-tools python3 python3-pip curl openssl faketime time gcc
 # Only the end-to-end tests need these (a real OAuth client and a real browser).
 E2E_APT_PACKAGES := chromium chromium-driver wrk
 E2E_PIP_PACKAGES := oauthlib requests selenium
@@ -64,6 +64,8 @@ test: build e2e-deps
 	$(MAKE) --no-print-directory test-security
 	DEPLOY_CHECK_REQUIRE_LIVE=1 $(MAKE) --no-print-directory test-deploy
 	$(MAKE) --no-print-directory test-valkey
+	@echo "--- a simulated power loss on Valkey (make test-valkey installed it): WAITAOF 1 0 with appendfsync always"
+	FAULTS_VALKEY_SERVER="$$(find "$$PWD/.build-valkey" -type f -name valkey-server | head -n 1)" Tests/Faults/run.sh powerloss-waitaof
 
 .PHONY: test-deploy test-valkey
 

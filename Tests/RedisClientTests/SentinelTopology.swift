@@ -54,7 +54,7 @@ final class SentinelTopology: @unchecked Sendable {
         self.certificates = certificates
     }
 
-    /// Starts the topology and waits (30 s at most) until the sentinels know all of it.
+    /// Starts the topology and waits (a minute at most) until the sentinels know all of it.
     static func start(dataPassword: String? = nil, sentinelPassword: String? = nil,
                       tls certificates: TestCertificates? = nil) async throws -> SentinelTopology {
         guard isAvailable else {
@@ -75,6 +75,7 @@ final class SentinelTopology: @unchecked Sendable {
             try topology.startWatchdog()
             try await topology.startServer(port: topology.primaryPort, replicaOf: nil)
             for port in topology.replicaPorts { try await topology.startServer(port: port, replicaOf: topology.primaryPort) }
+            try await topology.waitUntilReplicated()
             for port in topology.sentinelPorts { try await topology.startSentinel(port: port, monitoring: topology.primaryPort, quorum: 2) }
             try await topology.waitUntilSettled()
         } catch {
@@ -230,12 +231,32 @@ final class SentinelTopology: @unchecked Sendable {
         return configuration
     }
 
+    /// Waits until the primary lists both replicas and each replica's link is up. A sentinel asks
+    /// a node for `INFO` at once when it first learns of it and then only every 10 s: started
+    /// before replication was up, a sentinel saw a replica's link down (or no replica) and
+    /// needed two more 10 s rounds, which under a busy CI machine ran past the settling wait.
+    private func waitUntilReplicated() async throws {
+        let primary = dataClient(port: primaryPort)
+        let replicas = replicaPorts.map { dataClient(port: $0) }
+        defer { ([primary] + replicas).forEach { $0.shutdown() } }
+        try await waitFor("the primary to list 2 replicas with their links up", timeout: .seconds(60)) {
+            guard let info = try? await primary.send("INFO", "replication").string,
+                  info.contains("connected_slaves:2") else { return false }
+            for replica in replicas {
+                guard let info = try? await replica.send("INFO", "replication").string,
+                      info.contains("master_link_status:up") else { return false }
+            }
+            return true
+        }
+    }
+
     /// Waits until every sentinel names the primary, sees both replicas linked and the two other
     /// sentinels, so a failover can happen (hello messages go out every 2 s).
     private func waitUntilSettled() async throws {
         let clients = sentinelPorts.map { sentinelClient(port: $0) }
         defer { clients.forEach { $0.shutdown() } }
-        try await waitFor("the sentinels to know the primary, 2 replicas and each other", timeout: .seconds(30)) {
+        // The timeout is a hang guard only: two missed 10 s INFO rounds must still fit.
+        try await waitFor("the sentinels to know the primary, 2 replicas and each other", timeout: .seconds(60)) {
             for client in clients {
                 guard let address = try? await client.send("SENTINEL", "GET-MASTER-ADDR-BY-NAME", Self.masterName).array,
                       address.count == 2, address[1].int == self.primaryPort else { return false }

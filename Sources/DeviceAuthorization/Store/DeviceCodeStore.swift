@@ -28,11 +28,11 @@ import RedisClient
 public final class DeviceCodeStore: Sendable {
     /// The settings the store was created with.
     public let configuration: DeviceCodeStoreConfiguration
-    private let client: RedisClient
+    let client: RedisClient
     /// Internal (not private) so tests can build the keys an attacker with Redis access would write.
     let keys: KeySchema
     private let seal: AnswerSeal
-    private let logger: Logger
+    let logger: Logger
     private let metrics = StoreMetrics()
 
     /// Creates a store on `client`.
@@ -603,44 +603,6 @@ public final class DeviceCodeStore: Sendable {
     public func recordKey(forDeviceCode deviceCode: String) -> String? {
         guard let (tag, id, _) = keys.decode(deviceCode: deviceCode) else { return nil }
         return keys.deviceKey(tag: tag, id: id)
-    }
-
-    /// Checks the Redis settings this product relies on and logs a warning for each problem.
-    ///
-    /// An eviction policy that may evict keys with a TTL (`volatile-*`, `allkeys-*`) would drop
-    /// live grants under memory pressure: a lost login. In a Redis Cluster every primary is
-    /// checked. The policy is read from `INFO memory` (`maxmemory_policy`), not `CONFIG GET`, so
-    /// the product's ACL user needs no `+config|get`. Returns the warnings it logged.
-    @discardableResult
-    public func checkRedisConfiguration() async -> [String] {
-        var warnings: [String] = []
-        let replies = await client.sendToEachPrimary(RedisCommand("INFO", "memory"))
-        for (node, result) in replies {
-            let where_ = client.isCluster ? " on \(node)" : ""
-            do {
-                let info = try result.get().string ?? ""
-                guard let policy = Self.infoField("maxmemory_policy", in: info) else {
-                    warnings.append("Could not read Redis maxmemory-policy\(where_) (INFO memory has no maxmemory_policy); make sure it is 'noeviction'.")
-                    continue
-                }
-                if policy != "noeviction" {
-                    warnings.append("Redis maxmemory-policy\(where_) is '\(policy)': Redis may evict device codes (keys with a TTL) under memory pressure, and a person's login is then lost. Use 'noeviction'.")
-                }
-            } catch {
-                warnings.append("Could not read Redis maxmemory-policy\(where_) (\(error)); make sure it is 'noeviction'.")
-            }
-        }
-        for warning in warnings { logger.warning("\(warning)") }
-        return warnings
-    }
-
-    /// The value of `name:value` in an `INFO` reply (lines end in CRLF).
-    static func infoField(_ name: String, in info: String) -> String? {
-        for line in info.split(whereSeparator: \.isNewline) {
-            let line = line.trimmingCharacters(in: .whitespaces)
-            if line.hasPrefix(name + ":") { return String(line.dropFirst(name.count + 1)) }
-        }
-        return nil
     }
 }
 
