@@ -254,7 +254,9 @@ public enum DeviceAuthorizationServer {
             }
             await store.checkRedisConfiguration()
         }
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: redis), .init(service: app)]
+        // The handlers run on the event loops (EventLoopTaskExecutor): a poll's Redis command is
+        // written and answered on the loop that read the request, with no thread hop.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: redis), .init(service: EventLoopAffineService(app, group: eventLoopGroup))]
         if let metricsPort {
             let metricsApp = Application(
                 router: routes.makeMetricsRouter(),

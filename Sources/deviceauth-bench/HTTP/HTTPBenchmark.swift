@@ -5,6 +5,7 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOCore
+import NIOPosix
 import RedisClient
 import ServiceLifecycle
 
@@ -37,6 +38,11 @@ struct HTTPBenchmark: AsyncParsableCommand {
     @Option(help: "Redis connections of the token endpoint's client (the server's default: 2).")
     var redisConnections: Int = 2
 
+    @Option(help: "Where the token endpoint's handlers run: event-loop (the server's default: EventLoopTaskExecutor) or global (Swift's global executor, Hummingbird's default). The trivial route always runs as Hummingbird's default.")
+    var executor: HandlerExecutor = .eventLoop
+
+    enum HandlerExecutor: String, ExpressibleByArgument { case eventLoop = "event-loop", global }
+
     @Option(help: "Path of wrk (default: found on PATH).")
     var wrk: String?
 
@@ -62,7 +68,7 @@ struct HTTPBenchmark: AsyncParsableCommand {
                     tokens: try await JWTTokenIssuer(issuer: "http://127.0.0.1", privateKeyPEM: nil),
                     configuration: DeviceAuthorizationHTTPConfiguration(secret: Array(0..<32)))
                 let rounds = max(1, self.rounds)
-                let (oursRuns, ceilingRuns, nginxRuns) = try await Self.serve(routes.makeRouter()) { oursPort in
+                let (oursRuns, ceilingRuns, nginxRuns) = try await Self.serve(routes.makeRouter(), onEventLoops: executor == .eventLoop) { oursPort in
                     // Check the route really answers authorization_pending before measuring.
                     let check = try await ChildProcess.run("/usr/bin/curl", ["-s", "-d", body, "http://127.0.0.1:\(oursPort)/oauth/token"])
                     guard check.standardOutput.contains("authorization_pending") else {
@@ -99,7 +105,7 @@ struct HTTPBenchmark: AsyncParsableCommand {
                 let ours = WrkResult.median(oursRuns), ceiling = WrkResult.median(ceilingRuns)
                 BenchComparison(
                     name: "http.token.pending.c\(connections)", ours: ours.requestsPerSecond, baseline: ceiling.requestsPerSecond, unit: "req/s",
-                    detail: "medians of \(rounds) alternating runs; ours: p50=\(ours.p50) p99=\(ours.p99) runs=\(ours.runs) | baseline (trivial Hummingbird route, same body): p50=\(ceiling.p50) p99=\(ceiling.p99) runs=\(ceiling.runs) | wrk -t\(threads) -c\(connections) -d\(duration)s, \(max(1, redisConnections)) Redis connection(s), \(target.summary)"
+                    detail: "medians of \(rounds) alternating runs; ours (handlers on the \(executor == .eventLoop ? "event loops" : "global executor")): p50=\(ours.p50) p99=\(ours.p99) runs=\(ours.runs) | baseline (trivial Hummingbird route, same body): p50=\(ceiling.p50) p99=\(ceiling.p99) runs=\(ceiling.runs) | wrk -t\(threads) -c\(connections) -d\(duration)s, \(max(1, redisConnections)) Redis connection(s), \(target.summary)"
                 ).print()
                 // CPU per request: this process (both servers live here, but only one is under
                 // wrk at a time) and Redis, each over its wrk runs; lower is better.
@@ -219,13 +225,15 @@ struct HTTPBenchmark: AsyncParsableCommand {
 
     /// Runs `router` on a free loopback port while `body` runs, then shuts the server down
     /// gracefully (cancelling it instead made Hummingbird log shutdown errors).
+    /// `onEventLoops`: as the server runs it (``EventLoopAffineService``); else Hummingbird's default.
     private static func serve<Context: RequestContext, Result: Sendable>(
-        _ router: Router<Context>, _ body: @Sendable (Int) async throws -> Result
+        _ router: Router<Context>, onEventLoops: Bool = false, _ body: @Sendable (Int) async throws -> Result
     ) async throws -> Result where Context.Source == ApplicationRequestContextSource {
         let port = try freeLoopbackPort()
         let logger = Logger(label: "bench-http")
         let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)), logger: logger)
-        let services = ServiceGroup(configuration: .init(services: [app], logger: logger))
+        let service: any Service = onEventLoops ? EventLoopAffineService(app, group: MultiThreadedEventLoopGroup.singleton) : app
+        let services = ServiceGroup(configuration: .init(services: [service], logger: logger))
         return try await withThrowingTaskGroup(of: Result?.self) { group in
             group.addTask { try await services.run(); return nil }
             do {
