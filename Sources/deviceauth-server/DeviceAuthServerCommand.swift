@@ -30,7 +30,7 @@ struct DeviceAuthServerCommand: AsyncParsableCommand {
     var redisURL: String?
 
     @Option(name: .customLong("redis-connections"),
-            help: "Redis connections of this node, each with its own thread (env DEVICEAUTH_REDIS_CONNECTIONS; default 2).")
+            help: "Redis connections of this node, spread over its event loops (env DEVICEAUTH_REDIS_CONNECTIONS; default: one per core, at least 2).")
     var redisConnections: String?
 
     @Option(help: "JSON configuration file: clients, users, proxies, secret, signing key, public URL (env DEVICEAUTH_CONFIG).")
@@ -115,7 +115,7 @@ struct DeviceAuthServerCommand: AsyncParsableCommand {
                                                   range: ServerConfigurationFile.Ranges.idleTimeoutSeconds)
         let maxConnections = try optionalWholeNumber(self.maxConnections, "--max-connections", env: "DEVICEAUTH_MAX_CONNECTIONS",
                                                      range: ServerConfigurationFile.Ranges.maxConnections)
-        let connections = try wholeNumber(redisConnections, "--redis-connections", env: "DEVICEAUTH_REDIS_CONNECTIONS", default: 2, range: 1...64)
+        let connections = try wholeNumber(redisConnections, "--redis-connections", env: "DEVICEAUTH_REDIS_CONNECTIONS", default: ServerOptions.defaultRedisConnections, range: 1...64)
         LoggingSystem.bootstrap { label in
             var handler: any LogHandler = json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
             handler.logLevel = level

@@ -19,8 +19,12 @@ public struct ServerOptions: Sendable {
     public var port: Int
     /// Redis URL; `nil` (and none in the file) starts an embedded development Redis.
     public var redisURL: String?
-    /// Connections to Redis (each with its own thread); per primary in cluster mode.
+    /// Connections to Redis, spread over the event loops; per primary in cluster mode.
     public var redisConnections: Int
+
+    /// One Redis connection per event loop (one loop per core), at least 2: a handler runs on its
+    /// request's loop and finds a connection there, with no hop to another loop.
+    public static var defaultRedisConnections: Int { min(64, max(2, System.coreCount)) }
     /// JSON configuration file.
     public var configPath: String?
     /// Shared secret (≥ 32 bytes). Prefer ``secretFile``: argv is readable by every local user.
@@ -48,7 +52,7 @@ public struct ServerOptions: Sendable {
     ///   - host: listen address (127.0.0.1).
     ///   - port: listen port (8080).
     ///   - redisURL: Redis URL (`nil`: embedded development Redis).
-    ///   - redisConnections: Redis connections (2; at least 1).
+    ///   - redisConnections: Redis connections (``defaultRedisConnections``; at least 1).
     ///   - configPath: configuration file.
     ///   - secret: shared secret.
     ///   - secretFile: a file holding the shared secret.
@@ -59,7 +63,7 @@ public struct ServerOptions: Sendable {
     ///   - headerReadTimeoutSeconds: the request-head deadline.
     ///   - idleTimeoutSeconds: the keep-alive idle timeout.
     ///   - maxConnections: the connection cap.
-    public init(host: String = "127.0.0.1", port: Int = 8080, redisURL: String? = nil, redisConnections: Int = 2, configPath: String? = nil,
+    public init(host: String = "127.0.0.1", port: Int = 8080, redisURL: String? = nil, redisConnections: Int = ServerOptions.defaultRedisConnections, configPath: String? = nil,
                 secret: String? = nil, secretFile: String? = nil, signingKeyFile: String? = nil, development: Bool = false, metricsPort: Int? = nil, metricsHost: String? = nil,
                 headerReadTimeoutSeconds: Int? = nil, idleTimeoutSeconds: Int? = nil, maxConnections: Int? = nil) {
         self.host = host

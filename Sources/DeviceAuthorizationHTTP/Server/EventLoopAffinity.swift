@@ -30,6 +30,39 @@ public final class EventLoopTaskExecutor: TaskExecutor, Sendable {
     }
 }
 
+/// A task executor that runs every job on one event loop.
+final class PinnedEventLoopExecutor: TaskExecutor, Sendable {
+    let loop: any EventLoop
+
+    init(loop: any EventLoop) {
+        self.loop = loop
+    }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let executor = asUnownedTaskExecutor()
+        loop.execute { job.runSynchronously(on: executor) }
+    }
+}
+
+/// Under ``EventLoopTaskExecutor``, moves a request that is being handled on another loop than
+/// its connection's to the connection's loop. That happens to the first request of a
+/// connection whose bytes had arrived before its task first ran: the task starts on the
+/// accepting loop and, not having to wait for the request, never left it. Anywhere else (on
+/// Swift's global executor, or already on the right loop) it does nothing.
+struct EventLoopAffinityMiddleware: RouterMiddleware {
+    typealias Context = DeviceAuthorizationRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let current = MultiThreadedEventLoopGroup.currentEventLoop, current !== context.eventLoop else {
+            return try await next(request, context)
+        }
+        return try await withTaskExecutorPreference(PinnedEventLoopExecutor(loop: context.eventLoop)) {
+            try await next(request, context)
+        }
+    }
+}
+
 /// Runs a service (the HTTP application) with ``EventLoopTaskExecutor`` as its task executor
 /// preference, which Hummingbird's per-connection child tasks inherit.
 public struct EventLoopAffineService<Wrapped: Service>: Service {

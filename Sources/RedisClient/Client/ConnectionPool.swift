@@ -22,8 +22,13 @@ final class ConnectionPool: Sendable {
         self.functions = FunctionLibraryLoader(configuration: configuration, logger: logger)
         // `connectionCount` is a public var: a count set below 1 after `init` means one connection
         // (as in `init`), not an empty pool that would trap on the first command.
+        // Connection i on loop i (mod the loops), not the group's shared round-robin `next()`: a
+        // handler running on a loop (the server's EventLoopTaskExecutor) finds the connection of
+        // its own loop whenever there are at least as many connections as loops.
+        let loops = Array(configuration.eventLoopGroup.makeIterator())
         let connections = (0..<max(1, configuration.connectionCount)).map {
-            ConnectionFactory.make(configuration: configuration, index: firstIndex + $0, logger: logger)
+            ConnectionFactory.make(configuration: configuration, eventLoop: loops.isEmpty ? configuration.eventLoopGroup.next() : loops[$0 % loops.count],
+                                   index: firstIndex + $0, logger: logger)
         }
         self.connections = connections
         self.eventLoops = connections.map(\.eventLoop)
@@ -91,16 +96,16 @@ final class ConnectionPool: Sendable {
 
 /// Makes connections on the configuration's event loops, sharing one TLS context per TLS setting.
 enum ConnectionFactory {
-    static func make(configuration: RedisClientConfiguration, index: Int, logger: Logger) -> RedisConnection {
+    static func make(configuration: RedisClientConfiguration, eventLoop: any EventLoop, index: Int, logger: Logger) -> RedisConnection {
         let tls = configuration.tls.map { TLSContextSource.shared(for: $0) }
-        return RedisConnection(configuration: configuration, eventLoop: configuration.eventLoopGroup.next(), tls: tls, index: index, logger: logger)
+        return RedisConnection(configuration: configuration, eventLoop: eventLoop, tls: tls, index: index, logger: logger)
     }
 
     /// A connection for one short exchange (a topology probe, a function load); shut down after use.
     static func oneOff(configuration: RedisClientConfiguration, logger: Logger) -> RedisConnection {
         var single = configuration
         single.connectionCount = 1
-        return make(configuration: single, index: 9_999, logger: logger)
+        return make(configuration: single, eventLoop: configuration.eventLoopGroup.next(), index: 9_999, logger: logger)
     }
 }
 
