@@ -11,7 +11,7 @@ extension DeviceCodeStore {
     /// - With ``DeviceCodeStoreConfiguration/durability`` on the append-only file (`WAITAOF`): a
     ///   server without `WAITAOF` or with `appendonly no` (every decision would be answered "not
     ///   confirmed yet"), and a server known to acknowledge `WAITAOF` before the fsync under
-    ///   `appendfsync everysec` (see ``appendOnlyFileWarnings(info:appendfsync:hasWaitAOF:node:)``).
+    ///   `appendfsync everysec` (see ``appendOnlyFileWarnings(info:node:)``).
     ///
     /// In a Redis Cluster every primary is checked. Returns the warnings it logged.
     @discardableResult
@@ -40,53 +40,40 @@ extension DeviceCodeStore {
         return warnings
     }
 
-    /// The append-only-file checks on every primary: `INFO server` and `INFO persistence`,
-    /// `COMMAND INFO WAITAOF`, and `CONFIG GET appendfsync` where the user may read it.
+    /// The append-only-file checks on every primary, from `INFO server persistence` only: the
+    /// product's ACL user has no `+config|get` (it would also read the passwords) and no `+command`.
     private func appendOnlyFileWarnings() async -> [String] {
         var warnings: [String] = []
-        let infos = await client.sendToEachPrimary(RedisCommand("INFO", "server", "persistence"))
-        let commands = Self.byNode(await client.sendToEachPrimary(RedisCommand("COMMAND", "INFO", "WAITAOF")))
-        let fsyncs = Self.byNode(await client.sendToEachPrimary(RedisCommand("CONFIG", "GET", "appendfsync")))
-        for (node, result) in infos {
+        for (node, result) in await client.sendToEachPrimary(RedisCommand("INFO", "server", "persistence")) {
             let where_ = client.isCluster ? " on \(node)" : ""
             guard let info = try? result.get().string else {
                 warnings.append("Could not read INFO persistence from Redis\(where_); make sure it has WAITAOF and appendonly yes (durability.append_only_file).")
                 continue
             }
-            // `COMMAND INFO WAITAOF` answers [nil] where the command does not exist.
-            let hasWaitAOF = (try? commands[node]?.get())?.array?.first?.array != nil
-            // CONFIG GET answers [name, value]; nil when the ACL user lacks +config|get.
-            let appendfsync = (try? fsyncs[node]?.get())?.array.flatMap { $0.count == 2 ? $0[1].string : nil }
-            warnings += Self.appendOnlyFileWarnings(info: info, appendfsync: appendfsync, hasWaitAOF: hasWaitAOF, node: where_)
+            warnings += Self.appendOnlyFileWarnings(info: info, node: where_)
         }
         return warnings
     }
 
-    private static func byNode(_ replies: [(node: RedisEndpoint, result: Result<RedisValue, RedisError>)]) -> [RedisEndpoint: Result<RedisValue, RedisError>] {
-        Dictionary(replies.map { ($0.node, $0.result) }, uniquingKeysWith: { first, _ in first })
-    }
-
-    /// What is wrong for `WAITAOF` durability on one server, from its `INFO server persistence`,
-    /// its `appendfsync` (`nil`: unreadable) and whether it has `WAITAOF`. `node` is `""` or
-    /// `" on host:port"`.
+    /// What is wrong for `WAITAOF` durability on one server, from its `INFO server persistence`.
+    /// `node` is `""` or `" on host:port"`.
     ///
     /// Valkey up to 9.1 (and Redis 7.2–7.4) acknowledge `WAITAOF`'s local fsync under
     /// `appendfsync everysec` as soon as the write reached the file, before any fsync
-    /// (redis/redis#13793, fixed in Redis 8.0; reproduced here by `Tests/Faults/run.sh
+    /// (redis/redis#13793, fixed in Redis 8.0; reproduced by `Tests/Faults/run.sh
     /// powerloss-waitaof-everysec`): such an acknowledgement survives a crash of the server, not a
-    /// power loss. `appendfsync always` is not affected.
-    static func appendOnlyFileWarnings(info: String, appendfsync: String?, hasWaitAOF: Bool, node: String) -> [String] {
+    /// power loss. `appendfsync always` is not affected; `INFO` does not show the setting, so on
+    /// those versions the warning names it.
+    static func appendOnlyFileWarnings(info: String, node: String) -> [String] {
         let server = ServerVersion(info: info)
-        guard hasWaitAOF else {
+        guard server.hasWaitAOF else {
             return ["Redis\(node) (\(server.description)) has no WAITAOF: with durability.append_only_file every approval and denial is answered 'not confirmed yet' and every redemption is held. Use Redis ≥ 7.2 or Valkey ≥ 8, or turn append_only_file off."]
         }
         if infoField("aof_enabled", in: info) == "0" {
             return ["Redis\(node) runs with appendonly no: WAITAOF never confirms, so with durability.append_only_file every approval and denial is answered 'not confirmed yet' and every redemption is held. Set appendonly yes."]
         }
-        // `appendfsync no` never confirms a local fsync at all (WAITAOF waits in vain): not this warning.
-        guard server.acknowledgesWAITAOFEarlyUnderEverysec, appendfsync == nil || appendfsync == "everysec" else { return [] }
-        let setting = appendfsync.map { "appendfsync \($0)" } ?? "an appendfsync this user cannot read (CONFIG GET)"
-        return ["Redis\(node) (\(server.description)) with \(setting): this server confirms WAITAOF before the write is fsynced under appendfsync everysec (redis/redis#13793), so a confirmed approval or redemption survives a crash of the server but not a power loss. Set appendfsync always for durability.append_only_file to hold."]
+        guard server.acknowledgesWAITAOFEarlyUnderEverysec else { return [] }
+        return ["Redis\(node) (\(server.description)) confirms WAITAOF before the write is fsynced when appendfsync is everysec (redis/redis#13793): a confirmed approval or redemption then survives a crash of Redis but not a power loss. Unless this server runs appendfsync always, set it for durability.append_only_file to hold."]
     }
 
     /// The value of `name:value` in an `INFO` reply (lines end in CRLF).
@@ -119,6 +106,12 @@ struct ServerVersion: Sendable, Equatable, CustomStringConvertible {
 
     /// The versions known to release `WAITAOF` before the fsync under `everysec`: Valkey up to
     /// 9.1 (every release so far), Redis 7.2–7.4. An unreadable version counts as affected.
+    /// Whether it has `WAITAOF` (Redis ≥ 7.2, Valkey ≥ 8); an unreadable version counts as yes.
+    var hasWaitAOF: Bool {
+        guard version.count >= 2 else { return true }
+        return isValkey ? version[0] >= 8 : (version[0], version[1]) >= (7, 2)
+    }
+
     var acknowledgesWAITAOFEarlyUnderEverysec: Bool {
         guard version.count >= 2 else { return true }
         let majorMinor = (version[0], version[1])
