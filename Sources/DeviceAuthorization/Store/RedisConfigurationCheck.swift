@@ -16,42 +16,31 @@ extension DeviceCodeStore {
     /// In a Redis Cluster every primary is checked. Returns the warnings it logged.
     @discardableResult
     public func checkRedisConfiguration() async -> [String] {
+        let appendOnlyFile = configuration.durability?.appendOnlyFile == true
+        // One INFO per primary; the product's ACL user has no `+config|get` (it would also read
+        // the passwords) and no `+command`, so everything comes from INFO.
+        let command = appendOnlyFile ? RedisCommand("INFO", "memory", "server", "persistence") : RedisCommand("INFO", "memory")
         var warnings: [String] = []
-        let replies = await client.sendToEachPrimary(RedisCommand("INFO", "memory"))
-        for (node, result) in replies {
+        for (node, result) in await client.sendToEachPrimary(command) {
             let where_ = client.isCluster ? " on \(node)" : ""
+            let info: String
             do {
-                let info = try result.get().string ?? ""
-                guard let policy = Self.infoField("maxmemory_policy", in: info) else {
-                    warnings.append("Could not read Redis maxmemory-policy\(where_) (INFO memory has no maxmemory_policy); make sure it is 'noeviction'.")
-                    continue
-                }
+                info = try result.get().string ?? ""
+            } catch {
+                warnings.append("Could not read INFO from Redis\(where_) (\(error)); make sure maxmemory-policy is 'noeviction'" +
+                                (appendOnlyFile ? " and that it has WAITAOF and appendonly yes (durability.append_only_file)." : "."))
+                continue
+            }
+            if let policy = Self.infoField("maxmemory_policy", in: info) {
                 if policy != "noeviction" {
                     warnings.append("Redis maxmemory-policy\(where_) is '\(policy)': Redis may evict device codes (keys with a TTL) under memory pressure, and a person's login is then lost. Use 'noeviction'.")
                 }
-            } catch {
-                warnings.append("Could not read Redis maxmemory-policy\(where_) (\(error)); make sure it is 'noeviction'.")
+            } else {
+                warnings.append("Could not read Redis maxmemory-policy\(where_) (INFO memory has no maxmemory_policy); make sure it is 'noeviction'.")
             }
-        }
-        if configuration.durability?.appendOnlyFile == true {
-            warnings += await appendOnlyFileWarnings()
+            if appendOnlyFile { warnings += Self.appendOnlyFileWarnings(info: info, node: where_) }
         }
         for warning in warnings { logger.warning("\(warning)") }
-        return warnings
-    }
-
-    /// The append-only-file checks on every primary, from `INFO server persistence` only: the
-    /// product's ACL user has no `+config|get` (it would also read the passwords) and no `+command`.
-    private func appendOnlyFileWarnings() async -> [String] {
-        var warnings: [String] = []
-        for (node, result) in await client.sendToEachPrimary(RedisCommand("INFO", "server", "persistence")) {
-            let where_ = client.isCluster ? " on \(node)" : ""
-            guard let info = try? result.get().string else {
-                warnings.append("Could not read INFO persistence from Redis\(where_); make sure it has WAITAOF and appendonly yes (durability.append_only_file).")
-                continue
-            }
-            warnings += Self.appendOnlyFileWarnings(info: info, node: where_)
-        }
         return warnings
     }
 
@@ -104,14 +93,14 @@ struct ServerVersion: Sendable, Equatable, CustomStringConvertible {
         (isValkey ? "Valkey " : "Redis ") + (version.isEmpty ? "of unknown version" : version.map(String.init).joined(separator: "."))
     }
 
-    /// The versions known to release `WAITAOF` before the fsync under `everysec`: Valkey up to
-    /// 9.1 (every release so far), Redis 7.2–7.4. An unreadable version counts as affected.
     /// Whether it has `WAITAOF` (Redis ≥ 7.2, Valkey ≥ 8); an unreadable version counts as yes.
     var hasWaitAOF: Bool {
         guard version.count >= 2 else { return true }
         return isValkey ? version[0] >= 8 : (version[0], version[1]) >= (7, 2)
     }
 
+    /// The versions known to release `WAITAOF` before the fsync under `everysec`: Valkey up to
+    /// 9.1 (every release so far), Redis 7.2–7.4. An unreadable version counts as affected.
     var acknowledgesWAITAOFEarlyUnderEverysec: Bool {
         guard version.count >= 2 else { return true }
         let majorMinor = (version[0], version[1])
