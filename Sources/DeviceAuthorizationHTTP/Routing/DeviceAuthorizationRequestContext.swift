@@ -9,15 +9,11 @@ public struct DeviceAuthorizationRequestContext: RequestContext, RemoteAddressRe
     public var coreContext: CoreRequestContextStorage
     /// The TCP peer, or `nil` when unknown (Unix sockets, in-process tests).
     public let remoteAddress: SocketAddress?
-    /// The event loop of the request's connection (``EventLoopAffinityMiddleware`` runs the
-    /// handler there).
-    public let eventLoop: any EventLoop
 
     /// Creates the context of one request from its channel.
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
         self.remoteAddress = source.channel.remoteAddress
-        self.eventLoop = source.channel.eventLoop
     }
 
     /// The peer's IP address as text, if it has one.

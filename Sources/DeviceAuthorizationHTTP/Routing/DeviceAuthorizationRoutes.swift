@@ -87,7 +87,6 @@ public struct DeviceAuthorizationRoutes: Sendable {
 
     /// Adds the middleware and routes to an existing router.
     public func addRoutes(to router: Router<DeviceAuthorizationRequestContext>) {
-        router.add(middleware: EventLoopAffinityMiddleware())
         router.add(middleware: SecurityHeadersMiddleware(configuration: configuration))
         router.add(middleware: RequestObservationMiddleware(metrics: metrics))
         router.add(middleware: StrictRoutingMiddleware(routes: self))

@@ -3,6 +3,7 @@ import HummingbirdCore
 import Logging
 import NIOCore
 import NIOHTTPTypes
+import RedisClient
 import Synchronization
 
 /// What one API node allows a TCP connection: how long it may take to send a request head, how
@@ -46,10 +47,13 @@ extension HTTPServerBuilder {
     /// - Parameters:
     ///   - limits: the timeouts and the connection cap.
     ///   - logger: where refused connections are logged (at `debug`: an attacker controls their number).
-    public static func deviceAuthorization(limits: ConnectionLimits, logger: Logger = Logger(label: "deviceauth.connections")) -> HTTPServerBuilder {
+    ///   - onEventLoops: run each connection's task, handlers included, on the connection's event
+    ///     loop (`EventLoopExecutor`, the default), or on Swift's global executor as Hummingbird does.
+    public static func deviceAuthorization(limits: ConnectionLimits, logger: Logger = Logger(label: "deviceauth.connections"),
+                                           onEventLoops: Bool = true) -> HTTPServerBuilder {
         let counter = ConnectionCounter()
         return HTTPServerBuilder { responder in
-            LimitedHTTP1Channel(responder: responder, limits: limits, counter: counter, logger: logger)
+            LimitedHTTP1Channel(responder: responder, limits: limits, counter: counter, logger: logger, onEventLoops: onEventLoops)
         }
     }
 }
@@ -83,6 +87,7 @@ struct LimitedHTTP1Channel: ServerChildChannel {
     let limits: ConnectionLimits
     let counter: ConnectionCounter
     let logger: Logger
+    let onEventLoops: Bool
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         guard counter.admit(limit: limits.maxConnections) else {
@@ -109,7 +114,11 @@ struct LimitedHTTP1Channel: ServerChildChannel {
     }
 
     func handle(value: Value, logger: Logger) async {
-        await HTTP1Channel(responder: responder).handle(value: value, logger: logger)
+        let http = HTTP1Channel(responder: responder)
+        guard onEventLoops else { return await http.handle(value: value, logger: logger) }
+        await withTaskExecutorPreference(EventLoopExecutor(value.channel.eventLoop)) {
+            await http.handle(value: value, logger: logger)
+        }
     }
 }
 

@@ -21,10 +21,6 @@ public struct ServerOptions: Sendable {
     public var redisURL: String?
     /// Connections to Redis, spread over the event loops; per primary in cluster mode.
     public var redisConnections: Int
-
-    /// One Redis connection per event loop (one loop per core), at least 2: a handler runs on its
-    /// request's loop and finds a connection there, with no hop to another loop.
-    public static var defaultRedisConnections: Int { min(64, max(2, System.coreCount)) }
     /// JSON configuration file.
     public var configPath: String?
     /// Shared secret (≥ 32 bytes). Prefer ``secretFile``: argv is readable by every local user.
@@ -46,6 +42,10 @@ public struct ServerOptions: Sendable {
     public var idleTimeoutSeconds: Int?
     /// Connections open at once (`nil`: the file's `max_connections`, else 10 000).
     public var maxConnections: Int?
+
+    /// One Redis connection per event loop (one loop per core), at least 2: a connection's
+    /// handlers run on its loop (`EventLoopExecutor`) and find a Redis connection there.
+    public static var defaultRedisConnections: Int { min(64, max(2, System.coreCount)) }
 
     /// Creates options.
     /// - Parameters:
@@ -258,9 +258,7 @@ public enum DeviceAuthorizationServer {
             }
             await store.checkRedisConfiguration()
         }
-        // The handlers run on the event loops (EventLoopTaskExecutor): a poll's Redis command is
-        // written and answered on the loop that read the request, with no thread hop.
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: redis), .init(service: EventLoopAffineService(app, group: eventLoopGroup))]
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: redis), .init(service: app)]
         if let metricsPort {
             let metricsApp = Application(
                 router: routes.makeMetricsRouter(),

@@ -23,8 +23,8 @@ final class ConnectionPool: Sendable {
         // `connectionCount` is a public var: a count set below 1 after `init` means one connection
         // (as in `init`), not an empty pool that would trap on the first command.
         // Connection i on loop i (mod the loops), not the group's shared round-robin `next()`: a
-        // handler running on a loop (the server's EventLoopTaskExecutor) finds the connection of
-        // its own loop whenever there are at least as many connections as loops.
+        // caller running on a loop (the API node's handlers) finds the connection of its own loop
+        // whenever there are at least as many connections as loops.
         let loops = Array(configuration.eventLoopGroup.makeIterator())
         let connections = (0..<max(1, configuration.connectionCount)).map {
             ConnectionFactory.make(configuration: configuration, eventLoop: loops.isEmpty ? configuration.eventLoopGroup.next() : loops[$0 % loops.count],

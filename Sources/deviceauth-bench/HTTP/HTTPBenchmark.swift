@@ -3,9 +3,9 @@ import DeviceAuthorization
 import DeviceAuthorizationHTTP
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import Logging
 import NIOCore
-import NIOPosix
 import RedisClient
 import ServiceLifecycle
 
@@ -35,10 +35,10 @@ struct HTTPBenchmark: AsyncParsableCommand {
     @Option(help: "wrk runs on each side, alternating; the medians are compared.")
     var rounds: Int = 3
 
-    @Option(help: "Redis connections of the token endpoint's client (the server's default: 2).")
-    var redisConnections: Int = 2
+    @Option(help: "Redis connections of the token endpoint's client (default: the server's, one per core, at least 2).")
+    var redisConnections: Int = ServerOptions.defaultRedisConnections
 
-    @Option(help: "Where the token endpoint's handlers run: event-loop (the server's default: EventLoopTaskExecutor) or global (Swift's global executor, Hummingbird's default). The trivial route always runs as Hummingbird's default.")
+    @Option(help: "Where the token endpoint's connections run: event-loop (the server's default: each on its channel's loop) or global (Swift's global executor, Hummingbird's default). The token endpoint has the server's connection handling (limits, deadlines); the trivial route always runs as plain Hummingbird.")
     var executor: HandlerExecutor = .eventLoop
 
     enum HandlerExecutor: String, ExpressibleByArgument { case eventLoop = "event-loop", global }
@@ -68,7 +68,7 @@ struct HTTPBenchmark: AsyncParsableCommand {
                     tokens: try await JWTTokenIssuer(issuer: "http://127.0.0.1", privateKeyPEM: nil),
                     configuration: DeviceAuthorizationHTTPConfiguration(secret: Array(0..<32)))
                 let rounds = max(1, self.rounds)
-                let (oursRuns, ceilingRuns, nginxRuns) = try await Self.serve(routes.makeRouter(), onEventLoops: executor == .eventLoop) { oursPort in
+                let (oursRuns, ceilingRuns, nginxRuns) = try await Self.serve(routes.makeRouter(), server: .deviceAuthorization(limits: ConnectionLimits(), onEventLoops: executor == .eventLoop)) { oursPort in
                     // Check the route really answers authorization_pending before measuring.
                     let check = try await ChildProcess.run("/usr/bin/curl", ["-s", "-d", body, "http://127.0.0.1:\(oursPort)/oauth/token"])
                     guard check.standardOutput.contains("authorization_pending") else {
@@ -225,15 +225,14 @@ struct HTTPBenchmark: AsyncParsableCommand {
 
     /// Runs `router` on a free loopback port while `body` runs, then shuts the server down
     /// gracefully (cancelling it instead made Hummingbird log shutdown errors).
-    /// `onEventLoops`: as the server runs it (``EventLoopAffineService``); else Hummingbird's default.
+    /// `server`: the server's connection handling for ours, plain Hummingbird for the baseline.
     private static func serve<Context: RequestContext, Result: Sendable>(
-        _ router: Router<Context>, onEventLoops: Bool = false, _ body: @Sendable (Int) async throws -> Result
+        _ router: Router<Context>, server: HTTPServerBuilder = .http1(), _ body: @Sendable (Int) async throws -> Result
     ) async throws -> Result where Context.Source == ApplicationRequestContextSource {
         let port = try freeLoopbackPort()
         let logger = Logger(label: "bench-http")
-        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)), logger: logger)
-        let service: any Service = onEventLoops ? EventLoopAffineService(app, group: MultiThreadedEventLoopGroup.singleton) : app
-        let services = ServiceGroup(configuration: .init(services: [service], logger: logger))
+        let app = Application(router: router, server: server, configuration: .init(address: .hostname("127.0.0.1", port: port)), logger: logger)
+        let services = ServiceGroup(configuration: .init(services: [app], logger: logger))
         return try await withThrowingTaskGroup(of: Result?.self) { group in
             group.addTask { try await services.run(); return nil }
             do {

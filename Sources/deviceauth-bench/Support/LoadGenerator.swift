@@ -101,24 +101,3 @@ extension Duration {
         components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000
     }
 }
-
-/// A task executor that runs jobs on one NIO event loop: a task that prefers it runs on the loop,
-/// so a ``RedisClient`` connection on the same loop writes its commands and resumes it without
-/// a thread hop.
-final class EventLoopTaskExecutor: TaskExecutor, @unchecked Sendable {
-    let eventLoop: any EventLoop
-
-    init(_ eventLoop: any EventLoop) {
-        self.eventLoop = eventLoop
-    }
-
-    func enqueue(_ job: consuming ExecutorJob) {
-        let job = UnownedJob(job)
-        eventLoop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
-    }
-
-    /// One executor per loop of NIO's shared group (where the client's connections live by default).
-    static var forSharedGroup: [EventLoopTaskExecutor] {
-        MultiThreadedEventLoopGroup.singleton.makeIterator().map { EventLoopTaskExecutor($0) }
-    }
-}

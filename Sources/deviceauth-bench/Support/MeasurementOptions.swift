@@ -1,4 +1,5 @@
 import ArgumentParser
+import NIOPosix
 import RedisClient
 
 /// The options every Redis-level comparison shares: how long, how concurrent, how many
@@ -26,8 +27,8 @@ struct MeasurementOptions: ParsableArguments {
     var callers = "pool"
 
     /// The task executors of `--callers` for ``LoadGenerator`` (none: Swift's global executor).
-    var callerExecutors: [EventLoopTaskExecutor] {
-        callers == "event-loop" ? EventLoopTaskExecutor.forSharedGroup : []
+    var callerExecutors: [EventLoopExecutor] {
+        callers == "event-loop" ? EventLoopExecutor.forEachLoop(of: MultiThreadedEventLoopGroup.singleton) : []
     }
 
     func validate() throws {
