@@ -168,6 +168,41 @@ struct ConnectionLimitsTests {
         }
     }
 
+    @Test("the deadline moves earlier and later: a kept-alive connection that starts a head after an answer gets the short header-read timeout, not its long idle one; a connection busy for longer than the header-read timeout is never closed")
+    func deadlinesFollowEachRequest() async throws {
+        let fixture = try await HTTPFixture(rateLimits: .off)
+        defer { fixture.shutdown() }
+        try await Self.app(fixture, ConnectionLimits(headerReadTimeout: .seconds(2), idleTimeout: .seconds(600))).test(.live) { client in
+            let port = try #require(client.port)
+            let (busyAnswers, busyEnding, slowAnswer, slowEnding) = try await onThread {
+                () -> ([String?], RawSocket.Ending, String?, RawSocket.Ending) in
+                // 16 requests 0.25 s apart: 4 s, twice the header-read timeout.
+                let busy = try RawSocket(port: port)
+                var answers: [String?] = []
+                for _ in 0..<16 {
+                    busy.send(Self.request)
+                    answers.append(busy.readResponse())
+                    usleep(250_000)
+                }
+                let stillServed = busy.send(Self.request) ? busy.readResponse() : nil
+                answers.append(stillServed)
+                // One answer, then half a head: closed by the 2 s header-read deadline, long
+                // before the 600 s idle one (the hang guard is 20 s).
+                let slow = try RawSocket(port: port)
+                slow.send(Self.request)
+                let answer = slow.readResponse()
+                slow.send("GET /healthz HTTP/1.1\r\nHo")
+                let slowEnding = slow.readUntilClosed(deadline: .now + .seconds(20))
+                return (answers, busy.readUntilClosed(deadline: .now + .milliseconds(200)), answer, slowEnding)
+            }
+            #expect(busyAnswers.count == 17)
+            #expect(busyAnswers.allSatisfy { $0?.hasPrefix("HTTP/1.1 200") == true }, "\(busyAnswers)")
+            #expect(busyEnding == .stillOpen(received: ""))
+            #expect(slowAnswer?.hasPrefix("HTTP/1.1 200") == true)
+            #expect(slowEnding == .closed(received: ""))
+        }
+    }
+
     @Test("over the connection cap, new connections are closed at once with no answer; the open ones keep being served; freed slots are used again")
     func connectionCap() async throws {
         let fixture = try await HTTPFixture(rateLimits: .off)

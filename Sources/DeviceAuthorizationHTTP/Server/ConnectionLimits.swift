@@ -138,7 +138,14 @@ final class ConnectionDeadline {
 
     private let channel: any Channel
     private let limits: ConnectionLimits
-    private var scheduled: Scheduled<Void>?
+    /// When the connection is closed unless a request moves on; nil while answering.
+    private var due: NIODeadline?
+    /// The one timer: it fires no later than `due` and then closes the connection or, when `due`
+    /// moved later meanwhile, waits again. Re-arming to a later time (every request on a busy
+    /// kept-alive connection) only stores the new time; a timer is scheduled and cancelled only
+    /// when the deadline moves earlier, so a request costs no timer-heap work.
+    private var timer: Scheduled<Void>?
+    private var timerFiresAt: NIODeadline?
     private var requestsInProgress = 0
     private(set) var state = State.waitingForRequest(fresh: true)
 
@@ -173,7 +180,7 @@ final class ConnectionDeadline {
 
     func requestEnded() {
         state = .answering
-        disarm()
+        due = nil   // the timer, if any, finds no deadline and stops
     }
 
     func responseEnded() {
@@ -186,17 +193,36 @@ final class ConnectionDeadline {
         }
     }
 
+    /// The connection is gone: no deadline, and the timer (which holds the channel) is cancelled.
     func disarm() {
-        scheduled?.cancel()
-        scheduled = nil
+        due = nil
+        timer?.cancel()
+        timer = nil
+        timerFiresAt = nil
     }
 
     private func arm(_ duration: Duration) {
-        scheduled?.cancel()
-        let channel = self.channel
         let nanoseconds = duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000
-        scheduled = channel.eventLoop.scheduleTask(in: .nanoseconds(nanoseconds)) {
+        let newDue = NIODeadline.now() + .nanoseconds(nanoseconds)
+        due = newDue
+        if let firesAt = timerFiresAt, firesAt <= newDue { return }
+        timer?.cancel()
+        schedule(at: newDue)
+    }
+
+    private func schedule(at deadline: NIODeadline) {
+        timerFiresAt = deadline
+        timer = channel.eventLoop.scheduleTask(deadline: deadline) { [self] in timerFired() }
+    }
+
+    private func timerFired() {
+        timer = nil
+        timerFiresAt = nil
+        guard let due else { return }
+        if NIODeadline.now() >= due {
             channel.close(promise: nil)
+        } else {
+            schedule(at: due)
         }
     }
 }
