@@ -22,16 +22,26 @@ import Crypto
 /// base64url) is what a poll must match, so only the one device code of that grant polls it.
 struct KeySchema: Sendable {
     let prefix: String
-    private let secret: SymmetricKey
+    /// HMAC-SHA256 keyed with the secret, before any data: every MAC here starts from a copy (the
+    /// hash state is copy-on-write), so the key's pads are hashed once, not once per MAC (a poll
+    /// opens its device code with one).
+    private let keyed: HMAC<SHA256>
 
     init(prefix: String, secret: [UInt8]) {
         self.prefix = prefix
-        self.secret = SymmetricKey(data: secret)
+        self.keyed = HMAC<SHA256>(key: SymmetricKey(data: secret))
+    }
+
+    /// HMAC(secret, `data`).
+    private func authenticationCode(for data: [UInt8]) -> HMAC<SHA256>.MAC {
+        var hmac = keyed
+        hmac.update(data: data)
+        return hmac.finalize()
     }
 
     /// Routing tag and index id of a normalized user code.
     func userCodeDigest(_ normalized: String) -> (tag: String, id: String) {
-        let mac = Array(HMAC<SHA256>.authenticationCode(for: Array(("u:" + normalized).utf8), using: secret))
+        let mac = Array(authenticationCode(for: Array(("u:" + normalized).utf8)))
         return (hexString(mac[0..<2]), hexString(mac[2..<10]))
     }
 
@@ -60,7 +70,7 @@ struct KeySchema: Sendable {
     /// record holds of its device code (`h`). The digest depends on the random part only; the
     /// coordinates are bound to it by where the record is.
     private func padAndDigest(_ random: [UInt8]) -> (pad: [UInt8], digest: String) {
-        var hmac = HMAC<SHA256>(key: secret)
+        var hmac = keyed
         hmac.update(data: Array("dc:".utf8))
         hmac.update(data: random)
         let mac = Array(hmac.finalize())
@@ -79,7 +89,7 @@ struct KeySchema: Sendable {
 
     /// 128 bits of HMAC(secret) over `parts`, hex; the first part names the kind of MAC.
     private func fieldsMAC(_ parts: [String]) -> String {
-        var hmac = HMAC<SHA256>(key: secret)
+        var hmac = keyed
         for (index, part) in parts.enumerated() {
             // Length-prefixed, so no two field tuples give the same input.
             if index > 0 { hmac.update(data: Array("|\(part.utf8.count):".utf8)) }
@@ -92,7 +102,7 @@ struct KeySchema: Sendable {
     /// hands a sealed answer out again): 64 bits of HMAC(secret, origin), hex; `""` when unknown.
     func originDigest(_ origin: String?) -> String {
         guard let origin, !origin.isEmpty else { return "" }
-        let mac = HMAC<SHA256>.authenticationCode(for: Array(("o:" + origin).utf8), using: secret)
+        let mac = authenticationCode(for: Array(("o:" + origin).utf8))
         return hexString(Array(mac)[0..<8])
     }
 
@@ -112,13 +122,13 @@ struct KeySchema: Sendable {
 
     /// Brute-force counter of one caller (the caller itself, e.g. an IP, is hashed too).
     func callerFailuresKey(_ caller: String) -> String {
-        let mac = Array(HMAC<SHA256>.authenticationCode(for: Array(("c:" + caller).utf8), using: secret))
+        let mac = Array(authenticationCode(for: Array(("c:" + caller).utf8)))
         return "\(prefix):{bf}:a:\(hexString(mac[0..<16]))"
     }
 
     /// Brute-force counter of one signed-in person (the user id is hashed too).
     func userFailuresKey(_ userID: String) -> String {
-        let mac = Array(HMAC<SHA256>.authenticationCode(for: Array(("p:" + userID).utf8), using: secret))
+        let mac = Array(authenticationCode(for: Array(("p:" + userID).utf8)))
         return "\(prefix):{bf}:p:\(hexString(mac[0..<16]))"
     }
 
@@ -136,7 +146,7 @@ struct KeySchema: Sendable {
     /// The denylist entry of an access token that belongs to no family; its own slot (tag from
     /// the keyed hash of the `jti`), so revocations spread over the cluster.
     func accessTokenDenylistKey(tokenID: String) -> String {
-        let mac = Array(HMAC<SHA256>.authenticationCode(for: Array(("j:" + tokenID).utf8), using: secret))
+        let mac = Array(authenticationCode(for: Array(("j:" + tokenID).utf8)))
         return "\(prefix):{x\(hexString(mac[0..<2]))}:x:\(hexString(mac[2..<14]))"
     }
 
@@ -144,7 +154,7 @@ struct KeySchema: Sendable {
     /// is never stored, and someone who reads Redis without the secret cannot tell which token a
     /// family's current id belongs to.
     func refreshTokenID(_ token: String) -> String {
-        let mac = HMAC<SHA256>.authenticationCode(for: Array(("r:" + token).utf8), using: secret)
+        let mac = authenticationCode(for: Array(("r:" + token).utf8))
         return hexString(Array(mac)[0..<Self.deviceIDBytes])
     }
 
@@ -152,7 +162,7 @@ struct KeySchema: Sendable {
     /// checks it before it asks Redis, so only tokens this deployment issued can reach the
     /// reuse detection (a made-up token with a known family id cannot revoke a family).
     func refreshTokenMAC(familyID: some StringProtocol, random: some StringProtocol) -> [UInt8] {
-        var hmac = HMAC<SHA256>(key: secret)
+        var hmac = keyed
         hmac.update(data: Array("rt|\(familyID)|\(random)".utf8))
         return Array(Array(hmac.finalize())[0..<16])
     }
