@@ -162,9 +162,7 @@ struct KeySchema: Sendable {
     /// checks it before it asks Redis, so only tokens this deployment issued can reach the
     /// reuse detection (a made-up token with a known family id cannot revoke a family).
     func refreshTokenMAC(familyID: some StringProtocol, random: some StringProtocol) -> [UInt8] {
-        var hmac = keyed
-        hmac.update(data: Array("rt|\(familyID)|\(random)".utf8))
-        return Array(Array(hmac.finalize())[0..<16])
+        Array(Array(authenticationCode(for: Array("rt|\(familyID)|\(random)".utf8)))[0..<16])
     }
 
     /// The MAC of a family record (field `m`) over its id, client, user and scopes, so the fields

@@ -140,12 +140,11 @@ final class ConnectionDeadline {
     private let limits: ConnectionLimits
     /// When the connection is closed unless a request moves on; nil while answering.
     private var due: NIODeadline?
-    /// The one timer: it fires no later than `due` and then closes the connection or, when `due`
-    /// moved later meanwhile, waits again. Re-arming to a later time (every request on a busy
-    /// kept-alive connection) only stores the new time; a timer is scheduled and cancelled only
-    /// when the deadline moves earlier, so a request costs no timer-heap work.
-    private var timer: Scheduled<Void>?
-    private var timerFiresAt: NIODeadline?
+    /// The one timer and when it fires: no later than `due`, and then it closes the connection or,
+    /// when `due` moved later meanwhile, waits again. Re-arming to a later time (every request on a
+    /// busy kept-alive connection) only stores the new time; a timer is scheduled and cancelled
+    /// only when the deadline moves earlier, so a request costs no timer-heap work.
+    private var timer: (task: Scheduled<Void>, firesAt: NIODeadline)?
     private var requestsInProgress = 0
     private(set) var state = State.waitingForRequest(fresh: true)
 
@@ -196,28 +195,24 @@ final class ConnectionDeadline {
     /// The connection is gone: no deadline, and the timer (which holds the channel) is cancelled.
     func disarm() {
         due = nil
-        timer?.cancel()
+        timer?.task.cancel()
         timer = nil
-        timerFiresAt = nil
     }
 
     private func arm(_ duration: Duration) {
-        let nanoseconds = duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000
-        let newDue = NIODeadline.now() + .nanoseconds(nanoseconds)
+        let newDue = NIODeadline.now() + TimeAmount(duration)
         due = newDue
-        if let firesAt = timerFiresAt, firesAt <= newDue { return }
-        timer?.cancel()
+        if let timer, timer.firesAt <= newDue { return }
+        timer?.task.cancel()
         schedule(at: newDue)
     }
 
     private func schedule(at deadline: NIODeadline) {
-        timerFiresAt = deadline
-        timer = channel.eventLoop.scheduleTask(deadline: deadline) { [self] in timerFired() }
+        timer = (channel.eventLoop.scheduleTask(deadline: deadline) { [self] in timerFired() }, deadline)
     }
 
     private func timerFired() {
         timer = nil
-        timerFiresAt = nil
         guard let due else { return }
         if NIODeadline.now() >= due {
             channel.close(promise: nil)
