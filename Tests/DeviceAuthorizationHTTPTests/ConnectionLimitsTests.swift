@@ -102,17 +102,20 @@ func onThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async thr
 struct ConnectionLimitsTests {
     static let request = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
-    static func app(_ fixture: HTTPFixture, _ limits: ConnectionLimits) -> some ApplicationProtocol {
-        Application(router: fixture.routes.makeRouter(), server: .deviceAuthorization(limits: limits),
-                    configuration: .init(address: .hostname("127.0.0.1", port: 0)))
+    /// A live node with `limits` over the product's routes (Redis from `with-redis.sh`, rate
+    /// limits off); `body` gets its loopback port. The test framework's own client holds one
+    /// connection, opened at start and idle.
+    static func withServer(_ limits: ConnectionLimits, _ body: @escaping @Sendable (Int) async throws -> Void) async throws {
+        let fixture = try await HTTPFixture(rateLimits: .off)
+        defer { fixture.shutdown() }
+        let app = Application(router: fixture.routes.makeRouter(), server: .deviceAuthorization(limits: limits),
+                              configuration: .init(address: .hostname("127.0.0.1", port: 0)))
+        try await app.test(.live) { client in try await body(try #require(client.port)) }
     }
 
     @Test("300 slow connections (half a request head each) are all closed by the server without an answer, while /healthz on a fresh connection answers")
     func slowHeadersAreClosed() async throws {
-        let fixture = try await HTTPFixture(rateLimits: .off)
-        defer { fixture.shutdown() }
-        try await Self.app(fixture, ConnectionLimits(headerReadTimeout: .seconds(1), idleTimeout: .seconds(60))).test(.live) { client in
-            let port = try #require(client.port)
+        try await Self.withServer(ConnectionLimits(headerReadTimeout: .seconds(1), idleTimeout: .seconds(60))) { port in
             let endings = try await onThread { () -> (healthz: String?, endings: [RawSocket.Ending]) in
                 var sockets: [RawSocket] = []
                 for index in 0..<300 {
@@ -147,10 +150,7 @@ struct ConnectionLimitsTests {
 
     @Test("a kept-alive connection is closed after its idle timeout; a connection that never sends a byte after its header-read timeout; a whole request is answered")
     func idleConnectionsAreClosed() async throws {
-        let fixture = try await HTTPFixture(rateLimits: .off)
-        defer { fixture.shutdown() }
-        try await Self.app(fixture, ConnectionLimits(headerReadTimeout: .seconds(1), idleTimeout: .seconds(1))).test(.live) { client in
-            let port = try #require(client.port)
+        try await Self.withServer(ConnectionLimits(headerReadTimeout: .seconds(1), idleTimeout: .seconds(1))) { port in
             let (answers, idle, silent) = try await onThread { () -> ([String?], RawSocket.Ending, RawSocket.Ending) in
                 let kept = try RawSocket(port: port)
                 // Two requests on one connection, then nothing.
@@ -170,10 +170,7 @@ struct ConnectionLimitsTests {
 
     @Test("the deadline moves earlier and later: a kept-alive connection that starts a head after an answer gets the short header-read timeout, not its long idle one; a connection busy for longer than the header-read timeout is never closed")
     func deadlinesFollowEachRequest() async throws {
-        let fixture = try await HTTPFixture(rateLimits: .off)
-        defer { fixture.shutdown() }
-        try await Self.app(fixture, ConnectionLimits(headerReadTimeout: .seconds(2), idleTimeout: .seconds(600))).test(.live) { client in
-            let port = try #require(client.port)
+        try await Self.withServer(ConnectionLimits(headerReadTimeout: .seconds(2), idleTimeout: .seconds(600))) { port in
             let (busyAnswers, busyEnding, slowAnswer, slowEnding) = try await onThread {
                 () -> ([String?], RawSocket.Ending, String?, RawSocket.Ending) in
                 // 16 requests 0.25 s apart: 4 s, twice the header-read timeout.
@@ -205,11 +202,8 @@ struct ConnectionLimitsTests {
 
     @Test("over the connection cap, new connections are closed at once with no answer; the open ones keep being served; freed slots are used again")
     func connectionCap() async throws {
-        let fixture = try await HTTPFixture(rateLimits: .off)
-        defer { fixture.shutdown() }
         let cap = 20
-        try await Self.app(fixture, ConnectionLimits(headerReadTimeout: .seconds(60), idleTimeout: .seconds(60), maxConnections: cap)).test(.live) { client in
-            let port = try #require(client.port)
+        try await Self.withServer(ConnectionLimits(headerReadTimeout: .seconds(60), idleTimeout: .seconds(60), maxConnections: cap)) { port in
             let outcome = try await onThread { () -> (opened: [String?], extra: [RawSocket.Ending], again: [String?], afterFree: String?) in
                 // Fill the cap with kept-alive connections, each proved accepted by an answer. The
                 // test framework's client already holds one connection (opened at start, idle).

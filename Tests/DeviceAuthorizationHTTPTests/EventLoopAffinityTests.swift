@@ -1,11 +1,10 @@
 import DeviceAuthorizationHTTP
 import Foundation
 import Hummingbird
-import Logging
+import HummingbirdTesting
 import NIOCore
 import NIOPosix
 import RedisClient
-import ServiceLifecycle
 import Testing
 
 /// The server's connection handling (`HTTPServerBuilder.deviceAuthorization`, what
@@ -46,38 +45,21 @@ struct EventLoopAffinityTests {
         configuration.connectionCount = ServerOptions.defaultRedisConnections
         let redis = RedisClient(configuration: configuration)
         defer { redis.shutdown() }
-        let port = try HTTPFixture.freePort()
-        let logger = Logger(label: "affinity-test")
         let app = Application(router: Self.router(redis: redis), server: .deviceAuthorization(limits: ConnectionLimits(), onEventLoops: onEventLoops),
-                              configuration: .init(address: .hostname("127.0.0.1", port: port)), logger: logger)
-        let group = ServiceGroup(configuration: .init(services: [app], logger: logger))
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await group.run() }
-            defer { tasks.cancelAll() }
-            // Until the server answers (a hang guard, not a duration under test), then 20 requests,
-            // each on a fresh connection (`Connection: close`), so they spread over the loops.
+                              configuration: .init(address: .hostname("127.0.0.1", port: 0)))
+        let answers = try await app.test(.live) { client in
+            let port = try #require(client.port)
+            // 20 requests, each on a fresh connection (`Connection: close`), so they spread over the loops.
             let request = Array("GET /where HTTP/1.1\r\nHost: x\r\nConnection: close\r\n".utf8)
-            try await waitUntilAnswering(port: port, request: request)
             var answers: [String] = []
             for _ in 0..<20 {
                 let reply = try await RawHTTP.request(port: port, head: request)
                 #expect(reply.status == 200)
                 answers.append(reply.body)
             }
-            await group.triggerGracefulShutdown()
-            try await tasks.waitForAll()
-            #expect(answers.count == 20)
-            #expect(Set(answers) == [onEventLoops ? "same same" : "none none"], "\(answers)")
+            return answers
         }
-    }
-
-    private func waitUntilAnswering(port: Int, request: [UInt8]) async throws {
-        let deadline = ContinuousClock.now + .seconds(60)
-        while ContinuousClock.now < deadline {
-            if let reply = try? await RawHTTP.request(port: port, head: request, timeout: .seconds(5)), reply.status == 200 { return }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        Issue.record("the server on port \(port) never answered")
-        throw CancellationError()
+        #expect(answers.count == 20)
+        #expect(Set(answers) == [onEventLoops ? "same same" : "none none"], "\(answers)")
     }
 }
