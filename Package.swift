@@ -132,14 +132,20 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The one home of the loopback-port and server-process helpers of every test target.
+        .target(
+            name: "TestProcesses",
+            path: "Tests/TestProcesses",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "RedisClientTests",
-            dependencies: ["RedisClient"],
+            dependencies: ["RedisClient", "TestProcesses"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "DeviceAuthorizationTests",
-            dependencies: ["DeviceAuthorization", "RedisClient"],
+            dependencies: ["DeviceAuthorization", "RedisClient", "TestProcesses"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -158,6 +164,7 @@ let package = Package(
                 "DeviceAuthorizationHTTP",
                 "DeviceAuthorization",
                 "RedisClient",
+                "TestProcesses",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "JWTKit", package: "jwt-kit"),

@@ -94,23 +94,6 @@ struct HTTPFixture {
         Application(router: routes.makeRouter(), configuration: .init(address: .hostname("127.0.0.1", port: port)))
     }
 
-    /// A TCP port on 127.0.0.1 that was free a moment ago (the kernel's choice for port 0).
-    static func freePort() throws -> Int {
-        let socketFD = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        try #require(socketFD >= 0)
-        defer { close(socketFD) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socketFD, $0, length) == 0 && getsockname(socketFD, $0, &length) == 0 }
-        }
-        try #require(bound)
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
-
     func shutdown() { redis.shutdown() }
 
     /// The keys of this fixture's prefix that match `pattern` (e.g. `*:d:*` for grants).

@@ -5,6 +5,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import Testing
+import TestProcesses
 
 /// Python helpers of these tests, run when their modules are installed
 /// (`python3 -m pip install oauthlib requests selenium`; Debian `chromium chromium-driver`).
@@ -77,7 +78,7 @@ struct RealClientTests {
         // The browser sends `Origin: http://127.0.0.1:PORT` with its form posts, so the public
         // base URL must be that origin (the server refuses posts from any other). The test
         // framework's live mode always picks its own port, so the server runs here directly.
-        let port = try HTTPFixture.freePort()
+        let port = try freeLoopbackPort()
         let fixture = try await HTTPFixture(secureCookies: false, publicBaseURL: "http://127.0.0.1:\(port)")
         defer { fixture.shutdown() }
         let (running, runningContinuation) = AsyncStream<Void>.makeStream()

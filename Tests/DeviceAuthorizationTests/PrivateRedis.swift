@@ -1,4 +1,5 @@
 import Foundation
+import TestProcesses
 import RedisClient
 @testable import DeviceAuthorization
 #if canImport(Glibc)
@@ -12,23 +13,31 @@ final class PrivateRedis: @unchecked Sendable {
     let directory: URL
     private let process: Process
     init(arguments: [String] = []) async throws {
-        port = try Self.freePort()
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("deviceauth-store-redis-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: ProcessInfo.processInfo.environment["REDIS_SERVER_BIN"] ?? "/usr/bin/redis-server")
-        process.arguments = ["--bind", "127.0.0.1", "--port", "\(port)", "--dir", directory.path, "--save", "", "--appendonly", "no",
-                             "--logfile", directory.appendingPathComponent("redis.log").path] + arguments
-        try process.run()
-        // Suspends between attempts: a blocked thread of Swift's cooperative pool (one per core)
-        // would hold up every other test in the process.
-        for _ in 0..<400 {
-            if Self.canConnect(port: port) { return }
-            guard process.isRunning else { break }
-            try await Task.sleep(for: .milliseconds(25))
+        let executable = ProcessInfo.processInfo.environment["REDIS_SERVER_BIN"] ?? "/usr/bin/redis-server"
+        // A free port can be taken by another test's server before this one binds it; then the
+        // server exits ("Address already in use") and a new port is tried.
+        var attempt = 0
+        while true {
+            attempt += 1
+            let port = try freeLoopbackPort()
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: executable)
+            process.arguments = ["--bind", "127.0.0.1", "--port", "\(port)", "--dir", directory.path, "--save", "", "--appendonly", "no",
+                                 "--logfile", directory.appendingPathComponent("redis.log").path] + arguments
+            try process.run()
+            if try await waitUntilListening(port: port, process: process, attempts: 400) {
+                self.port = port
+                self.process = process
+                return
+            }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            process.waitUntilExit()
+            guard attempt < 3 else {
+                throw RedisError(.connectionFailed, "private redis-server did not start on port \(port); see \(directory.path)/redis.log")
+            }
         }
-        stop()
-        throw RedisError(.connectionFailed, "private redis-server did not start on port \(port)")
     }
 
     var url: String { "redis://127.0.0.1:\(port)/0" }
@@ -48,32 +57,6 @@ final class PrivateRedis: @unchecked Sendable {
     deinit {
         stop()
         try? FileManager.default.removeItem(at: directory)
-    }
-
-    private static func loopback(port: UInt16) -> sockaddr_in {
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = port.bigEndian
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        return address
-    }
-
-    private static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = loopback(port: 0)
-        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard bound == 0 else { throw RedisError(.connectionFailed, "bind failed") }
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
-
-    private static func canConnect(port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = loopback(port: UInt16(port))
-        return withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
     }
 }
 

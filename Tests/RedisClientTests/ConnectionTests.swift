@@ -1,6 +1,7 @@
 import Foundation
 @testable import RedisClient
 import Testing
+import TestProcesses
 
 @Suite("Connecting: URLs, authentication, failures and timeouts")
 struct ConnectionTests {

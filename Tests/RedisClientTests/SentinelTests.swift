@@ -2,6 +2,7 @@ import Foundation
 @testable import RedisClient
 import Synchronization
 import Testing
+import TestProcesses
 
 #if canImport(Glibc)
 import Glibc

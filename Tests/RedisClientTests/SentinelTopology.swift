@@ -1,6 +1,7 @@
 import Foundation
 import RedisClient
 import Testing
+import TestProcesses
 
 #if canImport(Glibc)
 import Glibc
@@ -64,25 +65,40 @@ final class SentinelTopology: @unchecked Sendable {
         // held up by a busy disk (seconds, on this VM) put the sentinels in TILT mode, where they
         // stop failing over for 30 s.
         let base = FileManager.default.isWritableFile(atPath: "/dev/shm") ? URL(fileURLWithPath: "/dev/shm") : FileManager.default.temporaryDirectory
-        let directory = base.appendingPathComponent("deviceauth-sentinel-\(UUID().uuidString.prefix(8))")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        var ports = Set<Int>()
-        while ports.count < 6 { ports.insert(try freeLoopbackPort()) }
-        let sorted = Array(ports)
-        let topology = SentinelTopology(directory: directory, dataPorts: Array(sorted[0..<3]), sentinelPorts: Array(sorted[3..<6]),
-                                        dataPassword: dataPassword, sentinelPassword: sentinelPassword, certificates: certificates)
-        do {
-            try topology.startWatchdog()
-            try await topology.startServer(port: topology.primaryPort, replicaOf: nil)
-            for port in topology.replicaPorts { try await topology.startServer(port: port, replicaOf: topology.primaryPort) }
-            try await topology.waitUntilReplicated()
-            for port in topology.sentinelPorts { try await topology.startSentinel(port: port, monitoring: topology.primaryPort, quorum: 2) }
-            try await topology.waitUntilSettled()
-        } catch {
-            topology.stop()
-            throw error
+        // A free port can be taken by another test's server before this topology's process binds
+        // it; the process then exits ("Address already in use") and the topology starts again on
+        // new ports (the launch checks that the listener is the process itself).
+        var attempt = 0
+        while true {
+            attempt += 1
+            let directory = base.appendingPathComponent("deviceauth-sentinel-\(UUID().uuidString.prefix(8))")
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            var ports = Set<Int>()
+            while ports.count < 6 { ports.insert(try freeLoopbackPort()) }
+            let sorted = Array(ports)
+            let topology = SentinelTopology(directory: directory, dataPorts: Array(sorted[0..<3]), sentinelPorts: Array(sorted[3..<6]),
+                                            dataPassword: dataPassword, sentinelPassword: sentinelPassword, certificates: certificates)
+            do {
+                try topology.startWatchdog()
+                try await topology.startServer(port: topology.primaryPort, replicaOf: nil)
+                for port in topology.replicaPorts { try await topology.startServer(port: port, replicaOf: topology.primaryPort) }
+                try await topology.waitUntilReplicated()
+                for port in topology.sentinelPorts { try await topology.startSentinel(port: port, monitoring: topology.primaryPort, quorum: 2) }
+                try await topology.waitUntilSettled()
+                return topology
+            } catch let error as LaunchFailure where attempt < 3 {
+                print("SENTINEL topology: \(error); starting again on new ports")
+                topology.stop()
+            } catch {
+                topology.stop()
+                throw error
+            }
         }
-        return topology
+    }
+
+    /// A process of the topology exited before it listened on its port.
+    struct LaunchFailure: Error, CustomStringConvertible {
+        let description: String
     }
 
     // MARK: Processes
@@ -163,7 +179,9 @@ final class SentinelTopology: @unchecked Sendable {
         try process.run()
         lock.withLock { processes[port] = process }
         guard try await waitUntilListening(port: port, process: process, attempts: 400) else {
-            throw RedisError(.connectionFailed, "\(executable) did not start on port \(port); see \(directory.path)")
+            let log = directory.appendingPathComponent("\(executable.hasSuffix("sentinel") ? "sentinel" : "redis")-\(port).log")
+            let lastLine = (try? String(contentsOf: log, encoding: .utf8))?.split(separator: "\n").last.map(String.init) ?? "no log"
+            throw LaunchFailure(description: "\(executable) did not start on port \(port): \(lastLine)")
         }
     }
 
@@ -255,20 +273,46 @@ final class SentinelTopology: @unchecked Sendable {
     private func waitUntilSettled() async throws {
         let clients = sentinelPorts.map { sentinelClient(port: $0) }
         defer { clients.forEach { $0.shutdown() } }
-        // The timeout is a hang guard only: two missed 10 s INFO rounds must still fit.
-        try await waitFor("the sentinels to know the primary, 2 replicas and each other", timeout: .seconds(60)) {
-            for client in clients {
-                guard let address = try? await client.send("SENTINEL", "GET-MASTER-ADDR-BY-NAME", Self.masterName).array,
-                      address.count == 2, address[1].int == self.primaryPort else { return false }
-                guard let replicas = try? await client.send("SENTINEL", "REPLICAS", Self.masterName).array else { return false }
-                let linked = replicas.filter { entry in
-                    let fields = Self.fields(entry)
-                    return fields["flags"] == "slave" && fields["master-link-status"] == "ok"
+        // What the last round saw, per sentinel, for the error when the wait gives up.
+        var seen: [String] = []
+        do {
+            // The timeout is a hang guard only: two missed 10 s INFO rounds must still fit.
+            try await waitFor("the sentinels to know the primary, 2 replicas and each other", timeout: .seconds(60)) {
+                seen = []
+                for (port, client) in zip(self.sentinelPorts, clients) {
+                    seen.append(await self.settledState(of: client, port: port))
                 }
-                guard linked.count == 2 else { return false }
-                guard let others = try? await client.send("SENTINEL", "SENTINELS", Self.masterName).array, others.count == 2 else { return false }
+                return seen.allSatisfy { $0.hasSuffix(": settled") }
             }
-            return true
+        } catch let error as RedisError {
+            let logs = sentinelPorts.map { port in
+                let log = (try? String(contentsOf: directory.appendingPathComponent("sentinel-\(port).log"), encoding: .utf8)) ?? ""
+                return "sentinel-\(port).log, last lines:\n" + log.split(separator: "\n").suffix(15).joined(separator: "\n")
+            }
+            throw RedisError(error.code, "\(error.message); last round: \(seen.joined(separator: "; "))\n\(logs.joined(separator: "\n"))")
+        }
+    }
+
+    /// What one sentinel knows of the topology: `"<port>: settled"` when it names the primary, sees
+    /// both replicas linked and the two other sentinels, else what is missing.
+    private func settledState(of client: RedisClient, port: Int) async -> String {
+        do {
+            let address = try await client.send("SENTINEL", "GET-MASTER-ADDR-BY-NAME", Self.masterName).array ?? []
+            guard address.count == 2, address[1].int == primaryPort else {
+                return "\(port): names \(address.compactMap(\.string)) as the primary, not \(primaryPort)"
+            }
+            let replicas = (try await client.send("SENTINEL", "REPLICAS", Self.masterName).array ?? []).map(Self.fields)
+            let linked = replicas.filter { $0["flags"] == "slave" && $0["master-link-status"] == "ok" }
+            guard linked.count == 2 else {
+                return "\(port): replicas \(replicas.map { "\($0["port"] ?? "?") flags=\($0["flags"] ?? "?") link=\($0["master-link-status"] ?? "?")" })"
+            }
+            let others = try await client.send("SENTINEL", "SENTINELS", Self.masterName).array ?? []
+            guard others.count == 2 else {
+                return "\(port): knows \(others.count) other sentinels: \(others.map { Self.fields($0)["port"] ?? "?" })"
+            }
+            return "\(port): settled"
+        } catch {
+            return "\(port): \(error)"
         }
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import RedisClient
 import Testing
+import TestProcesses
 
 #if canImport(Glibc)
 import Glibc
@@ -92,36 +93,6 @@ func runToExit(_ process: Process) async throws -> Int32 {
     }
 }
 
-/// Polls `port` every 25 ms until it accepts a connection (`true`), `process` exits or
-/// `attempts` run out (`false`), suspending in between.
-func waitUntilListening(port: Int, process: Process, attempts: Int) async throws -> Bool {
-    for _ in 0..<attempts {
-        if canConnect(port: port) { return true }
-        guard process.isRunning else { return false }
-        try await Task.sleep(for: .milliseconds(25))
-    }
-    return false
-}
-
-func freeLoopbackPort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = loopbackAddress(port: 0)
-    let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-    guard bound == 0 else { throw RedisError(.connectionFailed, "bind failed") }
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-    return Int(UInt16(bigEndian: address.sin_port))
-}
-
-func loopbackAddress(port: UInt16) -> sockaddr_in {
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = port.bigEndian
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    return address
-}
-
 /// A free loopback port P in 20000–45000 whose cluster-bus port P + 10000 is free too.
 func freeClusterNodePort() throws -> Int {
     for _ in 0..<200 {
@@ -129,22 +100,6 @@ func freeClusterNodePort() throws -> Int {
         if canBind(port: port) && canBind(port: port + 10_000) { return port }
     }
     throw RedisError(.connectionFailed, "no free loopback port pair for a cluster node")
-}
-
-/// Whether 127.0.0.1:`port` can be bound now (nothing listens on or holds it).
-func canBind(port: Int) -> Bool {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { return false }
-    defer { close(fd) }
-    var address = loopbackAddress(port: UInt16(port))
-    return withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
-}
-
-func canConnect(port: Int) -> Bool {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = loopbackAddress(port: UInt16(port))
-    return withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
 }
 
 /// A loopback listener that accepts connections (through the kernel backlog) and never answers.
