@@ -32,7 +32,7 @@ struct ClientAuthenticator: Sendable {
     func authenticate(request: Request, form: FormBody, origin: () -> RequestOrigin = { RequestOrigin() }) async throws -> RegisteredClient {
         var clientID = form["client_id"]
         var secret: String?
-        if let authorization = request.headers[.authorization] {
+        if let authorization = request.headers.value(of: .authorization) {
             let parts = authorization.split(separator: " ", maxSplits: 1)
             guard parts.count == 2, parts[0].lowercased() == "basic" else {
                 throw OAuthError.invalidClient("unsupported client authentication scheme")

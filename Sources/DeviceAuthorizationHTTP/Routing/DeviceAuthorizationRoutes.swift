@@ -544,7 +544,7 @@ struct SecurityHeadersMiddleware<Context: RequestContext>: RouterMiddleware {
         }
         // Only where missing: the prebuilt JSON and page headers carry it already, and writing it
         // again would copy their shared storage on every answer (the token endpoint's hot path).
-        if response.headers[.xContentTypeOptions] == nil { response.headers[.xContentTypeOptions] = "nosniff" }
+        if response.headers.value(of: .xContentTypeOptions) == nil { response.headers[.xContentTypeOptions] = "nosniff" }
         if hsts { response.headers[.strictTransportSecurity] = Self.hstsValue }
         return response
     }

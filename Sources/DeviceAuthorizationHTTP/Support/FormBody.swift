@@ -48,10 +48,10 @@ struct FormBody: Sendable {
     /// Reads and parses the request body, refusing other content types, oversized bodies and
     /// bodies with more than `maxParameters` parameters.
     static func read(from request: Request, limit: Int, maxParameters: Int = defaultMaxParameters) async throws(Failure) -> FormBody {
-        let length = request.headers[.contentLength].flatMap { Int($0) }
-        guard let contentType = request.headers[.contentType] else {
+        let length = request.headers.value(of: .contentLength).flatMap { Int($0) }
+        guard let contentType = request.headers.value(of: .contentType) else {
             // A bodiless POST (for example only HTTP Basic client authentication) is an empty form.
-            if length == 0 || (length == nil && request.headers[.transferEncoding] == nil) { return FormBody(values: [:]) }
+            if length == 0 || (length == nil && request.headers.value(of: .transferEncoding) == nil) { return FormBody(values: [:]) }
             throw .wrongContentType
         }
         guard isFormContentType(contentType) else { throw .wrongContentType }

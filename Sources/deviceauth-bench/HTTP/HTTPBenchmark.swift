@@ -68,7 +68,7 @@ struct HTTPBenchmark: AsyncParsableCommand {
                     tokens: try await JWTTokenIssuer(issuer: "http://127.0.0.1", privateKeyPEM: nil),
                     configuration: DeviceAuthorizationHTTPConfiguration(secret: Array(0..<32)))
                 let rounds = max(1, self.rounds)
-                let (oursRuns, ceilingRuns, nginxRuns) = try await Self.serve(routes.makeRouter(), server: .deviceAuthorization(limits: ConnectionLimits(), onEventLoops: executor == .eventLoop)) { oursPort in
+                let (oursRuns, ceilingRuns, floorRuns, nginxRuns) = try await Self.serve(routes.makeRouter(), server: .deviceAuthorization(limits: ConnectionLimits(), onEventLoops: executor == .eventLoop)) { oursPort in
                     // Check the route really answers authorization_pending before measuring.
                     let check = try await ChildProcess.run("/usr/bin/curl", ["-s", "-d", body, "http://127.0.0.1:\(oursPort)/oauth/token"])
                     guard check.standardOutput.contains("authorization_pending") else {
@@ -78,21 +78,29 @@ struct HTTPBenchmark: AsyncParsableCommand {
                     let pendingBody = check.standardOutput
                     let nginx = try await startNginx(body: pendingBody)
                     do {
-                        let runs = try await Self.serve(Self.trivialRouter(body: pendingBody)) { trivialPort in
-                            var ours: [WrkResult] = []
-                            var ceiling: [WrkResult] = []
-                            var edge: [WrkResult] = []
-                            for round in 1...rounds {
-                                Console.progress("round \(round)/\(rounds), token endpoint: wrk -t\(threads) -c\(connections) -d\(duration)s")
-                                ours.append(try await measured(client) { try await runWrk(wrkPath, script: script, port: oursPort) })
-                                Console.progress("round \(round)/\(rounds), trivial route: wrk -t\(threads) -c\(connections) -d\(duration)s")
-                                ceiling.append(try await measured(client) { try await runWrk(wrkPath, script: script, port: trivialPort) })
-                                if let nginx {
-                                    Console.progress("round \(round)/\(rounds), nginx: wrk -t\(threads) -c\(connections) -d\(duration)s")
-                                    edge.append(try await measured(client, cpu: nginx.cpuSeconds) { try await runWrk(wrkPath, script: script, port: nginx.port) })
+                        // The floor of any poll: the trivial route plus one Redis round trip
+                        // (PING through the same client), on the token endpoint's connection handling.
+                        let floorRouter = Self.roundTripRouter(body: pendingBody, client: client)
+                        let runs = try await Self.serve(floorRouter, server: .deviceAuthorization(limits: ConnectionLimits(), onEventLoops: executor == .eventLoop)) { floorPort in
+                            try await Self.serve(Self.trivialRouter(body: pendingBody)) { trivialPort in
+                                var ours: [WrkResult] = []
+                                var ceiling: [WrkResult] = []
+                                var floor: [WrkResult] = []
+                                var edge: [WrkResult] = []
+                                for round in 1...rounds {
+                                    Console.progress("round \(round)/\(rounds), token endpoint: wrk -t\(threads) -c\(connections) -d\(duration)s")
+                                    ours.append(try await measured(client) { try await runWrk(wrkPath, script: script, port: oursPort) })
+                                    Console.progress("round \(round)/\(rounds), trivial route: wrk -t\(threads) -c\(connections) -d\(duration)s")
+                                    ceiling.append(try await measured(client) { try await runWrk(wrkPath, script: script, port: trivialPort) })
+                                    Console.progress("round \(round)/\(rounds), trivial route + one Redis PING: wrk -t\(threads) -c\(connections) -d\(duration)s")
+                                    floor.append(try await measured(client) { try await runWrk(wrkPath, script: script, port: floorPort) })
+                                    if let nginx {
+                                        Console.progress("round \(round)/\(rounds), nginx: wrk -t\(threads) -c\(connections) -d\(duration)s")
+                                        edge.append(try await measured(client, cpu: nginx.cpuSeconds) { try await runWrk(wrkPath, script: script, port: nginx.port) })
+                                    }
                                 }
+                                return (ours, ceiling, floor, edge)
                             }
-                            return (ours, ceiling, edge)
                         }
                         await nginx?.stop()
                         return runs
@@ -113,6 +121,18 @@ struct HTTPBenchmark: AsyncParsableCommand {
                     name: "http.token.pending.node_cpu", ours: WrkResult.median(oursRuns, by: \.nodeMicrosecondsPerRequest).nodeMicrosecondsPerRequest,
                     baseline: WrkResult.median(ceilingRuns, by: \.nodeMicrosecondsPerRequest).nodeMicrosecondsPerRequest, unit: "us/request",
                     detail: "node CPU per request (lower is better), medians; token endpoint runs: \(oursRuns.map { String(format: "%.1f", $0.nodeMicrosecondsPerRequest) }.joined(separator: ",")) | trivial route runs: \(ceilingRuns.map { String(format: "%.1f", $0.nodeMicrosecondsPerRequest) }.joined(separator: ",")) | voluntary context switches per request: token \(String(format: "%.2f", WrkResult.median(oursRuns, by: \.contextSwitchesPerRequest).contextSwitchesPerRequest)), trivial \(String(format: "%.2f", WrkResult.median(ceilingRuns, by: \.contextSwitchesPerRequest).contextSwitchesPerRequest)) | Redis CPU per poll: \(String(format: "%.1f", WrkResult.median(oursRuns, by: \.redisMicrosecondsPerRequest).redisMicrosecondsPerRequest)) us"
+                ).print()
+                // The floor: what one Redis round trip adds to the trivial route, by itself. A poll must
+                // ask Redis once (the grant lives there), so the token endpoint cannot cost less.
+                let floor = WrkResult.median(floorRuns), floorCPU = WrkResult.median(floorRuns, by: \.nodeMicrosecondsPerRequest).nodeMicrosecondsPerRequest
+                let ceilingCPU = WrkResult.median(ceilingRuns, by: \.nodeMicrosecondsPerRequest).nodeMicrosecondsPerRequest
+                BenchComparison(
+                    name: "http.redis_round_trip.c\(connections)", ours: floor.requestsPerSecond, baseline: ceiling.requestsPerSecond, unit: "req/s",
+                    detail: "the floor of any poll: the trivial route plus one PING through the same RedisClient, on the token endpoint's connection handling; medians of \(rounds) runs: \(floor.runs) req/s, p50=\(floor.p50) p99=\(floor.p99) | token endpoint / floor: \(String(format: "%.2f", ours.requestsPerSecond / max(1, floor.requestsPerSecond)))x"
+                ).print()
+                BenchComparison(
+                    name: "http.redis_round_trip.node_cpu", ours: floorCPU, baseline: ceilingCPU, unit: "us/request",
+                    detail: "node CPU per request (lower is better), medians; floor runs: \(floorRuns.map { String(format: "%.1f", $0.nodeMicrosecondsPerRequest) }.joined(separator: ",")) | the token endpoint's poll on top of the floor: \(String(format: "%+.1f", WrkResult.median(oursRuns, by: \.nodeMicrosecondsPerRequest).nodeMicrosecondsPerRequest - floorCPU)) us"
                 ).print()
                 if !nginxRuns.isEmpty {
                     let edge = WrkResult.median(nginxRuns), edgeCPU = WrkResult.median(nginxRuns, by: \.nodeMicrosecondsPerRequest).nodeMicrosecondsPerRequest
@@ -176,6 +196,18 @@ struct HTTPBenchmark: AsyncParsableCommand {
                      body: .init(byteBuffer: bytes))
         }
         return trivial
+    }
+
+    /// The floor: the trivial route's answer after one Redis round trip (`PING`) through `client`.
+    static func roundTripRouter(body: String, client: RedisClient) -> Router<DeviceAuthorizationRequestContext> {
+        let router = Router(context: DeviceAuthorizationRequestContext.self)
+        let bytes = ByteBuffer(string: body)
+        router.post("/oauth/token") { _, _ -> Response in
+            _ = try await client.send("PING")
+            return Response(status: .badRequest, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+                            body: .init(byteBuffer: bytes))
+        }
+        return router
     }
 
     struct WrkResult {
