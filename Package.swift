@@ -83,7 +83,7 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
-            resources: [.copy("Templates")],
+            resources: [.copy("Templates"), .copy("OpenAPI/openapi.json")],
             swiftSettings: swiftSettings
         ),
         // The API node executable: configuration, lifecycle, embedded Redis in development.

@@ -43,6 +43,8 @@ public struct DeviceAuthorizationRoutes: Sendable {
     let configuration: DeviceAuthorizationHTTPConfiguration
     let clientAuthenticator: ClientAuthenticator
     let pages: PageRenderer
+    /// The API's description, served as is, and the routes' table (`StrictRoutingMiddleware`).
+    let apiDocument: OpenAPIDocument
     let csrf: CSRFProtection
     let rateLimiter: RequestRateLimiter
     let logger: Logger
@@ -73,6 +75,7 @@ public struct DeviceAuthorizationRoutes: Sendable {
         self.rateLimiter = rateLimiter
         self.clientAuthenticator = ClientAuthenticator(registry: clients, rateLimiter: rateLimiter, limits: configuration.rateLimits)
         self.pages = try PageRenderer(serviceName: configuration.serviceName)
+        self.apiDocument = try OpenAPIDocument.bundled.get()
         self.csrf = CSRFProtection(secret: configuration.secret, secureCookies: configuration.secureCookies, publicBaseURL: configuration.publicBaseURL)
         self.logger = logger
     }
@@ -104,7 +107,7 @@ public struct DeviceAuthorizationRoutes: Sendable {
         router.get("/device") { request, context in await self.verificationPage(request, context) }
         router.post("/device") { request, context in await self.verificationSubmit(request, context) }
         router.post("/device/login") { request, context in await self.login(request, context) }
-        router.get("/openapi.json") { _, _ in Self.openAPIResponse() }
+        router.get("/openapi.json") { _, _ in self.openAPIResponse() }
     }
 
     /// A router with only `GET /metrics` (and the same strict routing and headers), for a
@@ -113,32 +116,22 @@ public struct DeviceAuthorizationRoutes: Sendable {
     public func makeMetricsRouter() -> Router<DeviceAuthorizationRequestContext> {
         let router = Router(context: DeviceAuthorizationRequestContext.self)
         router.add(middleware: SecurityHeadersMiddleware(configuration: configuration))
-        router.add(middleware: StrictRoutingMiddleware(routes: self, paths: ["/metrics": ([.get], false)]))
+        router.add(middleware: StrictRoutingMiddleware(routes: self, paths: ["/metrics": OpenAPIDocument.PathEntry(methods: [.get], html: false)]))
         router.get("/metrics") { _, _ in self.metricsText() }
         return router
     }
 
-    /// The documented paths and their methods (`GET /openapi.json`); any other method on them —
-    /// including ones no router knows, such as `QUERY` — gets 405 with `Allow`.
-    static let documentedMethods: [String: (methods: [HTTPRequest.Method], html: Bool)] = [
-        "/oauth/device_authorization": ([.post], false), "/oauth/token": ([.post], false),
-        "/oauth/revoke": ([.post], false), "/oauth/introspect": ([.post], false),
-        "/device": ([.get, .post], true), "/device/login": ([.post], true),
-        "/.well-known/oauth-authorization-server": ([.get], false), "/.well-known/jwks.json": ([.get], false),
-        "/healthz": ([.get], false), "/readyz": ([.get], false), "/metrics": ([.get], false), "/openapi.json": ([.get], false),
-    ]
-
     /// The paths the main listener serves: the documented ones, without `/metrics` when the
     /// metrics have a listener of their own.
-    var servedPaths: [String: (methods: [HTTPRequest.Method], html: Bool)] {
-        var paths = Self.documentedMethods
+    var servedPaths: [String: OpenAPIDocument.PathEntry] {
+        var paths = apiDocument.paths
         if !configuration.metricsOnMainListener { paths["/metrics"] = nil }
         return paths
     }
 
     /// 405 with `Allow` and a body of the endpoint's kind: RFC 6749 JSON on the API, an HTML page
     /// on the verification page.
-    func methodNotAllowed(_ request: Request, paths: [String: (methods: [HTTPRequest.Method], html: Bool)]) -> Response? {
+    func methodNotAllowed(_ request: Request, paths: [String: OpenAPIDocument.PathEntry]) -> Response? {
         guard let entry = paths[request.uri.path] else { return nil }
         // HEAD is answered like GET by the server where GET exists.
         guard !entry.methods.contains(request.method), !(request.method == .head && entry.methods.contains(.get)) else { return nil }
@@ -151,11 +144,11 @@ public struct DeviceAuthorizationRoutes: Sendable {
     }
 
     /// `GET /openapi.json`: the API description (``OpenAPIDocument``).
-    static func openAPIResponse() -> Response {
+    func openAPIResponse() -> Response {
         var headers = HTTPFields()
         headers[.contentType] = "application/json; charset=utf-8"
         headers[.cacheControl] = "public, max-age=300"
-        return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
+        return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: apiDocument.bytes)))
     }
 
     // MARK: - OAuth endpoints
@@ -502,9 +495,9 @@ public struct DeviceAuthorizationRoutes: Sendable {
 /// `location = /metrics` then still leaks the metrics through `/metrics/`.
 struct StrictRoutingMiddleware<Context: RequestContext>: RouterMiddleware {
     let routes: DeviceAuthorizationRoutes
-    let paths: [String: (methods: [HTTPRequest.Method], html: Bool)]
+    let paths: [String: OpenAPIDocument.PathEntry]
 
-    init(routes: DeviceAuthorizationRoutes, paths: [String: (methods: [HTTPRequest.Method], html: Bool)]? = nil) {
+    init(routes: DeviceAuthorizationRoutes, paths: [String: OpenAPIDocument.PathEntry]? = nil) {
         self.routes = routes
         self.paths = paths ?? routes.servedPaths
     }

@@ -4,7 +4,7 @@ public struct DeviceAuthorizationHTTPError: Error, Sendable, CustomStringConvert
     /// What went wrong.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String, Hashable, Sendable {
-            case invalidConfiguration, signingKey, embeddedRedis, templates, listen
+            case invalidConfiguration, signingKey, embeddedRedis, templates, listen, openAPIDocument
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -19,6 +19,8 @@ public struct DeviceAuthorizationHTTPError: Error, Sendable, CustomStringConvert
         public static let templates = Code(.templates)
         /// The HTTP server could not listen on the configured host and port.
         public static let listen = Code(.listen)
+        /// The bundled OpenAPI document (the routes' table) is missing or unreadable.
+        public static let openAPIDocument = Code(.openAPIDocument)
 
         /// The code's name.
         public var description: String { base.rawValue }
