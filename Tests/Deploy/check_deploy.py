@@ -106,8 +106,9 @@ class Deploy:
         self.server_env = set(re.findall(r"\bDEVICEAUTH_[A-Z_]+\b", command))
         port = re.search(r'env:\s*"DEVICEAUTH_PORT",\s*default:\s*(\d+)', command)
         self.default_port = int(port.group(1)) if port else None
-        routes = read(src / "DeviceAuthorizationHTTP/Routing/DeviceAuthorizationRoutes.swift")
-        self.get_routes = set(re.findall(r'router\.get\("([^"]+)"\)', routes))
+        # The routes as the OpenAPI document states them (OpenAPITests checks the router serves exactly these).
+        document = json.loads(read(src / "DeviceAuthorizationHTTP/OpenAPI/openapi.json"))
+        self.get_routes = {path for path, item in document["paths"].items() if "get" in item}
         self.config_keys, self.client_keys, self.nested_config_keys = self._config_keys(read(src / "DeviceAuthorizationHTTP/Server/ServerConfigurationFile.swift"))
         server = read(src / "DeviceAuthorizationHTTP/Server/DeviceAuthorizationServer.swift")
         prefix = re.search(r'keyPrefix:\s*file\.keyPrefix\s*\?\?\s*"([^"]+)"', server)
@@ -1288,7 +1289,7 @@ class MutationTests(unittest.TestCase):
         self.assertTrue(any("EXPOSE [9090]" in p for p in self.problems("check_ports")))
 
     def test_route_renamed_in_the_server(self):
-        self.mutate("Sources/DeviceAuthorizationHTTP/Routing/DeviceAuthorizationRoutes.swift", 'router.get("/healthz")', 'router.get("/livez")')
+        self.mutate("Sources/DeviceAuthorizationHTTP/OpenAPI/openapi.json", '"/healthz": {', '"/livez": {')
         problems = self.problems("check_ports")
         self.assertTrue(any("/healthz is not a" in p for p in problems), problems)
 

@@ -188,10 +188,10 @@ struct PersonLimitsTests {
             #expect(oddPage.text.contains("from <strong>an unknown address</strong>"))
             #expect(!oddPage.text.contains("not-an-address"))
         }
-        #expect(DeviceAuthorizationRoutes.age(from: Date(timeIntervalSince1970: 0), to: Date(timeIntervalSince1970: 59)) == "less than a minute ago")
-        #expect(DeviceAuthorizationRoutes.age(from: Date(timeIntervalSince1970: 0), to: Date(timeIntervalSince1970: 60)) == "1 minute ago")
-        #expect(DeviceAuthorizationRoutes.age(from: Date(timeIntervalSince1970: 0), to: Date(timeIntervalSince1970: 150)) == "2 minutes ago")
-        #expect(DeviceAuthorizationRoutes.age(from: Date(timeIntervalSince1970: 0), to: Date(timeIntervalSince1970: 7300)) == "2 hours ago")
-        #expect(DeviceAuthorizationRoutes.age(from: Date(timeIntervalSince1970: 10), to: Date(timeIntervalSince1970: 0)) == "less than a minute ago", "clock skew")
+        #expect(VerificationController.age(from: Date(timeIntervalSince1970: 0), to: Date(timeIntervalSince1970: 59)) == "less than a minute ago")
+        #expect(VerificationController.age(from: Date(timeIntervalSince1970: 0), to: Date(timeIntervalSince1970: 60)) == "1 minute ago")
+        #expect(VerificationController.age(from: Date(timeIntervalSince1970: 0), to: Date(timeIntervalSince1970: 150)) == "2 minutes ago")
+        #expect(VerificationController.age(from: Date(timeIntervalSince1970: 0), to: Date(timeIntervalSince1970: 7300)) == "2 hours ago")
+        #expect(VerificationController.age(from: Date(timeIntervalSince1970: 10), to: Date(timeIntervalSince1970: 0)) == "less than a minute ago", "clock skew")
     }
 }

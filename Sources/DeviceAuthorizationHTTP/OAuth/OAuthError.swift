@@ -1,6 +1,9 @@
+import DeviceAuthorization
 import Foundation
 import Hummingbird
 import HTTPTypes
+import Logging
+import RedisClient
 
 /// An OAuth 2.0 error answer (RFC 6749 §5.2, RFC 8628 §3.5): HTTP status, the `error` code and a
 /// description free of secrets. Every OAuth response carries `Cache-Control: no-store`.
@@ -86,6 +89,29 @@ public struct OAuthError: Error, Sendable, Equatable {
         switch failure {
         case .tooLarge: OAuthError("invalid_request", failure.description, status: .contentTooLarge)
         default: .invalidRequest(failure.description)
+        }
+    }
+}
+
+extension OAuthError: HTTPResponseError {
+    /// Thrown out of a handler, an OAuth error renders itself (the RFC 6749 §5.2 body and headers).
+    public func response(from request: Request, context: some RequestContext) throws -> Response { response }
+
+    /// The answer of an OAuth endpoint to any error: the one place where store and Redis errors
+    /// become responses. Redis unreachable is 503 `temporarily_unavailable` (logged), a store
+    /// argument error is `invalid_request`, anything else 500 `server_error` (logged).
+    static func answer(to error: any Error, logger: Logger) -> Response {
+        switch error {
+        case let error as OAuthError:
+            return error.response
+        case let error as RedisError:
+            logger.error("Redis unavailable", metadata: ["error": "\(error.code)"])
+            return OAuthError.temporarilyUnavailable.response
+        case let error as DeviceAuthorizationError where error.code == .invalidArgument:
+            return OAuthError.invalidRequest(error.message).response
+        default:
+            logger.error("unexpected error", metadata: ["error": "\(error)"])
+            return OAuthError.serverError.response
         }
     }
 }

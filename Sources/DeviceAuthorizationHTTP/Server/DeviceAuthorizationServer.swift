@@ -232,7 +232,7 @@ public enum DeviceAuthorizationServer {
                                               lifetime: .seconds(file.tokenLifetimeSeconds ?? 3600))
 
         let routes = try DeviceAuthorizationRoutes(store: store, redis: redis, clients: clients, users: users, tokens: tokens,
-                                                   metrics: metrics, configuration: configuration, logger: logger)
+                                                   metrics: metrics, configuration: configuration)
         let defaults = ConnectionLimits()
         let limits = ConnectionLimits(
             headerReadTimeout: (options.headerReadTimeoutSeconds ?? file.headerReadTimeoutSeconds).map { .seconds($0) } ?? defaults.headerReadTimeout,

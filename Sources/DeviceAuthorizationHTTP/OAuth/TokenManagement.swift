@@ -15,7 +15,7 @@ import Logging
 /// a secret): public clients get 401 `invalid_client`, since anyone can claim a public client's
 /// id and would so get a token-validity oracle. A confidential client may introspect any token of
 /// this server, as a resource server must.
-extension DeviceAuthorizationRoutes {
+extension OAuthController {
     func revoke(_ request: Request, _ context: DeviceAuthorizationRequestContext) async -> Response {
         do {
             let form = try await readForm(request)

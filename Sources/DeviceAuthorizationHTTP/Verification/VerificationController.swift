@@ -5,8 +5,23 @@ import HTTPTypes
 import Logging
 import RedisClient
 
-/// The verification page (RFC 8628 §3.3): enter a code, confirm what is asked, approve or deny.
-extension DeviceAuthorizationRoutes {
+/// The verification page (RFC 8628 §3.3): enter a code, confirm what is asked, approve or deny
+/// (`GET /device`, `POST /device`, `POST /device/login`).
+struct VerificationController: Sendable {
+    let store: DeviceCodeStore
+    let clients: any ClientRegistry
+    let users: any UserAuthenticator
+    let configuration: DeviceAuthorizationHTTPConfiguration
+    let pages: PageRenderer
+    let csrf: CSRFProtection
+    let rateLimiter: RequestRateLimiter
+
+    func addRoutes(to router: Router<DeviceAuthorizationRequestContext>) {
+        router.get("/device") { request, context in await self.verificationPage(request, context) }
+        router.post("/device") { request, context in await self.verificationSubmit(request, context) }
+        router.post("/device/login") { request, context in await self.login(request, context) }
+    }
+
     /// `GET /device` and `GET /device?user_code=…`.
     ///
     /// Only fills in the form: the code from the link is prefilled (normalized) and nothing is
