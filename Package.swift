@@ -152,6 +152,7 @@ let package = Package(
             name: "LoadTestHarnessTests",
             dependencies: [
                 "deviceauth-loadtest",
+                "RedisClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -1,19 +1,10 @@
 import Foundation
+import RedisClient
 import Testing
 @testable import DeviceAuthorizationHTTP
 
 @Suite("Fuzz: form bodies", .serialized)
 struct FormBodyFuzzTests {
-    struct Random: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
 
     static let allowed: CharacterSet = {
         var set = CharacterSet.alphanumerics
@@ -23,7 +14,7 @@ struct FormBodyFuzzTests {
 
     @Test("FormBody.parse: 30k generated forms round-trip; 30k garbage bodies give a typed failure or a form, never a crash")
     func forms() async {
-        var rng = Random(state: 6749)
+        var rng = SplitMix64(seed: 6749)
         let scalars: [String] = ["a", "Z", "0", " ", "+", "&", "=", "%", "é", "😀", "\u{0}", "\n", "~", "-", "\"", "<", "ß"]
         for index in 0..<30_000 {
             if index % 1_000 == 0 { await Task.yield() }

@@ -3,17 +3,10 @@ import RedisClient
 import Testing
 @testable import DeviceAuthorization
 
-/// A small, fast, seedable generator, so a failing input can be reproduced from the seed.
-struct SeededRandom: RandomNumberGenerator {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+/// The fuzz tests' seeded generator, so a failing input can be reproduced from the seed.
+typealias SeededRandom = SplitMix64
+
+extension SplitMix64 {
     mutating func pick<T>(_ choices: [T]) -> T { choices[Int(next() % UInt64(choices.count))] }
     mutating func int(_ range: ClosedRange<Int>) -> Int { Int.random(in: range, using: &self) }
 }

@@ -1,4 +1,5 @@
 @testable import deviceauth_loadtest
+import RedisClient
 import Testing
 
 /// The load test is how we prove the system correct under load, so its checks must be able to fail:

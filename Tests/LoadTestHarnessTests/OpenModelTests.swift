@@ -1,4 +1,5 @@
 @testable import deviceauth_loadtest
+import RedisClient
 import Foundation
 import NIOCore
 import NIOHTTP1

@@ -66,68 +66,8 @@ public enum DeviceCodeFormat {
         return base64URLDecode(deviceCode.utf8)
     }
 
-    /// Bytes of unpadded base64url text, or `nil` when it is not base64url (or has a partial byte).
-    static func base64URLDecode(_ text: String.UTF8View) -> [UInt8]? {
-        var output: [UInt8] = []
-        output.reserveCapacity(text.count * 3 / 4)
-        var accumulator: UInt32 = 0
-        var bits = 0
-        for byte in text {
-            let value: UInt32
-            switch byte {
-            case 65...90: value = UInt32(byte - 65)
-            case 97...122: value = UInt32(byte - 97 + 26)
-            case 48...57: value = UInt32(byte - 48 + 52)
-            case 45: value = 62
-            case 95: value = 63
-            default: return nil
-            }
-            accumulator = accumulator << 6 | value
-            bits += 6
-            if bits >= 8 {
-                bits -= 8
-                output.append(UInt8(truncatingIfNeeded: accumulator >> UInt32(bits)))
-            }
-        }
-        // Leftover bits must be zero padding of a whole byte count (2 or 4 bits), never 6.
-        guard bits < 6, accumulator & ((1 << UInt32(bits)) - 1) == 0 else { return nil }
-        return output
-    }
+    /// Bytes of unpadded base64url text, or `nil` (``Base64URL/decode(_:)``).
+    static func base64URLDecode(_ text: String.UTF8View) -> [UInt8]? { Base64URL.decode(text) }
 
-    static func base64URL(_ bytes: [UInt8]) -> String {
-        let table = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
-        var output: [UInt8] = []
-        output.reserveCapacity((bytes.count * 4 + 2) / 3)
-        var index = 0
-        while index + 3 <= bytes.count {
-            let value = UInt32(bytes[index]) << 16 | UInt32(bytes[index + 1]) << 8 | UInt32(bytes[index + 2])
-            output += [table[Int(value >> 18 & 63)], table[Int(value >> 12 & 63)], table[Int(value >> 6 & 63)], table[Int(value & 63)]]
-            index += 3
-        }
-        let rest = bytes.count - index
-        if rest == 1 {
-            let value = UInt32(bytes[index]) << 16
-            output += [table[Int(value >> 18 & 63)], table[Int(value >> 12 & 63)]]
-        } else if rest == 2 {
-            let value = UInt32(bytes[index]) << 16 | UInt32(bytes[index + 1]) << 8
-            output += [table[Int(value >> 18 & 63)], table[Int(value >> 12 & 63)], table[Int(value >> 6 & 63)]]
-        }
-        return String(decoding: output, as: UTF8.self)
-    }
-}
-
-func hexString<S: Sequence>(_ bytes: S) -> String where S.Element == UInt8 {
-    let digits = Array("0123456789abcdef".utf8)
-    var output: [UInt8] = []
-    for byte in bytes {
-        output.append(digits[Int(byte >> 4)])
-        output.append(digits[Int(byte & 15)])
-    }
-    return String(decoding: output, as: UTF8.self)
-}
-
-/// `count` bytes from the system's cryptographic generator (device codes, refresh tokens, ids).
-func randomBytes(_ count: Int) -> [UInt8] {
-    var generator = SystemRandomNumberGenerator()
-    return (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) }
+    static func base64URL(_ bytes: [UInt8]) -> String { Base64URL.encode(bytes) }
 }

@@ -231,9 +231,7 @@ public final class RequestRateLimiter: Sendable {
     ///
     /// `now` never goes back before the stored window start: after a Redis clock jump backwards the
     /// counter stays in its window (as if no time had passed) instead of starting a fresh one.
-    static let common = """
-        local t = redis.call('TIME')
-        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    static let common = StoreScripts.now + "\n" + """
         local function window_state(key, limit, window)
           local h = redis.call('HMGET', key, 'w', 'c', 'p')
           local ws = tonumber(h[1])

@@ -20,8 +20,10 @@ import RedisClient
 /// Flags: `issue` is `deny-oom` (the default for scripts with a shebang): at `maxmemory` it is
 /// refused before it runs, so a grant is written whole or not at all. Polls and decisions only
 /// touch existing records and are `allow-oom`, so they keep working at `maxmemory`.
-enum StoreScripts {
-    static let now = """
+package enum StoreScripts {
+    /// Lua setting `now` (milliseconds) from the Redis server's clock: the one clock of every
+    /// script of the package.
+    package static let now = """
         local t = redis.call('TIME')
         local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
         """

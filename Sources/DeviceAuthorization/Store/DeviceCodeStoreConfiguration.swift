@@ -138,11 +138,4 @@ public struct DeviceCodeStoreConfiguration: Sendable {
     }
 }
 
-extension Duration {
-    /// Whole milliseconds, for Redis arguments; saturates at `Int.min`/`Int.max` instead of
-    /// trapping (a window or grace period of 10^17 s is then refused by Redis, with a typed error).
-    var milliseconds: Int {
-        let (seconds, attoseconds) = components
-        return Int(clamping: Int128(seconds) * 1000 + Int128(attoseconds / 1_000_000_000_000_000))
-    }
-}
+

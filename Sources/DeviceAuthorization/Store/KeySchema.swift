@@ -186,8 +186,5 @@ struct KeySchema: Sendable {
     }
 }
 
-/// The bytes of an even-length lowercase hex string (only ever called on hex this file made).
-private func hexBytes(_ hex: String) -> [UInt8] {
-    let digits = Array(hex.utf8).map { $0 <= 57 ? $0 - 48 : $0 - 87 }
-    return stride(from: 0, to: digits.count - 1, by: 2).map { digits[$0] << 4 | digits[$0 + 1] }
-}
+/// The bytes of an even-length hex string (only ever called on hex this file made).
+private func hexBytes(_ hex: String) -> [UInt8] { bytes(fromHex: hex) ?? [] }

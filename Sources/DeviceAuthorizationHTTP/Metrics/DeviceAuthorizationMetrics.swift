@@ -4,6 +4,7 @@ import HTTPTypes
 import Logging
 import Prometheus
 import Synchronization
+import RedisClient
 
 /// The Prometheus registry the server exports at `/metrics`, with a request-latency histogram
 /// per endpoint.
@@ -126,7 +127,7 @@ struct RequestObservationMiddleware<Context: RequestContext>: RouterMiddleware {
                 "http.method": "\(request.method.rawValue)",
                 "http.path": "\(String(request.uri.path.prefix(128)))",
                 "http.status": "\(status)",
-                "duration_ms": "\(Double(elapsed.components.attoseconds / 1_000_000_000_000) / 1000 + Double(elapsed.components.seconds) * 1000)",
+                "duration_ms": "\(Double(elapsed.microseconds) / 1000)",
             ])
         }
         do {

@@ -58,8 +58,7 @@ public struct OAuthError: Error, Sendable, Equatable {
     /// handle the request due to a temporary overloading"; clients that know only RFC errors then
     /// retry later instead of giving up for good.
     static func rateLimited(_ description: String, retryAfter: Duration) -> OAuthError {
-        let milliseconds = retryAfter.components.seconds * 1000 + retryAfter.components.attoseconds / 1_000_000_000_000_000
-        let seconds = max(1, (milliseconds + 999) / 1000)
+        let seconds = retryAfter.wholeSecondsRoundedUp(atLeast: 1)
         return OAuthError("temporarily_unavailable", "\(description); retry after \(seconds) s", status: .tooManyRequests,
                           headers: ["Retry-After": String(seconds)])
     }

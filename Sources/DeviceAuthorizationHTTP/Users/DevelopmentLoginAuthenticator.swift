@@ -1,3 +1,4 @@
+import DeviceAuthorization
 import Crypto
 import Foundation
 import Hummingbird

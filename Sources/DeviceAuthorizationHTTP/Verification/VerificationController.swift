@@ -140,7 +140,7 @@ struct VerificationController: Sendable {
             let buckets = loginBuckets(origin: origin, username: username)
             if case .limited(_, let retryAfter) = try await rateLimiter.acquire(buckets) {
                 context.logger.notice("development login refused: too many attempts")
-                let seconds = max(1, Int(retryAfter.components.seconds) + (retryAfter.components.attoseconds > 0 ? 1 : 0))
+                let seconds = retryAfter.wholeSecondsRoundedUp(atLeast: 1)
                 let minutes = max(1, (seconds + 59) / 60)
                 return unauthenticatedPage(csrfToken: csrfToken, cookies: cookies, userCode: userCode,
                                            error: "Too many sign-in attempts. For your security, please wait about \(minutes) minute\(minutes == 1 ? "" : "s") and try again.",

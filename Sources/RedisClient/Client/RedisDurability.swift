@@ -30,7 +30,7 @@ public struct RedisDurability: Sendable, Hashable {
 
     /// The command sent right after the write, on the same connection.
     var command: RedisCommand {
-        let milliseconds = max(1, Int(timeout.components.seconds) * 1000 + Int(timeout.components.attoseconds / 1_000_000_000_000_000))
+        let milliseconds = max(1, timeout.milliseconds)
         return appendOnlyFile ? RedisCommand("WAITAOF", 1, replicas, milliseconds) : RedisCommand("WAIT", replicas, milliseconds)
     }
 

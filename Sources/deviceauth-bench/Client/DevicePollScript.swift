@@ -1,3 +1,4 @@
+import DeviceAuthorization
 import RedisClient
 
 /// A Lua script shaped like the token endpoint's device-code poll, and the hash it touches.
@@ -7,9 +8,7 @@ import RedisClient
 /// 0 `authorization_pending`, 1 `slow_down`, 2 already decided, 3 unknown code.
 enum DevicePollScript {
     /// The script; `KEYS[1]` is the device record.
-    static let script = RedisScript("""
-        local t = redis.call('TIME')
-        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    static let script = RedisScript(StoreScripts.now + "\n" + """
         local record = redis.call('HMGET', KEYS[1], 's', 'lp', 'iv')
         if not record[1] then return 3 end
         redis.call('HSET', KEYS[1], 'lp', now)

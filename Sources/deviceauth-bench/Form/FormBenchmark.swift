@@ -1,6 +1,7 @@
 import ArgumentParser
 @_spi(Benchmarks) import DeviceAuthorizationHTTP
 import Foundation
+import RedisClient
 
 /// `deviceauth-bench form`: the cost of parsing hostile form bodies against a benign body of the
 /// same size, in the same run. Each hostile shape is the worst a 16 KiB body can do to a parser
@@ -54,7 +55,7 @@ struct FormBenchmark: AsyncParsableCommand {
                     for _ in 0..<max(1, iterations) { parameters &+= FormParserBenchmark.parse(bytes, maxParameters: .max) ?? 0 }
                 }
                 precondition(parameters >= 0)
-                samples.append(Double(elapsed.components.seconds) * 1e9 + Double(elapsed.components.attoseconds) / 1e9)
+                samples.append(Double(elapsed.nanoseconds))
             }
             return samples.sorted()[samples.count / 2] / Double(max(1, iterations))
         }

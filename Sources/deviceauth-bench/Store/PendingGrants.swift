@@ -89,13 +89,6 @@ enum PendingGrants {
     /// device code's digest as the record holds it).
     static func baselineCommand(for grant: BenchGrant, digest: String, tolerance: Duration, maxInterval: Int, functions: Bool) -> [String] {
         [functions ? "FCALL" : "EVALSHA", functions ? ProductScripts.pollFunctionName : DeviceCodeStore.pollScriptSHA1,
-         "1", grant.deviceKey, clientID, "\(tolerance.wholeMilliseconds)", "\(maxInterval)", "0", digest]
-    }
-}
-
-extension Duration {
-    /// Whole milliseconds, as the store sends durations to Redis.
-    var wholeMilliseconds: Int {
-        Int(components.seconds) * 1_000 + Int(components.attoseconds / 1_000_000_000_000_000)
+         "1", grant.deviceKey, clientID, "\(tolerance.milliseconds)", "\(maxInterval)", "0", digest]
     }
 }

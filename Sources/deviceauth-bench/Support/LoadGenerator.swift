@@ -1,3 +1,4 @@
+import RedisClient
 import NIOCore
 import NIOPosix
 /// Latency percentiles of a set of samples.
@@ -90,14 +91,4 @@ enum LoadGenerator {
     }
 }
 
-extension Duration {
-    /// The duration in seconds, as a floating-point number.
-    var seconds: Double {
-        Double(components.seconds) + Double(components.attoseconds) / 1e18
-    }
 
-    /// The duration in whole nanoseconds.
-    var nanoseconds: Int64 {
-        components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000
-    }
-}

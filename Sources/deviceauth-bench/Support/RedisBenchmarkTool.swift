@@ -1,3 +1,4 @@
+import RedisClient
 import Foundation
 
 /// Runs `redis-benchmark`, the baseline of the Redis benchmarks, and reads its CSV report.

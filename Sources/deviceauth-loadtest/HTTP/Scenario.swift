@@ -63,4 +63,5 @@ struct ScenarioMix: Sendable, CustomStringConvertible {
     }
 }
 
+import RedisClient
 import Foundation

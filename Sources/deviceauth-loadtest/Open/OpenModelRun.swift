@@ -4,6 +4,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import Synchronization
+import RedisClient
 
 /// `--find-max` and the thresholds of a run.
 struct OpenObjectives: Sendable {
@@ -145,7 +146,7 @@ struct OpenModelRun {
     }
 
     static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        duration.seconds
     }
 
     /// The invariants, from counters only (bounded memory whatever the number of devices).

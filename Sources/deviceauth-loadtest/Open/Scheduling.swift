@@ -1,3 +1,4 @@
+import RedisClient
 import Foundation
 
 /// A waiting device's next action, as a 16-byte record in a ``DueHeap`` (no task, no closure per device).

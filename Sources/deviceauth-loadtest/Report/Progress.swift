@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import RedisClient
 
 /// The live progress line: rewritten in place on a terminal, a plain line every 5 s otherwise (stderr).
 final class Progress: Sendable {
@@ -26,13 +27,13 @@ final class Progress: Sendable {
             do { try await Task.sleep(for: period) } catch { break }
             let counters = recorder.counters
             let now = ContinuousClock.now
-            let seconds = Double((now - lastInstant).components.attoseconds) / 1e18 + Double((now - lastInstant).components.seconds)
+            let seconds = (now - lastInstant).seconds
             let rate = seconds > 0 ? Double(counters.requests - lastRequests) / seconds : 0
             lastRequests = counters.requests
             lastInstant = now
             let elapsed = now - recorder.start
             let started = startedCount.load(ordering: .relaxed)
-            let elapsedSeconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            let elapsedSeconds = elapsed.seconds
             let done = "\(counters.flowsDone)" + (total.map { "/\($0)" } ?? "")
             let line = "[" + String(format: "%6.1f", elapsedSeconds) + "s] devices \(done) done, \(started - counters.flowsDone) in flight, "
                 + String(format: "%.0f", rate) + " req/s, \(counters.requests) requests, \(counters.errors) errors"

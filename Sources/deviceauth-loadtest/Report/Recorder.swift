@@ -1,6 +1,7 @@
 import Foundation
 import Histogram
 import Synchronization
+import RedisClient
 
 /// One row of the report: an endpoint and what it answered.
 struct MetricKey: Hashable, Sendable, Comparable {
@@ -48,7 +49,7 @@ final class Recorder: Sendable {
 
     /// Records one request that finished now.
     func record(_ key: MetricKey, latency: Duration, isError: Bool = false) {
-        let micros = UInt64(clamping: max(1, latency.components.seconds * 1_000_000 + latency.components.attoseconds / 1_000_000_000_000))
+        let micros = UInt64(clamping: max(1, latency.microseconds))
         let value = min(micros, Self.highestTrackableMicroseconds)
         let index = second(.now)
         state.withLock { state in

@@ -1,5 +1,6 @@
 import Foundation
 import Histogram
+import RedisClient
 
 /// Everything a run reports: the table rows, the invariants, throughput over time. Encoded as-is for `--json`.
 struct RunReport: Sendable, Codable {
@@ -59,7 +60,7 @@ struct RunReport: Sendable, Codable {
     init(mode: String, target: String, settings: [String: String], elapsed: Duration, histograms: [MetricKey: Histogram<UInt64>],
          requestsPerSecond: [Int], completedPerSecond: [Int], invariants: [InvariantResult], scenarioCounts: [String: Int] = [:]) {
         let snapshot = (histograms: histograms, requestsPerSecond: requestsPerSecond, flowsPerSecond: completedPerSecond)
-        let seconds = max(0.001, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        let seconds = max(0.001, elapsed.seconds)
         func ms(_ micros: UInt64) -> Double { Double(micros) / 1000 }
         self.mode = mode
         self.target = target
