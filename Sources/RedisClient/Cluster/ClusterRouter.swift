@@ -21,7 +21,7 @@ import Synchronization
 /// - `NOSCRIPT` and `Function not found` are answered per node: the `EVAL` fallback goes to the
 ///   same node (or `ASK` target), and a missing function library is loaded on that node.
 final class ClusterRouter: Sendable {
-    private struct State {
+    struct State {
         var topology: ClusterTopology?
         /// One pool per node ever seen as a primary; kept when a node stops being one (it may
         /// become one again after a failover back) and shut down with the client.
@@ -32,9 +32,9 @@ final class ClusterRouter: Sendable {
         var keylessCounter = 0
     }
 
-    private let configuration: RedisClientConfiguration
-    private let logger: Logger
-    private let state = Mutex(State())
+    let configuration: RedisClientConfiguration
+    let logger: Logger
+    let state = Mutex(State())
 
     init(configuration: RedisClientConfiguration, logger: Logger) {
         self.configuration = configuration
@@ -44,13 +44,13 @@ final class ClusterRouter: Sendable {
     // MARK: - Sending
 
     /// Where one attempt goes.
-    private enum Target {
+    enum Target {
         case slot(Int?)
         case ask(RedisEndpoint)
     }
 
     /// What to do after an error reply or failure.
-    private enum Recovery {
+    enum Recovery {
         case moved(slot: Int, RedisEndpoint)
         case ask(RedisEndpoint)
         case retryLater(refresh: Bool)
@@ -69,7 +69,7 @@ final class ClusterRouter: Sendable {
         return try await send(command, slot: slot, bytes: command.encoded, trailer: trailer)
     }
 
-    private func send(_ command: RedisCommand, slot: Int?, bytes initialBytes: [UInt8], trailer: [UInt8]? = nil) async throws -> (RedisValue, Result<RedisValue, RedisError>?) {
+    func send(_ command: RedisCommand, slot: Int?, bytes initialBytes: [UInt8], trailer: [UInt8]? = nil) async throws -> (RedisValue, Result<RedisValue, RedisError>?) {
         var bytes = initialBytes
         var missingScriptRecoveries = 0
         var lastPool: ConnectionPool?
@@ -133,7 +133,7 @@ final class ClusterRouter: Sendable {
         }
     }
 
-    private static func attempt(_ bytes: [UInt8], trailer: [UInt8]?, on pool: ConnectionPool, asking: Bool) async -> Result<(RedisValue, Result<RedisValue, RedisError>?), RedisError> {
+    static func attempt(_ bytes: [UInt8], trailer: [UInt8]?, on pool: ConnectionPool, asking: Bool) async -> Result<(RedisValue, Result<RedisValue, RedisError>?), RedisError> {
         if asking {
             let results = await pool.connection().sendPipeline(askingCommand + bytes + (trailer ?? []), count: trailer == nil ? 2 : 3)
             if case .failure(let error) = results[0], error.code != .server { return .failure(error) }
@@ -144,13 +144,13 @@ final class ClusterRouter: Sendable {
         catch { return .failure(RedisError(.server, "\(error)", underlying: error)) }
     }
 
-    private static let askingCommand = RedisCommand.encode(["ASKING"])
+    static let askingCommand = RedisCommand.encode(["ASKING"])
 
-    private func tooManyRedirects(_ last: RedisError) -> RedisError {
+    func tooManyRedirects(_ last: RedisError) -> RedisError {
         RedisError(.tooManyRedirects, "more than \(configuration.clusterMaximumRedirects) MOVED/ASK redirects; last: \(last.message)", underlying: last)
     }
 
-    private func recovery(for error: RedisError) -> Recovery {
+    func recovery(for error: RedisError) -> Recovery {
         switch error.code {
         case .server:
             switch error.serverErrorPrefix {
@@ -231,132 +231,6 @@ final class ClusterRouter: Sendable {
         return results
     }
 
-    // MARK: - Topology
-
-    /// The pool for a target, learning the topology first when there is none yet.
-    private func pool(for target: Target, deadline: ContinuousClock.Instant) async throws -> ConnectionPool {
-        enum Lookup { case pool(ConnectionPool), noTopology, uncovered, shutdown }
-        let now = ContinuousClock.now
-        var refreshDue = false
-        let lookup: Lookup = state.withLock { state in
-            if state.isShutDown { return .shutdown }
-            guard let topology = state.topology else { return .noTopology }
-            if now >= state.nextRefresh && state.refresh == nil {
-                refreshDue = true
-                state.nextRefresh = now + configuration.clusterRefreshInterval
-            }
-            let endpoint: RedisEndpoint?
-            switch target {
-            case .ask(let askTarget): endpoint = askTarget
-            case .slot(.some(let slot)): endpoint = topology.owner(of: slot)
-            case .slot(.none):
-                state.keylessCounter &+= 1
-                endpoint = topology.primaries.isEmpty ? nil : topology.primaries[state.keylessCounter % topology.primaries.count]
-            }
-            guard let endpoint else { return .uncovered }
-            return .pool(Self.pool(for: endpoint, in: &state, configuration: configuration, logger: logger))
-        }
-        if refreshDue { startRefresh() }
-        switch lookup {
-        case .pool(let pool): return pool
-        case .shutdown: throw RedisError(.shutdown, "the Redis client was shut down")
-        case .uncovered: throw RedisError(.clusterUnavailable, "no primary serves this slot (yet)")
-        case .noTopology:
-            if let error = await refresh() { throw error }
-            return try await pool(for: target, deadline: deadline)
-        }
-    }
-
-    private static func pool(for endpoint: RedisEndpoint, in state: inout State, configuration: RedisClientConfiguration, logger: Logger) -> ConnectionPool {
-        if let pool = state.pools[endpoint] { return pool }
-        var nodeConfiguration = configuration
-        nodeConfiguration.endpoint = endpoint
-        var nodeLogger = logger
-        nodeLogger[metadataKey: "redis.node"] = "\(endpoint)"
-        let pool = ConnectionPool(configuration: nodeConfiguration, firstIndex: state.pools.count * configuration.connectionCount, logger: nodeLogger)
-        state.pools[endpoint] = pool
-        return pool
-    }
-
-    /// Starts a topology refresh unless one is running; does not wait for it.
-    private func startRefresh() {
-        _ = refreshTask()
-    }
-
-    /// Refreshes the topology (or joins the refresh under way) and returns its error, if any.
-    @discardableResult
-    func refresh() async -> RedisError? {
-        guard let task = refreshTask() else { return RedisError(.shutdown, "the Redis client was shut down") }
-        return await task.value
-    }
-
-    private func refreshTask() -> Task<RedisError?, Never>? {
-        state.withLock { current -> Task<RedisError?, Never>? in
-            if current.isShutDown { return nil }
-            if let running = current.refresh { return running }
-            let task = Task { [self] () -> RedisError? in
-                let error = await performRefresh()
-                state.withLock { $0.refresh = nil }
-                return error
-            }
-            current.refresh = task
-            return task
-        }
-    }
-
-    private func performRefresh() async -> RedisError? {
-        let candidates: [RedisEndpoint] = state.withLock { state in
-            var list = (state.topology?.primaries ?? []) + (state.topology?.replicas ?? []) + configuration.clusterSeeds
-            var seen = Set<RedisEndpoint>()
-            list.removeAll { !seen.insert($0).inserted }
-            return list
-        }
-        var lastError = RedisError(.clusterUnavailable, "no cluster node to ask for the topology")
-        for endpoint in candidates {
-            do {
-                let reply = try await Self.ask(endpoint, configuration: configuration, logger: logger)
-                guard case .tcp(let host, _) = endpoint else { continue }
-                let topology = try ClusterTopology(slots: reply, defaultHost: host)
-                guard topology.coveredSlots > 0 else {
-                    lastError = RedisError(.clusterUnavailable, "\(endpoint) serves no slots (not part of a cluster yet?)")
-                    continue
-                }
-                let changed: Bool = state.withLock { state in
-                    let changed = state.topology?.primaries != topology.primaries
-                    state.topology = topology
-                    state.nextRefresh = .now + configuration.clusterRefreshInterval
-                    return changed
-                }
-                if changed {
-                    logger.info("Redis Cluster topology", metadata: [
-                        "primaries": "\(topology.primaries.map(\.description).joined(separator: ","))",
-                        "covered_slots": "\(topology.coveredSlots)",
-                    ])
-                }
-                return nil
-            } catch let error as RedisError {
-                lastError = RedisError(.clusterUnavailable, "cannot read the topology from \(endpoint): \(error.message)", underlying: error)
-            } catch {
-                lastError = RedisError(.clusterUnavailable, "cannot read the topology from \(endpoint): \(error)", underlying: error)
-            }
-        }
-        logger.warning("Cannot refresh the Redis Cluster topology", metadata: ["error": "\(lastError.message)"])
-        return lastError
-    }
-
-    /// `CLUSTER SLOTS` on a short-lived connection of its own, so a pool that is backing off
-    /// from a dead node never delays a refresh.
-    private static func ask(_ endpoint: RedisEndpoint, configuration: RedisClientConfiguration, logger: Logger) async throws -> RedisValue {
-        var probe = configuration
-        probe.endpoint = endpoint
-        probe.connectionCount = 1
-        probe.connectTimeout = min(configuration.connectTimeout, .seconds(1))
-        probe.commandTimeout = min(configuration.commandTimeout, .seconds(2))
-        let connection = ConnectionFactory.oneOff(configuration: probe, logger: logger)
-        defer { connection.shutdown() }
-        return try await connection.send(RedisCommand.encode(["CLUSTER", "SLOTS"]))
-    }
-
     // MARK: - Introspection and shutdown
 
     /// Sends `command` to every primary and returns each one's result (for `SCRIPT FLUSH`,
@@ -406,7 +280,7 @@ final class ClusterRouter: Sendable {
     }
 
     /// The pools ``shutdown()`` closed, for ``closed()``.
-    private let closingPools = Mutex<[ConnectionPool]>([])
+    let closingPools = Mutex<[ConnectionPool]>([])
 
     /// Returns once every pool closed by ``shutdown()`` has closed its connections.
     func closed() async {

@@ -159,25 +159,25 @@ final class OpenWorker: @unchecked Sendable {
     let index: Int
     let loop: any EventLoop
     let settings: OpenSettings
-    private let start: NIODeadline
-    private var pools: [LeanPool] = []
-    private var slots: [DeviceSlot] = []
-    private var free: [UInt32] = []
-    private var heap = DueHeap()
-    private var nextArrival: Int
+    let start: NIODeadline
+    var pools: [LeanPool] = []
+    var slots: [DeviceSlot] = []
+    var free: [UInt32] = []
+    var heap = DueHeap()
+    var nextArrival: Int
     /// When arrival `nextArrival` is due (seconds), nil after the schedule's last.
-    private var nextArrivalDue: Double?
-    private var rng: SplitMix64
-    private var counters = OpenCounters()
-    private var histograms: [MetricKey: Histogram<UInt64>] = [:]
-    private var lag = Histogram<UInt64>(highestTrackableValue: Recorder.highestTrackableMicroseconds, numberOfSignificantValueDigits: .two)
-    private var timeline: [TimelineBucket] = []
-    private var steps: [StepTally] = []
-    private var live = 0
-    private var peakWaiting = 0
-    private var stopAt: Int64?
-    private var done: EventLoopPromise<WorkerResult>?
-    private var tickTask: Scheduled<Void>?
+    var nextArrivalDue: Double?
+    var rng: SplitMix64
+    var counters = OpenCounters()
+    var histograms: [MetricKey: Histogram<UInt64>] = [:]
+    var lag = Histogram<UInt64>(highestTrackableValue: Recorder.highestTrackableMicroseconds, numberOfSignificantValueDigits: .two)
+    var timeline: [TimelineBucket] = []
+    var steps: [StepTally] = []
+    var live = 0
+    var peakWaiting = 0
+    var stopAt: Int64?
+    var done: EventLoopPromise<WorkerResult>?
+    var tickTask: Scheduled<Void>?
 
     init(index: Int, loop: any EventLoop, settings: OpenSettings, start: NIODeadline) {
         self.index = index
@@ -216,11 +216,11 @@ final class OpenWorker: @unchecked Sendable {
         }
     }
 
-    private func now() -> Int64 { (NIODeadline.now() - start).nanoseconds }
+    func now() -> Int64 { (NIODeadline.now() - start).nanoseconds }
 
     // MARK: - Scheduling
 
-    private func tick() {
+    func tick() {
         let now = now()
         let seconds = Double(now) / 1e9
         // Every arrival of the schedule is made, late ones included (a late tick must not drop the last devices).
@@ -256,34 +256,34 @@ final class OpenWorker: @unchecked Sendable {
         tickTask = loop.scheduleTask(deadline: start + .nanoseconds(max(wake, now + 100_000))) { [self] in tick() }
     }
 
-    private func finish() {
+    func finish() {
         counters.unfinished = live
         done?.succeed(WorkerResult(counters: counters, histograms: histograms, lag: lag, timeline: timeline, peakWaiting: peakWaiting))
         done = nil
     }
 
-    private func bucketIndex(_ nanos: Int64) -> Int { max(0, Int(nanos / 1_000_000_000) / max(1, settings.timelineSeconds)) }
+    func bucketIndex(_ nanos: Int64) -> Int { max(0, Int(nanos / 1_000_000_000) / max(1, settings.timelineSeconds)) }
 
     /// The timeline index for an instant, the timeline grown to hold it.
-    private func bucket(_ nanos: Int64) -> Int {
+    func bucket(_ nanos: Int64) -> Int {
         let index = bucketIndex(nanos)
         while timeline.count <= index { timeline.append(TimelineBucket()) }
         return index
     }
 
-    private func step(_ nanos: Int64) -> Int {
+    func step(_ nanos: Int64) -> Int {
         let index = settings.schedule.stepIndex(at: Double(nanos) / 1e9)
         while steps.count <= index { steps.append(StepTally()) }
         return index
     }
 
-    private func allocate() -> UInt32 {
+    func allocate() -> UInt32 {
         if let slot = free.popLast() { return slot }
         slots.append(DeviceSlot())
         return UInt32(slots.count - 1)
     }
 
-    private func release(_ slot: UInt32) {
+    func release(_ slot: UInt32) {
         slots[Int(slot)].live = false
         slots[Int(slot)].deviceCode = ""
         slots[Int(slot)].userCode = ""
@@ -293,14 +293,14 @@ final class OpenWorker: @unchecked Sendable {
         counters.finished += 1
     }
 
-    private func schedule(_ kind: DueEntry.Kind, slot: UInt32, at due: Int64) {
+    func schedule(_ kind: DueEntry.Kind, slot: UInt32, at due: Int64) {
         heap.push(DueEntry(due: due, slot: slot, generation: slots[Int(slot)].generation, kind: kind))
     }
 
     // MARK: - Requests
 
     /// Sends one request with its intended time; `then` gets the answer (nil after a transport error).
-    private func send(_ endpoint: OpenEndpoint, intended: Int64, request: LeanRequest,
+    func send(_ endpoint: OpenEndpoint, intended: Int64, request: LeanRequest,
                       classify: @escaping (LeanResponse) -> String, then: @escaping (LeanResponse?, Int64) -> Void) {
         let node = settings.nodes.count == 1 ? 0 : Int(rng.next() % UInt64(settings.nodes.count))
         let sent = now()
@@ -324,7 +324,7 @@ final class OpenWorker: @unchecked Sendable {
         }
     }
 
-    private func record(_ endpoint: OpenEndpoint, outcome: String, timing: RequestTiming, isError: Bool) {
+    func record(_ endpoint: OpenEndpoint, outcome: String, timing: RequestTiming, isError: Bool) {
         let micros = UInt64(clamping: max(1, timing.correctedNanoseconds / 1000))
         let value = min(micros, Recorder.highestTrackableMicroseconds)
         let key = MetricKey(endpoint: endpoint.name, outcome: outcome)
@@ -347,198 +347,15 @@ final class OpenWorker: @unchecked Sendable {
         }
     }
 
-    private func tokenRequest(_ slot: DeviceSlot) -> LeanRequest {
+    func tokenRequest(_ slot: DeviceSlot) -> LeanRequest {
         LeanRequest(method: .POST, path: "/oauth/token",
                     form: "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Adevice_code&device_code=" + FormEncoding.escape(slot.deviceCode)
                         + "&client_id=" + FormEncoding.escape(settings.clients[slot.scenario] ?? "loadtest"))
     }
 
-    private static func errorLabel(_ response: LeanResponse) -> String {
+    static func errorLabel(_ response: LeanResponse) -> String {
         if response.status == 200 { return "200 token" }
         return "\(response.status) \(LeanJSON.string("error", in: response.body) ?? "?")"
     }
 
-    // MARK: - Device side
-
-    private func arrive(id: Int, intended: Int64) {
-        var deviceRNG = SplitMix64(seed: settings.seed &+ UInt64(id + 1) &* 0x9E37_79B9_7F4A_7C15)
-        let scenario = settings.mix.draw(rng: &deviceRNG)
-        let slot = allocate()
-        slots[Int(slot)].live = true
-        slots[Int(slot)].id = UInt32(truncatingIfNeeded: id)
-        slots[Int(slot)].scenario = scenario
-        slots[Int(slot)].fastPollDone = false
-        slots[Int(slot)].decided = false
-        slots[Int(slot)].slowDownSeen = false
-        live += 1
-        peakWaiting = max(peakWaiting, live)
-        counters.arrivals += 1
-        timeline[bucket(intended)].arrivals += 1
-        let stepIndex = step(intended)
-        steps[stepIndex].peakWaiting = max(steps[stepIndex].peakWaiting, live)
-        let generation = slots[Int(slot)].generation
-        let request = LeanRequest(method: .POST, path: "/oauth/device_authorization",
-                                  form: "client_id=" + FormEncoding.escape(settings.clients[scenario] ?? "loadtest"))
-        send(.issue, intended: intended, request: request, classify: { $0.status == 200 ? "200" : Self.errorLabel($0) }) { [self] response, completed in
-            guard slots[Int(slot)].generation == generation else { return }
-            guard let response, response.status == 200, let deviceCode = LeanJSON.string("device_code", in: response.body),
-                  let userCode = LeanJSON.string("user_code", in: response.body) else {
-                counters.issueFailures += 1
-                timeline[bucket(completed)].failed += 1
-                release(slot)
-                return
-            }
-            counters.issued += 1
-            let interval = LeanJSON.int("interval", in: response.body) ?? 5
-            slots[Int(slot)].deviceCode = deviceCode
-            slots[Int(slot)].userCode = scenario == .approve || scenario == .deny ? userCode : ""
-            slots[Int(slot)].interval = UInt16(clamping: interval)
-            schedule(.poll, slot: slot, at: completed + Int64(interval) * 1_000_000_000)
-            if scenario == .approve || scenario == .deny {
-                schedule(.person, slot: slot, at: completed + Int64(settings.delay.sample(&deviceRNG) * 1e9))
-            }
-        }
-    }
-
-    private func poll(slot: UInt32, intended: Int64) {
-        let device = slots[Int(slot)]
-        let generation = device.generation
-        send(.poll, intended: intended, request: tokenRequest(device), classify: Self.errorLabel) { [self] response, completed in
-            guard slots[Int(slot)].generation == generation, slots[Int(slot)].live else { return }
-            let device = slots[Int(slot)]
-            let next = completed + Int64(device.interval) * 1_000_000_000
-            guard let response else {
-                counters.pollErrors += 1
-                schedule(.poll, slot: slot, at: next)
-                return
-            }
-            if response.status == 200 {
-                tokenReceived(slot: slot, body: response.body, completed: completed)
-                return
-            }
-            switch LeanJSON.string("error", in: response.body) {
-            case "authorization_pending":
-                if device.scenario == .misbehave && !device.fastPollDone {
-                    // Poll again at once, far inside the interval: the answer must be slow_down, interval + 5.
-                    slots[Int(slot)].fastPollDone = true
-                    schedule(.poll, slot: slot, at: completed)
-                } else {
-                    if device.scenario == .misbehave && device.fastPollDone && !device.slowDownSeen {
-                        // The fast poll was answered pending: the slow_down it must earn did not come.
-                        counters.slowDownMissing += 1
-                        slots[Int(slot)].slowDownSeen = true
-                    }
-                    schedule(.poll, slot: slot, at: next)
-                }
-            case "slow_down":
-                let interval = LeanJSON.int("interval", in: response.body) ?? -1
-                if interval == Int(device.interval) + 5 { counters.slowDownExact += 1 } else { counters.slowDownWrong += 1 }
-                slots[Int(slot)].slowDownSeen = true
-                slots[Int(slot)].interval = UInt16(clamping: max(1, interval))
-                schedule(.poll, slot: slot, at: completed + Int64(max(1, interval)) * 1_000_000_000)
-            case "access_denied":
-                if device.scenario == .deny && device.decided { counters.deniedOK += 1 } else { counters.deniedWrong += 1 }
-                timeline[bucket(completed)].denied += 1
-                release(slot)
-            case "expired_token":
-                switch device.scenario {
-                case .abandon, .misbehave:
-                    counters.abandonedExpired += 1
-                    if device.scenario == .misbehave && !device.slowDownSeen { counters.slowDownMissing += 1 }
-                case .approve, .deny, .refresh:
-                    if device.decided { counters.abandonedWrong += 1 } else { counters.expiredBeforeDecision += 1 }
-                }
-                timeline[bucket(completed)].expired += 1
-                release(slot)
-            default:
-                counters.pollErrors += 1
-                if response.status < 500 {
-                    // An answer the RFC does not allow here (invalid_grant for a live code, …): the device gives up.
-                    timeline[bucket(completed)].failed += 1
-                    if device.scenario == .abandon || device.scenario == .misbehave { counters.abandonedWrong += 1 }
-                    else if device.scenario == .deny { counters.deniedWrong += 1 } else { counters.approvedWithoutToken += 1 }
-                    release(slot)
-                } else {
-                    schedule(.poll, slot: slot, at: next)
-                }
-            }
-        }
-    }
-
-    private func tokenReceived(slot: UInt32, body: ByteBuffer, completed: Int64) {
-        let device = slots[Int(slot)]
-        counters.tokens += 1
-        if device.scenario != .approve || !device.decided { counters.tokensUnexpected += 1 }
-        let subject = LeanJSON.string("access_token", in: body).flatMap(JWT.subject(of:))
-        if subject != "user-\(device.id)" { counters.tokensWrongSubject += 1 }
-        timeline[bucket(completed)].approved += 1
-        // Exactly one token: the same code once more must be refused (invalid_grant) or, within the
-        // server's retry window for lost answers, get the same token again; never a second token.
-        let generation = device.generation
-        let first = LeanJSON.string("access_token", in: body)
-        send(.probe, intended: completed, request: tokenRequest(device), classify: Self.errorLabel) { [self] response, _ in
-            guard slots[Int(slot)].generation == generation else { return }
-            if let response, response.status == 200 {
-                if first != nil, LeanJSON.string("access_token", in: response.body) == first { counters.probesSameToken += 1 } else { counters.secondTokens += 1 }
-            }
-            else if let response, LeanJSON.string("error", in: response.body) == "invalid_grant" { counters.probesInvalidGrant += 1 }
-            else { counters.probesOther += 1 }
-            release(slot)
-        }
-    }
-
-    // MARK: - Person side
-
-    /// Opens the verification page, looks the code up and approves or denies: three requests, each sent when
-    /// the previous answer came (the person's intended times).
-    private func person(slot: UInt32, intended: Int64) {
-        let device = slots[Int(slot)]
-        let generation = device.generation
-        let user = "user-\(device.id)"
-        let approve = device.scenario == .approve
-        let userCode = device.userCode
-        let fail: (Int64) -> Void = { [self] completed in
-            counters.decisionFailures += 1
-            timeline[bucket(completed)].failed += 1
-        }
-        let form = LeanRequest(method: .GET, path: "/device?user_code=" + FormEncoding.escape(userCode), headers: [(settings.userHeader, user)])
-        send(.form, intended: intended, request: form, classify: { $0.status == 200 ? "200 form" : "\($0.status)" }) { [self] response, completed in
-            guard slots[Int(slot)].generation == generation else { return }
-            guard let response, response.status == 200, let token = HTMLForm.hiddenValue("csrf_token", in: response.bodyString) else {
-                fail(completed); return
-            }
-            var headers = [(settings.userHeader, user)]
-            let cookies = Self.cookies(response)
-            if !cookies.isEmpty { headers.append(("Cookie", cookies)) }
-            let lookup = LeanRequest(method: .POST, path: "/device", headers: headers,
-                                     form: FormEncoding.encode([("csrf_token", token), ("user_code", userCode), ("action", "lookup")]))
-            send(.lookup, intended: completed, request: lookup,
-                 classify: { $0.status == 200 ? "200 confirm" : "\($0.status)" }) { [self] response, completed in
-                guard slots[Int(slot)].generation == generation else { return }
-                guard let response, response.status == 200 else { fail(completed); return }
-                let page = response.bodyString
-                guard let csrf = HTMLForm.hiddenValue("csrf_token", in: page), let grant = HTMLForm.hiddenValue("grant_id", in: page),
-                      let shown = HTMLForm.hiddenValue("user_code", in: page) else { fail(completed); return }
-                var decisionHeaders = headers
-                let more = Self.cookies(response)
-                if !more.isEmpty { decisionHeaders = [(settings.userHeader, user), ("Cookie", more)] }
-                let action = approve ? "approve" : "deny"
-                let expected = approve ? "Device connected" : "Request denied"
-                let decision = LeanRequest(method: .POST, path: "/device", headers: decisionHeaders,
-                                           form: FormEncoding.encode([("csrf_token", csrf), ("user_code", shown), ("grant_id", grant), ("action", action)]))
-                send(.decide, intended: completed, request: decision,
-                     classify: { $0.status == 200 ? "200 \(action)" : "\($0.status)" }) { [self] response, completed in
-                    guard slots[Int(slot)].generation == generation else { return }
-                    guard let response, response.status == 200, response.bodyString.contains(expected) else { fail(completed); return }
-                    slots[Int(slot)].decided = true
-                    slots[Int(slot)].userCode = ""
-                    if approve { counters.approvedDecisions += 1 } else { counters.deniedDecisions += 1 }
-                }
-            }
-        }
-    }
-
-    private static func cookies(_ response: LeanResponse) -> String {
-        response.headers["Set-Cookie"].compactMap { $0.split(separator: ";").first.map(String.init) }.joined(separator: "; ")
-    }
 }
