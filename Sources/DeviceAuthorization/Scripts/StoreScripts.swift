@@ -70,27 +70,27 @@ package enum StoreScripts {
         #!lua flags=allow-oom
         local r = redis.call('HMGET', KEYS[1], 's', 'c', 'e', 'l', 'i', 'u', 'sc', 'm', 'ca', 'dt', 'w', 'ro', 'h')
         local s = r[1]
-        if not s or r[13] ~= ARGV[5] then return {'unknown'} end
-        if r[2] ~= ARGV[1] then return {'wrong_client'} end
+        if not s or r[13] ~= ARGV[5] then return {\(PollReply.unknown.lua)} end
+        if r[2] ~= ARGV[1] then return {\(PollReply.wrongClient.lua)} end
         \(now)
         \(clampNow("r[4]", "r[9]", "r[10]"))
         if s == 'r' then
           local w = tonumber(r[11])
           if w and now < w then
             local t = redis.call('HMGET', KEYS[1], 't')[1]
-            if t and t ~= '' then return {'redeemed', t, r[12] or '', now - (tonumber(r[4]) or now)} end
+            if t and t ~= '' then return {\(PollReply.redeemed.lua), t, r[12] or '', now - (tonumber(r[4]) or now)} end
           end
           -- Window over: the sealed answer is no longer needed (HSET: the ACL has no HDEL).
           if w and w > 0 and now >= w then redis.call('HSET', KEYS[1], 't', '', 'w', 0) end
           redis.call('HINCRBY', KEYS[1], 'rp', 1)
-          return {'replay'}
+          return {\(PollReply.replay.lua)}
         end
-        if s == 'd' then return {'denied'} end
-        if now >= tonumber(r[3]) then return {'expired'} end
+        if s == 'd' then return {\(PollReply.denied.lua)} end
+        if now >= tonumber(r[3]) then return {\(PollReply.expired.lua)} end
         if s == 'a' then
-          if ARGV[4] ~= '0' then return {'approved', r[6] or '', r[7] or '', r[8] or ''} end
+          if ARGV[4] ~= '0' then return {\(PollReply.approved.lua), r[6] or '', r[7] or '', r[8] or ''} end
           redis.call('HSET', KEYS[1], 's', 'r', 'l', now)
-          return {'authorized', r[6] or '', r[7] or '', r[8] or ''}
+          return {\(PollReply.authorized.lua), r[6] or '', r[7] or '', r[8] or ''}
         end
         local interval = tonumber(r[5])
         if r[4] and now - tonumber(r[4]) < interval * 1000 - tonumber(ARGV[2]) then
@@ -99,10 +99,10 @@ package enum StoreScripts {
             interval = math.min(interval + 5, cap)
             redis.call('HSET', KEYS[1], 'i', interval)
           end
-          return {'slow_down', interval}
+          return {\(PollReply.slowDown.lua), interval}
         end
         redis.call('HSET', KEYS[1], 'l', now)
-        return {'pending'}
+        return {\(PollReply.pending.lua)}
         """)
 
     /// KEYS: device record. A poll of a redeemed code from another origin than the redeeming
@@ -127,19 +127,19 @@ package enum StoreScripts {
     static let redeem = RedisScript("""
         #!lua flags=allow-oom
         local r = redis.call('HMGET', KEYS[1], 's', 'c', 'm', 'e', 'l', 'ca', 'dt', 'ro', 't', 'h')
-        if not r[1] or r[2] ~= ARGV[1] or r[10] ~= ARGV[7] then return {'gone'} end
+        if not r[1] or r[2] ~= ARGV[1] or r[10] ~= ARGV[7] then return {\(RedeemReply.gone.lua)} end
         if r[1] == 'r' then
-          if r[8] == ARGV[5] and r[9] and r[9] ~= '' then return {'taken', r[9]} end
+          if r[8] == ARGV[5] and r[9] and r[9] ~= '' then return {\(RedeemReply.taken.lua), r[9]} end
           redis.call('HINCRBY', KEYS[1], 'rp', 1)
-          return {'replay'}
+          return {\(RedeemReply.replay.lua)}
         end
-        if r[1] ~= 'a' or r[3] ~= ARGV[2] then return {'gone'} end
+        if r[1] ~= 'a' or r[3] ~= ARGV[2] then return {\(RedeemReply.gone.lua)} end
         \(now)
         \(clampNow("r[5]", "r[6]", "r[7]"))
         local window = tonumber(ARGV[4])
         redis.call('HSET', KEYS[1], 's', 'r', 'l', now, 't', ARGV[3], 'w', now + window, 'ro', ARGV[5])
         if now + window > tonumber(r[4]) + tonumber(ARGV[6]) then redis.call('PEXPIREAT', KEYS[1], now + window) end
-        return {'redeemed'}
+        return {\(RedeemReply.redeemed.lua)}
         """)
 
     /// KEYS: device record. A write behind a redemption, on the connection that sends the `WAIT`
@@ -162,19 +162,19 @@ package enum StoreScripts {
     static let decide = RedisScript("""
         #!lua flags=allow-oom
         local r = redis.call('HMGET', KEYS[1], 's', 'e', 'c', 'sc', 'ca', 'l', 'h')
-        if not r[1] then return {'not_found'} end
-        if ARGV[1] ~= '' and r[7] ~= ARGV[1] then return {'changed'} end
-        if r[1] ~= 'p' then return {'decided', r[1]} end
+        if not r[1] then return {\(DecideReply.notFound.lua)} end
+        if ARGV[1] ~= '' and r[7] ~= ARGV[1] then return {\(DecideReply.changed.lua)} end
+        if r[1] ~= 'p' then return {\(DecideReply.decided.lua), r[1]} end
         \(now)
         \(clampNow("r[5]", "r[6]"))
-        if now >= tonumber(r[2]) then return {'expired'} end
+        if now >= tonumber(r[2]) then return {\(DecideReply.expired.lua)} end
         if ARGV[2] == 'a' then
-          if r[3] ~= ARGV[5] or (r[4] or '') ~= ARGV[6] then return {'changed'} end
+          if r[3] ~= ARGV[5] or (r[4] or '') ~= ARGV[6] then return {\(DecideReply.changed.lua)} end
           redis.call('HSET', KEYS[1], 's', 'a', 'u', ARGV[3], 'm', ARGV[4], 'dt', now)
         else
           redis.call('HSET', KEYS[1], 's', 'd', 'dt', now)
         end
-        return {'ok'}
+        return {\(DecideReply.ok.lua)}
         """)
 
     /// KEYS: device record. ARGV: the device-code digest it must have (`''`: any). Returns

@@ -88,8 +88,8 @@ extension DeviceCodeStore {
                                                   configuration.gracePeriod.milliseconds, digest]
             let (reply, acknowledgement) = try await evalDurably(StoreScripts.redeem, keys: [recordKey], arguments: arguments)
             let parts = reply.array ?? []
-            switch parts.first?.string {
-            case "redeemed":
+            switch RedeemReply(reply: parts) {
+            case .redeemed:
                 metrics.redeemed.increment()
                 let confirmed = acknowledgement.map { shortfall($0, operation: "redeem", grantID: grant.grantID) == nil } ?? true
                 // Not on enough copies: the answer waits, sealed in the record, for the device's next
@@ -97,15 +97,15 @@ extension DeviceCodeStore {
                 // that poll mints again. Either way the device gets one token, never two.
                 guard confirmed || configuration.unconfirmedRedemptionHold <= .zero else { return .unconfirmed(grantID: grant.grantID) }
                 return .answer(TokenAnswer(body: body, grantID: grant.grantID, source: .minted))
-            case "taken":
+            case .taken:
                 guard parts.count > 1, let sealed = parts[1].bytes, let winner = openAnswer(sealed, grantID: grant.grantID, clientID: clientID) else {
                     return .outcome(.invalidGrant(.forged))
                 }
                 metrics.redelivered.increment()
                 return .answer(TokenAnswer(body: winner, grantID: grant.grantID, source: .concurrentRedemption))
-            case "replay":
+            case .replay:
                 return .outcome(replayed(grantID: grant.grantID, clientID: clientID))
-            default:
+            case .gone, nil:
                 return .outcome(.invalidGrant(.unknown))
             }
         }
@@ -128,18 +128,19 @@ extension DeviceCodeStore {
                                           arguments: [clientID, configuration.pollTolerance.milliseconds, configuration.maxInterval, retryWindow, digest])
         let parts = reply.array ?? []
         logger.trace("poll", metadata: ["grant_id": "\(grantID)", "answer": "\(parts.first?.string ?? "?")"])
-        switch parts.first?.string {
-        case "pending":
+        let answer = PollReply(reply: parts)
+        switch answer {
+        case .pending:
             return .outcome(.authorizationPending)
-        case "slow_down":
+        case .slowDown:
             metrics.slowDowns.increment()
             return .outcome(.slowDown(newInterval: parts.count > 1 ? parts[1].int ?? 0 : 0))
-        case "denied":
+        case .denied:
             return .outcome(.accessDenied)
-        case "expired":
+        case .expired:
             metrics.expiredPolls.increment()
             return .outcome(.expiredToken)
-        case let kind? where kind == "authorized" || kind == "approved":
+        case .authorized, .approved:
             let userID = parts.count > 1 ? parts[1].string ?? "" : ""
             let scopes = parts.count > 2 ? parts[2].string ?? "" : ""
             let mac = parts.count > 3 ? parts[3].string ?? "" : ""
@@ -151,19 +152,19 @@ extension DeviceCodeStore {
                 return .outcome(.invalidGrant(.forged))
             }
             let grant = ApprovedGrant(userID: userID, scopes: scopes.split(separator: " ").map(String.init), grantID: grantID)
-            if kind == "approved" { return .approved(grant, mac: mac, recordKey: recordKey, digest: digest) }
+            if answer == .approved { return .approved(grant, mac: mac, recordKey: recordKey, digest: digest) }
             metrics.redeemed.increment()
             try await confirmRedemption(recordKey: recordKey, grantID: grantID)
             return .outcome(.authorized(userID: grant.userID, scopes: grant.scopes, grantID: grantID))
-        case "redeemed":
+        case .redeemed:
             guard parts.count > 3, let sealed = parts[1].bytes, let origin = parts[2].string else { return .outcome(.invalidGrant(.unknown)) }
             return .redeemed(sealed: sealed, origin: origin, grantID: grantID, clientID: clientID, recordKey: recordKey,
                              age: .milliseconds(parts[3].int ?? 0))
-        case "replay":
+        case .replay:
             return .outcome(replayed(grantID: grantID, clientID: clientID))
-        case "wrong_client":
+        case .wrongClient:
             return .outcome(.invalidGrant(.wrongClient))
-        default:
+        case .unknown, nil:
             return .outcome(.invalidGrant(.unknown))
         }
     }

@@ -192,16 +192,16 @@ extension DeviceCodeStore {
 
     private static func checkDecision(_ reply: RedisValue) throws {
         let parts = reply.array ?? []
-        switch parts.first?.string {
-        case "ok": return
-        case "changed": throw DeviceAuthorizationError(.grantChanged, "this code no longer leads to the request that was shown")
-        case "expired": throw DeviceAuthorizationError(.expired, "this code has expired", status: .expired)
-        case "decided":
+        switch DecideReply(reply: parts) {
+        case .ok: return
+        case .changed: throw DeviceAuthorizationError(.grantChanged, "this code no longer leads to the request that was shown")
+        case .expired: throw DeviceAuthorizationError(.expired, "this code has expired", status: .expired)
+        case .decided:
             let stored = parts.count > 1 ? parts[1].string : nil
             let status: DeviceCodeStatus = stored == "d" ? .denied : .authorized
             throw DeviceAuthorizationError(.alreadyDecided, "this code was already \(status == .denied ? "denied" : "approved")",
                                            status: status, isRedeemed: stored == "r")
-        default: throw DeviceAuthorizationError(.notFound, "no pending request has this code")
+        case .notFound, nil: throw DeviceAuthorizationError(.notFound, "no pending request has this code")
         }
     }
 }
