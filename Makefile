@@ -8,7 +8,7 @@ APT_PACKAGES := $(RUN_APT_PACKAGES) redis-sentinel redis-tools python3 python3-p
 E2E_APT_PACKAGES := chromium chromium-driver wrk
 E2E_PIP_PACKAGES := oauthlib requests selenium
 
-.PHONY: run test test-cluster deps run-deps e2e-deps build build-release bench loadtest loadtest-closed clean
+.PHONY: run test test-cluster deps run-deps e2e-deps build build-release bench loadtest loadtest-closed clean lint format
 
 # $(call apt_install,PACKAGES): installs those of the Debian packages that are missing (one
 # `apt-get update` only when something is).
@@ -41,7 +41,14 @@ run: run-deps
 	$(SWIFT) build -c release --product deviceauth-server
 	.build/release/deviceauth-server
 
-test: build e2e-deps
+# The formatter's check (.swift-format; swift-format ships with the toolchain): `make format` fixes.
+lint:
+	$(SWIFT) format lint --recursive --strict Sources Tests Package.swift
+
+format:
+	$(SWIFT) format format --in-place --recursive Sources Tests Package.swift
+
+test: lint build e2e-deps
 	DEVICEAUTH_REQUIRE_E2E=1 Tests/Support/with-redis.sh $(SWIFT) test --skip-build
 	$(CLUSTER_TESTS)
 	@echo "--- three deviceauth-server processes, two of them under libfaketime 10 minutes ahead and behind"

@@ -11,13 +11,13 @@ struct DeviceAuthServerCommand: AsyncParsableCommand {
         commandName: "deviceauth-server",
         abstract: "RFC 8628 device authorization server on Redis, with a verification page.",
         discussion: """
-        Without a Redis URL the server starts a private redis-server on a Unix socket (development \
-        mode: demo client 'demo-cli', login alice/alice, ephemeral signing key) and stops it on exit.
-        Environment fallbacks: DEVICEAUTH_HOST, DEVICEAUTH_PORT, DEVICEAUTH_REDIS_URL, DEVICEAUTH_REDIS_CONNECTIONS, \
-        DEVICEAUTH_CONFIG, DEVICEAUTH_SECRET, DEVICEAUTH_SECRET_FILE, DEVICEAUTH_SIGNING_KEY, DEVICEAUTH_METRICS_PORT, DEVICEAUTH_METRICS_HOST, \
-        DEVICEAUTH_HEADER_READ_TIMEOUT, DEVICEAUTH_IDLE_TIMEOUT, DEVICEAUTH_MAX_CONNECTIONS, \
-        DEVICEAUTH_LOG_LEVEL, DEVICEAUTH_LOG_FORMAT.
-        """
+            Without a Redis URL the server starts a private redis-server on a Unix socket (development \
+            mode: demo client 'demo-cli', login alice/alice, ephemeral signing key) and stops it on exit.
+            Environment fallbacks: DEVICEAUTH_HOST, DEVICEAUTH_PORT, DEVICEAUTH_REDIS_URL, DEVICEAUTH_REDIS_CONNECTIONS, \
+            DEVICEAUTH_CONFIG, DEVICEAUTH_SECRET, DEVICEAUTH_SECRET_FILE, DEVICEAUTH_SIGNING_KEY, DEVICEAUTH_METRICS_PORT, DEVICEAUTH_METRICS_HOST, \
+            DEVICEAUTH_HEADER_READ_TIMEOUT, DEVICEAUTH_IDLE_TIMEOUT, DEVICEAUTH_MAX_CONNECTIONS, \
+            DEVICEAUTH_LOG_LEVEL, DEVICEAUTH_LOG_FORMAT.
+            """
     )
 
     @Option(help: "Address to listen on (env DEVICEAUTH_HOST).")
@@ -29,8 +29,9 @@ struct DeviceAuthServerCommand: AsyncParsableCommand {
     @Option(name: .customLong("redis-url"), help: "redis://[user:password@]host:port/db or unix:///path (env DEVICEAUTH_REDIS_URL). Omit for an embedded development Redis.")
     var redisURL: String?
 
-    @Option(name: .customLong("redis-connections"),
-            help: "Redis connections of this node, spread over its event loops (env DEVICEAUTH_REDIS_CONNECTIONS; default: one per core, at least 2).")
+    @Option(
+        name: .customLong("redis-connections"),
+        help: "Redis connections of this node, spread over its event loops (env DEVICEAUTH_REDIS_CONNECTIONS; default: one per core, at least 2).")
     var redisConnections: String?
 
     @Option(help: "JSON configuration file: clients, users, proxies, secret, signing key, public URL (env DEVICEAUTH_CONFIG).")
@@ -45,7 +46,9 @@ struct DeviceAuthServerCommand: AsyncParsableCommand {
     @Option(name: .customLong("signing-key"), help: "PEM file of the ES256 token signing key (env DEVICEAUTH_SIGNING_KEY).")
     var signingKey: String?
 
-    @Option(name: .customLong("metrics-port"), help: "Serve GET /metrics on this port only; the main port then answers 404 there (env DEVICEAUTH_METRICS_PORT; default: /metrics on the main port).")
+    @Option(
+        name: .customLong("metrics-port"),
+        help: "Serve GET /metrics on this port only; the main port then answers 404 there (env DEVICEAUTH_METRICS_PORT; default: /metrics on the main port).")
     var metricsPort: String?
 
     @Option(name: .customLong("metrics-host"), help: "Address of the metrics listener (env DEVICEAUTH_METRICS_HOST; default: --host).")
@@ -75,8 +78,10 @@ struct DeviceAuthServerCommand: AsyncParsableCommand {
         /// A setting: the flag, else the environment variable, else the default. A value from either
         /// source that `parse` refuses stops the server with a message naming both; it never falls
         /// back to the default silently.
-        func setting<Value>(_ flag: String?, _ option: String, env name: String, default defaultValue: Value,
-                            expected: String, parse: (String) -> Value?) throws -> Value {
+        func setting<Value>(
+            _ flag: String?, _ option: String, env name: String, default defaultValue: Value,
+            expected: String, parse: (String) -> Value?
+        ) throws -> Value {
             guard let text = flag ?? env(name) else { return defaultValue }
             guard let value = parse(text) else {
                 throw ValidationError("\(option) (\(name)) must be \(expected), not '\(text)'")
@@ -84,19 +89,27 @@ struct DeviceAuthServerCommand: AsyncParsableCommand {
             return value
         }
         func wholeNumber(_ flag: String?, _ option: String, env name: String, default defaultValue: Int, range: ClosedRange<Int>) throws -> Int {
-            try setting(flag, option, env: name, default: defaultValue,
-                        expected: "a whole number from \(range.lowerBound) to \(range.upperBound)") { text in
+            try setting(
+                flag, option, env: name, default: defaultValue,
+                expected: "a whole number from \(range.lowerBound) to \(range.upperBound)"
+            ) { text in
                 Int(text).flatMap { range.contains($0) ? $0 : nil }
             }
         }
         let levels = Logger.Level.allCases.map(\.rawValue)
-        let level = try setting(logLevel, "--log-level", env: "DEVICEAUTH_LOG_LEVEL", default: Logger.Level.info,
-                                expected: "one of \(levels.joined(separator: ", "))") { Logger.Level(rawValue: $0) }
-        let json = try setting(logFormat, "--log-format", env: "DEVICEAUTH_LOG_FORMAT", default: false,
-                               expected: "text or json") { ["text": false, "json": true][$0] }
+        let level = try setting(
+            logLevel, "--log-level", env: "DEVICEAUTH_LOG_LEVEL", default: Logger.Level.info,
+            expected: "one of \(levels.joined(separator: ", "))"
+        ) { Logger.Level(rawValue: $0) }
+        let json = try setting(
+            logFormat, "--log-format", env: "DEVICEAUTH_LOG_FORMAT", default: false,
+            expected: "text or json"
+        ) { ["text": false, "json": true][$0] }
         let port = try wholeNumber(self.port, "--port", env: "DEVICEAUTH_PORT", default: 8080, range: 1...65535)
-        let metricsPort = try setting(self.metricsPort, "--metrics-port", env: "DEVICEAUTH_METRICS_PORT", default: Int?.none,
-                                      expected: "a whole number from 1 to 65535") { text -> Int?? in
+        let metricsPort = try setting(
+            self.metricsPort, "--metrics-port", env: "DEVICEAUTH_METRICS_PORT", default: Int?.none,
+            expected: "a whole number from 1 to 65535"
+        ) { text -> Int?? in
             // Explicitly doubly optional: a refused value must be `nil`, not `.some(nil)` (unset).
             guard let port = Int(text), (1...65535).contains(port) else { return nil }
             return .some(port)
@@ -109,13 +122,17 @@ struct DeviceAuthServerCommand: AsyncParsableCommand {
                 return .some(value)
             }
         }
-        let headerReadTimeout = try optionalWholeNumber(self.headerReadTimeout, "--header-read-timeout", env: "DEVICEAUTH_HEADER_READ_TIMEOUT",
-                                                        range: ServerConfigurationFile.Ranges.headerReadTimeoutSeconds)
-        let idleTimeout = try optionalWholeNumber(self.idleTimeout, "--idle-timeout", env: "DEVICEAUTH_IDLE_TIMEOUT",
-                                                  range: ServerConfigurationFile.Ranges.idleTimeoutSeconds)
-        let maxConnections = try optionalWholeNumber(self.maxConnections, "--max-connections", env: "DEVICEAUTH_MAX_CONNECTIONS",
-                                                     range: ServerConfigurationFile.Ranges.maxConnections)
-        let connections = try wholeNumber(redisConnections, "--redis-connections", env: "DEVICEAUTH_REDIS_CONNECTIONS", default: ServerOptions.defaultRedisConnections, range: 1...64)
+        let headerReadTimeout = try optionalWholeNumber(
+            self.headerReadTimeout, "--header-read-timeout", env: "DEVICEAUTH_HEADER_READ_TIMEOUT",
+            range: ServerConfigurationFile.Ranges.headerReadTimeoutSeconds)
+        let idleTimeout = try optionalWholeNumber(
+            self.idleTimeout, "--idle-timeout", env: "DEVICEAUTH_IDLE_TIMEOUT",
+            range: ServerConfigurationFile.Ranges.idleTimeoutSeconds)
+        let maxConnections = try optionalWholeNumber(
+            self.maxConnections, "--max-connections", env: "DEVICEAUTH_MAX_CONNECTIONS",
+            range: ServerConfigurationFile.Ranges.maxConnections)
+        let connections = try wholeNumber(
+            redisConnections, "--redis-connections", env: "DEVICEAUTH_REDIS_CONNECTIONS", default: ServerOptions.defaultRedisConnections, range: 1...64)
         LoggingSystem.bootstrap { label in
             var handler: any LogHandler = json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
             handler.logLevel = level
@@ -146,4 +163,3 @@ struct DeviceAuthServerCommand: AsyncParsableCommand {
         }
     }
 }
-

@@ -14,9 +14,10 @@ struct ClientAuthLimitTests {
     static let limit = 10
 
     static func limits(perClient: Int?, perIP: Int?) -> RateLimitSettings {
-        RateLimitSettings(deviceAuthorizationsPerIP: nil, deviceAuthorizationsPerClient: nil, unknownDeviceCodesPerIP: nil,
-                          failedClientAuthenticationsPerClient: perClient.map { RateLimit($0, per: .seconds(3600)) },
-                          failedClientAuthenticationsPerIP: perIP.map { RateLimit($0, per: .seconds(3600)) })
+        RateLimitSettings(
+            deviceAuthorizationsPerIP: nil, deviceAuthorizationsPerClient: nil, unknownDeviceCodesPerIP: nil,
+            failedClientAuthenticationsPerClient: perClient.map { RateLimit($0, per: .seconds(3600)) },
+            failedClientAuthenticationsPerIP: perIP.map { RateLimit($0, per: .seconds(3600)) })
     }
 
     static func authorize(_ client: some TestClientProtocol, secret: String, basic: Bool) async throws -> TestResponse {
@@ -25,19 +26,24 @@ struct ClientAuthLimitTests {
             : try await client.postForm("/oauth/device_authorization", [("client_id", "svc"), ("client_secret", secret)])
     }
 
-    @Test("200 concurrent wrong secrets across two nodes, limit 10 per client → exactly 10 × 401 invalid_client, 190 × 429 with Retry-After; then the right secret → 429 too",
-          arguments: [(10, nil), (nil, 10)] as [(Int?, Int?)])
+    @Test(
+        "200 concurrent wrong secrets across two nodes, limit 10 per client → exactly 10 × 401 invalid_client, 190 × 429 with Retry-After; then the right secret → 429 too",
+        arguments: [(10, nil), (nil, 10)] as [(Int?, Int?)])
     func burstAcrossTwoNodes(perClient: Int?, perIP: Int?) async throws {
         let prefix = HTTPFixture.uniquePrefix()
         let first = try await HTTPFixture(keyPrefix: prefix, rateLimits: Self.limits(perClient: perClient, perIP: perIP))
         let second = try await HTTPFixture(keyPrefix: prefix, rateLimits: Self.limits(perClient: perClient, perIP: perIP))
-        defer { first.shutdown(); second.shutdown() }
+        defer {
+            first.shutdown()
+            second.shutdown()
+        }
         try await first.app.test(.router) { one in
             try await second.app.test(.router) { two in
                 let answers = try await withThrowingTaskGroup(of: (Int, String?, String?).self) { group in
                     for index in 0..<200 {
                         group.addTask {
-                            let response = index % 2 == 0
+                            let response =
+                                index % 2 == 0
                                 ? try await Self.authorize(one, secret: "wrong-\(index)", basic: index % 4 == 0)
                                 : try await Self.authorize(two, secret: "wrong-\(index)", basic: index % 4 == 1)
                             return (Int(response.status.code), response.oauthError, response.headers[.retryAfter])

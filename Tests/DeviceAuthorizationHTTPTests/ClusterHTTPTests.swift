@@ -11,9 +11,11 @@ import Testing
 /// The HTTP routes on the Redis Cluster of `make test-cluster` (Tests/Support/with-redis-cluster.sh):
 /// the same answers as on one Redis, with grants, user-code indexes and rate-limit counters spread
 /// over three primaries.
-@Suite("HTTP routes on a Redis Cluster", .enabled(
-    if: ProcessInfo.processInfo.environment["REDIS_CLUSTER_URL"] != nil || ProcessInfo.processInfo.environment["DEVICEAUTH_REQUIRE_CLUSTER"] == "1",
-    "REDIS_CLUSTER_URL is not set: the Redis Cluster suites run with `make test-cluster` (Tests/Support/with-redis-cluster.sh)"))
+@Suite(
+    "HTTP routes on a Redis Cluster",
+    .enabled(
+        if: ProcessInfo.processInfo.environment["REDIS_CLUSTER_URL"] != nil || ProcessInfo.processInfo.environment["DEVICEAUTH_REQUIRE_CLUSTER"] == "1",
+        "REDIS_CLUSTER_URL is not set: the Redis Cluster suites run with `make test-cluster` (Tests/Support/with-redis-cluster.sh)"))
 struct ClusterHTTPTests {
     static func clusterURL() throws -> String {
         guard let url = ProcessInfo.processInfo.environment["REDIS_CLUSTER_URL"] else {
@@ -55,8 +57,9 @@ struct ClusterHTTPTests {
     @Test("40 devices approved and redeemed concurrently across the primaries: 40 tokens, each polled again gets its own token back, replays from elsewhere refused")
     func manyGrants() async throws {
         // The default 30 device authorizations a minute per address would stop a single test client.
-        let fixture = try await HTTPFixture(trustedProxies: ["127.0.0.1"], redisURL: try Self.clusterURL(),
-                                            rateLimits: RateLimitSettings(deviceAuthorizationsPerIP: nil, deviceAuthorizationsPerClient: nil))
+        let fixture = try await HTTPFixture(
+            trustedProxies: ["127.0.0.1"], redisURL: try Self.clusterURL(),
+            rateLimits: RateLimitSettings(deviceAuthorizationsPerIP: nil, deviceAuthorizationsPerClient: nil))
         defer { fixture.shutdown() }
         try await fixture.app.test(.live) { client async throws -> Void in
             let issued = try await withThrowingTaskGroup(of: (String, String).self) { group in
@@ -80,9 +83,11 @@ struct ClusterHTTPTests {
             let answers = try await withThrowingTaskGroup(of: [TestResponse].self) { group in
                 for (deviceCode, _) in issued {
                     group.addTask {
-                        [try await client.poll(deviceCode: deviceCode, clientID: "fast"),
-                         try await client.poll(deviceCode: deviceCode, clientID: "fast"),
-                         try await client.poll(deviceCode: deviceCode, clientID: "fast", headers: elsewhere)]
+                        [
+                            try await client.poll(deviceCode: deviceCode, clientID: "fast"),
+                            try await client.poll(deviceCode: deviceCode, clientID: "fast"),
+                            try await client.poll(deviceCode: deviceCode, clientID: "fast", headers: elsewhere),
+                        ]
                     }
                 }
                 return try await group.reduce(into: []) { $0.append($1) }
@@ -95,21 +100,26 @@ struct ClusterHTTPTests {
 
     @Test("rate limits on the cluster: per-client device authorizations and unknown device codes per IP")
     func rateLimits() async throws {
-        let fixture = try await HTTPFixture(trustedProxies: ["127.0.0.1"], redisURL: try Self.clusterURL(),
-                                            rateLimits: RateLimitSettings(deviceAuthorizationsPerIP: nil, deviceAuthorizationsPerClient: RateLimit(100, per: .seconds(3600)),
-                                                                          unknownDeviceCodesPerIP: RateLimit(3, per: .seconds(3600))))
+        let fixture = try await HTTPFixture(
+            trustedProxies: ["127.0.0.1"], redisURL: try Self.clusterURL(),
+            rateLimits: RateLimitSettings(
+                deviceAuthorizationsPerIP: nil, deviceAuthorizationsPerClient: RateLimit(100, per: .seconds(3600)),
+                unknownDeviceCodesPerIP: RateLimit(3, per: .seconds(3600))))
         defer { fixture.shutdown() }
         try await fixture.app.test(.live) { client async throws -> Void in
             // "limited" allows two device authorizations a minute; counted in the cluster, not per node.
             for _ in 0..<2 { _ = try await client.issue(clientID: "limited", headers: RateLimitTests.from("198.51.100.10")) }
-            RateLimitTests.expectLimited(try await client.postForm("/oauth/device_authorization", [("client_id", "limited")],
-                                                                   headers: RateLimitTests.from("198.51.100.11")))
+            RateLimitTests.expectLimited(
+                try await client.postForm(
+                    "/oauth/device_authorization", [("client_id", "limited")],
+                    headers: RateLimitTests.from("198.51.100.11")))
 
             let live = try await client.issue(clientID: "fast").deviceCode
             let attacker = RateLimitTests.from("203.0.113.90")
             for letter in ["J", "K", "L"] {
-                expectOAuthError(try await client.poll(deviceCode: "abcd." + String(repeating: letter, count: 43), clientID: "fast", headers: attacker),
-                                 "invalid_grant")
+                expectOAuthError(
+                    try await client.poll(deviceCode: "abcd." + String(repeating: letter, count: 43), clientID: "fast", headers: attacker),
+                    "invalid_grant")
             }
             RateLimitTests.expectLimited(try await client.poll(deviceCode: "abcd." + String(repeating: "M", count: 43), clientID: "fast", headers: attacker))
             RateLimitTests.expectLimited(try await client.poll(deviceCode: live, clientID: "fast", headers: attacker))

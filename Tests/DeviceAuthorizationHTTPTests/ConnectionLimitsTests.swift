@@ -9,7 +9,7 @@ import NIOCore
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A blocking TCP client socket for connections that misbehave on purpose (half a request head,
@@ -29,7 +29,10 @@ final class RawSocket: @unchecked Sendable {
         let connected = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard connected == 0 else { close(fd); throw POSIXError(.ECONNREFUSED) }
+        guard connected == 0 else {
+            close(fd)
+            throw POSIXError(.ECONNREFUSED)
+        }
         var seconds = timeval(tv_sec: Int(hangGuard.components.seconds), tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &seconds, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &seconds, socklen_t(MemoryLayout<timeval>.size))
@@ -64,7 +67,10 @@ final class RawSocket: @unchecked Sendable {
             let text = String(decoding: received, as: UTF8.self)
             guard ready > 0 else { return .stillOpen(received: text) }
             let count = recv(fd, &buffer, buffer.count, 0)
-            if count > 0 { received += buffer[0..<count]; continue }
+            if count > 0 {
+                received += buffer[0..<count]
+                continue
+            }
             if count == 0 || errno == ECONNRESET { return .closed(received: text) }
             return .stillOpen(received: text)
         }
@@ -79,8 +85,9 @@ final class RawSocket: @unchecked Sendable {
             if let end = text.range(of: "\r\n\r\n") {
                 let head = text[..<end.lowerBound].lowercased()
                 if let line = head.split(separator: "\r\n").first(where: { $0.hasPrefix("content-length:") }),
-                   let length = Int(line.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)),
-                   text[end.upperBound...].utf8.count >= length {
+                    let length = Int(line.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)),
+                    text[end.upperBound...].utf8.count >= length
+                {
                     return text
                 }
             }
@@ -108,8 +115,9 @@ struct ConnectionLimitsTests {
     static func withServer(_ limits: ConnectionLimits, _ body: @escaping @Sendable (Int) async throws -> Void) async throws {
         let fixture = try await HTTPFixture(rateLimits: .off)
         defer { fixture.shutdown() }
-        let app = Application(router: fixture.routes.makeRouter(), server: .deviceAuthorization(limits: limits),
-                              configuration: .init(address: .hostname("127.0.0.1", port: 0)))
+        let app = Application(
+            router: fixture.routes.makeRouter(), server: .deviceAuthorization(limits: limits),
+            configuration: .init(address: .hostname("127.0.0.1", port: 0)))
         try await app.test(.live) { client in try await body(try #require(client.port)) }
     }
 
@@ -135,8 +143,9 @@ struct ConnectionLimitsTests {
             }
             #expect(endings.healthz?.hasPrefix("HTTP/1.1 200") == true, "\(endings.healthz ?? "no answer")")
             #expect(endings.endings.count == 300)
-            #expect(endings.endings.allSatisfy { $0 == .closed(received: "") },
-                    "closed: \(endings.endings.filter { if case .closed = $0 { true } else { false } }.count) of 300")
+            #expect(
+                endings.endings.allSatisfy { $0 == .closed(received: "") },
+                "closed: \(endings.endings.filter { if case .closed = $0 { true } else { false } }.count) of 300")
             // Still serving afterwards, on a new connection (the test client's own idle connection
             // was closed by the same deadline).
             let after = try await onThread { () -> String? in
@@ -168,7 +177,9 @@ struct ConnectionLimitsTests {
         }
     }
 
-    @Test("the deadline moves earlier and later: a kept-alive connection that starts a head after an answer gets the short header-read timeout, not its long idle one; a connection busy for longer than the header-read timeout is never closed")
+    @Test(
+        "the deadline moves earlier and later: a kept-alive connection that starts a head after an answer gets the short header-read timeout, not its long idle one; a connection busy for longer than the header-read timeout is never closed"
+    )
     func deadlinesFollowEachRequest() async throws {
         try await Self.withServer(ConnectionLimits(headerReadTimeout: .seconds(2), idleTimeout: .seconds(600))) { port in
             let (busyAnswers, busyEnding, slowAnswer, slowEnding) = try await onThread {

@@ -57,14 +57,16 @@ struct DeviceAuthorizationEndpointTests {
         defer { fixture.shutdown() }
         try await fixture.app.test(.router) { client in
             expectOAuthError(try await client.postForm("/oauth/device_authorization", [("client_id", "svc")]), "invalid_client", status: .unauthorized)
-            let ok = try await client.postForm("/oauth/device_authorization", [],
-                                               headers: [.authorization: basicAuthorization("svc", confidentialSecret)])
+            let ok = try await client.postForm(
+                "/oauth/device_authorization", [],
+                headers: [.authorization: basicAuthorization("svc", confidentialSecret)])
             #expect(ok.status == .ok)
             let post = try await client.postForm("/oauth/device_authorization", [("client_id", "svc"), ("client_secret", confidentialSecret)])
             #expect(post.status == .ok)
             // Only HTTP Basic, no body at all.
-            let bare = try await client.execute(uri: "/oauth/device_authorization", method: .post,
-                                                headers: [.authorization: basicAuthorization("svc", confidentialSecret)])
+            let bare = try await client.execute(
+                uri: "/oauth/device_authorization", method: .post,
+                headers: [.authorization: basicAuthorization("svc", confidentialSecret)])
             #expect(bare.status == .ok)
         }
     }
@@ -84,15 +86,17 @@ struct DeviceAuthorizationEndpointTests {
         }
     }
 
-    @Test("bad requests → 400 invalid_request, never 500", arguments: [
-        ("application/json", #"{"client_id":"cli"}"#),
-        ("application/x-www-form-urlencoded", "scope=profile"),
-        ("application/x-www-form-urlencoded", "client_id=cli&client_id=cli"),
-        ("application/x-www-form-urlencoded", "client_id=cli&scope=profile&scope=email"),
-        ("application/x-www-form-urlencoded", "client_id=%E0%A4%A"),
-        ("text/plain", "client_id=cli"),
-        ("", "client_id=cli"),
-    ])
+    @Test(
+        "bad requests → 400 invalid_request, never 500",
+        arguments: [
+            ("application/json", #"{"client_id":"cli"}"#),
+            ("application/x-www-form-urlencoded", "scope=profile"),
+            ("application/x-www-form-urlencoded", "client_id=cli&client_id=cli"),
+            ("application/x-www-form-urlencoded", "client_id=cli&scope=profile&scope=email"),
+            ("application/x-www-form-urlencoded", "client_id=%E0%A4%A"),
+            ("text/plain", "client_id=cli"),
+            ("", "client_id=cli"),
+        ])
     func invalidRequests(contentType: String, body: String) async throws {
         let fixture = try await HTTPFixture()
         defer { fixture.shutdown() }
@@ -110,11 +114,13 @@ struct DeviceAuthorizationEndpointTests {
         defer { fixture.shutdown() }
         try await fixture.app.test(.router) { client in
             let body = "client_id=cli&scope=" + String(repeating: "a", count: 20_000)
-            let response = try await client.execute(uri: "/oauth/device_authorization", method: .post,
-                                                    headers: [.contentType: "application/x-www-form-urlencoded"], body: ByteBuffer(string: body))
+            let response = try await client.execute(
+                uri: "/oauth/device_authorization", method: .post,
+                headers: [.contentType: "application/x-www-form-urlencoded"], body: ByteBuffer(string: body))
             expectOAuthError(response, "invalid_request", status: .contentTooLarge)
-            let token = try await client.execute(uri: "/oauth/token", method: .post,
-                                                 headers: [.contentType: "application/x-www-form-urlencoded"], body: ByteBuffer(string: body))
+            let token = try await client.execute(
+                uri: "/oauth/token", method: .post,
+                headers: [.contentType: "application/x-www-form-urlencoded"], body: ByteBuffer(string: body))
             expectOAuthError(token, "invalid_request", status: .contentTooLarge)
         }
     }

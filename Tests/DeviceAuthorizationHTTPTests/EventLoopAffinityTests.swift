@@ -45,8 +45,9 @@ struct EventLoopAffinityTests {
         configuration.connectionCount = ServerOptions.defaultRedisConnections
         let redis = RedisClient(configuration: configuration)
         defer { redis.shutdown() }
-        let app = Application(router: Self.router(redis: redis), server: .deviceAuthorization(limits: ConnectionLimits(), onEventLoops: onEventLoops),
-                              configuration: .init(address: .hostname("127.0.0.1", port: 0)))
+        let app = Application(
+            router: Self.router(redis: redis), server: .deviceAuthorization(limits: ConnectionLimits(), onEventLoops: onEventLoops),
+            configuration: .init(address: .hostname("127.0.0.1", port: 0)))
         let answers = try await app.test(.live) { client in
             let port = try #require(client.port)
             // 20 requests, each on a fresh connection (`Connection: close`), so they spread over the loops.

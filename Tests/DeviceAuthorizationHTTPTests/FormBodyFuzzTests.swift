@@ -1,6 +1,7 @@
 import Foundation
 import RedisClient
 import Testing
+
 @testable import DeviceAuthorizationHTTP
 
 @Suite("Fuzz: form bodies", .serialized)
@@ -54,11 +55,13 @@ struct FormBodyFuzzTests {
                 }
             } catch let failure as FormBody.Failure {
                 guard failure == .malformed || { if case .repeated = failure { return true } else { return false } }() else {
-                    Issue.record("\(body.debugDescription): unexpected failure \(failure)"); return
+                    Issue.record("\(body.debugDescription): unexpected failure \(failure)")
+                    return
                 }
                 refused += 1
             } catch {
-                Issue.record("\(body.debugDescription): untyped error \(error)"); return
+                Issue.record("\(body.debugDescription): untyped error \(error)")
+                return
             }
         }
         #expect(parsed > 1_000 && refused > 1_000, "both outcomes reached: \(parsed) parsed, \(refused) refused")

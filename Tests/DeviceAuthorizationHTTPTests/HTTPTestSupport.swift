@@ -29,22 +29,29 @@ let testClients: [RegisteredClient] = [
     RegisteredClient(clientID: "svc", displayName: "Confidential Service", allowedScopes: ["profile"], secret: confidentialSecret),
     RegisteredClient(clientID: "short", displayName: "Short-lived", allowedScopes: ["profile"], codeLifetime: .seconds(1), pollingInterval: 0),
     RegisteredClient(clientID: "fast", displayName: "Fast poller", allowedScopes: ["profile", "email"], pollingInterval: 0),
-    RegisteredClient(clientID: "limited", displayName: "Client with its own rate limit", allowedScopes: ["profile"],
-                     deviceAuthorizationLimit: RateLimit(2, per: .seconds(3600))),
-    RegisteredClient(clientID: "aud-cli", displayName: "Client with its own audience", allowedScopes: ["profile"], pollingInterval: 0,
-                     audience: "https://api.example.test"),
-    RegisteredClient(clientID: "rt", displayName: "Refreshing CLI", allowedScopes: ["profile", "email", "offline_access"], defaultScopes: ["profile"],
-                     pollingInterval: 0, refreshTokens: true),
+    RegisteredClient(
+        clientID: "limited", displayName: "Client with its own rate limit", allowedScopes: ["profile"],
+        deviceAuthorizationLimit: RateLimit(2, per: .seconds(3600))),
+    RegisteredClient(
+        clientID: "aud-cli", displayName: "Client with its own audience", allowedScopes: ["profile"], pollingInterval: 0,
+        audience: "https://api.example.test"),
+    RegisteredClient(
+        clientID: "rt", displayName: "Refreshing CLI", allowedScopes: ["profile", "email", "offline_access"], defaultScopes: ["profile"],
+        pollingInterval: 0, refreshTokens: true),
     RegisteredClient(clientID: "rt-other", displayName: "Other refreshing CLI", allowedScopes: ["profile", "email"], pollingInterval: 0, refreshTokens: true),
-    RegisteredClient(clientID: "offline", displayName: "Offline-access CLI", allowedScopes: ["profile", "offline_access"], defaultScopes: ["profile"],
-                     pollingInterval: 0),
-    RegisteredClient(clientID: "rt-svc", displayName: "Refreshing service", allowedScopes: ["profile"], secret: confidentialSecret, pollingInterval: 0,
-                     refreshTokens: true),
+    RegisteredClient(
+        clientID: "offline", displayName: "Offline-access CLI", allowedScopes: ["profile", "offline_access"], defaultScopes: ["profile"],
+        pollingInterval: 0),
+    RegisteredClient(
+        clientID: "rt-svc", displayName: "Refreshing service", allowedScopes: ["profile"], secret: confidentialSecret, pollingInterval: 0,
+        refreshTokens: true),
     // 5 s: a busy machine must not let the token die between the redemption and the rotation.
-    RegisteredClient(clientID: "rt-idle", displayName: "Short idle refresh", allowedScopes: ["profile"], pollingInterval: 0, refreshTokens: true,
-                     refreshIdleLifetime: .seconds(5)),
-    RegisteredClient(clientID: "rt-abs", displayName: "Short absolute refresh", allowedScopes: ["profile"], pollingInterval: 0, refreshTokens: true,
-                     refreshAbsoluteLifetime: .seconds(3)),
+    RegisteredClient(
+        clientID: "rt-idle", displayName: "Short idle refresh", allowedScopes: ["profile"], pollingInterval: 0, refreshTokens: true,
+        refreshIdleLifetime: .seconds(5)),
+    RegisteredClient(
+        clientID: "rt-abs", displayName: "Short absolute refresh", allowedScopes: ["profile"], pollingInterval: 0, refreshTokens: true,
+        refreshAbsoluteLifetime: .seconds(3)),
 ]
 
 /// Routes on the shared test Redis (REDIS_URL) with their own key prefix.
@@ -54,11 +61,13 @@ struct HTTPFixture {
     let routes: DeviceAuthorizationRoutes
     let tokens: JWTTokenIssuer
 
-    init(users: (any UserAuthenticator)? = nil, trustedProxies: [String] = [], redisURL: String? = nil,
-         keyPrefix: String? = nil, signingKeyPEM: String? = nil, secureCookies: Bool? = nil, publicBaseURL: String? = nil,
-         rateLimits: RateLimitSettings = RateLimitSettings(), maxBodySize: Int = 16 * 1024,
-         configureStore: (inout DeviceCodeStoreConfiguration) -> Void = { _ in },
-         configureHTTP: (inout DeviceAuthorizationHTTPConfiguration) -> Void = { _ in }) async throws {
+    init(
+        users: (any UserAuthenticator)? = nil, trustedProxies: [String] = [], redisURL: String? = nil,
+        keyPrefix: String? = nil, signingKeyPEM: String? = nil, secureCookies: Bool? = nil, publicBaseURL: String? = nil,
+        rateLimits: RateLimitSettings = RateLimitSettings(), maxBodySize: Int = 16 * 1024,
+        configureStore: (inout DeviceCodeStoreConfiguration) -> Void = { _ in },
+        configureHTTP: (inout DeviceAuthorizationHTTPConfiguration) -> Void = { _ in }
+    ) async throws {
         _ = TestMetrics.shared
         guard let url = redisURL ?? ProcessInfo.processInfo.environment["REDIS_URL"] else {
             fatalError("REDIS_URL is not set: run the tests through Tests/Support/with-redis.sh")
@@ -71,13 +80,16 @@ struct HTTPFixture {
         configureStore(&storeConfiguration)
         store = DeviceCodeStore(client: redis, configuration: storeConfiguration)
         tokens = try await JWTTokenIssuer(issuer: "https://auth.test", privateKeyPEM: signingKeyPEM)
-        var httpConfiguration = DeviceAuthorizationHTTPConfiguration(issuer: "https://auth.test", publicBaseURL: publicBaseURL, trustedProxies: try TrustedProxies(trustedProxies), secret: testSecret,
-                                                                     secureCookies: secureCookies, maxBodySize: maxBodySize, rateLimits: rateLimits)
+        var httpConfiguration = DeviceAuthorizationHTTPConfiguration(
+            issuer: "https://auth.test", publicBaseURL: publicBaseURL, trustedProxies: try TrustedProxies(trustedProxies), secret: testSecret,
+            secureCookies: secureCookies, maxBodySize: maxBodySize, rateLimits: rateLimits)
         configureHTTP(&httpConfiguration)
         routes = try DeviceAuthorizationRoutes(
             store: store, redis: redis, clients: StaticClientRegistry(clients: testClients),
-            users: users ?? DevelopmentLoginAuthenticator(users: ["alice": "wonderland", "bob": "builder"], secret: testSecret,
-                                                          secureCookies: secureCookies ?? true),
+            users: users
+                ?? DevelopmentLoginAuthenticator(
+                    users: ["alice": "wonderland", "bob": "builder"], secret: testSecret,
+                    secureCookies: secureCookies ?? true),
             tokens: tokens, metrics: DeviceAuthorizationMetrics(registry: TestMetrics.shared.registry),
             configuration: httpConfiguration)
     }
@@ -136,14 +148,16 @@ extension TestClientProtocol {
         let response = try await postForm("/oauth/device_authorization", parameters, headers: headers)
         try #require(response.status == .ok, "device_authorization answered \(response.status): \(String(buffer: response.body))")
         let json = response.json
-        return IssuedGrant(deviceCode: try #require(json["device_code"] as? String, "no device_code in \(json)"),
-                           userCode: try #require(json["user_code"] as? String, "no user_code in \(json)"), json: json)
+        return IssuedGrant(
+            deviceCode: try #require(json["device_code"] as? String, "no device_code in \(json)"),
+            userCode: try #require(json["user_code"] as? String, "no user_code in \(json)"), json: json)
     }
 
     /// Polls the token endpoint.
     func poll(deviceCode: String, clientID: String = "cli", extra: [(String, String)] = [], headers: HTTPFields = [:]) async throws -> TestResponse {
-        try await postForm("/oauth/token", [("grant_type", DeviceAuthorizationRoutes.deviceCodeGrantType), ("device_code", deviceCode), ("client_id", clientID)] + extra,
-                           headers: headers)
+        try await postForm(
+            "/oauth/token", [("grant_type", DeviceAuthorizationRoutes.deviceCodeGrantType), ("device_code", deviceCode), ("client_id", clientID)] + extra,
+            headers: headers)
     }
 }
 
@@ -166,8 +180,10 @@ extension TestResponse {
 }
 
 /// Expects an RFC 6749 §5.2 error answer.
-func expectOAuthError(_ response: TestResponse, _ code: String, status: HTTPResponse.Status = .badRequest,
-                      sourceLocation: SourceLocation = #_sourceLocation) {
+func expectOAuthError(
+    _ response: TestResponse, _ code: String, status: HTTPResponse.Status = .badRequest,
+    sourceLocation: SourceLocation = #_sourceLocation
+) {
     #expect(response.status == status, "status for \(code): \(response.text)", sourceLocation: sourceLocation)
     #expect(response.oauthError == code, "body: \(response.text)", sourceLocation: sourceLocation)
     #expect(response.json["error_description"] is String, sourceLocation: sourceLocation)
@@ -200,7 +216,8 @@ final class Browser: @unchecked Sendable {
 
     func headers(_ extra: HTTPFields = [:]) -> HTTPFields {
         var headers = extra
-        lock.lock(); defer { lock.unlock() }
+        lock.lock()
+        defer { lock.unlock() }
         if !cookies.isEmpty {
             headers[.cookie] = cookies.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "; ")
         }
@@ -208,7 +225,8 @@ final class Browser: @unchecked Sendable {
     }
 
     func remember(_ response: TestResponse) {
-        lock.lock(); defer { lock.unlock() }
+        lock.lock()
+        defer { lock.unlock() }
         for header in response.headers[values: .setCookie] {
             let pair = header.split(separator: ";", maxSplits: 1)[0]
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
@@ -234,8 +252,10 @@ final class Browser: @unchecked Sendable {
 
     /// Presses Approve or Deny (`action`) on a confirmation page: posts the page's hidden code,
     /// grant id and CSRF token, as the page's form does.
-    func decide(_ client: some TestClientProtocol, _ action: String, on page: TestResponse, headers: HTTPFields = [:],
-                sourceLocation: SourceLocation = #_sourceLocation) async throws -> TestResponse {
+    func decide(
+        _ client: some TestClientProtocol, _ action: String, on page: TestResponse, headers: HTTPFields = [:],
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws -> TestResponse {
         var form = [("action", action)]
         for name in ["user_code", "grant_id", "csrf_token"] {
             form.append((name, try #require(hiddenField(name, in: page.text), "no hidden \(name) on the confirmation page", sourceLocation: sourceLocation)))

@@ -37,8 +37,10 @@ struct HostileInputTests {
         var error: String?
         var testDescription: String { name }
 
-        init(_ name: String, _ path: String, contentType: String? = "application/x-www-form-urlencoded",
-             _ body: String, _ status: HTTPResponse.Status, _ error: String? = nil, method: HTTPRequest.Method = .post) {
+        init(
+            _ name: String, _ path: String, contentType: String? = "application/x-www-form-urlencoded",
+            _ body: String, _ status: HTTPResponse.Status, _ error: String? = nil, method: HTTPRequest.Method = .post
+        ) {
             self.name = name
             self.method = method
             self.path = path
@@ -104,11 +106,13 @@ struct HostileInputTests {
         Case("repeated empty scope", deviceAuthorization, "client_id=cli&scope=&scope=", .badRequest, "invalid_request"),
         // Content types.
         Case("JSON body", deviceAuthorization, contentType: "application/json", #"{"client_id":"cli"}"#, .badRequest, "invalid_request"),
-        Case("JSON body at the token endpoint", token, contentType: "application/json",
-             #"{"grant_type":"urn:ietf:params:oauth:grant-type:device_code","client_id":"cli","device_code":"x"}"#, .badRequest, "invalid_request"),
+        Case(
+            "JSON body at the token endpoint", token, contentType: "application/json",
+            #"{"grant_type":"urn:ietf:params:oauth:grant-type:device_code","client_id":"cli","device_code":"x"}"#, .badRequest, "invalid_request"),
         Case("JSON body sent as a form", deviceAuthorization, #"{"client_id":"cli"}"#, .badRequest, "invalid_request"),
-        Case("multipart body", deviceAuthorization, contentType: "multipart/form-data; boundary=x",
-             "--x\r\nContent-Disposition: form-data; name=\"client_id\"\r\n\r\ncli\r\n--x--\r\n", .badRequest, "invalid_request"),
+        Case(
+            "multipart body", deviceAuthorization, contentType: "multipart/form-data; boundary=x",
+            "--x\r\nContent-Disposition: form-data; name=\"client_id\"\r\n\r\ncli\r\n--x--\r\n", .badRequest, "invalid_request"),
         Case("text/plain", token, contentType: "text/plain", grant, .badRequest, "invalid_request"),
         Case("no content type with a body", token, contentType: nil, grant, .badRequest, "invalid_request"),
         Case("garbage content type", deviceAuthorization, contentType: ";;;", "client_id=cli", .badRequest, "invalid_request"),
@@ -125,14 +129,16 @@ struct HostileInputTests {
         try await fixture.app.test(.router) { client in
             for path in [Self.deviceAuthorization, Self.token] {
                 for body in [Self.overCap, Self.emptyValues, Self.manyParameters] {
-                    let response = try await client.execute(uri: path, method: .post, headers: [.contentType: "application/x-www-form-urlencoded"],
-                                                            body: ByteBuffer(string: body))
+                    let response = try await client.execute(
+                        uri: path, method: .post, headers: [.contentType: "application/x-www-form-urlencoded"],
+                        body: ByteBuffer(string: body))
                     expectOAuthError(response, "invalid_request")
                     #expect(response.json["error_description"] as? String == "too many parameters (at most 64)", "\(path): \(response.text)")
                 }
             }
-            let page = try await client.execute(uri: "/device", method: .post, headers: [.contentType: "application/x-www-form-urlencoded"],
-                                                body: ByteBuffer(string: Self.overCap))
+            let page = try await client.execute(
+                uri: "/device", method: .post, headers: [.contentType: "application/x-www-form-urlencoded"],
+                body: ByteBuffer(string: Self.overCap))
             #expect(page.status == .badRequest)
             #expect(page.headers[.contentType]?.hasPrefix("text/html") == true)
         }
@@ -181,7 +187,8 @@ struct HostileInputTests {
             let csrf = try #require(hiddenField("csrf_token", in: form.text))
             var headers = browser.headers()
             if let contentType = testCase.contentType { headers[.contentType] = contentType }
-            let body = String(decoding: testCase.body, as: UTF8.self) == String(decoding: testCase.body, as: UTF8.self).replacingOccurrences(of: "{csrf}", with: csrf)
+            let body =
+                String(decoding: testCase.body, as: UTF8.self) == String(decoding: testCase.body, as: UTF8.self).replacingOccurrences(of: "{csrf}", with: csrf)
                 ? testCase.body : Array(String(decoding: testCase.body, as: UTF8.self).replacingOccurrences(of: "{csrf}", with: csrf).utf8)
             let response = try await client.execute(uri: testCase.path, method: testCase.method, headers: headers, body: ByteBuffer(bytes: body))
             #expect(response.status == testCase.status, "\(response.text.prefix(300))")
@@ -192,13 +199,15 @@ struct HostileInputTests {
         }
     }
 
-    @Test("GET /device with a huge or malformed user_code query: the code form (no lookup), only code-alphabet characters echoed", arguments: [
-        "/device?user_code=" + String(repeating: "B", count: 6_000),
-        "/device?user_code=%ZZ%",
-        "/device?user_code=%FF%FE",
-        "/device?user_code=BBBB-BBBB&user_code=CCCC-CCCC&user_code=" + String(repeating: "D", count: 100),
-        "/device?user_code=%3Cscript%3E" + String(repeating: "x", count: 200),
-    ])
+    @Test(
+        "GET /device with a huge or malformed user_code query: the code form (no lookup), only code-alphabet characters echoed",
+        arguments: [
+            "/device?user_code=" + String(repeating: "B", count: 6_000),
+            "/device?user_code=%ZZ%",
+            "/device?user_code=%FF%FE",
+            "/device?user_code=BBBB-BBBB&user_code=CCCC-CCCC&user_code=" + String(repeating: "D", count: 100),
+            "/device?user_code=%3Cscript%3E" + String(repeating: "x", count: 200),
+        ])
     func hugeQuery(_ uri: String) async throws {
         let fixture = try await Self.shared.get()
         try await fixture.app.test(.router) { client in
@@ -264,7 +273,8 @@ struct HostileInputTests {
                 }
             }
             // A Content-Length over the limit is refused before the body arrives.
-            let declared = Array("POST /oauth/device_authorization HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000000000".utf8)
+            let declared = Array(
+                "POST /oauth/device_authorization HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000000000".utf8)
             let early = try await RawHTTP.request(port: port, head: declared, bodyChunks: [Array("client_id=cli".utf8)], timeout: .seconds(20))
             #expect(early.status == 413, "\(early.head)")
             #expect(try await client.execute(uri: "/healthz", method: .get).status == .ok)

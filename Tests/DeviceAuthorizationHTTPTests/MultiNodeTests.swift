@@ -18,7 +18,10 @@ struct MultiNodeTests {
         let pem = ES256PrivateKey().pemRepresentation
         let nodeA = try await HTTPFixture(trustedProxies: ["127.0.0.1", "::1"], keyPrefix: prefix, signingKeyPEM: pem)
         let nodeB = try await HTTPFixture(trustedProxies: ["127.0.0.1", "::1"], keyPrefix: prefix, signingKeyPEM: pem)
-        defer { nodeA.shutdown(); nodeB.shutdown() }
+        defer {
+            nodeA.shutdown()
+            nodeB.shutdown()
+        }
         try await nodeA.app.test(.live) { a in
             try await nodeB.app.test(.live) { b in
                 // Issue on A, approve on B through the page, redeem on A.

@@ -93,8 +93,12 @@ struct OperationsTests {
             // The sign-in attempt limit needs Redis too: it fails closed, as a 503 page.
             let browser = Browser()
             let form = try await browser.get(client, "/device")
-            let signIn = try await browser.post(client, "/device/login", [("username", "alice"), ("password", "wonderland"),
-                                                                         ("csrf_token", try #require(hiddenField("csrf_token", in: form.text)))])
+            let signIn = try await browser.post(
+                client, "/device/login",
+                [
+                    ("username", "alice"), ("password", "wonderland"),
+                    ("csrf_token", try #require(hiddenField("csrf_token", in: form.text))),
+                ])
             #expect(signIn.status == .serviceUnavailable)
             #expect(signIn.headers[.retryAfter] != nil)
         }

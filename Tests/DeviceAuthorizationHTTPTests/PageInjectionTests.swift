@@ -32,7 +32,8 @@ struct PageInjectionTests {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", PythonClient.script("html_structure.py")]
-        let input = Pipe(), output = Pipe()
+        let input = Pipe()
+        let output = Pipe()
         process.standardInput = input
         process.standardOutput = output
         let status: Int32 = try await withCheckedThrowingContinuation { continuation in
@@ -46,8 +47,10 @@ struct PageInjectionTests {
         return text
     }
 
-    static func expectSameStructure(_ page: TestResponse, as baseline: TestResponse, _ what: String,
-                                    sourceLocation: SourceLocation = #_sourceLocation) async throws {
+    static func expectSameStructure(
+        _ page: TestResponse, as baseline: TestResponse, _ what: String,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws {
         #expect(page.status == baseline.status, "\(what): status", sourceLocation: sourceLocation)
         let (got, expected) = (try await structure(page.text), try await structure(baseline.text))
         #expect(got == expected, "\(what): injected markup\n\(page.text)", sourceLocation: sourceLocation)
@@ -59,17 +62,23 @@ struct PageInjectionTests {
         return value.addingPercentEncoding(withAllowedCharacters: allowed)!
     }
 
-    @Test("the code from a link, typed into the form and carried through sign-in: no element or attribute beyond the page's own",
-          arguments: payloads.map(\.name))
+    @Test(
+        "the code from a link, typed into the form and carried through sign-in: no element or attribute beyond the page's own",
+        arguments: payloads.map(\.name))
     func userCodeFields(_ name: String) async throws {
         let payload = try #require(Self.payloads.first { $0.name == name }).value
-        let fixture = try await HTTPFixture(configureStore: { $0.maxFailuresPerCaller = 10_000; $0.maxFailuresPerUser = 10_000; $0.maxFailuresGlobal = 10_000 })
+        let fixture = try await HTTPFixture(configureStore: {
+            $0.maxFailuresPerCaller = 10_000
+            $0.maxFailuresPerUser = 10_000
+            $0.maxFailuresGlobal = 10_000
+        })
         defer { fixture.shutdown() }
         try await fixture.app.test(.router) { client in
             // Not signed in: the sign-in page's hidden user_code.
             let anonymous = Browser()
-            try await Self.expectSameStructure(try await anonymous.get(client, "/device?user_code=" + Self.query(payload)),
-                                               as: try await Browser().get(client, "/device?user_code=BCDF"), "sign-in page from a link")
+            try await Self.expectSameStructure(
+                try await anonymous.get(client, "/device?user_code=" + Self.query(payload)),
+                as: try await Browser().get(client, "/device?user_code=BCDF"), "sign-in page from a link")
             // The sign-in form posted with the payload: wrong password (the page again), right one (the redirect).
             let loginPage = try await anonymous.get(client, "/device")
             let token = try #require(hiddenField("csrf_token", in: loginPage.text))
@@ -81,15 +90,17 @@ struct PageInjectionTests {
             let signedIn = try await anonymous.post(client, "/device/login", [("username", "alice"), ("password", "wonderland"), ("csrf_token", token), ("user_code", payload)])
             #expect(signedIn.status == .seeOther)
             let location = try #require(signedIn.headers[.location])
-            #expect(location.range(of: #"^/device(\?user_code=[BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4})?$"#, options: .regularExpression) != nil,
-                    "the redirect after sign-in carries only a normalized code: \(location)")
+            #expect(
+                location.range(of: #"^/device(\?user_code=[BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4})?$"#, options: .regularExpression) != nil,
+                "the redirect after sign-in carries only a normalized code: \(location)")
 
             // Signed in: the prefilled code, and the code typed into the form (an invalid or unknown code page).
             let browser = anonymous
             let baseline = Browser()
             try await baseline.logIn(client)
-            try await Self.expectSameStructure(try await browser.get(client, "/device?user_code=" + Self.query(payload)),
-                                               as: try await baseline.get(client, "/device?user_code=BCDF"), "code form from a link")
+            try await Self.expectSameStructure(
+                try await browser.get(client, "/device?user_code=" + Self.query(payload)),
+                as: try await baseline.get(client, "/device?user_code=BCDF"), "code form from a link")
             let looked = try await browser.lookup(client, payload)
             let plain = try await baseline.lookup(client, looked.status == .notFound ? "BBBB-BBBB" : "BCD")
             try await Self.expectSameStructure(looked, as: plain, "code form after a lookup (\(looked.status))")
@@ -103,13 +114,15 @@ struct PageInjectionTests {
         defer { fixture.shutdown() }
         try await fixture.app.test(.live) { client in
             let issued = try await client.issue(clientID: "fast", scope: "profile email")
-            let hostile = Browser(), plain = Browser()
+            let hostile = Browser()
+            let plain = Browser()
             let page = try await hostile.get(client, "/device", headers: [Self.userHeader: payload])
             #expect(page.text.contains("alert(1)") || page.text.contains("evil.test"), "the header reached the page: \(page.text)")
             try await Self.expectSameStructure(page, as: try await plain.get(client, "/device", headers: [Self.userHeader: "carol"]), "code form")
             let confirm = try await hostile.lookup(client, issued.userCode, headers: [Self.userHeader: payload])
-            try await Self.expectSameStructure(confirm, as: try await plain.lookup(client, issued.userCode, headers: [Self.userHeader: "carol"]),
-                                               "confirmation page")
+            try await Self.expectSameStructure(
+                confirm, as: try await plain.lookup(client, issued.userCode, headers: [Self.userHeader: "carol"]),
+                "confirmation page")
         }
     }
 }

@@ -1,4 +1,3 @@
-@testable import DeviceAuthorizationHTTP
 import DeviceAuthorization
 import Foundation
 import HTTPTypes
@@ -6,6 +5,8 @@ import Hummingbird
 import HummingbirdTesting
 import NIOCore
 import Testing
+
+@testable import DeviceAuthorizationHTTP
 
 /// Guess limits per address, per person and per network, and the development login's attempt
 /// limit, attacked in bursts across two nodes on one Redis; and what the confirmation page tells
@@ -43,9 +44,17 @@ struct PersonLimitsTests {
     @Test("300 concurrent wrong codes from one address across two nodes, limit 10 → 10 × 404, 290 × 429; then a right code → 429")
     func concurrentGuessesPerAddress() async throws {
         let prefix = HTTPFixture.uniquePrefix()
-        let configure: (inout DeviceCodeStoreConfiguration) -> Void = { $0.maxFailuresPerCaller = 10; $0.maxFailuresPerUser = 10_000; $0.maxFailuresGlobal = 10_000 }
-        let nodeA = try await HTTPFixture(keyPrefix: prefix, configureStore: configure), nodeB = try await HTTPFixture(keyPrefix: prefix, configureStore: configure)
-        defer { nodeA.shutdown(); nodeB.shutdown() }
+        let configure: (inout DeviceCodeStoreConfiguration) -> Void = {
+            $0.maxFailuresPerCaller = 10
+            $0.maxFailuresPerUser = 10_000
+            $0.maxFailuresGlobal = 10_000
+        }
+        let nodeA = try await HTTPFixture(keyPrefix: prefix, configureStore: configure)
+        let nodeB = try await HTTPFixture(keyPrefix: prefix, configureStore: configure)
+        defer {
+            nodeA.shutdown()
+            nodeB.shutdown()
+        }
         try await nodeA.app.test(.router) { a in
             try await nodeB.app.test(.router) { b in
                 let issued = try await a.issue(clientID: "fast")
@@ -63,10 +72,17 @@ struct PersonLimitsTests {
     @Test("one person, 100 concurrent wrong codes across two nodes, per-user limit 5 → 5 × 404, 95 × 429; from fresh addresses still 429; another person is not limited")
     func guessesPerPerson() async throws {
         let prefix = HTTPFixture.uniquePrefix()
-        let configure: (inout DeviceCodeStoreConfiguration) -> Void = { $0.maxFailuresPerCaller = 10_000; $0.maxFailuresPerUser = 5; $0.maxFailuresGlobal = 10_000 }
+        let configure: (inout DeviceCodeStoreConfiguration) -> Void = {
+            $0.maxFailuresPerCaller = 10_000
+            $0.maxFailuresPerUser = 5
+            $0.maxFailuresGlobal = 10_000
+        }
         let nodeA = try await HTTPFixture(trustedProxies: ["127.0.0.1"], keyPrefix: prefix, configureStore: configure)
         let nodeB = try await HTTPFixture(trustedProxies: ["127.0.0.1"], keyPrefix: prefix, configureStore: configure)
-        defer { nodeA.shutdown(); nodeB.shutdown() }
+        defer {
+            nodeA.shutdown()
+            nodeB.shutdown()
+        }
         try await nodeA.app.test(.router) { a in
             try await nodeB.app.test(.router) { b in
                 let alice = Browser()
@@ -92,7 +108,12 @@ struct PersonLimitsTests {
 
     @Test("IPv6: wrong codes from different /64s of one /48 share the /48's budget; another /48 does not")
     func ipv6Networks() async throws {
-        let fixture = try await HTTPFixture(trustedProxies: ["127.0.0.1"], configureStore: { $0.maxFailuresPerCaller = 3; $0.maxFailuresPerUser = 10_000 })
+        let fixture = try await HTTPFixture(
+            trustedProxies: ["127.0.0.1"],
+            configureStore: {
+                $0.maxFailuresPerCaller = 3
+                $0.maxFailuresPerUser = 10_000
+            })
         defer { fixture.shutdown() }
         try await fixture.app.test(.live) { client in
             let browser = Browser()
@@ -100,8 +121,9 @@ struct PersonLimitsTests {
             for network in ["a", "b", "c"] {
                 #expect(try await browser.lookup(client, "BBBB-BBBB", headers: [Self.forwardedFor: "2001:db8:1:\(network)::1"]).status == .notFound)
             }
-            #expect(try await browser.lookup(client, "BBBB-BBBB", headers: [Self.forwardedFor: "2001:db8:1:d::1"]).status == .tooManyRequests,
-                    "a fourth /64 of the same /48")
+            #expect(
+                try await browser.lookup(client, "BBBB-BBBB", headers: [Self.forwardedFor: "2001:db8:1:d::1"]).status == .tooManyRequests,
+                "a fourth /64 of the same /48")
             #expect(try await browser.lookup(client, "BBBB-BBBB", headers: [Self.forwardedFor: "2001:db8:2::1"]).status == .notFound)
         }
         #expect(RequestOrigin(clientIP: "2001:db8:1:a::1").lookupCallers == ["20010db80001000a::/64", "20010db80001::/48"])
@@ -112,8 +134,12 @@ struct PersonLimitsTests {
     func loginBurstPerAddress() async throws {
         let prefix = HTTPFixture.uniquePrefix()
         let limits = RateLimitSettings(loginFailuresPerIP: RateLimit(7, per: .seconds(900)), loginFailuresPerUser: nil)
-        let nodeA = try await HTTPFixture(keyPrefix: prefix, rateLimits: limits), nodeB = try await HTTPFixture(keyPrefix: prefix, rateLimits: limits)
-        defer { nodeA.shutdown(); nodeB.shutdown() }
+        let nodeA = try await HTTPFixture(keyPrefix: prefix, rateLimits: limits)
+        let nodeB = try await HTTPFixture(keyPrefix: prefix, rateLimits: limits)
+        defer {
+            nodeA.shutdown()
+            nodeB.shutdown()
+        }
         try await nodeA.app.test(.router) { a in
             try await nodeB.app.test(.router) { b in
                 let browser = Browser()
@@ -135,8 +161,12 @@ struct PersonLimitsTests {
     func loginBurstPerUser() async throws {
         let prefix = HTTPFixture.uniquePrefix()
         let limits = RateLimitSettings(loginFailuresPerIP: nil, loginFailuresPerUser: RateLimit(4, per: .seconds(900)))
-        let nodeA = try await HTTPFixture(keyPrefix: prefix, rateLimits: limits), nodeB = try await HTTPFixture(keyPrefix: prefix, rateLimits: limits)
-        defer { nodeA.shutdown(); nodeB.shutdown() }
+        let nodeA = try await HTTPFixture(keyPrefix: prefix, rateLimits: limits)
+        let nodeB = try await HTTPFixture(keyPrefix: prefix, rateLimits: limits)
+        defer {
+            nodeA.shutdown()
+            nodeB.shutdown()
+        }
         try await nodeA.app.test(.router) { a in
             try await nodeB.app.test(.router) { b in
                 let browser = Browser()
@@ -145,8 +175,11 @@ struct PersonLimitsTests {
                 let counts = try await Self.burst([a, b], path: "/device/login", headers: browser.headers(), forms: forms)
                 #expect(counts == [401: 4, 429: 46], "\(counts)")
                 #expect(try await browser.post(a, "/device/login", [("username", "alice"), ("password", "wonderland"), ("csrf_token", token)]).status == .tooManyRequests)
-                #expect(try await Browser().post(b, "/device/login", [("username", "bob"), ("password", "builder"), ("csrf_token", token)],
-                                                 headers: browser.headers()).status == .seeOther)
+                #expect(
+                    try await Browser().post(
+                        b, "/device/login", [("username", "bob"), ("password", "builder"), ("csrf_token", token)],
+                        headers: browser.headers()
+                    ).status == .seeOther)
             }
         }
     }
@@ -160,7 +193,8 @@ struct PersonLimitsTests {
             let token = try #require(hiddenField("csrf_token", in: try await browser.get(client, "/device").text))
             let headers = browser.headers()
             for _ in 0..<20 {
-                #expect(try await client.postForm("/device/login", [("username", "alice"), ("password", "wonderland"), ("csrf_token", token)], headers: headers).status == .seeOther)
+                #expect(
+                    try await client.postForm("/device/login", [("username", "alice"), ("password", "wonderland"), ("csrf_token", token)], headers: headers).status == .seeOther)
             }
             let wrong = (0..<3).map { _ in [("username", "alice"), ("password", "nope"), ("csrf_token", token)] }
             var statuses: [HTTPResponse.Status] = []

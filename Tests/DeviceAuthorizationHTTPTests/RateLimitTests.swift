@@ -19,15 +19,18 @@ struct RateLimitTests {
     static func expectLimited(_ response: TestResponse, window: Int = 3600, sourceLocation: SourceLocation = #_sourceLocation) {
         expectOAuthError(response, "temporarily_unavailable", status: .tooManyRequests, sourceLocation: sourceLocation)
         let retryAfter = response.headers[.retryAfter].flatMap(Int.init)
-        #expect(retryAfter.map { (1...2 * window).contains($0) } == true, "Retry-After: \(response.headers[.retryAfter] ?? "none")",
-                sourceLocation: sourceLocation)
+        #expect(
+            retryAfter.map { (1...2 * window).contains($0) } == true, "Retry-After: \(response.headers[.retryAfter] ?? "none")",
+            sourceLocation: sourceLocation)
     }
 
     @Test("device authorization per IP: the 4th request of an IP is refused, another IP is not; a flood stores nothing")
     func deviceAuthorizationPerIP() async throws {
-        let fixture = try await HTTPFixture(trustedProxies: ["127.0.0.1"],
-                                            rateLimits: RateLimitSettings(deviceAuthorizationsPerIP: RateLimit(3, per: .seconds(3600)),
-                                                                          deviceAuthorizationsPerClient: nil))
+        let fixture = try await HTTPFixture(
+            trustedProxies: ["127.0.0.1"],
+            rateLimits: RateLimitSettings(
+                deviceAuthorizationsPerIP: RateLimit(3, per: .seconds(3600)),
+                deviceAuthorizationsPerClient: nil))
         defer { fixture.shutdown() }
         try await fixture.app.test(.live) { client in
             for _ in 0..<3 { _ = try await client.issue(headers: Self.from("203.0.113.10")) }
@@ -49,9 +52,11 @@ struct RateLimitTests {
 
     @Test("device authorization per client: the 6th request of a client is refused from any IP; other clients are not; per-client override")
     func deviceAuthorizationPerClient() async throws {
-        let fixture = try await HTTPFixture(trustedProxies: ["127.0.0.1"],
-                                            rateLimits: RateLimitSettings(deviceAuthorizationsPerIP: nil,
-                                                                          deviceAuthorizationsPerClient: RateLimit(5, per: .seconds(3600))))
+        let fixture = try await HTTPFixture(
+            trustedProxies: ["127.0.0.1"],
+            rateLimits: RateLimitSettings(
+                deviceAuthorizationsPerIP: nil,
+                deviceAuthorizationsPerClient: RateLimit(5, per: .seconds(3600))))
         defer { fixture.shutdown() }
         try await fixture.app.test(.live) { client in
             for index in 0..<5 { _ = try await client.issue(clientID: "fast", headers: Self.from("198.51.100.\(index)")) }
@@ -69,9 +74,11 @@ struct RateLimitTests {
 
     @Test("Retry-After is honest: after waiting it out, the next request is allowed (sliding window on Redis time)")
     func retryAfterIsHonest() async throws {
-        let fixture = try await HTTPFixture(trustedProxies: ["127.0.0.1"],
-                                            rateLimits: RateLimitSettings(deviceAuthorizationsPerIP: RateLimit(2, per: .seconds(2)),
-                                                                          deviceAuthorizationsPerClient: nil))
+        let fixture = try await HTTPFixture(
+            trustedProxies: ["127.0.0.1"],
+            rateLimits: RateLimitSettings(
+                deviceAuthorizationsPerIP: RateLimit(2, per: .seconds(2)),
+                deviceAuthorizationsPerClient: nil))
         defer { fixture.shutdown() }
         try await fixture.app.test(.live) { client in
             // Bursts of 10 at once until one is refused: one burst on any machine (sequential
@@ -99,9 +106,11 @@ struct RateLimitTests {
 
     @Test("unknown device codes per IP: the 5th is refused, and then even a live code from that IP (no oracle); another IP is not")
     func unknownDeviceCodesPerIP() async throws {
-        let fixture = try await HTTPFixture(trustedProxies: ["127.0.0.1"],
-                                            rateLimits: RateLimitSettings(deviceAuthorizationsPerIP: nil, deviceAuthorizationsPerClient: nil,
-                                                                          unknownDeviceCodesPerIP: RateLimit(4, per: .seconds(3600))))
+        let fixture = try await HTTPFixture(
+            trustedProxies: ["127.0.0.1"],
+            rateLimits: RateLimitSettings(
+                deviceAuthorizationsPerIP: nil, deviceAuthorizationsPerClient: nil,
+                unknownDeviceCodesPerIP: RateLimit(4, per: .seconds(3600))))
         defer { fixture.shutdown() }
         try await fixture.app.test(.live) { client in
             let live = try await client.issue(clientID: "fast").deviceCode
@@ -130,7 +139,10 @@ struct RateLimitTests {
         let limits = RateLimitSettings(deviceAuthorizationsPerIP: nil, deviceAuthorizationsPerClient: nil, unknownDeviceCodesPerIP: RateLimit(4, per: .seconds(3600)))
         let nodeA = try await HTTPFixture(trustedProxies: ["127.0.0.1"], keyPrefix: prefix, rateLimits: limits)
         let nodeB = try await HTTPFixture(trustedProxies: ["127.0.0.1"], keyPrefix: prefix, rateLimits: limits)
-        defer { nodeA.shutdown(); nodeB.shutdown() }
+        defer {
+            nodeA.shutdown()
+            nodeB.shutdown()
+        }
         try await nodeA.app.test(.live) { a in
             try await nodeB.app.test(.live) { b in
                 let live = try await a.issue(clientID: "fast").deviceCode
@@ -144,8 +156,9 @@ struct RateLimitTests {
                 Self.expectLimited(try await a.poll(deviceCode: live, clientID: "fast", headers: attacker))
                 // The counter's current and previous fixed windows (`c`, `p`): the run may straddle a boundary.
                 let counts = try await nodeA.redis.send("HMGET", try #require(try await nodeA.keys("{rl}:tku:*").first), "c", "p").array ?? []
-                #expect(counts.compactMap { $0.string.flatMap(Int.init) }.reduce(0, +) == 5,
-                        "four unknown codes on A and one on B, counted once each; the live-code polls not at all: \(counts)")
+                #expect(
+                    counts.compactMap { $0.string.flatMap(Int.init) }.reduce(0, +) == 5,
+                    "four unknown codes on A and one on B, counted once each; the live-code polls not at all: \(counts)")
                 expectOAuthError(try await b.poll(deviceCode: live, clientID: "fast", headers: Self.from("203.0.113.78")), "authorization_pending")
             }
         }
@@ -155,7 +168,12 @@ struct RateLimitTests {
     func userCodeGuessing() async throws {
         // One signed-in person makes all the guesses here: the per-person budget is raised so the
         // per-address and global budgets are what is measured (PersonLimitsTests covers it).
-        let fixture = try await HTTPFixture(trustedProxies: ["127.0.0.1"], configureStore: { $0.maxFailuresGlobal = 25; $0.maxFailuresPerUser = 1_000 })
+        let fixture = try await HTTPFixture(
+            trustedProxies: ["127.0.0.1"],
+            configureStore: {
+                $0.maxFailuresGlobal = 25
+                $0.maxFailuresPerUser = 1_000
+            })
         defer { fixture.shutdown() }
         #expect(fixture.store.configuration.maxFailuresPerCaller == 10, "the default per-IP budget")
         try await fixture.app.test(.live) { client in
@@ -165,8 +183,11 @@ struct RateLimitTests {
             try await browser.logIn(client)
             var answers: [HTTPResponse.Status] = []
             for index in 0..<11 {
-                answers.append(try await browser.lookup(client, "BBBB-BB\(["BC", "BD", "BF", "BG", "BH", "BJ", "BK", "BL", "BM", "BN", "BP"][index])",
-                                                     headers: Self.from("203.0.113.20")).status)
+                answers.append(
+                    try await browser.lookup(
+                        client, "BBBB-BB\(["BC", "BD", "BF", "BG", "BH", "BJ", "BK", "BL", "BM", "BN", "BP"][index])",
+                        headers: Self.from("203.0.113.20")
+                    ).status)
             }
             #expect(answers == Array(repeating: .notFound, count: 10) + [.tooManyRequests])
             let locked = try await browser.lookup(client, "\(userCode)", headers: Self.from("203.0.113.20"))
@@ -189,9 +210,9 @@ struct RateLimitConfigurationTests {
     @Test("rate_limits per minute, 0 turns a limit off, per-client override; negative numbers are refused")
     func configurationFile() throws {
         let json = """
-        {"rate_limits": {"device_authorizations_per_ip": 12, "device_authorizations_per_client": 0},
-         "clients": [{"client_id": "tv", "device_authorizations_per_minute": 3000}, {"client_id": "plain"}]}
-        """
+            {"rate_limits": {"device_authorizations_per_ip": 12, "device_authorizations_per_client": 0},
+             "clients": [{"client_id": "tv", "device_authorizations_per_minute": 3000}, {"client_id": "plain"}]}
+            """
         let file = try JSONDecoder().decode(ServerConfigurationFile.self, from: Data(json.utf8))
         let settings = try #require(try file.rateLimits?.settings())
         #expect(settings.deviceAuthorizationsPerIP == RateLimit(12, per: .seconds(60)))
@@ -203,8 +224,11 @@ struct RateLimitConfigurationTests {
         let negative = try JSONDecoder().decode(ServerConfigurationFile.self, from: Data(#"{"rate_limits": {"unknown_device_codes_per_ip": -1}}"#.utf8))
         #expect(throws: DeviceAuthorizationHTTPError.self) { try negative.rateLimits?.settings() }
         // The defaults a careful operator starts from.
-        #expect(RateLimitSettings() == RateLimitSettings(deviceAuthorizationsPerIP: RateLimit(30, per: .seconds(60)),
-                                                         deviceAuthorizationsPerClient: RateLimit(600, per: .seconds(60)),
-                                                         unknownDeviceCodesPerIP: RateLimit(30, per: .seconds(60))))
+        #expect(
+            RateLimitSettings()
+                == RateLimitSettings(
+                    deviceAuthorizationsPerIP: RateLimit(30, per: .seconds(60)),
+                    deviceAuthorizationsPerClient: RateLimit(600, per: .seconds(60)),
+                    unknownDeviceCodesPerIP: RateLimit(30, per: .seconds(60))))
     }
 }

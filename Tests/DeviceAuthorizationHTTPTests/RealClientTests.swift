@@ -4,8 +4,8 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
-import Testing
 import TestProcesses
+import Testing
 
 /// Python helpers of these tests, run when their modules are installed
 /// (`python3 -m pip install oauthlib requests selenium`; Debian `chromium chromium-driver`).
@@ -58,8 +58,9 @@ enum PythonClient {
 
 @Suite("A real client")
 struct RealClientTests {
-    @Test("Python oauthlib DeviceClient + requests complete the flow against a live server",
-          .enabled(if: PythonClient.oauthlibAvailable, "needs python3 with oauthlib and requests"))
+    @Test(
+        "Python oauthlib DeviceClient + requests complete the flow against a live server",
+        .enabled(if: PythonClient.oauthlibAvailable, "needs python3 with oauthlib and requests"))
     func oauthlibDeviceClient() async throws {
         // Plain HTTP on loopback: a real cookie jar would not send `Secure` cookies.
         let fixture = try await HTTPFixture(secureCookies: false)
@@ -72,8 +73,9 @@ struct RealClientTests {
         }
     }
 
-    @Test("headless Chromium: sign in, type the code, confirm, approve; the device then gets its token",
-          .enabled(if: PythonClient.browserAvailable, "needs chromium, chromium-driver and python3 selenium"))
+    @Test(
+        "headless Chromium: sign in, type the code, confirm, approve; the device then gets its token",
+        .enabled(if: PythonClient.browserAvailable, "needs chromium, chromium-driver and python3 selenium"))
     func browserApproval() async throws {
         // The browser sends `Origin: http://127.0.0.1:PORT` with its form posts, so the public
         // base URL must be that origin (the server refuses posts from any other). The test
@@ -82,8 +84,9 @@ struct RealClientTests {
         let fixture = try await HTTPFixture(secureCookies: false, publicBaseURL: "http://127.0.0.1:\(port)")
         defer { fixture.shutdown() }
         let (running, runningContinuation) = AsyncStream<Void>.makeStream()
-        let app = Application(router: fixture.routes.makeRouter(), configuration: .init(address: .hostname("127.0.0.1", port: port)),
-                              onServerRunning: { _ in runningContinuation.yield() })
+        let app = Application(
+            router: fixture.routes.makeRouter(), configuration: .init(address: .hostname("127.0.0.1", port: port)),
+            onServerRunning: { _ in runningContinuation.yield() })
         let server = Task { try await app.runService(gracefulShutdownSignals: []) }
         defer { server.cancel() }
         var iterator = running.makeAsyncIterator()
@@ -91,9 +94,11 @@ struct RealClientTests {
 
         let issued = try await fixture.store.issue(clientID: "fast", scopes: ["profile"], interval: 0)
         let screenshot = PythonClient.artifactsDirectory + "/verification-confirm.png"
-        let result = try await PythonClient.run("browser_approval.py", arguments: [
-            "http://127.0.0.1:\(port)", issued.userCode, "Fast poller", "alice", "wonderland", screenshot,
-        ])
+        let result = try await PythonClient.run(
+            "browser_approval.py",
+            arguments: [
+                "http://127.0.0.1:\(port)", issued.userCode, "Fast poller", "alice", "wonderland", screenshot,
+            ])
         #expect(result.status == 0, "\(result.output)")
         #expect(result.output.contains("browser approval: ok"))
         #expect(FileManager.default.fileExists(atPath: screenshot), "screenshot artifact at \(screenshot)")

@@ -21,10 +21,13 @@ struct RedisACLTests {
         return line.split(separator: " ").dropFirst(2).map(String.init)
     }
 
-    @Test("the flow works as the deploy user, its functions loaded by the deploy loader user (issue, rate limits, wrong codes, approve, token, readiness); EVAL, FUNCTION LOAD, CONFIG, FLUSHALL, KEYS, other prefixes and admin commands are refused")
+    @Test(
+        "the flow works as the deploy user, its functions loaded by the deploy loader user (issue, rate limits, wrong codes, approve, token, readiness); EVAL, FUNCTION LOAD, CONFIG, FLUSHALL, KEYS, other prefixes and admin commands are refused"
+    )
     func restrictedUser() async throws {
         guard let port = ProcessInfo.processInfo.environment["REDIS_PORT"] else {
-            Issue.record("REDIS_PORT is not set: run through Tests/Support/with-redis.sh"); return
+            Issue.record("REDIS_PORT is not set: run through Tests/Support/with-redis.sh")
+            return
         }
         let admin = try RedisClient(url: "redis://127.0.0.1:\(port)/0")
         defer { admin.shutdown() }
@@ -61,8 +64,9 @@ struct RedisACLTests {
             defer { appOnly.shutdown() }
             try await ProductScripts.load(on: appOnly)
         }
-        let fixture = try await HTTPFixture(trustedProxies: ["127.0.0.1"], redisURL: url, keyPrefix: prefix,
-                                            rateLimits: RateLimitSettings(deviceAuthorizationsPerIP: RateLimit(2, per: .seconds(3600))))
+        let fixture = try await HTTPFixture(
+            trustedProxies: ["127.0.0.1"], redisURL: url, keyPrefix: prefix,
+            rateLimits: RateLimitSettings(deviceAuthorizationsPerIP: RateLimit(2, per: .seconds(3600))))
         defer { fixture.shutdown() }
         // The start-up check reads the policy from INFO (other tests may change the policy itself meanwhile).
         #expect(await !fixture.store.checkRedisConfiguration().contains { $0.hasPrefix("Could not read") }, "the maxmemory-policy check works without CONFIG GET")
@@ -122,8 +126,9 @@ struct RedisACLTests {
                 let reply = try await restricted.send(RedisCommand(arguments: command))
                 Issue.record("\(command.joined(separator: " ")) was allowed: \(reply)")
             } catch let error as RedisError {
-                #expect(error.message.contains("NOPERM") || error.message.lowercased().contains("permission") || error.message.contains("can't run"),
-                        "\(command.joined(separator: " ")): \(error.message)")
+                #expect(
+                    error.message.contains("NOPERM") || error.message.lowercased().contains("permission") || error.message.contains("can't run"),
+                    "\(command.joined(separator: " ")): \(error.message)")
             }
         }
         #expect(try await admin.send("GET", "other:secret").string == "s3cret")

@@ -24,7 +24,10 @@ struct RefreshTokenTests {
     @Test("device flow through the page returns a refresh token; refresh rotates on the other node; the old token then revokes the family")
     func flowAndRotation() async throws {
         let (nodeA, nodeB) = try await Self.twoNodes()
-        defer { nodeA.shutdown(); nodeB.shutdown() }
+        defer {
+            nodeA.shutdown()
+            nodeB.shutdown()
+        }
         try await nodeA.app.test(.live) { a in
             try await nodeB.app.test(.live) { b in
                 let grant = try await a.issue(clientID: "rt", scope: "profile email")
@@ -74,7 +77,10 @@ struct RefreshTokenTests {
     @Test("50 concurrent refreshes of one token across both nodes: one new pair, 49 invalid_grant, family then revoked (10 rounds)")
     func racingRefreshes() async throws {
         let (nodeA, nodeB) = try await Self.twoNodes()
-        defer { nodeA.shutdown(); nodeB.shutdown() }
+        defer {
+            nodeA.shutdown()
+            nodeB.shutdown()
+        }
         try await nodeA.app.test(.live) { a in
             try await nodeB.app.test(.live) { b in
                 for round in 0..<10 {
@@ -162,8 +168,9 @@ struct RefreshTokenTests {
             // A confidential client authenticates on refresh as on redemption.
             let svcToken = try await Self.redeem(client, node, clientID: "rt-svc", headers: [.authorization: basicAuthorization("rt-svc", confidentialSecret)])
             expectOAuthError(try await client.refresh(svcToken, clientID: "rt-svc"), "invalid_client", status: .unauthorized)
-            expectOAuthError(try await client.refresh(svcToken, clientID: "rt-svc", headers: [.authorization: basicAuthorization("rt-svc", "wrong")]),
-                             "invalid_client", status: .unauthorized)
+            expectOAuthError(
+                try await client.refresh(svcToken, clientID: "rt-svc", headers: [.authorization: basicAuthorization("rt-svc", "wrong")]),
+                "invalid_client", status: .unauthorized)
             let good = try await client.refresh(svcToken, clientID: "rt-svc", headers: [.authorization: basicAuthorization("rt-svc", confidentialSecret)])
             #expect(good.status == .ok)
         }
@@ -179,8 +186,8 @@ struct RefreshTokenTests {
             let parts = token.split(separator: ".")
             let hostile = [
                 "", "x", String(repeating: "A", count: 10_000), "\u{0}", "../../etc/passwd", "ǅ" + token.dropFirst(),
-                familyID + "." + String(repeating: "A", count: 43) + "." + String(repeating: "A", count: 22),   // right shape, no MAC
-                "\(parts[0]).\(parts[1]).\(String(repeating: "B", count: 22))",                                   // real family, wrong MAC
+                familyID + "." + String(repeating: "A", count: 43) + "." + String(repeating: "A", count: 22),  // right shape, no MAC
+                "\(parts[0]).\(parts[1]).\(String(repeating: "B", count: 22))",  // real family, wrong MAC
                 token + ".", token.uppercased(), familyID,
             ]
             for bad in hostile {
@@ -269,8 +276,10 @@ struct RefreshTokenTests {
     // MARK: - Helpers
 
     /// Issues, approves (as alice, on the store) and redeems a grant; the token answer.
-    static func redeemResponse(_ client: some TestClientProtocol, _ node: HTTPFixture, clientID: String, scope: String? = nil,
-                               headers: HTTPFields = [:]) async throws -> TestResponse {
+    static func redeemResponse(
+        _ client: some TestClientProtocol, _ node: HTTPFixture, clientID: String, scope: String? = nil,
+        headers: HTTPFields = [:]
+    ) async throws -> TestResponse {
         let grant = try await client.issue(clientID: clientID, scope: scope, headers: headers)
         try await node.store.approve(userCode: grant.userCode, userID: "alice")
         let response = try await client.poll(deviceCode: grant.deviceCode, clientID: clientID, headers: headers)
@@ -279,8 +288,10 @@ struct RefreshTokenTests {
     }
 
     /// The refresh token of a freshly redeemed grant.
-    static func redeem(_ client: some TestClientProtocol, _ node: HTTPFixture, clientID: String, scope: String? = nil,
-                       headers: HTTPFields = [:]) async throws -> String {
+    static func redeem(
+        _ client: some TestClientProtocol, _ node: HTTPFixture, clientID: String, scope: String? = nil,
+        headers: HTTPFields = [:]
+    ) async throws -> String {
         let response = try await redeemResponse(client, node, clientID: clientID, scope: scope, headers: headers)
         return try #require(response.json["refresh_token"] as? String, "no refresh_token in \(response.text)")
     }

@@ -1,9 +1,10 @@
-@testable import DeviceAuthorizationHTTP
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import Prometheus
 import Testing
+
+@testable import DeviceAuthorizationHTTP
 
 @Suite("Request latency histograms")
 struct RequestMetricsTests {

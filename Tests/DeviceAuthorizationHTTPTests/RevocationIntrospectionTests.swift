@@ -17,7 +17,10 @@ struct RevocationIntrospectionTests {
     @Test("revoking a refresh token on B revokes its family: refreshes on A fail, its access tokens introspect inactive")
     func revokeRefreshToken() async throws {
         let (nodeA, nodeB) = try await RefreshTokenTests.twoNodes()
-        defer { nodeA.shutdown(); nodeB.shutdown() }
+        defer {
+            nodeA.shutdown()
+            nodeB.shutdown()
+        }
         try await nodeA.app.test(.live) { a in
             try await nodeB.app.test(.live) { b in
                 let first = try await RefreshTokenTests.redeemResponse(a, nodeA, clientID: "rt", scope: "profile email")
@@ -133,8 +136,9 @@ struct RevocationIntrospectionTests {
             let family = try await RefreshTokenTests.redeemResponse(client, node, clientID: "rt")
             let access = try #require(family.json["access_token"] as? String)
             expectOAuthError(try await client.postForm("/oauth/introspect", [("token", access), ("client_id", "rt")]), "invalid_client", status: .unauthorized)
-            expectOAuthError(try await client.postForm("/oauth/introspect", [("token", access)], headers: [.authorization: basicAuthorization("svc", "wrong")]),
-                             "invalid_client", status: .unauthorized)
+            expectOAuthError(
+                try await client.postForm("/oauth/introspect", [("token", access)], headers: [.authorization: basicAuthorization("svc", "wrong")]),
+                "invalid_client", status: .unauthorized)
             expectOAuthError(try await client.postForm("/oauth/introspect", [], headers: Self.resourceServer), "invalid_request")
 
             let expiredIssuer = try await JWTTokenIssuer(issuer: "https://auth.test", privateKeyPEM: pem, lifetime: .seconds(-5))
@@ -155,7 +159,10 @@ struct RevocationIntrospectionTests {
     @Test("a revocation racing 40 refreshes of the family across two nodes: afterwards no refresh token of it works (10 rounds)")
     func revocationRacesRefreshes() async throws {
         let (nodeA, nodeB) = try await RefreshTokenTests.twoNodes()
-        defer { nodeA.shutdown(); nodeB.shutdown() }
+        defer {
+            nodeA.shutdown()
+            nodeB.shutdown()
+        }
         try await nodeA.app.test(.live) { a in
             try await nodeB.app.test(.live) { b in
                 for _ in 0..<10 {

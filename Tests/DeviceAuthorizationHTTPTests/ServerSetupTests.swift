@@ -6,7 +6,7 @@ import RedisClient
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 @Suite("Server set-up: configuration file, embedded Redis")
@@ -14,14 +14,14 @@ struct ServerSetupTests {
     @Test("configuration file: clients with hashed secrets, per-client settings, validation")
     func configurationFile() throws {
         let json = """
-        {"public_base_url": "https://auth.example.com", "trusted_proxies": ["10.20.0.0/16"], "user_header": "X-Forwarded-User",
-         "refresh_token_idle_seconds": 3600, "refresh_token_absolute_seconds": 86400,
-         "clients": [
-           {"client_id": "tv", "display_name": "Living-room TV", "scopes": ["profile"], "code_lifetime_seconds": 300, "interval_seconds": 7,
-            "refresh_tokens": true, "refresh_token_idle_seconds": 600, "refresh_token_absolute_seconds": 7200},
-           {"client_id": "svc", "scopes": ["profile"], "secret_sha256": "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"}
-         ]}
-        """
+            {"public_base_url": "https://auth.example.com", "trusted_proxies": ["10.20.0.0/16"], "user_header": "X-Forwarded-User",
+             "refresh_token_idle_seconds": 3600, "refresh_token_absolute_seconds": 86400,
+             "clients": [
+               {"client_id": "tv", "display_name": "Living-room TV", "scopes": ["profile"], "code_lifetime_seconds": 300, "interval_seconds": 7,
+                "refresh_tokens": true, "refresh_token_idle_seconds": 600, "refresh_token_absolute_seconds": 7200},
+               {"client_id": "svc", "scopes": ["profile"], "secret_sha256": "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"}
+             ]}
+            """
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("deviceauth-config-\(UUID().uuidString).json").path
         try json.write(toFile: path, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: path) }
@@ -36,7 +36,7 @@ struct ServerSetupTests {
         #expect(file.refreshTokenIdleSeconds == 3600 && file.refreshTokenAbsoluteSeconds == 86400)
         #expect(!clients[0].isConfidential)
         #expect(clients[1].isConfidential)
-        #expect(clients[1].verifySecret("secret"))   // sha256("secret")
+        #expect(clients[1].verifySecret("secret"))  // sha256("secret")
         #expect(!clients[1].verifySecret("Secret"))
 
         let bad = ServerConfigurationFile.Client(clientID: "x", secretSHA256: "abc")
@@ -44,15 +44,18 @@ struct ServerSetupTests {
         #expect(throws: DeviceAuthorizationHTTPError.self) { try ServerConfigurationFile.load(path: "/nonexistent/deviceauth.json") }
     }
 
-    @Test("configuration file: a lifetime, interval or failure limit outside its range stops the server at load, naming the setting",
-          arguments: [("code_lifetime_seconds", -5), ("code_lifetime_seconds", 0), ("code_lifetime_seconds", 100_000_000_000_000_000),
-                      ("interval_seconds", -1), ("interval_seconds", 3_601), ("token_lifetime_seconds", 0),
-                      ("token_lifetime_seconds", 31_536_001), ("max_failures_per_caller", 0),
-                      ("max_form_parameters", 7), ("max_form_parameters", 1_001), ("metrics_port", 0), ("metrics_port", 65_536),
-                      ("header_read_timeout_seconds", 0), ("idle_timeout_seconds", 3_601), ("max_connections", 0),
-                      ("max_failures_per_user", 0), ("max_interval_seconds", 4), ("max_interval_seconds", 3_601),
-                      ("redemption_retry_seconds", -1), ("redemption_retry_seconds", 601),
-                      ("refresh_token_idle_seconds", 0), ("refresh_token_idle_seconds", 315_360_001), ("refresh_token_absolute_seconds", -1)])
+    @Test(
+        "configuration file: a lifetime, interval or failure limit outside its range stops the server at load, naming the setting",
+        arguments: [
+            ("code_lifetime_seconds", -5), ("code_lifetime_seconds", 0), ("code_lifetime_seconds", 100_000_000_000_000_000),
+            ("interval_seconds", -1), ("interval_seconds", 3_601), ("token_lifetime_seconds", 0),
+            ("token_lifetime_seconds", 31_536_001), ("max_failures_per_caller", 0),
+            ("max_form_parameters", 7), ("max_form_parameters", 1_001), ("metrics_port", 0), ("metrics_port", 65_536),
+            ("header_read_timeout_seconds", 0), ("idle_timeout_seconds", 3_601), ("max_connections", 0),
+            ("max_failures_per_user", 0), ("max_interval_seconds", 4), ("max_interval_seconds", 3_601),
+            ("redemption_retry_seconds", -1), ("redemption_retry_seconds", 601),
+            ("refresh_token_idle_seconds", 0), ("refresh_token_idle_seconds", 315_360_001), ("refresh_token_absolute_seconds", -1),
+        ])
     func outOfRangeSettingsAreRefused(name: String, value: Int) throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("deviceauth-config-\(UUID().uuidString).json").path
         defer { try? FileManager.default.removeItem(atPath: path) }
@@ -64,9 +67,10 @@ struct ServerSetupTests {
 
         // The same numbers per client (where a client may set them).
         if ["code_lifetime_seconds", "interval_seconds"].contains(name) {
-            let client = ServerConfigurationFile.Client(clientID: "tv", scopes: ["profile"],
-                                                        codeLifetimeSeconds: name == "code_lifetime_seconds" ? value : nil,
-                                                        intervalSeconds: name == "interval_seconds" ? value : nil)
+            let client = ServerConfigurationFile.Client(
+                clientID: "tv", scopes: ["profile"],
+                codeLifetimeSeconds: name == "code_lifetime_seconds" ? value : nil,
+                intervalSeconds: name == "interval_seconds" ? value : nil)
             let clientError = #expect(throws: DeviceAuthorizationHTTPError.self) { try client.registeredClient() }
             #expect(clientError?.message.hasPrefix("client tv: \(name) must be from") == true)
         }
@@ -98,11 +102,13 @@ struct ServerSetupTests {
         // A single Redis with AOF: its own fsync only (WAITAOF 1 0); without append_only_file 0 is refused below.
         let local = try #require(try load(#"{"replicas": 0, "append_only_file": true}"#).durability?.setting())
         #expect(local.replicas == 0 && local.appendOnlyFile)
-        for (json, message) in [(#"{"replicas": 0}"#, "durability.replicas must be from 1 to 64, not 0"),
-                                (#"{"replicas": 65}"#, "durability.replicas must be from 1 to 64, not 65"),
-                                (#"{"replicas": -1, "append_only_file": true}"#, "durability.replicas must be from 0 to 64, not -1"),
-                                (#"{"replicas": 1, "timeout_ms": 0}"#, "durability.timeout_ms must be from 1 to 60000, not 0"),
-                                (#"{"replicas": 1, "timeout_ms": 60001}"#, "durability.timeout_ms must be from 1 to 60000, not 60001")] {
+        for (json, message) in [
+            (#"{"replicas": 0}"#, "durability.replicas must be from 1 to 64, not 0"),
+            (#"{"replicas": 65}"#, "durability.replicas must be from 1 to 64, not 65"),
+            (#"{"replicas": -1, "append_only_file": true}"#, "durability.replicas must be from 0 to 64, not -1"),
+            (#"{"replicas": 1, "timeout_ms": 0}"#, "durability.timeout_ms must be from 1 to 60000, not 0"),
+            (#"{"replicas": 1, "timeout_ms": 60001}"#, "durability.timeout_ms must be from 1 to 60000, not 60001"),
+        ] {
             let error = #expect(throws: DeviceAuthorizationHTTPError.self) { try load(json) }
             #expect(error?.message == message)
         }
@@ -119,7 +125,7 @@ struct ServerSetupTests {
         redis.stop()
         #expect(kill(pid, 0) != 0, "redis-server must be gone after stop()")
         #expect(!FileManager.default.fileExists(atPath: redis.directory.path))
-        redis.stop()   // idempotent
+        redis.stop()  // idempotent
     }
 }
 

@@ -33,8 +33,12 @@ struct SessionCSRFTests {
     @Test("another person's cookie + token pair, across two nodes and 200 concurrent posts → 403 every time, nothing approved")
     func anotherPersonsPair() async throws {
         let prefix = HTTPFixture.uniquePrefix()
-        let nodeA = try await HTTPFixture(keyPrefix: prefix), nodeB = try await HTTPFixture(keyPrefix: prefix)
-        defer { nodeA.shutdown(); nodeB.shutdown() }
+        let nodeA = try await HTTPFixture(keyPrefix: prefix)
+        let nodeB = try await HTTPFixture(keyPrefix: prefix)
+        defer {
+            nodeA.shutdown()
+            nodeB.shutdown()
+        }
         try await nodeA.app.test(.router) { a in
             try await nodeB.app.test(.router) { b in
                 let issued = try await a.issue(clientID: "fast")
@@ -88,8 +92,9 @@ struct SessionCSRFTests {
             let loginForm = try await victim.get(client, "/device", headers: Self.cookieHeader([(Self.csrfCookie, plantedNonce)]))
             let loginToken = try #require(hiddenField("csrf_token", in: loginForm.text))
             #expect(victim.cookies[Self.csrfCookie] == nil, "a well-formed nonce is kept until sign-in")
-            let signedIn = try await victim.post(client, "/device/login", [("username", "bob"), ("password", "builder"), ("csrf_token", loginToken)],
-                                                 headers: Self.cookieHeader([(Self.csrfCookie, plantedNonce)]))
+            let signedIn = try await victim.post(
+                client, "/device/login", [("username", "bob"), ("password", "builder"), ("csrf_token", loginToken)],
+                headers: Self.cookieHeader([(Self.csrfCookie, plantedNonce)]))
             #expect(signedIn.status == .seeOther)
             let rotated = try #require(victim.cookies[Self.csrfCookie], "sign-in sets a fresh nonce")
             #expect(rotated != plantedNonce)
@@ -101,8 +106,9 @@ struct SessionCSRFTests {
             // The planter's token with the planted nonce (as if the browser still had it), with
             // the victim's rotated nonce, and through a plain-named cookie a sibling could set.
             for cookies in [[(Self.csrfCookie, plantedNonce)], [(Self.csrfCookie, rotated)], [("deviceauth_csrf", plantedNonce)]] {
-                let response = try await client.postForm("/device", approve,
-                                                         headers: Self.cookieHeader(cookies + [(DevelopmentLoginAuthenticator.cookieName, session)]))
+                let response = try await client.postForm(
+                    "/device", approve,
+                    headers: Self.cookieHeader(cookies + [(DevelopmentLoginAuthenticator.cookieName, session)]))
                 #expect(response.status == .forbidden, "\(cookies.map(\.0))")
             }
             expectOAuthError(try await client.poll(deviceCode: issued.deviceCode, clientID: "fast"), "authorization_pending")
@@ -126,13 +132,16 @@ struct SessionCSRFTests {
             let approve = [("action", "approve"), ("user_code", issued.userCode), ("grant_id", grantID), ("csrf_token", oldToken)]
             // With the browser's current (rotated) nonce, and with the old nonce it had when the token was made.
             #expect(try await browser.post(client, "/device", approve).status == .forbidden)
-            #expect(try await client.postForm("/device", approve, headers: Self.cookieHeader([(Self.csrfCookie, oldNonce), (DevelopmentLoginAuthenticator.cookieName, session)])).status == .forbidden)
+            #expect(
+                try await client.postForm("/device", approve, headers: Self.cookieHeader([(Self.csrfCookie, oldNonce), (DevelopmentLoginAuthenticator.cookieName, session)])).status
+                    == .forbidden)
             expectOAuthError(try await client.poll(deviceCode: issued.deviceCode, clientID: "fast"), "authorization_pending")
             #expect(try await browser.decide(client, "approve", on: page).status == .ok, "the page's own token works")
         }
     }
 
-    @Test("POST /device with Sec-Fetch-Site cross-site or same-site, or a foreign or null Origin → 403, nothing approved; same-origin, none, the right Origin or no header → allowed")
+    @Test(
+        "POST /device with Sec-Fetch-Site cross-site or same-site, or a foreign or null Origin → 403, nothing approved; same-origin, none, the right Origin or no header → allowed")
     func crossSiteApproval() async throws {
         let fixture = try await HTTPFixture()
         defer { fixture.shutdown() }
@@ -182,8 +191,10 @@ struct SessionCSRFTests {
             let form = try await browser.get(client, "/device")
             let token = try #require(hiddenField("csrf_token", in: form.text))
             let credentials = [("username", "alice"), ("password", "wonderland"), ("csrf_token", token)]
-            for headers: HTTPFields in [[HTTPField.Name("Sec-Fetch-Site")!: "cross-site"], [HTTPField.Name("Sec-Fetch-Site")!: "same-site"],
-                                        [.origin: "https://evil.test"], [.origin: "null"]] {
+            for headers: HTTPFields in [
+                [HTTPField.Name("Sec-Fetch-Site")!: "cross-site"], [HTTPField.Name("Sec-Fetch-Site")!: "same-site"],
+                [.origin: "https://evil.test"], [.origin: "null"],
+            ] {
                 let response = try await browser.post(client, "/device/login", credentials, headers: headers)
                 #expect(response.status == .forbidden, "\(headers)")
                 #expect(!response.headers[values: .setCookie].contains { $0.hasPrefix(DevelopmentLoginAuthenticator.cookieName + "=") }, "no session")
@@ -209,8 +220,12 @@ struct SessionCSRFTests {
                     let response = try await browser.post(client, "/device", form)
                     #expect(response.status == .badRequest, "\(action) grant_id=\(grant ?? "missing")")
                 }
-                let other = try await browser.post(client, "/device", [("action", action), ("user_code", issued.userCode), ("csrf_token", token),
-                                                                       ("grant_id", "not-this-grant")])
+                let other = try await browser.post(
+                    client, "/device",
+                    [
+                        ("action", action), ("user_code", issued.userCode), ("csrf_token", token),
+                        ("grant_id", "not-this-grant"),
+                    ])
                 #expect(other.status == .conflict, "\(action) with another grant id")
             }
             expectOAuthError(try await client.poll(deviceCode: issued.deviceCode, clientID: "fast"), "authorization_pending")

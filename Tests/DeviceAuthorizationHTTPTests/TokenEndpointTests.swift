@@ -80,12 +80,19 @@ struct TokenEndpointTests {
         defer { fixture.shutdown() }
         try await fixture.app.test(.router) { client in
             expectOAuthError(try await client.postForm("/oauth/token", [("client_id", "cli"), ("device_code", "x")]), "invalid_request")
-            expectOAuthError(try await client.postForm("/oauth/token", [("grant_type", "authorization_code"), ("client_id", "cli"), ("code", "x")]),
-                             "unsupported_grant_type")
-            expectOAuthError(try await client.postForm("/oauth/token", [("grant_type", DeviceAuthorizationRoutes.deviceCodeGrantType), ("client_id", "cli")]),
-                             "invalid_request")
-            expectOAuthError(try await client.postForm("/oauth/token", [("grant_type", DeviceAuthorizationRoutes.deviceCodeGrantType), ("device_code", "x"),
-                                                                        ("device_code", "y"), ("client_id", "cli")]), "invalid_request")
+            expectOAuthError(
+                try await client.postForm("/oauth/token", [("grant_type", "authorization_code"), ("client_id", "cli"), ("code", "x")]),
+                "unsupported_grant_type")
+            expectOAuthError(
+                try await client.postForm("/oauth/token", [("grant_type", DeviceAuthorizationRoutes.deviceCodeGrantType), ("client_id", "cli")]),
+                "invalid_request")
+            expectOAuthError(
+                try await client.postForm(
+                    "/oauth/token",
+                    [
+                        ("grant_type", DeviceAuthorizationRoutes.deviceCodeGrantType), ("device_code", "x"),
+                        ("device_code", "y"), ("client_id", "cli"),
+                    ]), "invalid_request")
         }
     }
 
@@ -98,22 +105,29 @@ struct TokenEndpointTests {
             let deviceCode = try #require(issued.json["device_code"] as? String)
             let grant = DeviceAuthorizationRoutes.deviceCodeGrantType
 
-            let badBasic = try await client.postForm("/oauth/token", [("grant_type", grant), ("device_code", deviceCode)],
-                                                     headers: [.authorization: basicAuthorization("svc", "wrong")])
+            let badBasic = try await client.postForm(
+                "/oauth/token", [("grant_type", grant), ("device_code", deviceCode)],
+                headers: [.authorization: basicAuthorization("svc", "wrong")])
             expectOAuthError(badBasic, "invalid_client", status: .unauthorized)
             #expect(badBasic.headers[.wwwAuthenticate] != nil)
-            expectOAuthError(try await client.postForm("/oauth/token", [("grant_type", grant), ("device_code", deviceCode), ("client_id", "svc"), ("client_secret", "wrong")]),
-                             "invalid_client", status: .unauthorized)
-            expectOAuthError(try await client.postForm("/oauth/token", [("grant_type", grant), ("device_code", deviceCode), ("client_id", "svc")]),
-                             "invalid_client", status: .unauthorized)
-            expectOAuthError(try await client.postForm("/oauth/token", [("grant_type", grant), ("device_code", deviceCode), ("client_id", "nobody")]),
-                             "invalid_client", status: .unauthorized)
+            expectOAuthError(
+                try await client.postForm("/oauth/token", [("grant_type", grant), ("device_code", deviceCode), ("client_id", "svc"), ("client_secret", "wrong")]),
+                "invalid_client", status: .unauthorized)
+            expectOAuthError(
+                try await client.postForm("/oauth/token", [("grant_type", grant), ("device_code", deviceCode), ("client_id", "svc")]),
+                "invalid_client", status: .unauthorized)
+            expectOAuthError(
+                try await client.postForm("/oauth/token", [("grant_type", grant), ("device_code", deviceCode), ("client_id", "nobody")]),
+                "invalid_client", status: .unauthorized)
             // Two methods at once is a malformed request.
-            expectOAuthError(try await client.postForm("/oauth/token", [("grant_type", grant), ("device_code", deviceCode), ("client_secret", confidentialSecret)],
-                                                       headers: [.authorization: basicAuthorization("svc", confidentialSecret)]), "invalid_request")
+            expectOAuthError(
+                try await client.postForm(
+                    "/oauth/token", [("grant_type", grant), ("device_code", deviceCode), ("client_secret", confidentialSecret)],
+                    headers: [.authorization: basicAuthorization("svc", confidentialSecret)]), "invalid_request")
 
-            let basic = try await client.postForm("/oauth/token", [("grant_type", grant), ("device_code", deviceCode)],
-                                                  headers: [.authorization: basicAuthorization("svc", confidentialSecret)])
+            let basic = try await client.postForm(
+                "/oauth/token", [("grant_type", grant), ("device_code", deviceCode)],
+                headers: [.authorization: basicAuthorization("svc", confidentialSecret)])
             expectOAuthError(basic, "authorization_pending")
         }
     }

@@ -105,12 +105,12 @@ struct TokensAndHeadersTests {
     }
 
     static let everyKind: [(String, HTTPRequest.Method, String?)] = [
-        ("/oauth/token", .post, "grant_type=x"),                 // JSON error
-        ("/oauth/device_authorization", .post, "client_id=cli"), // JSON success
+        ("/oauth/token", .post, "grant_type=x"),  // JSON error
+        ("/oauth/device_authorization", .post, "client_id=cli"),  // JSON success
         ("/healthz", .get, nil), ("/metrics", .get, nil), ("/openapi.json", .get, nil), ("/.well-known/jwks.json", .get, nil),
-        ("/device", .get, nil),                                  // page
-        ("/device", .put, nil), ("/oauth/token", .get, nil),     // 405 page, 405 JSON
-        ("/metrics/", .get, nil), ("/nothing", .get, nil),       // 404
+        ("/device", .get, nil),  // page
+        ("/device", .put, nil), ("/oauth/token", .get, nil),  // 405 page, 405 JSON
+        ("/metrics/", .get, nil), ("/nothing", .get, nil),  // 404
     ]
 
     @Test("X-Content-Type-Options: nosniff on every kind of answer; HSTS only with an https public base URL")
@@ -121,8 +121,9 @@ struct TokensAndHeadersTests {
             // The routes decide HSTS from the configuration they were built with.
             try await fixture.app.test(.router) { client in
                 for (path, method, body) in Self.everyKind {
-                    let response = try await client.execute(uri: path, method: method, headers: body == nil ? [:] : [.contentType: "application/x-www-form-urlencoded"],
-                                                            body: body.map { ByteBuffer(string: $0) })
+                    let response = try await client.execute(
+                        uri: path, method: method, headers: body == nil ? [:] : [.contentType: "application/x-www-form-urlencoded"],
+                        body: body.map { ByteBuffer(string: $0) })
                     #expect(response.headers[HTTPField.Name("X-Content-Type-Options")!] == "nosniff", "\(method) \(path) → \(response.status)")
                     let hsts = response.headers[HTTPField.Name("Strict-Transport-Security")!]
                     #expect(hsts == (https ? "max-age=31536000" : nil), "\(method) \(path), https \(https)")

@@ -5,6 +5,7 @@ import Hummingbird
 import HummingbirdTesting
 import NIOCore
 import Testing
+
 @testable import DeviceAuthorizationHTTP
 
 /// Trust in proxies is narrow and authenticated: forwarded addresses lose their ports, wide
@@ -15,22 +16,27 @@ struct TrustConfigurationTests {
     static let secretHeader = HTTPField.Name("X-Deviceauth-Proxy-Secret")!
     static let proxySecret = "a-proxy-secret-of-at-least-32-bytes-0123456789"
 
-    @Test("X-Forwarded-For entries lose their ports and are written canonically", arguments: [
-        ("203.0.113.7:4711", "203.0.113.7"), (" 203.0.113.7 ", "203.0.113.7"), ("[2001:DB8::1]:443", "2001:db8::1"),
-        ("[2001:db8:0:0::1]", "2001:db8::1"), ("2001:0db8::0001", "2001:db8::1"), ("::ffff:203.0.113.7", "203.0.113.7"),
-        ("[::ffff:203.0.113.7]:80", "203.0.113.7"), ("unknown", "unknown"), ("203.0.113.7:http", "203.0.113.7:http"),
-        ("[2001:db8::1]:x", "[2001:db8::1]:x"), ("2001:db8::1", "2001:db8::1"),
-    ])
+    @Test(
+        "X-Forwarded-For entries lose their ports and are written canonically",
+        arguments: [
+            ("203.0.113.7:4711", "203.0.113.7"), (" 203.0.113.7 ", "203.0.113.7"), ("[2001:DB8::1]:443", "2001:db8::1"),
+            ("[2001:db8:0:0::1]", "2001:db8::1"), ("2001:0db8::0001", "2001:db8::1"), ("::ffff:203.0.113.7", "203.0.113.7"),
+            ("[::ffff:203.0.113.7]:80", "203.0.113.7"), ("unknown", "unknown"), ("203.0.113.7:http", "203.0.113.7:http"),
+            ("[2001:db8::1]:x", "[2001:db8::1]:x"), ("2001:db8::1", "2001:db8::1"),
+        ])
     func forwardedAddress(entry: String, expected: String) {
         #expect(TrustedProxies.forwardedAddress(entry) == expected)
     }
 
     @Test("ip:port and [v6]:port land in the bare address's bucket: unknown device codes from three spellings of one address share one limit")
     func portsShareTheBucket() async throws {
-        for (spellings, bare) in [(["203.0.113.9:1111", "203.0.113.9:2222"], "203.0.113.9"),
-                                  (["[2001:db8:5::1]:443", "[2001:DB8:5::1]:80"], "2001:db8:5::1")] {
-            let fixture = try await HTTPFixture(trustedProxies: ["127.0.0.1", "::1"],
-                                                rateLimits: RateLimitSettings(unknownDeviceCodesPerIP: RateLimit(2, per: .seconds(3600))))
+        for (spellings, bare) in [
+            (["203.0.113.9:1111", "203.0.113.9:2222"], "203.0.113.9"),
+            (["[2001:db8:5::1]:443", "[2001:DB8:5::1]:80"], "2001:db8:5::1"),
+        ] {
+            let fixture = try await HTTPFixture(
+                trustedProxies: ["127.0.0.1", "::1"],
+                rateLimits: RateLimitSettings(unknownDeviceCodesPerIP: RateLimit(2, per: .seconds(3600))))
             defer { fixture.shutdown() }
             try await fixture.app.test(.live) { client in
                 for spelling in spellings {
@@ -52,8 +58,9 @@ struct TrustConfigurationTests {
         return try ServerConfigurationFile.load(path: path)
     }
 
-    @Test("user_header with trusted ranges wider than /16 (IPv4) or /32 (IPv6) stops the server at load, naming the ranges and the override",
-          arguments: [["0.0.0.0/0"], ["10.0.0.0/8"], ["127.0.0.1", "172.16.0.0/12"], ["::/0"], ["2001:db8::/31"], ["10.1.0.0/15"]])
+    @Test(
+        "user_header with trusted ranges wider than /16 (IPv4) or /32 (IPv6) stops the server at load, naming the ranges and the override",
+        arguments: [["0.0.0.0/0"], ["10.0.0.0/8"], ["127.0.0.1", "172.16.0.0/12"], ["::/0"], ["2001:db8::/31"], ["10.1.0.0/15"]])
     func wideRangesRefused(ranges: [String]) throws {
         let list = ranges.map { "\"\($0)\"" }.joined(separator: ",")
         let error = #expect(throws: DeviceAuthorizationHTTPError.self) {
@@ -93,9 +100,10 @@ struct TrustConfigurationTests {
     @Test("with a proxy secret, a trusted address without it (absent, wrong, repeated, a prefix) is an ordinary client: user header and X-Forwarded-For ignored")
     func proxySecretRequired() async throws {
         let proxies = try TrustedProxies(["127.0.0.1", "::1"], secretHeader: "X-Deviceauth-Proxy-Secret", secret: Array(Self.proxySecret.utf8))
-        let fixture = try await HTTPFixture(users: try TrustedHeaderAuthenticator(headerName: "X-Forwarded-User"),
-                                            rateLimits: RateLimitSettings(unknownDeviceCodesPerIP: RateLimit(1, per: .seconds(3600))),
-                                            configureHTTP: { $0.trustedProxies = proxies })
+        let fixture = try await HTTPFixture(
+            users: try TrustedHeaderAuthenticator(headerName: "X-Forwarded-User"),
+            rateLimits: RateLimitSettings(unknownDeviceCodesPerIP: RateLimit(1, per: .seconds(3600))),
+            configureHTTP: { $0.trustedProxies = proxies })
         defer { fixture.shutdown() }
         try await fixture.app.test(.live) { client in
             let wrong: [HTTPFields] = [
@@ -103,8 +111,10 @@ struct TrustConfigurationTests {
                 [Self.userHeader: "mallory", Self.secretHeader: "guess"],
                 [Self.userHeader: "mallory", Self.secretHeader: String(Self.proxySecret.dropLast())],
                 [Self.userHeader: "mallory", Self.secretHeader: Self.proxySecret + "x"],
-                HTTPFields([HTTPField(name: Self.userHeader, value: "mallory"), HTTPField(name: Self.secretHeader, value: Self.proxySecret),
-                            HTTPField(name: Self.secretHeader, value: Self.proxySecret)]),
+                HTTPFields([
+                    HTTPField(name: Self.userHeader, value: "mallory"), HTTPField(name: Self.secretHeader, value: Self.proxySecret),
+                    HTTPField(name: Self.secretHeader, value: Self.proxySecret),
+                ]),
             ]
             for headers in wrong {
                 let page = try await client.execute(uri: "/device", method: .get, headers: headers)
@@ -125,7 +135,9 @@ struct TrustConfigurationTests {
 
     @Test("RequestOrigin's coarse bucket: IPv6 per /48, IPv4 per address; rateLimitKey stays per /64")
     func coarseBucket() {
-        let a = RequestOrigin(clientIP: "2001:db8:1:2::1"), b = RequestOrigin(clientIP: "2001:db8:1:ffff::9"), c = RequestOrigin(clientIP: "2001:db8:2::1")
+        let a = RequestOrigin(clientIP: "2001:db8:1:2::1")
+        let b = RequestOrigin(clientIP: "2001:db8:1:ffff::9")
+        let c = RequestOrigin(clientIP: "2001:db8:2::1")
         #expect(a.coarseRateLimitKey == b.coarseRateLimitKey)
         #expect(a.rateLimitKey != b.rateLimitKey)
         #expect(a.coarseRateLimitKey != c.coarseRateLimitKey)

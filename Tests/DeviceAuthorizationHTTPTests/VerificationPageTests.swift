@@ -28,8 +28,9 @@ struct VerificationPageTests {
             #expect(login.headers[HTTPField.Name("X-Frame-Options")!] == "DENY")
             #expect(login.headers[HTTPField.Name("Referrer-Policy")!] == "same-origin")
             #expect(login.headers[.cacheControl] == "no-store")
-            let csrfCookie = try #require(login.headers[values: .setCookie].first { $0.hasPrefix("__Host-deviceauth_csrf=") },
-                                          "an https base URL gives the CSRF cookie the __Host- prefix")
+            let csrfCookie = try #require(
+                login.headers[values: .setCookie].first { $0.hasPrefix("__Host-deviceauth_csrf=") },
+                "an https base URL gives the CSRF cookie the __Host- prefix")
             #expect(csrfCookie.contains("Path=/;") || csrfCookie.hasSuffix("Path=/"), "\(csrfCookie)")
             #expect(!csrfCookie.lowercased().contains("domain="), "\(csrfCookie)")
             #expect(csrfCookie.contains("HttpOnly"))
@@ -46,8 +47,12 @@ struct VerificationPageTests {
             let enter = try await browser.get(client, "/device")
             #expect(enter.text.contains("Enter the code"))
             let typed = userCode.lowercased().replacingOccurrences(of: "-", with: " ")
-            let confirm = try await browser.post(client, "/device", [("action", "lookup"), ("user_code", typed),
-                                                                     ("csrf_token", hiddenField("csrf_token", in: enter.text)!)])
+            let confirm = try await browser.post(
+                client, "/device",
+                [
+                    ("action", "lookup"), ("user_code", typed),
+                    ("csrf_token", hiddenField("csrf_token", in: enter.text)!),
+                ])
             #expect(confirm.status == .ok)
             #expect(confirm.text.contains(userCode))
             #expect(confirm.text.contains("Fast poller"))
@@ -98,7 +103,9 @@ struct VerificationPageTests {
         }
     }
 
-    @Test("durability asked of a Redis without replicas: the approval page says 503 'Not confirmed yet'; the token is held back (503 temporarily_unavailable, Retry-After) until the hold ends, then sent once")
+    @Test(
+        "durability asked of a Redis without replicas: the approval page says 503 'Not confirmed yet'; the token is held back (503 temporarily_unavailable, Retry-After) until the hold ends, then sent once"
+    )
     func unconfirmedApproval() async throws {
         // The shared test Redis has no replica, so `WAIT 1` answers 0 after its timeout, every time.
         let fixture = try await HTTPFixture(configureStore: {
@@ -124,7 +131,7 @@ struct VerificationPageTests {
             expectOAuthError(held, "temporarily_unavailable", status: .serviceUnavailable)
             #expect(held.headers[.retryAfter] == "2")
             var token = try await client.poll(deviceCode: issued.deviceCode, clientID: "fast")
-            for _ in 0..<100 where token.status != .ok {   // a hang guard, not a timing assertion
+            for _ in 0..<100 where token.status != .ok {  // a hang guard, not a timing assertion
                 #expect(token.oauthError == "temporarily_unavailable")
                 try await Task.sleep(for: .milliseconds(100))
                 token = try await client.poll(deviceCode: issued.deviceCode, clientID: "fast")
@@ -148,14 +155,22 @@ struct VerificationPageTests {
             try await browser.logIn(client)
             let missing = try await browser.post(client, "/device", [("action", "approve"), ("user_code", userCode)])
             #expect(missing.status == .forbidden)
-            let forged = try await browser.post(client, "/device", [("action", "approve"), ("user_code", userCode),
-                                                                    ("csrf_token", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")])
+            let forged = try await browser.post(
+                client, "/device",
+                [
+                    ("action", "approve"), ("user_code", userCode),
+                    ("csrf_token", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+                ])
             #expect(forged.status == .forbidden)
             // A token from another browser's cookie does not fit this browser's cookie.
             let other = Browser()
             let otherPage = try await other.get(client, "/device")
-            let stolen = try await browser.post(client, "/device", [("action", "approve"), ("user_code", userCode),
-                                                                    ("csrf_token", hiddenField("csrf_token", in: otherPage.text)!)])
+            let stolen = try await browser.post(
+                client, "/device",
+                [
+                    ("action", "approve"), ("user_code", userCode),
+                    ("csrf_token", hiddenField("csrf_token", in: otherPage.text)!),
+                ])
             #expect(stolen.status == .forbidden)
             expectOAuthError(try await client.poll(deviceCode: issued.deviceCode, clientID: "fast"), "authorization_pending")
             // Login without a token is refused too.

@@ -48,7 +48,8 @@ struct AppendOnlyFileCheckTests {
         // Hostile or empty INFO text never crashes and counts as an unknown (affected) version.
         #expect(early(warnings("redis_version:\u{0}x.y\r\n::::")))
         #expect(ServerVersion(info: "").description == "Redis of unknown version")
-        #expect(DeviceCodeStore.appendOnlyFileWarnings(info: "aof_enabled:0\r\nredis_version:8.2.1", node: " on n:1")
-            .first?.contains("Redis on n:1 runs with appendonly no") == true)
+        #expect(
+            DeviceCodeStore.appendOnlyFileWarnings(info: "aof_enabled:0\r\nredis_version:8.2.1", node: " on n:1")
+                .first?.contains("Redis on n:1 runs with appendonly no") == true)
     }
 }

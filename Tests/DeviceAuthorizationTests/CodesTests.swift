@@ -1,4 +1,5 @@
 import Testing
+
 @testable import DeviceAuthorization
 
 @Suite("User codes and device codes")
@@ -37,17 +38,21 @@ struct CodesTests {
         let other = KeySchema(prefix: "t", secret: Array("another-secret-of-at-least-32-bytes!".utf8))
         #expect(other.decode(deviceCode: code).map { [$0.tag, $0.id] } != ["0a1f", "0123456789abcdef"])
         #expect(digest.count == 11 && digest != againDigest && other.decode(deviceCode: code)?.digest != digest)
-        let malformed: [String] = ["", "0a1f", code + "x", String(code.dropLast()), String(code.dropLast()) + "!", String(code.dropLast()) + "=",
-                                   "0a1f." + String(code.dropFirst(5))]
+        let malformed: [String] = [
+            "", "0a1f", code + "x", String(code.dropLast()), String(code.dropLast()) + "!", String(code.dropLast()) + "=",
+            "0a1f." + String(code.dropFirst(5)),
+        ]
         for text in malformed {
             #expect(keys.decode(deviceCode: text) == nil, "\(text)")
         }
     }
 
-    @Test("the origin a grant keeps: IPv4 in 5 bytes, canonical IPv6 in 17, anything else as typed; every one reads back as it was", arguments: [
-        ("203.0.113.254", 5), ("127.0.0.1", 5), ("2001:db8::1", 17), ("::1", 17), ("2001:DB8::1", 11), ("2001:db8:0::1", 13),
-        ("203.0.113.7:80", 14), ("unknown", 7), ("", 0), ("\u{1}abcd", 6), ("\u{2}", 2), ("\u{0}x", 3), ("é", 2), ("01.2.3.4", 8),
-    ])
+    @Test(
+        "the origin a grant keeps: IPv4 in 5 bytes, canonical IPv6 in 17, anything else as typed; every one reads back as it was",
+        arguments: [
+            ("203.0.113.254", 5), ("127.0.0.1", 5), ("2001:db8::1", 17), ("::1", 17), ("2001:DB8::1", 11), ("2001:db8:0::1", 13),
+            ("203.0.113.7:80", 14), ("unknown", 7), ("", 0), ("\u{1}abcd", 6), ("\u{2}", 2), ("\u{0}x", 3), ("é", 2), ("01.2.3.4", 8),
+        ])
     func originEncoding(origin: String, size: Int) {
         let encoded = OriginEncoding.encode(origin)
         #expect(encoded.count == size)

@@ -2,12 +2,16 @@ import Foundation
 import RedisClient
 import Synchronization
 import Testing
+
 @testable import DeviceAuthorization
 
 /// What the load of one kill round saw confirmed, shared by its tasks.
 final class ConfirmedWrites: Sendable {
     /// `delivered`: the token answer each redeemed device code got (as the token endpoint redeems).
-    struct State: Sendable { var approved: [(userCode: String, deviceCode: String)] = []; var delivered: [String: [UInt8]] = [:] }
+    struct State: Sendable {
+        var approved: [(userCode: String, deviceCode: String)] = []
+        var delivered: [String: [UInt8]] = [:]
+    }
     private let state = Mutex(State())
     func withLock<T: Sendable>(_ body: (inout State) -> T) -> T { state.withLock { body(&$0) } }
 }
@@ -67,7 +71,10 @@ struct DurabilityTests {
                     try await store.approve(userCode: issued.userCode, userID: "person-\(index)")
                     #expect(try await topology.status(key: key) == "a")
                     let outcome = try await store.poll(deviceCode: issued.deviceCode, clientID: "tv")
-                    guard case .authorized(let userID, _, _) = outcome else { Issue.record("got \(outcome)"); return }
+                    guard case .authorized(let userID, _, _) = outcome else {
+                        Issue.record("got \(outcome)")
+                        return
+                    }
                     #expect(userID == "person-\(index)")
                     #expect(try await topology.status(key: key) == "r")
                 }
@@ -93,7 +100,10 @@ struct DurabilityTests {
         // It was made: deciding again is refused, and the device gets its token.
         await #expect(throws: DeviceAuthorizationError.self) { try await fixture.store.approve(userCode: approved.userCode, userID: "mallory") }
         let outcome = try await fixture.store.poll(deviceCode: approved.deviceCode, clientID: "tv")
-        guard case .authorized(let userID, _, _) = outcome else { Issue.record("got \(outcome)"); return }
+        guard case .authorized(let userID, _, _) = outcome else {
+            Issue.record("got \(outcome)")
+            return
+        }
         #expect(userID == "alice")
         #expect(try await fixture.store.poll(deviceCode: approved.deviceCode, clientID: "tv") == .invalidGrant(.alreadyRedeemed))
 
@@ -130,11 +140,12 @@ struct DurabilityTests {
 
     @Test("Durability settings out of range are refused with a typed error, also a wait as long as the command timeout")
     func settingsRefused() async throws {
-        let client = try RedisClient(configuration: {
-            var configuration = try RedisClientConfiguration(url: StoreFixture.redisURL ?? "redis://127.0.0.1:6379")
-            configuration.commandTimeout = .seconds(2)
-            return configuration
-        }())
+        let client = try RedisClient(
+            configuration: {
+                var configuration = try RedisClientConfiguration(url: StoreFixture.redisURL ?? "redis://127.0.0.1:6379")
+                configuration.commandTimeout = .seconds(2)
+                return configuration
+            }())
         defer { client.shutdown() }
         let error = await #expect(throws: RedisError.self) {
             _ = try await client.send(RedisCommand("PING"), durability: try RedisDurability(replicas: 1, timeout: .seconds(2)))
@@ -165,8 +176,11 @@ struct DurabilityTests {
                         guard let issued = try? await store.issue(clientID: "tv", scopes: []) else { return }
                         guard (try? await store.approve(userCode: issued.userCode, userID: "p\(worker)-\(index)")) != nil else { return }
                         confirmed.withLock { $0.approved.append((issued.userCode, issued.deviceCode)) }
-                        if index % 2 == 0, case .answer(let answer)? = try? await store.poll(deviceCode: issued.deviceCode, clientID: "tv",
-                                                                                              origin: "198.51.100.1", answer: mint.callAsFunction) {
+                        if index % 2 == 0,
+                            case .answer(let answer)? = try? await store.poll(
+                                deviceCode: issued.deviceCode, clientID: "tv",
+                                origin: "198.51.100.1", answer: mint.callAsFunction)
+                        {
                             confirmed.withLock { $0.delivered[issued.deviceCode] = answer.body }
                         }
                     }
@@ -208,12 +222,14 @@ struct DurabilityTests {
         checking.durability = nil
         let survivor = DeviceCodeStore(client: promoted, configuration: checking)
         let snapshot = confirmed.withLock { $0 }
-        var lost = 0, doubles = 0
+        var lost = 0
+        var doubles = 0
         for grant in snapshot.approved {
             // The device polls again after the failover, from its address: the answer it got (kept
             // for the retry window) or, if it never got one, its first; never another token.
-            let result = try await survivor.poll(deviceCode: grant.deviceCode, clientID: "tv", origin: "198.51.100.1",
-                                                 answer: mint.callAsFunction)
+            let result = try await survivor.poll(
+                deviceCode: grant.deviceCode, clientID: "tv", origin: "198.51.100.1",
+                answer: mint.callAsFunction)
             switch result {
             case .answer(let answer):
                 if let delivered = snapshot.delivered[grant.deviceCode], delivered != answer.body { doubles += 1 }
@@ -241,6 +257,8 @@ struct DurabilityTests {
         }
         // The replica left behind makes the loss certain without durability: it is what the test is about.
         #expect(off.lost > 0)
-        print("durability: 10 primary kills with WAIT 1: \(total.confirmed) approvals confirmed, \(total.lost) lost, \(total.doubles) redeemed twice; without: \(off.confirmed) confirmed, \(off.lost) lost, \(off.doubles) redeemed twice")
+        print(
+            "durability: 10 primary kills with WAIT 1: \(total.confirmed) approvals confirmed, \(total.lost) lost, \(total.doubles) redeemed twice; without: \(off.confirmed) confirmed, \(off.lost) lost, \(off.doubles) redeemed twice"
+        )
     }
 }

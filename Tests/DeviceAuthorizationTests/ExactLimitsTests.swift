@@ -1,6 +1,7 @@
 import Foundation
 import RedisClient
 import Testing
+
 @testable import DeviceAuthorization
 
 /// RFC 8628 §5.1: the guess limits hold exactly under a concurrent burst across two API nodes,

@@ -1,6 +1,7 @@
 import Foundation
 import RedisClient
 import Testing
+
 @testable import DeviceAuthorization
 
 /// The fuzz tests' seeded generator, so a failing input can be reproduced from the seed.
@@ -50,9 +51,10 @@ struct FuzzTests {
             guard let normalized else { continue }
             accepted += 1
             guard normalized.utf8.count == 8, normalized.utf8.allSatisfy(Self.alphabet.contains),
-                  UserCode.normalize(normalized) == normalized,
-                  UserCode.normalize(UserCode.display(normalized)) == normalized,
-                  UserCode.normalize(UserCode.display(normalized).lowercased()) == normalized else {
+                UserCode.normalize(normalized) == normalized,
+                UserCode.normalize(UserCode.display(normalized)) == normalized,
+                UserCode.normalize(UserCode.display(normalized).lowercased()) == normalized
+            else {
                 Issue.record("invariant broken for \(input.debugDescription) → \(normalized)")
                 return
             }
@@ -139,16 +141,19 @@ struct FuzzTests {
                 configuration = try RedisClientConfiguration(url: url)
             } catch let error as RedisError {
                 guard error.code == .invalidURL || error.code == .unsupported else {
-                    Issue.record("\(url.debugDescription): unexpected code \(error.code)"); return
+                    Issue.record("\(url.debugDescription): unexpected code \(error.code)")
+                    return
                 }
                 refused += 1
                 continue
             } catch {
-                Issue.record("\(url.debugDescription): untyped error \(error)"); return
+                Issue.record("\(url.debugDescription): untyped error \(error)")
+                return
             }
             parsed += 1
             guard configuration.database >= 0, configuration.username == nil || configuration.password != nil else {
-                Issue.record("\(url.debugDescription): database \(configuration.database), user without password"); return
+                Issue.record("\(url.debugDescription): database \(configuration.database), user without password")
+                return
             }
             // Round trip: the configuration written back as a URL parses to the same configuration.
             var allowed = CharacterSet.alphanumerics
@@ -158,7 +163,10 @@ struct FuzzTests {
             let canonical: String
             switch configuration.endpoint {
             case .tcp(let host, let port):
-                guard !host.isEmpty, (1...65535).contains(port) else { Issue.record("\(url.debugDescription): tcp \(host):\(port)"); return }
+                guard !host.isEmpty, (1...65535).contains(port) else {
+                    Issue.record("\(url.debugDescription): tcp \(host):\(port)")
+                    return
+                }
                 // A host must be a name or an address; percent-decoding must not smuggle in '@', '/', ' '….
                 guard host.unicodeScalars.allSatisfy({ $0.isASCII && (CharacterSet.alphanumerics.contains($0) || ".-_:".unicodeScalars.contains($0)) }) else {
                     oddHosts.insert(host)
@@ -166,16 +174,22 @@ struct FuzzTests {
                 }
                 canonical = "redis://\(credentials)\(host.contains(":") ? "[\(host)]" : host):\(port)/\(configuration.database)"
             case .unix(let path):
-                guard path.hasPrefix("/") else { Issue.record("\(url.debugDescription): unix path \(path)"); return }
+                guard path.hasPrefix("/") else {
+                    Issue.record("\(url.debugDescription): unix path \(path)")
+                    return
+                }
                 canonical = "unix://\(credentials)\(path.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed)!)?db=\(configuration.database)"
             }
             let again: RedisClientConfiguration
             do { again = try RedisClientConfiguration(url: canonical) } catch {
-                Issue.record("\(url.debugDescription) → \(canonical.debugDescription) does not parse again: \(error)"); return
+                Issue.record("\(url.debugDescription) → \(canonical.debugDescription) does not parse again: \(error)")
+                return
             }
             guard again.endpoint == configuration.endpoint, again.username == configuration.username,
-                  again.password == configuration.password, again.database == configuration.database else {
-                Issue.record("\(url.debugDescription) → \(canonical.debugDescription) parses differently"); return
+                again.password == configuration.password, again.database == configuration.database
+            else {
+                Issue.record("\(url.debugDescription) → \(canonical.debugDescription) parses differently")
+                return
             }
         }
         #expect(parsed > 1_000 && refused > 1_000, "both outcomes reached: \(parsed) parsed, \(refused) refused")

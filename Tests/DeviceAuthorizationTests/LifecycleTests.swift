@@ -1,6 +1,7 @@
 import Foundation
 import RedisClient
 import Testing
+
 @testable import DeviceAuthorization
 
 @Suite("Lifecycle: every transition and every forbidden one")
@@ -43,7 +44,8 @@ struct LifecycleTests {
         #expect(try await f.store.poll(deviceCode: issued.deviceCode, clientID: "tv") == .authorizationPending)
         try await f.store.approve(userCode: issued.userCode, userID: "alice")
         // No slow_down for an approved code, even right after the last poll.
-        #expect(try await f.store.poll(deviceCode: issued.deviceCode, clientID: "tv")
+        #expect(
+            try await f.store.poll(deviceCode: issued.deviceCode, clientID: "tv")
                 == .authorized(userID: "alice", scopes: ["profile"], grantID: issued.grantID))
         #expect(try await f.store.poll(deviceCode: issued.deviceCode, clientID: "tv") == .invalidGrant(.alreadyRedeemed))
         let record = try #require(try await f.store.find(deviceCode: issued.deviceCode))
@@ -174,9 +176,12 @@ struct LifecycleTests {
         #expect(try await f.store.find(deviceCode: issued.deviceCode)?.status == .authorized)
     }
 
-    @Test("issue refuses an out-of-range lifetime or interval with invalidArgument and writes nothing (10^17 s used to trap)",
-          arguments: [(Duration.seconds(100_000_000_000_000_000), 5), (.seconds(367 * 86_400), 5), (.zero, 5), (.seconds(-1), 5),
-                      (.seconds(60), -1), (.seconds(60), 86_401), (.seconds(60), Int.max)])
+    @Test(
+        "issue refuses an out-of-range lifetime or interval with invalidArgument and writes nothing (10^17 s used to trap)",
+        arguments: [
+            (Duration.seconds(100_000_000_000_000_000), 5), (.seconds(367 * 86_400), 5), (.zero, 5), (.seconds(-1), 5),
+            (.seconds(60), -1), (.seconds(60), 86_401), (.seconds(60), Int.max),
+        ])
     func issueRefusesOutOfRangeSettings(lifetime: Duration, interval: Int) async throws {
         let f = try StoreFixture()
         let error = await decisionError { _ = try await f.store.issue(clientID: "tv", scopes: [], lifetime: lifetime, interval: interval) }
@@ -186,7 +191,10 @@ struct LifecycleTests {
 
     @Test("a configured grace period or failure window of 10^17 s is a typed Redis error, not a trap")
     func hugeConfiguredDurationsAreTypedErrors() async throws {
-        let f = try StoreFixture { $0.gracePeriod = .seconds(100_000_000_000_000_000); $0.callerWindow = .seconds(100_000_000_000_000_000) }
+        let f = try StoreFixture {
+            $0.gracePeriod = .seconds(100_000_000_000_000_000)
+            $0.callerWindow = .seconds(100_000_000_000_000_000)
+        }
         await #expect(throws: RedisError.self) { _ = try await f.store.issue(clientID: "tv", scopes: []) }
         await #expect(throws: RedisError.self) { _ = try await f.store.lookup(userCode: "BCDF-GHJK", caller: "203.0.113.9") }
     }

@@ -2,6 +2,7 @@ import Foundation
 import RedisClient
 import Synchronization
 import Testing
+
 @testable import DeviceAuthorization
 
 /// No lost logins (issue 16): a device whose token answer was lost completes its login on its next
@@ -29,7 +30,8 @@ struct LostLoginTests {
     func redelivery() async throws {
         let fixture = try StoreFixture()
         defer { fixture.shutdown() }
-        let store = fixture.store, mint = Minter()
+        let store = fixture.store
+        let mint = Minter()
         let issued = try await store.issue(clientID: "tv", scopes: ["profile"], interval: 0)
         #expect(try await store.poll(deviceCode: issued.deviceCode, clientID: "tv", origin: Self.device, answer: mint.callAsFunction) == .outcome(.authorizationPending))
         try await store.approve(userCode: issued.userCode, userID: "alice")
@@ -43,11 +45,14 @@ struct LostLoginTests {
         #expect(mint.count.load(ordering: .relaxed) == 1, "a redelivery mints nothing")
 
         // Someone else holding the code, from another address or as another client: no token.
-        #expect(try await store.poll(deviceCode: issued.deviceCode, clientID: "tv", origin: Self.elsewhere, answer: mint.callAsFunction)
+        #expect(
+            try await store.poll(deviceCode: issued.deviceCode, clientID: "tv", origin: Self.elsewhere, answer: mint.callAsFunction)
                 == .outcome(.invalidGrant(.alreadyRedeemed)))
-        #expect(try await store.poll(deviceCode: issued.deviceCode, clientID: "tv", origin: nil, answer: mint.callAsFunction)
+        #expect(
+            try await store.poll(deviceCode: issued.deviceCode, clientID: "tv", origin: nil, answer: mint.callAsFunction)
                 == .outcome(.invalidGrant(.alreadyRedeemed)))
-        #expect(try await store.poll(deviceCode: issued.deviceCode, clientID: "other", origin: Self.device, answer: mint.callAsFunction)
+        #expect(
+            try await store.poll(deviceCode: issued.deviceCode, clientID: "other", origin: Self.device, answer: mint.callAsFunction)
                 == .outcome(.invalidGrant(.wrongClient)))
 
         // What Redis holds: no token in plaintext anywhere; the replays are counted.
@@ -65,7 +70,8 @@ struct LostLoginTests {
     func afterTheWindow() async throws {
         let fixture = try StoreFixture { $0.redemptionRetryWindow = .milliseconds(100) }
         defer { fixture.shutdown() }
-        let store = fixture.store, mint = Minter()
+        let store = fixture.store
+        let mint = Minter()
         let issued = try await store.issue(clientID: "tv", scopes: [], interval: 0)
         try await store.approve(userCode: issued.userCode, userID: "alice")
         _ = try await store.poll(deviceCode: issued.deviceCode, clientID: "tv", origin: Self.device, answer: mint.callAsFunction)
@@ -78,7 +84,8 @@ struct LostLoginTests {
             if let seconds = time.first?.string.flatMap({ Int($0) }), seconds * 1000 > end + 1000 { break }
             try await Task.sleep(for: .milliseconds(100))
         }
-        #expect(try await store.poll(deviceCode: issued.deviceCode, clientID: "tv", origin: Self.device, answer: mint.callAsFunction)
+        #expect(
+            try await store.poll(deviceCode: issued.deviceCode, clientID: "tv", origin: Self.device, answer: mint.callAsFunction)
                 == .outcome(.invalidGrant(.alreadyRedeemed)))
         #expect(try await fixture.client.send("HMGET", key, "t").array?.first?.string == "")
         #expect(mint.count.load(ordering: .relaxed) == 1)
@@ -88,7 +95,8 @@ struct LostLoginTests {
     func copiedAnswerIsRefused() async throws {
         let fixture = try StoreFixture()
         defer { fixture.shutdown() }
-        let store = fixture.store, mint = Minter()
+        let store = fixture.store
+        let mint = Minter()
         var codes: [IssuedDeviceCode] = []
         for _ in 0..<2 {
             let issued = try await store.issue(clientID: "tv", scopes: [], interval: 0)
@@ -102,7 +110,8 @@ struct LostLoginTests {
         let own = try #require(store.recordKey(forDeviceCode: codes[1].deviceCode))
         let stolen = try await fixture.client.send("HMGET", victim, "t").array?.first?.bytes ?? []
         _ = try await fixture.client.send(RedisCommand("HSET", own, "t", stolen))
-        #expect(try await store.poll(deviceCode: codes[1].deviceCode, clientID: "tv", origin: Self.elsewhere, answer: mint.callAsFunction)
+        #expect(
+            try await store.poll(deviceCode: codes[1].deviceCode, clientID: "tv", origin: Self.elsewhere, answer: mint.callAsFunction)
                 == .outcome(.invalidGrant(.forged)))
     }
 
@@ -165,7 +174,10 @@ struct LostLoginTests {
             while (try? await probe.send("PING")) != nil { try await Task.sleep(for: .milliseconds(20)) }
             return sleeper
         }
-        defer { client.shutdown(); admin.shutdown() }
+        defer {
+            client.shutdown()
+            admin.shutdown()
+        }
         let store = DeviceCodeStore(client: client, configuration: DeviceCodeStoreConfiguration(keyPrefix: "lost", secret: Array("a-test-secret-of-at-least-32-bytes!!".utf8)))
         // As a node does at start-up: else the redeeming FCALL, run after the sleep, would only
         // find its function missing (and the client, gone, could not load it and send it again).
@@ -192,8 +204,10 @@ struct LostLoginTests {
         #expect(next.0.contains("-1-secret"), "the answer minted before the timeout")
         #expect(mint.count.load(ordering: .relaxed) == 1)
         // The same scenario with the retry window off loses the login: what the window is for.
-        let oneStep = DeviceCodeStore(client: client, configuration: DeviceCodeStoreConfiguration(
-            keyPrefix: "lost1", secret: Array("a-test-secret-of-at-least-32-bytes!!".utf8), redemptionRetryWindow: .zero))
+        let oneStep = DeviceCodeStore(
+            client: client,
+            configuration: DeviceCodeStoreConfiguration(
+                keyPrefix: "lost1", secret: Array("a-test-secret-of-at-least-32-bytes!!".utf8), redemptionRetryWindow: .zero))
         let second = try await oneStep.issue(clientID: "tv", scopes: [], interval: 0)
         try await oneStep.approve(userCode: second.userCode, userID: "alice")
         let sleeper2 = try await putRedisToSleep()
@@ -201,7 +215,8 @@ struct LostLoginTests {
             _ = try await oneStep.poll(deviceCode: second.deviceCode, clientID: "tv", origin: Self.device, answer: mint.callAsFunction)
         }
         _ = try await sleeper2.value
-        #expect(try await oneStep.poll(deviceCode: second.deviceCode, clientID: "tv", origin: Self.device, answer: mint.callAsFunction)
+        #expect(
+            try await oneStep.poll(deviceCode: second.deviceCode, clientID: "tv", origin: Self.device, answer: mint.callAsFunction)
                 == .outcome(.invalidGrant(.alreadyRedeemed)))
     }
 }

@@ -1,9 +1,11 @@
 import Foundation
-import TestProcesses
 import RedisClient
+import TestProcesses
+
 @testable import DeviceAuthorization
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A private `redis-server` for tests that change server-wide settings (`maxmemory`, the
@@ -24,8 +26,11 @@ final class PrivateRedis: @unchecked Sendable {
             let port = try freeLoopbackPort()
             let process = Process()
             process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = ["--bind", "127.0.0.1", "--port", "\(port)", "--dir", directory.path, "--save", "", "--appendonly", "no",
-                                 "--logfile", directory.appendingPathComponent("redis.log").path] + arguments
+            process.arguments =
+                [
+                    "--bind", "127.0.0.1", "--port", "\(port)", "--dir", directory.path, "--save", "", "--appendonly", "no",
+                    "--logfile", directory.appendingPathComponent("redis.log").path,
+                ] + arguments
             try process.run()
             if try await waitUntilListening(port: port, process: process, attempts: 400) {
                 self.port = port

@@ -1,6 +1,7 @@
 import Foundation
 import RedisClient
 import Testing
+
 @testable import DeviceAuthorization
 
 @Suite("Property: random operations and clock steps")

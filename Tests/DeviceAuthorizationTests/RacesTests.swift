@@ -1,6 +1,7 @@
 import Foundation
 import RedisClient
 import Testing
+
 @testable import DeviceAuthorization
 
 @Suite("Races across API nodes: one decision, one token")
@@ -27,11 +28,22 @@ struct RacesTests {
         let f = try StoreFixture()
         defer { f.shutdown() }
         let other = try f.anotherNode()
-        var approvals = 0, denials = 0
+        var approvals = 0
+        var denials = 0
         for round in 0..<40 {
             let issued = try await f.store.issue(clientID: "tv", scopes: [])
-            async let approve: Bool = { do { try await f.store.approve(userCode: issued.userCode, userID: "u\(round)"); return true } catch { return false } }()
-            async let deny: Bool = { do { try await other.deny(userCode: issued.userCode); return true } catch { return false } }()
+            async let approve: Bool = {
+                do {
+                    try await f.store.approve(userCode: issued.userCode, userID: "u\(round)")
+                    return true
+                } catch { return false }
+            }()
+            async let deny: Bool = {
+                do {
+                    try await other.deny(userCode: issued.userCode)
+                    return true
+                } catch { return false }
+            }()
             let (approved, denied) = await (approve, deny)
             #expect(approved != denied, "exactly one of approve and deny wins")
             let outcome = try await other.poll(deviceCode: issued.deviceCode, clientID: "tv")
@@ -144,7 +156,10 @@ struct AtRestAndBruteForceTests {
 
     @Test func failedLookupsLockOutACallerWithoutResetOnSuccess() async throws {
         // An hour, so the lower bound on Retry-After below leaves ten minutes for a slow machine.
-        let f = try StoreFixture { $0.maxFailuresPerCaller = 3; $0.callerWindow = .seconds(3600) }
+        let f = try StoreFixture {
+            $0.maxFailuresPerCaller = 3
+            $0.callerWindow = .seconds(3600)
+        }
         defer { f.shutdown() }
         let issued = try await f.store.issue(clientID: "tv", scopes: [])
         // Variants of one wrong code and different wrong codes all count in one bucket per caller.

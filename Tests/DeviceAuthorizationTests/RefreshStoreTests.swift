@@ -1,6 +1,7 @@
 import Foundation
 import RedisClient
 import Testing
+
 @testable import DeviceAuthorization
 
 /// The refresh-token store on its own (single Redis, and the same bodies on a Redis Cluster in
@@ -25,8 +26,12 @@ struct RefreshStoreTests {
             let answers = try await withThrowingTaskGroup(of: (Int, RefreshOutcome).self) { group in
                 for index in 0..<100 {
                     group.addTask {
-                        (index, try await nodes[index % nodes.count].refresh(token: issued.token, clientID: "tv",
-                                                                            accessToken: AccessTokenReference(tokenID: "a\(index)", expiresAt: Date().addingTimeInterval(600))))
+                        (
+                            index,
+                            try await nodes[index % nodes.count].refresh(
+                                token: issued.token, clientID: "tv",
+                                accessToken: AccessTokenReference(tokenID: "a\(index)", expiresAt: Date().addingTimeInterval(600)))
+                        )
                     }
                 }
                 return try await group.reduce(into: []) { $0.append($1) }
@@ -49,11 +54,16 @@ struct RefreshStoreTests {
         let f = try StoreFixture()
         defer { f.shutdown() }
         let refresh = Self.refreshStore(f)
-        let issued = try await refresh.createFamily(clientID: "tv", userID: "alice", scopes: ["a", "b"], idleLifetime: .seconds(60), absoluteLifetime: .seconds(3600),
-                                                    accessToken: AccessTokenReference(tokenID: "jti-1", expiresAt: Date().addingTimeInterval(600)))
-        guard case .rotated(let rotated) = try await refresh.refresh(token: issued.token, clientID: "tv", scopes: ["a"],
-                                                                     accessToken: AccessTokenReference(tokenID: "jti-2", expiresAt: Date().addingTimeInterval(600))) else {
-            Issue.record("no rotation"); return
+        let issued = try await refresh.createFamily(
+            clientID: "tv", userID: "alice", scopes: ["a", "b"], idleLifetime: .seconds(60), absoluteLifetime: .seconds(3600),
+            accessToken: AccessTokenReference(tokenID: "jti-1", expiresAt: Date().addingTimeInterval(600)))
+        guard
+            case .rotated(let rotated) = try await refresh.refresh(
+                token: issued.token, clientID: "tv", scopes: ["a"],
+                accessToken: AccessTokenReference(tokenID: "jti-2", expiresAt: Date().addingTimeInterval(600)))
+        else {
+            Issue.record("no rotation")
+            return
         }
         #expect(rotated.scopes == ["a"] && rotated.familyScopes == ["a", "b"] && rotated.userID == "alice")
         let familyKey = try #require(refresh.familyKey(forToken: rotated.token))
@@ -112,9 +122,13 @@ struct RefreshStoreTests {
         let before = try await f.dump().map(\.key)
         #expect(await MaxMemoryTests.isOOM { _ = try await refresh.createFamily(clientID: "tv", userID: "carol", scopes: []) })
         #expect(try await f.dump().map(\.key).sorted() == before.sorted(), "nothing was created")
-        guard case .rotated = try await refresh.refresh(token: live.token, clientID: "tv",
-                                                        accessToken: AccessTokenReference(tokenID: "j1", expiresAt: Date().addingTimeInterval(600))) else {
-            Issue.record("a refresh at maxmemory did not rotate"); return
+        guard
+            case .rotated = try await refresh.refresh(
+                token: live.token, clientID: "tv",
+                accessToken: AccessTokenReference(tokenID: "j1", expiresAt: Date().addingTimeInterval(600)))
+        else {
+            Issue.record("a refresh at maxmemory did not rotate")
+            return
         }
         #expect(try await refresh.revoke(refreshToken: doomed.token, clientID: "tv") == .revoked)
         try await refresh.revokeAccessToken(tokenID: "lonely", familyID: nil, expiresAt: Date().addingTimeInterval(60))
@@ -138,9 +152,12 @@ struct RefreshStoreTests {
                     var last = ""
                     for index in stride(from: worker, to: count, by: 32) {
                         // As the server creates them: a user id, two scopes, one access token.
-                        last = try await refresh.createFamily(clientID: "tv-app", userID: "user-\(index)@example.com", scopes: ["profile", "offline_access"],
-                                                              accessToken: AccessTokenReference(tokenID: UUID().uuidString.lowercased(),
-                                                                                                expiresAt: Date().addingTimeInterval(3600))).token
+                        last = try await refresh.createFamily(
+                            clientID: "tv-app", userID: "user-\(index)@example.com", scopes: ["profile", "offline_access"],
+                            accessToken: AccessTokenReference(
+                                tokenID: UUID().uuidString.lowercased(),
+                                expiresAt: Date().addingTimeInterval(3600))
+                        ).token
                     }
                     return last
                 }
@@ -150,7 +167,9 @@ struct RefreshStoreTests {
         let after = try #require(StoreFixtureInfo.usedMemory(try await f.client.send("INFO", "memory").string ?? ""))
         let usage = try await f.client.send("MEMORY", "USAGE", try #require(refresh.familyKey(forToken: sample))).int ?? 0
         let perFamily = (after - before) / count
-        print("BENCH refresh_family_bytes ours=\(perFamily) baseline=\(usage) unit=bytes ratio=\(String(format: "%.2f", Double(perFamily) / Double(max(usage, 1)))) (used_memory delta per family over \(count) families; baseline = MEMORY USAGE of one record)")
+        print(
+            "BENCH refresh_family_bytes ours=\(perFamily) baseline=\(usage) unit=bytes ratio=\(String(format: "%.2f", Double(perFamily) / Double(max(usage, 1)))) (used_memory delta per family over \(count) families; baseline = MEMORY USAGE of one record)"
+        )
         #expect(usage > 0 && usage < 512, "MEMORY USAGE \(usage)")
         #expect(perFamily > 0 && perFamily < 768, "used_memory per family \(perFamily)")
     }

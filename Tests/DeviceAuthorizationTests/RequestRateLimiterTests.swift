@@ -1,6 +1,7 @@
 import Foundation
 import RedisClient
 import Testing
+
 @testable import DeviceAuthorization
 
 @Suite("Request rate limiter (sliding window in Redis)")
@@ -22,7 +23,8 @@ struct RequestRateLimiterTests {
         let bucket = RateLimitBucket(name: "t", subject: "203.0.113.1", limit: RateLimit(5, per: .seconds(30)))
         for _ in 0..<5 { #expect(try await limiter.acquire([bucket]) == .allowed) }
         guard case .limited(let index, let retry) = try await limiter.acquire([bucket]) else {
-            Issue.record("the 6th event was allowed"); return
+            Issue.record("the 6th event was allowed")
+            return
         }
         #expect(index == 0)
         #expect(retry > .zero && retry <= .seconds(60))
@@ -40,7 +42,10 @@ struct RequestRateLimiterTests {
         let large = RateLimitBucket(name: "b", subject: "x", limit: RateLimit(3, per: .seconds(30)))
         #expect(try await limiter.acquire([large, small]) == .allowed)
         for _ in 0..<5 {
-            guard case .limited(let index, _) = try await limiter.acquire([large, small]) else { Issue.record("allowed over the limit"); return }
+            guard case .limited(let index, _) = try await limiter.acquire([large, small]) else {
+                Issue.record("allowed over the limit")
+                return
+            }
             #expect(index == 1)
         }
         // `large` counted only the one allowed request: two more fit.
@@ -107,7 +112,10 @@ struct RequestRateLimiterTests {
         var sentAt = ContinuousClock.now
         for _ in 0..<20 {
             sentAt = .now
-            if case .limited(_, let after) = try await limiter.acquire([bucket]) { retry = after; break }
+            if case .limited(_, let after) = try await limiter.acquire([bucket]) {
+                retry = after
+                break
+            }
         }
         let answeredAt = ContinuousClock.now
         let wait = try #require(retry, "never limited")
@@ -145,9 +153,15 @@ struct RequestRateLimiterTests {
             #expect(nodeA.knownLimit([bucket]) == .allowed, "nothing known before Redis has answered")
             #expect(try await nodeA.acquire([bucket]) == .allowed)
             #expect(nodeA.knownLimit([bucket]) == .allowed, "an allowed answer is not remembered")
-            guard case .limited(_, let retry) = try await nodeA.acquire([bucket]) else { Issue.record("the 2nd event was allowed"); return }
+            guard case .limited(_, let retry) = try await nodeA.acquire([bucket]) else {
+                Issue.record("the 2nd event was allowed")
+                return
+            }
             let answeredAt = ContinuousClock.now
-            guard case .limited(0, let known) = nodeA.knownLimit([bucket]) else { Issue.record("the refusal was not remembered"); return }
+            guard case .limited(0, let known) = nodeA.knownLimit([bucket]) else {
+                Issue.record("the refusal was not remembered")
+                return
+            }
             #expect(known <= retry)
             // The counter disappears from Redis (an operator deletes it): node A still refuses from
             // memory, so it did not ask Redis; node B, which never saw the refusal, asks and is allowed.

@@ -1,6 +1,7 @@
 import Foundation
 import RedisClient
 import Testing
+
 @testable import DeviceAuthorization
 
 /// The scripts' reply tokens are spelled once (the enums' raw values): each token a script returns

@@ -1,6 +1,7 @@
 import Foundation
 import RedisClient
 import Testing
+
 @testable import DeviceAuthorization
 
 @Suite("Lookup attempts, request origin, decisions bound to the grant shown, limiter refunds")
@@ -43,8 +44,9 @@ struct StoreAPITests {
         let retry = try #require(locked?.retryAfter)
         #expect(retry > .seconds(800) && retry <= .seconds(900), "the default per-person window is 15 minutes")
         #expect(try await f.store.lookup(userCode: issued.userCode, attempt: LookupAttempt(callers: ["ip-new"], userID: "alice")).grantID == issued.grantID)
-        #expect(try await f.store.lookup(userCode: issued.userCode, attempt: LookupAttempt(callers: ["ip-new"])).grantID == issued.grantID,
-                "before sign-in only the address counts")
+        #expect(
+            try await f.store.lookup(userCode: issued.userCode, attempt: LookupAttempt(callers: ["ip-new"])).grantID == issued.grantID,
+            "before sign-in only the address counts")
     }
 
     @Test func aFoundCodeGivesItsChargeBackAndNothingMore() async throws {
@@ -104,7 +106,8 @@ struct StoreAPITests {
         _ = try await f.client.send("HSET", key, "h", digest)
         try await f.store.approve(userCode: shown.userCode, userID: "alice", grantID: shown.grantID)
         guard case .authorized(let user, _, _) = try await f.store.poll(deviceCode: shown.deviceCode, clientID: "tv") else {
-            Issue.record("the approval with the right grant id did not authorize"); return
+            Issue.record("the approval with the right grant id did not authorize")
+            return
         }
         #expect(user == "alice")
     }

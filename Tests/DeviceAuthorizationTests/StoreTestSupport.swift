@@ -1,6 +1,7 @@
 import Foundation
 import RedisClient
 import Testing
+
 @testable import DeviceAuthorization
 
 /// A store on the shared test Redis (REDIS_URL, started by `make test`), with its own key prefix.

@@ -1,6 +1,7 @@
 import Foundation
 import RedisClient
 import Testing
+
 @testable import DeviceAuthorization
 
 /// Whoever can write to Redis, without the node secret, cannot mint a token.
@@ -34,8 +35,9 @@ struct ForgedRecordTests {
         let mine = try await f.store.issue(clientID: "tv", scopes: ["profile"])
         _ = try await f.client.send("HSET", try Self.recordKey(f, mine), "s", "a", "u", "victim", "m", mac)
         #expect(try await f.store.poll(deviceCode: mine.deviceCode, clientID: "tv") == .invalidGrant(.forged))
-        #expect(try await f.store.poll(deviceCode: approved.deviceCode, clientID: "tv") == .authorized(userID: "victim", scopes: ["profile"], grantID: approved.grantID),
-                "the genuine approval still works")
+        #expect(
+            try await f.store.poll(deviceCode: approved.deviceCode, clientID: "tv") == .authorized(userID: "victim", scopes: ["profile"], grantID: approved.grantID),
+            "the genuine approval still works")
     }
 
     @Test func changedScopesUserOrClientOnAnApprovedRecordGiveNoToken() async throws {
@@ -124,7 +126,10 @@ struct ClockTests {
     }
 
     @Test func failureWindowsDoNotRestartAndRetryAfterStaysWithinTheWindow() async throws {
-        let f = try StoreFixture { $0.maxFailuresPerCaller = 3; $0.callerWindow = .seconds(60) }
+        let f = try StoreFixture {
+            $0.maxFailuresPerCaller = 3
+            $0.callerWindow = .seconds(60)
+        }
         defer { f.shutdown() }
         for _ in 0..<3 { #expect(await decisionError { _ = try await f.store.lookup(userCode: "ZZZZ-ZZZZ", caller: "ip") }?.code == .notFound) }
         try await Self.shift(f, f.store.keys.callerFailuresKey("ip"), ["w"])
@@ -175,7 +180,10 @@ struct ClockTests {
 @Suite("Redis at maxmemory")
 struct MaxMemoryTests {
     static func isOOM(_ body: () async throws -> Void) async -> Bool {
-        do { try await body(); return false } catch let error as RedisError { return error.serverErrorPrefix == "OOM" } catch { return false }
+        do {
+            try await body()
+            return false
+        } catch let error as RedisError { return error.serverErrorPrefix == "OOM" } catch { return false }
     }
 
     @Test func keyCreatingScriptsAreRefusedAndPollsAndDecisionsStillWork() async throws {

@@ -1,6 +1,7 @@
-@testable import deviceauth_loadtest
 import RedisClient
 import Testing
+
+@testable import deviceauth_loadtest
 
 /// The load test is how we prove the system correct under load, so its checks must be able to fail:
 /// each test hands `Invariants.check` the observations of an honest run, breaks one of them the way a
@@ -97,10 +98,12 @@ struct InvariantsTests {
     // MARK: - Refresh devices (issue 19)
 
     static let refreshWorks = "refresh devices got a refresh token; the newest token of a live family always rotated to a new pair naming the user"
-    static let oneLiveToken = "no family ever has two live refresh tokens: of a racing pair at most one rotated; a rotated token presented again "
+    static let oneLiveToken =
+        "no family ever has two live refresh tokens: of a racing pair at most one rotated; a rotated token presented again "
         + "was refused (invalid_grant) and its family died with it (the newest token refused too)"
     static let revocation = "revocation (POST /oauth/revoke) answered 200 and the next refresh was refused with invalid_grant"
-    static let reuseCount = "every rotated refresh token the harness presented again was detected as reuse, and nothing else was "
+    static let reuseCount =
+        "every rotated refresh token the harness presented again was detected as reuse, and nothing else was "
         + "(deviceauth_refresh_reuse_detected_total, all nodes)"
     static let transport = "no transport errors, 5xx or unanswered devices"
 

@@ -1,10 +1,11 @@
-@testable import deviceauth_loadtest
-import RedisClient
 import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import RedisClient
 import Testing
+
+@testable import deviceauth_loadtest
 
 /// The open model's parts without a clock: heap, schedules, sampling, coordinated-omission correction, find-max.
 @Suite("Load harness v2: scheduling")
@@ -123,20 +124,29 @@ struct LoadTestHarnessSchedulingTests {
     @Test("the invariants fail on a second token, a wrong subject, a wrong slow_down and uncounted replays")
     func counterInvariants() {
         var honest = OpenCounters()
-        honest.approvedDecisions = 3; honest.tokens = 3; honest.probesInvalidGrant = 3
-        honest.deniedDecisions = 1; honest.deniedOK = 1; honest.abandonedExpired = 2; honest.slowDownExact = 1
+        honest.approvedDecisions = 3
+        honest.tokens = 3
+        honest.probesInvalidGrant = 3
+        honest.deniedDecisions = 1
+        honest.deniedOK = 1
+        honest.abandonedExpired = 2
+        honest.slowDownExact = 1
         func failed(_ counters: OpenCounters, replayed: Double = 3) -> [String] {
             OpenModelRun.invariants(counters, replayedBefore: [0: 0], replayedAfter: [0: replayed], nodes: 1).filter { !$0.passed }.map(\.name)
         }
         #expect(failed(honest).isEmpty)
-        var broken = honest; broken.secondTokens = 1
+        var broken = honest
+        broken.secondTokens = 1
         #expect(failed(broken).count == 1)
-        broken = honest; broken.tokensWrongSubject = 1
+        broken = honest
+        broken.tokensWrongSubject = 1
         #expect(failed(broken).count == 1)
-        broken = honest; broken.slowDownWrong = 1
+        broken = honest
+        broken.slowDownWrong = 1
         #expect(failed(broken).first?.contains("slow_down") == true)
         #expect(failed(honest, replayed: 4).first?.contains("redeemed twice") == true)
-        broken = honest; broken.abandonedWrong = 1
+        broken = honest
+        broken.abandonedWrong = 1
         #expect(failed(broken).first?.contains("abandoned") == true)
     }
 
@@ -163,7 +173,9 @@ struct LoadTestHarnessHTTPClientTests {
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             switch unwrapInboundIn(data) {
-            case .head(let head): path = head.uri; body = ""
+            case .head(let head):
+                path = head.uri
+                body = ""
             case .body(let buffer): body += String(buffer: buffer)
             case .end:
                 var headers = HTTPHeaders()
@@ -224,21 +236,29 @@ struct LoadTestHarnessHTTPClientTests {
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.currentDirectoryURL = root
         // The node stops itself after 300 s even if the test never says so.
-        process.arguments = ["timeout", "300", "deploy/local-cluster.sh", "--nodes", "1", "--build", build, "--", "/bin/sh", "-c",
-                             "echo \"$NODE_URLS\" > '\(marker.path)'; while [ -e '\(marker.path).hold' ]; do sleep 0.2; done"]
+        process.arguments = [
+            "timeout", "300", "deploy/local-cluster.sh", "--nodes", "1", "--build", build, "--", "/bin/sh", "-c",
+            "echo \"$NODE_URLS\" > '\(marker.path)'; while [ -e '\(marker.path).hold' ]; do sleep 0.2; done",
+        ]
         let ended = AsyncStream<Int32>.makeStream()
-        process.terminationHandler = { ended.continuation.yield($0.terminationStatus); ended.continuation.finish() }
+        process.terminationHandler = {
+            ended.continuation.yield($0.terminationStatus)
+            ended.continuation.finish()
+        }
         try process.run()
         for _ in 0..<1200 where !FileManager.default.fileExists(atPath: marker.path) {
             try await Task.sleep(for: .milliseconds(100))
         }
         let text = try String(contentsOf: marker, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         let url = try #require(URL(string: text))
-        return ("127.0.0.1", try #require(url.port), {
-            try? FileManager.default.removeItem(atPath: marker.path + ".hold")
-            for await _ in ended.stream {}
-            try? FileManager.default.removeItem(at: marker)
-        })
+        return (
+            "127.0.0.1", try #require(url.port),
+            {
+                try? FileManager.default.removeItem(atPath: marker.path + ".hold")
+                for await _ in ended.stream {}
+                try? FileManager.default.removeItem(at: marker)
+            }
+        )
     }
 
     @Test("against a real node: codes, authorization_pending, slow_down +5 s on one kept-alive connection")

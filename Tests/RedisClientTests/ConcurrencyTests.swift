@@ -54,7 +54,10 @@ struct ConcurrencyTests {
     @Test func aCancelledCallerReturnsAtOnceAndTheConnectionStaysInStep() async throws {
         let client = try TestRedis.client(connections: 1, commandTimeout: Self.blockingTimeout)
         let observer = try TestRedis.client(connections: 1)
-        defer { client.shutdown(); observer.shutdown() }
+        defer {
+            client.shutdown()
+            observer.shutdown()
+        }
         let name = try await Self.name(client)
         for round in 0..<5 {
             let key = TestRedis.prefix() + "list\(round)"
@@ -82,7 +85,10 @@ struct ConcurrencyTests {
     @Test func commandsQueuedBehindABlockedConnectionLeaveWhenCancelledAndAreAnsweredInOrder() async throws {
         let client = try TestRedis.client(connections: 1, commandTimeout: Self.blockingTimeout)
         let observer = try TestRedis.client(connections: 1)
-        defer { client.shutdown(); observer.shutdown() }
+        defer {
+            client.shutdown()
+            observer.shutdown()
+        }
         let key = TestRedis.prefix() + "queued"
         // Connected first (by naming it), so the BLPOP goes out from the hand-over and the loop
         // then knows it has a reply to come (before a connect, commands are queued for it instead).

@@ -1,7 +1,8 @@
 import Foundation
-@testable import RedisClient
-import Testing
 import TestProcesses
+import Testing
+
+@testable import RedisClient
 
 @Suite("Connecting: URLs, authentication, failures and timeouts")
 struct ConnectionTests {
@@ -79,7 +80,8 @@ struct ConnectionTests {
 
     @Test func authenticatesAsACLUser() async throws {
         let env = ProcessInfo.processInfo.environment
-        let user = try #require(env["REDIS_ACL_USER"]), password = try #require(env["REDIS_ACL_PASSWORD"])
+        let user = try #require(env["REDIS_ACL_USER"])
+        let password = try #require(env["REDIS_ACL_PASSWORD"])
         let client = try RedisClient(url: "redis://\(user):\(password)@127.0.0.1:\(TestRedis.port)/0")
         defer { client.shutdown() }
         #expect(try await client.send("ACL", "WHOAMI").string == user)
@@ -143,8 +145,9 @@ struct ConnectionTests {
         #expect(error?.message.contains("port \(port) is out of range") == true, "\(String(describing: error))")
     }
 
-    @Test("a zero or negative command timeout still times out (it is 1 ms), instead of waiting forever",
-          arguments: [Duration.zero, .milliseconds(-5)])
+    @Test(
+        "a zero or negative command timeout still times out (it is 1 ms), instead of waiting forever",
+        arguments: [Duration.zero, .milliseconds(-5)])
     func nonPositiveCommandTimeoutStillTimesOut(timeout: Duration) async throws {
         let listener = try SilentListener()
         var configuration = RedisClientConfiguration(endpoint: .tcp(host: "127.0.0.1", port: listener.port), connectionCount: 1)

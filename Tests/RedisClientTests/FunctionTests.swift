@@ -95,10 +95,12 @@ import Testing
         let refused = await #expect(throws: RedisError.self) { try await withoutLoader.eval(script, keys: ["n"], arguments: [1]) }
         #expect(refused?.message.contains("may not load function libraries") == true, "\(String(describing: refused))")
         #expect(try await admin.send("GET", "n") == .null, "nothing ran")
-        for command in [RedisCommand("EVAL", "return redis.call('INCRBY', KEYS[1], 1)", "1", "n"),
-                        RedisCommand("SCRIPT", "LOAD", "return 1"),
-                        RedisCommand("FUNCTION", "LOAD", script.library),
-                        RedisCommand("FUNCTION", "FLUSH")] {
+        for command in [
+            RedisCommand("EVAL", "return redis.call('INCRBY', KEYS[1], 1)", "1", "n"),
+            RedisCommand("SCRIPT", "LOAD", "return 1"),
+            RedisCommand("FUNCTION", "LOAD", script.library),
+            RedisCommand("FUNCTION", "FLUSH"),
+        ] {
             let error = await #expect(throws: RedisError.self) { try await withoutLoader.send(command) }
             #expect(error?.serverErrorPrefix == "NOPERM", "\(String(describing: error))")
         }
@@ -111,11 +113,12 @@ import Testing
         #expect(try await withoutLoader.eval(script, keys: ["n"], arguments: [1]) == .integer(2), "once loaded, the app user can call it")
         try await admin.send("FUNCTION", "FLUSH")
         #expect(try await withLoader.eval(script, keys: ["n"], arguments: [1]) == .integer(3), "reloaded by the loader user")
-        let wrongLoader = RedisClient(configuration: {
-            var configuration = appOnly
-            configuration.functionLoader = RedisCredentials(username: "loader", password: "wrong")
-            return configuration
-        }())
+        let wrongLoader = RedisClient(
+            configuration: {
+                var configuration = appOnly
+                configuration.functionLoader = RedisCredentials(username: "loader", password: "wrong")
+                return configuration
+            }())
         defer { wrongLoader.shutdown() }
         try await admin.send("FUNCTION", "FLUSH")
         await #expect(throws: RedisError.self) { try await wrongLoader.eval(script, keys: ["n"], arguments: [1]) }
@@ -132,7 +135,8 @@ import Testing
         #expect(eval.scriptCalls == .eval)
         let loader = try RedisClientConfiguration(url: "redis://app:pw@127.0.0.1/0?function_loader_user=loader&function_loader_password=l%20pw")
         #expect(loader.functionLoader == RedisCredentials(username: "loader", password: "l pw"))
-        let cluster = try RedisClientConfiguration(url: "redis+cluster://app:pw@127.0.0.1:7000,127.0.0.1:7001?function_loader_user=loader&function_loader_password=x&script_calls=functions")
+        let cluster = try RedisClientConfiguration(
+            url: "redis+cluster://app:pw@127.0.0.1:7000,127.0.0.1:7001?function_loader_user=loader&function_loader_password=x&script_calls=functions")
         #expect(cluster.isCluster && cluster.functionLoader == RedisCredentials(username: "loader", password: "x"))
         let unix = try RedisClientConfiguration(url: "unix:///tmp/r.sock?db=2&function_loader_password=y")
         #expect(unix.database == 2 && unix.functionLoader == RedisCredentials(username: nil, password: "y"))
@@ -141,9 +145,11 @@ import Testing
         defer { try? FileManager.default.removeItem(at: file) }
         let fromFile = try RedisClientConfiguration(url: "redis://app:pw@127.0.0.1/0?function_loader_user=loader&function_loader_password_file=\(file.path)")
         #expect(fromFile.functionLoader == RedisCredentials(username: "loader", password: "file secret"))
-        for bad in ["redis://h/0?script_calls=lua", "redis://h/0?function_loader_user=loader", "redis+cluster://h:1?script_calls=EVAL",
-                    "redis://h/0?function_loader_password_file=/nonexistent/x",
-                    "redis://h/0?function_loader_password=a&function_loader_password_file=\(file.path)"] {
+        for bad in [
+            "redis://h/0?script_calls=lua", "redis://h/0?function_loader_user=loader", "redis+cluster://h:1?script_calls=EVAL",
+            "redis://h/0?function_loader_password_file=/nonexistent/x",
+            "redis://h/0?function_loader_password=a&function_loader_password_file=\(file.path)",
+        ] {
             let error = #expect(throws: RedisError.self) { try RedisClientConfiguration(url: bad) }
             #expect(error?.code == .invalidURL, "\(bad)")
         }

@@ -1,6 +1,6 @@
 import Foundation
-import Synchronization
 import RedisClient
+import Synchronization
 import Testing
 
 @Suite("Recovery: timeouts, killed connections, restarts, flushed scripts")
@@ -64,7 +64,9 @@ struct RecoveryTests {
         let outcomes = try await withThrowingTaskGroup(of: (ok: Int, closed: Int, other: Int).self) { group in
             for worker in 0..<20 {
                 group.addTask {
-                    var ok = 0, closed = 0, other = 0
+                    var ok = 0
+                    var closed = 0
+                    var other = 0
                     for index in 0..<300 {
                         do {
                             let value = try await client.send("INCR", p + "w\(worker)")

@@ -1,11 +1,12 @@
 import Foundation
-@testable import RedisClient
 import Synchronization
-import Testing
 import TestProcesses
+import Testing
+
+@testable import RedisClient
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// What a resolver's switch handler was called with, in order.
@@ -23,8 +24,9 @@ private func loopback(_ port: Int) -> RedisEndpoint { .tcp(host: "127.0.0.1", po
 
 /// The resolver against a real Sentinel deployment (SentinelTopology: a primary, two replicas,
 /// three sentinels). One topology at a time: each is six processes on a shared 2-core machine.
-@Suite("Redis Sentinel: SentinelResolver on a real primary, 2 replicas and 3 sentinels", .serialized,
-       .enabled(if: SentinelTopology.isAvailable || SentinelTopology.isRequired, Comment(rawValue: SentinelTopology.skipMessage)))
+@Suite(
+    "Redis Sentinel: SentinelResolver on a real primary, 2 replicas and 3 sentinels", .serialized,
+    .enabled(if: SentinelTopology.isAvailable || SentinelTopology.isRequired, Comment(rawValue: SentinelTopology.skipMessage)))
 struct SentinelTests {
     @Test(.timeLimit(.minutes(2)))
     func findsThePrimaryAndRoleSaysMaster() async throws {
@@ -96,7 +98,9 @@ struct SentinelTests {
         let error = await expectRedisError { _ = try await staleOnly.primary() }
         #expect(error?.code == .primaryUnavailable)
         #expect(error?.message.contains("master 'm'") == true)
-        #expect(error?.message.contains("sentinel 127.0.0.1:\(staleSentinelPort) names 127.0.0.1:\(staleReplicaPort): 127.0.0.1:\(staleReplicaPort) is not a primary: ROLE says slave") == true)
+        #expect(
+            error?.message.contains("sentinel 127.0.0.1:\(staleSentinelPort) names 127.0.0.1:\(staleReplicaPort): 127.0.0.1:\(staleReplicaPort) is not a primary: ROLE says slave")
+                == true)
         #expect(staleOnly.cachedPrimary == nil)
     }
 
@@ -109,12 +113,16 @@ struct SentinelTests {
         let old = loopback(topology.primaryPort)
 
         let log = SwitchLog()
-        let follower = try SentinelResolver(configuration: topology.configuration(checkInterval: .milliseconds(200)),
-                                            onSwitch: { log.record($0, $1) })
+        let follower = try SentinelResolver(
+            configuration: topology.configuration(checkInterval: .milliseconds(200)),
+            onSwitch: { log.record($0, $1) })
         // Another node that only reacts to errors: invalidate, then ask again; it waits out the
         // failover within its retry timeout (30 s here, as a hang guard).
         let asker = try SentinelResolver(configuration: topology.configuration(retryTimeout: .seconds(30)))
-        defer { follower.shutdown(); asker.shutdown() }
+        defer {
+            follower.shutdown()
+            asker.shutdown()
+        }
         #expect(try await follower.primary() == old)
         #expect(try await asker.primary() == old)
 
@@ -129,7 +137,10 @@ struct SentinelTests {
 
         #expect(promoted != old)
         #expect(topology.replicaPorts.map(loopback).contains(promoted))
-        guard case .tcp(_, let promotedPort) = promoted else { Issue.record("not a TCP endpoint: \(promoted)"); return }
+        guard case .tcp(_, let promotedPort) = promoted else {
+            Issue.record("not a TCP endpoint: \(promoted)")
+            return
+        }
         #expect(try await topology.role(port: promotedPort) == "master")
 
         try await waitFor("run() to report the switch") { !log.all.isEmpty }
@@ -148,7 +159,9 @@ struct SentinelTests {
         #expect(try await client.send("SET", "sentinel:failover:\(UUID().uuidString.prefix(8))", "v").string == "OK")
 
         let followerRecovered = (switches.first?.at ?? .now) - killedAt
-        print("SENTINEL failover: primary 127.0.0.1:\(topology.primaryPort) SIGKILLed; primary() after invalidate answered \(promoted) after \(askerRecovered); run() (check every 200 ms) reported the switch after \(followerRecovered)")
+        print(
+            "SENTINEL failover: primary 127.0.0.1:\(topology.primaryPort) SIGKILLed; primary() after invalidate answered \(promoted) after \(askerRecovered); run() (check every 200 ms) reported the switch after \(followerRecovered)"
+        )
     }
 
     /// The protocol the pool follows, under load on two nodes: 40 writers per node ask their
@@ -172,8 +185,10 @@ struct SentinelTests {
             func client(_ endpoint: RedisEndpoint, password: String?) -> RedisClient {
                 clients.withLock { clients in
                     if let client = clients[endpoint] { return client }
-                    let client = RedisClient(configuration: RedisClientConfiguration(endpoint: endpoint, password: password,
-                                                                                     connectTimeout: .seconds(1), commandTimeout: .seconds(2)))
+                    let client = RedisClient(
+                        configuration: RedisClientConfiguration(
+                            endpoint: endpoint, password: password,
+                            connectTimeout: .seconds(1), commandTimeout: .seconds(2)))
                     clients[endpoint] = client
                     return client
                 }
@@ -231,12 +246,17 @@ struct SentinelTests {
             guard let promoted else { throw RedisError(.timeout, "no promoted replica") }
             for (index, node) in nodes.enumerated() {
                 let recovered = (node.firstSuccess.withLock { $0[promoted] } ?? .now) - killedAt
-                print("SENTINEL writers: node \(index): \(node.count(old)) INCR on the old primary, \(node.count(promoted)) on \(promoted); first write there \(recovered) after the SIGKILL; errors \(node.errors.withLock { $0 }.sorted { $0.key < $1.key })")
+                print(
+                    "SENTINEL writers: node \(index): \(node.count(old)) INCR on the old primary, \(node.count(promoted)) on \(promoted); first write there \(recovered) after the SIGKILL; errors \(node.errors.withLock { $0 }.sorted { $0.key < $1.key })"
+                )
             }
             return promoted
         }
 
-        guard case .tcp(_, let promotedPort) = promoted else { Issue.record("not TCP: \(promoted)"); return }
+        guard case .tcp(_, let promotedPort) = promoted else {
+            Issue.record("not TCP: \(promoted)")
+            return
+        }
         #expect(try await topology.role(port: promotedPort) == "master")
         // Only errors a failover explains: refused or lost connections to the dead primary, a
         // replica's READONLY before it was promoted, a command timeout on the dying socket.
@@ -255,7 +275,9 @@ struct SentinelTests {
         // Replication is asynchronous: INCRs the old primary acknowledged but had not yet sent
         // to the replica are lost with it (Redis's documented behaviour, not the client's).
         // Commands in flight when a connection died (`.connectionClosed`) may have run: they count too.
-        print("SENTINEL writers: \(acknowledged) INCR acknowledged, the promoted primary holds \(value): \(max(0, acknowledged - value)) acknowledged by the old primary and lost, \(max(0, value - acknowledged)) more from commands in flight when their connection died")
+        print(
+            "SENTINEL writers: \(acknowledged) INCR acknowledged, the promoted primary holds \(value): \(max(0, acknowledged - value)) acknowledged by the old primary and lost, \(max(0, value - acknowledged)) more from commands in flight when their connection died"
+        )
     }
 
     /// Every sentinel of the topology killed: the cached primary is kept by `run()`; after
@@ -283,8 +305,9 @@ struct SentinelTests {
     /// primary, never a wrong one.
     @Test(.timeLimit(.minutes(2)))
     func sentinelAndDataCredentials() async throws {
-        let topology = try await SentinelTopology.start(dataPassword: "data-pw-\(UUID().uuidString.prefix(6))",
-                                                        sentinelPassword: "sentinel-pw-\(UUID().uuidString.prefix(6))")
+        let topology = try await SentinelTopology.start(
+            dataPassword: "data-pw-\(UUID().uuidString.prefix(6))",
+            sentinelPassword: "sentinel-pw-\(UUID().uuidString.prefix(6))")
         defer { topology.stop() }
         let good = try SentinelResolver(configuration: topology.configuration())
         defer { good.shutdown() }
@@ -331,14 +354,18 @@ struct SentinelFailureTests {
         let silent = try SilentListener()
         let closed = [try freeLoopbackPort(), try freeLoopbackPort()]
         let sentinels = closed.map(loopback) + [loopback(silent.port)]
-        let configuration = RedisClientConfiguration(connectTimeout: .milliseconds(300), clusterRetryTimeout: .seconds(1),
-                                                     sentinel: RedisSentinelConfiguration(sentinels: sentinels, masterName: "orders-primary"))
+        let configuration = RedisClientConfiguration(
+            connectTimeout: .milliseconds(300), clusterRetryTimeout: .seconds(1),
+            sentinel: RedisSentinelConfiguration(sentinels: sentinels, masterName: "orders-primary"))
         let resolvers = try (0..<2).map { _ in try SentinelResolver(configuration: configuration) }
         defer { resolvers.forEach { $0.shutdown() } }
         let errors = await withTaskGroup(of: RedisError?.self) { group in
             for index in 0..<100 {
                 group.addTask {
-                    do { _ = try await resolvers[index % 2].primary(); return nil } catch { return error as? RedisError }
+                    do {
+                        _ = try await resolvers[index % 2].primary()
+                        return nil
+                    } catch { return error as? RedisError }
                 }
             }
             return await group.reduce(into: [RedisError?]()) { $0.append($1) }
@@ -353,12 +380,13 @@ struct SentinelFailureTests {
     }
 
     @Test func shutDownResolverRefusesAtOnce() async throws {
-        let resolver = try SentinelResolver(configuration: RedisClientConfiguration(
-            sentinel: RedisSentinelConfiguration(sentinels: [loopback(try freeLoopbackPort())], masterName: "m")))
+        let resolver = try SentinelResolver(
+            configuration: RedisClientConfiguration(
+                sentinel: RedisSentinelConfiguration(sentinels: [loopback(try freeLoopbackPort())], masterName: "m")))
         resolver.shutdown()
         let error = await expectRedisError { _ = try await resolver.primary() }
         #expect(error?.code == .shutdown)
-        try await resolver.run()   // returns at once
+        try await resolver.run()  // returns at once
     }
 
     @Test func whichErrorsInvalidateThePrimary() {
@@ -431,9 +459,10 @@ struct SentinelCancellationTests {
     @Test(.timeLimit(.minutes(1)))
     func aCancelledCallerLeavesAtOnce() async throws {
         let silent = try SilentListener()
-        let resolver = try SentinelResolver(configuration: RedisClientConfiguration(
-            connectTimeout: .milliseconds(200), clusterRetryTimeout: .seconds(600),
-            sentinel: RedisSentinelConfiguration(sentinels: [loopback(silent.port)], masterName: "m")))
+        let resolver = try SentinelResolver(
+            configuration: RedisClientConfiguration(
+                connectTimeout: .milliseconds(200), clusterRetryTimeout: .seconds(600),
+                sentinel: RedisSentinelConfiguration(sentinels: [loopback(silent.port)], masterName: "m")))
         // Hang guard: were cancellation ignored, the shutdown after 30 s would end the wait with
         // `.shutdown`, and the expectation below would fail instead of the run hanging.
         let guardTask = Task {
@@ -536,7 +565,9 @@ struct SentinelCancellationTests {
             return recovered
         }
         let errors = tally.errors.withLock { $0 }
-        print("SENTINEL client\(tls ? " over TLS" : ""): \(tally.acknowledged.withLock { $0 }) INCR acknowledged, 400 after the SIGKILL within \(recovered); errors seen by callers: \(errors.sorted { $0.key < $1.key })")
+        print(
+            "SENTINEL client\(tls ? " over TLS" : ""): \(tally.acknowledged.withLock { $0 }) INCR acknowledged, 400 after the SIGKILL within \(recovered); errors seen by callers: \(errors.sorted { $0.key < $1.key })"
+        )
         // Refused connects and READONLY are retried inside the client: callers see only the
         // commands that were in flight on the dying connections (they may have run), and
         let explained: Set<String> = ["connectionClosed", "timeout"]

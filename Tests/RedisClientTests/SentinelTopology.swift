@@ -1,10 +1,10 @@
 import Foundation
 import RedisClient
-import Testing
 import TestProcesses
+import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A real Redis Sentinel deployment on loopback for tests: one `redis-server` primary, two
@@ -45,8 +45,10 @@ final class SentinelTopology: @unchecked Sendable {
     private var processes: [Int: Process] = [:]
     private var watchdog: Process?
 
-    private init(directory: URL, dataPorts: [Int], sentinelPorts: [Int], dataPassword: String?, sentinelPassword: String?,
-                 certificates: TestCertificates?) {
+    private init(
+        directory: URL, dataPorts: [Int], sentinelPorts: [Int], dataPassword: String?, sentinelPassword: String?,
+        certificates: TestCertificates?
+    ) {
         self.directory = directory
         self.dataPorts = dataPorts
         self.sentinelPorts = sentinelPorts
@@ -56,8 +58,10 @@ final class SentinelTopology: @unchecked Sendable {
     }
 
     /// Starts the topology and waits (a minute at most) until the sentinels know all of it.
-    static func start(dataPassword: String? = nil, sentinelPassword: String? = nil,
-                      tls certificates: TestCertificates? = nil) async throws -> SentinelTopology {
+    static func start(
+        dataPassword: String? = nil, sentinelPassword: String? = nil,
+        tls certificates: TestCertificates? = nil
+    ) async throws -> SentinelTopology {
         guard isAvailable else {
             throw RedisError(.unsupported, "DEVICEAUTH_REQUIRE_E2E=1 but \(sentinelExecutable) is missing: apt-get install redis-sentinel")
         }
@@ -76,8 +80,9 @@ final class SentinelTopology: @unchecked Sendable {
             var ports = Set<Int>()
             while ports.count < 6 { ports.insert(try freeLoopbackPort()) }
             let sorted = Array(ports)
-            let topology = SentinelTopology(directory: directory, dataPorts: Array(sorted[0..<3]), sentinelPorts: Array(sorted[3..<6]),
-                                            dataPassword: dataPassword, sentinelPassword: sentinelPassword, certificates: certificates)
+            let topology = SentinelTopology(
+                directory: directory, dataPorts: Array(sorted[0..<3]), sentinelPorts: Array(sorted[3..<6]),
+                dataPassword: dataPassword, sentinelPassword: sentinelPassword, certificates: certificates)
             do {
                 try topology.startWatchdog()
                 try await topology.startServer(port: topology.primaryPort, replicaOf: nil)
@@ -107,10 +112,10 @@ final class SentinelTopology: @unchecked Sendable {
     /// topology by the pid files they wrote (each process removes nothing itself: SIGKILL).
     private func startWatchdog() throws {
         let script = """
-        while kill -0 \(getpid()) 2>/dev/null; do sleep 1; done
-        for f in '\(directory.path)'/*.pid; do [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null; done
-        rm -rf '\(directory.path)'
-        """
+            while kill -0 \(getpid()) 2>/dev/null; do sleep 1; done
+            for f in '\(directory.path)'/*.pid; do [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null; done
+            rm -rf '\(directory.path)'
+            """
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/bin/sh")
         process.arguments = ["-c", script]
@@ -119,12 +124,14 @@ final class SentinelTopology: @unchecked Sendable {
     }
 
     func startServer(port: Int, replicaOf primary: Int?) async throws {
-        var arguments = ["--bind", "127.0.0.1", "--dir", directory.path,
-                         "--save", "", "--appendonly", "no", "--enable-debug-command", "local",
-                         // A replica syncs at once (Redis 7 waits 5 s for more replicas by default).
-                         "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0",
-                         "--pidfile", pidFile(port).path,
-                         "--logfile", directory.appendingPathComponent("redis-\(port).log").path]
+        var arguments = [
+            "--bind", "127.0.0.1", "--dir", directory.path,
+            "--save", "", "--appendonly", "no", "--enable-debug-command", "local",
+            // A replica syncs at once (Redis 7 waits 5 s for more replicas by default).
+            "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0",
+            "--pidfile", pidFile(port).path,
+            "--logfile", directory.appendingPathComponent("redis-\(port).log").path,
+        ]
         if let dataPassword { arguments += ["--requirepass", dataPassword, "--masterauth", dataPassword] }
         if let primary { arguments += ["--replicaof", "127.0.0.1", "\(primary)"] }
         if let certificates {
@@ -157,9 +164,11 @@ final class SentinelTopology: @unchecked Sendable {
         if let certificates {
             // TLS only: the sentinel's own port, and (tls-replication) its connections to the
             // data nodes and to the other sentinels, whose announced port is their TLS port.
-            lines += ["port 0", "tls-port \(port)", "tls-replication yes", "tls-auth-clients no",
-                      "tls-cert-file \(certificates.path("node.crt"))", "tls-key-file \(certificates.path("node.key"))",
-                      "tls-ca-cert-file \(certificates.path("ca.crt"))"]
+            lines += [
+                "port 0", "tls-port \(port)", "tls-replication yes", "tls-auth-clients no",
+                "tls-cert-file \(certificates.path("node.crt"))", "tls-key-file \(certificates.path("node.key"))",
+                "tls-ca-cert-file \(certificates.path("ca.crt"))",
+            ]
         } else {
             lines.append("port \(port)")
         }
@@ -210,8 +219,9 @@ final class SentinelTopology: @unchecked Sendable {
 
     /// A client of the data node on `port` (with the data password).
     func dataClient(port: Int) -> RedisClient {
-        var configuration = RedisClientConfiguration(endpoint: .tcp(host: "127.0.0.1", port: port), password: dataPassword,
-                                                     connectTimeout: .seconds(2), commandTimeout: .seconds(5), connectionCount: 1)
+        var configuration = RedisClientConfiguration(
+            endpoint: .tcp(host: "127.0.0.1", port: port), password: dataPassword,
+            connectTimeout: .seconds(2), commandTimeout: .seconds(5), connectionCount: 1)
         configuration.tls = tlsConfiguration
         return RedisClient(configuration: configuration)
     }
@@ -223,8 +233,9 @@ final class SentinelTopology: @unchecked Sendable {
 
     /// A client of the sentinel on `port` (with the sentinel password).
     func sentinelClient(port: Int) -> RedisClient {
-        var configuration = RedisClientConfiguration(endpoint: .tcp(host: "127.0.0.1", port: port), password: sentinelPassword,
-                                                     connectTimeout: .seconds(2), commandTimeout: .seconds(5), connectionCount: 1)
+        var configuration = RedisClientConfiguration(
+            endpoint: .tcp(host: "127.0.0.1", port: port), password: sentinelPassword,
+            connectTimeout: .seconds(2), commandTimeout: .seconds(5), connectionCount: 1)
         configuration.tls = tlsConfiguration
         return RedisClient(configuration: configuration)
     }
@@ -237,8 +248,10 @@ final class SentinelTopology: @unchecked Sendable {
     }
 
     /// A resolver configuration for this topology (data and sentinel passwords included).
-    func configuration(sentinels: [RedisEndpoint]? = nil, retryTimeout: Duration = .seconds(5), checkInterval: Duration = .seconds(1),
-                       sentinelCredentials: RedisCredentials?? = .none, dataPassword: String?? = .none) -> RedisClientConfiguration {
+    func configuration(
+        sentinels: [RedisEndpoint]? = nil, retryTimeout: Duration = .seconds(5), checkInterval: Duration = .seconds(1),
+        sentinelCredentials: RedisCredentials?? = .none, dataPassword: String?? = .none
+    ) -> RedisClientConfiguration {
         let credentials = sentinelCredentials ?? sentinelPassword.map { RedisCredentials(username: nil, password: $0) }
         var configuration = RedisClientConfiguration(
             password: dataPassword ?? self.dataPassword,
@@ -259,10 +272,12 @@ final class SentinelTopology: @unchecked Sendable {
         defer { ([primary] + replicas).forEach { $0.shutdown() } }
         try await waitFor("the primary to list 2 replicas with their links up", timeout: .seconds(60)) {
             guard let info = try? await primary.send("INFO", "replication").string,
-                  info.contains("connected_slaves:2") else { return false }
+                info.contains("connected_slaves:2")
+            else { return false }
             for replica in replicas {
                 guard let info = try? await replica.send("INFO", "replication").string,
-                      info.contains("master_link_status:up") else { return false }
+                    info.contains("master_link_status:up")
+                else { return false }
             }
             return true
         }
@@ -330,8 +345,10 @@ final class SentinelTopology: @unchecked Sendable {
 }
 
 /// Polls `condition` until it holds; `timeout` is only a hang guard (no test asserts a duration).
-func waitFor(_ what: String, timeout: Duration = .seconds(30), every interval: Duration = .milliseconds(100),
-             _ condition: () async throws -> Bool) async throws {
+func waitFor(
+    _ what: String, timeout: Duration = .seconds(30), every interval: Duration = .milliseconds(100),
+    _ condition: () async throws -> Bool
+) async throws {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
         if try await condition() { return }

@@ -126,8 +126,11 @@ struct SentinelURLTests {
         #expect(configuration.sentinel?.sentinels == [.tcp(host: "10.0.0.1", port: 26380), .tcp(host: "10.0.0.2", port: 26379)])
         #expect(configuration.sentinel?.masterName == "mymaster")
         #expect(configuration.database == 2)
-        #expect(configuration.tls == RedisTLSConfiguration(caFile: "/etc/ca.pem", certificateFile: "/c.pem", privateKeyFile: "/k.pem",
-                                                           serverName: "redis.internal"))
+        #expect(
+            configuration.tls
+                == RedisTLSConfiguration(
+                    caFile: "/etc/ca.pem", certificateFile: "/c.pem", privateKeyFile: "/k.pem",
+                    serverName: "redis.internal"))
         // Without options TLS is still on, verified against the system's CAs.
         #expect(try RedisClientConfiguration(url: "\(scheme)10.0.0.1/m").tls == RedisTLSConfiguration())
     }
@@ -175,19 +178,29 @@ struct SentinelURLTests {
         var refused = 0
         var reasons: [String: Int] = [:]
         for _ in 0..<20_000 {
-            let scheme = pick(["redis+sentinel://", "redis+sentinel://", "redis+sentinel://", "REDIS+SENTINEL://", "redis+sentinel:", "rediss+sentinel://", "redis+cluster+sentinel://", "redis+sentinel+x://"])
+            let scheme = pick([
+                "redis+sentinel://", "redis+sentinel://", "redis+sentinel://", "REDIS+SENTINEL://", "redis+sentinel:", "rediss+sentinel://", "redis+cluster+sentinel://",
+                "redis+sentinel+x://",
+            ])
             let userinfo = pick(["", "user:pw@", ":pw@", "user@", "u%40x:p%3Ass@", "%ZZ:x@", ":@", "a:b:c@", "üser:pässword@"])
             var hosts: [String] = []
             for _ in 0..<[1, 1, 1, 1, 1, 2, 2, 2, 3, 3][Int(rng.next() % 10)] {
-                                // Mostly valid, so that multi-sentinel URLs parse often enough to check the round trip.
-                hosts.append(pick(["127.0.0.1", "10.0.0.2", "localhost", "[::1]", "s.example.com", "127.0.0.1", "[::1]", "s-2.example",
-                                   "", "::1", "[", "host name", "%41", "a%2Fb"])
-                             + pick(["", ":26379", ":65535", ":1", ":26380", "", ":26379",
-                                     ":0", ":65536", ":-1", ":abc", ":", ":+1", ":99999999999999999999"]))
+                // Mostly valid, so that multi-sentinel URLs parse often enough to check the round trip.
+                hosts.append(
+                    pick([
+                        "127.0.0.1", "10.0.0.2", "localhost", "[::1]", "s.example.com", "127.0.0.1", "[::1]", "s-2.example",
+                        "", "::1", "[", "host name", "%41", "a%2Fb",
+                    ])
+                        + pick([
+                            "", ":26379", ":65535", ":1", ":26380", "", ":26379",
+                            ":0", ":65536", ":-1", ":abc", ":", ":+1", ":99999999999999999999",
+                        ]))
             }
             let path = pick(["/m", "/mymaster", "/m", "/a.b", "", "/", "/mymaster", "/m/1", "/%zz", "/m%0d%0a", "/m%20x", "/m-1.b_c", "//m"])
-            let query = pick(["", "?db=2", "?db=-3", "?db=x", "?sentinel_password=sp", "?sentinel_username=su&sentinel_password=sp",
-                              "?sentinel_username=su", "?db=1&db=2", "?", "#frag", "?script_calls=eval", "?sentinel_password_file=/nonexistent"])
+            let query = pick([
+                "", "?db=2", "?db=-3", "?db=x", "?sentinel_password=sp", "?sentinel_username=su&sentinel_password=sp",
+                "?sentinel_username=su", "?db=1&db=2", "?", "#frag", "?script_calls=eval", "?sentinel_password_file=/nonexistent",
+            ])
             var url = scheme + userinfo + hosts.joined(separator: ",") + path + query
             if rng.next() % 10 == 0 {
                 var characters = Array(url)
@@ -210,26 +223,31 @@ struct SentinelURLTests {
             #expect(sentinel.masterName.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F } && !sentinel.masterName.isEmpty, "\(url.debugDescription)")
             var hostList: [String] = []
             for endpoint in sentinel.sentinels {
-                guard case .tcp(let host, let port) = endpoint else { Issue.record("\(url.debugDescription): \(endpoint)"); continue }
+                guard case .tcp(let host, let port) = endpoint else {
+                    Issue.record("\(url.debugDescription): \(endpoint)")
+                    continue
+                }
                 #expect(!host.isEmpty && RedisEndpoint.ports.contains(port), "\(url.debugDescription)")
-                #expect(host.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || ".-_:".unicodeScalars.contains($0)) },
-                        "\(url.debugDescription): host \(host.debugDescription)")
+                #expect(
+                    host.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || ".-_:".unicodeScalars.contains($0)) },
+                    "\(url.debugDescription): host \(host.debugDescription)")
                 hostList.append(host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)")
             }
             var allowed = CharacterSet.alphanumerics
             allowed.insert(charactersIn: "-._~")
             func escape(_ text: String) -> String { text.addingPercentEncoding(withAllowedCharacters: allowed)! }
             let credentials = configuration.password.map { (configuration.username.map(escape) ?? "") + ":" + escape($0) + "@" } ?? ""
-            var canonical = "\(configuration.tls == nil ? "redis" : "rediss")+sentinel://\(credentials)\(hostList.joined(separator: ","))/\(escape(sentinel.masterName))?db=\(configuration.database)"
+            var canonical =
+                "\(configuration.tls == nil ? "redis" : "rediss")+sentinel://\(credentials)\(hostList.joined(separator: ","))/\(escape(sentinel.masterName))?db=\(configuration.database)"
             if let sentinelCredentials = sentinel.credentials {
                 canonical += "&sentinel_password=\(escape(sentinelCredentials.password))"
                 if let user = sentinelCredentials.username { canonical += "&sentinel_username=\(escape(user))" }
             }
             let again = try RedisClientConfiguration(url: canonical)
-            #expect(again.sentinel == sentinel && again.username == configuration.username && again.password == configuration.password
-                        && again.database == configuration.database && again.tls == configuration.tls, "\(url.debugDescription) → \(canonical.debugDescription)")
+            #expect(
+                again.sentinel == sentinel && again.username == configuration.username && again.password == configuration.password
+                    && again.database == configuration.database && again.tls == configuration.tls, "\(url.debugDescription) → \(canonical.debugDescription)")
         }
         #expect(parsed > 200 && refused > 1_000, "both outcomes reached: \(parsed) parsed, \(refused) refused: \(reasons.sorted { $0.value > $1.value }.prefix(8))")
     }
 }
-

@@ -4,7 +4,7 @@ import Synchronization
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A private CA and certificates made with `openssl` for one test: the CA itself, another CA the
@@ -36,23 +36,35 @@ final class TestCertificates: @unchecked Sendable {
 
     /// `redis-server` TLS options serving certificate `name` (its key beside it).
     func serverArguments(_ name: String, authClients: String = "no") -> [String] {
-        ["--tls-cert-file", path("\(name).crt"), "--tls-key-file", path("\(name).key"),
-         "--tls-ca-cert-file", path("ca.crt"), "--tls-auth-clients", authClients]
+        [
+            "--tls-cert-file", path("\(name).crt"), "--tls-key-file", path("\(name).key"),
+            "--tls-ca-cert-file", path("ca.crt"), "--tls-auth-clients", authClients,
+        ]
     }
 
     private func makeCA(_ name: String) async throws {
-        try await run(faketime: "2019-06-01 00:00:00", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                                                  "-keyout", path("\(name).key"), "-out", path("\(name).crt"), "-days", "7300",
-                                                  "-subj", "/CN=deviceauth test \(name)"])
+        try await run(
+            faketime: "2019-06-01 00:00:00",
+            [
+                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                "-keyout", path("\(name).key"), "-out", path("\(name).crt"), "-days", "7300",
+                "-subj", "/CN=deviceauth test \(name)",
+            ])
     }
 
     private func issue(_ name: String, by ca: String, names: String, at time: String? = nil, days: Int = 30, extendedUsage: String = "serverAuth") async throws {
-        try await run(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                 "-keyout", path("\(name).key"), "-out", path("\(name).csr"), "-subj", "/CN=\(name)"])
+        try await run([
+            "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", path("\(name).key"), "-out", path("\(name).csr"), "-subj", "/CN=\(name)",
+        ])
         let extensions = path("\(name).ext")
         try "subjectAltName=\(names)\nextendedKeyUsage=\(extendedUsage)\n".write(toFile: extensions, atomically: true, encoding: .utf8)
-        try await run(faketime: time, ["x509", "-req", "-in", path("\(name).csr"), "-CA", path("\(ca).crt"), "-CAkey", path("\(ca).key"),
-                                 "-CAcreateserial", "-out", path("\(name).crt"), "-days", "\(days)", "-extfile", extensions])
+        try await run(
+            faketime: time,
+            [
+                "x509", "-req", "-in", path("\(name).csr"), "-CA", path("\(ca).crt"), "-CAkey", path("\(ca).key"),
+                "-CAcreateserial", "-out", path("\(name).crt"), "-days", "\(days)", "-extfile", extensions,
+            ])
     }
 
     private func run(faketime: String? = nil, _ arguments: [String]) async throws {
@@ -154,8 +166,9 @@ final class TestCertificates: @unchecked Sendable {
             defer { client.shutdown() }
             let error = await expectRedisError { try await client.send("PING") }
             #expect(error?.code == .tlsFailed, "\(options): \(error?.message ?? "")")
-            #expect(error?.message.contains("not valid for this host name") == true || error?.message.contains("certificate verify failed") == true,
-                    "\(options): \(error?.message ?? "")")
+            #expect(
+                error?.message.contains("not valid for this host name") == true || error?.message.contains("certificate verify failed") == true,
+                "\(options): \(error?.message ?? "")")
         }
         // The name the certificate does carry is accepted.
         let client = try client(server, options: "&tls_server_name=other.example")
@@ -205,16 +218,20 @@ final class TestCertificates: @unchecked Sendable {
             let directory = FileManager.default.temporaryDirectory.appendingPathComponent("deviceauth-tls-cluster-\(UUID().uuidString)")
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             // CLUSTER MEET reaches a node's bus on its port + 10000.
-            nodes.append(try await PrivateRedisServer(
-                port: try freeClusterNodePort(),
-                arguments: ["--cluster-enabled", "yes", "--cluster-config-file", directory.appendingPathComponent("nodes.conf").path,
-                            "--tls-cluster", "yes", "--tls-replication", "yes"],
-                tlsArguments: certificates.serverArguments("node")))
+            nodes.append(
+                try await PrivateRedisServer(
+                    port: try freeClusterNodePort(),
+                    arguments: [
+                        "--cluster-enabled", "yes", "--cluster-config-file", directory.appendingPathComponent("nodes.conf").path,
+                        "--tls-cluster", "yes", "--tls-replication", "yes",
+                    ],
+                    tlsArguments: certificates.serverArguments("node")))
         }
         let create = Process()
         // `timeout`: a cluster whose nodes cannot meet would make redis-cli wait for ever.
         create.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
-        create.arguments = ["60", "/usr/bin/redis-cli", "--tls", "--cacert", certificates.path("ca.crt"), "--cluster", "create"]
+        create.arguments =
+            ["60", "/usr/bin/redis-cli", "--tls", "--cacert", certificates.path("ca.crt"), "--cluster", "create"]
             + nodes.map { "127.0.0.1:\($0.port)" } + ["--cluster-replicas", "0", "--cluster-yes"]
         create.standardOutput = FileHandle.nullDevice
         create.standardError = FileHandle.nullDevice
@@ -243,12 +260,15 @@ final class TestCertificates: @unchecked Sendable {
     /// only increments the callers cannot account for are the ones in flight at the kill.
     @Test("a restart with a new certificate from the same CA under load loses nothing")
     func certificateRotationUnderLoad() async throws {
-        let server = try await PrivateRedisServer(arguments: ["--appendonly", "yes", "--appendfsync", "always"],
-                                            tlsArguments: certificates.serverArguments("server"))
+        let server = try await PrivateRedisServer(
+            arguments: ["--appendonly", "yes", "--appendfsync", "always"],
+            tlsArguments: certificates.serverArguments("server"))
         defer { server.stop() }
         let client = try client(server, connections: 2)
         defer { client.shutdown() }
-        let acknowledged = SharedCounter(), uncertain = SharedCounter(), certificates = self.certificates
+        let acknowledged = SharedCounter()
+        let uncertain = SharedCounter()
+        let certificates = self.certificates
         let perCaller = 300
         try await withThrowingTaskGroup(of: Void.self) { group in
             for _ in 0..<8 {
@@ -280,7 +300,8 @@ final class TestCertificates: @unchecked Sendable {
             try await group.waitForAll()
         }
         let stored = try #require(try await client.send("GET", "tls:rotation").string.flatMap(Int.init))
-        let acked = acknowledged.value, maybe = uncertain.value
+        let acked = acknowledged.value
+        let maybe = uncertain.value
         print("TLS rotation under load: \(acked) acknowledged, \(maybe) in flight at the kill, \(stored) stored")
         #expect(acked + maybe == 8 * perCaller)
         #expect(stored >= acked && stored <= acked + maybe, "every acknowledged increment survived the restart")

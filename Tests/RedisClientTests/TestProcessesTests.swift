@@ -1,10 +1,10 @@
 import Foundation
 import RedisClient
-import Testing
 import TestProcesses
+import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The test fixtures' launch check: a server counts as started only when it listens itself, not
@@ -34,7 +34,10 @@ struct TestProcessesTests {
         process.arguments = ["--bind", "127.0.0.1", "--port", "\(port)", "--save", "", "--appendonly", "no", "--logfile", ""]
         process.standardOutput = FileHandle.nullDevice
         try process.run()
-        defer { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
+        defer {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
         #expect(try await waitUntilListening(port: port, process: process, attempts: 400))
         #expect(listens(pid: process.processIdentifier, port: port))
         #expect(!listens(pid: getpid(), port: port), "this test process does not hold the server's socket")

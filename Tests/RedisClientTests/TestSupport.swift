@@ -1,10 +1,10 @@
 import Foundation
 import RedisClient
-import Testing
 import TestProcesses
+import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The shared test server that `make test` starts (Tests/Support/with-redis.sh).
@@ -55,9 +55,12 @@ final class PrivateRedisServer: @unchecked Sendable {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
         let listen = tlsArguments.map { ["--port", "0", "--tls-port", "\(port)"] + $0 } ?? ["--port", "\(port)"]
-        process.arguments = ["--bind", "127.0.0.1"] + listen + ["--dir", directory.path,
-                             "--save", "", "--appendonly", "no", "--enable-debug-command", "local",
-                             "--logfile", directory.appendingPathComponent("redis.log").path] + arguments
+        process.arguments =
+            ["--bind", "127.0.0.1"] + listen + [
+                "--dir", directory.path,
+                "--save", "", "--appendonly", "no", "--enable-debug-command", "local",
+                "--logfile", directory.appendingPathComponent("redis.log").path,
+            ] + arguments
         try process.run()
         self.process = process
         guard try await waitUntilListening(port: port, process: process, attempts: 200) else {

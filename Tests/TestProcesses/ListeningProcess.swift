@@ -22,10 +22,12 @@ public func waitUntilListening(port: Int, process: Process, attempts: Int) async
 public func listens(pid: Int32, port: Int) -> Bool {
     let inodes = listeningSocketInodes(port: port)
     guard !inodes.isEmpty,
-          let descriptors = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd") else { return false }
+        let descriptors = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")
+    else { return false }
     return descriptors.contains { descriptor in
         guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(descriptor)"),
-              target.hasPrefix("socket:["), target.hasSuffix("]") else { return false }
+            target.hasPrefix("socket:["), target.hasSuffix("]")
+        else { return false }
         return inodes.contains(String(target.dropFirst("socket:[".count).dropLast()))
     }
 }

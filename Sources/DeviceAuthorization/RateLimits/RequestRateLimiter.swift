@@ -231,44 +231,46 @@ public final class RequestRateLimiter: Sendable {
     ///
     /// `now` never goes back before the stored window start: after a Redis clock jump backwards the
     /// counter stays in its window (as if no time had passed) instead of starting a fresh one.
-    static let common = StoreScripts.now + "\n" + """
-        local function window_state(key, limit, window)
-          local h = redis.call('HMGET', key, 'w', 'c', 'p')
-          local ws = tonumber(h[1])
-          local now = now
-          if ws and now < ws then now = ws end
-          local start = now - (now % window)
-          local c = tonumber(h[2]) or 0
-          local p = tonumber(h[3]) or 0
-          if ws == nil then
-            c = 0; p = 0
-          elseif ws ~= start then
-            if ws == start - window then p = c else p = 0 end
-            c = 0
-          end
-          local elapsed = now - start
-          local estimate = p * (window - elapsed) / window + c
-          local retry = 0
-          if estimate + 1 > limit then
-            if c + 1 > limit then
-              retry = (start + window - now) + math.ceil(window * (1 - (limit - 1) / c))
-            else
-              retry = math.ceil(window * (1 - (limit - 1 - c) / p)) - elapsed
+    static let common =
+        StoreScripts.now + "\n" + """
+            local function window_state(key, limit, window)
+              local h = redis.call('HMGET', key, 'w', 'c', 'p')
+              local ws = tonumber(h[1])
+              local now = now
+              if ws and now < ws then now = ws end
+              local start = now - (now % window)
+              local c = tonumber(h[2]) or 0
+              local p = tonumber(h[3]) or 0
+              if ws == nil then
+                c = 0; p = 0
+              elseif ws ~= start then
+                if ws == start - window then p = c else p = 0 end
+                c = 0
+              end
+              local elapsed = now - start
+              local estimate = p * (window - elapsed) / window + c
+              local retry = 0
+              if estimate + 1 > limit then
+                if c + 1 > limit then
+                  retry = (start + window - now) + math.ceil(window * (1 - (limit - 1) / c))
+                else
+                  retry = math.ceil(window * (1 - (limit - 1 - c) / p)) - elapsed
+                end
+                if retry < 1 then retry = 1 end
+              end
+              return start, c, p, retry
             end
-            if retry < 1 then retry = 1 end
-          end
-          return start, c, p, retry
-        end
-        local function count(key, start, c, p, window)
-          redis.call('HSET', key, 'w', start, 'c', c + 1, 'p', p)
-          redis.call('PEXPIREAT', key, start + 2 * window)
-        end
-        """
+            local function count(key, start, c, p, window)
+              redis.call('HSET', key, 'w', start, 'c', c + 1, 'p', p)
+              redis.call('PEXPIREAT', key, start + 2 * window)
+            end
+            """
 
     /// KEYS: counters. ARGV: limit, window ms per key. {0} and every counter +1, or {i, retry ms}
     /// (1-based index of the first counter at its limit) and nothing counted.
     /// `deny-oom` (no `allow-oom`): it creates keys, so at `maxmemory` Redis refuses it.
-    static let acquireScript = RedisScript("""
+    static let acquireScript = RedisScript(
+        """
         #!lua
         \(common)
         local states = {}
@@ -286,7 +288,8 @@ public final class RequestRateLimiter: Sendable {
         """)
 
     /// As `acquire`, but writes nothing.
-    static let checkScript = RedisScript("""
+    static let checkScript = RedisScript(
+        """
         #!lua flags=no-writes
         \(common)
         for i, key in ipairs(KEYS) do
@@ -300,7 +303,8 @@ public final class RequestRateLimiter: Sendable {
     /// Counts one event in every counter unconditionally; then {next, retry ms, over}: `next` the
     /// first counter where one more event would not fit (0: none), `over` the first counter that
     /// had no room for this event (0: every one had). `deny-oom`, as `acquire`.
-    static let recordScript = RedisScript("""
+    static let recordScript = RedisScript(
+        """
         #!lua
         \(common)
         local next_i, next_retry, over = 0, 0, 0
@@ -322,7 +326,8 @@ public final class RequestRateLimiter: Sendable {
     /// window's; a counter last written in the previous window still holds the event in `c`
     /// (which becomes `p` with the next count), so it is taken from there. Never below zero;
     /// older counters are left alone. Only changes existing keys, so `allow-oom`.
-    static let releaseScript = RedisScript("""
+    static let releaseScript = RedisScript(
+        """
         #!lua flags=allow-oom
         \(common)
         for i, key in ipairs(KEYS) do

@@ -59,7 +59,8 @@ enum RefreshScripts {
     /// access-token jti ('' none), its exp (s). Creates the family; returns its absolute expiry
     /// (ms), or 0 when the family id is taken (64 random bits: practically never; the caller
     /// draws another).
-    static let create = RedisScript("""
+    static let create = RedisScript(
+        """
         #!lua
         if redis.call('HMGET', KEYS[1], 'c')[1] then return 0 end
         \(StoreScripts.now)
@@ -87,7 +88,8 @@ enum RefreshScripts {
     ///
     /// `allow-oom`: it only rewrites an existing record (its access-token list is bounded), so
     /// refreshes keep working at `maxmemory`.
-    static let rotate = RedisScript("""
+    static let rotate = RedisScript(
+        """
         #!lua flags=allow-oom
         local r = redis.call('HMGET', KEYS[1], 'c', 'u', 'sc', 't', 'ae', 'm', 'j', 'ca', 'l', 'i')
         if not r[1] then return {'unknown'} end
@@ -120,7 +122,8 @@ enum RefreshScripts {
     /// RFC 7009 for a refresh token: any token of the family, the live one or a rotated one,
     /// revokes the whole family (its holder had it). `'revoked'`, `'unknown'` or `'wrong_client'`
     /// (nothing changes).
-    static let revoke = RedisScript("""
+    static let revoke = RedisScript(
+        """
         #!lua flags=allow-oom
         local r = redis.call('HMGET', KEYS[1], 'c', 'j', 'ca', 'l')
         if not r[1] then return 'unknown' end
@@ -138,7 +141,8 @@ enum RefreshScripts {
     /// `allow-oom`, like ``rotate`` and ``revoke`` (which write the family's denylist): a
     /// revocation must not fail at `maxmemory`; each is bounded (one field per token its client
     /// holds, expiring with the token).
-    static let denylist = RedisScript("""
+    static let denylist = RedisScript(
+        """
         #!lua flags=allow-oom
         local mx = tonumber(redis.call('HMGET', KEYS[1], 'mx')[1]) or 0
         local e = tonumber(ARGV[2]) * 1000
@@ -149,7 +153,8 @@ enum RefreshScripts {
         """)
 
     /// KEYS: a denylist. ARGV: jti. 1 when the access token is denylisted, else 0.
-    static let isDenylisted = RedisScript("""
+    static let isDenylisted = RedisScript(
+        """
         #!lua flags=no-writes
         if redis.call('HMGET', KEYS[1], 'j:' .. ARGV[1])[1] then return 1 end
         return 0
@@ -158,7 +163,8 @@ enum RefreshScripts {
     /// KEYS: family record. ARGV: presented token id. For introspection: `{}` unless the token is
     /// the family's live one, else `{client, user, scopes, MAC, created ms, expiry ms, now ms}`,
     /// expiry being the earlier of the idle and the absolute one.
-    static let read = RedisScript("""
+    static let read = RedisScript(
+        """
         #!lua flags=no-writes
         local r = redis.call('HMGET', KEYS[1], 'c', 'u', 'sc', 't', 'ae', 'm', 'ca', 'l', 'i')
         if not r[1] or r[4] ~= ARGV[1] then return {} end

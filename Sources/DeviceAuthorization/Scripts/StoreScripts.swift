@@ -37,7 +37,8 @@ package enum StoreScripts {
     /// KEYS: the grant's record (its key comes from the user code). ARGV: device-code digest,
     /// lifetime ms, grace ms, interval s, client id, scopes, origin (empty: not stored). Returns
     /// the expiry (ms), or 0 when the user code is taken (its record exists, until expiry + grace).
-    static let issue = RedisScript("""
+    static let issue = RedisScript(
+        """
         #!lua
         if redis.call('HMGET', KEYS[1], 'c')[1] then return 0 end
         \(now)
@@ -66,7 +67,8 @@ package enum StoreScripts {
     ///   answer is cleared).
     /// `slow_down` raises the interval by 5 s up to the cap (an interval already above it, as
     /// issued, is left alone).
-    static let poll = RedisScript("""
+    static let poll = RedisScript(
+        """
         #!lua flags=allow-oom
         local r = redis.call('HMGET', KEYS[1], 's', 'c', 'e', 'l', 'i', 'u', 'sc', 'm', 'ca', 'dt', 'w', 'ro', 'h')
         local s = r[1]
@@ -108,7 +110,8 @@ package enum StoreScripts {
     /// KEYS: device record. A poll of a redeemed code from another origin than the redeeming
     /// poll's, within the retry window (see ``poll``): a replay, counted in `rp`. 0 when the
     /// record is not redeemed (gone).
-    static let countReplay = RedisScript("""
+    static let countReplay = RedisScript(
+        """
         #!lua flags=allow-oom
         if redis.call('HMGET', KEYS[1], 's')[1] ~= 'r' then return 0 end
         redis.call('HINCRBY', KEYS[1], 'rp', 1)
@@ -124,7 +127,8 @@ package enum StoreScripts {
     /// origin redeemed first (its answer is the one to send, so one grant gives one token);
     /// `{'replay'}` (counted) when a poll of another origin did; `{'gone'}` when the record is
     /// no longer the approval that was checked.
-    static let redeem = RedisScript("""
+    static let redeem = RedisScript(
+        """
         #!lua flags=allow-oom
         local r = redis.call('HMGET', KEYS[1], 's', 'c', 'm', 'e', 'l', 'ca', 'dt', 'ro', 't', 'h')
         if not r[1] or r[2] ~= ARGV[1] or r[10] ~= ARGV[7] then return {\(RedeemReply.gone.lua)} end
@@ -146,7 +150,8 @@ package enum StoreScripts {
     /// (the poll itself is sent without one, so pending polls never wait): the wait then covers
     /// the redemption too, which is earlier in the replication stream. Rewrites `s` of a redeemed
     /// record as it is (`HSET` is propagated even when nothing changes); 0 when not redeemed.
-    static let confirmRedemption = RedisScript("""
+    static let confirmRedemption = RedisScript(
+        """
         #!lua flags=allow-oom
         if redis.call('HMGET', KEYS[1], 's')[1] ~= 'r' then return 0 end
         redis.call('HSET', KEYS[1], 's', 'r')
@@ -159,7 +164,8 @@ package enum StoreScripts {
     /// the record still holds exactly those (the MAC would not match them).
     /// PENDING → AUTHORIZED / DENIED, nothing else. `{'changed'}` when the record is another grant
     /// than the one shown (its user code was issued again).
-    static let decide = RedisScript("""
+    static let decide = RedisScript(
+        """
         #!lua flags=allow-oom
         local r = redis.call('HMGET', KEYS[1], 's', 'e', 'c', 'sc', 'ca', 'l', 'h')
         if not r[1] then return {\(DecideReply.notFound.lua)} end
@@ -179,7 +185,8 @@ package enum StoreScripts {
 
     /// KEYS: device record. ARGV: the device-code digest it must have (`''`: any). Returns
     /// {h, now, s, c, sc, e, l, i, u, ca, o} or an empty array.
-    static let read = RedisScript("""
+    static let read = RedisScript(
+        """
         #!lua flags=no-writes
         local r = redis.call('HMGET', KEYS[1], 's', 'c', 'sc', 'e', 'l', 'i', 'u', 'ca', 'o', 'dt', 'h')
         if not r[1] or not r[11] or (ARGV[1] ~= '' and r[11] ~= ARGV[1]) then return {} end
@@ -191,7 +198,8 @@ package enum StoreScripts {
     /// KEYS: device record. ARGV: interval s, tolerance ms, interval cap s, device-code digest. The reference's
     /// `checkRateLimit`: 1 (slow down; the stored interval grows by 5, up to the cap), 0 (in
     /// time), -1 (unknown).
-    static let checkRateLimit = RedisScript("""
+    static let checkRateLimit = RedisScript(
+        """
         #!lua flags=allow-oom
         local r = redis.call('HMGET', KEYS[1], 's', 'l', 'i', 'ca', 'h')
         if not r[1] or r[5] ~= ARGV[4] then return -1 end
@@ -207,7 +215,8 @@ package enum StoreScripts {
         """)
 
     /// KEYS: device record. ARGV: device-code digest. The reference's `updatePollTime`: 1, or 0 when unknown.
-    static let updatePollTime = RedisScript("""
+    static let updatePollTime = RedisScript(
+        """
         #!lua flags=allow-oom
         local r = redis.call('HMGET', KEYS[1], 's', 'l', 'ca', 'h')
         if not r[1] or r[4] ~= ARGV[1] then return 0 end
@@ -231,7 +240,8 @@ package enum StoreScripts {
     /// backwards does not restart a window (it lasts longer in wall time instead).
     /// `deny-oom` (no `allow-oom`): it creates keys, so at `maxmemory` Redis refuses it and the
     /// lookup fails with a ``RedisError`` instead of growing Redis.
-    static let chargeFailures = RedisScript("""
+    static let chargeFailures = RedisScript(
+        """
         #!lua
         \(now)
         local states = {}
@@ -262,7 +272,8 @@ package enum StoreScripts {
     /// because a zero counter holds no charge a later refund could still mean (the next charge
     /// starts a fresh window). Touches only existing keys, so `allow-oom`: a refund is never
     /// refused at `maxmemory`.
-    static let releaseFailures = RedisScript("""
+    static let releaseFailures = RedisScript(
+        """
         #!lua flags=allow-oom
         for i, key in ipairs(KEYS) do
           local h = redis.call('HMGET', key, 'w', 'c')

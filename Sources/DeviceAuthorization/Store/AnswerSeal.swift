@@ -8,8 +8,9 @@ struct AnswerSeal: Sendable {
     private let key: SymmetricKey
 
     init(secret: [UInt8]) {
-        key = HKDF<SHA256>.deriveKey(inputKeyMaterial: SymmetricKey(data: secret), salt: Array("deviceauth".utf8),
-                                     info: Array("token-answer-v1".utf8), outputByteCount: 32)
+        key = HKDF<SHA256>.deriveKey(
+            inputKeyMaterial: SymmetricKey(data: secret), salt: Array("deviceauth".utf8),
+            info: Array("token-answer-v1".utf8), outputByteCount: 32)
     }
 
     func seal(_ answer: [UInt8], grantID: String) throws -> [UInt8] {
@@ -22,7 +23,8 @@ struct AnswerSeal: Sendable {
     /// The answer, or `nil` when `sealed` was not sealed for `grantID` under this secret.
     func open(_ sealed: [UInt8], grantID: String) -> [UInt8]? {
         guard let box = try? AES.GCM.SealedBox(combined: sealed),
-              let answer = try? AES.GCM.open(box, using: key, authenticating: Array(grantID.utf8)) else { return nil }
+            let answer = try? AES.GCM.open(box, using: key, authenticating: Array(grantID.utf8))
+        else { return nil }
         return Array(answer)
     }
 }

@@ -23,7 +23,7 @@ extension DeviceCodeStore {
         case .outcome(let outcome):
             return outcome
         case .approved:
-            return .invalidGrant(.unknown)   // only with a retry window
+            return .invalidGrant(.unknown)  // only with a retry window
         case .redeemed(_, _, let grantID, let clientID, let recordKey, _):
             // Redeemed by the token endpoint's poll, its retry window still open: a replay here.
             _ = try await client.eval(StoreScripts.countReplay, keys: [recordKey])
@@ -55,14 +55,18 @@ extension DeviceCodeStore {
     ///   - origin: the address the poll came from (as the rate limits see it); `nil` when unknown.
     ///     Evaluated only for an approved or redeemed code, so a pending poll never works it out.
     ///   - answer: mints the token answer (the response body) for the approved grant.
-    public func poll(deviceCode: String, clientID: String, origin: @autoclosure () -> String?,
-                     answer: (ApprovedGrant) async throws -> [UInt8]) async throws -> TokenPollResult {
+    public func poll(
+        deviceCode: String, clientID: String, origin: @autoclosure () -> String?,
+        answer: (ApprovedGrant) async throws -> [UInt8]
+    ) async throws -> TokenPollResult {
         let window = max(0, configuration.redemptionRetryWindow.milliseconds)
         switch try await pollStep(deviceCode: deviceCode, clientID: clientID, retryWindow: window) {
         case .outcome(.authorized(let userID, let scopes, let grantID)):
             // No retry window: the poll script has redeemed.
-            return .answer(TokenAnswer(body: try await answer(ApprovedGrant(userID: userID, scopes: scopes, grantID: grantID)),
-                                       grantID: grantID, source: .minted))
+            return .answer(
+                TokenAnswer(
+                    body: try await answer(ApprovedGrant(userID: userID, scopes: scopes, grantID: grantID)),
+                    grantID: grantID, source: .minted))
         case .outcome(let outcome):
             return .outcome(outcome)
         case .redeemed(let sealed, let redeemingOrigin, let grantID, let clientID, let recordKey, let age):
@@ -78,14 +82,17 @@ extension DeviceCodeStore {
                 return .unconfirmed(grantID: grantID)
             }
             metrics.redelivered.increment()
-            logger.notice("Token answer sent again: a poll of a redeemed code from the redeeming poll's address, within the retry window",
-                          metadata: ["grant_id": "\(grantID)", "client_id": "\(clientID)"])
+            logger.notice(
+                "Token answer sent again: a poll of a redeemed code from the redeeming poll's address, within the retry window",
+                metadata: ["grant_id": "\(grantID)", "client_id": "\(clientID)"])
             return .answer(TokenAnswer(body: body, grantID: grantID, source: .redelivered))
         case .approved(let grant, let mac, let recordKey, let digest):
             let originDigest = keys.originDigest(origin())
             let body = try await answer(grant)
-            let arguments: [any RedisArgument] = [clientID, mac, try seal.seal(body, grantID: grant.grantID), window, originDigest,
-                                                  configuration.gracePeriod.milliseconds, digest]
+            let arguments: [any RedisArgument] = [
+                clientID, mac, try seal.seal(body, grantID: grant.grantID), window, originDigest,
+                configuration.gracePeriod.milliseconds, digest,
+            ]
             let (reply, acknowledgement) = try await evalDurably(StoreScripts.redeem, keys: [recordKey], arguments: arguments)
             let parts = reply.array ?? []
             switch RedeemReply(reply: parts) {
@@ -124,8 +131,9 @@ extension DeviceCodeStore {
         guard let (tag, id, digest) = keys.decode(deviceCode: deviceCode) else { return .outcome(.invalidGrant(.unknown)) }
         let recordKey = keys.deviceKey(tag: tag, id: id)
         let grantID = keys.grantID(tag: tag, id: id, digest: digest)
-        let reply = try await client.eval(StoreScripts.poll, keys: [recordKey],
-                                          arguments: [clientID, configuration.pollTolerance.milliseconds, configuration.maxInterval, retryWindow, digest])
+        let reply = try await client.eval(
+            StoreScripts.poll, keys: [recordKey],
+            arguments: [clientID, configuration.pollTolerance.milliseconds, configuration.maxInterval, retryWindow, digest])
         let parts = reply.array ?? []
         logger.trace("poll", metadata: ["grant_id": "\(grantID)", "answer": "\(parts.first?.string ?? "?")"])
         let answer = PollReply(reply: parts)
@@ -147,8 +155,9 @@ extension DeviceCodeStore {
             // The script checked the stored client against `clientID`; the MAC covers it too.
             guard !userID.isEmpty, KeySchema.macsEqual(mac, keys.approvalMAC(grantID: grantID, userID: userID, clientID: clientID, scopes: scopes)) else {
                 metrics.forged.increment()
-                logger.error("Forged approval in Redis: the record says approved but its MAC is missing or wrong; no token issued. Someone wrote to Redis without the node secret",
-                             metadata: ["grant_id": "\(grantID)", "client_id": "\(clientID)"])
+                logger.error(
+                    "Forged approval in Redis: the record says approved but its MAC is missing or wrong; no token issued. Someone wrote to Redis without the node secret",
+                    metadata: ["grant_id": "\(grantID)", "client_id": "\(clientID)"])
                 return .outcome(.invalidGrant(.forged))
             }
             let grant = ApprovedGrant(userID: userID, scopes: scopes.split(separator: " ").map(String.init), grantID: grantID)
@@ -158,8 +167,9 @@ extension DeviceCodeStore {
             return .outcome(.authorized(userID: grant.userID, scopes: grant.scopes, grantID: grantID))
         case .redeemed:
             guard parts.count > 3, let sealed = parts[1].bytes, let origin = parts[2].string else { return .outcome(.invalidGrant(.unknown)) }
-            return .redeemed(sealed: sealed, origin: origin, grantID: grantID, clientID: clientID, recordKey: recordKey,
-                             age: .milliseconds(parts[3].int ?? 0))
+            return .redeemed(
+                sealed: sealed, origin: origin, grantID: grantID, clientID: clientID, recordKey: recordKey,
+                age: .milliseconds(parts[3].int ?? 0))
         case .replay:
             return .outcome(replayed(grantID: grantID, clientID: clientID))
         case .wrongClient:
@@ -171,8 +181,9 @@ extension DeviceCodeStore {
 
     private func replayed(grantID: String, clientID: String) -> PollOutcome {
         metrics.replays.increment()
-        logger.warning("Replayed device code: the grant was already redeemed; revoke its tokens",
-                       metadata: ["grant_id": "\(grantID)", "client_id": "\(clientID)"])
+        logger.warning(
+            "Replayed device code: the grant was already redeemed; revoke its tokens",
+            metadata: ["grant_id": "\(grantID)", "client_id": "\(clientID)"])
         return .invalidGrant(.alreadyRedeemed)
     }
 
@@ -181,8 +192,9 @@ extension DeviceCodeStore {
     private func openAnswer(_ sealed: [UInt8], grantID: String, clientID: String) -> [UInt8]? {
         if let body = seal.open(sealed, grantID: grantID) { return body }
         metrics.forged.increment()
-        logger.error("A kept token answer in Redis does not open under the node secret; not sent. Someone wrote to Redis without the secret, or the secret changed",
-                     metadata: ["grant_id": "\(grantID)", "client_id": "\(clientID)"])
+        logger.error(
+            "A kept token answer in Redis does not open under the node secret; not sent. Someone wrote to Redis without the secret, or the secret changed",
+            metadata: ["grant_id": "\(grantID)", "client_id": "\(clientID)"])
         return nil
     }
 

@@ -78,11 +78,12 @@ extension DeviceCodeStore {
             metrics.lockouts.increment()
             let retry = Duration.milliseconds(max(1, reply.count > 1 ? (reply[1].int ?? 1000) : 1000))
             let kind = counters.indices.contains(which - 1) ? counters[which - 1].kind : .global
-            let message = switch kind {
-            case .caller: "too many wrong codes from this caller"
-            case .user: "too many wrong codes from this account"
-            case .global: "too many wrong codes are being tried; try again later"
-            }
+            let message =
+                switch kind {
+                case .caller: "too many wrong codes from this caller"
+                case .user: "too many wrong codes from this account"
+                case .global: "too many wrong codes are being tried; try again later"
+                }
             throw DeviceAuthorizationError(.tooManyAttempts, message, retryAfter: retry)
         }
         return (counters.map(\.key), reply.dropFirst().map { value in value.int.map(String.init) ?? value.string ?? "" })
@@ -124,7 +125,7 @@ extension DeviceCodeStore {
         let recordKey = keys.deviceKey(tag: tag, id: id)
         // The grant the person saw: its record must be the user code's, and the script checks
         // that the record is still that grant (the device-code digest), not a later one.
-        var expectedDigest = ""   // "": whichever grant the user code leads to now
+        var expectedDigest = ""  // "": whichever grant the user code leads to now
         if let grantID {
             guard let shown = keys.grant(grantID), shown.key == recordKey else {
                 throw DeviceAuthorizationError(.grantChanged, "this code no longer leads to the request that was shown")
@@ -160,7 +161,8 @@ extension DeviceCodeStore {
     /// `script` with the configured durability's wait (`WAIT` / `WAITAOF`) behind it on the same
     /// connection; the acknowledgement is `nil` when no durability is configured (no wait sent).
     func evalDurably(_ script: RedisScript, keys scriptKeys: [String], arguments: [any RedisArgument] = []) async throws
-        -> (reply: RedisValue, acknowledgement: Result<RedisAcknowledgement, RedisError>?) {
+        -> (reply: RedisValue, acknowledgement: Result<RedisAcknowledgement, RedisError>?)
+    {
         guard let durability = configuration.durability else {
             return (try await client.eval(script, keys: scriptKeys, arguments: arguments), nil)
         }
@@ -180,8 +182,9 @@ extension DeviceCodeStore {
             description = "the wait failed: \(error.code)"
         }
         metrics.durabilityShortfalls(operation).increment()
-        logger.warning("Write not confirmed by enough Redis copies; a failover now could lose it",
-                       metadata: ["grant_id": "\(grantID)", "operation": "\(operation)", "acknowledged": "\(description)"])
+        logger.warning(
+            "Write not confirmed by enough Redis copies; a failover now could lose it",
+            metadata: ["grant_id": "\(grantID)", "operation": "\(operation)", "acknowledged": "\(description)"])
         return description
     }
 
@@ -199,8 +202,9 @@ extension DeviceCodeStore {
         case .decided:
             let stored = parts.count > 1 ? parts[1].string : nil
             let status: DeviceCodeStatus = stored == "d" ? .denied : .authorized
-            throw DeviceAuthorizationError(.alreadyDecided, "this code was already \(status == .denied ? "denied" : "approved")",
-                                           status: status, isRedeemed: stored == "r")
+            throw DeviceAuthorizationError(
+                .alreadyDecided, "this code was already \(status == .denied ? "denied" : "approved")",
+                status: status, isRedeemed: stored == "r")
         case .notFound, nil: throw DeviceAuthorizationError(.notFound, "no pending request has this code")
         }
     }

@@ -92,12 +92,15 @@ public final class DeviceCodeStore: Sendable {
             let userCode = userCodes()
             let (tag, id) = keys.userCodeDigest(userCode)
             let (deviceCode, digest) = keys.makeDeviceCode(tag: tag, id: id)
-            let expires = try await client.eval(
-                StoreScripts.issue,
-                keys: [keys.deviceKey(tag: tag, id: id)],
-                arguments: [digest, lifetime.milliseconds, configuration.gracePeriod.milliseconds, interval, clientID, scopes.joined(separator: " "),
-                            OriginEncoding.encode(Self.truncatedOrigin(origin))]
-            ).int ?? 0
+            let expires =
+                try await client.eval(
+                    StoreScripts.issue,
+                    keys: [keys.deviceKey(tag: tag, id: id)],
+                    arguments: [
+                        digest, lifetime.milliseconds, configuration.gracePeriod.milliseconds, interval, clientID, scopes.joined(separator: " "),
+                        OriginEncoding.encode(Self.truncatedOrigin(origin)),
+                    ]
+                ).int ?? 0
             if expires == 0 {
                 metrics.userCodeCollisions.increment()
                 continue
@@ -139,8 +142,9 @@ public final class DeviceCodeStore: Sendable {
     /// `intervalSeconds` after its last accepted poll; the stored interval then grows by 5 s.
     public func checkRateLimit(_ code: DeviceCode, intervalSeconds: Int) async throws -> Bool {
         let grant = try record(of: code)
-        let reply = try await client.eval(StoreScripts.checkRateLimit, keys: [grant.key],
-                                          arguments: [intervalSeconds, configuration.pollTolerance.milliseconds, configuration.maxInterval, grant.digest])
+        let reply = try await client.eval(
+            StoreScripts.checkRateLimit, keys: [grant.key],
+            arguments: [intervalSeconds, configuration.pollTolerance.milliseconds, configuration.maxInterval, grant.digest])
         if reply.int == -1 { throw DeviceAuthorizationError(.notFound, "the grant no longer exists") }
         return reply.int == 1
     }
@@ -178,11 +182,12 @@ public final class DeviceCodeStore: Sendable {
         guard fields.count == 11 else { return nil }
         let text = fields.map { $0.string ?? "" }
         let statusCode = text[2]
-        let status: DeviceCodeStatus = switch statusCode {
-        case "a", "r": .authorized
-        case "d": .denied
-        default: .pending
-        }
+        let status: DeviceCodeStatus =
+            switch statusCode {
+            case "a", "r": .authorized
+            case "d": .denied
+            default: .pending
+            }
         return DeviceCode(
             grantID: keys.grantID(tag: tag, id: id, digest: text[0]),
             userCode: userCode.map(UserCode.display) ?? "",

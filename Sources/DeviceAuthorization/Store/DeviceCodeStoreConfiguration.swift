@@ -137,5 +137,3 @@ public struct DeviceCodeStoreConfiguration: Sendable {
         self.userCodeAttempts = userCodeAttempts
     }
 }
-
-

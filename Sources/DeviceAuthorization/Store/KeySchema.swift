@@ -59,7 +59,8 @@ struct KeySchema: Sendable {
     /// code decodes to some coordinates whose record (if any) holds another digest.
     func decode(deviceCode: String) -> (tag: String, id: String, digest: String)? {
         guard let bytes = DeviceCodeFormat.bytes(of: deviceCode),
-              bytes.count == DeviceCodeFormat.randomBytes + DeviceCodeFormat.coordinateBytes else { return nil }
+            bytes.count == DeviceCodeFormat.randomBytes + DeviceCodeFormat.coordinateBytes
+        else { return nil }
         let (pad, digest) = padAndDigest(Array(bytes[0..<DeviceCodeFormat.randomBytes]))
         let plain = hexString(zip(bytes[DeviceCodeFormat.randomBytes...], pad).map { $0 ^ $1 })
         return (String(plain.prefix(4)), String(plain.dropFirst(4)), digest)
@@ -74,8 +75,10 @@ struct KeySchema: Sendable {
         hmac.update(data: Array("dc:".utf8))
         hmac.update(data: random)
         let mac = Array(hmac.finalize())
-        return (Array(mac[0..<DeviceCodeFormat.coordinateBytes]),
-                DeviceCodeFormat.base64URL(Array(mac[DeviceCodeFormat.coordinateBytes..<DeviceCodeFormat.coordinateBytes + 8])))
+        return (
+            Array(mac[0..<DeviceCodeFormat.coordinateBytes]),
+            DeviceCodeFormat.base64URL(Array(mac[DeviceCodeFormat.coordinateBytes..<DeviceCodeFormat.coordinateBytes + 8]))
+        )
     }
 
     /// The MAC of an approval (record field `m`): 128 bits of HMAC(secret, grant id | user |
@@ -108,7 +111,8 @@ struct KeySchema: Sendable {
 
     /// Compares two MACs in time independent of where they differ.
     static func macsEqual(_ a: String, _ b: String) -> Bool {
-        let x = Array(a.utf8), y = Array(b.utf8)
+        let x = Array(a.utf8)
+        let y = Array(b.utf8)
         guard x.count == y.count else { return false }
         var difference: UInt8 = 0
         for index in x.indices { difference |= x[index] ^ y[index] }
@@ -180,9 +184,12 @@ struct KeySchema: Sendable {
     func grant(_ grantID: String) -> (key: String, digest: String)? {
         let utf8 = Array(grantID.utf8)
         guard utf8.count == 4 + 16 + 11, utf8[0..<20].allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }),
-              DeviceCodeFormat.base64URLDecode(String(decoding: utf8[20...], as: UTF8.self).utf8) != nil else { return nil }
-        return (deviceKey(tag: String(decoding: utf8[0..<4], as: UTF8.self), id: String(decoding: utf8[4..<20], as: UTF8.self)),
-                String(decoding: utf8[20...], as: UTF8.self))
+            DeviceCodeFormat.base64URLDecode(String(decoding: utf8[20...], as: UTF8.self).utf8) != nil
+        else { return nil }
+        return (
+            deviceKey(tag: String(decoding: utf8[0..<4], as: UTF8.self), id: String(decoding: utf8[4..<20], as: UTF8.self)),
+            String(decoding: utf8[20...], as: UTF8.self)
+        )
     }
 }
 

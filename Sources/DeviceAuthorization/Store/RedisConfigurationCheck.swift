@@ -27,13 +27,16 @@ extension DeviceCodeStore {
             do {
                 info = try result.get().string ?? ""
             } catch {
-                warnings.append("Could not read INFO from Redis\(where_) (\(error)); make sure maxmemory-policy is 'noeviction'" +
-                                (appendOnlyFile ? " and that it has WAITAOF and appendonly yes (durability.append_only_file)." : "."))
+                warnings.append(
+                    "Could not read INFO from Redis\(where_) (\(error)); make sure maxmemory-policy is 'noeviction'"
+                        + (appendOnlyFile ? " and that it has WAITAOF and appendonly yes (durability.append_only_file)." : "."))
                 continue
             }
             if let policy = Self.infoField("maxmemory_policy", in: info) {
                 if policy != "noeviction" {
-                    warnings.append("Redis maxmemory-policy\(where_) is '\(policy)': Redis may evict device codes (keys with a TTL) under memory pressure, and a person's login is then lost. Use 'noeviction'.")
+                    warnings.append(
+                        "Redis maxmemory-policy\(where_) is '\(policy)': Redis may evict device codes (keys with a TTL) under memory pressure, and a person's login is then lost. Use 'noeviction'."
+                    )
                 }
             } else {
                 warnings.append("Could not read Redis maxmemory-policy\(where_) (INFO memory has no maxmemory_policy); make sure it is 'noeviction'.")
@@ -56,13 +59,19 @@ extension DeviceCodeStore {
     static func appendOnlyFileWarnings(info: String, node: String) -> [String] {
         let server = ServerVersion(info: info)
         guard server.hasWaitAOF else {
-            return ["Redis\(node) (\(server.description)) has no WAITAOF: with durability.append_only_file every approval and denial is answered 'not confirmed yet' and every redemption is held. Use Redis ≥ 7.2 or Valkey ≥ 8, or turn append_only_file off."]
+            return [
+                "Redis\(node) (\(server.description)) has no WAITAOF: with durability.append_only_file every approval and denial is answered 'not confirmed yet' and every redemption is held. Use Redis ≥ 7.2 or Valkey ≥ 8, or turn append_only_file off."
+            ]
         }
         if infoField("aof_enabled", in: info) == "0" {
-            return ["Redis\(node) runs with appendonly no: WAITAOF never confirms, so with durability.append_only_file every approval and denial is answered 'not confirmed yet' and every redemption is held. Set appendonly yes."]
+            return [
+                "Redis\(node) runs with appendonly no: WAITAOF never confirms, so with durability.append_only_file every approval and denial is answered 'not confirmed yet' and every redemption is held. Set appendonly yes."
+            ]
         }
         guard server.acknowledgesWAITAOFEarlyUnderEverysec else { return [] }
-        return ["Redis\(node) (\(server.description)) confirms WAITAOF before the write is fsynced when appendfsync is everysec (redis/redis#13793): a confirmed approval or redemption then survives a crash of Redis but not a power loss. Unless this server runs appendfsync always, set it for durability.append_only_file to hold."]
+        return [
+            "Redis\(node) (\(server.description)) confirms WAITAOF before the write is fsynced when appendfsync is everysec (redis/redis#13793): a confirmed approval or redemption then survives a crash of Redis but not a power loss. Unless this server runs appendfsync always, set it for durability.append_only_file to hold."
+        ]
     }
 
     /// The value of `name:value` in an `INFO` reply (lines end in CRLF).

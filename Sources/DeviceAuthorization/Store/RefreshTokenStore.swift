@@ -54,8 +54,10 @@ public final class RefreshTokenStore: Sendable {
     ///     (default ``DeviceCodeStoreConfiguration/refreshAbsoluteLifetime``).
     ///   - accessToken: the access token issued with it, denylisted if the family is revoked.
     /// - Throws: ``DeviceAuthorizationError`` (`invalidArgument`) or ``RedisError``.
-    public func createFamily(clientID: String, userID: String, scopes: [String], idleLifetime: Duration? = nil, absoluteLifetime: Duration? = nil,
-                             accessToken: AccessTokenReference? = nil) async throws -> IssuedRefreshToken {
+    public func createFamily(
+        clientID: String, userID: String, scopes: [String], idleLifetime: Duration? = nil, absoluteLifetime: Duration? = nil,
+        accessToken: AccessTokenReference? = nil
+    ) async throws -> IssuedRefreshToken {
         let idle = idleLifetime ?? configuration.refreshIdleLifetime
         let absolute = absoluteLifetime ?? configuration.refreshAbsoluteLifetime
         guard idle > .zero, absolute > .zero, absolute <= .seconds(3660 * 86_400) else {
@@ -70,10 +72,11 @@ public final class RefreshTokenStore: Sendable {
             let familyID = hexString(randomBytes(8))
             let token = makeToken(familyID: familyID)
             let mac = keys.familyMAC(familyID: familyID, clientID: clientID, userID: userID, scopes: scopeText)
-            let expires = try await client.eval(
-                RefreshScripts.create, keys: [keys.familyKey(familyID)],
-                arguments: [keys.refreshTokenID(token), clientID, userID, scopeText, idle.milliseconds, absolute.milliseconds, mac, access.id, access.exp]
-            ).int ?? 0
+            let expires =
+                try await client.eval(
+                    RefreshScripts.create, keys: [keys.familyKey(familyID)],
+                    arguments: [keys.refreshTokenID(token), clientID, userID, scopeText, idle.milliseconds, absolute.milliseconds, mac, access.id, access.exp]
+                ).int ?? 0
             guard expires != 0 else { continue }
             metrics.families.increment()
             return IssuedRefreshToken(token: token, familyID: familyID, expiresAt: Date(milliseconds: expires))
@@ -105,30 +108,36 @@ public final class RefreshTokenStore: Sendable {
         let access = Self.accessArguments(accessToken)
         let reply = try await client.eval(
             RefreshScripts.rotate, keys: [keys.familyKey(familyID), keys.familyDenylistKey(familyID)],
-            arguments: [keys.refreshTokenID(token), clientID, scopes?.joined(separator: " ") ?? "", keys.refreshTokenID(newToken),
-                        access.id, access.exp, max(1, configuration.maxAccessTokensPerFamily)])
+            arguments: [
+                keys.refreshTokenID(token), clientID, scopes?.joined(separator: " ") ?? "", keys.refreshTokenID(newToken),
+                access.id, access.exp, max(1, configuration.maxAccessTokensPerFamily),
+            ])
         let parts = (reply.array ?? []).map { $0.string ?? "" }
         switch parts.first {
         case "rotated" where parts.count == 5:
             let (userID, familyScopes, mac) = (parts[1], parts[2], parts[3])
             guard KeySchema.macsEqual(mac, keys.familyMAC(familyID: familyID, clientID: clientID, userID: userID, scopes: familyScopes)) else {
                 metrics.failures.increment()
-                logger.error("Forged refresh family in Redis: its MAC is missing or wrong; no token issued. Someone wrote to Redis without the node secret",
-                             metadata: ["family_id": "\(familyID)", "client_id": "\(clientID)"])
+                logger.error(
+                    "Forged refresh family in Redis: its MAC is missing or wrong; no token issued. Someone wrote to Redis without the node secret",
+                    metadata: ["family_id": "\(familyID)", "client_id": "\(clientID)"])
                 return .invalidGrant(.forged)
             }
             metrics.rotations.increment()
             let family = familyScopes.split(separator: " ").map(String.init)
-            return .rotated(RotatedRefreshToken(token: newToken, familyID: familyID, userID: userID, scopes: scopes ?? family, familyScopes: family,
-                                                expiresAt: Date(milliseconds: Int(parts[4]) ?? 0)))
+            return .rotated(
+                RotatedRefreshToken(
+                    token: newToken, familyID: familyID, userID: userID, scopes: scopes ?? family, familyScopes: family,
+                    expiresAt: Date(milliseconds: Int(parts[4]) ?? 0)))
         case "invalid_scope":
             return .invalidScope
         case "reused":
             metrics.failures.increment()
             metrics.reuses.increment()
             metrics.revocations.increment()
-            logger.warning("Refresh token reuse: a rotated refresh token was presented again; the whole family is revoked",
-                           metadata: ["family_id": "\(familyID)", "client_id": "\(clientID)"])
+            logger.warning(
+                "Refresh token reuse: a rotated refresh token was presented again; the whole family is revoked",
+                metadata: ["family_id": "\(familyID)", "client_id": "\(clientID)"])
             return .invalidGrant(.reused)
         case "wrong_client":
             metrics.failures.increment()
@@ -150,8 +159,9 @@ public final class RefreshTokenStore: Sendable {
     ///   the endpoint answers 200 all the same).
     public func revoke(refreshToken token: String, clientID: String) async throws -> RevocationOutcome {
         guard let familyID = verifiedFamilyID(of: token) else { return .unknown }
-        let reply = try await client.eval(RefreshScripts.revoke, keys: [keys.familyKey(familyID), keys.familyDenylistKey(familyID)],
-                                          arguments: [keys.refreshTokenID(token), clientID])
+        let reply = try await client.eval(
+            RefreshScripts.revoke, keys: [keys.familyKey(familyID), keys.familyDenylistKey(familyID)],
+            arguments: [keys.refreshTokenID(token), clientID])
         switch reply.string {
         case "revoked":
             metrics.revocations.increment()
@@ -191,9 +201,11 @@ public final class RefreshTokenStore: Sendable {
         let parts = (try await client.eval(RefreshScripts.read, keys: [keys.familyKey(familyID)], arguments: [keys.refreshTokenID(token)]).array ?? [])
             .map { $0.string ?? "" }
         guard parts.count == 7,
-              KeySchema.macsEqual(parts[3], keys.familyMAC(familyID: familyID, clientID: parts[0], userID: parts[1], scopes: parts[2])) else { return nil }
-        return RefreshTokenInfo(familyID: familyID, clientID: parts[0], userID: parts[1], scopes: parts[2].split(separator: " ").map(String.init),
-                                issuedAt: Date(milliseconds: Int(parts[4]) ?? 0), expiresAt: Date(milliseconds: Int(parts[5]) ?? 0))
+            KeySchema.macsEqual(parts[3], keys.familyMAC(familyID: familyID, clientID: parts[0], userID: parts[1], scopes: parts[2]))
+        else { return nil }
+        return RefreshTokenInfo(
+            familyID: familyID, clientID: parts[0], userID: parts[1], scopes: parts[2].split(separator: " ").map(String.init),
+            issuedAt: Date(milliseconds: Int(parts[4]) ?? 0), expiresAt: Date(milliseconds: Int(parts[5]) ?? 0))
     }
 
     // MARK: - Operations
@@ -211,8 +223,10 @@ public final class RefreshTokenStore: Sendable {
     public func standingRotation(token: String, clientID: String, accessTokenID: String = "bench-jti") -> (function: String, sha1: String, keys: [String], arguments: [String])? {
         guard let familyID = verifiedFamilyID(of: token) else { return nil }
         let id = keys.refreshTokenID(token)
-        return (RefreshScripts.rotate.functionName, RefreshScripts.rotate.sha1, [keys.familyKey(familyID), keys.familyDenylistKey(familyID)],
-                [id, clientID, "", id, accessTokenID, "\(Int(Date().timeIntervalSince1970) + 86_400)", "\(max(1, configuration.maxAccessTokensPerFamily))"])
+        return (
+            RefreshScripts.rotate.functionName, RefreshScripts.rotate.sha1, [keys.familyKey(familyID), keys.familyDenylistKey(familyID)],
+            [id, clientID, "", id, accessTokenID, "\(Int(Date().timeIntervalSince1970) + 86_400)", "\(max(1, configuration.maxAccessTokensPerFamily))"]
+        )
     }
 
     // MARK: - Tokens
@@ -227,7 +241,8 @@ public final class RefreshTokenStore: Sendable {
     func verifiedFamilyID(of token: String) -> String? {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3, parts[0].utf8.count == 16, parts[1].utf8.count == 43, parts[2].utf8.count == 22,
-              parts[0].utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }) else { return nil }
+            parts[0].utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) })
+        else { return nil }
         let expected = DeviceCodeFormat.base64URL(keys.refreshTokenMAC(familyID: parts[0], random: parts[1]))
         guard KeySchema.macsEqual(String(parts[2]), expected) else { return nil }
         return String(parts[0])

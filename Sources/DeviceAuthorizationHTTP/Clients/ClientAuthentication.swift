@@ -1,7 +1,7 @@
 import DeviceAuthorization
 import Foundation
-import Hummingbird
 import HTTPTypes
+import Hummingbird
 
 /// Authenticates the OAuth client of a request (RFC 6749 §2.3): HTTP Basic or `client_secret`
 /// in the form for confidential clients, `client_id` alone for public clients.
@@ -38,8 +38,9 @@ struct ClientAuthenticator: Sendable {
                 throw OAuthError.invalidClient("unsupported client authentication scheme")
             }
             guard let data = Data(base64Encoded: String(parts[1]).trimmingCharacters(in: .whitespaces)),
-                  let decoded = String(data: data, encoding: .utf8),
-                  let colon = decoded.firstIndex(of: ":") else {
+                let decoded = String(data: data, encoding: .utf8),
+                let colon = decoded.firstIndex(of: ":")
+            else {
                 throw OAuthError.invalidClient("malformed HTTP Basic credentials")
             }
             // RFC 6749 §2.3.1: id and secret are form-encoded before Basic encoding.
@@ -66,10 +67,13 @@ struct ClientAuthenticator: Sendable {
         if client.isConfidential {
             let buckets = rateLimiter == nil ? [] : failureBuckets(client: client, origin: origin)
             if let rateLimiter, !buckets.isEmpty,
-               case .limited(let index, let retryAfter) = try await rateLimiter.acquire(buckets) {
-                throw OAuthError.rateLimited(buckets[index].name == "caf" ? "too many failed authentications of this client"
-                                                                           : "too many failed client authentications from this address",
-                                             retryAfter: retryAfter)
+                case .limited(let index, let retryAfter) = try await rateLimiter.acquire(buckets)
+            {
+                throw OAuthError.rateLimited(
+                    buckets[index].name == "caf"
+                        ? "too many failed authentications of this client"
+                        : "too many failed client authentications from this address",
+                    retryAfter: retryAfter)
             }
             guard let secret, client.verifySecret(secret) else {
                 throw OAuthError.invalidClient(secret == nil ? "client authentication is required" : "client authentication failed")

@@ -45,9 +45,11 @@ public struct RegisteredClient: Sendable, Hashable {
     ///   - refreshTokens: refresh tokens for every grant (else only with `offline_access`).
     ///   - refreshIdleLifetime: idle lifetime of its refresh tokens (`nil`: the store's).
     ///   - refreshAbsoluteLifetime: absolute lifetime of its refresh families (`nil`: the store's).
-    public init(clientID: String, displayName: String? = nil, allowedScopes: [String] = [], defaultScopes: [String]? = nil,
-                secret: String? = nil, codeLifetime: Duration? = nil, pollingInterval: Int? = nil, deviceAuthorizationLimit: RateLimit? = nil,
-                audience: String? = nil, refreshTokens: Bool = false, refreshIdleLifetime: Duration? = nil, refreshAbsoluteLifetime: Duration? = nil) {
+    public init(
+        clientID: String, displayName: String? = nil, allowedScopes: [String] = [], defaultScopes: [String]? = nil,
+        secret: String? = nil, codeLifetime: Duration? = nil, pollingInterval: Int? = nil, deviceAuthorizationLimit: RateLimit? = nil,
+        audience: String? = nil, refreshTokens: Bool = false, refreshIdleLifetime: Duration? = nil, refreshAbsoluteLifetime: Duration? = nil
+    ) {
         self.refreshTokens = refreshTokens
         self.refreshIdleLifetime = refreshIdleLifetime
         self.refreshAbsoluteLifetime = refreshAbsoluteLifetime

@@ -1,10 +1,10 @@
 import Foundation
-import Hummingbird
 import HTTPTypes
+import Hummingbird
 import Logging
 import Prometheus
-import Synchronization
 import RedisClient
+import Synchronization
 
 /// The Prometheus registry the server exports at `/metrics`, with a request-latency histogram
 /// per endpoint.
@@ -39,9 +39,11 @@ public struct DeviceAuthorizationMetrics: Sendable {
     /// Name of the request latency histogram (labels `endpoint`, `method`, `status`).
     public static let requestDurationName = "deviceauth_http_request_duration_seconds"
 
-    static let buckets: [Duration] = [.milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25),
-                                      .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
-                                      .milliseconds(2500), .seconds(5)]
+    static let buckets: [Duration] = [
+        .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25),
+        .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
+        .milliseconds(2500), .seconds(5),
+    ]
 
     /// The registry rendered at `/metrics`.
     public let registry: PrometheusCollectorRegistry
@@ -123,12 +125,14 @@ struct RequestObservationMiddleware<Context: RequestContext>: RouterMiddleware {
             let elapsed = clock.now - start
             let endpoint = context.endpointPath ?? "unmatched"
             metrics.recordRequest(endpoint: endpoint, method: Self.methodLabel(request.method), status: status, duration: elapsed)
-            context.logger.debug("request", metadata: [
-                "http.method": "\(request.method.rawValue)",
-                "http.path": "\(String(request.uri.path.prefix(128)))",
-                "http.status": "\(status)",
-                "duration_ms": "\(Double(elapsed.microseconds) / 1000)",
-            ])
+            context.logger.debug(
+                "request",
+                metadata: [
+                    "http.method": "\(request.method.rawValue)",
+                    "http.path": "\(String(request.uri.path.prefix(128)))",
+                    "http.status": "\(status)",
+                    "duration_ms": "\(Double(elapsed.microseconds) / 1000)",
+                ])
         }
         do {
             var response = try await next(request, context)

@@ -1,8 +1,8 @@
-import DeviceAuthorization
 import Crypto
+import DeviceAuthorization
 import Foundation
-import Hummingbird
 import HTTPTypes
+import Hummingbird
 
 /// The set of reverse-proxy addresses whose forwarding headers (`X-Forwarded-For`, the user
 /// header) are believed. Entries are IPv4/IPv6 addresses or CIDR ranges (`10.0.0.0/8`, `::1/128`).
@@ -135,7 +135,8 @@ public struct TrustedProxies: Sendable, Hashable {
                 }
             }
         } else if let colon = text.firstIndex(of: ":"), text[text.index(after: colon)...].allSatisfy(\.isNumber),
-                  IPAddressParser.parse(String(text[..<colon]))?.count == 4 {
+            IPAddressParser.parse(String(text[..<colon]))?.count == 4
+        {
             // v4:port (an IPv6 address has more than one colon and is left whole)
             text = String(text[..<colon])
         }
@@ -216,8 +217,9 @@ public struct RequestOrigin: Sendable, Hashable {
     public init(request: Request, peerAddress: String?, trustedProxies: TrustedProxies) {
         let trusted = trustedProxies.contains(peerAddress) && trustedProxies.carriesProxySecret(request)
         let forwarded = request.headers[values: .xForwardedFor]
-        self.init(peerAddress: peerAddress, peerIsTrustedProxy: trusted,
-                  clientIP: trustedProxies.clientIP(peer: peerAddress, forwardedFor: forwarded, peerTrusted: trusted))
+        self.init(
+            peerAddress: peerAddress, peerIsTrustedProxy: trusted,
+            clientIP: trustedProxies.clientIP(peer: peerAddress, forwardedFor: forwarded, peerTrusted: trusted))
     }
 
     /// The key brute-force limits count under (IPv6 clients share a bucket per /64).

@@ -1,7 +1,7 @@
 import DeviceAuthorization
 import Foundation
-import Hummingbird
 import HTTPTypes
+import Hummingbird
 import Logging
 import RedisClient
 
@@ -40,11 +40,14 @@ struct OAuthController: Sendable {
             try await limitDeviceAuthorizations(client: client, request: request, context)
             // The address the device asked from, for the confirmation page (RFC 8628 §5.4).
             let origin = RequestOrigin(request: request, peerAddress: context.peerIPAddress, trustedProxies: configuration.trustedProxies)
-            let issued = try await store.issue(clientID: client.clientID, scopes: scopes, lifetime: client.codeLifetime, interval: client.pollingInterval,
-                                               origin: origin.clientIP)
+            let issued = try await store.issue(
+                clientID: client.clientID, scopes: scopes, lifetime: client.codeLifetime, interval: client.pollingInterval,
+                origin: origin.clientIP)
             context.logger.info("issued device code", metadata: ["grant_id": "\(issued.grantID)", "client_id": "\(client.clientID)"])
             let verificationURI = configuration.publicBaseURL + "/device"
-            let complete = verificationURI + "?user_code=" + (issued.userCode.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? issued.userCode)
+            let complete =
+                verificationURI + "?user_code="
+                + (issued.userCode.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? issued.userCode)
                 .replacingOccurrences(of: "%2D", with: "-")
             return JSONResponse.make(object: [
                 "device_code": issued.deviceCode,
@@ -78,7 +81,8 @@ struct OAuthController: Sendable {
             // poll, whatever its code, so the limit is no oracle for live codes.
             // (The address is worked out only when the node remembers refusals or must count.)
             if rateLimiter.remembersRefusals, let bucket = unknownDeviceCodeBucket(request, context),
-               case .limited(_, let retryAfter) = rateLimiter.knownLimit([bucket]) {
+                case .limited(_, let retryAfter) = rateLimiter.knownLimit([bucket])
+            {
                 throw OAuthError.rateLimited("too many unknown device codes from this address", retryAfter: retryAfter)
             }
             // An oversized code cannot exist: answered like an unknown one without asking Redis.
@@ -86,21 +90,28 @@ struct OAuthController: Sendable {
             // What this poll minted, if it did: discarded unless this poll's answer is the one sent.
             var minted: (family: IssuedRefreshToken?, tokenID: String?)?
             // The origin is worked out only for an approved or redeemed code (pending polls skip it).
-            let result = try await store.poll(deviceCode: deviceCode, clientID: client.clientID,
-                                              origin: RequestOrigin(request: request, peerAddress: context.peerIPAddress,
-                                                                    trustedProxies: configuration.trustedProxies).clientIP) { grant in
+            let result = try await store.poll(
+                deviceCode: deviceCode, clientID: client.clientID,
+                origin: RequestOrigin(
+                    request: request, peerAddress: context.peerIPAddress,
+                    trustedProxies: configuration.trustedProxies
+                ).clientIP
+            ) { grant in
                 var family: IssuedRefreshToken?
                 let planned = plannedAccessToken()
                 if client.issuesRefreshToken(scopes: grant.scopes) {
                     // Before the access token, so the family knows its jti: revoking the family
                     // then denylists this first token too.
-                    family = try await refreshTokens.createFamily(clientID: client.clientID, userID: grant.userID, scopes: grant.scopes,
-                                                                  idleLifetime: client.refreshIdleLifetime, absoluteLifetime: client.refreshAbsoluteLifetime,
-                                                                  accessToken: planned)
+                    family = try await refreshTokens.createFamily(
+                        clientID: client.clientID, userID: grant.userID, scopes: grant.scopes,
+                        idleLifetime: client.refreshIdleLifetime, absoluteLifetime: client.refreshAbsoluteLifetime,
+                        accessToken: planned)
                 }
-                let (body, tokenID) = try await tokenAnswer(TokenRequest(userID: grant.userID, clientID: client.clientID, scopes: grant.scopes, grantID: grant.grantID,
-                                                                         audience: client.audience, tokenID: planned.tokenID, familyID: family?.familyID),
-                                                            refreshToken: family?.token, context)
+                let (body, tokenID) = try await tokenAnswer(
+                    TokenRequest(
+                        userID: grant.userID, clientID: client.clientID, scopes: grant.scopes, grantID: grant.grantID,
+                        audience: client.audience, tokenID: planned.tokenID, familyID: family?.familyID),
+                    refreshToken: family?.token, context)
                 minted = (family, tokenID)
                 return body
             }
@@ -110,15 +121,20 @@ struct OAuthController: Sendable {
                 return try await answer(outcome, client: client, request, context)
             case .unconfirmed(let grantID):
                 // Kept for the next poll (see TokenPollResult.unconfirmed): 503, retry; nothing discarded.
-                context.logger.notice("token answer kept for the next poll: the redemption is not on enough Redis copies yet",
-                                      metadata: ["grant_id": "\(grantID)", "client_id": "\(client.clientID)"])
+                context.logger.notice(
+                    "token answer kept for the next poll: the redemption is not on enough Redis copies yet",
+                    metadata: ["grant_id": "\(grantID)", "client_id": "\(client.clientID)"])
                 throw OAuthError.notConfirmedYet
             case .answer(let tokenAnswer):
                 switch tokenAnswer.source {
                 case .minted:
                     // The jti ties a token seen later (a resource server's log, a leak) to its grant.
-                    context.logger.info("issued access token", metadata: ["grant_id": "\(tokenAnswer.grantID)", "client_id": "\(client.clientID)",
-                                                                          "jti": "\(minted?.tokenID ?? "-")", "refresh": "\(minted?.family != nil)"])
+                    context.logger.info(
+                        "issued access token",
+                        metadata: [
+                            "grant_id": "\(tokenAnswer.grantID)", "client_id": "\(client.clientID)",
+                            "jti": "\(minted?.tokenID ?? "-")", "refresh": "\(minted?.family != nil)",
+                        ])
                 case .redelivered, .concurrentRedemption:
                     if let minted { await discard(minted.family, client: client, context) }
                     context.logger.notice("token answer sent again", metadata: ["grant_id": "\(tokenAnswer.grantID)", "client_id": "\(client.clientID)"])
@@ -165,8 +181,9 @@ struct OAuthController: Sendable {
         do {
             _ = try await refreshTokens.revoke(refreshToken: family.token, clientID: client.clientID)
         } catch {
-            context.logger.warning("could not revoke the refresh family of an answer not sent; it expires unused",
-                                   metadata: ["family_id": "\(family.familyID)", "error": "\(type(of: error))"])
+            context.logger.warning(
+                "could not revoke the refresh family of an answer not sent; it expires unused",
+                metadata: ["family_id": "\(family.familyID)", "error": "\(type(of: error))"])
         }
     }
 
@@ -183,30 +200,37 @@ struct OAuthController: Sendable {
         }
         let planned = plannedAccessToken()
         // An oversized token cannot be one of ours: answered like an unknown one without asking Redis.
-        let outcome: RefreshOutcome = presented.utf8.count <= 256
+        let outcome: RefreshOutcome =
+            presented.utf8.count <= 256
             ? try await refreshTokens.refresh(token: presented, clientID: client.clientID, scopes: requested, accessToken: planned)
             : .invalidGrant(.unknown)
         switch outcome {
         case .rotated(let rotated):
             let scopes = rotated.scopes.filter { client.allowedScopes.contains($0) }
-            return try await tokenResponse(TokenRequest(userID: rotated.userID, clientID: client.clientID, scopes: scopes, grantID: rotated.familyID,
-                                                        audience: client.audience, tokenID: planned.tokenID, familyID: rotated.familyID),
-                                           refreshToken: rotated.token, context)
+            return try await tokenResponse(
+                TokenRequest(
+                    userID: rotated.userID, clientID: client.clientID, scopes: scopes, grantID: rotated.familyID,
+                    audience: client.audience, tokenID: planned.tokenID, familyID: rotated.familyID),
+                refreshToken: rotated.token, context)
         case .invalidScope:
             throw OAuthError("invalid_scope", "a refresh may ask for some of the granted scopes, never for more")
         case .invalidGrant(let reason):
             if reason != .unknown {
                 context.logger.notice("invalid_grant", metadata: ["reason": "\(reason.rawValue)", "client_id": "\(client.clientID)"])
             }
-            throw OAuthError("invalid_grant", reason == .reused ? "the refresh token was already used; the grant is revoked"
-                                                                 : "the refresh token is not valid for this client")
+            throw OAuthError(
+                "invalid_grant",
+                reason == .reused
+                    ? "the refresh token was already used; the grant is revoked"
+                    : "the refresh token is not valid for this client")
         }
     }
 
     /// A fresh `jti` and the latest `exp` a token minted now can have.
     func plannedAccessToken() -> AccessTokenReference {
-        AccessTokenReference(tokenID: UUID().uuidString.lowercased(),
-                             expiresAt: Date().addingTimeInterval(TimeInterval(tokens.maximumTokenLifetime.components.seconds) + 1))
+        AccessTokenReference(
+            tokenID: UUID().uuidString.lowercased(),
+            expiresAt: Date().addingTimeInterval(TimeInterval(tokens.maximumTokenLifetime.components.seconds) + 1))
     }
 
     /// Mints the access token and renders the RFC 6749 §5.1 answer; also its `jti`.
@@ -228,8 +252,12 @@ struct OAuthController: Sendable {
     func tokenResponse(_ tokenRequest: TokenRequest, refreshToken: String?, _ context: DeviceAuthorizationRequestContext) async throws -> Response {
         let (body, tokenID) = try await tokenAnswer(tokenRequest, refreshToken: refreshToken, context)
         // The jti ties a token seen later (a resource server's log, a leak) to its grant.
-        context.logger.info("issued access token", metadata: ["grant_id": "\(tokenRequest.grantID)", "client_id": "\(tokenRequest.clientID)",
-                                                              "jti": "\(tokenID ?? "-")", "refresh": "\(refreshToken != nil)"])
+        context.logger.info(
+            "issued access token",
+            metadata: [
+                "grant_id": "\(tokenRequest.grantID)", "client_id": "\(tokenRequest.clientID)",
+                "jti": "\(tokenID ?? "-")", "refresh": "\(refreshToken != nil)",
+            ])
         return JSONResponse.make(bytes: body)
     }
 
@@ -249,10 +277,12 @@ struct OAuthController: Sendable {
         }
         guard case .limited(let index, let retryAfter) = try await rateLimiter.acquire(buckets) else { return }
         let perClient = buckets[index].name == "dac"
-        context.logger.notice("device authorization rate limit reached",
-                              metadata: ["limit": "\(perClient ? "client" : "ip")", "client_id": "\(client.clientID)"])
-        throw OAuthError.rateLimited(perClient ? "too many device authorization requests for this client" : "too many device authorization requests from this address",
-                                     retryAfter: retryAfter)
+        context.logger.notice(
+            "device authorization rate limit reached",
+            metadata: ["limit": "\(perClient ? "client" : "ip")", "client_id": "\(client.clientID)"])
+        throw OAuthError.rateLimited(
+            perClient ? "too many device authorization requests for this client" : "too many device authorization requests from this address",
+            retryAfter: retryAfter)
     }
 
     /// The per-IP bucket of unknown device codes, or `nil` when that limit is off.

@@ -1,7 +1,7 @@
 import DeviceAuthorization
 import Foundation
-import Hummingbird
 import HTTPTypes
+import Hummingbird
 import Logging
 import RedisClient
 
@@ -26,8 +26,10 @@ public struct OAuthError: Error, Sendable, Equatable {
     ///   - status: the HTTP status (400).
     ///   - extra: additional integer members of the body.
     ///   - headers: additional response headers.
-    public init(_ code: String, _ description: String, status: HTTPResponse.Status = .badRequest,
-                extra: [String: Int] = [:], headers: [String: String] = [:]) {
+    public init(
+        _ code: String, _ description: String, status: HTTPResponse.Status = .badRequest,
+        extra: [String: Int] = [:], headers: [String: String] = [:]
+    ) {
         self.code = code
         self.description = description
         self.status = status
@@ -40,18 +42,21 @@ public struct OAuthError: Error, Sendable, Equatable {
 
     /// `invalid_client` (401) with a `WWW-Authenticate` challenge.
     static func invalidClient(_ description: String) -> OAuthError {
-        OAuthError("invalid_client", description, status: .unauthorized,
-                   headers: ["WWW-Authenticate": #"Basic realm="deviceauth", charset="UTF-8""#])
+        OAuthError(
+            "invalid_client", description, status: .unauthorized,
+            headers: ["WWW-Authenticate": #"Basic realm="deviceauth", charset="UTF-8""#])
     }
 
     /// `temporarily_unavailable` (503) with `Retry-After`, when Redis cannot be reached.
-    static let temporarilyUnavailable = OAuthError("temporarily_unavailable", "the authorization server is temporarily unavailable; retry later",
-                                                   status: .serviceUnavailable, headers: ["Retry-After": "5"])
+    static let temporarilyUnavailable = OAuthError(
+        "temporarily_unavailable", "the authorization server is temporarily unavailable; retry later",
+        status: .serviceUnavailable, headers: ["Retry-After": "5"])
 
     /// `temporarily_unavailable` (503, `Retry-After: 2`) for a poll whose token answer is kept but not
     /// yet on enough Redis copies (`TokenPollResult.unconfirmed`): poll again shortly.
-    static let notConfirmedYet = OAuthError("temporarily_unavailable", "the token is not confirmed by enough Redis copies yet; poll again",
-                                            status: .serviceUnavailable, headers: ["Retry-After": "2"])
+    static let notConfirmedYet = OAuthError(
+        "temporarily_unavailable", "the token is not confirmed by enough Redis copies yet; poll again",
+        status: .serviceUnavailable, headers: ["Retry-After": "2"])
 
     /// `temporarily_unavailable` with HTTP 429 and `Retry-After` (whole seconds, rounded up), for
     /// a request over a rate limit. RFC 6749 §4.1.2.1 defines the code for a server "unable to
@@ -59,8 +64,9 @@ public struct OAuthError: Error, Sendable, Equatable {
     /// retry later instead of giving up for good.
     static func rateLimited(_ description: String, retryAfter: Duration) -> OAuthError {
         let seconds = retryAfter.wholeSecondsRoundedUp(atLeast: 1)
-        return OAuthError("temporarily_unavailable", "\(description); retry after \(seconds) s", status: .tooManyRequests,
-                          headers: ["Retry-After": String(seconds)])
+        return OAuthError(
+            "temporarily_unavailable", "\(description); retry after \(seconds) s", status: .tooManyRequests,
+            headers: ["Retry-After": String(seconds)])
     }
 
     /// The token endpoint's constant answers, encoded once per process: most polls get one of

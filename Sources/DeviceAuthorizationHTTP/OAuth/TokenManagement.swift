@@ -1,7 +1,7 @@
 import DeviceAuthorization
 import Foundation
-import Hummingbird
 import HTTPTypes
+import Hummingbird
 import Logging
 
 /// `POST /oauth/revoke` (RFC 7009) and `POST /oauth/introspect` (RFC 7662).
@@ -68,7 +68,8 @@ extension OAuthController {
                 return JSONResponse.make(object: body)
             }
             guard let access = await tokens.verifyToken(token),
-                  try await !refreshTokens.isAccessTokenRevoked(tokenID: access.tokenID, familyID: access.familyID) else { return Self.inactive }
+                try await !refreshTokens.isAccessTokenRevoked(tokenID: access.tokenID, familyID: access.familyID)
+            else { return Self.inactive }
             var body: [String: Any] = [
                 "active": true, "token_type": "Bearer", "client_id": access.clientID, "sub": access.userID, "jti": access.tokenID,
                 "iat": Int(access.issuedAt.timeIntervalSince1970), "exp": Int(access.expiresAt.timeIntervalSince1970), "iss": access.issuer,

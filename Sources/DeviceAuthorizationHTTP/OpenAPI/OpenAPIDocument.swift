@@ -52,7 +52,8 @@ struct OpenAPIDocument: Sendable {
 
     static func load() throws(DeviceAuthorizationHTTPError) -> OpenAPIDocument {
         guard let url = Bundle.module.url(forResource: "openapi", withExtension: "json"),
-              let data = try? Data(contentsOf: url) else {
+            let data = try? Data(contentsOf: url)
+        else {
             throw DeviceAuthorizationHTTPError(.openAPIDocument, "openapi.json is missing from the bundle")
         }
         return try parse(Array(data))

@@ -1,7 +1,7 @@
 import DeviceAuthorization
 import Foundation
-import Hummingbird
 import HTTPTypes
+import Hummingbird
 import Logging
 import RedisClient
 

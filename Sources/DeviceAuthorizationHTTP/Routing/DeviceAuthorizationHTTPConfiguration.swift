@@ -111,13 +111,15 @@ public struct RateLimitSettings: Sendable, Hashable {
     ///   - failedClientAuthenticationsPerClient: failed client authentications per confidential
     ///     client (20 per minute: a misconfigured client is noticed, a guesser gets 20 tries a minute).
     ///   - failedClientAuthenticationsPerIP: failed client authentications per client IP (20 per minute).
-    public init(deviceAuthorizationsPerIP: RateLimit? = RateLimit(30, per: .seconds(60)),
-                deviceAuthorizationsPerClient: RateLimit? = RateLimit(600, per: .seconds(60)),
-                unknownDeviceCodesPerIP: RateLimit? = RateLimit(30, per: .seconds(60)),
-                loginFailuresPerIP: RateLimit? = RateLimit(10, per: .seconds(900)),
-                loginFailuresPerUser: RateLimit? = RateLimit(20, per: .seconds(900)),
-                failedClientAuthenticationsPerClient: RateLimit? = RateLimit(20, per: .seconds(60)),
-                failedClientAuthenticationsPerIP: RateLimit? = RateLimit(20, per: .seconds(60))) {
+    public init(
+        deviceAuthorizationsPerIP: RateLimit? = RateLimit(30, per: .seconds(60)),
+        deviceAuthorizationsPerClient: RateLimit? = RateLimit(600, per: .seconds(60)),
+        unknownDeviceCodesPerIP: RateLimit? = RateLimit(30, per: .seconds(60)),
+        loginFailuresPerIP: RateLimit? = RateLimit(10, per: .seconds(900)),
+        loginFailuresPerUser: RateLimit? = RateLimit(20, per: .seconds(900)),
+        failedClientAuthenticationsPerClient: RateLimit? = RateLimit(20, per: .seconds(60)),
+        failedClientAuthenticationsPerIP: RateLimit? = RateLimit(20, per: .seconds(60))
+    ) {
         self.deviceAuthorizationsPerIP = deviceAuthorizationsPerIP
         self.deviceAuthorizationsPerClient = deviceAuthorizationsPerClient
         self.unknownDeviceCodesPerIP = unknownDeviceCodesPerIP
@@ -128,7 +130,8 @@ public struct RateLimitSettings: Sendable, Hashable {
     }
 
     /// No limits at all (tests, or a gateway in front that already limits).
-    public static let off = RateLimitSettings(deviceAuthorizationsPerIP: nil, deviceAuthorizationsPerClient: nil, unknownDeviceCodesPerIP: nil,
-                                              loginFailuresPerIP: nil, loginFailuresPerUser: nil,
-                                              failedClientAuthenticationsPerClient: nil, failedClientAuthenticationsPerIP: nil)
+    public static let off = RateLimitSettings(
+        deviceAuthorizationsPerIP: nil, deviceAuthorizationsPerClient: nil, unknownDeviceCodesPerIP: nil,
+        loginFailuresPerIP: nil, loginFailuresPerUser: nil,
+        failedClientAuthenticationsPerClient: nil, failedClientAuthenticationsPerIP: nil)
 }

@@ -1,7 +1,7 @@
 import DeviceAuthorization
 import Foundation
-import Hummingbird
 import HTTPTypes
+import Hummingbird
 import Logging
 import RedisClient
 
@@ -55,9 +55,11 @@ public struct DeviceAuthorizationRoutes: Sendable {
     ///   - rateLimiter: the shared counters of every limit (default: on `redis`, under the store's
     ///     key prefix, keyed with the store's secret).
     /// - Throws: ``DeviceAuthorizationHTTPError`` when the templates or the OpenAPI document cannot be loaded.
-    public init(store: DeviceCodeStore, redis: RedisClient, clients: any ClientRegistry, users: any UserAuthenticator,
-                tokens: any TokenIssuer, metrics: DeviceAuthorizationMetrics = DeviceAuthorizationMetrics(),
-                configuration: DeviceAuthorizationHTTPConfiguration, rateLimiter: RequestRateLimiter? = nil) throws {
+    public init(
+        store: DeviceCodeStore, redis: RedisClient, clients: any ClientRegistry, users: any UserAuthenticator,
+        tokens: any TokenIssuer, metrics: DeviceAuthorizationMetrics = DeviceAuthorizationMetrics(),
+        configuration: DeviceAuthorizationHTTPConfiguration, rateLimiter: RequestRateLimiter? = nil
+    ) throws {
         let refreshTokens = RefreshTokenStore(client: redis, configuration: store.configuration)
         let rateLimiter = rateLimiter ?? RequestRateLimiter(client: redis, keyPrefix: store.configuration.keyPrefix, secret: store.configuration.secret)
         let pages = try PageRenderer(serviceName: configuration.serviceName)
@@ -67,13 +69,16 @@ public struct DeviceAuthorizationRoutes: Sendable {
         self.configuration = configuration
         self.pages = pages
         self.apiDocument = apiDocument
-        oauth = OAuthController(store: store, refreshTokens: refreshTokens, tokens: tokens, configuration: configuration,
-                                clientAuthenticator: ClientAuthenticator(registry: clients, rateLimiter: rateLimiter, limits: configuration.rateLimits),
-                                rateLimiter: rateLimiter)
-        verification = VerificationController(store: store, clients: clients, users: users, configuration: configuration, pages: pages,
-                                              csrf: CSRFProtection(secret: configuration.secret, secureCookies: configuration.secureCookies,
-                                                                   publicBaseURL: configuration.publicBaseURL),
-                                              rateLimiter: rateLimiter)
+        oauth = OAuthController(
+            store: store, refreshTokens: refreshTokens, tokens: tokens, configuration: configuration,
+            clientAuthenticator: ClientAuthenticator(registry: clients, rateLimiter: rateLimiter, limits: configuration.rateLimits),
+            rateLimiter: rateLimiter)
+        verification = VerificationController(
+            store: store, clients: clients, users: users, configuration: configuration, pages: pages,
+            csrf: CSRFProtection(
+                secret: configuration.secret, secureCookies: configuration.secureCookies,
+                publicBaseURL: configuration.publicBaseURL),
+            rateLimiter: rateLimiter)
         operations = OperationsController(redis: redis, tokens: tokens, metrics: metrics, configuration: configuration, apiDocument: apiDocument)
     }
 
@@ -121,7 +126,8 @@ public struct DeviceAuthorizationRoutes: Sendable {
         // HEAD is answered like GET by the server where GET exists.
         guard !entry.methods.contains(request.method), !(request.method == .head && entry.methods.contains(.get)) else { return nil }
         let allow = entry.methods.map(\.rawValue).joined(separator: ", ")
-        var response = entry.html
+        var response =
+            entry.html
             ? pages.render("message", ["title": "Not allowed", "message": "This page cannot be used this way.", "show_back": true], status: .methodNotAllowed)
             : OAuthError("invalid_request", "method not allowed; use \(allow)", status: .methodNotAllowed).response
         response.headers[.allow] = allow

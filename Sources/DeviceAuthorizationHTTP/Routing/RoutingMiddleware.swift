@@ -1,5 +1,5 @@
-import Hummingbird
 import HTTPTypes
+import Hummingbird
 
 /// Strict routing, before the router: a path that is not exactly a served route is 404 (the
 /// router's own answer and `NotFound` metrics label), and a wrong method on a served path is 405

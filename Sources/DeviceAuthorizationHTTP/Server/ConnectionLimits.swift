@@ -49,8 +49,10 @@ extension HTTPServerBuilder {
     ///   - logger: where refused connections are logged (at `debug`: an attacker controls their number).
     ///   - onEventLoops: run each connection's task, handlers included, on the connection's event
     ///     loop (`EventLoopExecutor`, the default), or on Swift's global executor as Hummingbird does.
-    public static func deviceAuthorization(limits: ConnectionLimits, logger: Logger = Logger(label: "deviceauth.connections"),
-                                           onEventLoops: Bool = true) -> HTTPServerBuilder {
+    public static func deviceAuthorization(
+        limits: ConnectionLimits, logger: Logger = Logger(label: "deviceauth.connections"),
+        onEventLoops: Bool = true
+    ) -> HTTPServerBuilder {
         let counter = ConnectionCounter()
         return HTTPServerBuilder { responder in
             LimitedHTTP1Channel(responder: responder, limits: limits, counter: counter, logger: logger, onEventLoops: onEventLoops)
@@ -108,8 +110,10 @@ struct LimitedHTTP1Channel: ServerChildChannel {
         deadline.value.connectionOpened()
         // HTTP1Channel puts additional handlers right after HTTP decoding, before its own state
         // handler; it calls the closure during this setup, on this event loop.
-        let perConnection = HTTP1Channel(responder: responder, configuration: .init(
-            additionalChannelHandlers: [RequestProgressHandler(deadline: deadline.value)]))
+        let perConnection = HTTP1Channel(
+            responder: responder,
+            configuration: .init(
+                additionalChannelHandlers: [RequestProgressHandler(deadline: deadline.value)]))
         return perConnection.setup(channel: channel, logger: logger)
     }
 
@@ -158,7 +162,7 @@ final class ConnectionDeadline {
     func bytesArrived() {
         switch state {
         case .waitingForRequest(fresh: true):
-            state = .readingHead   // the deadline from the accept stands
+            state = .readingHead  // the deadline from the accept stands
         case .waitingForRequest(fresh: false):
             state = .readingHead
             arm(limits.headerReadTimeout)
@@ -179,7 +183,7 @@ final class ConnectionDeadline {
 
     func requestEnded() {
         state = .answering
-        due = nil   // the timer, if any, finds no deadline and stops
+        due = nil  // the timer, if any, finds no deadline and stops
     }
 
     func responseEnded() {

@@ -63,9 +63,11 @@ public struct ServerOptions: Sendable {
     ///   - headerReadTimeoutSeconds: the request-head deadline.
     ///   - idleTimeoutSeconds: the keep-alive idle timeout.
     ///   - maxConnections: the connection cap.
-    public init(host: String = "127.0.0.1", port: Int = 8080, redisURL: String? = nil, redisConnections: Int = ServerOptions.defaultRedisConnections, configPath: String? = nil,
-                secret: String? = nil, secretFile: String? = nil, signingKeyFile: String? = nil, development: Bool = false, metricsPort: Int? = nil, metricsHost: String? = nil,
-                headerReadTimeoutSeconds: Int? = nil, idleTimeoutSeconds: Int? = nil, maxConnections: Int? = nil) {
+    public init(
+        host: String = "127.0.0.1", port: Int = 8080, redisURL: String? = nil, redisConnections: Int = ServerOptions.defaultRedisConnections, configPath: String? = nil,
+        secret: String? = nil, secretFile: String? = nil, signingKeyFile: String? = nil, development: Bool = false, metricsPort: Int? = nil, metricsHost: String? = nil,
+        headerReadTimeoutSeconds: Int? = nil, idleTimeoutSeconds: Int? = nil, maxConnections: Int? = nil
+    ) {
         self.host = host
         self.port = port
         self.redisURL = redisURL
@@ -136,7 +138,10 @@ public enum DeviceAuthorizationServer {
             logger.warning("No secret configured: using a random one; codes and sessions do not survive a restart")
             secret = secureRandomBytes(32)
         } else {
-            throw DeviceAuthorizationHTTPError(.invalidConfiguration, "a secret is required with an external Redis: pass --secret-file FILE (DEVICEAUTH_SECRET_FILE), set \"secret_file\" in the configuration, or DEVICEAUTH_SECRET (the same on every node)")
+            throw DeviceAuthorizationHTTPError(
+                .invalidConfiguration,
+                "a secret is required with an external Redis: pass --secret-file FILE (DEVICEAUTH_SECRET_FILE), set \"secret_file\" in the configuration, or DEVICEAUTH_SECRET (the same on every node)"
+            )
         }
 
         let urlHost = ["0.0.0.0", "::", ""].contains(options.host) ? "127.0.0.1" : options.host
@@ -186,7 +191,9 @@ public enum DeviceAuthorizationServer {
         // Plaintext passwords in the file are refused outside development, even when user_header
         // makes them unused: the file should not hold them at all.
         if let accounts = file.users, !accounts.isEmpty, !development {
-            throw DeviceAuthorizationHTTPError(.invalidConfiguration, """
+            throw DeviceAuthorizationHTTPError(
+                .invalidConfiguration,
+                """
                 "users" (development login, plaintext passwords in the file) is accepted only in development mode (--dev); \
                 in production set "user_header" behind an authenticating proxy
                 """)
@@ -223,16 +230,19 @@ public enum DeviceAuthorizationServer {
             logger.warning("No signing key configured: tokens are signed with an ephemeral ES256 key that changes on every start")
             pem = nil
         } else {
-            throw DeviceAuthorizationHTTPError(.signingKey, "a signing key is required: pass --signing-key FILE (an ES256 PEM: openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt)")
+            throw DeviceAuthorizationHTTPError(
+                .signingKey, "a signing key is required: pass --signing-key FILE (an ES256 PEM: openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt)")
         }
         if let audience = file.audience, audience.isEmpty {
             throw DeviceAuthorizationHTTPError(.invalidConfiguration, "audience must not be empty (omit it for the issuer)")
         }
-        let tokens = try await JWTTokenIssuer(issuer: issuer, privateKeyPEM: pem, audience: file.audience,
-                                              lifetime: .seconds(file.tokenLifetimeSeconds ?? 3600))
+        let tokens = try await JWTTokenIssuer(
+            issuer: issuer, privateKeyPEM: pem, audience: file.audience,
+            lifetime: .seconds(file.tokenLifetimeSeconds ?? 3600))
 
-        let routes = try DeviceAuthorizationRoutes(store: store, redis: redis, clients: clients, users: users, tokens: tokens,
-                                                   metrics: metrics, configuration: configuration)
+        let routes = try DeviceAuthorizationRoutes(
+            store: store, redis: redis, clients: clients, users: users, tokens: tokens,
+            metrics: metrics, configuration: configuration)
         let defaults = ConnectionLimits()
         let limits = ConnectionLimits(
             headerReadTimeout: (options.headerReadTimeoutSeconds ?? file.headerReadTimeoutSeconds).map { .seconds($0) } ?? defaults.headerReadTimeout,
@@ -253,8 +263,9 @@ public enum DeviceAuthorizationServer {
                 try await ProductScripts.load(on: redis)
             } catch {
                 // Not fatal: an operator may have loaded them, and a missing one is loaded on use.
-                logger.warning("Could not load the product's Redis functions at start-up; requests will fail until they are loaded (give the Redis user +function|load, or set function_loader_user/function_loader_password in the Redis URL)",
-                               metadata: ["error": "\(error)"])
+                logger.warning(
+                    "Could not load the product's Redis functions at start-up; requests will fail until they are loaded (give the Redis user +function|load, or set function_loader_user/function_loader_password in the Redis URL)",
+                    metadata: ["error": "\(error)"])
             }
             await store.checkRedisConfiguration()
         }
@@ -269,24 +280,27 @@ public enum DeviceAuthorizationServer {
             services.append(.init(service: metricsApp))
         }
         // Shutdown runs in reverse order: the HTTP servers drain first, then Redis closes.
-        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
-            services: services,
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger))
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: services,
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
         do {
             try await group.run()
         } catch let error as IOError {
             // NIO says "bind(descriptor:ptr:bytes:): Address already in use"; say which address and what to do.
-            let reason: String? = switch error.errnoCode {
-            case EADDRINUSE: "the port is in use (another server on it?)"
-            case EACCES: "permission denied (ports below 1024 need privileges)"
-            case EADDRNOTAVAIL: "this machine has no such address"
-            default: nil
-            }
+            let reason: String? =
+                switch error.errnoCode {
+                case EADDRINUSE: "the port is in use (another server on it?)"
+                case EACCES: "permission denied (ports below 1024 need privileges)"
+                case EADDRNOTAVAIL: "this machine has no such address"
+                default: nil
+                }
             guard let reason else { throw error }
             throw DeviceAuthorizationHTTPError(.listen, "cannot listen on \(options.host):\(options.port): \(reason)", underlying: error)
         } catch let error as SocketAddressError.UnknownHost {
-            throw DeviceAuthorizationHTTPError(.listen, "cannot listen on \(options.host):\(options.port): the host does not resolve (\(error.errorDescription))", underlying: error)
+            throw DeviceAuthorizationHTTPError(
+                .listen, "cannot listen on \(options.host):\(options.port): the host does not resolve (\(error.errorDescription))", underlying: error)
         }
         logger.notice("deviceauth-server stopped")
     }

@@ -2,7 +2,7 @@ import Foundation
 import Logging
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A private `redis-server` child on a Unix socket in a temporary folder, for development mode:
@@ -44,9 +44,11 @@ public final class EmbeddedRedis: @unchecked Sendable {
         self.socketPath = directory.appendingPathComponent("redis.sock").path
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["--save", "", "--appendonly", "no", "--port", "0", "--unixsocket", socketPath, "--unixsocketperm", "700",
-                             "--dir", directory.path, "--daemonize", "no", "--maxmemory-policy", "noeviction",
-                             "--logfile", directory.appendingPathComponent("redis.log").path]
+        process.arguments = [
+            "--save", "", "--appendonly", "no", "--port", "0", "--unixsocket", socketPath, "--unixsocketperm", "700",
+            "--dir", directory.path, "--daemonize", "no", "--maxmemory-policy", "noeviction",
+            "--logfile", directory.appendingPathComponent("redis.log").path,
+        ]
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
@@ -59,8 +61,9 @@ public final class EmbeddedRedis: @unchecked Sendable {
         }
         for _ in 0..<200 {
             if Self.canConnect(socketPath) {
-                logger.notice("Development mode: started a private redis-server (no persistence); it stops when the server exits",
-                              metadata: ["redis.socket": "\(socketPath)", "redis.pid": "\(process.processIdentifier)"])
+                logger.notice(
+                    "Development mode: started a private redis-server (no persistence); it stops when the server exits",
+                    metadata: ["redis.socket": "\(socketPath)", "redis.pid": "\(process.processIdentifier)"])
                 return
             }
             if !process.isRunning { break }

@@ -1,6 +1,6 @@
 import DeviceAuthorization
-import RedisClient
 import Foundation
+import RedisClient
 
 /// The JSON configuration file of `deviceauth-server` (`--config FILE`). Every member is optional.
 ///
@@ -53,16 +53,27 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         public var refreshTokenAbsoluteSeconds: Int?
 
         enum CodingKeys: String, CodingKey {
-            case clientID = "client_id", displayName = "display_name", scopes, defaultScopes = "default_scopes", secret, secretFile = "secret_file"
-            case secretSHA256 = "secret_sha256", codeLifetimeSeconds = "code_lifetime_seconds", intervalSeconds = "interval_seconds"
-            case deviceAuthorizationsPerMinute = "device_authorizations_per_minute", audience
-            case refreshTokens = "refresh_tokens", refreshTokenIdleSeconds = "refresh_token_idle_seconds"
+            case clientID = "client_id"
+            case displayName = "display_name"
+            case scopes
+            case defaultScopes = "default_scopes"
+            case secret
+            case secretFile = "secret_file"
+            case secretSHA256 = "secret_sha256"
+            case codeLifetimeSeconds = "code_lifetime_seconds"
+            case intervalSeconds = "interval_seconds"
+            case deviceAuthorizationsPerMinute = "device_authorizations_per_minute"
+            case audience
+            case refreshTokens = "refresh_tokens"
+            case refreshTokenIdleSeconds = "refresh_token_idle_seconds"
             case refreshTokenAbsoluteSeconds = "refresh_token_absolute_seconds"
         }
 
         /// Creates a client entry.
-        public init(clientID: String, displayName: String? = nil, scopes: [String]? = nil, defaultScopes: [String]? = nil, secret: String? = nil,
-                    secretSHA256: String? = nil, codeLifetimeSeconds: Int? = nil, intervalSeconds: Int? = nil, secretFile: String? = nil) {
+        public init(
+            clientID: String, displayName: String? = nil, scopes: [String]? = nil, defaultScopes: [String]? = nil, secret: String? = nil,
+            secretSHA256: String? = nil, codeLifetimeSeconds: Int? = nil, intervalSeconds: Int? = nil, secretFile: String? = nil
+        ) {
             self.secretFile = secretFile
             self.clientID = clientID
             self.displayName = displayName
@@ -85,15 +96,18 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
                 throw DeviceAuthorizationHTTPError(.invalidConfiguration, "client \(clientID): give one of secret_sha256, secret_file and secret")
             }
             if secret != nil && !allowPlaintextSecret {
-                throw DeviceAuthorizationHTTPError(.invalidConfiguration, """
+                throw DeviceAuthorizationHTTPError(
+                    .invalidConfiguration,
+                    """
                     client \(clientID): a plaintext "secret" is accepted only in development mode; \
                     use "secret_sha256" (printf %s "$SECRET" | sha256sum) or "secret_file"
                     """)
             }
             let fileSecret = try secretFile.map { String(decoding: try SecretFile.read($0, setting: "client \(clientID): secret_file"), as: UTF8.self) }
-            var client = RegisteredClient(clientID: clientID, displayName: displayName, allowedScopes: scopes ?? [], defaultScopes: defaultScopes,
-                                          secret: secret ?? fileSecret, codeLifetime: codeLifetimeSeconds.map { .seconds($0) }, pollingInterval: intervalSeconds,
-                                          audience: audience)
+            var client = RegisteredClient(
+                clientID: clientID, displayName: displayName, allowedScopes: scopes ?? [], defaultScopes: defaultScopes,
+                secret: secret ?? fileSecret, codeLifetime: codeLifetimeSeconds.map { .seconds($0) }, pollingInterval: intervalSeconds,
+                audience: audience)
             if let audience, audience.isEmpty {
                 throw DeviceAuthorizationHTTPError(.invalidConfiguration, "client \(clientID): audience must not be empty")
             }
@@ -187,7 +201,9 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         public var appendOnlyFile: Bool?
 
         enum CodingKeys: String, CodingKey {
-            case replicas, timeoutMs = "timeout_ms", appendOnlyFile = "append_only_file"
+            case replicas
+            case timeoutMs = "timeout_ms"
+            case appendOnlyFile = "append_only_file"
         }
 
         /// The store setting these numbers describe.
@@ -234,7 +250,8 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         public var failedClientAuthenticationsPerIP: Int?
 
         enum CodingKeys: String, CodingKey {
-            case deviceAuthorizationsPerIP = "device_authorizations_per_ip", deviceAuthorizationsPerClient = "device_authorizations_per_client"
+            case deviceAuthorizationsPerIP = "device_authorizations_per_ip"
+            case deviceAuthorizationsPerClient = "device_authorizations_per_client"
             case unknownDeviceCodesPerIP = "unknown_device_codes_per_ip"
             case failedClientAuthenticationsPerClient = "failed_client_authentications_per_client"
             case failedClientAuthenticationsPerIP = "failed_client_authentications_per_ip"
@@ -252,25 +269,49 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
             settings.deviceAuthorizationsPerIP = try limit(deviceAuthorizationsPerIP, "device_authorizations_per_ip", settings.deviceAuthorizationsPerIP)
             settings.deviceAuthorizationsPerClient = try limit(deviceAuthorizationsPerClient, "device_authorizations_per_client", settings.deviceAuthorizationsPerClient)
             settings.unknownDeviceCodesPerIP = try limit(unknownDeviceCodesPerIP, "unknown_device_codes_per_ip", settings.unknownDeviceCodesPerIP)
-            settings.failedClientAuthenticationsPerClient = try limit(failedClientAuthenticationsPerClient, "failed_client_authentications_per_client",
-                                                                      settings.failedClientAuthenticationsPerClient)
-            settings.failedClientAuthenticationsPerIP = try limit(failedClientAuthenticationsPerIP, "failed_client_authentications_per_ip",
-                                                                  settings.failedClientAuthenticationsPerIP)
+            settings.failedClientAuthenticationsPerClient = try limit(
+                failedClientAuthenticationsPerClient, "failed_client_authentications_per_client",
+                settings.failedClientAuthenticationsPerClient)
+            settings.failedClientAuthenticationsPerIP = try limit(
+                failedClientAuthenticationsPerIP, "failed_client_authentications_per_ip",
+                settings.failedClientAuthenticationsPerIP)
             return settings
         }
     }
 
     enum CodingKeys: String, CodingKey {
-        case redisURL = "redis_url", issuer, publicBaseURL = "public_base_url", secret, secretFile = "secret_file", signingKeyFile = "signing_key_file"
-        case tokenLifetimeSeconds = "token_lifetime_seconds", trustedProxies = "trusted_proxies", userHeader = "user_header"
-        case users, clients, secureCookies = "secure_cookies", keyPrefix = "key_prefix", codeLifetimeSeconds = "code_lifetime_seconds"
-        case intervalSeconds = "interval_seconds", maxFailuresPerCaller = "max_failures_per_caller", rateLimits = "rate_limits", durability
-        case maxFailuresPerUser = "max_failures_per_user", maxIntervalSeconds = "max_interval_seconds", redemptionRetrySeconds = "redemption_retry_seconds"
-        case proxySecretHeader = "proxy_secret_header", proxySecretFile = "proxy_secret_file"
+        case redisURL = "redis_url"
+        case issuer
+        case publicBaseURL = "public_base_url"
+        case secret
+        case secretFile = "secret_file"
+        case signingKeyFile = "signing_key_file"
+        case tokenLifetimeSeconds = "token_lifetime_seconds"
+        case trustedProxies = "trusted_proxies"
+        case userHeader = "user_header"
+        case users, clients
+        case secureCookies = "secure_cookies"
+        case keyPrefix = "key_prefix"
+        case codeLifetimeSeconds = "code_lifetime_seconds"
+        case intervalSeconds = "interval_seconds"
+        case maxFailuresPerCaller = "max_failures_per_caller"
+        case rateLimits = "rate_limits"
+        case durability
+        case maxFailuresPerUser = "max_failures_per_user"
+        case maxIntervalSeconds = "max_interval_seconds"
+        case redemptionRetrySeconds = "redemption_retry_seconds"
+        case proxySecretHeader = "proxy_secret_header"
+        case proxySecretFile = "proxy_secret_file"
         case allowWideTrustedProxies = "allow_wide_trusted_proxies"
-        case headerReadTimeoutSeconds = "header_read_timeout_seconds", idleTimeoutSeconds = "idle_timeout_seconds", maxConnections = "max_connections"
-        case audience, maxFormParameters = "max_form_parameters", metricsPort = "metrics_port", metricsHost = "metrics_host"
-        case refreshTokenIdleSeconds = "refresh_token_idle_seconds", refreshTokenAbsoluteSeconds = "refresh_token_absolute_seconds"
+        case headerReadTimeoutSeconds = "header_read_timeout_seconds"
+        case idleTimeoutSeconds = "idle_timeout_seconds"
+        case maxConnections = "max_connections"
+        case audience
+        case maxFormParameters = "max_form_parameters"
+        case metricsPort = "metrics_port"
+        case metricsHost = "metrics_host"
+        case refreshTokenIdleSeconds = "refresh_token_idle_seconds"
+        case refreshTokenAbsoluteSeconds = "refresh_token_absolute_seconds"
     }
 
     /// An empty configuration.
@@ -318,8 +359,9 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
 
         static func check(_ value: Int?, _ name: String, _ range: ClosedRange<Int>) throws {
             guard let value, !range.contains(value) else { return }
-            throw DeviceAuthorizationHTTPError(.invalidConfiguration,
-                                               "\(name) must be from \(range.lowerBound) to \(range.upperBound), not \(value)")
+            throw DeviceAuthorizationHTTPError(
+                .invalidConfiguration,
+                "\(name) must be from \(range.lowerBound) to \(range.upperBound), not \(value)")
         }
     }
 
@@ -360,10 +402,11 @@ public struct ServerConfigurationFile: Codable, Sendable, Equatable {
         let narrowest = Self.narrowestTrustedPrefix
         let wide = try TrustedProxies(trustedProxies ?? []).entriesWiderThan(ipv4: narrowest.ipv4, ipv6: narrowest.ipv6)
         guard wide.isEmpty else {
-            throw DeviceAuthorizationHTTPError(.invalidConfiguration,
+            throw DeviceAuthorizationHTTPError(
+                .invalidConfiguration,
                 "user_header is set but trusted_proxies has ranges wider than /\(narrowest.ipv4) (IPv4) or /\(narrowest.ipv6) (IPv6): "
-                + "\(wide.joined(separator: ", ")); any host in them could sign in as anyone. List the proxies' own addresses "
-                + "(and set proxy_secret_file), or set \"allow_wide_trusted_proxies\": true to accept them")
+                    + "\(wide.joined(separator: ", ")); any host in them could sign in as anyone. List the proxies' own addresses "
+                    + "(and set proxy_secret_file), or set \"allow_wide_trusted_proxies\": true to accept them")
         }
     }
 

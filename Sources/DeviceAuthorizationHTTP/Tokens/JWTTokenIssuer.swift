@@ -42,8 +42,10 @@ public struct JWTTokenIssuer: TokenIssuer {
         }
 
         /// Creates claims.
-        public init(iss: IssuerClaim, sub: SubjectClaim, clientID: String, scope: String, iat: IssuedAtClaim, exp: ExpirationClaim, jti: IDClaim,
-                    aud: AudienceClaim?, sid: String? = nil) {
+        public init(
+            iss: IssuerClaim, sub: SubjectClaim, clientID: String, scope: String, iat: IssuedAtClaim, exp: ExpirationClaim, jti: IDClaim,
+            aud: AudienceClaim?, sid: String? = nil
+        ) {
             self.iss = iss
             self.sub = sub
             self.clientID = clientID
@@ -128,16 +130,19 @@ public struct JWTTokenIssuer: TokenIssuer {
     /// The claims of an unexpired token signed by this issuer's key with this issuer's `iss`.
     public func verifyToken(_ token: String) async -> VerifiedAccessToken? {
         guard token.utf8.count <= 8192, let claims = try? await keys.verify(token, as: Claims.self), claims.iss.value == issuer else { return nil }
-        return VerifiedAccessToken(tokenID: claims.jti.value, userID: claims.sub.value, clientID: claims.clientID,
-                                   scopes: claims.scope.split(separator: " ").map(String.init), issuedAt: claims.iat.value,
-                                   expiresAt: claims.exp.value, audience: claims.aud?.value ?? [], issuer: claims.iss.value, familyID: claims.sid)
+        return VerifiedAccessToken(
+            tokenID: claims.jti.value, userID: claims.sub.value, clientID: claims.clientID,
+            scopes: claims.scope.split(separator: " ").map(String.init), issuedAt: claims.iat.value,
+            expiresAt: claims.exp.value, audience: claims.aud?.value ?? [], issuer: claims.iss.value, familyID: claims.sid)
     }
 
     /// The public key as a JWKS (`kty` EC, `crv` P-256, `alg` ES256, `use` sig).
     public func jsonWebKeySet() async throws -> [String: any Sendable]? {
         guard let parameters = publicKey.parameters else { return nil }
-        let key: [String: any Sendable] = ["kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig",
-                                           "kid": keyID, "x": parameters.x, "y": parameters.y]
+        let key: [String: any Sendable] = [
+            "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig",
+            "kid": keyID, "x": parameters.x, "y": parameters.y,
+        ]
         return ["keys": [key]]
     }
 }

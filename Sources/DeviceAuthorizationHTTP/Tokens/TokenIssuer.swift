@@ -21,8 +21,10 @@ public struct TokenRequest: Sendable, Hashable {
     public var familyID: String?
 
     /// Creates a request.
-    public init(userID: String, clientID: String, scopes: [String], grantID: String, audience: String? = nil, tokenID: String? = nil,
-                familyID: String? = nil) {
+    public init(
+        userID: String, clientID: String, scopes: [String], grantID: String, audience: String? = nil, tokenID: String? = nil,
+        familyID: String? = nil
+    ) {
         self.userID = userID
         self.clientID = clientID
         self.scopes = scopes
@@ -108,8 +110,10 @@ public struct VerifiedAccessToken: Sendable, Hashable {
     public var familyID: String?
 
     /// Creates the claims.
-    public init(tokenID: String, userID: String, clientID: String, scopes: [String], issuedAt: Date, expiresAt: Date, audience: [String],
-                issuer: String, familyID: String? = nil) {
+    public init(
+        tokenID: String, userID: String, clientID: String, scopes: [String], issuedAt: Date, expiresAt: Date, audience: [String],
+        issuer: String, familyID: String? = nil
+    ) {
         self.tokenID = tokenID
         self.userID = userID
         self.clientID = clientID

@@ -1,5 +1,5 @@
-import DeviceAuthorization
 import Crypto
+import DeviceAuthorization
 import Foundation
 import Hummingbird
 
@@ -35,11 +35,13 @@ public struct DevelopmentLoginAuthenticator: UserAuthenticator {
         guard let value = request.cookies[Self.cookieName]?.value else { return nil }
         let parts = value.split(separator: ".")
         guard parts.count == 3, let userData = Data(base64URLEncoded: parts[0]), let expiry = Int(parts[1]),
-              let mac = Data(base64URLEncoded: parts[2]) else { return nil }
+            let mac = Data(base64URLEncoded: parts[2])
+        else { return nil }
         let signed = Array("\(parts[0]).\(parts[1])".utf8)
         guard HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: signed, using: key) else { return nil }
         guard Int(Date().timeIntervalSince1970) < expiry, let user = String(data: userData, encoding: .utf8),
-              passwordHashes[user] != nil else { return nil }
+            passwordHashes[user] != nil
+        else { return nil }
         return AuthenticatedUser(id: user)
     }
 
@@ -52,8 +54,9 @@ public struct DevelopmentLoginAuthenticator: UserAuthenticator {
         let expiry = Int(Date().timeIntervalSince1970) + Int(sessionLifetime.components.seconds)
         let payload = "\(Data(username.utf8).base64URLEncoded).\(expiry)"
         let mac = Data(HMAC<SHA256>.authenticationCode(for: Array(payload.utf8), using: key)).base64URLEncoded
-        let cookie = Cookie(name: Self.cookieName, value: "\(payload).\(mac)", maxAge: Int(sessionLifetime.components.seconds),
-                            path: "/", secure: secureCookies, httpOnly: true, sameSite: .strict)
+        let cookie = Cookie(
+            name: Self.cookieName, value: "\(payload).\(mac)", maxAge: Int(sessionLifetime.components.seconds),
+            path: "/", secure: secureCookies, httpOnly: true, sameSite: .strict)
         return LoginSession(user: AuthenticatedUser(id: username), cookie: cookie)
     }
 

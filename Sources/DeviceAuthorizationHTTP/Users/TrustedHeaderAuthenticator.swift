@@ -1,6 +1,6 @@
 import Foundation
-import Hummingbird
 import HTTPTypes
+import Hummingbird
 
 /// Believes a user header (such as `X-Forwarded-User`) set by an authenticating reverse proxy —
 /// but only on requests whose TCP peer is one of the trusted proxies. Anyone else can set the

@@ -1,8 +1,8 @@
-import DeviceAuthorization
 import Crypto
+import DeviceAuthorization
 import Foundation
-import Hummingbird
 import HTTPTypes
+import Hummingbird
 
 /// CSRF protection of the verification page's forms, bound to the session.
 ///
@@ -117,8 +117,9 @@ struct CSRFProtection: Sendable {
     /// - Parameter serialized: `text` is an `Origin` header, which has no path, query or fragment.
     static func origin(of text: String, serialized: Bool = false) -> String? {
         guard let components = URLComponents(string: text), let scheme = components.scheme?.lowercased(),
-              scheme == "https" || scheme == "http", let host = components.host?.lowercased(), !host.isEmpty,
-              components.user == nil, components.password == nil else { return nil }
+            scheme == "https" || scheme == "http", let host = components.host?.lowercased(), !host.isEmpty,
+            components.user == nil, components.password == nil
+        else { return nil }
         if serialized, !components.path.isEmpty || components.query != nil || components.fragment != nil { return nil }
         let defaultPort = scheme == "https" ? 443 : 80
         if let port = components.port, port != defaultPort { return "\(scheme)://\(host):\(port)" }

@@ -1,6 +1,6 @@
 import Foundation
-import Hummingbird
 import HTTPTypes
+import Hummingbird
 import Mustache
 
 /// Renders the verification page's templates (swift-mustache, from the bundle's `Templates`
@@ -37,8 +37,10 @@ struct PageRenderer: Sendable {
     }
 
     /// A page response: HTML, `no-store`, CSP without scripts, no framing, no referrer to other sites.
-    func render(_ template: String, _ values: [String: Any], status: HTTPResponse.Status = .ok, cookies: [Cookie] = [],
-                headers extra: [HTTPField.Name: String] = [:]) -> Response {
+    func render(
+        _ template: String, _ values: [String: Any], status: HTTPResponse.Status = .ok, cookies: [Cookie] = [],
+        headers extra: [HTTPField.Name: String] = [:]
+    ) -> Response {
         var values = values
         values["service_name"] = serviceName
         let html = library.render(values, withTemplate: template) ?? "<!doctype html><title>Error</title><p>Page unavailable.</p>"

@@ -1,7 +1,7 @@
 import DeviceAuthorization
 import Foundation
-import Hummingbird
 import HTTPTypes
+import Hummingbird
 import Logging
 import RedisClient
 
@@ -60,8 +60,9 @@ struct VerificationController: Sendable {
             form = try await FormBody.read(from: request, limit: configuration.maxBodySize)
         } catch {
             let status: HTTPResponse.Status = if case .tooLarge = error { .contentTooLarge } else { .badRequest }
-            return messagePage(title: "Something went wrong", message: "The form could not be read. Please go back and try again.",
-                               status: status, cookies: [])
+            return messagePage(
+                title: "Something went wrong", message: "The form could not be read. Please go back and try again.",
+                status: status, cookies: [])
         }
         guard let action = form["action"], ["lookup", "approve", "deny"].contains(action) else {
             // Not this page's form (an empty or foreign body, an unknown action), whoever sends it.
@@ -80,8 +81,9 @@ struct VerificationController: Sendable {
         // does not fit.
         guard csrf.isValid(request: request, formToken: form[CSRFProtection.formField], userID: user?.id) else {
             context.logger.notice("verification form rejected: missing or invalid CSRF token")
-            return messagePage(title: "Please try again", message: "This form has expired or did not come from this site. Open the page again and re-enter your code.",
-                               status: .forbidden, cookies: cookies, showBack: true)
+            return messagePage(
+                title: "Please try again", message: "This form has expired or did not come from this site. Open the page again and re-enter your code.",
+                status: .forbidden, cookies: cookies, showBack: true)
         }
         guard let user else {
             return unauthenticatedPage(csrfToken: csrfToken, cookies: cookies, userCode: Self.reflectableCode(form["user_code"]))
@@ -94,11 +96,13 @@ struct VerificationController: Sendable {
             // RFC 8628 §5.4: a decision names the grant the confirmation page showed; without it
             // the person never saw the client, the scopes and the code, so nothing is decided.
             guard let grantID = form["grant_id"], !grantID.isEmpty else {
-                return messagePage(title: "Something went wrong", message: "Please look at the request before approving or denying it: enter the code again.",
-                                   status: .badRequest, cookies: cookies, showBack: true, user: user)
+                return messagePage(
+                    title: "Something went wrong", message: "Please look at the request before approving or denying it: enter the code again.",
+                    status: .badRequest, cookies: cookies, showBack: true, user: user)
             }
-            return await decide(approve: action == "approve", userCode: userCode, grantID: grantID,
-                                user: user, origin: origin, csrfToken: csrfToken, cookies: cookies, context)
+            return await decide(
+                approve: action == "approve", userCode: userCode, grantID: grantID,
+                user: user, origin: origin, csrfToken: csrfToken, cookies: cookies, context)
         default:
             return messagePage(title: "Something went wrong", message: "Unknown action.", status: .badRequest, cookies: cookies, showBack: true)
         }
@@ -126,13 +130,15 @@ struct VerificationController: Sendable {
         let userCode = Self.reflectableCode(form["user_code"])
         // The pre-session token (bound to no user): the login form's own.
         guard csrf.isValid(request: request, formToken: form[CSRFProtection.formField], userID: nil) else {
-            return unauthenticatedPage(csrfToken: csrfToken, cookies: cookies, userCode: userCode,
-                                       error: "Your sign-in form expired. Please try again.", status: .forbidden)
+            return unauthenticatedPage(
+                csrfToken: csrfToken, cookies: cookies, userCode: userCode,
+                error: "Your sign-in form expired. Please try again.", status: .forbidden)
         }
         do {
             guard let username = form["username"], let password = form["password"] else {
-                return unauthenticatedPage(csrfToken: csrfToken, cookies: cookies, userCode: userCode,
-                                           error: "Wrong user name or password.", status: .unauthorized)
+                return unauthenticatedPage(
+                    csrfToken: csrfToken, cookies: cookies, userCode: userCode,
+                    error: "Wrong user name or password.", status: .unauthorized)
             }
             // Charged before the password is checked, given back when it was right: a burst
             // across nodes gets at most the limit of "wrong password" answers (the rest, a right
@@ -142,14 +148,16 @@ struct VerificationController: Sendable {
                 context.logger.notice("development login refused: too many attempts")
                 let seconds = retryAfter.wholeSecondsRoundedUp(atLeast: 1)
                 let minutes = max(1, (seconds + 59) / 60)
-                return unauthenticatedPage(csrfToken: csrfToken, cookies: cookies, userCode: userCode,
-                                           error: "Too many sign-in attempts. For your security, please wait about \(minutes) minute\(minutes == 1 ? "" : "s") and try again.",
-                                           status: .tooManyRequests, headers: [.retryAfter: String(seconds)])
+                return unauthenticatedPage(
+                    csrfToken: csrfToken, cookies: cookies, userCode: userCode,
+                    error: "Too many sign-in attempts. For your security, please wait about \(minutes) minute\(minutes == 1 ? "" : "s") and try again.",
+                    status: .tooManyRequests, headers: [.retryAfter: String(seconds)])
             }
             guard let session = try await users.logIn(username: username, password: password) else {
                 context.logger.notice("development login failed")
-                return unauthenticatedPage(csrfToken: csrfToken, cookies: cookies, userCode: userCode,
-                                           error: "Wrong user name or password.", status: .unauthorized)
+                return unauthenticatedPage(
+                    csrfToken: csrfToken, cookies: cookies, userCode: userCode,
+                    error: "Wrong user name or password.", status: .unauthorized)
             }
             do {
                 try await rateLimiter.release(buckets)
@@ -230,34 +238,40 @@ struct VerificationController: Sendable {
 
     // MARK: - Steps
 
-    private func confirmationPage(userCode: String, user: AuthenticatedUser, origin: RequestOrigin, csrfToken: String,
-                                  cookies: [Cookie], _ context: DeviceAuthorizationRequestContext) async -> Response {
+    private func confirmationPage(
+        userCode: String, user: AuthenticatedUser, origin: RequestOrigin, csrfToken: String,
+        cookies: [Cookie], _ context: DeviceAuthorizationRequestContext
+    ) async -> Response {
         do {
             let grant = try await store.lookup(userCode: userCode, attempt: Self.lookupAttempt(origin: origin, user: user))
             if grant.status != .pending || grant.isRedeemed {
                 return alreadyUsedPage(cookies: cookies)
             }
             let client = try await clients.client(id: grant.clientID)
-            return pages.render("confirm", [
-                "title": "Confirm the code",
-                "user": user.displayName,
-                "csrf_token": csrfToken,
-                "user_code": grant.userCode,
-                "grant_id": grant.grantID,
-                "client_name": client?.displayName ?? grant.clientID,
-                "client_id": grant.clientID,
-                "scopes": grant.scopes,
-                "has_scopes": !grant.scopes.isEmpty,
-                "requested_ago": Self.age(from: grant.createdAt, to: grant.observedAt),
-                "requested_from": Self.displayedOrigin(grant.requestOrigin),
-            ], cookies: cookies)
+            return pages.render(
+                "confirm",
+                [
+                    "title": "Confirm the code",
+                    "user": user.displayName,
+                    "csrf_token": csrfToken,
+                    "user_code": grant.userCode,
+                    "grant_id": grant.grantID,
+                    "client_name": client?.displayName ?? grant.clientID,
+                    "client_id": grant.clientID,
+                    "scopes": grant.scopes,
+                    "has_scopes": !grant.scopes.isEmpty,
+                    "requested_ago": Self.age(from: grant.createdAt, to: grant.observedAt),
+                    "requested_from": Self.displayedOrigin(grant.requestOrigin),
+                ], cookies: cookies)
         } catch {
             return lookupFailurePage(error, entered: userCode, user: user, csrfToken: csrfToken, cookies: cookies, context)
         }
     }
 
-    private func decide(approve: Bool, userCode: String, grantID: String, user: AuthenticatedUser, origin: RequestOrigin,
-                        csrfToken: String, cookies: [Cookie], _ context: DeviceAuthorizationRequestContext) async -> Response {
+    private func decide(
+        approve: Bool, userCode: String, grantID: String, user: AuthenticatedUser, origin: RequestOrigin,
+        csrfToken: String, cookies: [Cookie], _ context: DeviceAuthorizationRequestContext
+    ) async -> Response {
         do {
             // Look up first: wrong codes count against this caller's brute-force budget here too.
             let grant = try await store.lookup(userCode: userCode, attempt: Self.lookupAttempt(origin: origin, user: user))
@@ -271,13 +285,15 @@ struct VerificationController: Sendable {
                 // moved to another grant since the lookup).
                 try await store.approve(userCode: userCode, userID: user.id, grantID: grantID)
                 context.logger.info("device request approved", metadata: ["grant_id": "\(grant.grantID)", "client_id": "\(grant.clientID)", "user": "\(user.id)"])
-                return messagePage(title: "Device connected", message: "You approved the request. You can return to your device now; it will finish signing in by itself.",
-                                   status: .ok, cookies: cookies, user: user)
+                return messagePage(
+                    title: "Device connected", message: "You approved the request. You can return to your device now; it will finish signing in by itself.",
+                    status: .ok, cookies: cookies, user: user)
             } else {
                 try await store.deny(userCode: userCode, grantID: grantID)
                 context.logger.info("device request denied", metadata: ["grant_id": "\(grant.grantID)", "client_id": "\(grant.clientID)", "user": "\(user.id)"])
-                return messagePage(title: "Request denied", message: "The device was not given access. If you did not start this request, no further action is needed.",
-                                   status: .ok, cookies: cookies, user: user)
+                return messagePage(
+                    title: "Request denied", message: "The device was not given access. If you did not start this request, no further action is needed.",
+                    status: .ok, cookies: cookies, user: user)
             }
         } catch {
             return lookupFailurePage(error, entered: userCode, user: user, csrfToken: csrfToken, cookies: cookies, context)
@@ -286,22 +302,33 @@ struct VerificationController: Sendable {
 
     // MARK: - Pages
 
-    private func lookupFailurePage(_ error: any Error, entered: String, user: AuthenticatedUser, csrfToken: String,
-                                   cookies: [Cookie], _ context: DeviceAuthorizationRequestContext) -> Response {
+    private func lookupFailurePage(
+        _ error: any Error, entered: String, user: AuthenticatedUser, csrfToken: String,
+        cookies: [Cookie], _ context: DeviceAuthorizationRequestContext
+    ) -> Response {
         guard let error = error as? DeviceAuthorizationError else { return failurePage(error, context, cookies: cookies) }
         let entered = Self.reflectableCode(entered) ?? ""
         switch error.code {
         case .invalidUserCode:
-            return pages.render("enter_code", ["title": "Connect a device", "csrf_token": csrfToken, "user": user.displayName, "entered": entered,
-                                               "error": "That is not a valid code. Codes have 8 letters, like BCDF-GHJK."],
-                                status: .badRequest, cookies: cookies)
+            return pages.render(
+                "enter_code",
+                [
+                    "title": "Connect a device", "csrf_token": csrfToken, "user": user.displayName, "entered": entered,
+                    "error": "That is not a valid code. Codes have 8 letters, like BCDF-GHJK.",
+                ],
+                status: .badRequest, cookies: cookies)
         case .notFound:
-            return pages.render("enter_code", ["title": "Connect a device", "csrf_token": csrfToken, "user": user.displayName, "entered": entered,
-                                               "error": "We could not find a request with that code. Check the code on your device and try again."],
-                                status: .notFound, cookies: cookies)
+            return pages.render(
+                "enter_code",
+                [
+                    "title": "Connect a device", "csrf_token": csrfToken, "user": user.displayName, "entered": entered,
+                    "error": "We could not find a request with that code. Check the code on your device and try again.",
+                ],
+                status: .notFound, cookies: cookies)
         case .expired:
-            return messagePage(title: "This code has expired", message: "The request timed out. Start again on your device to get a new code.",
-                               status: .gone, cookies: cookies, showBack: true, user: user)
+            return messagePage(
+                title: "This code has expired", message: "The request timed out. Start again on your device to get a new code.",
+                status: .gone, cookies: cookies, showBack: true, user: user)
         case .alreadyDecided:
             return alreadyUsedPage(cookies: cookies)
         case .grantChanged:
@@ -309,57 +336,70 @@ struct VerificationController: Sendable {
         case .notDurable:
             // Made on the primary but not confirmed by enough replicas: it probably stands, but a
             // failover could undo it, so the person is not told it is done.
-            return messagePage(title: "Not confirmed yet", message: "Your decision was recorded but could not be confirmed yet. Look at your device: if it does not continue within a minute, enter the code again.",
-                               status: .serviceUnavailable, cookies: cookies, showBack: true, headers: [.retryAfter: "5"], user: user)
+            return messagePage(
+                title: "Not confirmed yet",
+                message: "Your decision was recorded but could not be confirmed yet. Look at your device: if it does not continue within a minute, enter the code again.",
+                status: .serviceUnavailable, cookies: cookies, showBack: true, headers: [.retryAfter: "5"], user: user)
         case .tooManyAttempts:
             let seconds = max(1, Int((error.retryAfter ?? .seconds(60)).components.seconds))
             let minutes = max(1, (seconds + 59) / 60)
-            return messagePage(title: "Too many attempts", message: "Too many wrong codes were entered. For your security, please wait about \(minutes) minute\(minutes == 1 ? "" : "s") and try again.",
-                               status: .tooManyRequests, cookies: cookies, headers: [.retryAfter: String(seconds)], user: user)
+            return messagePage(
+                title: "Too many attempts",
+                message: "Too many wrong codes were entered. For your security, please wait about \(minutes) minute\(minutes == 1 ? "" : "s") and try again.",
+                status: .tooManyRequests, cookies: cookies, headers: [.retryAfter: String(seconds)], user: user)
         default:
             return failurePage(error, context, cookies: cookies)
         }
     }
 
     private func grantChangedPage(cookies: [Cookie]) -> Response {
-        messagePage(title: "This code has changed", message: "The request you looked at is gone. Check the code on your device and enter it again.",
-                    status: .conflict, cookies: cookies, showBack: true)
+        messagePage(
+            title: "This code has changed", message: "The request you looked at is gone. Check the code on your device and enter it again.",
+            status: .conflict, cookies: cookies, showBack: true)
     }
 
     private func crossSitePage() -> Response {
-        messagePage(title: "Please try again", message: "This form did not come from this site. Open the page again and re-enter your code.",
-                    status: .forbidden, cookies: [], showBack: true)
+        messagePage(
+            title: "Please try again", message: "This form did not come from this site. Open the page again and re-enter your code.",
+            status: .forbidden, cookies: [], showBack: true)
     }
 
     private func alreadyUsedPage(cookies: [Cookie]) -> Response {
-        messagePage(title: "This code was already used", message: "The request for this code has already been approved or denied. If that was not you, start again on your device.",
-                    status: .conflict, cookies: cookies, showBack: true)
+        messagePage(
+            title: "This code was already used", message: "The request for this code has already been approved or denied. If that was not you, start again on your device.",
+            status: .conflict, cookies: cookies, showBack: true)
     }
 
-    private func unauthenticatedPage(csrfToken: String, cookies: [Cookie], userCode: String?, error: String? = nil,
-                                     status: HTTPResponse.Status = .ok, headers: [HTTPField.Name: String] = [:]) -> Response {
+    private func unauthenticatedPage(
+        csrfToken: String, cookies: [Cookie], userCode: String?, error: String? = nil,
+        status: HTTPResponse.Status = .ok, headers: [HTTPField.Name: String] = [:]
+    ) -> Response {
         if users.supportsLoginForm {
             var values: [String: Any] = ["title": "Sign in", "csrf_token": csrfToken]
             if let userCode { values["user_code"] = userCode }
             if let error { values["error"] = error }
             return pages.render("login", values, status: status, cookies: cookies, headers: headers)
         }
-        return messagePage(title: "Sign-in required", message: "You need to sign in through your organization's login before you can connect a device.",
-                           status: .unauthorized, cookies: cookies)
+        return messagePage(
+            title: "Sign-in required", message: "You need to sign in through your organization's login before you can connect a device.",
+            status: .unauthorized, cookies: cookies)
     }
 
     private func failurePage(_ error: any Error, _ context: DeviceAuthorizationRequestContext, cookies: [Cookie]) -> Response {
         if let error = error as? RedisError {
             context.logger.error("Redis unavailable", metadata: ["error": "\(error.code)"])
-            return messagePage(title: "Temporarily unavailable", message: "The sign-in service is temporarily unavailable. Please try again in a moment.",
-                               status: .serviceUnavailable, cookies: cookies, headers: [.retryAfter: "5"])
+            return messagePage(
+                title: "Temporarily unavailable", message: "The sign-in service is temporarily unavailable. Please try again in a moment.",
+                status: .serviceUnavailable, cookies: cookies, headers: [.retryAfter: "5"])
         }
         context.logger.error("verification page failed", metadata: ["error": "\(error)"])
         return messagePage(title: "Something went wrong", message: "Please try again in a moment.", status: .internalServerError, cookies: cookies)
     }
 
-    private func messagePage(title: String, message: String, status: HTTPResponse.Status, cookies: [Cookie], showBack: Bool = false,
-                             headers: [HTTPField.Name: String] = [:], user: AuthenticatedUser? = nil) -> Response {
+    private func messagePage(
+        title: String, message: String, status: HTTPResponse.Status, cookies: [Cookie], showBack: Bool = false,
+        headers: [HTTPField.Name: String] = [:], user: AuthenticatedUser? = nil
+    ) -> Response {
         var values: [String: Any] = ["title": title, "message": message, "show_back": showBack]
         if let user { values["user"] = user.displayName }
         return pages.render("message", values, status: status, cookies: cookies, headers: headers)

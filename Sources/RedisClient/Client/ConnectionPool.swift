@@ -27,8 +27,9 @@ final class ConnectionPool: Sendable {
         // whenever there are at least as many connections as loops.
         let loops = Array(configuration.eventLoopGroup.makeIterator())
         let connections = (0..<max(1, configuration.connectionCount)).map {
-            ConnectionFactory.make(configuration: configuration, eventLoop: loops.isEmpty ? configuration.eventLoopGroup.next() : loops[$0 % loops.count],
-                                   index: firstIndex + $0, logger: logger)
+            ConnectionFactory.make(
+                configuration: configuration, eventLoop: loops.isEmpty ? configuration.eventLoopGroup.next() : loops[$0 % loops.count],
+                index: firstIndex + $0, logger: logger)
         }
         self.connections = connections
         self.eventLoops = connections.map(\.eventLoop)

@@ -123,19 +123,22 @@ public final class RedisClient: Sendable {
             throw RedisError(.invalidArgument, "the durability timeout (\(durability.timeout)) must be shorter than the command timeout (\(configuration.commandTimeout))")
         }
         let (reply, trailer) = try await send(command, trailer: durability.command.encoded)
-        let acknowledgement: Result<RedisAcknowledgement, RedisError> = switch trailer {
-        case .success(let value)?:
-            Result { try durability.acknowledgement(from: value) }.mapError { $0 as? RedisError ?? RedisError(.protocolError, "\($0)") }
-        case .failure(let error)?: .failure(error)
-        case nil: .failure(RedisError(.protocolError, "no acknowledgement was read"))
-        }
+        let acknowledgement: Result<RedisAcknowledgement, RedisError> =
+            switch trailer {
+            case .success(let value)?:
+                Result { try durability.acknowledgement(from: value) }.mapError { $0 as? RedisError ?? RedisError(.protocolError, "\($0)") }
+            case .failure(let error)?: .failure(error)
+            case nil: .failure(RedisError(.protocolError, "no acknowledgement was read"))
+            }
         return (reply, acknowledgement)
     }
 
     /// Runs a script as ``eval(_:keys:arguments:)`` and waits for `durability` (see
     /// ``send(_:durability:)``).
-    public func eval(_ script: RedisScript, keys: [any RedisArgument] = [], arguments: [any RedisArgument] = [],
-                     durability: RedisDurability) async throws -> (reply: RedisValue, acknowledgement: Result<RedisAcknowledgement, RedisError>) {
+    public func eval(
+        _ script: RedisScript, keys: [any RedisArgument] = [], arguments: [any RedisArgument] = [],
+        durability: RedisDurability
+    ) async throws -> (reply: RedisValue, acknowledgement: Result<RedisAcknowledgement, RedisError>) {
         try await send(scriptCommand(script, keys: keys, arguments: arguments), durability: durability)
     }
 
@@ -221,9 +224,11 @@ public final class RedisClient: Sendable {
         var results = await connection().sendPipeline(bytes, count: commands.count)
         for index in results.indices {
             guard case .failure(let error) = results[index], error.isMissingScript,
-                  commands[index].missingScriptRecovery != nil else { continue }
-            do { results[index] = .success(try await pool.recoverMissingScript(commands[index], error: error, trailer: nil).0) }
-            catch { results[index] = .failure(error as? RedisError ?? RedisError(.server, "\(error)")) }
+                commands[index].missingScriptRecovery != nil
+            else { continue }
+            do { results[index] = .success(try await pool.recoverMissingScript(commands[index], error: error, trailer: nil).0) } catch {
+                results[index] = .failure(error as? RedisError ?? RedisError(.server, "\(error)"))
+            }
         }
         return results
     }
@@ -236,8 +241,9 @@ public final class RedisClient: Sendable {
             return await cluster.sendToEachPrimary(command).map { (node: $0.0, result: $0.1) }
         }
         let node = resolver?.cachedPrimary ?? pool.endpoint
-        do { return [(node, .success(try await send(command)))] }
-        catch { return [(resolver?.cachedPrimary ?? node, .failure(error as? RedisError ?? RedisError(.server, "\(error)")))] }
+        do { return [(node, .success(try await send(command)))] } catch {
+            return [(resolver?.cachedPrimary ?? node, .failure(error as? RedisError ?? RedisError(.server, "\(error)")))]
+        }
     }
 
     /// Cluster mode: the primaries as last learned (learning the topology first when needed).

@@ -8,7 +8,10 @@ extension ClusterRouter {
 
     /// The pool for a target, learning the topology first when there is none yet.
     func pool(for target: Target, deadline: ContinuousClock.Instant) async throws -> ConnectionPool {
-        enum Lookup { case pool(ConnectionPool), noTopology, uncovered, shutdown }
+        enum Lookup {
+            case pool(ConnectionPool)
+            case noTopology, uncovered, shutdown
+        }
         let now = ContinuousClock.now
         var refreshDue = false
         let lookup: Lookup = state.withLock { state in
@@ -101,10 +104,12 @@ extension ClusterRouter {
                     return changed
                 }
                 if changed {
-                    logger.info("Redis Cluster topology", metadata: [
-                        "primaries": "\(topology.primaries.map(\.description).joined(separator: ","))",
-                        "covered_slots": "\(topology.coveredSlots)",
-                    ])
+                    logger.info(
+                        "Redis Cluster topology",
+                        metadata: [
+                            "primaries": "\(topology.primaries.map(\.description).joined(separator: ","))",
+                            "covered_slots": "\(topology.coveredSlots)",
+                        ])
                 }
                 return nil
             } catch let error as RedisError {

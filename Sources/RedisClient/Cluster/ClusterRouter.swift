@@ -139,9 +139,9 @@ final class ClusterRouter: Sendable {
             if case .failure(let error) = results[0], error.code != .server { return .failure(error) }
             return results[1].map { ($0, trailer == nil ? nil : results[2]) }
         }
-        do { return .success(try await pool.connection().send(bytes, trailer: trailer)) }
-        catch let error as RedisError { return .failure(error) }
-        catch { return .failure(RedisError(.server, "\(error)", underlying: error)) }
+        do { return .success(try await pool.connection().send(bytes, trailer: trailer)) } catch let error as RedisError { return .failure(error) } catch {
+            return .failure(RedisError(.server, "\(error)", underlying: error))
+        }
     }
 
     static let askingCommand = RedisCommand.encode(["ASKING"])
@@ -158,8 +158,9 @@ final class ClusterRouter: Sendable {
                 // "MOVED 3999 127.0.0.1:6381" (the host may be empty: the answering node's host).
                 let parts = error.message.split(separator: " ")
                 guard parts.count >= 3, let slot = Int(parts[1]), (0..<RedisHashSlot.count).contains(slot),
-                      let colon = parts[2].lastIndex(of: ":"), let port = Int(parts[2][parts[2].index(after: colon)...]),
-                      RedisEndpoint.ports.contains(port) else {
+                    let colon = parts[2].lastIndex(of: ":"), let port = Int(parts[2][parts[2].index(after: colon)...]),
+                    RedisEndpoint.ports.contains(port)
+                else {
                     return .fail(refresh: true)
                 }
                 var host = String(parts[2][..<colon])
@@ -225,8 +226,9 @@ final class ClusterRouter: Sendable {
             }
         }
         for index in retry.sorted() {
-            do { results[index] = .success(try await send(commands[index], slot: slots[index], bytes: commands[index].encoded).0) }
-            catch { results[index] = .failure(error as? RedisError ?? RedisError(.server, "\(error)")) }
+            do { results[index] = .success(try await send(commands[index], slot: slots[index], bytes: commands[index].encoded).0) } catch {
+                results[index] = .failure(error as? RedisError ?? RedisError(.server, "\(error)"))
+            }
         }
         return results
     }

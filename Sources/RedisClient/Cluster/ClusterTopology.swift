@@ -18,9 +18,10 @@ struct ClusterTopology: Sendable {
         }
         for range in ranges {
             guard let fields = range.array, fields.count >= 3,
-                  let start = fields[0].int, let end = fields[1].int,
-                  0 <= start, start <= end, end < RedisHashSlot.count,
-                  let primary = Self.endpoint(fields[2], defaultHost: defaultHost) else {
+                let start = fields[0].int, let end = fields[1].int,
+                0 <= start, start <= end, end < RedisHashSlot.count,
+                let primary = Self.endpoint(fields[2], defaultHost: defaultHost)
+            else {
                 throw RedisError(.protocolError, "unexpected CLUSTER SLOTS entry: \(range)")
             }
             let index = index(of: primary)

@@ -40,7 +40,8 @@ enum CommandKeys {
             case .pairs(let from): keyIndices = Array(stride(from: from, to: arguments.count, by: 2))
             case .script:
                 guard arguments.count > 2, let count = Int(uppercased(bytes, arguments[2])), count >= 0,
-                      3 + count <= arguments.count else { return nil }
+                    3 + count <= arguments.count
+                else { return nil }
                 keyIndices = Array(3..<(3 + count))
             }
             var slot: Int?
@@ -104,14 +105,14 @@ enum CommandKeys {
         case "OBJECT":
             return ["ENCODING", "FREQ", "IDLETIME", "REFCOUNT"].contains(subcommand) ? .single(2) : .none
         case "GET", "SET", "SETNX", "SETEX", "PSETEX", "GETDEL", "GETEX", "GETSET", "GETRANGE", "SETRANGE",
-             "INCR", "INCRBY", "INCRBYFLOAT", "DECR", "DECRBY", "APPEND", "STRLEN",
-             "HGET", "HSET", "HSETNX", "HMSET", "HMGET", "HGETALL", "HDEL", "HINCRBY", "HEXISTS", "HLEN",
-             "HKEYS", "HVALS", "HSTRLEN",
-             "EXPIRE", "PEXPIRE", "EXPIREAT", "PEXPIREAT", "EXPIRETIME", "PEXPIRETIME", "TTL", "PTTL",
-             "PERSIST", "TYPE", "DUMP", "RESTORE",
-             "LPUSH", "RPUSH", "LPOP", "RPOP", "LRANGE", "LLEN", "LINDEX",
-             "SADD", "SREM", "SMEMBERS", "SCARD", "SISMEMBER",
-             "ZADD", "ZREM", "ZRANGE", "ZCARD", "ZSCORE", "ZINCRBY":
+            "INCR", "INCRBY", "INCRBYFLOAT", "DECR", "DECRBY", "APPEND", "STRLEN",
+            "HGET", "HSET", "HSETNX", "HMSET", "HMGET", "HGETALL", "HDEL", "HINCRBY", "HEXISTS", "HLEN",
+            "HKEYS", "HVALS", "HSTRLEN",
+            "EXPIRE", "PEXPIRE", "EXPIREAT", "PEXPIREAT", "EXPIRETIME", "PEXPIRETIME", "TTL", "PTTL",
+            "PERSIST", "TYPE", "DUMP", "RESTORE",
+            "LPUSH", "RPUSH", "LPOP", "RPOP", "LRANGE", "LLEN", "LINDEX",
+            "SADD", "SREM", "SMEMBERS", "SCARD", "SISMEMBER",
+            "ZADD", "ZREM", "ZRANGE", "ZCARD", "ZSCORE", "ZINCRBY":
             return .single(1)
         default:
             return .none

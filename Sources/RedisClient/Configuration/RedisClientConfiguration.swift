@@ -282,8 +282,9 @@ public struct RedisClientConfiguration: Sendable {
             }
             return
         }
-        let tls = RedisTLSConfiguration(caFile: option("tls_ca_file"), certificateFile: option("tls_cert_file"),
-                                        privateKeyFile: option("tls_key_file"), serverName: option("tls_server_name"))
+        let tls = RedisTLSConfiguration(
+            caFile: option("tls_ca_file"), certificateFile: option("tls_cert_file"),
+            privateKeyFile: option("tls_key_file"), serverName: option("tls_server_name"))
         if (tls.certificateFile == nil) != (tls.privateKeyFile == nil) {
             throw RedisError(.invalidURL, "a client certificate needs both tls_cert_file and tls_key_file")
         }
@@ -295,7 +296,8 @@ public struct RedisClientConfiguration: Sendable {
     /// whitespace is dropped, so a trailing newline is not part of it.
     static func readPasswordFile(_ path: String, option: String) throws -> String {
         guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8),
-              case let password = text.trimmingCharacters(in: .whitespacesAndNewlines), !password.isEmpty else {
+            case let password = text.trimmingCharacters(in: .whitespacesAndNewlines), !password.isEmpty
+        else {
             throw RedisError(.invalidURL, "\(option) \(path) cannot be read or is empty")
         }
         return password

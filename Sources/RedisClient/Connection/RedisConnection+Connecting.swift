@@ -11,7 +11,6 @@ import Synchronization
 extension RedisConnection {
     // MARK: On the loop: connecting
 
-
     func startConnect() {
         if let next = nextConnectAttempt, next > .now() {
             state = .waitingToReconnect
@@ -114,7 +113,7 @@ extension RedisConnection {
             case .success(let channel):
                 self.connectingChannel = channel
                 if tls == nil { self.handshake(channel) }
-                // With TLS, the decoder calls `tlsHandshakeCompleted` once the handshake is done.
+            // With TLS, the decoder calls `tlsHandshakeCompleted` once the handshake is done.
             case .failure(let error):
                 self.connectFailed(Self.connectError(error, endpoint: endpoint, tls: tls))
             }

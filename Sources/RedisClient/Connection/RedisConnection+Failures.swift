@@ -19,7 +19,8 @@ extension RedisConnection {
             return
         }
         guard case .connected(let current) = state, current === channel else { return }
-        let redisError = error as? RedisError
+        let redisError =
+            error as? RedisError
             ?? RedisError(.connectionClosed, "the connection to Redis at \(endpoint) was lost: \(Self.describe(error))", underlying: error)
         if inFlight.isEmpty {
             logger.info("Redis connection closed while idle; the next command reconnects", metadata: ["endpoint": "\(endpoint)"])

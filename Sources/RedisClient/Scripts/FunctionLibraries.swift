@@ -50,8 +50,10 @@ final class FunctionLibraryLoader: Sendable {
             logger.debug("loaded Redis function library", metadata: ["function": "\(script.functionName)"])
         } catch let error as RedisError where error.serverErrorPrefix == "NOPERM" {
             let user = configuration.functionLoader.map { $0.username ?? "default" } ?? configuration.username ?? "default"
-            throw RedisError(.server, "NOPERM the Redis user '\(user)' may not load function libraries (FUNCTION LOAD) on \(configuration.endpoint): "
-                + "give the function loader user +function|load, or load the product's functions beforehand (\(error.message))", underlying: error)
+            throw RedisError(
+                .server,
+                "NOPERM the Redis user '\(user)' may not load function libraries (FUNCTION LOAD) on \(configuration.endpoint): "
+                    + "give the function loader user +function|load, or load the product's functions beforehand (\(error.message))", underlying: error)
         }
     }
 }

@@ -54,7 +54,8 @@ public struct RedisScript: Sendable, Hashable {
         self.functionName = "f" + sha1
         let flagList = flags.map { "'\($0)'" }.joined(separator: ", ")
         // The body's line numbers in Redis's error messages are off by one (the register line).
-        self.library = "#!lua name=l\(sha1)\n"
+        self.library =
+            "#!lua name=l\(sha1)\n"
             + "redis.register_function{function_name='f\(sha1)', flags={\(flagList)}, callback=function(KEYS, ARGV)\n"
             + body
             + "\nend}\n"

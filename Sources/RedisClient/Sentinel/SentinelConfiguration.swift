@@ -61,7 +61,8 @@ extension RedisClientConfiguration {
         case "redis+sentinel": tls = false
         case "rediss+sentinel", "redis+sentinel+tls": tls = true
         default:
-            throw RedisError(.invalidURL, "unknown scheme '\(scheme.prefix(32))': a Sentinel URL is redis+sentinel:// (or rediss+sentinel:// for TLS) host:port[,host:port…]/master-name")
+            throw RedisError(
+                .invalidURL, "unknown scheme '\(scheme.prefix(32))': a Sentinel URL is redis+sentinel:// (or rediss+sentinel:// for TLS) host:port[,host:port…]/master-name")
         }
         return (url[separator.upperBound...], tls)
     }
@@ -102,7 +103,8 @@ extension RedisClientConfiguration {
         // Printable ASCII without spaces: a name with CR/LF or spaces would be a different
         // command argument than the one the sentinel's config holds, or smuggle text into logs.
         guard name.utf8.count <= Self.maximumMasterNameLength,
-              name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+            name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F })
+        else {
             throw RedisError(.invalidURL, "master name must be 1–\(Self.maximumMasterNameLength) printable ASCII characters without spaces")
         }
 
@@ -202,7 +204,8 @@ extension RedisClientConfiguration {
         if let portText {
             // Int("+5") and Int("-1") parse; a port is digits only.
             guard !portText.isEmpty, portText.utf8.count <= 5, portText.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
-                  let parsed = Int(portText) else {
+                let parsed = Int(portText)
+            else {
                 throw RedisError(.invalidURL, "bad port '\(portText.prefix(16))' in \(what) '\(item.prefix(64))'")
             }
             port = parsed

@@ -144,8 +144,10 @@ extension SentinelResolver {
             case .none(let notes):
                 let remaining = deadline - .now
                 guard remaining > .zero else {
-                    let error = RedisError(.primaryUnavailable,
-                        "no sentinel named a primary for master '\(sentinel.masterName)' that answers ROLE with master, within \(timeout) (\(rounds) rounds); last round: \(notes.joined(separator: "; "))")
+                    let error = RedisError(
+                        .primaryUnavailable,
+                        "no sentinel named a primary for master '\(sentinel.masterName)' that answers ROLE with master, within \(timeout) (\(rounds) rounds); last round: \(notes.joined(separator: "; "))"
+                    )
                     logger.warning("Redis Sentinel: no primary", metadata: ["error": "\(error.message)"])
                     return .failure(error)
                 }
@@ -257,7 +259,8 @@ extension SentinelResolver {
             throw RedisError(.protocolError, "answered GET-MASTER-ADDR-BY-NAME with a host that is not a host name or IP address")
         }
         guard !portBytes.isEmpty, portBytes.count <= 5, portBytes.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
-              let port = Int(String(decoding: portBytes, as: UTF8.self)), RedisEndpoint.ports.contains(port) else {
+            let port = Int(String(decoding: portBytes, as: UTF8.self)), RedisEndpoint.ports.contains(port)
+        else {
             throw RedisError(.protocolError, "answered GET-MASTER-ADDR-BY-NAME with a port that is not 1–65535")
         }
         return .tcp(host: host, port: port)

@@ -146,8 +146,9 @@ public final class SentinelResolver: Sendable, Service {
             if wasFailing { logger.info("Redis Sentinel: sentinels name a primary again", metadata: ["redis.primary": "\(endpoint)"]) }
         case .none(let notes):
             if !wasFailing {
-                logger.warning("Redis Sentinel: no sentinel names a verified primary; keeping the last one",
-                               metadata: ["redis.primary": "\(current.map { "\($0)" } ?? "none")", "sentinels": "\(notes.joined(separator: "; "))"])
+                logger.warning(
+                    "Redis Sentinel: no sentinel names a verified primary; keeping the last one",
+                    metadata: ["redis.primary": "\(current.map { "\($0)" } ?? "none")", "sentinels": "\(notes.joined(separator: "; "))"])
             }
         }
     }

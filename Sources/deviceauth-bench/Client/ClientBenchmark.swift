@@ -33,18 +33,24 @@ struct ClientBenchmark: AsyncParsableCommand {
                 try await DevicePollScript.prepare(client)
                 let tls = target.configuration.tls != nil
                 for tasks in measurement.concurrency.values {
-                    Console.progress("c=\(tasks): RedisClient (callers: \(measurement.callers)), \(measurement.connections) connection(s), \(measurement.duration)s after \(measurement.warmup)s warm-up")
-                    let ours = try await LoadGenerator.run(concurrency: tasks, warmup: warmupPeriod, duration: window,
-                                                           executors: measurement.callerExecutors) {
+                    Console.progress(
+                        "c=\(tasks): RedisClient (callers: \(measurement.callers)), \(measurement.connections) connection(s), \(measurement.duration)s after \(measurement.warmup)s warm-up"
+                    )
+                    let ours = try await LoadGenerator.run(
+                        concurrency: tasks, warmup: warmupPeriod, duration: window,
+                        executors: measurement.callerExecutors
+                    ) {
                         _ = try await client.eval(script, keys: [key])
                     }
                     Console.progress("c=\(tasks): redis-benchmark -c \(tasks)")
                     let baseline = try await target.redisBenchmark.run(command: command, clients: tasks, duration: window)
-                    let pipelined: RedisBenchmarkTool.Result? = if tasks == Self.pipelinedComparisonConcurrency {
-                        try await target.redisBenchmark.run(command: command, clients: tasks, pipeline: measurement.pipelineDepth, duration: window)
-                    } else { nil }
+                    let pipelined: RedisBenchmarkTool.Result? =
+                        if tasks == Self.pipelinedComparisonConcurrency {
+                            try await target.redisBenchmark.run(command: command, clients: tasks, pipeline: measurement.pipelineDepth, duration: window)
+                        } else { nil }
                     let name = "client.\(form)\(tls ? ".tls" : "").c\(tasks)"
-                    let settings = "callers=\(measurement.callers) tasks=\(tasks) connections=\(measurement.connections) window=\(measurement.duration)s warmup=\(measurement.warmup)s ops=\(ours.operations)"
+                    let settings =
+                        "callers=\(measurement.callers) tasks=\(tasks) connections=\(measurement.connections) window=\(measurement.duration)s warmup=\(measurement.warmup)s ops=\(ours.operations)"
                     BenchComparison(
                         name: name, ours: ours.operationsPerSecond, baseline: baseline.requestsPerSecond, unit: "ops/s",
                         detail: "ours: \(ours.latency.summary) \(settings) | baseline: \(baseline.summary) | \(target.summary)"

@@ -8,14 +8,15 @@ import RedisClient
 /// 0 `authorization_pending`, 1 `slow_down`, 2 already decided, 3 unknown code.
 enum DevicePollScript {
     /// The script; `KEYS[1]` is the device record.
-    static let script = RedisScript(StoreScripts.now + "\n" + """
-        local record = redis.call('HMGET', KEYS[1], 's', 'lp', 'iv')
-        if not record[1] then return 3 end
-        redis.call('HSET', KEYS[1], 'lp', now)
-        if record[1] ~= 'pending' then return 2 end
-        if now - tonumber(record[2] or '0') < tonumber(record[3] or '5') * 1000 then return 1 end
-        return 0
-        """)
+    static let script = RedisScript(
+        StoreScripts.now + "\n" + """
+            local record = redis.call('HMGET', KEYS[1], 's', 'lp', 'iv')
+            if not record[1] then return 3 end
+            redis.call('HSET', KEYS[1], 'lp', now)
+            if record[1] ~= 'pending' then return 2 end
+            if now - tonumber(record[2] or '0') < tonumber(record[3] or '5') * 1000 then return 1 end
+            return 0
+            """)
 
     /// The device record the benchmark polls (a hash tag keeps it cluster-ready).
     static let key = "deviceauth-bench:{poll}:device"

@@ -34,9 +34,11 @@ struct ClusterBenchmark: AsyncParsableCommand {
     @Option(name: .customLong("storm-window"), help: "Seconds measured right after the reshard.")
     var stormWindow: Double = 1
 
-    @Option(name: .customLong("cluster-url"), help: ArgumentHelp(
-        "The cluster to measure (redis+cluster://…), such as the one Tests/Support/with-redis-cluster.sh starts (default: $REDIS_CLUSTER_URL). Its slots are resharded.",
-        valueName: "url"))
+    @Option(
+        name: .customLong("cluster-url"),
+        help: ArgumentHelp(
+            "The cluster to measure (redis+cluster://…), such as the one Tests/Support/with-redis-cluster.sh starts (default: $REDIS_CLUSTER_URL). Its slots are resharded.",
+            valueName: "url"))
     var clusterURL: String?
 
     @Option(name: .customLong("redis-server"), help: ArgumentHelp("The redis-server for the single-node baseline (default: on PATH).", valueName: "path"))
@@ -58,11 +60,15 @@ struct ClusterBenchmark: AsyncParsableCommand {
         do {
             var clusterConfiguration = try RedisClientConfiguration(url: url)
             clusterConfiguration.connectionCount = measurement.connections
-            let singleConfiguration = RedisClientConfiguration(endpoint: .tcp(host: "127.0.0.1", port: single.port),
-                                                               connectionCount: measurement.connections)
+            let singleConfiguration = RedisClientConfiguration(
+                endpoint: .tcp(host: "127.0.0.1", port: single.port),
+                connectionCount: measurement.connections)
             let clusterClient = RedisClient(configuration: clusterConfiguration)
             let singleClient = RedisClient(configuration: singleConfiguration)
-            defer { clusterClient.shutdown(); singleClient.shutdown() }
+            defer {
+                clusterClient.shutdown()
+                singleClient.shutdown()
+            }
             let cluster = try await ClusterNodes(primaries: clusterClient.primaries())
             defer { cluster.shutdown() }
             let storeConfiguration = DeviceCodeStoreConfiguration(secret: StoreBenchmark.secret)
@@ -149,10 +155,12 @@ struct ClusterNodes: Sendable {
         }
         let from = try await clients[0].send("CLUSTER", "MYID").string ?? ""
         let to = try await clients[1].send("CLUSTER", "MYID").string ?? ""
-        let output = try await ChildProcess.run(try ChildProcess.locate("redis-cli"), [
-            "--cluster", "reshard", "\(host):\(port)", "--cluster-from", from, "--cluster-to", to,
-            "--cluster-slots", "\(slots)", "--cluster-yes",
-        ])
+        let output = try await ChildProcess.run(
+            try ChildProcess.locate("redis-cli"),
+            [
+                "--cluster", "reshard", "\(host):\(port)", "--cluster-from", from, "--cluster-to", to,
+                "--cluster-slots", "\(slots)", "--cluster-yes",
+            ])
         guard output.status == 0 else {
             throw ChildProcess.Failure(description: "redis-cli --cluster reshard failed: \(output.standardError.suffix(500))")
         }

@@ -64,10 +64,13 @@ struct DurabilityBenchmark: AsyncParsableCommand {
         let client = try RedisClient(url: primaryURL)
         defer { client.shutdown() }
         try await Self.waitForReplica(client)
-        let durable = DeviceCodeStore(client: client, configuration: DeviceCodeStoreConfiguration(
-            keyPrefix: "dw", secret: StoreBenchmark.secret, durability: try RedisDurability(replicas: 1, timeout: .milliseconds(timeoutMs))))
+        let durable = DeviceCodeStore(
+            client: client,
+            configuration: DeviceCodeStoreConfiguration(
+                keyPrefix: "dw", secret: StoreBenchmark.secret, durability: try RedisDurability(replicas: 1, timeout: .milliseconds(timeoutMs))))
         let plain = DeviceCodeStore(client: client, configuration: DeviceCodeStoreConfiguration(keyPrefix: "dn", secret: StoreBenchmark.secret))
-        let window = Duration.seconds(duration), warm = Duration.seconds(warmup)
+        let window = Duration.seconds(duration)
+        let warm = Duration.seconds(warmup)
         let settings = "tasks=\(concurrency) window=\(duration)s warmup=\(warmup)s WAIT 1 \(timeoutMs)ms | primary \(primaryURL), replica 127.0.0.1:\(replicaPort) (loopback)"
 
         Console.progress("issuing pending grants for the poll runs")
@@ -76,25 +79,34 @@ struct DurabilityBenchmark: AsyncParsableCommand {
         let cursor = RoundRobin(count: 1_000)
         typealias Operation = @Sendable (DeviceCodeStore) async throws -> Void
         let operations: [(name: String, run: Operation)] = [
-            ("poll", { store in
-                let grants = store === durable ? pendingDurable : pendingPlain
-                try await StoreBenchmark.pollPending(store, grants[cursor.next()].deviceCode)
-            }),
-            ("approve", { store in
-                let issued = try await store.issue(clientID: PendingGrants.clientID, scopes: PendingGrants.scopes, interval: 0)
-                try await store.approve(userCode: issued.userCode, userID: "bench-person")
-            }),
-            ("redeem", { store in
-                let issued = try await store.issue(clientID: PendingGrants.clientID, scopes: PendingGrants.scopes, interval: 0)
-                try await store.approve(userCode: issued.userCode, userID: "bench-person")
-                // As the token endpoint redeems: mint (a token answer's size), then the sealing `redeem` script.
-                let result = try await store.poll(deviceCode: issued.deviceCode, clientID: PendingGrants.clientID, origin: PendingGrants.origin) { _ in
-                    Self.tokenAnswer
+            (
+                "poll",
+                { store in
+                    let grants = store === durable ? pendingDurable : pendingPlain
+                    try await StoreBenchmark.pollPending(store, grants[cursor.next()].deviceCode)
                 }
-                guard case .answer(let answer) = result, answer.source == .minted else {
-                    throw ChildProcess.Failure(description: "a redeeming poll answered \(result)")
+            ),
+            (
+                "approve",
+                { store in
+                    let issued = try await store.issue(clientID: PendingGrants.clientID, scopes: PendingGrants.scopes, interval: 0)
+                    try await store.approve(userCode: issued.userCode, userID: "bench-person")
                 }
-            }),
+            ),
+            (
+                "redeem",
+                { store in
+                    let issued = try await store.issue(clientID: PendingGrants.clientID, scopes: PendingGrants.scopes, interval: 0)
+                    try await store.approve(userCode: issued.userCode, userID: "bench-person")
+                    // As the token endpoint redeems: mint (a token answer's size), then the sealing `redeem` script.
+                    let result = try await store.poll(deviceCode: issued.deviceCode, clientID: PendingGrants.clientID, origin: PendingGrants.origin) { _ in
+                        Self.tokenAnswer
+                    }
+                    guard case .answer(let answer) = result, answer.source == .minted else {
+                        throw ChildProcess.Failure(description: "a redeeming poll answered \(result)")
+                    }
+                }
+            ),
         ]
         for operation in operations {
             // Alternating order, so neither side always runs on the warmer server.

@@ -63,8 +63,10 @@ struct FormBenchmark: AsyncParsableCommand {
         for (name, bytes) in shapes {
             let parsed = FormParserBenchmark.parse(bytes, maxParameters: .max).map(String.init) ?? "refused"
             let ours = nanosecondsPerParse(bytes)
-            BenchComparison(name: "form.parse.\(name)", ours: ours, baseline: baseline, unit: "ns/body",
-                            detail: "\(bytes.count) bytes, \(parsed) parameters with values; baseline: one \(benign.count)-byte parameter; \(iterations) parses × \(rounds) rounds, medians").print()
+            BenchComparison(
+                name: "form.parse.\(name)", ours: ours, baseline: baseline, unit: "ns/body",
+                detail: "\(bytes.count) bytes, \(parsed) parameters with values; baseline: one \(benign.count)-byte parameter; \(iterations) parses × \(rounds) rounds, medians"
+            ).print()
         }
     }
 }

@@ -38,10 +38,16 @@ struct HTTPBenchmark: AsyncParsableCommand {
     @Option(help: "Redis connections of the token endpoint's client (default: the server's, one per core, at least 2).")
     var redisConnections: Int = ServerOptions.defaultRedisConnections
 
-    @Option(help: "Where the token endpoint's connections run: event-loop (the server's default: each on its channel's loop) or global (Swift's global executor, Hummingbird's default). The token endpoint has the server's connection handling (limits, deadlines); the trivial route always runs as plain Hummingbird.")
+    @Option(
+        help:
+            "Where the token endpoint's connections run: event-loop (the server's default: each on its channel's loop) or global (Swift's global executor, Hummingbird's default). The token endpoint has the server's connection handling (limits, deadlines); the trivial route always runs as plain Hummingbird."
+    )
     var executor: HandlerExecutor = .eventLoop
 
-    enum HandlerExecutor: String, ExpressibleByArgument { case eventLoop = "event-loop", global }
+    enum HandlerExecutor: String, ExpressibleByArgument {
+        case eventLoop = "event-loop"
+        case global
+    }
 
     @Option(help: "Path of wrk (default: found on PATH).")
     var wrk: String?
@@ -68,7 +74,9 @@ struct HTTPBenchmark: AsyncParsableCommand {
                     tokens: try await JWTTokenIssuer(issuer: "http://127.0.0.1", privateKeyPEM: nil),
                     configuration: DeviceAuthorizationHTTPConfiguration(secret: Array(0..<32)))
                 let rounds = max(1, self.rounds)
-                let (oursRuns, ceilingRuns, floorRuns, nginxRuns) = try await Self.serve(routes.makeRouter(), server: .deviceAuthorization(limits: ConnectionLimits(), onEventLoops: executor == .eventLoop)) { oursPort in
+                let (oursRuns, ceilingRuns, floorRuns, nginxRuns) = try await Self.serve(
+                    routes.makeRouter(), server: .deviceAuthorization(limits: ConnectionLimits(), onEventLoops: executor == .eventLoop)
+                ) { oursPort in
                     // Check the route really answers authorization_pending before measuring.
                     let check = try await ChildProcess.run("/usr/bin/curl", ["-s", "-d", body, "http://127.0.0.1:\(oursPort)/oauth/token"])
                     guard check.standardOutput.contains("authorization_pending") else {
@@ -110,35 +118,43 @@ struct HTTPBenchmark: AsyncParsableCommand {
                     }
                 }
 
-                let ours = WrkResult.median(oursRuns), ceiling = WrkResult.median(ceilingRuns)
+                let ours = WrkResult.median(oursRuns)
+                let ceiling = WrkResult.median(ceilingRuns)
                 BenchComparison(
                     name: "http.token.pending.c\(connections)", ours: ours.requestsPerSecond, baseline: ceiling.requestsPerSecond, unit: "req/s",
-                    detail: "medians of \(rounds) alternating runs; ours (handlers on the \(executor == .eventLoop ? "event loops" : "global executor")): p50=\(ours.p50) p99=\(ours.p99) runs=\(ours.runs) | baseline (trivial Hummingbird route, same body): p50=\(ceiling.p50) p99=\(ceiling.p99) runs=\(ceiling.runs) | wrk -t\(threads) -c\(connections) -d\(duration)s, \(max(1, redisConnections)) Redis connection(s), \(target.summary)"
+                    detail:
+                        "medians of \(rounds) alternating runs; ours (handlers on the \(executor == .eventLoop ? "event loops" : "global executor")): p50=\(ours.p50) p99=\(ours.p99) runs=\(ours.runs) | baseline (trivial Hummingbird route, same body): p50=\(ceiling.p50) p99=\(ceiling.p99) runs=\(ceiling.runs) | wrk -t\(threads) -c\(connections) -d\(duration)s, \(max(1, redisConnections)) Redis connection(s), \(target.summary)"
                 ).print()
                 // CPU per request: this process (both servers live here, but only one is under
                 // wrk at a time) and Redis, each over its wrk runs; lower is better.
                 BenchComparison(
                     name: "http.token.pending.node_cpu", ours: WrkResult.median(oursRuns, by: \.nodeMicrosecondsPerRequest).nodeMicrosecondsPerRequest,
                     baseline: WrkResult.median(ceilingRuns, by: \.nodeMicrosecondsPerRequest).nodeMicrosecondsPerRequest, unit: "us/request",
-                    detail: "node CPU per request (lower is better), medians; token endpoint runs: \(oursRuns.map { String(format: "%.1f", $0.nodeMicrosecondsPerRequest) }.joined(separator: ",")) | trivial route runs: \(ceilingRuns.map { String(format: "%.1f", $0.nodeMicrosecondsPerRequest) }.joined(separator: ",")) | voluntary context switches per request: token \(String(format: "%.2f", WrkResult.median(oursRuns, by: \.contextSwitchesPerRequest).contextSwitchesPerRequest)), trivial \(String(format: "%.2f", WrkResult.median(ceilingRuns, by: \.contextSwitchesPerRequest).contextSwitchesPerRequest)) | Redis CPU per poll: \(String(format: "%.1f", WrkResult.median(oursRuns, by: \.redisMicrosecondsPerRequest).redisMicrosecondsPerRequest)) us"
+                    detail:
+                        "node CPU per request (lower is better), medians; token endpoint runs: \(oursRuns.map { String(format: "%.1f", $0.nodeMicrosecondsPerRequest) }.joined(separator: ",")) | trivial route runs: \(ceilingRuns.map { String(format: "%.1f", $0.nodeMicrosecondsPerRequest) }.joined(separator: ",")) | voluntary context switches per request: token \(String(format: "%.2f", WrkResult.median(oursRuns, by: \.contextSwitchesPerRequest).contextSwitchesPerRequest)), trivial \(String(format: "%.2f", WrkResult.median(ceilingRuns, by: \.contextSwitchesPerRequest).contextSwitchesPerRequest)) | Redis CPU per poll: \(String(format: "%.1f", WrkResult.median(oursRuns, by: \.redisMicrosecondsPerRequest).redisMicrosecondsPerRequest)) us"
                 ).print()
                 // The floor: what one Redis round trip adds to the trivial route, by itself. A poll must
                 // ask Redis once (the grant lives there), so the token endpoint cannot cost less.
-                let floor = WrkResult.median(floorRuns), floorCPU = WrkResult.median(floorRuns, by: \.nodeMicrosecondsPerRequest).nodeMicrosecondsPerRequest
+                let floor = WrkResult.median(floorRuns)
+                let floorCPU = WrkResult.median(floorRuns, by: \.nodeMicrosecondsPerRequest).nodeMicrosecondsPerRequest
                 let ceilingCPU = WrkResult.median(ceilingRuns, by: \.nodeMicrosecondsPerRequest).nodeMicrosecondsPerRequest
                 BenchComparison(
                     name: "http.redis_round_trip.c\(connections)", ours: floor.requestsPerSecond, baseline: ceiling.requestsPerSecond, unit: "req/s",
-                    detail: "the floor of any poll: the trivial route plus one PING through the same RedisClient, on the token endpoint's connection handling; medians of \(rounds) runs: \(floor.runs) req/s, p50=\(floor.p50) p99=\(floor.p99) | token endpoint / floor: \(String(format: "%.2f", ours.requestsPerSecond / max(1, floor.requestsPerSecond)))x"
+                    detail:
+                        "the floor of any poll: the trivial route plus one PING through the same RedisClient, on the token endpoint's connection handling; medians of \(rounds) runs: \(floor.runs) req/s, p50=\(floor.p50) p99=\(floor.p99) | token endpoint / floor: \(String(format: "%.2f", ours.requestsPerSecond / max(1, floor.requestsPerSecond)))x"
                 ).print()
                 BenchComparison(
                     name: "http.redis_round_trip.node_cpu", ours: floorCPU, baseline: ceilingCPU, unit: "us/request",
-                    detail: "node CPU per request (lower is better), medians; floor runs: \(floorRuns.map { String(format: "%.1f", $0.nodeMicrosecondsPerRequest) }.joined(separator: ",")) | the token endpoint's poll on top of the floor: \(String(format: "%+.1f", WrkResult.median(oursRuns, by: \.nodeMicrosecondsPerRequest).nodeMicrosecondsPerRequest - floorCPU)) us"
+                    detail:
+                        "node CPU per request (lower is better), medians; floor runs: \(floorRuns.map { String(format: "%.1f", $0.nodeMicrosecondsPerRequest) }.joined(separator: ",")) | the token endpoint's poll on top of the floor: \(String(format: "%+.1f", WrkResult.median(oursRuns, by: \.nodeMicrosecondsPerRequest).nodeMicrosecondsPerRequest - floorCPU)) us"
                 ).print()
                 if !nginxRuns.isEmpty {
-                    let edge = WrkResult.median(nginxRuns), edgeCPU = WrkResult.median(nginxRuns, by: \.nodeMicrosecondsPerRequest).nodeMicrosecondsPerRequest
+                    let edge = WrkResult.median(nginxRuns)
+                    let edgeCPU = WrkResult.median(nginxRuns, by: \.nodeMicrosecondsPerRequest).nodeMicrosecondsPerRequest
                     BenchComparison(
                         name: "http.token.pending.vs_nginx", ours: ours.requestsPerSecond, baseline: edge.requestsPerSecond, unit: "req/s",
-                        detail: "the machine's ceiling for this answer: nginx (\(Self.nginxWorkers) workers, no logging) returning the same 400 JSON; medians of \(rounds) runs: \(edge.runs) req/s, p50=\(edge.p50) p99=\(edge.p99), nginx CPU per request \(String(format: "%.1f", edgeCPU)) us (runs: \(nginxRuns.map { String(format: "%.1f", $0.nodeMicrosecondsPerRequest) }.joined(separator: ","))); the trivial Hummingbird route reached \(String(format: "%.2f", ceiling.requestsPerSecond / max(1, edge.requestsPerSecond)))x of it"
+                        detail:
+                            "the machine's ceiling for this answer: nginx (\(Self.nginxWorkers) workers, no logging) returning the same 400 JSON; medians of \(rounds) runs: \(edge.runs) req/s, p50=\(edge.p50) p99=\(edge.p99), nginx CPU per request \(String(format: "%.1f", edgeCPU)) us (runs: \(nginxRuns.map { String(format: "%.1f", $0.nodeMicrosecondsPerRequest) }.joined(separator: ","))); the trivial Hummingbird route reached \(String(format: "%.2f", ceiling.requestsPerSecond / max(1, edge.requestsPerSecond)))x of it"
                     ).print()
                 }
             }
@@ -166,9 +182,13 @@ struct HTTPBenchmark: AsyncParsableCommand {
     /// one) and Redis spent during it, per request.
     private func measured(_ client: RedisClient, cpu: (() -> Double)? = nil, _ run: () async throws -> WrkResult) async throws -> WrkResult {
         let serverCPU = cpu ?? { ProcessUsage.now().cpuSeconds }
-        let nodeBefore = ProcessUsage.now(), serverBefore = serverCPU(), redisBefore = try await Self.redisCPUSeconds(client)
+        let nodeBefore = ProcessUsage.now()
+        let serverBefore = serverCPU()
+        let redisBefore = try await Self.redisCPUSeconds(client)
         var result = try await run()
-        let nodeAfter = ProcessUsage.now(), serverAfter = serverCPU(), redisAfter = try await Self.redisCPUSeconds(client)
+        let nodeAfter = ProcessUsage.now()
+        let serverAfter = serverCPU()
+        let redisAfter = try await Self.redisCPUSeconds(client)
         let requests = max(1, result.requests)
         result.nodeMicrosecondsPerRequest = (serverAfter - serverBefore) * 1e6 / requests
         result.contextSwitchesPerRequest = Double(nodeAfter.voluntaryContextSwitches - nodeBefore.voluntaryContextSwitches) / requests
@@ -192,8 +212,9 @@ struct HTTPBenchmark: AsyncParsableCommand {
         let trivial = Router()
         let bytes = ByteBuffer(string: body)
         trivial.post("/oauth/token") { _, _ -> Response in
-            Response(status: .badRequest, headers: [.contentType: "application/json", .cacheControl: "no-store"],
-                     body: .init(byteBuffer: bytes))
+            Response(
+                status: .badRequest, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+                body: .init(byteBuffer: bytes))
         }
         return trivial
     }
@@ -204,8 +225,9 @@ struct HTTPBenchmark: AsyncParsableCommand {
         let bytes = ByteBuffer(string: body)
         router.post("/oauth/token") { _, _ -> Response in
             _ = try await client.send("PING")
-            return Response(status: .badRequest, headers: [.contentType: "application/json", .cacheControl: "no-store"],
-                            body: .init(byteBuffer: bytes))
+            return Response(
+                status: .badRequest, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+                body: .init(byteBuffer: bytes))
         }
         return router
     }
@@ -250,7 +272,8 @@ struct HTTPBenchmark: AsyncParsableCommand {
             throw ChildProcess.Failure(description: "could not read wrk's output: \(text) \(output.standardError)")
         }
         // "  123456 requests in 5.00s, 12.34MB read"
-        let requests = text.split(separator: "\n").first(where: { $0.contains(" requests in ") })
+        let requests =
+            text.split(separator: "\n").first(where: { $0.contains(" requests in ") })
             .flatMap { $0.split(separator: " ").first }.flatMap { Double($0) } ?? rate * Double(duration)
         return WrkResult(requestsPerSecond: rate, p50: value(after: "50%") ?? "?", p99: value(after: "99%") ?? "?", requests: requests)
     }
@@ -266,7 +289,10 @@ struct HTTPBenchmark: AsyncParsableCommand {
         let app = Application(router: router, server: server, configuration: .init(address: .hostname("127.0.0.1", port: port)), logger: logger)
         let services = ServiceGroup(configuration: .init(services: [app], logger: logger))
         return try await withThrowingTaskGroup(of: Result?.self) { group in
-            group.addTask { try await services.run(); return nil }
+            group.addTask {
+                try await services.run()
+                return nil
+            }
             do {
                 for _ in 0..<100 where !canConnect(port: port) { try await Task.sleep(for: .milliseconds(50)) }
                 let result = try await body(port)

@@ -1,7 +1,7 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A private `nginx` on a free loopback port answering `POST /oauth/token` with the bytes the
@@ -87,7 +87,8 @@ final class NginxProcess: Sendable {
     /// Fields after the command name in `/proc/<pid>/stat` (the name may contain spaces).
     private static func statFields(_ pid: Int32) -> [Substring] {
         guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = text.lastIndex(of: ")") else { return [] }
+            let close = text.lastIndex(of: ")")
+        else { return [] }
         return text[text.index(after: close)...].split(separator: " ")
     }
 

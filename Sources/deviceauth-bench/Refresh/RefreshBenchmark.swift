@@ -62,11 +62,14 @@ struct RefreshBenchmark: AsyncParsableCommand {
 
                 for tasks in measurement.concurrency.values {
                     let pool = TokenPool(try await (0..<(2 * tasks)).asyncMap { try await Self.create(store, index: $0) })
-                    Console.progress("c=\(tasks): store.refresh over \(2 * tasks) families, \(measurement.connections) connection(s), \(measurement.duration)s after \(measurement.warmup)s warm-up")
+                    Console.progress(
+                        "c=\(tasks): store.refresh over \(2 * tasks) families, \(measurement.connections) connection(s), \(measurement.duration)s after \(measurement.warmup)s warm-up"
+                    )
                     let ours = try await LoadGenerator.run(concurrency: tasks, warmup: warmupPeriod, duration: window) {
                         let token = pool.take()
-                        let outcome = try await store.refresh(token: token, clientID: Self.clientID,
-                                                              accessToken: AccessTokenReference(tokenID: UUID().uuidString.lowercased(), expiresAt: Date().addingTimeInterval(3600)))
+                        let outcome = try await store.refresh(
+                            token: token, clientID: Self.clientID,
+                            accessToken: AccessTokenReference(tokenID: UUID().uuidString.lowercased(), expiresAt: Date().addingTimeInterval(3600)))
                         guard case .rotated(let next) = outcome else {
                             throw ChildProcess.Failure(description: "a refresh answered \(outcome), expected a rotation")
                         }
@@ -102,8 +105,10 @@ struct RefreshBenchmark: AsyncParsableCommand {
     /// A family as the server creates one at redemption (a user id, two scopes, one access token).
     static func create(_ store: RefreshTokenStore, index: Int) async throws -> String {
         // Ten minutes idle: families left on a shared server expire soon; the record is the same size.
-        try await store.createFamily(clientID: clientID, userID: "user-\(index)@example.com", scopes: scopes, idleLifetime: .seconds(600),
-                                     accessToken: AccessTokenReference(tokenID: UUID().uuidString.lowercased(), expiresAt: Date().addingTimeInterval(3600))).token
+        try await store.createFamily(
+            clientID: clientID, userID: "user-\(index)@example.com", scopes: scopes, idleLifetime: .seconds(600),
+            accessToken: AccessTokenReference(tokenID: UUID().uuidString.lowercased(), expiresAt: Date().addingTimeInterval(3600))
+        ).token
     }
 
     /// Creates `count` families from 32 tasks; returns one of their tokens.

@@ -20,7 +20,6 @@ enum PendingGrants {
     /// The address every grant was asked from, as the HTTP layer passes it (stored in the record).
     static let origin = "203.0.113.254"
 
-
     /// Issues `count` grants with interval 0 (so a poll never gets `slow_down`), at most
     /// `parallelism` at a time, and returns them in issue order.
     static func issue(_ count: Int, store: DeviceCodeStore, parallelism: Int = 32) async throws -> [BenchGrant] {
@@ -63,19 +62,21 @@ enum PendingGrants {
             throw ChildProcess.Failure(description: "\(grant.deviceKey) is not the grant's record (client field: \(storedClient ?? "none"))")
         }
         let functions = client.configuration.scriptCalls == .functions
-        let loaded: Bool = if functions {
-            !(try await client.send("FUNCTION", "LIST", "LIBRARYNAME", "l" + DeviceCodeStore.pollScriptSHA1).array ?? []).isEmpty
-        } else {
-            try await client.send("SCRIPT", "EXISTS", DeviceCodeStore.pollScriptSHA1).array?.first?.int == 1
-        }
+        let loaded: Bool =
+            if functions {
+                !(try await client.send("FUNCTION", "LIST", "LIBRARYNAME", "l" + DeviceCodeStore.pollScriptSHA1).array ?? []).isEmpty
+            } else {
+                try await client.send("SCRIPT", "EXISTS", DeviceCodeStore.pollScriptSHA1).array?.first?.int == 1
+            }
         guard loaded else {
             throw ChildProcess.Failure(description: "the poll script \(DeviceCodeStore.pollScriptSHA1) is not loaded on the server after a poll")
         }
         guard let digest = try await client.send("HMGET", grant.deviceKey, "h").array?.first?.string else {
             throw ChildProcess.Failure(description: "\(grant.deviceKey) has no device-code digest")
         }
-        let command = baselineCommand(for: grant, digest: digest, tolerance: store.configuration.pollTolerance, maxInterval: store.configuration.maxInterval,
-                                      functions: functions)
+        let command = baselineCommand(
+            for: grant, digest: digest, tolerance: store.configuration.pollTolerance, maxInterval: store.configuration.maxInterval,
+            functions: functions)
         let reply = try await client.send(RedisCommand(arguments: command))
         guard reply.array?.first?.string == "pending" else {
             throw ChildProcess.Failure(description: "\(command.joined(separator: " ")) answered \(reply), expected [pending]")
@@ -88,7 +89,9 @@ enum PendingGrants {
     /// sends (client id, tolerance in milliseconds, interval cap in seconds, no retry window, the
     /// device code's digest as the record holds it).
     static func baselineCommand(for grant: BenchGrant, digest: String, tolerance: Duration, maxInterval: Int, functions: Bool) -> [String] {
-        [functions ? "FCALL" : "EVALSHA", functions ? ProductScripts.pollFunctionName : DeviceCodeStore.pollScriptSHA1,
-         "1", grant.deviceKey, clientID, "\(tolerance.milliseconds)", "\(maxInterval)", "0", digest]
+        [
+            functions ? "FCALL" : "EVALSHA", functions ? ProductScripts.pollFunctionName : DeviceCodeStore.pollScriptSHA1,
+            "1", grant.deviceKey, clientID, "\(tolerance.milliseconds)", "\(maxInterval)", "0", digest,
+        ]
     }
 }

@@ -75,7 +75,9 @@ struct StoreBenchmark: AsyncParsableCommand {
                 let cursor = RoundRobin(count: spread.count)
                 let executors = measurement.callerExecutors
                 for tasks in measurement.concurrency.values {
-                    Console.progress("c=\(tasks): store.poll on 1 grant (callers: \(measurement.callers)), \(measurement.connections) connection(s), \(measurement.duration)s after \(measurement.warmup)s warm-up")
+                    Console.progress(
+                        "c=\(tasks): store.poll on 1 grant (callers: \(measurement.callers)), \(measurement.connections) connection(s), \(measurement.duration)s after \(measurement.warmup)s warm-up"
+                    )
                     let ours = try await LoadGenerator.run(concurrency: tasks, warmup: warmupPeriod, duration: window, executors: executors) {
                         try await Self.pollPending(store, single.deviceCode)
                     }
@@ -85,8 +87,10 @@ struct StoreBenchmark: AsyncParsableCommand {
                     }
                     Console.progress("c=\(tasks): redis-benchmark -c \(tasks)")
                     let baseline = try await target.redisBenchmark.run(command: command, clients: tasks, duration: window)
-                    let settings = "callers=\(measurement.callers) tasks=\(tasks) connections=\(measurement.connections) window=\(measurement.duration)s warmup=\(measurement.warmup)s"
-                    let oursDetail = "ours(1 grant): \(ours.latency.summary) ops=\(ours.operations)"
+                    let settings =
+                        "callers=\(measurement.callers) tasks=\(tasks) connections=\(measurement.connections) window=\(measurement.duration)s warmup=\(measurement.warmup)s"
+                    let oursDetail =
+                        "ours(1 grant): \(ours.latency.summary) ops=\(ours.operations)"
                         + " | ours(\(spread.count) grants): \(Console.fixed(oursSpread.operationsPerSecond, 0)) ops/s \(oursSpread.latency.summary)"
                     BenchComparison(
                         name: "store.poll.c\(tasks)",
@@ -96,8 +100,9 @@ struct StoreBenchmark: AsyncParsableCommand {
 
                     guard tasks == Self.pipelinedComparisonConcurrency else { continue }
                     Console.progress("c=\(tasks): redis-benchmark -c \(tasks) -P \(measurement.pipelineDepth)")
-                    let pipelined = try await target.redisBenchmark.run(command: command, clients: tasks,
-                                                                       pipeline: measurement.pipelineDepth, duration: window)
+                    let pipelined = try await target.redisBenchmark.run(
+                        command: command, clients: tasks,
+                        pipeline: measurement.pipelineDepth, duration: window)
                     BenchComparison(
                         name: "store.poll.c\(tasks).vs-pipelined-P\(measurement.pipelineDepth)",
                         ours: ours.operationsPerSecond, baseline: pipelined.requestsPerSecond, unit: "ops/s",

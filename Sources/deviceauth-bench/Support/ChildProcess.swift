@@ -75,7 +75,8 @@ enum ChildProcess {
         let outURL = directory.appendingPathComponent("stdout")
         let errURL = directory.appendingPathComponent("stderr")
         guard fileManager.createFile(atPath: outURL.path, contents: nil),
-              fileManager.createFile(atPath: errURL.path, contents: nil) else {
+            fileManager.createFile(atPath: errURL.path, contents: nil)
+        else {
             throw Failure(description: "cannot create output files in \(directory.path)")
         }
         let outHandle = try FileHandle(forWritingTo: outURL)

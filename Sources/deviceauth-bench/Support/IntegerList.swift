@@ -1,5 +1,5 @@
-import Foundation
 import ArgumentParser
+import Foundation
 
 /// A comma-separated list of positive integers given as one option value, such as `1,16,64`.
 struct IntegerList: ExpressibleByArgument, Sendable, CustomStringConvertible {

@@ -1,6 +1,7 @@
-import RedisClient
 import NIOCore
 import NIOPosix
+import RedisClient
+
 /// Latency percentiles of a set of samples.
 struct LatencySummary: Sendable {
     /// The number of samples.
@@ -90,5 +91,3 @@ enum LoadGenerator {
         return LoadResult(operations: samples.count, window: duration, latency: LatencySummary(nanoseconds: samples))
     }
 }
-
-

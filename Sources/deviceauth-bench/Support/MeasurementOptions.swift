@@ -11,19 +11,24 @@ struct MeasurementOptions: ParsableArguments {
     @Option(help: "Seconds of warm-up before each of our runs (not measured).")
     var warmup: Double = 1
 
-    @Option(help: ArgumentHelp("Concurrent tasks (and redis-benchmark clients) to measure, comma-separated.",
-                               valueName: "list"))
+    @Option(
+        help: ArgumentHelp(
+            "Concurrent tasks (and redis-benchmark clients) to measure, comma-separated.",
+            valueName: "list"))
     var concurrency = IntegerList([1, 16, 64])
 
     @Option(help: "Connections in RedisClient's pool.")
     var connections: Int = 2
 
-    @Option(name: .customLong("pipelined-baseline-depth"),
-            help: "The -P depth of the extra pipelined redis-benchmark baseline run at concurrency 64.")
+    @Option(
+        name: .customLong("pipelined-baseline-depth"),
+        help: "The -P depth of the extra pipelined redis-benchmark baseline run at concurrency 64.")
     var pipelineDepth: Int = 16
 
-    @Option(help: ArgumentHelp("Where our caller tasks run: pool (Swift's global executor, like a Hummingbird handler) or event-loop (a task executor on NIO's loops, so a command is written and answered on its connection's loop).",
-                               valueName: "pool|event-loop"))
+    @Option(
+        help: ArgumentHelp(
+            "Where our caller tasks run: pool (Swift's global executor, like a Hummingbird handler) or event-loop (a task executor on NIO's loops, so a command is written and answered on its connection's loop).",
+            valueName: "pool|event-loop"))
     var callers = "pool"
 
     /// The task executors of `--callers` for ``LoadGenerator`` (none: Swift's global executor).

@@ -1,5 +1,5 @@
-import RedisClient
 import Foundation
+import RedisClient
 
 /// Runs `redis-benchmark`, the baseline of the Redis benchmarks, and reads its CSV report.
 struct RedisBenchmarkTool: Sendable {
@@ -36,8 +36,9 @@ struct RedisBenchmarkTool: Sendable {
     /// A short first run estimates the rate (and warms the server up); the measured run then
     /// sends as many requests as that rate fits into `duration`.
     func run(command: [String], clients: Int, pipeline: Int = 1, duration: Duration) async throws -> Result {
-        let probe = try await run(command: command, clients: clients, pipeline: pipeline,
-                                  requests: max(20_000, clients * pipeline * 200))
+        let probe = try await run(
+            command: command, clients: clients, pipeline: pipeline,
+            requests: max(20_000, clients * pipeline * 200))
         let requests = max(1_000, Int(probe.requestsPerSecond * duration.seconds))
         return try await run(command: command, clients: clients, pipeline: pipeline, requests: requests)
     }
@@ -54,8 +55,9 @@ struct RedisBenchmarkTool: Sendable {
         guard let row = Self.parseCSV(output.standardOutput) else {
             throw ChildProcess.Failure(description: "cannot read redis-benchmark's CSV output: \(output.standardOutput) \(output.standardError)")
         }
-        return Result(requestsPerSecond: row.rps, p50Milliseconds: row.p50, p99Milliseconds: row.p99,
-                      requests: requests, clients: clients, pipeline: pipeline)
+        return Result(
+            requestsPerSecond: row.rps, p50Milliseconds: row.p50, p99Milliseconds: row.p99,
+            requests: requests, clients: clients, pipeline: pipeline)
     }
 
     /// Reads the first data row of redis-benchmark's `--csv` report, whose header is
@@ -65,9 +67,10 @@ struct RedisBenchmarkTool: Sendable {
         guard let headerIndex = lines.firstIndex(where: { $0.hasPrefix("\"test\"") }) else { return nil }
         let header = fields(lines[headerIndex])
         guard headerIndex + 1 < lines.count,
-              let rpsColumn = header.firstIndex(of: "rps"),
-              let p50Column = header.firstIndex(of: "p50_latency_ms"),
-              let p99Column = header.firstIndex(of: "p99_latency_ms") else { return nil }
+            let rpsColumn = header.firstIndex(of: "rps"),
+            let p50Column = header.firstIndex(of: "p50_latency_ms"),
+            let p99Column = header.firstIndex(of: "p99_latency_ms")
+        else { return nil }
         // The test name (the command) comes first and never contains `","`, so splitting on commas
         // from the right keeps the numeric columns intact.
         let row = fields(lines[headerIndex + 1])

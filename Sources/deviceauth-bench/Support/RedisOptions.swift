@@ -43,19 +43,25 @@ struct RedisTarget: Sendable {
 
 /// Options shared by every benchmark that needs Redis: which server, and where the tools are.
 struct RedisOptions: ParsableArguments {
-    @Option(name: .customLong("redis-url"), help: ArgumentHelp(
-        "Benchmark an existing server (redis://host:port/db or unix:///path) instead of a private one.",
-        valueName: "url"))
+    @Option(
+        name: .customLong("redis-url"),
+        help: ArgumentHelp(
+            "Benchmark an existing server (redis://host:port/db or unix:///path) instead of a private one.",
+            valueName: "url"))
     var redisURL: String?
 
-    @Option(name: .customLong("redis-server"), help: ArgumentHelp(
-        "The redis-server to start when --redis-url is not given (default: found on PATH).",
-        valueName: "path"))
+    @Option(
+        name: .customLong("redis-server"),
+        help: ArgumentHelp(
+            "The redis-server to start when --redis-url is not given (default: found on PATH).",
+            valueName: "path"))
     var redisServerPath: String?
 
-    @Option(name: .customLong("redis-benchmark"), help: ArgumentHelp(
-        "The redis-benchmark used as the baseline (default: found on PATH).",
-        valueName: "path"))
+    @Option(
+        name: .customLong("redis-benchmark"),
+        help: ArgumentHelp(
+            "The redis-benchmark used as the baseline (default: found on PATH).",
+            valueName: "path"))
     var redisBenchmarkPath: String?
 
     @Flag(help: "Start the private redis-server with TLS only (a CA and certificate made with openssl) and connect with rediss:// (redis-benchmark --tls).")
@@ -63,8 +69,7 @@ struct RedisOptions: ParsableArguments {
 
     func validate() throws {
         if let redisURL {
-            do { _ = try RedisClientConfiguration(url: redisURL) }
-            catch { throw ValidationError("--redis-url: \(error)") }
+            do { _ = try RedisClientConfiguration(url: redisURL) } catch { throw ValidationError("--redis-url: \(error)") }
         }
     }
 
@@ -76,16 +81,20 @@ struct RedisOptions: ParsableArguments {
         if let redisURL {
             var configuration = try RedisClientConfiguration(url: redisURL)
             configuration.connectionCount = connectionCount
-            return try await body(RedisTarget(configuration: configuration, redisBenchmarkPath: benchmarkPath,
-                                              summary: "redis \(configuration.endpoint)"))
+            return try await body(
+                RedisTarget(
+                    configuration: configuration, redisBenchmarkPath: benchmarkPath,
+                    summary: "redis \(configuration.endpoint)"))
         }
         let server = try await RedisServerProcess.start(executable: ChildProcess.locate("redis-server", explicit: redisServerPath), tls: tls)
         Console.progress("started private redis-server on 127.0.0.1:\(server.port)\(tls ? " (TLS only)" : "")")
-        var configuration = RedisClientConfiguration(endpoint: .tcp(host: "127.0.0.1", port: server.port),
-                                                     connectionCount: connectionCount)
+        var configuration = RedisClientConfiguration(
+            endpoint: .tcp(host: "127.0.0.1", port: server.port),
+            connectionCount: connectionCount)
         if tls { configuration.tls = RedisTLSConfiguration(caFile: server.caFile) }
-        let target = RedisTarget(configuration: configuration, redisBenchmarkPath: benchmarkPath,
-                                 summary: "private redis-server 127.0.0.1:\(server.port)\(tls ? " over TLS" : "")")
+        let target = RedisTarget(
+            configuration: configuration, redisBenchmarkPath: benchmarkPath,
+            summary: "private redis-server 127.0.0.1:\(server.port)\(tls ? " over TLS" : "")")
         do {
             let result = try await body(target)
             await server.stop()

@@ -1,9 +1,9 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// A private `redis-server` child process for one benchmark run.
@@ -42,11 +42,12 @@ final class RedisServerProcess: Sendable {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: executable)
             let listen = tls ? ["--port", "0", "--tls-port", "\(port)"] + (try await TLSFiles.make(in: directory)).serverArguments : ["--port", "\(port)"]
-            process.arguments = ["--bind", "127.0.0.1"] + listen + [
-                "--dir", directory.path,
-                "--save", "", "--appendonly", "no", "--daemonize", "no",
-                "--logfile", directory.appendingPathComponent("redis.log").path,
-            ] + arguments
+            process.arguments =
+                ["--bind", "127.0.0.1"] + listen + [
+                    "--dir", directory.path,
+                    "--save", "", "--appendonly", "no", "--daemonize", "no",
+                    "--logfile", directory.appendingPathComponent("redis.log").path,
+                ] + arguments
             process.standardInput = FileHandle.nullDevice
             let server = RedisServerProcess(port: port, directory: directory, process: process)
             do {
@@ -83,8 +84,10 @@ struct TLSFiles {
     let directory: URL
 
     var serverArguments: [String] {
-        ["--tls-cert-file", directory.appendingPathComponent("server.crt").path, "--tls-key-file", directory.appendingPathComponent("server.key").path,
-         "--tls-ca-cert-file", directory.appendingPathComponent("ca.crt").path, "--tls-auth-clients", "no"]
+        [
+            "--tls-cert-file", directory.appendingPathComponent("server.crt").path, "--tls-key-file", directory.appendingPathComponent("server.key").path,
+            "--tls-ca-cert-file", directory.appendingPathComponent("ca.crt").path, "--tls-auth-clients", "no",
+        ]
     }
 
     static func make(in directory: URL) async throws -> TLSFiles {
@@ -95,8 +98,10 @@ struct TLSFiles {
         for arguments in [
             ["req", "-x509"] + ec + ["-keyout", path("ca.key"), "-out", path("ca.crt"), "-days", "30", "-subj", "/CN=deviceauth-bench CA"],
             ["req"] + ec + ["-keyout", path("server.key"), "-out", path("server.csr"), "-subj", "/CN=127.0.0.1"],
-            ["x509", "-req", "-in", path("server.csr"), "-CA", path("ca.crt"), "-CAkey", path("ca.key"), "-CAcreateserial",
-             "-out", path("server.crt"), "-days", "30", "-extfile", path("server.ext")],
+            [
+                "x509", "-req", "-in", path("server.csr"), "-CA", path("ca.crt"), "-CAkey", path("ca.key"), "-CAcreateserial",
+                "-out", path("server.crt"), "-days", "30", "-extfile", path("server.ext"),
+            ],
         ] {
             let result = try await ChildProcess.run(openssl, arguments)
             guard result.status == 0 else { throw ChildProcess.Failure(description: "openssl \(arguments[0]) failed: \(result.standardError)") }
@@ -135,9 +140,9 @@ func canConnect(port: Int) -> Bool {
 }
 
 #if canImport(Glibc)
-private let streamSocketType = Int32(SOCK_STREAM.rawValue)
+    private let streamSocketType = Int32(SOCK_STREAM.rawValue)
 #else
-private let streamSocketType = SOCK_STREAM
+    private let streamSocketType = SOCK_STREAM
 #endif
 
 func loopbackAddress(port: Int) -> sockaddr_in {

@@ -1,6 +1,6 @@
-import RedisClient
 import Foundation
 import NIOHTTP1
+import RedisClient
 
 /// Refresh tokens in a simulated flow: rotate, replay a used one, revoke.
 extension DeviceSimulation {
@@ -39,13 +39,17 @@ extension DeviceSimulation {
     /// One refresh, never re-sent once it may have reached a server: a second send of a token that did
     /// rotate is a reuse and would revoke the family (only a connection that could not be made goes to
     /// another node). Takes its own generator and tally, so two can race.
-    func refreshRequest(_ token: String, clientID: String, endpoint: String, node: String? = nil,
-                                seed: UInt64) async -> (answer: RefreshAnswer, tally: Tally) {
+    func refreshRequest(
+        _ token: String, clientID: String, endpoint: String, node: String? = nil,
+        seed: UInt64
+    ) async -> (answer: RefreshAnswer, tally: Tally) {
         var rng = SplitMix64(seed: seed)
         var tally = Tally()
-        let outcome = await send(endpoint: endpoint, method: .POST, path: "/oauth/token",
-                                 form: [("grant_type", "refresh_token"), ("refresh_token", token), ("client_id", clientID)],
-                                 retryUnavailable: false, resendLostAnswer: false, tally: &tally, rng: &rng, node: node) { response in
+        let outcome = await send(
+            endpoint: endpoint, method: .POST, path: "/oauth/token",
+            form: [("grant_type", "refresh_token"), ("refresh_token", token), ("client_id", clientID)],
+            retryUnavailable: false, resendLostAnswer: false, tally: &tally, rng: &rng, node: node
+        ) { response in
             response.status == 200 ? "200 rotated" : "\(response.status) \(response.json?["error"] as? String ?? "?")"
         }
         return (refreshAnswer(outcome, presented: token), tally)
@@ -74,8 +78,10 @@ extension DeviceSimulation {
 
     /// One refresh whose answer only needs recording (after a race, a revocation or a replay):
     /// sent, absorbed into `result`, and counted when it rotated.
-    func probeRefresh(_ token: String, clientID: String, endpoint: String, into result: inout DeviceResult,
-                              rng: inout SplitMix64) async -> RefreshAnswer {
+    func probeRefresh(
+        _ token: String, clientID: String, endpoint: String, into result: inout DeviceResult,
+        rng: inout SplitMix64
+    ) async -> RefreshAnswer {
         let (answer, tally) = await refreshRequest(token, clientID: clientID, endpoint: endpoint, seed: rng.next())
         absorb(tally, answer, into: &result)
         if case .rotated = answer { client.recorder.countRefresh(rotations: 1) }
@@ -180,9 +186,11 @@ extension DeviceSimulation {
             await pause(&rng)
             var tally = Tally()
             // Revocation is idempotent (RFC 7009 §2.2 answers 200 for a token already revoked), so it may be re-sent.
-            let outcome = await send(endpoint: "POST /oauth/revoke", method: .POST, path: "/oauth/revoke",
-                                     form: [("token", newest), ("token_type_hint", "refresh_token"), ("client_id", clientID)],
-                                     retryUnavailable: policy.retryUnavailable, resendLostAnswer: true, tally: &tally, rng: &rng) { "\($0.status)" }
+            let outcome = await send(
+                endpoint: "POST /oauth/revoke", method: .POST, path: "/oauth/revoke",
+                form: [("token", newest), ("token_type_hint", "refresh_token"), ("client_id", clientID)],
+                retryUnavailable: policy.retryUnavailable, resendLostAnswer: true, tally: &tally, rng: &rng
+            ) { "\($0.status)" }
             absorb(tally, nil, into: &result)
             switch outcome {
             case .response(let response) where response.status == 503 && policy.retryUnavailable:

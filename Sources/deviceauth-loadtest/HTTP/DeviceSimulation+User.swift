@@ -1,6 +1,6 @@
-import RedisClient
 import Foundation
 import NIOHTTP1
+import RedisClient
 
 /// The simulated person: open the page, sign in, look the code up, approve or deny.
 extension DeviceSimulation {
@@ -23,7 +23,10 @@ extension DeviceSimulation {
         var decision = Decision()
         var tally = Tally()
         let think = settings.thinkTime.lowerBound + Int(rng.next() % UInt64(settings.thinkTime.count))
-        do { try await Task.sleep(for: .milliseconds(think)) } catch { decision.error = "cancelled"; return decision }
+        do { try await Task.sleep(for: .milliseconds(think)) } catch {
+            decision.error = "cancelled"
+            return decision
+        }
         let query = FormEncoding.escape(userCode)
         let action = approve ? "approve" : "deny"
         let expected = approve ? "Device connected" : "Request denied"
@@ -35,8 +38,10 @@ extension DeviceSimulation {
         }
         for _ in 0..<max(1, policy.isActive ? policy.maxAttempts : 1) {
             // GET only fills in the code form (no lookup); the lookup is the form's POST.
-            let formOutcome = await send(endpoint: "GET /device", method: .GET, path: "/device?user_code=" + query, headers: [(settings.userHeader, user)],
-                                         retryUnavailable: policy.retryUnavailable, resendLostAnswer: true, tally: &tally, rng: &rng) { response in
+            let formOutcome = await send(
+                endpoint: "GET /device", method: .GET, path: "/device?user_code=" + query, headers: [(settings.userHeader, user)],
+                retryUnavailable: policy.retryUnavailable, resendLostAnswer: true, tally: &tally, rng: &rng
+            ) { response in
                 response.status == 200 && response.body.contains("csrf_token") ? "200 form" : "\(response.status)"
             }
             guard case .response(let form) = formOutcome, form.status == 200, let formToken = HTMLForm.hiddenValue("csrf_token", in: form.body) else {
@@ -52,9 +57,11 @@ extension DeviceSimulation {
             let formCookies = form.header("Set-Cookie").compactMap { $0.split(separator: ";").first.map(String.init) }
             if !formCookies.isEmpty { lookupHeaders.append(("Cookie", formCookies.joined(separator: "; "))) }
             // A lookup that finds its code is given back by the store, so re-sending it is safe.
-            let pageOutcome = await send(endpoint: "POST /device lookup", method: .POST, path: "/device", headers: lookupHeaders,
-                                         form: [("csrf_token", formToken), ("user_code", userCode), ("action", "lookup")],
-                                         retryUnavailable: policy.retryUnavailable, resendLostAnswer: true, tally: &tally, rng: &rng) { response in
+            let pageOutcome = await send(
+                endpoint: "POST /device lookup", method: .POST, path: "/device", headers: lookupHeaders,
+                form: [("csrf_token", formToken), ("user_code", userCode), ("action", "lookup")],
+                retryUnavailable: policy.retryUnavailable, resendLostAnswer: true, tally: &tally, rng: &rng
+            ) { response in
                 response.status == 200 && response.body.contains("grant_id") ? "200 confirm" : "\(response.status)"
             }
             guard case .response(let page) = pageOutcome else {
@@ -70,8 +77,9 @@ extension DeviceSimulation {
                 return decision
             }
             guard page.status == 200, let csrf = HTMLForm.hiddenValue("csrf_token", in: page.body),
-                  let grantID = HTMLForm.hiddenValue("grant_id", in: page.body),
-                  let shownCode = HTMLForm.hiddenValue("user_code", in: page.body) else {
+                let grantID = HTMLForm.hiddenValue("grant_id", in: page.body),
+                let shownCode = HTMLForm.hiddenValue("user_code", in: page.body)
+            else {
                 decision.error = "POST /device lookup: \(page.status), no confirmation form"
                 finish(&decision, tally)
                 return decision
@@ -80,9 +88,11 @@ extension DeviceSimulation {
             let cookies = page.header("Set-Cookie").compactMap { $0.split(separator: ";").first.map(String.init) }
             if !cookies.isEmpty { headers = [(settings.userHeader, user), ("Cookie", cookies.joined(separator: "; "))] }
             if submittedWithoutAnswer { decision.resubmitted += 1 }
-            let doneOutcome = await send(endpoint: "POST /device", method: .POST, path: "/device", headers: headers,
-                                         form: [("csrf_token", csrf), ("user_code", shownCode), ("grant_id", grantID), ("action", action)],
-                                         retryUnavailable: false, resendLostAnswer: false, tally: &tally, rng: &rng) { response in
+            let doneOutcome = await send(
+                endpoint: "POST /device", method: .POST, path: "/device", headers: headers,
+                form: [("csrf_token", csrf), ("user_code", shownCode), ("grant_id", grantID), ("action", action)],
+                retryUnavailable: false, resendLostAnswer: false, tally: &tally, rng: &rng
+            ) { response in
                 response.status == 200 && response.body.contains(expected) ? "200 \(action)" : "\(response.status)"
             }
             switch doneOutcome {

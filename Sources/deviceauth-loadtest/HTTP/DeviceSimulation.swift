@@ -1,6 +1,6 @@
-import RedisClient
 import Foundation
 import NIOHTTP1
+import RedisClient
 
 /// Runs one device through RFC 8628 (§3.1–3.5) against random nodes, with its user on the verification page.
 ///
@@ -30,17 +30,21 @@ struct DeviceSimulation: Sendable {
         let clientID = settings.clients[scenario] ?? "loadtest"
 
         // §3.1 device authorization request.
-        let issued = await request(endpoint: "POST /oauth/device_authorization", method: .POST, path: "/oauth/device_authorization",
-                                   form: [("client_id", clientID)], retryUnavailable: policy.retryUnavailable, resendLostAnswer: policy.failover,
-                                   result: &result, rng: &rng) { response in
+        let issued = await request(
+            endpoint: "POST /oauth/device_authorization", method: .POST, path: "/oauth/device_authorization",
+            form: [("client_id", clientID)], retryUnavailable: policy.retryUnavailable, resendLostAnswer: policy.failover,
+            result: &result, rng: &rng
+        ) { response in
             response.status == 200 ? "200" : "\(response.status) \(response.json?["error"] as? String ?? "")"
         }
         guard case .response(let response) = issued, response.status == 200, let json = response.json, let deviceCode = json["device_code"] as? String,
-              let userCode = json["user_code"] as? String else {
-            let detail = switch issued {
-            case .response(let response): "\(response.status) \(response.body.prefix(200))"
-            case .failed(let failure): "transport error (\(failure.message.prefix(120)))"
-            }
+            let userCode = json["user_code"] as? String
+        else {
+            let detail =
+                switch issued {
+                case .response(let response): "\(response.status) \(response.body.prefix(200))"
+                case .failed(let failure): "transport error (\(failure.message.prefix(120)))"
+                }
             result.failures.append("device authorization failed: \(detail)")
             return result
         }
@@ -92,9 +96,11 @@ struct DeviceSimulation: Sendable {
     /// node at once; a `503` is waited out (`Retry-After`) and re-sent when `retryUnavailable`; a lost answer is
     /// re-sent to another node only when `resendLostAnswer`. A `503` must be RFC-shaped (`Retry-After`, and
     /// `temporarily_unavailable` on OAuth endpoints); anything else is recorded as a problem.
-    func send(endpoint: String, method: HTTPMethod, path: String, headers: [(String, String)] = [], form: [(String, String)]? = nil,
-                      retryUnavailable: Bool, resendLostAnswer: Bool, tally: inout Tally, rng: inout SplitMix64, node firstNode: String? = nil,
-                      classify: (SimpleResponse) -> String) async -> SendOutcome {
+    func send(
+        endpoint: String, method: HTTPMethod, path: String, headers: [(String, String)] = [], form: [(String, String)]? = nil,
+        retryUnavailable: Bool, resendLostAnswer: Bool, tally: inout Tally, rng: inout SplitMix64, node firstNode: String? = nil,
+        classify: (SimpleResponse) -> String
+    ) async -> SendOutcome {
         var avoided: String?
         var outcome = SendOutcome.failed(.notSent("no attempt"))
         for attempt in 1...max(1, policy.maxAttempts) {
@@ -121,12 +127,15 @@ struct DeviceSimulation: Sendable {
         return outcome
     }
 
-    func request(endpoint: String, method: HTTPMethod, path: String, headers: [(String, String)] = [], form: [(String, String)]? = nil,
-                         retryUnavailable: Bool, resendLostAnswer: Bool, result: inout DeviceResult, rng: inout SplitMix64,
-                         classify: (SimpleResponse) -> String) async -> SendOutcome {
+    func request(
+        endpoint: String, method: HTTPMethod, path: String, headers: [(String, String)] = [], form: [(String, String)]? = nil,
+        retryUnavailable: Bool, resendLostAnswer: Bool, result: inout DeviceResult, rng: inout SplitMix64,
+        classify: (SimpleResponse) -> String
+    ) async -> SendOutcome {
         var tally = Tally()
-        let outcome = await send(endpoint: endpoint, method: method, path: path, headers: headers, form: form, retryUnavailable: retryUnavailable,
-                                 resendLostAnswer: resendLostAnswer, tally: &tally, rng: &rng, classify: classify)
+        let outcome = await send(
+            endpoint: endpoint, method: method, path: path, headers: headers, form: form, retryUnavailable: retryUnavailable,
+            resendLostAnswer: resendLostAnswer, tally: &tally, rng: &rng, classify: classify)
         result.unavailable += tally.unavailable
         result.failovers += tally.failovers
         if endpoint.hasSuffix("device_authorization") { result.resentIssues += tally.resent }
@@ -167,10 +176,14 @@ struct DeviceSimulation: Sendable {
     }
 
     func poll(deviceCode: String, clientID: String, result: inout DeviceResult, rng: inout SplitMix64) async -> PollAnswer {
-        let outcome = await request(endpoint: "POST /oauth/token", method: .POST, path: "/oauth/token",
-                                    form: [("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
-                                           ("device_code", deviceCode), ("client_id", clientID)],
-                                    retryUnavailable: false, resendLostAnswer: false, result: &result, rng: &rng) { response in
+        let outcome = await request(
+            endpoint: "POST /oauth/token", method: .POST, path: "/oauth/token",
+            form: [
+                ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+                ("device_code", deviceCode), ("client_id", clientID),
+            ],
+            retryUnavailable: false, resendLostAnswer: false, result: &result, rng: &rng
+        ) { response in
             if response.status == 200 { return "200 token" }
             return "\(response.status) \(response.json?["error"] as? String ?? "?")"
         }
@@ -194,14 +207,19 @@ struct DeviceSimulation: Sendable {
     }
 
     /// Obeys the interval (and every `slow_down`, and `Retry-After`) until a terminal answer or shortly after expiry.
-    func pollPolitely(deviceCode: String, clientID: String, interval: Int, expiresIn: Int, result: inout DeviceResult,
-                              rng: inout SplitMix64) async {
+    func pollPolitely(
+        deviceCode: String, clientID: String, interval: Int, expiresIn: Int, result: inout DeviceResult,
+        rng: inout SplitMix64
+    ) async {
         var interval = interval
         var wait = interval
         var unansweredSinceLastAnswer = false
         let deadline = ContinuousClock.now + .seconds(expiresIn + 20)
         while !Task.isCancelled {
-            do { try await Task.sleep(for: .seconds(wait)) } catch { result.failures.append("cancelled while polling"); return }
+            do { try await Task.sleep(for: .seconds(wait)) } catch {
+                result.failures.append("cancelled while polling")
+                return
+            }
             wait = interval
             result.polls += 1
             let answer = await poll(deviceCode: deviceCode, clientID: clientID, result: &result, rng: &rng)
@@ -292,8 +310,12 @@ struct DeviceSimulation: Sendable {
             case .error(let error, _):
                 result.probeAnswer = error
                 return
-            case .pending: result.probeAnswer = "authorization_pending"; return
-            case .slowDown: result.probeAnswer = "slow_down"; return
+            case .pending:
+                result.probeAnswer = "authorization_pending"
+                return
+            case .slowDown:
+                result.probeAnswer = "slow_down"
+                return
             case .unavailable(let seconds):
                 result.probeRetries += 1
                 try? await Task.sleep(for: .seconds(seconds))

@@ -1,9 +1,9 @@
-import RedisClient
 import ArgumentParser
 import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import RedisClient
 
 /// The open model of the HTTP load test (issue 18): arrivals at a rate, each device a record in a
 /// due-time heap, and the helpers both models share.
@@ -53,16 +53,23 @@ extension HTTPLoadCommand {
         guard workerCount > 0, (1...250).contains(sourceAddresses), timelineSeconds > 0, drain >= 0 else {
             throw ValidationError("--workers > 0, --source-addresses 1…250, --timeline-seconds > 0, --drain ≥ 0")
         }
-        let settings = OpenSettings(nodes: endpoints, schedule: schedule, mix: scenarioMix, delay: delay,
-                                    clients: [.approve: openClient, .deny: openClient, .abandon: openAbandonClient, .misbehave: misbehaveClient],
-                                    userHeader: userHeader, seed: seed ?? UInt64.random(in: 0...UInt64.max),
-                                    connectionsPerNode: connectionsPerNode ?? 16 * workerCount,
-                                    sourceAddresses: (1...sourceAddresses).map { "127.0.0.\($0)" },
-                                    timeout: .seconds(Int64(requestTimeout)), drainSeconds: drain, timelineSeconds: timelineSeconds, workers: workerCount)
+        let settings = OpenSettings(
+            nodes: endpoints, schedule: schedule, mix: scenarioMix, delay: delay,
+            clients: [.approve: openClient, .deny: openClient, .abandon: openAbandonClient, .misbehave: misbehaveClient],
+            userHeader: userHeader, seed: seed ?? UInt64.random(in: 0...UInt64.max),
+            connectionsPerNode: connectionsPerNode ?? 16 * workerCount,
+            sourceAddresses: (1...sourceAddresses).map { "127.0.0.\($0)" },
+            timeout: .seconds(Int64(requestTimeout)), drainSeconds: drain, timelineSeconds: timelineSeconds, workers: workerCount)
         let outcome = try await OpenModelRun(settings: settings, nodeURLs: nodeList, objectives: objectives).run()
         print(TableReport.render(outcome.report))
-        if let json { try JSONReport.write(outcome.report, to: json); print("JSON report: \(json)") }
-        if let html { try HTMLReport.write(outcome.report, to: html); print("HTML report: \(html)") }
+        if let json {
+            try JSONReport.write(outcome.report, to: json)
+            print("JSON report: \(json)")
+        }
+        if let html {
+            try HTMLReport.write(outcome.report, to: html)
+            print("HTML report: \(html)")
+        }
         if outcome.status != 0 { throw ExitCode(outcome.status) }
     }
 

@@ -1,9 +1,9 @@
-import RedisClient
 import ArgumentParser
 import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import RedisClient
 
 /// `deviceauth-loadtest http`: many devices through the whole RFC 8628 flow against the given nodes.
 struct HTTPLoadCommand: AsyncParsableCommand {
@@ -11,26 +11,26 @@ struct HTTPLoadCommand: AsyncParsableCommand {
         commandName: "http",
         abstract: "Simulate devices and users running RFC 8628 against one or more API nodes.",
         discussion: """
-        Every request goes to a random node. Approve/deny users use the verification page with the \
-        trusted proxy header; abandoned devices must end with expired_token; misbehaving devices poll \
-        too fast and must get slow_down with intervals 5 s apart. Lifetimes and intervals come from the \
-        server's per-client configuration (see deploy/loadtest-config.json). Exit status 1 if an invariant fails.
+            Every request goes to a random node. Approve/deny users use the verification page with the \
+            trusted proxy header; abandoned devices must end with expired_token; misbehaving devices poll \
+            too fast and must get slow_down with intervals 5 s apart. Lifetimes and intervals come from the \
+            server's per-client configuration (see deploy/loadtest-config.json). Exit status 1 if an invariant fails.
 
-        Faults (Tests/Faults): --fault-tolerant waits out RFC-shaped 503s (Retry-After), sends requests whose \
-        connection failed to another node, re-sends device_authorization after a lost answer (a duplicate only \
-        leaves an unused grant), never re-sends a token poll at once (the device polls again after \
-        max(interval, Retry-After)), and after a lost approval reloads the page and decides again only if the \
-        request is still pending. Every redeemed code is polled again right after its token and after the run: \
-        a second token always fails. --expect-lost-approvals counts writes acknowledged just before a fault \
-        and then missing instead of failing on them.
+            Faults (Tests/Faults): --fault-tolerant waits out RFC-shaped 503s (Retry-After), sends requests whose \
+            connection failed to another node, re-sends device_authorization after a lost answer (a duplicate only \
+            leaves an unused grant), never re-sends a token poll at once (the device polls again after \
+            max(interval, Retry-After)), and after a lost approval reloads the page and decides again only if the \
+            request is still pending. Every redeemed code is polled again right after its token and after the run: \
+            a second token always fails. --expect-lost-approvals counts writes acknowledged just before a fault \
+            and then missing instead of failing on them.
 
-        Refresh devices (--mix …,refresh=N; client --refresh-client, which must have refresh tokens) are approved, \
-        then rotate their refresh token --refreshes times on random nodes, each time with the newest one; a \
-        rotation is sent twice at once to two nodes with --refresh-race-percent, after which reuse detection must \
-        have revoked the family. A device whose family is live at the end revokes it (--refresh-revoke-percent) \
-        or presents its previous, rotated token again (--refresh-replay-percent), and refreshes once more: that \
-        must be refused with invalid_grant. No family may ever have two live refresh tokens.
-        """
+            Refresh devices (--mix …,refresh=N; client --refresh-client, which must have refresh tokens) are approved, \
+            then rotate their refresh token --refreshes times on random nodes, each time with the newest one; a \
+            rotation is sent twice at once to two nodes with --refresh-race-percent, after which reuse detection must \
+            have revoked the family. A device whose family is live at the end revokes it (--refresh-revoke-percent) \
+            or presents its previous, rotated token again (--refresh-replay-percent), and refreshes once more: that \
+            must be refused with invalid_grant. No family may ever have two live refresh tokens.
+            """
     )
 
     @Option(help: "Comma-separated base URLs of the API nodes (env NODE_URLS when omitted).")
@@ -111,7 +111,9 @@ struct HTTPLoadCommand: AsyncParsableCommand {
     @Flag(name: .customLong("fault-tolerant"), help: "Faults are injected during the run: --retry-unavailable, --failover and --replay-probe together.")
     var faultTolerant = false
 
-    @Flag(name: .customLong("expect-lost-approvals"), help: "Count approvals, denials and codes acknowledged just before a fault and later missing (a Redis restart losing its last writes) instead of failing; report them.")
+    @Flag(
+        name: .customLong("expect-lost-approvals"),
+        help: "Count approvals, denials and codes acknowledged just before a fault and later missing (a Redis restart losing its last writes) instead of failing; report them.")
     var expectLostApprovals = false
 
     @Option(name: .customLong("loss-window-ms"), help: "With --expect-lost-approvals: a lost write must have been acknowledged at most this long before a fault the harness saw.")
@@ -187,19 +189,23 @@ struct HTTPLoadCommand: AsyncParsableCommand {
         guard let scenarioMix = ScenarioMix(parsing: mix) else { throw ValidationError("--mix: e.g. approve=60,deny=15,abandon=10,misbehave=15,refresh=10") }
         let think = try Self.parseRange(thinkTime)
         guard refreshes >= 0 else { throw ValidationError("--refreshes must not be negative") }
-        for (name, percent) in [("--refresh-race-percent", refreshRacePercent), ("--refresh-revoke-percent", refreshRevokePercent),
-                                ("--refresh-replay-percent", refreshReplayPercent)] where !(0...100).contains(percent) {
+        for (name, percent) in [
+            ("--refresh-race-percent", refreshRacePercent), ("--refresh-revoke-percent", refreshRevokePercent),
+            ("--refresh-replay-percent", refreshReplayPercent),
+        ] where !(0...100).contains(percent) {
             throw ValidationError("\(name) must be 0…100")
         }
         guard refreshRevokePercent + refreshReplayPercent <= 100 else { throw ValidationError("--refresh-revoke-percent + --refresh-replay-percent must not exceed 100") }
-        let refreshSettings = RefreshSettings(rotations: refreshes, racePercent: refreshRacePercent, revokePercent: refreshRevokePercent,
-                                              replayPercent: refreshReplayPercent, pause: try Self.parseRange(refreshPause, option: "--refresh-pause-ms"))
+        let refreshSettings = RefreshSettings(
+            rotations: refreshes, racePercent: refreshRacePercent, revokePercent: refreshRevokePercent,
+            replayPercent: refreshReplayPercent, pause: try Self.parseRange(refreshPause, option: "--refresh-pause-ms"))
         let seed = seed ?? UInt64.random(in: 0...UInt64.max)
 
         var httpConfiguration = HTTPClient.Configuration()
         httpConfiguration.redirectConfiguration = .disallow
-        httpConfiguration.connectionPool = .init(idleTimeout: .seconds(60),
-                                                 concurrentHTTP1ConnectionsPerHostSoftLimit: connectionsPerNode ?? max(8, concurrency * 2 / nodeList.count + 1))
+        httpConfiguration.connectionPool = .init(
+            idleTimeout: .seconds(60),
+            concurrentHTTP1ConnectionsPerHostSoftLimit: connectionsPerNode ?? max(8, concurrency * 2 / nodeList.count + 1))
         // With failover, a refused connection must fail at once (and go to another node), not be retried until the deadline.
         if failover || faultTolerant { httpConfiguration.connectionPool.retryConnectionEstablishment = false }
         httpConfiguration.timeout = .init(connect: .seconds(10), read: .seconds(Int64(requestTimeout)))
@@ -214,33 +220,47 @@ struct HTTPLoadCommand: AsyncParsableCommand {
         }
         try await http.shutdown()
         print(TableReport.render(outcome.report))
-        if let json { try JSONReport.write(outcome.report, to: json); print("JSON report: \(json)") }
-        if let html { try HTMLReport.write(outcome.report, to: html); print("HTML report: \(html)") }
+        if let json {
+            try JSONReport.write(outcome.report, to: json)
+            print("JSON report: \(json)")
+        }
+        if let html {
+            try HTMLReport.write(outcome.report, to: html)
+            print("HTML report: \(html)")
+        }
         if outcome.failed { throw ExitCode.failure }
     }
 
-    func runLoad(http: HTTPClient, nodes: [String], mix: ScenarioMix, think: ClosedRange<Int>, refresh: RefreshSettings,
-                         seed: UInt64) async throws -> (report: RunReport, failed: Bool) {
+    func runLoad(
+        http: HTTPClient, nodes: [String], mix: ScenarioMix, think: ClosedRange<Int>, refresh: RefreshSettings,
+        seed: UInt64
+    ) async throws -> (report: RunReport, failed: Bool) {
         let scraper = MetricsScraper(http: http, nodes: nodes)
         let replayedBefore = await scraper.perNode("deviceauth_grants_replayed_total")
         let refreshing = mix.weights.contains { $0.0 == .refresh && $0.1 > 0 }
         var reusesBefore: [String: Double] = [:]
         if refreshing { reusesBefore = await scraper.perNode(Self.reuseCounter) }
         let recorder = Recorder()
-        let policy = FaultPolicy(retryUnavailable: retryUnavailable || faultTolerant, failover: failover || faultTolerant,
-                                 replayProbe: replayProbe || faultTolerant)
-        let expectations = FaultExpectations(policy: policy, expectLostApprovals: expectLostApprovals,
-                                             lossWindow: .milliseconds(max(0, lossWindowMs)))
+        let policy = FaultPolicy(
+            retryUnavailable: retryUnavailable || faultTolerant, failover: failover || faultTolerant,
+            replayProbe: replayProbe || faultTolerant)
+        let expectations = FaultExpectations(
+            policy: policy, expectLostApprovals: expectLostApprovals,
+            lossWindow: .milliseconds(max(0, lossWindowMs)))
         let client = NodeClient(http: http, nodes: nodes, recorder: recorder, timeout: .seconds(Int64(requestTimeout)), faults: expectations.log)
-        let settings = SimulationSettings(clients: [.approve: self.client, .deny: self.client,
-                                                    .abandon: abandonClient, .misbehave: misbehaveClient, .refresh: refreshClient],
-                                          userHeader: userHeader, thinkTime: think, faults: policy, refresh: refresh)
+        let settings = SimulationSettings(
+            clients: [
+                .approve: self.client, .deny: self.client,
+                .abandon: abandonClient, .misbehave: misbehaveClient, .refresh: refreshClient,
+            ],
+            userHeader: userHeader, thinkTime: think, faults: policy, refresh: refresh)
         let simulation = DeviceSimulation(client: client, settings: settings)
         var rng = SplitMix64(seed: seed)
         let planned = devices.map { mix.assign(count: $0, rng: &rng) }
         let stopStarting = duration.map { ContinuousClock.now + .seconds($0) }
-        Self.say("deviceauth-loadtest http: \(nodes.count) node(s) \(nodes.joined(separator: ",")), devices \(devices.map(String.init) ?? "unbounded"), "
-              + "concurrency \(concurrency), duration \(duration.map { "\($0) s" } ?? "unbounded"), mix \(mix), think \(think.lowerBound)-\(think.upperBound) ms, seed \(seed)\n")
+        Self.say(
+            "deviceauth-loadtest http: \(nodes.count) node(s) \(nodes.joined(separator: ",")), devices \(devices.map(String.init) ?? "unbounded"), "
+                + "concurrency \(concurrency), duration \(duration.map { "\($0) s" } ?? "unbounded"), mix \(mix), think \(think.lowerBound)-\(think.upperBound) ms, seed \(seed)\n")
         let progress = Progress(recorder: recorder, total: devices)
         let progressTask = Task { await progress.run() }
         defer { progressTask.cancel() }
@@ -310,25 +330,33 @@ struct HTTPLoadCommand: AsyncParsableCommand {
             }
         }
         let sorted = results.sorted { $0.index < $1.index }
-        var (invariants, faultSummary) = Invariants.check(sorted, replayedBefore: before, replayedAfter: after,
-                                                          faults: expectations, reusesCounted: reusesCounted)
+        var (invariants, faultSummary) = Invariants.check(
+            sorted, replayedBefore: before, replayedAfter: after,
+            faults: expectations, reusesCounted: reusesCounted)
         if refreshing, reusesCounted == nil {
-            invariants.append(InvariantResult(name: "reuse detections (\(Self.reuseCounter), all nodes)", passed: policy.failover,
-                                              detail: "could not read /metrics from every node" + (policy.failover ? " (nodes were stopped)" : "")))
+            invariants.append(
+                InvariantResult(
+                    name: "reuse detections (\(Self.reuseCounter), all nodes)", passed: policy.failover,
+                    detail: "could not read /metrics from every node" + (policy.failover ? " (nodes were stopped)" : "")))
         }
         if policy.failover, replayedAfter.count < nodes.count {
             let down = nodes.filter { replayedAfter[$0] == nil }
-            invariants.append(InvariantResult(name: "note: nodes that did not answer /metrics at the end", passed: true,
-                                              detail: "\(down.joined(separator: ",")) (their counters are not in the replay check)"))
+            invariants.append(
+                InvariantResult(
+                    name: "note: nodes that did not answer /metrics at the end", passed: true,
+                    detail: "\(down.joined(separator: ",")) (their counters are not in the replay check)"))
         }
         var scenarioCounts: [String: Int] = [:]
         for result in results { scenarioCounts[result.scenario.rawValue, default: 0] += 1 }
-        var report = RunReport(mode: "http", target: nodes.joined(separator: ","), settings: [
-            "nodes": "\(nodes.count)", "devices": "\(results.count)", "concurrency": "\(concurrency)",
-            "duration": duration.map { "\($0) s" } ?? "-", "mix": "\(mix)", "think_time_ms": "\(think.lowerBound)-\(think.upperBound)", "seed": "\(seed)",
-        ], elapsed: elapsed, recorder: recorder, invariants: invariants, scenarioCounts: scenarioCounts)
+        var report = RunReport(
+            mode: "http", target: nodes.joined(separator: ","),
+            settings: [
+                "nodes": "\(nodes.count)", "devices": "\(results.count)", "concurrency": "\(concurrency)",
+                "duration": duration.map { "\($0) s" } ?? "-", "mix": "\(mix)", "think_time_ms": "\(think.lowerBound)-\(think.upperBound)", "seed": "\(seed)",
+            ], elapsed: elapsed, recorder: recorder, invariants: invariants, scenarioCounts: scenarioCounts)
         if refreshing {
-            report.settings["refresh"] = "\(refresh.rotations) rotations, race \(refresh.racePercent)%, revoke \(refresh.revokePercent)%, "
+            report.settings["refresh"] =
+                "\(refresh.rotations) rotations, race \(refresh.racePercent)%, revoke \(refresh.revokePercent)%, "
                 + "replay \(refresh.replayPercent)%, pause \(refresh.pause.lowerBound)-\(refresh.pause.upperBound) ms, client \(refreshClient)"
         }
         if sorted.contains(where: { $0.refresh != nil }) {

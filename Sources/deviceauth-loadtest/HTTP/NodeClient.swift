@@ -1,8 +1,8 @@
-import RedisClient
 import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import RedisClient
 import Synchronization
 
 /// A response reduced to what the simulation reads.
@@ -82,14 +82,18 @@ struct NodeClient: Sendable {
 
     /// Sends one request; classifies the outcome with `classify` and records the latency under `endpoint`.
     /// - Returns: the response, or `nil` after a transport error (recorded as outcome `transport_error`).
-    func send(endpoint: String, method: HTTPMethod, url: String, headers: [(String, String)] = [], form: [(String, String)]? = nil,
-              classify: (SimpleResponse) -> String) async -> SimpleResponse? {
+    func send(
+        endpoint: String, method: HTTPMethod, url: String, headers: [(String, String)] = [], form: [(String, String)]? = nil,
+        classify: (SimpleResponse) -> String
+    ) async -> SimpleResponse? {
         await sendDetailed(endpoint: endpoint, method: method, url: url, headers: headers, form: form, classify: classify).response
     }
 
     /// `send`, telling a request that never reached a server from one whose answer was lost.
-    func sendDetailed(endpoint: String, method: HTTPMethod, url: String, headers: [(String, String)] = [], form: [(String, String)]? = nil,
-                      classify: (SimpleResponse) -> String) async -> SendOutcome {
+    func sendDetailed(
+        endpoint: String, method: HTTPMethod, url: String, headers: [(String, String)] = [], form: [(String, String)]? = nil,
+        classify: (SimpleResponse) -> String
+    ) async -> SendOutcome {
         var request = HTTPClientRequest(url: url)
         request.method = method
         for (name, value) in headers { request.headers.add(name: name, value: value) }
@@ -101,8 +105,9 @@ struct NodeClient: Sendable {
         do {
             let response = try await http.execute(request, timeout: timeout)
             let buffer = try await response.body.collect(upTo: 4 << 20)
-            let simple = SimpleResponse(status: Int(response.status.code), headers: response.headers.map { ($0.name, $0.value) },
-                                        body: String(buffer: buffer))
+            let simple = SimpleResponse(
+                status: Int(response.status.code), headers: response.headers.map { ($0.name, $0.value) },
+                body: String(buffer: buffer))
             let outcome = classify(simple)
             recorder.record(MetricKey(endpoint: endpoint, outcome: outcome), latency: .now - began, isError: simple.status >= 500)
             if simple.status >= 500 { faults.record(.now) }
@@ -180,7 +185,8 @@ enum FormEncoding {
     private static func isPlain(_ byte: UInt8) -> Bool {
         switch byte {
         case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-             UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "*"): true
+            UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "*"):
+            true
         default: false
         }
     }
@@ -189,4 +195,3 @@ enum FormEncoding {
         pairs.map { escape($0.0) + "=" + escape($0.1) }.joined(separator: "&")
     }
 }
-

@@ -1,6 +1,6 @@
-import RedisClient
 import Foundation
 import NIOHTTP1
+import RedisClient
 
 /// Reads hidden form fields from the server-rendered pages.
 enum HTMLForm {
@@ -12,8 +12,9 @@ enum HTMLForm {
         let marker = Array("name=\"\(name)\"".utf8)
         return html.withUTF8 { bytes -> String? in
             guard let nameEnd = end(of: marker, in: bytes, from: 0),
-                  let valueStart = end(of: valuePrefix, in: bytes, from: nameEnd),
-                  let valueEnd = bytes[valueStart...].firstIndex(of: UInt8(ascii: "\"")) else { return nil }
+                let valueStart = end(of: valuePrefix, in: bytes, from: nameEnd),
+                let valueEnd = bytes[valueStart...].firstIndex(of: UInt8(ascii: "\""))
+            else { return nil }
             return unescape(String(decoding: UnsafeBufferPointer(rebasing: bytes[valueStart..<valueEnd]), as: UTF8.self))
         }
     }
@@ -38,8 +39,10 @@ enum HTMLForm {
     static func unescape(_ text: String) -> String {
         guard text.contains("&") else { return text }
         var result = text
-        for (entity, character) in [("&quot;", "\""), ("&#39;", "'"), ("&#x27;", "'"), ("&#x3D;", "="), ("&#61;", "="), ("&lt;", "<"), ("&gt;", ">"),
-                                    ("&#x2F;", "/"), ("&#47;", "/"), ("&#x60;", "`"), ("&amp;", "&")] {
+        for (entity, character) in [
+            ("&quot;", "\""), ("&#39;", "'"), ("&#x27;", "'"), ("&#x3D;", "="), ("&#61;", "="), ("&lt;", "<"), ("&gt;", ">"),
+            ("&#x2F;", "/"), ("&#47;", "/"), ("&#x60;", "`"), ("&amp;", "&"),
+        ] {
             result = result.replacingOccurrences(of: entity, with: character)
         }
         return result
@@ -65,9 +68,11 @@ enum JWT {
         var base64 = parts[1].map { $0 == UInt8(ascii: "-") ? UInt8(ascii: "+") : $0 == UInt8(ascii: "_") ? UInt8(ascii: "/") : $0 }
         while base64.count % 4 != 0 { base64.append(UInt8(ascii: "=")) }
         guard let payload = Data(base64Encoded: Data(base64)) else { return nil }
-        let bytes = [UInt8](payload), marker = Array("\"sub\":\"".utf8)
+        let bytes = [UInt8](payload)
+        let marker = Array("\"sub\":\"".utf8)
         if let start = bytes.indices.first(where: { bytes[$0...].starts(with: marker) }).map({ $0 + marker.count }),
-           let end = bytes[start...].firstIndex(of: UInt8(ascii: "\"")), !bytes[start..<end].contains(UInt8(ascii: "\\")) {
+            let end = bytes[start...].firstIndex(of: UInt8(ascii: "\"")), !bytes[start..<end].contains(UInt8(ascii: "\\"))
+        {
             return String(decoding: bytes[start..<end], as: UTF8.self)
         }
         return claims(of: token)?["sub"] as? String

@@ -1,3 +1,6 @@
+import Foundation
+import RedisClient
+
 /// What a simulated device and its user do.
 enum Scenario: String, CaseIterable, Sendable, Codable {
     /// The user approves after the think time; the device must get exactly one token naming the user.
@@ -26,7 +29,8 @@ struct ScenarioMix: Sendable, CustomStringConvertible {
         for part in text.split(separator: ",") {
             let pair = part.split(separator: "=", maxSplits: 1)
             guard pair.count == 2, let scenario = Scenario(rawValue: pair[0].trimmingCharacters(in: .whitespaces)),
-                  let weight = Int(pair[1].trimmingCharacters(in: .whitespaces)), weight >= 0 else { return nil }
+                let weight = Int(pair[1].trimmingCharacters(in: .whitespaces)), weight >= 0
+            else { return nil }
             weights.append((scenario, weight))
         }
         guard weights.contains(where: { $0.1 > 0 }) else { return nil }
@@ -62,6 +66,3 @@ struct ScenarioMix: Sendable, CustomStringConvertible {
         weights.map { "\($0.0.rawValue)=\($0.1)" }.joined(separator: ",")
     }
 }
-
-import RedisClient
-import Foundation

@@ -1,6 +1,6 @@
-import RedisClient
 import Foundation
 import NIOHTTP1
+import RedisClient
 
 /// What the harness does when a node or Redis fails (all off by default: every failure is a failure).
 struct FaultPolicy: Sendable {

@@ -79,8 +79,9 @@ final class LeanHTTPHandler: ChannelInboundHandler, RemovableChannelHandler, @un
             headers.add(name: "Content-Length", value: String(buffer.readableBytes))
             bodyBuffer = buffer
         }
-        context.write(wrapOutboundOut(.head(HTTPRequestHead(version: .http1_1, method: request.method, uri: request.path, headers: headers))),
-                      promise: nil)
+        context.write(
+            wrapOutboundOut(.head(HTTPRequestHead(version: .http1_1, method: request.method, uri: request.path, headers: headers))),
+            promise: nil)
         if let bodyBuffer { context.write(wrapOutboundOut(.body(.byteBuffer(bodyBuffer))), promise: nil) }
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         self.timeout = context.eventLoop.scheduleTask(in: timeout) { [weak self] in
@@ -104,7 +105,10 @@ final class LeanHTTPHandler: ChannelInboundHandler, RemovableChannelHandler, @un
             timeout = nil
             let callback = self.callback
             self.callback = nil
-            if !head.isKeepAlive { isClosed = true; context.close(promise: nil) }
+            if !head.isKeepAlive {
+                isClosed = true
+                context.close(promise: nil)
+            }
             callback?(.success(response))
         }
     }

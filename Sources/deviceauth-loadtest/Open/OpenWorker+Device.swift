@@ -1,8 +1,8 @@
-import RedisClient
 import Foundation
 import Histogram
 import NIOCore
 import NIOHTTP1
+import RedisClient
 
 /// The device's side of an open-model flow: ask for a code, poll at its interval, redeem.
 extension OpenWorker {
@@ -25,12 +25,14 @@ extension OpenWorker {
         let stepIndex = step(intended)
         steps[stepIndex].peakWaiting = max(steps[stepIndex].peakWaiting, live)
         let generation = slots[Int(slot)].generation
-        let request = LeanRequest(method: .POST, path: "/oauth/device_authorization",
-                                  form: "client_id=" + FormEncoding.escape(settings.clients[scenario] ?? "loadtest"))
+        let request = LeanRequest(
+            method: .POST, path: "/oauth/device_authorization",
+            form: "client_id=" + FormEncoding.escape(settings.clients[scenario] ?? "loadtest"))
         send(.issue, intended: intended, request: request, classify: { $0.status == 200 ? "200" : Self.errorLabel($0) }) { [self] response, completed in
             guard slots[Int(slot)].generation == generation else { return }
             guard let response, response.status == 200, let deviceCode = LeanJSON.string("device_code", in: response.body),
-                  let userCode = LeanJSON.string("user_code", in: response.body) else {
+                let userCode = LeanJSON.string("user_code", in: response.body)
+            else {
                 counters.issueFailures += 1
                 timeline[bucket(completed)].failed += 1
                 release(slot)
@@ -103,8 +105,13 @@ extension OpenWorker {
                 if response.status < 500 {
                     // An answer the RFC does not allow here (invalid_grant for a live code, …): the device gives up.
                     timeline[bucket(completed)].failed += 1
-                    if device.scenario == .abandon || device.scenario == .misbehave { counters.abandonedWrong += 1 }
-                    else if device.scenario == .deny { counters.deniedWrong += 1 } else { counters.approvedWithoutToken += 1 }
+                    if device.scenario == .abandon || device.scenario == .misbehave {
+                        counters.abandonedWrong += 1
+                    } else if device.scenario == .deny {
+                        counters.deniedWrong += 1
+                    } else {
+                        counters.approvedWithoutToken += 1
+                    }
                     release(slot)
                 } else {
                     schedule(.poll, slot: slot, at: next)
@@ -128,9 +135,11 @@ extension OpenWorker {
             guard slots[Int(slot)].generation == generation else { return }
             if let response, response.status == 200 {
                 if first != nil, LeanJSON.string("access_token", in: response.body) == first { counters.probesSameToken += 1 } else { counters.secondTokens += 1 }
+            } else if let response, LeanJSON.string("error", in: response.body) == "invalid_grant" {
+                counters.probesInvalidGrant += 1
+            } else {
+                counters.probesOther += 1
             }
-            else if let response, LeanJSON.string("error", in: response.body) == "invalid_grant" { counters.probesInvalidGrant += 1 }
-            else { counters.probesOther += 1 }
             release(slot)
         }
     }

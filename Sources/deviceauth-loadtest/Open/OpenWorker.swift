@@ -1,8 +1,8 @@
-import RedisClient
 import Foundation
 import Histogram
 import NIOCore
 import NIOHTTP1
+import RedisClient
 
 /// Endpoints of the open model, in report order.
 enum OpenEndpoint: Int, CaseIterable, Sendable {
@@ -71,16 +71,34 @@ struct OpenCounters: Sendable, Codable, Equatable {
     var unfinished = 0
 
     mutating func add(_ other: OpenCounters) {
-        arrivals += other.arrivals; issued += other.issued; issueFailures += other.issueFailures
-        approvedDecisions += other.approvedDecisions; deniedDecisions += other.deniedDecisions; decisionFailures += other.decisionFailures
-        tokens += other.tokens; tokensWrongSubject += other.tokensWrongSubject; tokensUnexpected += other.tokensUnexpected
-        approvedWithoutToken += other.approvedWithoutToken; secondTokens += other.secondTokens
-        probesInvalidGrant += other.probesInvalidGrant; probesSameToken += other.probesSameToken; probesOther += other.probesOther
-        deniedOK += other.deniedOK; deniedWrong += other.deniedWrong; abandonedExpired += other.abandonedExpired
-        abandonedWrong += other.abandonedWrong; expiredBeforeDecision += other.expiredBeforeDecision
-        slowDownExact += other.slowDownExact; slowDownWrong += other.slowDownWrong; slowDownMissing += other.slowDownMissing
-        pollErrors += other.pollErrors; requests += other.requests; errors += other.errors; polls += other.polls
-        finished += other.finished; unfinished += other.unfinished
+        arrivals += other.arrivals
+        issued += other.issued
+        issueFailures += other.issueFailures
+        approvedDecisions += other.approvedDecisions
+        deniedDecisions += other.deniedDecisions
+        decisionFailures += other.decisionFailures
+        tokens += other.tokens
+        tokensWrongSubject += other.tokensWrongSubject
+        tokensUnexpected += other.tokensUnexpected
+        approvedWithoutToken += other.approvedWithoutToken
+        secondTokens += other.secondTokens
+        probesInvalidGrant += other.probesInvalidGrant
+        probesSameToken += other.probesSameToken
+        probesOther += other.probesOther
+        deniedOK += other.deniedOK
+        deniedWrong += other.deniedWrong
+        abandonedExpired += other.abandonedExpired
+        abandonedWrong += other.abandonedWrong
+        expiredBeforeDecision += other.expiredBeforeDecision
+        slowDownExact += other.slowDownExact
+        slowDownWrong += other.slowDownWrong
+        slowDownMissing += other.slowDownMissing
+        pollErrors += other.pollErrors
+        requests += other.requests
+        errors += other.errors
+        polls += other.polls
+        finished += other.finished
+        unfinished += other.unfinished
     }
 }
 
@@ -99,8 +117,14 @@ struct TimelineBucket: Sendable, Codable {
     var latency: [CoarseHistogram] = Array(repeating: CoarseHistogram(), count: OpenEndpoint.allCases.count)
 
     mutating func add(_ other: TimelineBucket) {
-        arrivals += other.arrivals; polls += other.polls; requests += other.requests; errors += other.errors
-        approved += other.approved; denied += other.denied; expired += other.expired; failed += other.failed
+        arrivals += other.arrivals
+        polls += other.polls
+        requests += other.requests
+        errors += other.errors
+        approved += other.approved
+        denied += other.denied
+        expired += other.expired
+        failed += other.failed
         waiting += other.waiting
         for index in latency.indices { latency[index].add(other.latency[index]) }
     }
@@ -133,7 +157,10 @@ struct StepTally: Sendable {
     var peakWaiting = 0
 
     mutating func add(_ other: StepTally) {
-        poll.add(other.poll); requests += other.requests; errors += other.errors; polls += other.polls
+        poll.add(other.poll)
+        requests += other.requests
+        errors += other.errors
+        polls += other.polls
         peakWaiting += other.peakWaiting
     }
 }
@@ -196,8 +223,9 @@ final class OpenWorker: @unchecked Sendable {
             done = promise
             let perNode = max(1, settings.connectionsPerNode / settings.workers)
             pools = settings.nodes.map {
-                LeanPool(eventLoop: loop, host: $0.host, port: $0.port, maxConnections: perNode, sourceAddresses: settings.sourceAddresses,
-                         timeout: settings.timeout)
+                LeanPool(
+                    eventLoop: loop, host: $0.host, port: $0.port, maxConnections: perNode, sourceAddresses: settings.sourceAddresses,
+                    timeout: settings.timeout)
             }
             tick()
         }
@@ -211,8 +239,9 @@ final class OpenWorker: @unchecked Sendable {
 
     func snapshot() -> EventLoopFuture<WorkerSnapshot> {
         loop.submit { [self] in
-            WorkerSnapshot(counters: counters, waiting: live, queued: pools.reduce(0) { $0 + $1.queued },
-                           connections: pools.reduce(0) { $0 + $1.connections }, steps: steps)
+            WorkerSnapshot(
+                counters: counters, waiting: live, queued: pools.reduce(0) { $0 + $1.queued },
+                connections: pools.reduce(0) { $0 + $1.connections }, steps: steps)
         }
     }
 
@@ -300,8 +329,10 @@ final class OpenWorker: @unchecked Sendable {
     // MARK: - Requests
 
     /// Sends one request with its intended time; `then` gets the answer (nil after a transport error).
-    func send(_ endpoint: OpenEndpoint, intended: Int64, request: LeanRequest,
-                      classify: @escaping (LeanResponse) -> String, then: @escaping (LeanResponse?, Int64) -> Void) {
+    func send(
+        _ endpoint: OpenEndpoint, intended: Int64, request: LeanRequest,
+        classify: @escaping (LeanResponse) -> String, then: @escaping (LeanResponse?, Int64) -> Void
+    ) {
         let node = settings.nodes.count == 1 ? 0 : Int(rng.next() % UInt64(settings.nodes.count))
         let sent = now()
         pools[node].send(request) { [self] result in
@@ -338,7 +369,11 @@ final class OpenWorker: @unchecked Sendable {
         counters.requests += 1
         let stepIndex = step(timing.intended)
         steps[stepIndex].requests += 1
-        if isError { counters.errors += 1; timeline[period].errors += 1; steps[stepIndex].errors += 1 }
+        if isError {
+            counters.errors += 1
+            timeline[period].errors += 1
+            steps[stepIndex].errors += 1
+        }
         if endpoint == .poll {
             counters.polls += 1
             timeline[period].polls += 1
@@ -348,9 +383,10 @@ final class OpenWorker: @unchecked Sendable {
     }
 
     func tokenRequest(_ slot: DeviceSlot) -> LeanRequest {
-        LeanRequest(method: .POST, path: "/oauth/token",
-                    form: "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Adevice_code&device_code=" + FormEncoding.escape(slot.deviceCode)
-                        + "&client_id=" + FormEncoding.escape(settings.clients[slot.scenario] ?? "loadtest"))
+        LeanRequest(
+            method: .POST, path: "/oauth/token",
+            form: "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Adevice_code&device_code=" + FormEncoding.escape(slot.deviceCode)
+                + "&client_id=" + FormEncoding.escape(settings.clients[slot.scenario] ?? "loadtest"))
     }
 
     static func errorLabel(_ response: LeanResponse) -> String {

@@ -1,5 +1,5 @@
-import RedisClient
 import Foundation
+import RedisClient
 
 /// A waiting device's next action, as a 16-byte record in a ``DueHeap`` (no task, no closure per device).
 struct DueEntry: Sendable, Equatable {
@@ -86,7 +86,8 @@ enum ArrivalSchedule: Sendable, Equatable, CustomStringConvertible {
         for part in text.split(separator: ",") {
             let pair = part.split(separator: ":")
             guard pair.count == 2, let rate = Double(pair[0].trimmingCharacters(in: .whitespaces)),
-                  let seconds = Double(pair[1].trimmingCharacters(in: .whitespaces)), rate >= 0, seconds > 0 else { return nil }
+                let seconds = Double(pair[1].trimmingCharacters(in: .whitespaces)), rate >= 0, seconds > 0
+            else { return nil }
             steps.append(Step(rate: rate, seconds: seconds))
         }
         return steps.isEmpty ? nil : steps
@@ -156,7 +157,8 @@ enum ArrivalSchedule: Sendable, Equatable, CustomStringConvertible {
     func arrivalTime(of index: Int) -> Double? {
         let target = Double(index + 1)
         guard cumulative(at: seconds) + 1e-9 >= target else { return nil }
-        var low = 0.0, high = seconds
+        var low = 0.0
+        var high = seconds
         for _ in 0..<50 {
             let middle = (low + high) / 2
             if cumulative(at: middle) + 1e-9 >= target { high = middle } else { low = middle }
@@ -201,14 +203,24 @@ enum DecisionDelay: Sendable, Equatable, CustomStringConvertible {
     init?(parsing text: String) {
         if text.hasPrefix("lognormal") {
             let parts = text.split(separator: ":").dropFirst()
-            var median = 20.0, sigma = 0.75, minimum = 5.0, maximum = 120.0
+            var median = 20.0
+            var sigma = 0.75
+            var minimum = 5.0
+            var maximum = 120.0
             let fields = Array(parts)
-            if fields.count >= 1 { guard let value = Double(fields[0]), value > 0 else { return nil }; median = value }
-            if fields.count >= 2 { guard let value = Double(fields[1]), value >= 0 else { return nil }; sigma = value }
+            if fields.count >= 1 {
+                guard let value = Double(fields[0]), value > 0 else { return nil }
+                median = value
+            }
+            if fields.count >= 2 {
+                guard let value = Double(fields[1]), value >= 0 else { return nil }
+                sigma = value
+            }
             if fields.count >= 3 {
                 let bounds = fields[2].split(separator: "-").compactMap { Double($0) }
                 guard bounds.count == 2, bounds[0] <= bounds[1] else { return nil }
-                minimum = bounds[0]; maximum = bounds[1]
+                minimum = bounds[0]
+                maximum = bounds[1]
             }
             guard fields.count <= 3 else { return nil }
             self = .logNormal(median: median, sigma: sigma, minimum: minimum, maximum: maximum)
@@ -229,7 +241,8 @@ enum DecisionDelay: Sendable, Equatable, CustomStringConvertible {
             return minimum + (maximum - minimum) * Self.unit(&rng)
         case .logNormal(let median, let sigma, let minimum, let maximum):
             // Box–Muller: one standard normal from two uniforms in (0, 1].
-            let u1 = max(Self.unit(&rng), 1e-12), u2 = Self.unit(&rng)
+            let u1 = max(Self.unit(&rng), 1e-12)
+            let u2 = Self.unit(&rng)
             let normal = (-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2)
             return min(max(median * exp(sigma * normal), minimum), maximum)
         }

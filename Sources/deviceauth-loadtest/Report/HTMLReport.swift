@@ -11,21 +11,22 @@ enum HTMLReport {
 
     static func render(_ report: RunReport) -> String {
         var html = """
-        <!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-        <title>deviceauth-loadtest \(escape(report.mode)) report</title>
-        <style>body{font:14px system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse}td,th{padding:3px 8px;border-bottom:1px solid #ddd}
-        td.n{text-align:right;font-variant-numeric:tabular-nums}.pass{color:#2a7d2a;font-weight:bold}.fail{color:#c62828;font-weight:bold}
-        svg{background:#fafafa;border:1px solid #ddd;margin:1em 0}svg text{font:11px system-ui,sans-serif}</style></head><body>
-        <h1>deviceauth-loadtest: \(escape(report.mode)) mode</h1>
-        <p>Target <code>\(escape(report.target))</code>, \(TableReport.fmt(report.elapsedSeconds, 1)) s. Settings: \(escape(report.settings.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")))</p>
-        """
+            <!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+            <title>deviceauth-loadtest \(escape(report.mode)) report</title>
+            <style>body{font:14px system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse}td,th{padding:3px 8px;border-bottom:1px solid #ddd}
+            td.n{text-align:right;font-variant-numeric:tabular-nums}.pass{color:#2a7d2a;font-weight:bold}.fail{color:#c62828;font-weight:bold}
+            svg{background:#fafafa;border:1px solid #ddd;margin:1em 0}svg text{font:11px system-ui,sans-serif}</style></head><body>
+            <h1>deviceauth-loadtest: \(escape(report.mode)) mode</h1>
+            <p>Target <code>\(escape(report.target))</code>, \(TableReport.fmt(report.elapsedSeconds, 1)) s. Settings: \(escape(report.settings.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")))</p>
+            """
         if !report.scenarioCounts.isEmpty {
             html += "<p>Scenarios: \(escape(report.scenarioCounts.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")))</p>"
         }
         if !report.invariants.isEmpty {
             html += "<h2>Invariants: <span class=\"\(report.passed ? "pass" : "fail")\">\(report.passed ? "all passed" : "FAILED")</span></h2><ul>"
             for invariant in report.invariants {
-                html += "<li><span class=\"\(invariant.passed ? "pass" : "fail")\">\(invariant.passed ? "PASS" : "FAIL")</span> \(escape(invariant.name)): \(escape(invariant.detail))</li>"
+                html +=
+                    "<li><span class=\"\(invariant.passed ? "pass" : "fail")\">\(invariant.passed ? "PASS" : "FAIL")</span> \(escape(invariant.name)): \(escape(invariant.detail))</li>"
             }
             html += "</ul>"
         }
@@ -38,7 +39,8 @@ enum HTMLReport {
                 html += "</table>"
             }
         }
-        html += "<h2>Requests by endpoint and outcome</h2><table><tr><th>endpoint</th><th>outcome</th><th>count</th><th>rate/s</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>p99.9 ms</th><th>max ms</th></tr>"
+        html +=
+            "<h2>Requests by endpoint and outcome</h2><table><tr><th>endpoint</th><th>outcome</th><th>count</th><th>rate/s</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>p99.9 ms</th><th>max ms</th></tr>"
         for row in report.rows {
             html += "<tr><td>\(escape(row.endpoint))</td><td>\(escape(row.outcome))</td><td class=n>\(row.count)</td><td class=n>\(TableReport.fmt(row.rate, 1))</td>"
             for value in [row.p50Ms, row.p90Ms, row.p99Ms, row.p999Ms, row.maxMs] { html += "<td class=n>\(TableReport.fmt(value, 2))</td>" }
@@ -58,22 +60,39 @@ enum HTMLReport {
         for endpoint in OpenEndpoint.allCases.map(\.name) where open.timeline.contains(where: { $0.endpoints[endpoint] != nil }) {
             let points = open.timeline.map { $0.endpoints[endpoint] }
             html += "<h3>\(escape(endpoint)): latency over time (from intended send time)</h3>"
-            html += seriesChart(x: seconds, series: [("p50", points.map { $0?.p50Ms ?? 0 }), ("p99", points.map { $0?.p99Ms ?? 0 }),
-                                                     ("p99.9", points.map { $0?.p999Ms ?? 0 })], unit: "ms")
+            html += seriesChart(
+                x: seconds,
+                series: [
+                    ("p50", points.map { $0?.p50Ms ?? 0 }), ("p99", points.map { $0?.p99Ms ?? 0 }),
+                    ("p99.9", points.map { $0?.p999Ms ?? 0 }),
+                ], unit: "ms")
         }
         html += "<h3>Waiting devices</h3>" + seriesChart(x: seconds, series: [("waiting", open.timeline.map { Double($0.waiting) })], unit: "")
         html += "<h3>Arrivals, polls and requests per period</h3>"
-        html += seriesChart(x: seconds, series: [("arrivals", open.timeline.map { Double($0.arrivals) }), ("polls", open.timeline.map { Double($0.polls) }),
-                                                 ("requests", open.timeline.map { Double($0.requests) }), ("errors", open.timeline.map { Double($0.errors) })], unit: "")
+        html += seriesChart(
+            x: seconds,
+            series: [
+                ("arrivals", open.timeline.map { Double($0.arrivals) }), ("polls", open.timeline.map { Double($0.polls) }),
+                ("requests", open.timeline.map { Double($0.requests) }), ("errors", open.timeline.map { Double($0.errors) }),
+            ], unit: "")
         html += "<h3>Outcomes per period</h3>"
-        html += seriesChart(x: seconds, series: [("approved", open.timeline.map { Double($0.approved) }), ("denied", open.timeline.map { Double($0.denied) }),
-                                                 ("expired", open.timeline.map { Double($0.expired) }), ("failed", open.timeline.map { Double($0.failed) })], unit: "")
+        html += seriesChart(
+            x: seconds,
+            series: [
+                ("approved", open.timeline.map { Double($0.approved) }), ("denied", open.timeline.map { Double($0.denied) }),
+                ("expired", open.timeline.map { Double($0.expired) }), ("failed", open.timeline.map { Double($0.failed) }),
+            ], unit: "")
         return html
     }
 
     /// Several series over seconds, as polylines.
     static func seriesChart(x xs: [Double], series: [(String, [Double])], unit: String) -> String {
-        let width = 760.0, height = 260.0, left = 60.0, right = 160.0, top = 15.0, bottom = 40.0
+        let width = 760.0
+        let height = 260.0
+        let left = 60.0
+        let right = 160.0
+        let top = 15.0
+        let bottom = 40.0
         let maxX = max(1, xs.max() ?? 1)
         let maxY = max(1e-9, series.flatMap(\.1).max() ?? 1)
         func x(_ value: Double) -> Double { left + value / maxX * (width - left - right) }
@@ -96,7 +115,12 @@ enum HTMLReport {
 
     /// Latency against percentile, the x axis stretched towards the tail (log of 1/(1−p)) as HdrHistogram plots do.
     static func latencyChart(_ report: RunReport) -> String {
-        let width = 820.0, height = 320.0, left = 60.0, right = 240.0, top = 15.0, bottom = 40.0
+        let width = 820.0
+        let height = 320.0
+        let left = 60.0
+        let right = 240.0
+        let top = 15.0
+        let bottom = 40.0
         let endpoints = report.distributions.keys.sorted()
         let maxLatency = max(1, report.distributions.values.flatMap { $0.map(\.latencyMs) }.max() ?? 1)
         func x(_ percentile: Double) -> Double {
@@ -122,7 +146,12 @@ enum HTMLReport {
 
     /// Requests and completed flows per second.
     static func throughputChart(_ report: RunReport) -> String {
-        let width = 760.0, height = 280.0, left = 60.0, right = 180.0, top = 15.0, bottom = 40.0
+        let width = 760.0
+        let height = 280.0
+        let left = 60.0
+        let right = 180.0
+        let top = 15.0
+        let bottom = 40.0
         let seconds = max(1, report.requestsPerSecond.count)
         let maxRate = Double(max(1, (report.requestsPerSecond + report.completedPerSecond).max() ?? 1))
         func x(_ second: Int) -> Double { left + Double(second) / Double(max(1, seconds - 1)) * (width - left - right) }
@@ -132,8 +161,10 @@ enum HTMLReport {
         for second in stride(from: 0, to: seconds, by: max(1, seconds / 8)) {
             svg += "<text x=\"\(x(second))\" y=\"\(height - bottom + 15)\" text-anchor=\"middle\">\(second)s</text>"
         }
-        let series = [("requests/s", report.requestsPerSecond, palette[0]),
-                      (report.mode == "http" ? "flows done/s" : "operations/s", report.completedPerSecond, palette[2])]
+        let series = [
+            ("requests/s", report.requestsPerSecond, palette[0]),
+            (report.mode == "http" ? "flows done/s" : "operations/s", report.completedPerSecond, palette[2]),
+        ]
         for (index, (label, values, color)) in series.enumerated() {
             let points = values.enumerated().map { "\(String(format: "%.1f", x($0.offset))),\(String(format: "%.1f", y($0.element)))" }.joined(separator: " ")
             svg += "<polyline fill=\"none\" stroke=\"\(color)\" stroke-width=\"2\" points=\"\(points)\"/>"

@@ -1,6 +1,6 @@
 import Foundation
-import Synchronization
 import RedisClient
+import Synchronization
 
 /// The live progress line: rewritten in place on a terminal, a plain line every 5 s otherwise (stderr).
 final class Progress: Sendable {
@@ -35,7 +35,8 @@ final class Progress: Sendable {
             let started = startedCount.load(ordering: .relaxed)
             let elapsedSeconds = elapsed.seconds
             let done = "\(counters.flowsDone)" + (total.map { "/\($0)" } ?? "")
-            let line = "[" + String(format: "%6.1f", elapsedSeconds) + "s] devices \(done) done, \(started - counters.flowsDone) in flight, "
+            let line =
+                "[" + String(format: "%6.1f", elapsedSeconds) + "s] devices \(done) done, \(started - counters.flowsDone) in flight, "
                 + String(format: "%.0f", rate) + " req/s, \(counters.requests) requests, \(counters.errors) errors"
                 + refreshPart(recorder.refreshCounters)
             write(isTerminal ? "\r\u{1B}[2K" + line : line + "\n")
@@ -44,7 +45,8 @@ final class Progress: Sendable {
     }
 
     private func refreshPart(_ counters: Recorder.RefreshCounters) -> String {
-        counters == Recorder.RefreshCounters() ? ""
+        counters == Recorder.RefreshCounters()
+            ? ""
             : ", refresh: \(counters.rotations) rotations, \(counters.races) racing pairs, \(counters.revocations) revocations"
     }
 

@@ -1,7 +1,7 @@
 import Foundation
 import Histogram
-import Synchronization
 import RedisClient
+import Synchronization
 
 /// One row of the report: an endpoint and what it answered.
 struct MetricKey: Hashable, Sendable, Comparable {

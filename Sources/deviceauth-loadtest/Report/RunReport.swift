@@ -49,16 +49,21 @@ struct RunReport: Sendable, Codable {
 
     var passed: Bool { invariants.allSatisfy(\.passed) }
 
-    init(mode: String, target: String, settings: [String: String], elapsed: Duration, recorder: Recorder,
-         invariants: [InvariantResult], scenarioCounts: [String: Int] = [:], completedPerSecond: [Int]? = nil) {
+    init(
+        mode: String, target: String, settings: [String: String], elapsed: Duration, recorder: Recorder,
+        invariants: [InvariantResult], scenarioCounts: [String: Int] = [:], completedPerSecond: [Int]? = nil
+    ) {
         let snapshot = recorder.snapshot()
-        self.init(mode: mode, target: target, settings: settings, elapsed: elapsed, histograms: snapshot.histograms,
-                  requestsPerSecond: snapshot.requestsPerSecond, completedPerSecond: completedPerSecond ?? snapshot.flowsPerSecond,
-                  invariants: invariants, scenarioCounts: scenarioCounts)
+        self.init(
+            mode: mode, target: target, settings: settings, elapsed: elapsed, histograms: snapshot.histograms,
+            requestsPerSecond: snapshot.requestsPerSecond, completedPerSecond: completedPerSecond ?? snapshot.flowsPerSecond,
+            invariants: invariants, scenarioCounts: scenarioCounts)
     }
 
-    init(mode: String, target: String, settings: [String: String], elapsed: Duration, histograms: [MetricKey: Histogram<UInt64>],
-         requestsPerSecond: [Int], completedPerSecond: [Int], invariants: [InvariantResult], scenarioCounts: [String: Int] = [:]) {
+    init(
+        mode: String, target: String, settings: [String: String], elapsed: Duration, histograms: [MetricKey: Histogram<UInt64>],
+        requestsPerSecond: [Int], completedPerSecond: [Int], invariants: [InvariantResult], scenarioCounts: [String: Int] = [:]
+    ) {
         let snapshot = (histograms: histograms, requestsPerSecond: requestsPerSecond, flowsPerSecond: completedPerSecond)
         let seconds = max(0.001, elapsed.seconds)
         func ms(_ micros: UInt64) -> Double { Double(micros) / 1000 }
@@ -69,10 +74,11 @@ struct RunReport: Sendable, Codable {
         self.elapsedSeconds = seconds
         self.rows = snapshot.histograms.keys.sorted().map { key in
             let histogram = snapshot.histograms[key]!
-            return Row(endpoint: key.endpoint, outcome: key.outcome, count: histogram.totalCount, rate: Double(histogram.totalCount) / seconds,
-                       p50Ms: ms(histogram.valueAtPercentile(50)), p90Ms: ms(histogram.valueAtPercentile(90)),
-                       p99Ms: ms(histogram.valueAtPercentile(99)), p999Ms: ms(histogram.valueAtPercentile(99.9)),
-                       maxMs: ms(histogram.max), meanMs: histogram.mean / 1000)
+            return Row(
+                endpoint: key.endpoint, outcome: key.outcome, count: histogram.totalCount, rate: Double(histogram.totalCount) / seconds,
+                p50Ms: ms(histogram.valueAtPercentile(50)), p90Ms: ms(histogram.valueAtPercentile(90)),
+                p99Ms: ms(histogram.valueAtPercentile(99)), p999Ms: ms(histogram.valueAtPercentile(99.9)),
+                maxMs: ms(histogram.max), meanMs: histogram.mean / 1000)
         }
         var merged: [String: Histogram<UInt64>] = [:]
         for (key, histogram) in snapshot.histograms {
@@ -106,8 +112,9 @@ enum TableReport {
         let totalRequests = report.rows.reduce(0) { $0 + $1.count }
         let completed = report.completedPerSecond.reduce(0, +)
         lines.append("")
-        lines.append("\(report.mode) run: \(fmt(report.elapsedSeconds, 1)) s, \(totalRequests) requests (\(fmt(Double(totalRequests) / report.elapsedSeconds, 1))/s), "
-                     + "\(completed) \(report.mode == "http" ? "device flows" : "operations") completed (\(fmt(Double(completed) / report.elapsedSeconds, 1))/s)")
+        lines.append(
+            "\(report.mode) run: \(fmt(report.elapsedSeconds, 1)) s, \(totalRequests) requests (\(fmt(Double(totalRequests) / report.elapsedSeconds, 1))/s), "
+                + "\(completed) \(report.mode == "http" ? "device flows" : "operations") completed (\(fmt(Double(completed) / report.elapsedSeconds, 1))/s)")
         if !report.scenarioCounts.isEmpty {
             lines.append("scenarios: " + report.scenarioCounts.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
         }
@@ -118,7 +125,8 @@ enum TableReport {
         let widths = header.indices.map { column in ([header] + table).map { $0[column].count }.max() ?? 0 }
         func line(_ cells: [String]) -> String {
             cells.enumerated().map { column, cell in
-                column < 2 ? cell.padding(toLength: widths[column], withPad: " ", startingAt: 0)
+                column < 2
+                    ? cell.padding(toLength: widths[column], withPad: " ", startingAt: 0)
                     : String(repeating: " ", count: widths[column] - cell.count) + cell
             }.joined(separator: "  ")
         }
@@ -127,11 +135,13 @@ enum TableReport {
         lines += table.map(line)
         if let faults = report.faults {
             lines.append("")
-            lines.append("faults: \(faults.unavailableAnswers) x 503 temporarily_unavailable (retried), \(faults.failovers) failovers, "
-                         + "\(faults.pollsWithoutAnswer) polls without answer, \(faults.resentIssues) re-sent device_authorization, "
-                         + "\(faults.resubmittedDecisions) re-submitted decisions; lost after acknowledgement: approvals \(faults.lostApprovals), "
-                         + "denials \(faults.lostDenials), codes \(faults.lostIssues); tokens lost in flight \(faults.tokensLostInFlight); "
-                         + "redemptions forgotten \(faults.redemptionsForgotten); replay probes \(faults.replayProbes) (same token again \(faults.probeRedeliveries), second tokens \(faults.probeTokens)); max latency \(fmt(faults.maxLatencyMs, 1)) ms")
+            lines.append(
+                "faults: \(faults.unavailableAnswers) x 503 temporarily_unavailable (retried), \(faults.failovers) failovers, "
+                    + "\(faults.pollsWithoutAnswer) polls without answer, \(faults.resentIssues) re-sent device_authorization, "
+                    + "\(faults.resubmittedDecisions) re-submitted decisions; lost after acknowledgement: approvals \(faults.lostApprovals), "
+                    + "denials \(faults.lostDenials), codes \(faults.lostIssues); tokens lost in flight \(faults.tokensLostInFlight); "
+                    + "redemptions forgotten \(faults.redemptionsForgotten); replay probes \(faults.replayProbes) (same token again \(faults.probeRedeliveries), second tokens \(faults.probeTokens)); max latency \(fmt(faults.maxLatencyMs, 1)) ms"
+            )
         }
         if let refresh = report.refresh {
             lines.append("")

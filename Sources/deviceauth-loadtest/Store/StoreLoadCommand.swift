@@ -10,11 +10,11 @@ struct StoreLoadCommand: AsyncParsableCommand {
         commandName: "store",
         abstract: "Drive DeviceCodeStore directly (issue, poll, approve or a mix) for a fixed duration.",
         discussion: """
-        poll: polls a pool of pending codes issued up front (interval 0, so every poll runs the full script). \
-        issue: issues codes. approve: issues a code, then approves it (only the approval is timed). \
-        mixed: issue → poll (pending) → approve → poll (redeemed), each timed. Keys use a fresh prefix \
-        and expire by themselves (--lifetime).
-        """
+            poll: polls a pool of pending codes issued up front (interval 0, so every poll runs the full script). \
+            issue: issues codes. approve: issues a code, then approves it (only the approval is timed). \
+            mixed: issue → poll (pending) → approve → poll (redeemed), each timed. Keys use a fresh prefix \
+            and expire by themselves (--lifetime).
+            """
     )
 
     enum Operation: String, ExpressibleByArgument, CaseIterable, Sendable {
@@ -105,12 +105,19 @@ struct StoreLoadCommand: AsyncParsableCommand {
         }
         progressTask.cancel()
         _ = await progressTask.value
-        let report = RunReport(mode: "store", target: url.replacingOccurrences(of: #"//[^@/]*@"#, with: "//***@", options: .regularExpression),
-                               settings: ["op": op.rawValue, "concurrency": "\(concurrency)", "duration": "\(duration) s", "connections": "\(connections)"],
-                               elapsed: ContinuousClock.now - recorder.start, recorder: recorder, invariants: [])
+        let report = RunReport(
+            mode: "store", target: url.replacingOccurrences(of: #"//[^@/]*@"#, with: "//***@", options: .regularExpression),
+            settings: ["op": op.rawValue, "concurrency": "\(concurrency)", "duration": "\(duration) s", "connections": "\(connections)"],
+            elapsed: ContinuousClock.now - recorder.start, recorder: recorder, invariants: [])
         print(TableReport.render(report))
-        if let json { try JSONReport.write(report, to: json); print("JSON report: \(json)") }
-        if let html { try HTMLReport.write(report, to: html); print("HTML report: \(html)") }
+        if let json {
+            try JSONReport.write(report, to: json)
+            print("JSON report: \(json)")
+        }
+        if let html {
+            try HTMLReport.write(report, to: html)
+            print("HTML report: \(html)")
+        }
         let errors = report.rows.filter { !$0.outcome.hasPrefix("ok") }.reduce(0) { $0 + $1.count }
         if errors > 0 { print("\(errors) operations failed") }
     }

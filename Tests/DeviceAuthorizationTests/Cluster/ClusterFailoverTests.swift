@@ -2,10 +2,11 @@ import Foundation
 import RedisClient
 import Synchronization
 import Testing
+
 @testable import DeviceAuthorization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 @Suite("Redis Cluster: failover under load", TestCluster.enabled)
@@ -19,9 +20,13 @@ struct ClusterFailoverTests {
     @Test func flowsCompleteAcrossAPrimaryKillAndNoGrantIsRedeemedTwice() async throws {
         let client = try TestCluster.client { $0.clusterRetryTimeout = .seconds(30) }
         let admin = ClusterAdmin()
-        defer { client.shutdown(); admin.shutdown() }
-        let configuration = DeviceCodeStoreConfiguration(keyPrefix: "fo" + UUID().uuidString.prefix(6).lowercased(),
-                                                         secret: Array("a-test-secret-of-at-least-32-bytes!!".utf8))
+        defer {
+            client.shutdown()
+            admin.shutdown()
+        }
+        let configuration = DeviceCodeStoreConfiguration(
+            keyPrefix: "fo" + UUID().uuidString.prefix(6).lowercased(),
+            secret: Array("a-test-secret-of-at-least-32-bytes!!".utf8))
         let store = DeviceCodeStore(client: client, configuration: configuration)
         let ledger = FlowLedger()
         let flow = DeviceFlow(store: store, ledger: ledger)
@@ -66,6 +71,8 @@ struct ClusterFailoverTests {
         // Only commands in flight at the kill may fail, and only as connection losses.
         let allowed: Set<String> = ["\(RedisError.Code.connectionClosed)", "\(RedisError.Code.timeout)"]
         #expect(Set(counts.errors.keys).isSubset(of: allowed), "errors: \(counts.errors)")
-        Swift.print("failover: killed primary \(victim) (pid \(pid)); replica \(newOwner) promoted; flows: \(counts.completed) complete (\(counts.completedAfterMark) started after the kill), errors \(counts.errors), redeemed-but-reply-lost \(counts.redeemedWithoutReply), lost grants \(counts.lostGrants), lost approvals \(counts.lostApprovals)")
+        Swift.print(
+            "failover: killed primary \(victim) (pid \(pid)); replica \(newOwner) promoted; flows: \(counts.completed) complete (\(counts.completedAfterMark) started after the kill), errors \(counts.errors), redeemed-but-reply-lost \(counts.redeemedWithoutReply), lost grants \(counts.lostGrants), lost approvals \(counts.lostApprovals)"
+        )
     }
 }

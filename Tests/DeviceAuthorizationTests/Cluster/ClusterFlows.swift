@@ -2,6 +2,7 @@ import Foundation
 import RedisClient
 import Synchronization
 import Testing
+
 @testable import DeviceAuthorization
 
 /// What concurrent device flows saw, for the invariants of the resharding and failover tests.
@@ -81,7 +82,7 @@ struct DeviceFlow {
                     try await store.approve(userCode: issued.userCode, userID: "u")
                     approved = true
                 } catch let error as DeviceAuthorizationError where error.code == .alreadyDecided {
-                    approved = true   // an earlier approve ran but its reply was lost
+                    approved = true  // an earlier approve ran but its reply was lost
                 } catch let error as DeviceAuthorizationError where error.code == .notFound {
                     return .lost
                 } catch {

@@ -2,6 +2,7 @@ import Foundation
 import RedisClient
 import Synchronization
 import Testing
+
 @testable import DeviceAuthorization
 
 @Suite("Redis Cluster: resharding under load", TestCluster.enabled)
@@ -14,7 +15,10 @@ struct ClusterReshardingTests {
         try await StoreFixture.onCluster {
             let f = try StoreFixture()
             let admin = ClusterAdmin()
-            defer { f.shutdown(); admin.shutdown() }
+            defer {
+                f.shutdown()
+                admin.shutdown()
+            }
             let ledger = FlowLedger()
             let flow = DeviceFlow(store: f.store, ledger: ledger)
             let flows = Task {
@@ -49,7 +53,7 @@ struct ClusterReshardingTests {
             let target = try #require(primaries.first { $0 != source })
             for slot in slots.sorted() {
                 try await admin.moveSlot(slot, from: source, to: target) {
-                    try await Task.sleep(for: .milliseconds(30))   // let traffic meet the migrating slot
+                    try await Task.sleep(for: .milliseconds(30))  // let traffic meet the migrating slot
                 }
             }
             ledger.stop.store(true, ordering: .relaxed)

@@ -9,8 +9,11 @@ struct ClusterRoutingTests {
         let admin = ClusterAdmin()
         defer { admin.shutdown() }
         let port = try #require(TestCluster.ports.first)
-        let keys = ["foo", "bar", "{user1000}.following", "{user1000}.followers", "a{b}c", "{}x", "x{}{y}",
-                    "{{a}}", "}{a}", "{a", "a}", "da:{3f2a}:d:0123456789abcdef01234567", "da:{3f2a}:u:89ab", "", "é{ü}"]
+        let keys =
+            [
+                "foo", "bar", "{user1000}.following", "{user1000}.followers", "a{b}c", "{}x", "x{}{y}",
+                "{{a}}", "}{a}", "{a", "a}", "da:{3f2a}:d:0123456789abcdef01234567", "da:{3f2a}:u:89ab", "", "é{ü}",
+            ]
             + (0..<200).map { "random-\($0)-\(UUID().uuidString)" }
         for key in keys {
             #expect(RedisHashSlot.slot(of: key) == (try await admin.keySlot(key, port: port)), "slot of \(key)")
@@ -22,7 +25,10 @@ struct ClusterRoutingTests {
     @Test func keysSpreadOverAllThreePrimariesAndEachLivesOnItsSlotsOwner() async throws {
         let client = try TestCluster.client()
         let admin = ClusterAdmin()
-        defer { client.shutdown(); admin.shutdown() }
+        defer {
+            client.shutdown()
+            admin.shutdown()
+        }
         let prefix = "route:\(UUID().uuidString.prefix(8)):"
         let keys = (0..<60).map { "\(prefix)\($0)" }
         for (index, key) in keys.enumerated() { try await client.send("SET", key, index) }
@@ -58,8 +64,10 @@ struct ClusterRoutingTests {
         defer { client.shutdown() }
         let (a, b) = ("cross:a", "cross:b")
         #expect(RedisHashSlot.slot(of: a) != RedisHashSlot.slot(of: b))
-        for command in [RedisCommand("MGET", a, b), RedisCommand("DEL", a, b), RedisCommand("MSET", a, "1", b, "2"),
-                        .evalSHA(RedisScript("return 1"), keys: [a, b], arguments: [])] {
+        for command in [
+            RedisCommand("MGET", a, b), RedisCommand("DEL", a, b), RedisCommand("MSET", a, "1", b, "2"),
+            .evalSHA(RedisScript("return 1"), keys: [a, b], arguments: []),
+        ] {
             let error = await #expect(throws: RedisError.self) { try await client.send(command) }
             #expect(error?.code == .crossSlot, "refused in Swift, not answered CROSSSLOT by Redis: \(String(describing: error))")
         }
@@ -72,7 +80,10 @@ struct ClusterRoutingTests {
     @Test func noscriptIsHandledPerNodeAfterScriptFlushOnOne() async throws {
         let client = try TestCluster.client { $0.scriptCalls = .eval }
         let admin = ClusterAdmin()
-        defer { client.shutdown(); admin.shutdown() }
+        defer {
+            client.shutdown()
+            admin.shutdown()
+        }
         let script = RedisScript("return redis.call('INCR', KEYS[1]) -- noscript test \(UUID().uuidString)")
         // One key per primary.
         var keyOf: [Int: String] = [:]
@@ -98,7 +109,10 @@ struct ClusterRoutingTests {
     @Test func missingFunctionIsLoadedPerNodeAfterFunctionFlushOnOne() async throws {
         let client = try TestCluster.client()
         let admin = ClusterAdmin()
-        defer { client.shutdown(); admin.shutdown() }
+        defer {
+            client.shutdown()
+            admin.shutdown()
+        }
         #expect(client.configuration.scriptCalls == .functions, "functions are the default")
         let script = RedisScript("#!lua\nreturn redis.call('INCR', KEYS[1]) -- function test \(UUID().uuidString)")
         var keyOf: [Int: String] = [:]
@@ -131,7 +145,10 @@ struct ClusterRoutingTests {
     @Test func movedAfterASlotMoveAndAskDuringItAreFollowed() async throws {
         let client = try TestCluster.client()
         let admin = ClusterAdmin()
-        defer { client.shutdown(); admin.shutdown() }
+        defer {
+            client.shutdown()
+            admin.shutdown()
+        }
         let tag = "move-\(UUID().uuidString.prefix(8))"
         let old = "{\(tag)}:old"
         try await client.send("SET", old, "before")

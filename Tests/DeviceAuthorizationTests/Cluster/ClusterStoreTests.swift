@@ -1,6 +1,7 @@
 import Foundation
 import RedisClient
 import Testing
+
 @testable import DeviceAuthorization
 
 /// Every store operation on a Redis Cluster: the single-node suites' own test bodies, run with
@@ -17,7 +18,9 @@ struct ClusterStoreTests {
     @Test func approveAndRedeemOnce() async throws { try await StoreFixture.onCluster { try await LifecycleTests().approveThenPollRedeemsExactlyOnce() } }
     @Test func deny() async throws { try await StoreFixture.onCluster { try await LifecycleTests().denyReachesTheDeviceAndIsFinal() } }
     @Test func secondApproval() async throws { try await StoreFixture.onCluster { try await LifecycleTests().secondApprovalByAnyoneFailsAndChangesNothing() } }
-    @Test func wrongClientAndMalformedCodes() async throws { try await StoreFixture.onCluster { try await LifecycleTests().wrongClientAndMalformedCodesGetInvalidGrantAndChangeNothing() } }
+    @Test func wrongClientAndMalformedCodes() async throws {
+        try await StoreFixture.onCluster { try await LifecycleTests().wrongClientAndMalformedCodesGetInvalidGrantAndChangeNothing() }
+    }
     @Test func ttlExpiry() async throws { try await StoreFixture.onCluster { try await LifecycleTests().expiryThenGraceThenGone() } }
 
     // The reference model: find, checkRateLimit, updatePollTime, authorize/deny on DeviceCode.
@@ -28,7 +31,9 @@ struct ClusterStoreTests {
     @Test func onTimePolls() async throws { try await StoreFixture.onCluster { try await SlowDownTests().onTimePollsNeverGetSlowDown() } }
 
     // Concurrency: redemption exactly once, one decision, no lost interval increase.
-    @Test func redemptionExactlyOnceUnderConcurrency() async throws { try await StoreFixture.onCluster { try await RacesTests().twoHundredConcurrentPollsThroughFourNodesRedeemOnce() } }
+    @Test func redemptionExactlyOnceUnderConcurrency() async throws {
+        try await StoreFixture.onCluster { try await RacesTests().twoHundredConcurrentPollsThroughFourNodesRedeemOnce() }
+    }
     @Test func approveDenyRace() async throws { try await StoreFixture.onCluster { try await RacesTests().approveAndDenyRacingOnOneCodeHaveOneWinnerTheDeviceSees() } }
     @Test func intervalIncreasesUnderConcurrency() async throws { try await StoreFixture.onCluster { try await RacesTests().concurrentEarlyPollsNeverLoseAnIntervalIncrease() } }
 
@@ -38,7 +43,9 @@ struct ClusterStoreTests {
     @Test func globalBruteForceBudget() async throws { try await StoreFixture.onCluster { try await AtRestAndBruteForceTests().theGlobalBudgetStopsDistributedGuessing() } }
 
     // Exact guess limits: the {bf} counters and the grant are in different slots (two scripts).
-    @Test func exactCallerLimit() async throws { try await StoreFixture.onCluster { try await ExactLimitsTests().perCallerLimitTenOf300ConcurrentWrongCodesAreAnsweredAndCorrectOnesPassFree() } }
+    @Test func exactCallerLimit() async throws {
+        try await StoreFixture.onCluster { try await ExactLimitsTests().perCallerLimitTenOf300ConcurrentWrongCodesAreAnsweredAndCorrectOnesPassFree() }
+    }
     @Test func exactUserLimit() async throws { try await StoreFixture.onCluster { try await ExactLimitsTests().perUserLimitTenOf300ConcurrentWrongCodesFrom300Addresses() } }
     @Test func exactGlobalLimit() async throws { try await StoreFixture.onCluster { try await ExactLimitsTests().globalLimitTenOf300ConcurrentWrongCodesFrom300Addresses() } }
 

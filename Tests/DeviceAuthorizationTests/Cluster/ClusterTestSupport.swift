@@ -3,7 +3,7 @@ import RedisClient
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The test Redis Cluster that `make test-cluster` starts (Tests/Support/with-redis-cluster.sh):
@@ -102,8 +102,10 @@ struct ClusterAdmin {
     /// `keyByKey`, so a grant's two keys are split between the nodes for a moment), then
     /// `SETSLOT NODE` on the target, the source and every other primary.
     /// - Parameter whileMigrating: runs after the slot is marked migrating, before keys move.
-    func moveSlot(_ slot: Int, from source: Int, to target: Int, keyByKey: Bool = true,
-                  whileMigrating: () async throws -> Void = {}) async throws {
+    func moveSlot(
+        _ slot: Int, from source: Int, to target: Int, keyByKey: Bool = true,
+        whileMigrating: () async throws -> Void = {}
+    ) async throws {
         let sourceID = try await id(source)
         let targetID = try await id(target)
         try await node(target).send("CLUSTER", "SETSLOT", slot, "IMPORTING", sourceID)
