@@ -8,7 +8,7 @@ APT_PACKAGES := $(RUN_APT_PACKAGES) redis-sentinel redis-tools python3 python3-p
 E2E_APT_PACKAGES := chromium chromium-driver wrk
 E2E_PIP_PACKAGES := oauthlib requests selenium
 
-.PHONY: run test test-cluster deps run-deps e2e-deps build build-release bench loadtest loadtest-closed clean lint format
+.PHONY: run test test-cluster deps run-deps e2e-deps build build-release bench loadtest loadtest-closed clean lint format unit
 
 # $(call apt_install,PACKAGES): installs those of the Debian packages that are missing (one
 # `apt-get update` only when something is).
@@ -47,6 +47,11 @@ lint:
 
 format:
 	$(SWIFT) format format --in-place --recursive Sources Tests Package.swift
+
+# The server-free tests (Tests/UnitTests: codes, parsers, script replies, URLs, cluster routing):
+# no Redis, no sockets, seconds. make test runs them with everything else.
+unit: build
+	$(SWIFT) test --skip-build --filter UnitTests
 
 test: lint build e2e-deps
 	DEVICEAUTH_REQUIRE_E2E=1 Tests/Support/with-redis.sh $(SWIFT) test --skip-build

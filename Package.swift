@@ -138,6 +138,16 @@ let package = Package(
             path: "Tests/TestProcesses",
             swiftSettings: swiftSettings
         ),
+        // Server-free tests (no Redis, no sockets): codes, parsers, script replies, URLs, cluster
+        // slots and redirect handling. `make unit` runs them alone, in seconds.
+        .testTarget(
+            name: "UnitTests",
+            dependencies: [
+                "RedisClient", "DeviceAuthorization", "DeviceAuthorizationHTTP",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "RedisClientTests",
             dependencies: ["RedisClient", "TestProcesses"],

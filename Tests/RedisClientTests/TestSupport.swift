@@ -164,16 +164,6 @@ final class ClosingListener: @unchecked Sendable {
     }
 }
 
-/// Expects `url` to be refused with ``RedisError/Code/invalidURL`` and a message containing `reason`.
-func expectInvalidURL(_ url: String, saying reason: String, sourceLocation: SourceLocation = #_sourceLocation) {
-    #expect(sourceLocation: sourceLocation) {
-        _ = try RedisClientConfiguration(url: url)
-    } throws: { error in
-        guard let error = error as? RedisError else { return false }
-        return error.code == .invalidURL && error.message.contains(reason)
-    }
-}
-
 /// Expects `body` to throw a ``RedisError`` and returns it.
 func expectRedisError(_ body: () async throws -> Void, sourceLocation: SourceLocation = #_sourceLocation) async -> RedisError? {
     do {
