@@ -66,6 +66,7 @@ test: lint build e2e-deps
 	.build/debug/deviceauth-bench store --duration 0.5 --warmup 0.2 --concurrency 16
 	.build/debug/deviceauth-bench refresh --duration 0.5 --warmup 0.2 --concurrency 16 --families 1000
 	.build/debug/deviceauth-bench http --duration 1 --rounds 1
+	.build/debug/deviceauth-bench json --iterations 200 --rounds 1
 	.build/debug/deviceauth-bench durability --duration 0.5 --warmup 0.2
 	python3 Tests/Bench/flow_bench.py --build .build/debug --duration 2 --concurrency 20 --memory-devices 100 --store-duration 0.5
 	@echo "--- load-test smoke run (Redis + 3 API nodes, 300 devices, debug build)"
@@ -130,6 +131,7 @@ bench: build-release
 	.build/release/deviceauth-bench store
 	.build/release/deviceauth-bench store --callers event-loop
 	.build/release/deviceauth-bench refresh
+	.build/release/deviceauth-bench json
 	.build/release/deviceauth-bench http --duration 10 --rounds 3
 	.build/release/deviceauth-bench durability
 	python3 Tests/Bench/flow_bench.py --build .build/release

@@ -15,7 +15,10 @@ struct DeviceAuthBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "deviceauth-bench",
         abstract: "Benchmarks for deviceauth, each measured against a baseline in the same run.",
-        subcommands: [ClientBenchmark.self, StoreBenchmark.self, HTTPBenchmark.self, ClusterBenchmark.self, FormBenchmark.self, RefreshBenchmark.self, DurabilityBenchmark.self]
+        subcommands: [
+            ClientBenchmark.self, StoreBenchmark.self, HTTPBenchmark.self, ClusterBenchmark.self, FormBenchmark.self, JSONBenchmark.self, RefreshBenchmark.self,
+            DurabilityBenchmark.self,
+        ]
     )
 
     /// `DEVICEAUTH_BENCH_NIO_EXECUTOR=1` makes NIO's event loops Swift's global executor first, so

@@ -49,14 +49,10 @@ struct OAuthController: Sendable {
                 verificationURI + "?user_code="
                 + (issued.userCode.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? issued.userCode)
                 .replacingOccurrences(of: "%2D", with: "-")
-            return JSONResponse.make(object: [
-                "device_code": issued.deviceCode,
-                "user_code": issued.userCode,
-                "verification_uri": verificationURI,
-                "verification_uri_complete": complete,
-                "expires_in": issued.expiresIn,
-                "interval": issued.interval,
-            ])
+            return JSONResponse.make(
+                body: DeviceAuthorizationBody(
+                    deviceCode: issued.deviceCode, userCode: issued.userCode, verificationURI: verificationURI,
+                    verificationURIComplete: complete, expiresIn: issued.expiresIn, interval: issued.interval))
         } catch {
             return oauthErrorResponse(error, context)
         }
@@ -242,9 +238,9 @@ struct OAuthController: Sendable {
             context.logger.error("token issuer failed after redemption", metadata: ["grant_id": "\(tokenRequest.grantID)", "error": "\(type(of: error))"])
             throw OAuthError.serverError
         }
-        var body: [String: Any] = ["access_token": token.accessToken, "token_type": token.tokenType, "expires_in": token.expiresIn]
-        if !token.scopes.isEmpty { body["scope"] = token.scopes.joined(separator: " ") }
-        if let refreshToken { body["refresh_token"] = refreshToken }
+        let body = TokenBody(
+            accessToken: token.accessToken, tokenType: token.tokenType, expiresIn: token.expiresIn,
+            scope: token.scopes.isEmpty ? nil : token.scopes.joined(separator: " "), refreshToken: refreshToken)
         return (JSONResponse.encode(body), token.tokenID)
     }
 

@@ -80,9 +80,7 @@ public struct OAuthError: Error, Sendable, Equatable {
 
     /// The JSON response.
     var response: Response {
-        var object: [String: Any] = ["error": code, "error_description": description]
-        for (key, value) in extra { object[key] = value }
-        var response = JSONResponse.make(status: status, object: object)
+        var response = JSONResponse.make(status: status, body: ErrorBody(error: code, description: description, extra: extra))
         for (name, value) in headers {
             if let field = HTTPField.Name(name) { response.headers[field] = value }
         }
@@ -118,80 +116,5 @@ extension OAuthError: HTTPResponseError {
             logger.error("unexpected error", metadata: ["error": "\(error)"])
             return OAuthError.serverError.response
         }
-    }
-}
-
-/// JSON responses with `Cache-Control: no-store` (RFC 6749 §5.1).
-enum JSONResponse {
-    static func make(status: HTTPResponse.Status = .ok, object: [String: Any]) -> Response {
-        make(status: status, bytes: encode(object))
-    }
-
-    /// A body already encoded (``encode(_:)``), for example a token answer sent again.
-    static func make(status: HTTPResponse.Status = .ok, bytes: [UInt8]) -> Response {
-        Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
-    }
-
-    static func encode(_ object: [String: Any]) -> [UInt8] {
-        if let flat = JSONWriter.flatObject(object) { return Array(flat.utf8) }
-        return Array((try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8))
-    }
-
-    /// `Content-Type`, `Cache-Control: no-store`, `Pragma: no-cache` and `nosniff` (built once:
-    /// ``SecurityHeadersMiddleware`` then finds `nosniff` present and leaves these shared fields
-    /// uncopied on every poll).
-    static let headers: HTTPFields = {
-        var headers = HTTPFields()
-        headers[.contentType] = "application/json; charset=utf-8"
-        headers[.cacheControl] = "no-store"
-        headers[.pragma] = "no-cache"
-        headers[.xContentTypeOptions] = "nosniff"
-        return headers
-    }()
-}
-
-/// Writes the flat JSON objects of the OAuth endpoints (string, integer, boolean and string-array
-/// values, keys sorted) without Foundation's `JSONSerialization`, which dominated the token
-/// endpoint's CPU profile. Anything else returns `nil` and goes to `JSONSerialization`.
-enum JSONWriter {
-    static func flatObject(_ object: [String: Any]) -> String? {
-        var out = "{"
-        for (index, key) in object.keys.sorted().enumerated() {
-            if index > 0 { out += "," }
-            appendString(key, to: &out)
-            out += ":"
-            switch object[key] {
-            case let value as String: appendString(value, to: &out)
-            case let value as Int: out += String(value)
-            case let value as Bool: out += value ? "true" : "false"
-            case let values as [String]:
-                out += "["
-                for (position, value) in values.enumerated() {
-                    if position > 0 { out += "," }
-                    appendString(value, to: &out)
-                }
-                out += "]"
-            default: return nil
-            }
-        }
-        return out + "}"
-    }
-
-    static func appendString(_ value: String, to out: inout String) {
-        out += "\""
-        for scalar in value.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        out += "\""
     }
 }

@@ -59,25 +59,20 @@ extension OAuthController {
             guard token.utf8.count <= 8192 else { return Self.inactive }
             if refreshTokens.familyKey(forToken: token) != nil {
                 guard let info = try await refreshTokens.introspect(refreshToken: token) else { return Self.inactive }
-                var body: [String: Any] = [
-                    "active": true, "token_type": "refresh_token", "client_id": info.clientID, "sub": info.userID,
-                    "iat": Int(info.issuedAt.timeIntervalSince1970), "exp": Int(info.expiresAt.timeIntervalSince1970), "iss": configuration.issuer,
-                    "sid": info.familyID,
-                ]
-                if !info.scopes.isEmpty { body["scope"] = info.scopes.joined(separator: " ") }
-                return JSONResponse.make(object: body)
+                let body = IntrospectionBody(
+                    active: true, tokenType: "refresh_token", clientID: info.clientID, subject: info.userID,
+                    issuedAt: Int(info.issuedAt.timeIntervalSince1970), expiresAt: Int(info.expiresAt.timeIntervalSince1970), issuer: configuration.issuer,
+                    scope: info.scopes.isEmpty ? nil : info.scopes.joined(separator: " "), sessionID: info.familyID)
+                return JSONResponse.make(body: body)
             }
             guard let access = await tokens.verifyToken(token),
                 try await !refreshTokens.isAccessTokenRevoked(tokenID: access.tokenID, familyID: access.familyID)
             else { return Self.inactive }
-            var body: [String: Any] = [
-                "active": true, "token_type": "Bearer", "client_id": access.clientID, "sub": access.userID, "jti": access.tokenID,
-                "iat": Int(access.issuedAt.timeIntervalSince1970), "exp": Int(access.expiresAt.timeIntervalSince1970), "iss": access.issuer,
-                "aud": access.audience,
-            ]
-            if !access.scopes.isEmpty { body["scope"] = access.scopes.joined(separator: " ") }
-            if let familyID = access.familyID { body["sid"] = familyID }
-            return JSONResponse.make(object: body)
+            let body = IntrospectionBody(
+                active: true, tokenType: "Bearer", clientID: access.clientID, subject: access.userID, tokenID: access.tokenID,
+                issuedAt: Int(access.issuedAt.timeIntervalSince1970), expiresAt: Int(access.expiresAt.timeIntervalSince1970), issuer: access.issuer,
+                audience: access.audience, scope: access.scopes.isEmpty ? nil : access.scopes.joined(separator: " "), sessionID: access.familyID)
+            return JSONResponse.make(body: body)
         } catch {
             return oauthErrorResponse(error, context)
         }
@@ -86,8 +81,8 @@ extension OAuthController {
     static var notYourToken: OAuthError { OAuthError("unauthorized_client", "the token was issued to another client") }
 
     /// RFC 7009 §2.2: 200 with no content to speak of.
-    static var emptyOK: Response { JSONResponse.make(object: [:]) }
+    static var emptyOK: Response { JSONResponse.make(body: EmptyBody()) }
 
     /// RFC 7662 §2.2: nothing but `active: false` for a token that is not active, whatever the reason.
-    static var inactive: Response { JSONResponse.make(object: ["active": false]) }
+    static var inactive: Response { JSONResponse.make(body: IntrospectionBody.inactive) }
 }

@@ -17,7 +17,7 @@ struct OperationsController: Sendable {
     func addRoutes(to router: Router<DeviceAuthorizationRequestContext>) {
         router.get("/.well-known/oauth-authorization-server") { _, _ in self.serverMetadata() }
         router.get("/.well-known/jwks.json") { _, _ in await self.jwks() }
-        router.get("/healthz") { _, _ in JSONResponse.make(object: ["status": "ok"]) }
+        router.get("/healthz") { _, _ in JSONResponse.make(body: StatusBody(status: "ok")) }
         router.get("/readyz") { _, context in await self.readiness(context) }
         if configuration.metricsOnMainListener { addMetricsRoute(to: router) }
         router.get("/openapi.json") { _, _ in self.openAPIResponse() }
@@ -29,24 +29,24 @@ struct OperationsController: Sendable {
 
     func serverMetadata() -> Response {
         let base = configuration.publicBaseURL
-        return JSONResponse.make(object: [
-            "issuer": configuration.issuer,
-            "device_authorization_endpoint": base + "/oauth/device_authorization",
-            "token_endpoint": base + "/oauth/token",
-            "jwks_uri": base + "/.well-known/jwks.json",
-            "grant_types_supported": [DeviceAuthorizationRoutes.deviceCodeGrantType, DeviceAuthorizationRoutes.refreshTokenGrantType],
-            "response_types_supported": [String](),
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-            "revocation_endpoint": base + "/oauth/revoke",
-            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-            "introspection_endpoint": base + "/oauth/introspect",
-            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        ])
+        return JSONResponse.make(
+            body: ServerMetadataBody(
+                issuer: configuration.issuer,
+                deviceAuthorizationEndpoint: base + "/oauth/device_authorization",
+                tokenEndpoint: base + "/oauth/token",
+                jwksURI: base + "/.well-known/jwks.json",
+                grantTypesSupported: [DeviceAuthorizationRoutes.deviceCodeGrantType, DeviceAuthorizationRoutes.refreshTokenGrantType],
+                responseTypesSupported: [],
+                tokenEndpointAuthMethodsSupported: ["client_secret_basic", "client_secret_post", "none"],
+                revocationEndpoint: base + "/oauth/revoke",
+                revocationEndpointAuthMethodsSupported: ["client_secret_basic", "client_secret_post", "none"],
+                introspectionEndpoint: base + "/oauth/introspect",
+                introspectionEndpointAuthMethodsSupported: ["client_secret_basic", "client_secret_post"]))
     }
 
     func jwks() async -> Response {
         guard let set = try? await tokens.jsonWebKeySet() else {
-            return JSONResponse.make(status: .notFound, object: ["error": "not_found", "error_description": "this server publishes no keys"])
+            return JSONResponse.make(status: .notFound, body: ErrorBody(error: "not_found", description: "this server publishes no keys"))
         }
         var response = JSONResponse.make(object: set)
         response.headers[.contentType] = "application/jwk-set+json"
@@ -57,10 +57,10 @@ struct OperationsController: Sendable {
         do {
             let reply = try await redis.send("PING")
             guard reply.string == "PONG" else { throw RedisError(.protocolError, "unexpected PING reply") }
-            return JSONResponse.make(object: ["status": "ready", "redis": "ok"])
+            return JSONResponse.make(body: StatusBody(status: "ready", redis: "ok"))
         } catch {
             context.logger.warning("readiness check failed: Redis unreachable", metadata: ["error": "\(error)"])
-            var response = JSONResponse.make(status: .serviceUnavailable, object: ["status": "unavailable", "redis": "unreachable"])
+            var response = JSONResponse.make(status: .serviceUnavailable, body: StatusBody(status: "unavailable", redis: "unreachable"))
             response.headers[.retryAfter] = "5"
             return response
         }
