@@ -5,6 +5,7 @@ import HummingbirdTesting
 import NIOCore
 import NIOPosix
 import RedisClient
+import TestProcesses
 import Testing
 
 /// The server's connection handling (`HTTPServerBuilder.deviceAuthorization`, what
@@ -41,7 +42,7 @@ struct EventLoopAffinityTests {
     @Test(arguments: [true, false])
     func handlersStayOnTheConnectionsLoop(onEventLoops: Bool) async throws {
         // One connection per loop, as the server has by default: each loop finds its own.
-        var configuration = try RedisClientConfiguration(url: try #require(ProcessInfo.processInfo.environment["REDIS_URL"], "REDIS_URL is set by Tests/Support/with-redis.sh"))
+        var configuration = try RedisClientConfiguration(url: TestEnvironment.redisURL)
         configuration.connectionCount = ServerOptions.defaultRedisConnections
         let redis = RedisClient(configuration: configuration)
         defer { redis.shutdown() }

@@ -8,6 +8,7 @@ import Metrics
 import NIOCore
 import Prometheus
 import RedisClient
+import TestProcesses
 import Testing
 
 /// One Prometheus registry for the whole test process: `MetricsSystem` can be bootstrapped once.
@@ -69,9 +70,7 @@ struct HTTPFixture {
         configureHTTP: (inout DeviceAuthorizationHTTPConfiguration) -> Void = { _ in }
     ) async throws {
         _ = TestMetrics.shared
-        guard let url = redisURL ?? ProcessInfo.processInfo.environment["REDIS_URL"] else {
-            fatalError("REDIS_URL is not set: run the tests through Tests/Support/with-redis.sh")
-        }
+        let url = redisURL ?? TestEnvironment.redisURL
         var redisConfiguration = try RedisClientConfiguration(url: url)
         redisConfiguration.connectTimeout = .milliseconds(500)
         redisConfiguration.commandTimeout = .seconds(2)

@@ -1,5 +1,6 @@
 import Foundation
 import RedisClient
+import TestProcesses
 import Testing
 
 @testable import DeviceAuthorization

@@ -1,5 +1,6 @@
 import Foundation
 import RedisClient
+import TestProcesses
 import Testing
 
 @testable import DeviceAuthorization
@@ -8,7 +9,7 @@ import Testing
 struct RequestRateLimiterTests {
     /// A Redis client of its own, as a second API node would have.
     static func secondNodeClient() throws -> RedisClient {
-        try RedisClient(url: ProcessInfo.processInfo.environment["REDIS_URL"]!)
+        try RedisClient(url: TestEnvironment.redisURL)
     }
 
     static func limiter(_ f: StoreFixture, client: RedisClient? = nil, capacity: Int = 10_000) -> RequestRateLimiter {

@@ -1,5 +1,6 @@
 import Foundation
 import RedisClient
+import TestProcesses
 import Testing
 
 @testable import DeviceAuthorization
@@ -16,7 +17,7 @@ struct StoreFixture {
     let serverURL: String
 
     /// The URL fixtures connect to: REDIS_URL, or the cluster's inside ``onCluster(_:)``.
-    @TaskLocal static var redisURL: String? = ProcessInfo.processInfo.environment["REDIS_URL"]
+    @TaskLocal static var redisURL: String? = TestEnvironment.redisURLIfSet
 
     /// Runs `body` (typically another suite's test method) with every fixture on the test cluster.
     static func onCluster(_ body: () async throws -> Void) async throws {

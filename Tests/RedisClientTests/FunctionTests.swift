@@ -1,5 +1,6 @@
 import Foundation
 import RedisClient
+import TestProcesses
 import Testing
 
 /// Scripts as Redis 7 functions (the default ``RedisScriptCalls/functions``): `FCALL` with the

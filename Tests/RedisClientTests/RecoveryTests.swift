@@ -1,6 +1,7 @@
 import Foundation
 import RedisClient
 import Synchronization
+import TestProcesses
 import Testing
 
 @Suite("Recovery: timeouts, killed connections, restarts, flushed scripts")

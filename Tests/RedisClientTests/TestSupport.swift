@@ -9,14 +9,9 @@ import Testing
 
 /// The shared test server that `make test` starts (Tests/Support/with-redis.sh).
 enum TestRedis {
-    static var url: String {
-        guard let url = ProcessInfo.processInfo.environment["REDIS_URL"] else {
-            fatalError("REDIS_URL is not set: run the tests with `make test`, which starts redis-server")
-        }
-        return url
-    }
+    static var url: String { TestEnvironment.redisURL }
 
-    static var port: Int { Int(ProcessInfo.processInfo.environment["REDIS_PORT"] ?? "") ?? 6379 }
+    static var port: Int { TestEnvironment.redisPort }
 
     static func client(connections: Int = 2, commandTimeout: Duration = .seconds(5)) throws -> RedisClient {
         var configuration = try RedisClientConfiguration(url: url)
@@ -29,57 +24,13 @@ enum TestRedis {
     static func prefix(_ name: String = #function) -> String { "test:\(UUID().uuidString.prefix(8)):" }
 }
 
-/// A private `redis-server` for tests that stop, restart or block the server.
-final class PrivateRedisServer: @unchecked Sendable {
-    let port: Int
-    let directory: URL
-    private var process: Process?
+/// A private `redis-server` of Debian's (these suites also run in `make test-valkey`, whose
+/// `REDIS_SERVER_BIN` is Valkey's): ``RedisServerProcess``.
+typealias PrivateRedisServer = RedisServerProcess
 
-    /// Extra `redis-server` arguments, kept across ``start()``s; ``tlsArguments`` with TLS.
-    var arguments: [String]
-    /// TLS only (`--port 0 --tls-port <port>` and these certificate options), when set.
-    var tlsArguments: [String]?
-
-    init(port: Int? = nil, arguments: [String] = [], tlsArguments: [String]? = nil) async throws {
-        self.port = try port ?? freeLoopbackPort()
-        self.arguments = arguments
-        self.tlsArguments = tlsArguments
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("deviceauth-private-redis-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        try await start()
-    }
-
-    var url: String { "redis://127.0.0.1:\(port)" }
-
-    func start() async throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
-        let listen = tlsArguments.map { ["--port", "0", "--tls-port", "\(port)"] + $0 } ?? ["--port", "\(port)"]
-        process.arguments =
-            ["--bind", "127.0.0.1"] + listen + [
-                "--dir", directory.path,
-                "--save", "", "--appendonly", "no", "--enable-debug-command", "local",
-                "--logfile", directory.appendingPathComponent("redis.log").path,
-            ] + arguments
-        try process.run()
-        self.process = process
-        guard try await waitUntilListening(port: port, process: process, attempts: 200) else {
-            throw RedisError(.connectionFailed, "private redis-server did not start on port \(port)")
-        }
-    }
-
-    func stop() {
-        guard let process, process.isRunning else { return }
-        // SIGKILL: the test process may block SIGTERM for its children, and a crash-stop is
-        // what these tests want to survive anyway.
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-        self.process = nil
-    }
-
-    deinit {
-        stop()
-        try? FileManager.default.removeItem(at: directory)
+extension RedisServerProcess {
+    convenience init(port: Int? = nil, arguments: [String] = [], tlsArguments: [String]? = nil) async throws {
+        try await self.init(port: port, arguments: arguments, tlsArguments: tlsArguments, executable: "/usr/bin/redis-server")
     }
 }
 
