@@ -178,3 +178,24 @@ struct ServerMetadataBody: Encodable {
 
 /// RFC 7009 §2.2: a 200 with an empty object.
 struct EmptyBody: Encodable {}
+
+/// The endpoints' bodies for `deviceauth-bench json`, encoded exactly as the endpoints do. Not API.
+@_spi(Benchmarks)
+public enum JSONBodyBenchmark {
+    public static func deviceAuthorization(deviceCode: String, userCode: String, verificationURI: String, complete: String, expiresIn: Int, interval: Int)
+        -> [UInt8]
+    {
+        JSONResponse.encode(
+            DeviceAuthorizationBody(
+                deviceCode: deviceCode, userCode: userCode, verificationURI: verificationURI, verificationURIComplete: complete,
+                expiresIn: expiresIn, interval: interval))
+    }
+
+    public static func token(accessToken: String, tokenType: String, expiresIn: Int, scope: String?, refreshToken: String?) -> [UInt8] {
+        JSONResponse.encode(TokenBody(accessToken: accessToken, tokenType: tokenType, expiresIn: expiresIn, scope: scope, refreshToken: refreshToken))
+    }
+
+    public static func error(_ code: String, _ description: String) -> [UInt8] {
+        JSONResponse.encode(ErrorBody(error: code, description: description))
+    }
+}

@@ -219,15 +219,7 @@ struct HTTPLoadCommand: AsyncParsableCommand {
             throw error
         }
         try await http.shutdown()
-        print(TableReport.render(outcome.report))
-        if let json {
-            try JSONReport.write(outcome.report, to: json)
-            print("JSON report: \(json)")
-        }
-        if let html {
-            try HTMLReport.write(outcome.report, to: html)
-            print("HTML report: \(html)")
-        }
+        try writeReports(outcome.report)
         if outcome.failed { throw ExitCode.failure }
     }
 
