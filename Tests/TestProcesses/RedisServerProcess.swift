@@ -60,9 +60,8 @@ public final class RedisServerProcess: @unchecked Sendable {
             do {
                 try await start()
                 return
-            } catch let error as TestProcessError where port == nil && attempt < 3 {
+            } catch is TestProcessError where port == nil && attempt < 3 {
                 // The free port was taken before the server bound it: another one.
-                _ = error
                 attempt += 1
                 self.port = try freeLoopbackPort()
             }

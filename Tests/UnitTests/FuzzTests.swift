@@ -102,11 +102,11 @@ struct FuzzTests {
         }
         for length in 0..<200 {
             let bytes = (0..<length).map { _ in UInt8.random(in: 0...255, using: &rng) }
-            let text = DeviceCodeFormat.base64URL(bytes)
+            let text = Base64URL.encode(bytes)
             var padded = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
             while padded.count % 4 != 0 { padded += "=" }
             #expect(Data(base64Encoded: padded).map(Array.init) == bytes)
-            #expect(DeviceCodeFormat.base64URLDecode(text.utf8) == bytes)
+            #expect(Base64URL.decode(text.utf8) == bytes)
         }
     }
 

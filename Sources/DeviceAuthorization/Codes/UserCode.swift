@@ -63,11 +63,6 @@ public enum DeviceCodeFormat {
     /// The decoded bytes of a well-formed device code, or `nil`.
     static func bytes(of deviceCode: String) -> [UInt8]? {
         guard deviceCode.utf8.count == length else { return nil }
-        return base64URLDecode(deviceCode.utf8)
+        return Base64URL.decode(deviceCode.utf8)
     }
-
-    /// Bytes of unpadded base64url text, or `nil` (``Base64URL/decode(_:)``).
-    static func base64URLDecode(_ text: String.UTF8View) -> [UInt8]? { Base64URL.decode(text) }
-
-    static func base64URL(_ bytes: [UInt8]) -> String { Base64URL.encode(bytes) }
 }

@@ -50,7 +50,7 @@ struct KeySchema: Sendable {
     func makeDeviceCode(tag: String, id: String) -> (code: String, digest: String) {
         let random = randomBytes(DeviceCodeFormat.randomBytes)
         let (pad, digest) = padAndDigest(random)
-        return (DeviceCodeFormat.base64URL(random + zip(hexBytes(tag + id), pad).map { $0 ^ $1 }), digest)
+        return (Base64URL.encode(random + zip(hexBytes(tag + id), pad).map { $0 ^ $1 }), digest)
     }
 
     /// The record coordinates a device code carries and its digest (one HMAC), or `nil` when it
@@ -77,7 +77,7 @@ struct KeySchema: Sendable {
         let mac = Array(hmac.finalize())
         return (
             Array(mac[0..<DeviceCodeFormat.coordinateBytes]),
-            DeviceCodeFormat.base64URL(Array(mac[DeviceCodeFormat.coordinateBytes..<DeviceCodeFormat.coordinateBytes + 8]))
+            Base64URL.encode(Array(mac[DeviceCodeFormat.coordinateBytes..<DeviceCodeFormat.coordinateBytes + 8]))
         )
     }
 
@@ -184,7 +184,7 @@ struct KeySchema: Sendable {
     func grant(_ grantID: String) -> (key: String, digest: String)? {
         let utf8 = Array(grantID.utf8)
         guard utf8.count == 4 + 16 + 11, utf8[0..<20].allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }),
-            DeviceCodeFormat.base64URLDecode(String(decoding: utf8[20...], as: UTF8.self).utf8) != nil
+            Base64URL.decode(String(decoding: utf8[20...], as: UTF8.self).utf8) != nil
         else { return nil }
         return (
             deviceKey(tag: String(decoding: utf8[0..<4], as: UTF8.self), id: String(decoding: utf8[4..<20], as: UTF8.self)),

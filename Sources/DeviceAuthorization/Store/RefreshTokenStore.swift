@@ -233,8 +233,8 @@ public final class RefreshTokenStore: Sendable {
 
     /// `<family>.<random>.<mac>`: 16 hex, 43 and 22 base64url characters.
     func makeToken(familyID: String) -> String {
-        let random = DeviceCodeFormat.base64URL(randomBytes(32))
-        return familyID + "." + random + "." + DeviceCodeFormat.base64URL(keys.refreshTokenMAC(familyID: familyID, random: random))
+        let random = Base64URL.encode(randomBytes(32))
+        return familyID + "." + random + "." + Base64URL.encode(keys.refreshTokenMAC(familyID: familyID, random: random))
     }
 
     /// The family id of a token this deployment issued (its MAC checks), else `nil`.
@@ -243,7 +243,7 @@ public final class RefreshTokenStore: Sendable {
         guard parts.count == 3, parts[0].utf8.count == 16, parts[1].utf8.count == 43, parts[2].utf8.count == 22,
             parts[0].utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) })
         else { return nil }
-        let expected = DeviceCodeFormat.base64URL(keys.refreshTokenMAC(familyID: parts[0], random: parts[1]))
+        let expected = Base64URL.encode(keys.refreshTokenMAC(familyID: parts[0], random: parts[1]))
         guard KeySchema.macsEqual(String(parts[2]), expected) else { return nil }
         return String(parts[0])
     }

@@ -136,7 +136,7 @@ public enum DeviceAuthorizationServer {
             secret = try SecretFile.read(path, setting: options.secretFile != nil ? "--secret-file" : "secret_file", minimumLength: 32)
         } else if development {
             logger.warning("No secret configured: using a random one; codes and sessions do not survive a restart")
-            secret = secureRandomBytes(32)
+            secret = randomBytes(32)
         } else {
             throw DeviceAuthorizationHTTPError(
                 .invalidConfiguration,

@@ -1,9 +1,6 @@
 import DeviceAuthorization
 import Foundation
 
-/// Random bytes from the system's secure generator (``randomBytes(_:)``).
-func secureRandomBytes(_ count: Int) -> [UInt8] { randomBytes(count) }
-
 extension Data {
     /// base64url without padding (RFC 4648 §5), as JOSE and cookies want it.
     var base64URLEncoded: String { Base64URL.encode(self) }

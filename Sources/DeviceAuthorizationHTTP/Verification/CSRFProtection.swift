@@ -96,7 +96,7 @@ struct CSRFProtection: Sendable {
     }
 
     private func freshNonce() -> (String, Cookie) {
-        let nonce = Data(secureRandomBytes(32)).base64URLEncoded
+        let nonce = Data(randomBytes(32)).base64URLEncoded
         // Path=/ and no Domain: required by `__Host-`, and the same cookie serves every page.
         let cookie = Cookie(name: cookieName, value: nonce, path: "/", secure: secureCookies, httpOnly: true, sameSite: .strict)
         return (nonce, cookie)

@@ -308,23 +308,18 @@ struct VerificationController: Sendable {
     ) -> Response {
         guard let error = error as? DeviceAuthorizationError else { return failurePage(error, context, cookies: cookies) }
         let entered = Self.reflectableCode(entered) ?? ""
+        // The form again, with what was entered and why it did not lead anywhere.
+        func enterCodeAgain(_ message: String, status: HTTPResponse.Status) -> Response {
+            pages.render(
+                "enter_code",
+                ["title": "Connect a device", "csrf_token": csrfToken, "user": user.displayName, "entered": entered, "error": message],
+                status: status, cookies: cookies)
+        }
         switch error.code {
         case .invalidUserCode:
-            return pages.render(
-                "enter_code",
-                [
-                    "title": "Connect a device", "csrf_token": csrfToken, "user": user.displayName, "entered": entered,
-                    "error": "That is not a valid code. Codes have 8 letters, like BCDF-GHJK.",
-                ],
-                status: .badRequest, cookies: cookies)
+            return enterCodeAgain("That is not a valid code. Codes have 8 letters, like BCDF-GHJK.", status: .badRequest)
         case .notFound:
-            return pages.render(
-                "enter_code",
-                [
-                    "title": "Connect a device", "csrf_token": csrfToken, "user": user.displayName, "entered": entered,
-                    "error": "We could not find a request with that code. Check the code on your device and try again.",
-                ],
-                status: .notFound, cookies: cookies)
+            return enterCodeAgain("We could not find a request with that code. Check the code on your device and try again.", status: .notFound)
         case .expired:
             return messagePage(
                 title: "This code has expired", message: "The request timed out. Start again on your device to get a new code.",

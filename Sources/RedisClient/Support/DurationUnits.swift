@@ -28,6 +28,6 @@ extension Duration {
     /// Whole seconds, rounded up, and at least `minimum` (`Retry-After`).
     package func wholeSecondsRoundedUp(atLeast minimum: Int = 0) -> Int {
         let (seconds, attoseconds) = components
-        return max(minimum, Int(clamping: seconds + (attoseconds > 0 ? 1 : 0)))
+        return max(minimum, Int(clamping: Int128(seconds) + (attoseconds > 0 ? 1 : 0)))
     }
 }

@@ -61,7 +61,7 @@ extension HTTPLoadCommand {
             sourceAddresses: (1...sourceAddresses).map { "127.0.0.\($0)" },
             timeout: .seconds(Int64(requestTimeout)), drainSeconds: drain, timelineSeconds: timelineSeconds, workers: workerCount)
         let outcome = try await OpenModelRun(settings: settings, nodeURLs: nodeList, objectives: objectives).run()
-        try writeReports(outcome.report)
+        try outcome.report.publish(json: json, html: html)
         if outcome.status != 0 { throw ExitCode(outcome.status) }
     }
 
@@ -78,19 +78,6 @@ extension HTTPLoadCommand {
         case 1 where parts[0] >= 0: return parts[0]...parts[0]
         case 2 where parts[0] >= 0 && parts[0] <= parts[1]: return parts[0]...parts[1]
         default: throw ValidationError("\(option): N or MIN-MAX")
-        }
-    }
-
-    /// The table on stdout, and the JSON and HTML reports where asked (both models).
-    func writeReports(_ report: RunReport) throws {
-        print(TableReport.render(report))
-        if let json {
-            try JSONReport.write(report, to: json)
-            print("JSON report: \(json)")
-        }
-        if let html {
-            try HTMLReport.write(report, to: html)
-            print("HTML report: \(html)")
         }
     }
 }

@@ -219,7 +219,7 @@ struct HTTPLoadCommand: AsyncParsableCommand {
             throw error
         }
         try await http.shutdown()
-        try writeReports(outcome.report)
+        try outcome.report.publish(json: json, html: html)
         if outcome.failed { throw ExitCode.failure }
     }
 

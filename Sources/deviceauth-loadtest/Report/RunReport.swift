@@ -163,3 +163,19 @@ enum TableReport {
         String(format: "%.\(digits)f", value)
     }
 }
+
+extension RunReport {
+    /// The table on stdout, and the JSON and HTML reports where asked: every run of the harness
+    /// (`http` in both models, `store`) ends with this.
+    func publish(json: String?, html: String?) throws {
+        print(TableReport.render(self))
+        if let json {
+            try JSONReport.write(self, to: json)
+            print("JSON report: \(json)")
+        }
+        if let html {
+            try HTMLReport.write(self, to: html)
+            print("HTML report: \(html)")
+        }
+    }
+}

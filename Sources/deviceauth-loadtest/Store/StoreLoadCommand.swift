@@ -109,15 +109,7 @@ struct StoreLoadCommand: AsyncParsableCommand {
             mode: "store", target: url.replacingOccurrences(of: #"//[^@/]*@"#, with: "//***@", options: .regularExpression),
             settings: ["op": op.rawValue, "concurrency": "\(concurrency)", "duration": "\(duration) s", "connections": "\(connections)"],
             elapsed: ContinuousClock.now - recorder.start, recorder: recorder, invariants: [])
-        print(TableReport.render(report))
-        if let json {
-            try JSONReport.write(report, to: json)
-            print("JSON report: \(json)")
-        }
-        if let html {
-            try HTMLReport.write(report, to: html)
-            print("HTML report: \(html)")
-        }
+        try report.publish(json: json, html: html)
         let errors = report.rows.filter { !$0.outcome.hasPrefix("ok") }.reduce(0) { $0 + $1.count }
         if errors > 0 { print("\(errors) operations failed") }
     }
